@@ -1,0 +1,62 @@
+#include "common/fsutil.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+namespace kiln {
+
+Status WriteFileAtomic(const std::string& path, const std::string& data, int mode) {
+  std::string tmp = path + ".tmp." + std::to_string(getpid());
+  int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+  if (fd < 0) return Internal("open " + tmp + ": " + strerror(errno));
+  size_t off = 0;
+  while (off < data.size()) {
+    ssize_t n = write(fd, data.data() + off, data.size() - off);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      int e = errno;
+      close(fd);
+      unlink(tmp.c_str());
+      return Internal("write " + tmp + ": " + strerror(e));
+    }
+    off += static_cast<size_t>(n);
+  }
+  fsync(fd);
+  close(fd);
+  if (rename(tmp.c_str(), path.c_str()) != 0) {
+    int e = errno;
+    unlink(tmp.c_str());
+    return Internal("rename " + path + ": " + strerror(e));
+  }
+  return Status::Ok();
+}
+
+Result<std::string> ReadFile(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) return NotFound("cannot read " + path);
+  std::ostringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+Status MakeDirs(const std::string& path) {
+  std::error_code ec;
+  std::filesystem::create_directories(path, ec);
+  if (ec) return Internal("mkdir " + path + ": " + ec.message());
+  return Status::Ok();
+}
+
+Result<std::string> FileUriToPath(const std::string& uri) {
+  if (uri.rfind("file://", 0) == 0) return uri.substr(7);
+  if (uri.find("://") != std::string::npos)
+    return Status(Code::kInvalidArgument, "unsupported URI scheme in " + uri);
+  return uri;
+}
+
+}  // namespace kiln

@@ -1,0 +1,14 @@
+#pragma once
+#include <string>
+
+#include "common/status.h"
+
+namespace kiln {
+// Writes a file so that readers see the old or the new content, never a mix:
+// write to a temp file, fsync, rename. `mode` applies to the new file.
+Status WriteFileAtomic(const std::string& path, const std::string& data, int mode = 0644);
+Result<std::string> ReadFile(const std::string& path);
+Status MakeDirs(const std::string& path);
+// Strips "file://" from a URI; plain paths pass through. Other schemes fail.
+Result<std::string> FileUriToPath(const std::string& uri);
+}  // namespace kiln

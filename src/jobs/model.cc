@@ -1,0 +1,227 @@
+#include "jobs/model.h"
+
+namespace kiln {
+
+using nlohmann::json;
+
+const char* ToString(JobStatus s) {
+  switch (s) {
+    case JobStatus::kInProgress: return "InProgress";
+    case JobStatus::kCompleted: return "Completed";
+    case JobStatus::kFailed: return "Failed";
+    case JobStatus::kStopping: return "Stopping";
+    case JobStatus::kStopped: return "Stopped";
+  }
+  return "?";
+}
+
+const char* ToString(SecondaryStatus s) {
+  switch (s) {
+    case SecondaryStatus::kStarting: return "Starting";
+    case SecondaryStatus::kPending: return "Pending";
+    case SecondaryStatus::kDownloading: return "Downloading";
+    case SecondaryStatus::kTraining: return "Training";
+    case SecondaryStatus::kUploading: return "Uploading";
+    case SecondaryStatus::kCompleted: return "Completed";
+    case SecondaryStatus::kFailed: return "Failed";
+    case SecondaryStatus::kStopping: return "Stopping";
+    case SecondaryStatus::kStopped: return "Stopped";
+    case SecondaryStatus::kMaxRuntimeExceeded: return "MaxRuntimeExceeded";
+    case SecondaryStatus::kRestarting: return "Restarting";
+    case SecondaryStatus::kInterrupted: return "Interrupted";
+  }
+  return "?";
+}
+
+const char* ToString(InstanceState s) {
+  switch (s) {
+    case InstanceState::kLaunching: return "Launching";
+    case InstanceState::kRunning: return "Running";
+    case InstanceState::kExited: return "Exited";
+  }
+  return "?";
+}
+
+std::optional<JobStatus> ParseJobStatus(const std::string& s) {
+  for (auto v : {JobStatus::kInProgress, JobStatus::kCompleted, JobStatus::kFailed,
+                 JobStatus::kStopping, JobStatus::kStopped})
+    if (s == ToString(v)) return v;
+  return std::nullopt;
+}
+
+static std::optional<SecondaryStatus> ParseSecondary(const std::string& s) {
+  for (int i = 0; i <= static_cast<int>(SecondaryStatus::kInterrupted); ++i) {
+    auto v = static_cast<SecondaryStatus>(i);
+    if (s == ToString(v)) return v;
+  }
+  return std::nullopt;
+}
+
+bool IsTerminal(JobStatus s) {
+  return s == JobStatus::kCompleted || s == JobStatus::kFailed || s == JobStatus::kStopped;
+}
+
+const char* ToString(EventType t) {
+  switch (t) {
+    case EventType::kJobCreated: return "JobCreated";
+    case EventType::kInstanceLaunched: return "InstanceLaunched";
+    case EventType::kInstanceLaunchFailed: return "InstanceLaunchFailed";
+    case EventType::kPhaseReported: return "PhaseReported";
+    case EventType::kInstanceExited: return "InstanceExited";
+    case EventType::kStopRequested: return "StopRequested";
+    case EventType::kMaxRuntimeTimer: return "MaxRuntimeTimer";
+  }
+  return "?";
+}
+
+std::optional<EventType> ParseEventType(const std::string& s) {
+  for (int i = 0; i <= static_cast<int>(EventType::kMaxRuntimeTimer); ++i) {
+    auto v = static_cast<EventType>(i);
+    if (s == ToString(v)) return v;
+  }
+  return std::nullopt;
+}
+
+Instance* Job::FindInstance(const std::string& iid) {
+  for (auto& i : instances)
+    if (i.id == iid) return &i;
+  return nullptr;
+}
+
+std::vector<Instance*> Job::CurrentInstances() {
+  std::vector<Instance*> out;
+  for (auto& i : instances)
+    if (i.attempt == attempt) out.push_back(&i);
+  return out;
+}
+
+json Job::Timings() const {
+  json t = json::object();
+  auto get = [&](const char* k) -> TimeMs {
+    auto it = phase_times.find(k);
+    return it == phase_times.end() ? 0 : it->second;
+  };
+  TimeMs ready = get("InstanceReady"), first = get("FirstLine"), training = get("Training"),
+         uploading = get("Uploading"), end = ended_at ? ended_at : 0;
+  if (ready) t["queued"] = ready - created_at;
+  if (ready) t["instance_ready"] = ready - created_at;
+  if (first && training) t["first_user_line"] = first - training;
+  if (training) t["training"] = (uploading ? uploading : (end ? end : training)) - training;
+  if (uploading && end) t["uploading"] = end - uploading;
+  if (end) t["total"] = end - created_at;
+  return t;
+}
+
+json ToJson(const Instance& i) {
+  json j = {{"id", i.id},          {"job_id", i.job_id},      {"index", i.index},
+            {"attempt", i.attempt}, {"state", ToString(i.state)}, {"handle", i.handle},
+            {"exit_code", i.exit_code}, {"signal", i.signal},  {"oom", i.oom},
+            {"failure", i.failure},  {"launched_at", i.launched_at}, {"exited_at", i.exited_at},
+            {"stop_sent", i.stop_sent}};
+  return j;
+}
+
+Instance InstanceFromJson(const json& j) {
+  Instance i;
+  i.id = j.value("id", "");
+  i.job_id = j.value("job_id", "");
+  i.index = j.value("index", 0);
+  i.attempt = j.value("attempt", 1);
+  std::string st = j.value("state", "Launching");
+  i.state = st == "Running" ? InstanceState::kRunning
+            : st == "Exited" ? InstanceState::kExited
+                             : InstanceState::kLaunching;
+  i.handle = j.value("handle", "");
+  i.exit_code = j.value("exit_code", -1);
+  i.signal = j.value("signal", 0);
+  i.oom = j.value("oom", false);
+  i.failure = j.value("failure", "");
+  i.launched_at = j.value("launched_at", TimeMs{0});
+  i.exited_at = j.value("exited_at", TimeMs{0});
+  i.stop_sent = j.value("stop_sent", false);
+  return i;
+}
+
+json ToJson(const Job& job) {
+  json tr = json::array();
+  for (const auto& t : job.transitions) {
+    json x = {{"status", ToString(t.status)}, {"start_time", FormatTime(t.start)},
+              {"start_ms", t.start}, {"message", t.message}};
+    if (t.end) {
+      x["end_time"] = FormatTime(t.end);
+      x["end_ms"] = t.end;
+    }
+    tr.push_back(x);
+  }
+  json inst = json::array();
+  for (const auto& i : job.instances) inst.push_back(ToJson(i));
+  json j = {{"id", job.id},
+            {"name", job.spec.name},
+            {"status", ToString(job.status)},
+            {"secondary_status", ToString(job.secondary)},
+            {"failure_reason", job.failure_reason},
+            {"attempt", job.attempt},
+            {"created_at", FormatTime(job.created_at)},
+            {"created_ms", job.created_at},
+            {"transitions", tr},
+            {"timings_ms", job.Timings()},
+            {"phase_times", job.phase_times},
+            {"instances", inst},
+            {"tags", job.spec.tags},
+            {"spec", job.spec.ToJson()},
+            {"output_dir", job.output_dir},
+            {"stop_cause", static_cast<int>(job.stop_cause)},
+            {"last_job_seq", job.last_job_seq}};
+  j["exit_code"] = job.exit_code ? json(*job.exit_code) : json(nullptr);
+  j["ended_at"] = job.ended_at ? json(FormatTime(job.ended_at)) : json(nullptr);
+  j["ended_ms"] = job.ended_at;
+  j["model_artifact"] = job.model_artifact.empty() ? json(nullptr) : json(job.model_artifact);
+  return j;
+}
+
+Result<Job> JobFromJson(const json& j) {
+  Job job;
+  try {
+    job.id = j.at("id");
+    auto spec = ParseSpec(j.at("spec"), nullptr);
+    if (!spec.ok()) return Internal("corrupt stored spec: " + spec.status().ToString());
+    job.spec = spec.value();
+    job.status = ParseJobStatus(j.at("status")).value_or(JobStatus::kFailed);
+    job.secondary = ParseSecondary(j.at("secondary_status")).value_or(SecondaryStatus::kFailed);
+    job.failure_reason = j.value("failure_reason", "");
+    if (j.contains("exit_code") && !j["exit_code"].is_null()) job.exit_code = j["exit_code"].get<int>();
+    job.attempt = j.value("attempt", 1);
+    job.created_at = j.value("created_ms", TimeMs{0});
+    job.ended_at = j.value("ended_ms", TimeMs{0});
+    job.stop_cause = static_cast<StopCause>(j.value("stop_cause", 0));
+    for (const auto& t : j.at("transitions")) {
+      StatusTransition st;
+      st.status = ParseSecondary(t.at("status")).value_or(SecondaryStatus::kFailed);
+      st.start = t.value("start_ms", TimeMs{0});
+      st.end = t.value("end_ms", TimeMs{0});
+      st.message = t.value("message", "");
+      job.transitions.push_back(st);
+    }
+    job.phase_times = j.value("phase_times", std::map<std::string, TimeMs>{});
+    for (const auto& i : j.at("instances")) job.instances.push_back(InstanceFromJson(i));
+    if (j.contains("model_artifact") && j["model_artifact"].is_string()) job.model_artifact = j["model_artifact"];
+    job.output_dir = j.value("output_dir", "");
+    job.last_job_seq = j.value("last_job_seq", int64_t{0});
+  } catch (const json::exception& e) {
+    return Internal(std::string("corrupt job record: ") + e.what());
+  }
+  return job;
+}
+
+json ToJson(const Event& e) {
+  json j = {{"seq", e.seq},         {"job_seq", e.job_seq}, {"job_id", e.job_id},
+            {"type", ToString(e.type)}, {"source", e.source}, {"time", FormatTime(e.time)},
+            {"time_ms", e.time},     {"payload", e.payload}};
+  if (!e.status_after.empty()) {
+    j["status"] = e.status_after;
+    j["secondary_status"] = e.secondary_after;
+  }
+  return j;
+}
+
+}  // namespace kiln

@@ -1,0 +1,111 @@
+#pragma once
+// The job and instance model, and events. A job's state is a fold over its events
+// (see state_machine.h); these types serialize to the JSON that the store keeps
+// and the API returns.
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/clock.h"
+#include "jobs/spec.h"
+
+namespace kiln {
+
+enum class JobStatus { kInProgress, kCompleted, kFailed, kStopping, kStopped };
+enum class SecondaryStatus {
+  kStarting, kPending, kDownloading, kTraining, kUploading, kCompleted, kFailed,
+  kStopping, kStopped, kMaxRuntimeExceeded, kRestarting, kInterrupted,
+};
+enum class InstanceState { kLaunching, kRunning, kExited };
+// Why a job is stopping; decides its final secondary status.
+enum class StopCause { kNone, kUser, kMaxRuntime };
+
+const char* ToString(JobStatus s);
+const char* ToString(SecondaryStatus s);
+const char* ToString(InstanceState s);
+std::optional<JobStatus> ParseJobStatus(const std::string& s);
+bool IsTerminal(JobStatus s);
+
+struct Instance {
+  std::string id;  // "<job_id>.<attempt>.<index>"
+  std::string job_id;
+  int index = 0;
+  int attempt = 1;
+  InstanceState state = InstanceState::kLaunching;
+  std::string handle;  // backend's opaque handle, persisted for recovery
+  int exit_code = -1;
+  int signal = 0;
+  bool oom = false;
+  std::string failure;  // reason recorded for this instance, if it failed
+  TimeMs launched_at = 0;
+  TimeMs exited_at = 0;
+  bool stop_sent = false;
+};
+
+struct StatusTransition {
+  SecondaryStatus status;
+  TimeMs start = 0;
+  TimeMs end = 0;  // 0 while current
+  std::string message;
+};
+
+struct Job {
+  std::string id;
+  JobSpec spec;
+  JobStatus status = JobStatus::kInProgress;
+  SecondaryStatus secondary = SecondaryStatus::kStarting;
+  std::string failure_reason;
+  std::optional<int> exit_code;
+  int attempt = 1;
+  TimeMs created_at = 0;
+  TimeMs ended_at = 0;
+  StopCause stop_cause = StopCause::kNone;
+  std::vector<StatusTransition> transitions;
+  std::map<std::string, TimeMs> phase_times;  // phase -> first time reached this attempt
+  std::vector<Instance> instances;            // all attempts, in launch order
+  std::string model_artifact;                 // path of model.tar.gz once uploaded
+  std::string output_dir;                     // resolved output location
+  int64_t last_job_seq = 0;                   // highest event job_seq folded in
+
+  Instance* FindInstance(const std::string& id);
+  std::vector<Instance*> CurrentInstances();
+  // Per-phase durations (ms) derived from phase_times and transitions.
+  nlohmann::json Timings() const;
+};
+
+enum class EventType {
+  kJobCreated,
+  kInstanceLaunched,
+  kInstanceLaunchFailed,
+  kPhaseReported,
+  kInstanceExited,
+  kStopRequested,
+  kMaxRuntimeTimer,
+};
+const char* ToString(EventType t);
+std::optional<EventType> ParseEventType(const std::string& s);
+
+struct Event {
+  int64_t seq = 0;      // global, assigned by the store
+  int64_t job_seq = 0;  // per job, assigned by the store
+  std::string job_id;
+  EventType type = EventType::kJobCreated;
+  nlohmann::json payload = nlohmann::json::object();
+  std::string source;  // api | backend | entrypoint | timer | recovery
+  TimeMs time = 0;
+  std::string dedup_key;  // empty = never a duplicate
+  // Filled once applied: the job's state right after this event.
+  std::string status_after;
+  std::string secondary_after;
+};
+
+nlohmann::json ToJson(const Job& j);
+Result<Job> JobFromJson(const nlohmann::json& j);
+nlohmann::json ToJson(const Instance& i);
+Instance InstanceFromJson(const nlohmann::json& j);
+nlohmann::json ToJson(const Event& e);
+
+}  // namespace kiln

@@ -1,0 +1,202 @@
+#include "jobs/spec.h"
+
+#include <regex>
+#include <set>
+
+#include "common/fsutil.h"
+
+namespace kiln {
+namespace {
+
+using nlohmann::json;
+
+bool IsEnvKey(const std::string& k) {
+  if (k.empty() || k.size() > 512) return false;
+  if (!(isalpha(static_cast<unsigned char>(k[0])) || k[0] == '_')) return false;
+  for (char c : k)
+    if (!(isalnum(static_cast<unsigned char>(c)) || c == '_')) return false;
+  return true;
+}
+
+bool IsChannelName(const std::string& k) {
+  if (k.empty() || k.size() > 64) return false;
+  for (char c : k)
+    if (!(isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.')) return false;
+  return k != "." && k != "..";
+}
+
+Status StringMap(const json& j, const std::string& field, std::map<std::string, std::string>* out,
+                 bool (*key_ok)(const std::string&), const char* key_rule, size_t max_entries,
+                 size_t max_key, size_t max_value) {
+  if (!j.is_object()) return InvalidArgument(field, "must be a map of strings");
+  if (j.size() > max_entries)
+    return InvalidArgument(field, "at most " + std::to_string(max_entries) + " entries");
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    std::string f = field + "." + it.key();
+    if (key_ok && !key_ok(it.key())) return InvalidArgument(f, std::string("key ") + key_rule);
+    if (it.key().size() > max_key)
+      return InvalidArgument(f, "key longer than " + std::to_string(max_key));
+    std::string v;
+    if (it.value().is_string()) {
+      v = it.value().get<std::string>();
+    } else if (it.value().is_number() || it.value().is_boolean()) {
+      v = it.value().dump();
+    } else {
+      return InvalidArgument(f, "must be a string");
+    }
+    if (v.size() > max_value)
+      return InvalidArgument(f, "value longer than " + std::to_string(max_value));
+    (*out)[it.key()] = v;
+  }
+  return Status::Ok();
+}
+
+Status Int(const json& j, const std::string& field, int64_t lo, int64_t hi, int64_t* out) {
+  if (!j.is_number_integer()) return InvalidArgument(field, "must be an integer");
+  int64_t v = j.get<int64_t>();
+  if (v < lo || v > hi)
+    return InvalidArgument(field, "must be between " + std::to_string(lo) + " and " + std::to_string(hi));
+  *out = v;
+  return Status::Ok();
+}
+
+Status AbsPath(const json& j, const std::string& field, std::string* out) {
+  if (!j.is_string() || j.get<std::string>().empty())
+    return InvalidArgument(field, "must be a non-empty path or file:// URI");
+  auto p = FileUriToPath(j.get<std::string>());
+  if (!p.ok()) return InvalidArgument(field, p.status().message());
+  if (p->empty() || (*p)[0] != '/') return InvalidArgument(field, "must be an absolute path");
+  if (p->find('\0') != std::string::npos) return InvalidArgument(field, "contains NUL");
+  *out = *p;
+  return Status::Ok();
+}
+
+const std::set<std::string> kKnownFields = {
+    "name",   "image",       "command",             "code_dir",       "instance",
+    "hyperparameters", "environment", "inputs",      "output",         "max_runtime_seconds",
+    "retry_attempts",  "stop_grace_seconds", "tags",  "kind"};
+
+}  // namespace
+
+bool IsValidJobName(const std::string& name) {
+  static const std::regex re("^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$");
+  return name.size() <= 63 && std::regex_match(name, re);
+}
+
+Result<JobSpec> ParseSpec(const json& j, const Catalog* catalog) {
+  if (!j.is_object()) return InvalidArgument("", "spec must be a JSON/YAML object");
+  for (auto it = j.begin(); it != j.end(); ++it)
+    if (!kKnownFields.count(it.key())) return InvalidArgument(it.key(), "unknown field");
+  JobSpec s;
+  if (j.contains("kind") && j["kind"] != "training")
+    return InvalidArgument("kind", "only 'training' is supported");
+
+  if (!j.contains("name")) return InvalidArgument("name", "required");
+  if (!j["name"].is_string()) return InvalidArgument("name", "must be a string");
+  s.name = j["name"];
+  if (!IsValidJobName(s.name))
+    return InvalidArgument("name", "must be 1-63 letters, digits or hyphens, starting and ending with a letter or digit");
+
+  if (j.contains("image")) {
+    if (!j["image"].is_string() || j["image"].get<std::string>().empty())
+      return InvalidArgument("image", "must be a non-empty string");
+    s.image = j["image"];
+  }
+  if (catalog && !catalog->FindImage(s.image))
+    return InvalidArgument("image", "unknown image '" + s.image + "': not in kilnd's image catalog");
+
+  if (!j.contains("command")) return InvalidArgument("command", "required");
+  const auto& cmd = j["command"];
+  if (cmd.is_string()) {
+    if (cmd.get<std::string>().empty()) return InvalidArgument("command", "must not be empty");
+    s.command = {"/bin/sh", "-c", cmd.get<std::string>()};
+  } else if (cmd.is_array()) {
+    if (cmd.empty()) return InvalidArgument("command", "must not be empty");
+    for (size_t i = 0; i < cmd.size(); ++i) {
+      if (!cmd[i].is_string())
+        return InvalidArgument("command[" + std::to_string(i) + "]", "must be a string");
+      s.command.push_back(cmd[i]);
+    }
+    if (s.command[0].empty()) return InvalidArgument("command[0]", "must not be empty");
+  } else {
+    return InvalidArgument("command", "must be a list of strings or a string");
+  }
+
+  if (j.contains("code_dir")) KILN_RETURN_IF_ERROR(AbsPath(j["code_dir"], "code_dir", &s.code_dir));
+
+  if (j.contains("instance")) {
+    const auto& in = j["instance"];
+    if (!in.is_object()) return InvalidArgument("instance", "must be an object with type and count");
+    for (auto it = in.begin(); it != in.end(); ++it)
+      if (it.key() != "type" && it.key() != "count")
+        return InvalidArgument("instance." + it.key(), "unknown field");
+    if (in.contains("type")) {
+      if (!in["type"].is_string()) return InvalidArgument("instance.type", "must be a string");
+      s.instance_type = in["type"];
+    }
+    if (in.contains("count")) {
+      int64_t c;
+      KILN_RETURN_IF_ERROR(Int(in["count"], "instance.count", 1, kMaxInstanceCount, &c));
+      s.instance_count = static_cast<int>(c);
+    }
+  }
+  if (catalog && !catalog->FindType(s.instance_type))
+    return InvalidArgument("instance.type", "unknown instance type '" + s.instance_type + "'");
+
+  if (j.contains("hyperparameters")) {
+    if (!j["hyperparameters"].is_object())
+      return InvalidArgument("hyperparameters", "must be an object");
+    s.hyperparameters = j["hyperparameters"];
+  }
+  if (j.contains("environment"))
+    KILN_RETURN_IF_ERROR(StringMap(j["environment"], "environment", &s.environment, IsEnvKey,
+                                   "must match [A-Za-z_][A-Za-z0-9_]*", SIZE_MAX, 512, 1 << 20));
+  if (j.contains("inputs")) {
+    const auto& in = j["inputs"];
+    if (!in.is_object()) return InvalidArgument("inputs", "must be a map of channel to path");
+    if (in.size() > 20) return InvalidArgument("inputs", "at most 20 channels");
+    for (auto it = in.begin(); it != in.end(); ++it) {
+      std::string f = "inputs." + it.key();
+      if (!IsChannelName(it.key()))
+        return InvalidArgument(f, "channel name must be letters, digits, '_', '-' or '.'");
+      std::string p;
+      KILN_RETURN_IF_ERROR(AbsPath(it.value(), f, &p));
+      s.inputs[it.key()] = p;
+    }
+  }
+  if (j.contains("output")) KILN_RETURN_IF_ERROR(AbsPath(j["output"], "output", &s.output));
+  if (j.contains("max_runtime_seconds"))
+    KILN_RETURN_IF_ERROR(Int(j["max_runtime_seconds"], "max_runtime_seconds", 1, kMaxRuntimeSeconds,
+                             &s.max_runtime_seconds));
+  if (j.contains("retry_attempts")) {
+    int64_t r;
+    KILN_RETURN_IF_ERROR(Int(j["retry_attempts"], "retry_attempts", 0, kMaxRetryAttempts, &r));
+    s.retry_attempts = static_cast<int>(r);
+  }
+  if (j.contains("stop_grace_seconds"))
+    KILN_RETURN_IF_ERROR(Int(j["stop_grace_seconds"], "stop_grace_seconds", 0, kMaxStopGraceSeconds,
+                             &s.stop_grace_seconds));
+  if (j.contains("tags"))
+    KILN_RETURN_IF_ERROR(StringMap(j["tags"], "tags", &s.tags, nullptr, "", kMaxTags, 128, 256));
+  return s;
+}
+
+nlohmann::json JobSpec::ToJson() const {
+  json j;
+  j["name"] = name;
+  j["image"] = image;
+  j["command"] = command;
+  if (!code_dir.empty()) j["code_dir"] = code_dir;
+  j["instance"] = {{"type", instance_type}, {"count", instance_count}};
+  j["hyperparameters"] = hyperparameters;
+  j["environment"] = environment;
+  j["inputs"] = inputs;
+  if (!output.empty()) j["output"] = output;
+  j["max_runtime_seconds"] = max_runtime_seconds;
+  j["retry_attempts"] = retry_attempts;
+  j["stop_grace_seconds"] = stop_grace_seconds;
+  j["tags"] = tags;
+  return j;
+}
+
+}  // namespace kiln

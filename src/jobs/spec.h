@@ -1,0 +1,48 @@
+#pragma once
+// The job spec users submit (YAML or JSON, converted to JSON by the caller), and
+// its validation. ParseSpec refuses the first problem it finds with a Status whose
+// field() is the dotted path ("instance.count") and whose message says why.
+#include <map>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/status.h"
+#include "jobs/catalog.h"
+
+namespace kiln {
+
+struct JobSpec {
+  std::string name;
+  std::string image = "host";
+  std::vector<std::string> command;
+  std::string code_dir;  // absolute path or empty
+  std::string instance_type = "ml.m5.large";
+  int instance_count = 1;
+  nlohmann::json hyperparameters = nlohmann::json::object();
+  std::map<std::string, std::string> environment;
+  std::map<std::string, std::string> inputs;  // channel -> absolute path
+  std::string output;                         // absolute directory, empty = server default
+  int64_t max_runtime_seconds = 86400;
+  int retry_attempts = 0;
+  int64_t stop_grace_seconds = 120;
+  std::map<std::string, std::string> tags;
+
+  nlohmann::json ToJson() const;
+};
+
+inline constexpr int kMaxInstanceCount = 64;
+inline constexpr int64_t kMaxRuntimeSeconds = 28 * 24 * 3600;
+inline constexpr int kMaxRetryAttempts = 30;
+inline constexpr int64_t kMaxStopGraceSeconds = 3600;
+inline constexpr size_t kMaxTags = 50;
+
+// Validates `j` against the schema and, unless null, `catalog` (instance types and
+// images). Pure: paths are checked for shape (absolute or file://) only; existence
+// is the caller's business. Stored specs are re-read with catalog == nullptr.
+Result<JobSpec> ParseSpec(const nlohmann::json& j, const Catalog* catalog);
+
+bool IsValidJobName(const std::string& name);
+
+}  // namespace kiln

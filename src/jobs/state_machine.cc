@@ -1,0 +1,244 @@
+#include "jobs/state_machine.h"
+
+#include <csignal>
+#include <cstring>
+
+namespace kiln {
+namespace {
+
+using nlohmann::json;
+
+int PhaseRank(SecondaryStatus s) {
+  switch (s) {
+    case SecondaryStatus::kStarting:
+    case SecondaryStatus::kRestarting:
+    case SecondaryStatus::kPending: return 0;
+    case SecondaryStatus::kDownloading: return 1;
+    case SecondaryStatus::kTraining: return 2;
+    case SecondaryStatus::kUploading: return 3;
+    default: return 4;
+  }
+}
+
+void SetSecondary(Job& job, SecondaryStatus s, TimeMs now, const std::string& msg) {
+  if (!job.transitions.empty()) {
+    auto& last = job.transitions.back();
+    if (last.status == s) return;
+    if (!last.end) last.end = now;
+  }
+  job.secondary = s;
+  job.transitions.push_back({s, now, 0, msg});
+}
+
+void Finish(Job& job, JobStatus status, SecondaryStatus sec, TimeMs now, const std::string& msg) {
+  job.status = status;
+  SetSecondary(job, sec, now, msg);
+  job.transitions.back().end = now;
+  job.ended_at = now;
+}
+
+void LaunchAttempt(Job& job, TimeMs now, TransitionResult& r) {
+  for (int i = 0; i < job.spec.instance_count; ++i) {
+    Instance in;
+    in.id = InstanceId(job.id, job.attempt, i);
+    in.job_id = job.id;
+    in.index = i;
+    in.attempt = job.attempt;
+    in.launched_at = now;
+    job.instances.push_back(in);
+    r.actions.push_back({ActionType::kLaunch, in.id, 0});
+  }
+}
+
+std::string SignalName(int sig) {
+  const char* d = sigabbrev_np(sig);
+  return d ? std::string("SIG") + d : "signal " + std::to_string(sig);
+}
+
+std::string InstanceFailure(const Job& job, const Instance& in) {
+  std::string where = job.spec.instance_count > 1 ? " (algo-" + std::to_string(in.index + 1) + ")" : "";
+  if (in.oom)
+    return "OutOfMemory: the job exceeded the memory limit of its instance type " +
+           job.spec.instance_type + where;
+  if (!in.failure.empty()) return in.failure;
+  if (in.signal) return "AlgorithmError: killed by " + SignalName(in.signal) + where;
+  return "AlgorithmError: exit code " + std::to_string(in.exit_code) + where;
+}
+
+bool Failed(const Instance& in) { return in.oom || in.signal != 0 || in.exit_code != 0; }
+
+void StopLive(Job& job, TransitionResult& r) {
+  for (auto* in : job.CurrentInstances()) {
+    // Launching instances get their stop once InstanceLaunched arrives.
+    if (in->state == InstanceState::kRunning && !in->stop_sent) {
+      in->stop_sent = true;
+      r.actions.push_back({ActionType::kStop, in->id, job.spec.stop_grace_seconds * 1000});
+    }
+  }
+}
+
+bool AllExited(Job& job) {
+  for (auto* in : job.CurrentInstances())
+    if (in->state != InstanceState::kExited) return false;
+  return true;
+}
+
+// Called when every instance of the current attempt has exited.
+void SettleAttempt(Job& job, TimeMs now, TransitionResult& r) {
+  if (job.status == JobStatus::kStopping) {
+    if (job.stop_cause == StopCause::kMaxRuntime) {
+      job.failure_reason = "MaxRuntimeExceeded: the job ran longer than max_runtime_seconds=" +
+                           std::to_string(job.spec.max_runtime_seconds);
+      Finish(job, JobStatus::kStopped, SecondaryStatus::kMaxRuntimeExceeded, now, job.failure_reason);
+    } else {
+      Finish(job, JobStatus::kStopped, SecondaryStatus::kStopped, now, "Stopped by request");
+    }
+    return;
+  }
+  const Instance* failed = nullptr;
+  for (auto* in : job.CurrentInstances())
+    if (Failed(*in) && (!failed || in->exited_at < failed->exited_at)) failed = in;
+  if (!failed) {
+    job.exit_code = 0;
+    job.failure_reason.clear();
+    Finish(job, JobStatus::kCompleted, SecondaryStatus::kCompleted, now, "Training job completed");
+    return;
+  }
+  job.exit_code = failed->exit_code;
+  job.failure_reason = InstanceFailure(job, *failed);
+  if (job.attempt <= job.spec.retry_attempts) {
+    job.attempt++;
+    job.phase_times.clear();
+    SetSecondary(job, SecondaryStatus::kRestarting, now,
+                 "Retrying (attempt " + std::to_string(job.attempt) + " of " +
+                     std::to_string(job.spec.retry_attempts + 1) + ") after: " + job.failure_reason);
+    LaunchAttempt(job, now, r);
+    return;
+  }
+  Finish(job, JobStatus::kFailed, SecondaryStatus::kFailed, now, job.failure_reason);
+}
+
+void MarkExited(Job& job, Instance& in, const json& p, TimeMs now, TransitionResult& r) {
+  in.state = InstanceState::kExited;
+  in.exit_code = p.value("exit_code", -1);
+  in.signal = p.value("signal", 0);
+  in.oom = p.value("oom", false);
+  in.failure = p.value("failure", "");
+  if (in.failure.size() > 1024) in.failure.resize(1024);
+  in.exited_at = now;
+  if (p.contains("model_artifact") && p["model_artifact"].is_string() && !Failed(in) && in.index == 0)
+    job.model_artifact = p["model_artifact"];
+  r.actions.push_back({ActionType::kCleanup, in.id, 0});
+}
+
+TransitionResult Ignore(std::string why) {
+  TransitionResult r;
+  r.applied = false;
+  r.note = std::move(why);
+  return r;
+}
+
+}  // namespace
+
+std::string InstanceId(const std::string& job_id, int attempt, int index) {
+  return job_id + "." + std::to_string(attempt) + "." + std::to_string(index);
+}
+
+TransitionResult Transition(Job& job, const Event& e) {
+  TransitionResult r;
+  const TimeMs now = e.time;
+  const json& p = e.payload;
+  std::string iid = p.is_object() ? p.value("instance_id", "") : "";
+  Instance* in = iid.empty() ? nullptr : job.FindInstance(iid);
+
+  switch (e.type) {
+    case EventType::kJobCreated: {
+      if (!job.instances.empty()) return Ignore("job already created");
+      job.status = JobStatus::kInProgress;
+      job.created_at = job.created_at ? job.created_at : now;
+      SetSecondary(job, SecondaryStatus::kStarting, now, "Launching requested instances");
+      LaunchAttempt(job, now, r);
+      return r;
+    }
+    case EventType::kInstanceLaunched: {
+      if (!in) return Ignore("unknown instance");
+      if (in->state != InstanceState::kLaunching) return Ignore("instance already launched");
+      in->state = InstanceState::kRunning;
+      in->handle = p.value("handle", "");
+      if (in->attempt == job.attempt && !job.phase_times.count("InstanceReady"))
+        job.phase_times["InstanceReady"] = now;
+      // A stop that arrived while launching applies now.
+      if (job.status == JobStatus::kStopping || in->attempt != job.attempt || IsTerminal(job.status)) {
+        if (!in->stop_sent) {
+          in->stop_sent = true;
+          r.actions.push_back({ActionType::kStop, in->id, job.spec.stop_grace_seconds * 1000});
+        }
+      }
+      return r;
+    }
+    case EventType::kInstanceLaunchFailed: {
+      if (!in) return Ignore("unknown instance");
+      if (in->state == InstanceState::kExited) return Ignore("instance already exited");
+      json q = {{"exit_code", -1}, {"failure", "LaunchFailed: " + p.value("reason", std::string("unknown"))}};
+      MarkExited(job, *in, q, now, r);
+      if (IsTerminal(job.status) || in->attempt != job.attempt) return r;
+      StopLive(job, r);
+      if (AllExited(job)) SettleAttempt(job, now, r);
+      return r;
+    }
+    case EventType::kPhaseReported: {
+      if (!in) return Ignore("unknown instance");
+      if (in->attempt != job.attempt || job.status != JobStatus::kInProgress)
+        return Ignore("phase report for a job or attempt that is no longer running");
+      std::string phase = p.value("phase", "");
+      TimeMs at = p.value("time_ms", now);
+      if (!job.phase_times.count(phase)) job.phase_times[phase] = at;
+      SecondaryStatus target;
+      if (phase == "Downloading") target = SecondaryStatus::kDownloading;
+      else if (phase == "Training") target = SecondaryStatus::kTraining;
+      else if (phase == "Uploading") target = SecondaryStatus::kUploading;
+      else return r;  // FirstLine, Uploaded: timings only
+      if (PhaseRank(target) > PhaseRank(job.secondary)) SetSecondary(job, target, at, "");
+      return r;
+    }
+    case EventType::kInstanceExited: {
+      if (!in) return Ignore("unknown instance");
+      if (in->state == InstanceState::kExited) return Ignore("duplicate exit");
+      MarkExited(job, *in, p, now, r);
+      if (IsTerminal(job.status) || in->attempt != job.attempt) return r;
+      if (Failed(*in) && job.status == JobStatus::kInProgress) StopLive(job, r);
+      if (AllExited(job)) SettleAttempt(job, now, r);
+      return r;
+    }
+    case EventType::kStopRequested: {
+      if (job.status != JobStatus::kInProgress) return Ignore("job is not in progress");
+      job.status = JobStatus::kStopping;
+      job.stop_cause = StopCause::kUser;
+      SetSecondary(job, SecondaryStatus::kStopping, now, "Stop requested");
+      StopLive(job, r);
+      if (AllExited(job)) SettleAttempt(job, now, r);
+      return r;
+    }
+    case EventType::kMaxRuntimeTimer: {
+      if (job.status != JobStatus::kInProgress) return Ignore("job is not in progress");
+      if (now < job.created_at + job.spec.max_runtime_seconds * 1000) return Ignore("timer fired early");
+      job.status = JobStatus::kStopping;
+      job.stop_cause = StopCause::kMaxRuntime;
+      SetSecondary(job, SecondaryStatus::kStopping, now, "MaxRuntimeExceeded");
+      StopLive(job, r);
+      if (AllExited(job)) SettleAttempt(job, now, r);
+      return r;
+    }
+  }
+  return Ignore("unknown event type");
+}
+
+std::vector<TimerSpec> PendingTimers(const Job& job) {
+  std::vector<TimerSpec> t;
+  if (job.status == JobStatus::kInProgress)
+    t.push_back({job.created_at + job.spec.max_runtime_seconds * 1000, EventType::kMaxRuntimeTimer,
+                 "maxrt:" + job.id});
+  return t;
+}
+
+}  // namespace kiln

@@ -1,0 +1,162 @@
+#include <gtest/gtest.h>
+
+#include "jobs/state_machine.h"
+
+namespace kiln {
+namespace {
+using nlohmann::json;
+
+Job NewJob(int count = 1, int retries = 0) {
+  Job j;
+  j.id = "j-1";
+  j.spec.name = "t";
+  j.spec.command = {"true"};
+  j.spec.instance_count = count;
+  j.spec.retry_attempts = retries;
+  j.spec.max_runtime_seconds = 100;
+  j.created_at = 1000;
+  return j;
+}
+
+Event Ev(EventType t, json p = json::object(), TimeMs time = 1000) {
+  Event e;
+  e.job_id = "j-1";
+  e.type = t;
+  e.payload = std::move(p);
+  e.time = time;
+  return e;
+}
+
+std::string Iid(int attempt, int idx) { return InstanceId("j-1", attempt, idx); }
+
+TEST(StateMachine, HappyPath) {
+  Job j = NewJob();
+  auto r = Transition(j, Ev(EventType::kJobCreated));
+  ASSERT_EQ(r.actions.size(), 1u);
+  EXPECT_EQ(r.actions[0].type, ActionType::kLaunch);
+  EXPECT_EQ(j.secondary, SecondaryStatus::kStarting);
+  Transition(j, Ev(EventType::kInstanceLaunched, {{"instance_id", Iid(1, 0)}, {"handle", "h"}}, 1002));
+  Transition(j, Ev(EventType::kPhaseReported, {{"instance_id", Iid(1, 0)}, {"phase", "Training"}}, 1005));
+  EXPECT_EQ(j.secondary, SecondaryStatus::kTraining);
+  // A late Downloading report does not move the phase backwards.
+  Transition(j, Ev(EventType::kPhaseReported, {{"instance_id", Iid(1, 0)}, {"phase", "Downloading"}}, 1006));
+  EXPECT_EQ(j.secondary, SecondaryStatus::kTraining);
+  r = Transition(j, Ev(EventType::kInstanceExited,
+                       {{"instance_id", Iid(1, 0)}, {"exit_code", 0}, {"model_artifact", "/a/model.tar.gz"}}, 1100));
+  EXPECT_EQ(j.status, JobStatus::kCompleted);
+  EXPECT_EQ(j.secondary, SecondaryStatus::kCompleted);
+  EXPECT_EQ(j.model_artifact, "/a/model.tar.gz");
+  EXPECT_EQ(j.ended_at, 1100);
+  ASSERT_EQ(r.actions.size(), 1u);
+  EXPECT_EQ(r.actions[0].type, ActionType::kCleanup);
+  // Duplicate exit: no change, no actions.
+  auto dup = Transition(j, Ev(EventType::kInstanceExited, {{"instance_id", Iid(1, 0)}, {"exit_code", 3}}, 1200));
+  EXPECT_FALSE(dup.applied);
+  EXPECT_EQ(j.status, JobStatus::kCompleted);
+  EXPECT_EQ(j.ended_at, 1100);
+}
+
+struct ExitCase {
+  json payload;
+  JobStatus status;
+  std::string reason_prefix;
+};
+
+TEST(StateMachine, FailureReasons) {
+  std::vector<ExitCase> cases = {
+      {{{"exit_code", 3}}, JobStatus::kFailed, "AlgorithmError: exit code 3"},
+      {{{"exit_code", 137}, {"signal", 9}, {"oom", true}}, JobStatus::kFailed, "OutOfMemory"},
+      {{{"exit_code", 143}, {"signal", 15}}, JobStatus::kFailed, "AlgorithmError: killed by SIGTERM"},
+      {{{"exit_code", 1}, {"failure", "ValueError: bad data"}}, JobStatus::kFailed, "ValueError: bad data"},
+      {{{"exit_code", 127}, {"failure", "command not found: nope"}}, JobStatus::kFailed, "command not found"},
+  };
+  for (auto& c : cases) {
+    Job j = NewJob();
+    Transition(j, Ev(EventType::kJobCreated));
+    Transition(j, Ev(EventType::kInstanceLaunched, {{"instance_id", Iid(1, 0)}}));
+    json p = c.payload;
+    p["instance_id"] = Iid(1, 0);
+    Transition(j, Ev(EventType::kInstanceExited, p, 2000));
+    EXPECT_EQ(j.status, c.status);
+    EXPECT_EQ(j.failure_reason.rfind(c.reason_prefix, 0), 0u) << j.failure_reason;
+    EXPECT_TRUE(j.exit_code.has_value());
+  }
+}
+
+TEST(StateMachine, RetriesThenFails) {
+  Job j = NewJob(1, 1);
+  Transition(j, Ev(EventType::kJobCreated));
+  Transition(j, Ev(EventType::kInstanceLaunched, {{"instance_id", Iid(1, 0)}}));
+  auto r = Transition(j, Ev(EventType::kInstanceExited, {{"instance_id", Iid(1, 0)}, {"exit_code", 1}}, 1500));
+  EXPECT_EQ(j.status, JobStatus::kInProgress);
+  EXPECT_EQ(j.secondary, SecondaryStatus::kRestarting);
+  EXPECT_EQ(j.attempt, 2);
+  ASSERT_EQ(r.actions.size(), 2u);  // cleanup old, launch new
+  EXPECT_EQ(r.actions[1].type, ActionType::kLaunch);
+  EXPECT_EQ(r.actions[1].instance_id, Iid(2, 0));
+  // A stale event for attempt 1 changes nothing.
+  EXPECT_FALSE(Transition(j, Ev(EventType::kInstanceLaunched, {{"instance_id", Iid(1, 0)}})).applied);
+  Transition(j, Ev(EventType::kInstanceLaunched, {{"instance_id", Iid(2, 0)}}));
+  Transition(j, Ev(EventType::kInstanceExited, {{"instance_id", Iid(2, 0)}, {"exit_code", 2}}, 1600));
+  EXPECT_EQ(j.status, JobStatus::kFailed);
+  EXPECT_EQ(j.exit_code, 2);
+}
+
+TEST(StateMachine, StopWhileLaunchingStopsOnceLaunched) {
+  Job j = NewJob();
+  Transition(j, Ev(EventType::kJobCreated));
+  auto r = Transition(j, Ev(EventType::kStopRequested));
+  EXPECT_EQ(j.status, JobStatus::kStopping);
+  EXPECT_TRUE(r.actions.empty());
+  r = Transition(j, Ev(EventType::kInstanceLaunched, {{"instance_id", Iid(1, 0)}}));
+  ASSERT_EQ(r.actions.size(), 1u);
+  EXPECT_EQ(r.actions[0].type, ActionType::kStop);
+  EXPECT_EQ(r.actions[0].grace_ms, 120000);
+  Transition(j, Ev(EventType::kInstanceExited, {{"instance_id", Iid(1, 0)}, {"exit_code", 143}, {"signal", 15}}));
+  EXPECT_EQ(j.status, JobStatus::kStopped);
+  EXPECT_EQ(j.secondary, SecondaryStatus::kStopped);
+}
+
+TEST(StateMachine, MaxRuntime) {
+  Job j = NewJob();
+  Transition(j, Ev(EventType::kJobCreated));
+  Transition(j, Ev(EventType::kInstanceLaunched, {{"instance_id", Iid(1, 0)}}));
+  auto timers = PendingTimers(j);
+  ASSERT_EQ(timers.size(), 1u);
+  EXPECT_EQ(timers[0].at, 1000 + 100 * 1000);
+  EXPECT_FALSE(Transition(j, Ev(EventType::kMaxRuntimeTimer, {}, 5000)).applied);
+  auto r = Transition(j, Ev(EventType::kMaxRuntimeTimer, {}, 101000));
+  EXPECT_EQ(j.status, JobStatus::kStopping);
+  ASSERT_EQ(r.actions.size(), 1u);
+  Transition(j, Ev(EventType::kInstanceExited, {{"instance_id", Iid(1, 0)}, {"exit_code", 143}, {"signal", 15}}, 101100));
+  EXPECT_EQ(j.status, JobStatus::kStopped);
+  EXPECT_EQ(j.secondary, SecondaryStatus::kMaxRuntimeExceeded);
+  EXPECT_TRUE(PendingTimers(j).empty());
+}
+
+TEST(StateMachine, MultiInstanceFailureStopsPeers) {
+  Job j = NewJob(3);
+  Transition(j, Ev(EventType::kJobCreated));
+  for (int i = 0; i < 3; ++i) Transition(j, Ev(EventType::kInstanceLaunched, {{"instance_id", Iid(1, i)}}));
+  auto r = Transition(j, Ev(EventType::kInstanceExited, {{"instance_id", Iid(1, 1)}, {"exit_code", 5}}));
+  int stops = 0;
+  for (auto& a : r.actions) stops += a.type == ActionType::kStop;
+  EXPECT_EQ(stops, 2);
+  EXPECT_EQ(j.status, JobStatus::kInProgress);
+  Transition(j, Ev(EventType::kInstanceExited, {{"instance_id", Iid(1, 0)}, {"exit_code", 143}, {"signal", 15}}, 1200));
+  Transition(j, Ev(EventType::kInstanceExited, {{"instance_id", Iid(1, 2)}, {"exit_code", 143}, {"signal", 15}}, 1200));
+  EXPECT_EQ(j.status, JobStatus::kFailed);
+  EXPECT_NE(j.failure_reason.find("exit code 5"), std::string::npos) << j.failure_reason;
+}
+
+TEST(StateMachine, JobJsonRoundTrip) {
+  Job j = NewJob(2, 1);
+  Transition(j, Ev(EventType::kJobCreated));
+  Transition(j, Ev(EventType::kInstanceLaunched, {{"instance_id", Iid(1, 0)}, {"handle", "{\"pid\":5}"}}));
+  auto back = JobFromJson(ToJson(j));
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(ToJson(*back), ToJson(j));
+}
+
+}  // namespace
+}  // namespace kiln

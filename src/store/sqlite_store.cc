@@ -1,0 +1,381 @@
+// SQLite implementation of Store. One connection guarded by a mutex: SQLite
+// serializes writers anyway, and WAL lets this single connection commit without
+// blocking on readers. Migrations are numbered; schema_version records the last.
+#include <sqlite3.h>
+
+#include <mutex>
+
+#include "store/store.h"
+
+namespace kiln {
+namespace {
+
+using nlohmann::json;
+
+const char* kMigrations[] = {
+    // 1: jobs, tags, events, instances
+    R"sql(
+CREATE TABLE jobs(
+  id TEXT PRIMARY KEY,
+  name TEXT NOT NULL UNIQUE,
+  status TEXT NOT NULL,
+  created_ms INTEGER NOT NULL,
+  event_count INTEGER NOT NULL DEFAULT 0,
+  state TEXT NOT NULL);
+CREATE INDEX jobs_created ON jobs(created_ms DESC, id DESC);
+CREATE INDEX jobs_status ON jobs(status, created_ms DESC);
+CREATE TABLE job_tags(job_id TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
+  PRIMARY KEY(job_id, key));
+CREATE INDEX job_tags_kv ON job_tags(key, value);
+CREATE TABLE events(
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  job_id TEXT NOT NULL,
+  job_seq INTEGER NOT NULL,
+  type TEXT NOT NULL,
+  payload TEXT NOT NULL,
+  source TEXT NOT NULL,
+  time_ms INTEGER NOT NULL,
+  dedup_key TEXT,
+  applied INTEGER NOT NULL DEFAULT 0,
+  status_after TEXT,
+  secondary_after TEXT,
+  UNIQUE(job_id, job_seq));
+CREATE UNIQUE INDEX events_dedup ON events(dedup_key) WHERE dedup_key IS NOT NULL;
+CREATE INDEX events_unapplied ON events(job_id, job_seq) WHERE applied = 0;
+CREATE TABLE instances(
+  id TEXT PRIMARY KEY,
+  job_id TEXT NOT NULL,
+  attempt INTEGER NOT NULL,
+  idx INTEGER NOT NULL,
+  state TEXT NOT NULL,
+  data TEXT NOT NULL);
+CREATE INDEX instances_job ON instances(job_id);
+)sql",
+};
+
+class Stmt {
+ public:
+  Stmt(sqlite3* db, const char* sql) {
+    rc_ = sqlite3_prepare_v2(db, sql, -1, &s_, nullptr);
+  }
+  ~Stmt() { sqlite3_finalize(s_); }
+  Stmt(const Stmt&) = delete;
+  Stmt& operator=(const Stmt&) = delete;
+  bool ok() const { return rc_ == SQLITE_OK; }
+  Stmt& Bind(int i, const std::string& v) {
+    sqlite3_bind_text(s_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+    return *this;
+  }
+  Stmt& Bind(int i, int64_t v) {
+    sqlite3_bind_int64(s_, i, v);
+    return *this;
+  }
+  Stmt& BindNull(int i) {
+    sqlite3_bind_null(s_, i);
+    return *this;
+  }
+  int Step() { return sqlite3_step(s_); }
+  std::string Text(int c) {
+    auto p = reinterpret_cast<const char*>(sqlite3_column_text(s_, c));
+    return p ? std::string(p, sqlite3_column_bytes(s_, c)) : std::string();
+  }
+  int64_t Int(int c) { return sqlite3_column_int64(s_, c); }
+
+ private:
+  sqlite3_stmt* s_ = nullptr;
+  int rc_;
+};
+
+class SqliteStore final : public Store {
+ public:
+  explicit SqliteStore(sqlite3* db) : db_(db) {}
+  ~SqliteStore() override { sqlite3_close(db_); }
+
+  Status Init(Durability d) {
+    KILN_RETURN_IF_ERROR(Exec("PRAGMA journal_mode=WAL"));
+    KILN_RETURN_IF_ERROR(Exec(d == Durability::kFull ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL"));
+    KILN_RETURN_IF_ERROR(Exec("PRAGMA foreign_keys=ON"));
+    sqlite3_busy_timeout(db_, 5000);
+    KILN_RETURN_IF_ERROR(Exec("CREATE TABLE IF NOT EXISTS schema_version(version INTEGER NOT NULL)"));
+    int64_t version = 0;
+    {
+      Stmt s(db_, "SELECT version FROM schema_version");
+      if (s.Step() == SQLITE_ROW) version = s.Int(0);
+      else KILN_RETURN_IF_ERROR(Exec("INSERT INTO schema_version VALUES(0)"));
+    }
+    const int64_t n = sizeof(kMigrations) / sizeof(kMigrations[0]);
+    if (version > n)
+      return Status(Code::kFailedPrecondition,
+                    "database schema version " + std::to_string(version) +
+                        " is newer than this kilnd supports (" + std::to_string(n) + "): upgrade kilnd");
+    for (int64_t v = version; v < n; ++v) {
+      KILN_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+      Status st = Exec(kMigrations[v]);
+      if (st.ok()) st = Exec(("UPDATE schema_version SET version=" + std::to_string(v + 1)).c_str());
+      if (!st.ok()) {
+        Exec("ROLLBACK");
+        return Internal("migration " + std::to_string(v + 1) + " failed: " + st.message());
+      }
+      KILN_RETURN_IF_ERROR(Exec("COMMIT"));
+    }
+    return Status::Ok();
+  }
+
+  Status CreateJob(const Job& job, Event created) override {
+    std::lock_guard<std::mutex> l(mu_);
+    KILN_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+    Status st = [&]() -> Status {
+      {
+        Stmt s(db_, "INSERT INTO jobs(id,name,status,created_ms,event_count,state) VALUES(?,?,?,?,0,?)");
+        s.Bind(1, job.id).Bind(2, job.spec.name).Bind(3, std::string(ToString(job.status)))
+            .Bind(4, job.created_at).Bind(5, ToJson(job).dump());
+        int rc = s.Step();
+        if (rc == SQLITE_CONSTRAINT)
+          return Status(Code::kAlreadyExists, "a job named '" + job.spec.name + "' already exists", "name");
+        if (rc != SQLITE_DONE) return Err("insert job");
+      }
+      for (const auto& [k, v] : job.spec.tags) {
+        Stmt s(db_, "INSERT INTO job_tags(job_id,key,value) VALUES(?,?,?)");
+        s.Bind(1, job.id).Bind(2, k).Bind(3, v);
+        if (s.Step() != SQLITE_DONE) return Err("insert tag");
+      }
+      created.job_id = job.id;
+      return AppendLocked(created).status();
+    }();
+    if (!st.ok()) {
+      Exec("ROLLBACK");
+      return st;
+    }
+    return Exec("COMMIT");
+  }
+
+  Result<Event> AppendEvent(Event e) override {
+    std::lock_guard<std::mutex> l(mu_);
+    KILN_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+    auto r = AppendLocked(e);
+    if (!r.ok()) {
+      Exec("ROLLBACK");
+      return r;
+    }
+    KILN_RETURN_IF_ERROR(Exec("COMMIT"));
+    return r;
+  }
+
+  Result<Job> GetJob(const std::string& id_or_name) override {
+    std::lock_guard<std::mutex> l(mu_);
+    Stmt s(db_, "SELECT state FROM jobs WHERE id=? UNION ALL SELECT state FROM jobs WHERE name=? LIMIT 1");
+    s.Bind(1, id_or_name).Bind(2, id_or_name);
+    if (s.Step() != SQLITE_ROW) return NotFound("job '" + id_or_name + "' not found");
+    return ParseJob(s.Text(0));
+  }
+
+  Result<JobPage> ListJobs(const ListQuery& q) override {
+    std::string sql = "SELECT j.state, j.created_ms, j.id FROM jobs j";
+    if (!q.tag_key.empty()) sql += " JOIN job_tags t ON t.job_id=j.id AND t.key=?1 AND t.value=?2";
+    sql += " WHERE 1=1";
+    if (q.status) sql += " AND j.status=?3";
+    if (!q.name_contains.empty()) sql += " AND instr(j.name, ?4) > 0";
+    int64_t tok_ms = 0;
+    std::string tok_id;
+    if (!q.page_token.empty()) {
+      auto colon = q.page_token.find(':');
+      if (colon == std::string::npos) return InvalidArgument("page_token", "malformed page token");
+      try {
+        tok_ms = std::stoll(q.page_token.substr(0, colon));
+      } catch (...) {
+        return InvalidArgument("page_token", "malformed page token");
+      }
+      tok_id = q.page_token.substr(colon + 1);
+      sql += " AND (j.created_ms < ?5 OR (j.created_ms = ?5 AND j.id < ?6))";
+    }
+    sql += " ORDER BY j.created_ms DESC, j.id DESC LIMIT ?7";
+    int limit = q.limit <= 0 ? 50 : std::min(q.limit, 1000);
+    std::lock_guard<std::mutex> l(mu_);
+    Stmt s(db_, sql.c_str());
+    if (!s.ok()) return Err("list jobs");
+    if (!q.tag_key.empty()) s.Bind(1, q.tag_key).Bind(2, q.tag_value);
+    if (q.status) s.Bind(3, std::string(ToString(*q.status)));
+    if (!q.name_contains.empty()) s.Bind(4, q.name_contains);
+    if (!q.page_token.empty()) s.Bind(5, tok_ms).Bind(6, tok_id);
+    s.Bind(7, int64_t{limit + 1});
+    JobPage page;
+    std::string last_tok;
+    while (s.Step() == SQLITE_ROW) {
+      if (static_cast<int>(page.jobs.size()) == limit) {
+        page.next_page_token = last_tok;
+        break;
+      }
+      auto j = ParseJob(s.Text(0));
+      if (!j.ok()) return j.status();
+      page.jobs.push_back(std::move(j.value()));
+      last_tok = std::to_string(s.Int(1)) + ":" + s.Text(2);
+    }
+    return page;
+  }
+
+  Result<std::vector<Event>> UnappliedEvents(const std::string& job_id) override {
+    std::lock_guard<std::mutex> l(mu_);
+    Stmt s(db_, "SELECT seq,job_seq,job_id,type,payload,source,time_ms,dedup_key,status_after,secondary_after "
+                "FROM events WHERE job_id=? AND applied=0 ORDER BY job_seq");
+    s.Bind(1, job_id);
+    return ReadEvents(s);
+  }
+
+  Status CommitTransition(const Job& job, const std::vector<Event>& applied) override {
+    std::lock_guard<std::mutex> l(mu_);
+    KILN_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+    Status st = [&]() -> Status {
+      {
+        Stmt s(db_, "UPDATE jobs SET status=?, state=? WHERE id=?");
+        s.Bind(1, std::string(ToString(job.status))).Bind(2, ToJson(job).dump()).Bind(3, job.id);
+        if (s.Step() != SQLITE_DONE) return Err("update job");
+      }
+      for (const auto& in : job.instances) {
+        Stmt s(db_, "INSERT INTO instances(id,job_id,attempt,idx,state,data) VALUES(?,?,?,?,?,?) "
+                    "ON CONFLICT(id) DO UPDATE SET state=excluded.state, data=excluded.data");
+        s.Bind(1, in.id).Bind(2, in.job_id).Bind(3, int64_t{in.attempt}).Bind(4, int64_t{in.index})
+            .Bind(5, std::string(ToString(in.state))).Bind(6, ToJson(in).dump());
+        if (s.Step() != SQLITE_DONE) return Err("upsert instance");
+      }
+      for (const auto& e : applied) {
+        Stmt s(db_, "UPDATE events SET applied=1, status_after=?, secondary_after=? WHERE seq=?");
+        s.Bind(1, e.status_after).Bind(2, e.secondary_after).Bind(3, e.seq);
+        if (s.Step() != SQLITE_DONE) return Err("mark event");
+      }
+      return Status::Ok();
+    }();
+    if (!st.ok()) {
+      Exec("ROLLBACK");
+      return st;
+    }
+    return Exec("COMMIT");
+  }
+
+  Result<std::vector<Event>> EventsAfter(int64_t after_seq, int limit) override {
+    std::lock_guard<std::mutex> l(mu_);
+    // Stops at the first unapplied event so the stream never skips one that a
+    // later commit marks applied.
+    Stmt s(db_, "SELECT seq,job_seq,job_id,type,payload,source,time_ms,dedup_key,status_after,secondary_after "
+                "FROM events WHERE seq>? AND seq < IFNULL((SELECT MIN(seq) FROM events WHERE applied=0 AND seq>?1), "
+                "9223372036854775807) ORDER BY seq LIMIT ?");
+    s.Bind(1, after_seq).Bind(2, int64_t{limit});
+    return ReadEvents(s);
+  }
+
+  Result<std::vector<Event>> JobEventsAfter(const std::string& job_id, int64_t after, int limit) override {
+    std::lock_guard<std::mutex> l(mu_);
+    Stmt s(db_, "SELECT seq,job_seq,job_id,type,payload,source,time_ms,dedup_key,status_after,secondary_after "
+                "FROM events WHERE job_id=? AND job_seq>? AND applied=1 ORDER BY job_seq LIMIT ?");
+    s.Bind(1, job_id).Bind(2, after).Bind(3, int64_t{limit});
+    return ReadEvents(s);
+  }
+
+  Result<std::vector<std::string>> JobsNeedingAttention() override {
+    std::lock_guard<std::mutex> l(mu_);
+    Stmt s(db_, "SELECT id FROM jobs WHERE status IN ('InProgress','Stopping') "
+                "UNION SELECT DISTINCT job_id FROM events WHERE applied=0");
+    std::vector<std::string> out;
+    while (s.Step() == SQLITE_ROW) out.push_back(s.Text(0));
+    return out;
+  }
+
+  Result<std::vector<Instance>> ListInstances(const std::string& job_id) override {
+    std::lock_guard<std::mutex> l(mu_);
+    std::string sql = "SELECT data FROM instances";
+    if (!job_id.empty()) sql += " WHERE job_id=?1";
+    sql += " ORDER BY rowid DESC LIMIT 1000";
+    Stmt s(db_, sql.c_str());
+    if (!job_id.empty()) s.Bind(1, job_id);
+    std::vector<Instance> out;
+    while (s.Step() == SQLITE_ROW) out.push_back(InstanceFromJson(json::parse(s.Text(0))));
+    return out;
+  }
+
+  Result<Instance> GetInstance(const std::string& id) override {
+    std::lock_guard<std::mutex> l(mu_);
+    Stmt s(db_, "SELECT data FROM instances WHERE id=?");
+    s.Bind(1, id);
+    if (s.Step() != SQLITE_ROW) return NotFound("instance '" + id + "' not found");
+    return InstanceFromJson(json::parse(s.Text(0)));
+  }
+
+ private:
+  Result<Event> AppendLocked(Event e) {
+    int64_t job_seq;
+    {
+      Stmt s(db_, "UPDATE jobs SET event_count=event_count+1 WHERE id=? RETURNING event_count");
+      s.Bind(1, e.job_id);
+      if (s.Step() != SQLITE_ROW) return NotFound("job '" + e.job_id + "' not found");
+      job_seq = s.Int(0);
+    }
+    Stmt s(db_, "INSERT INTO events(job_id,job_seq,type,payload,source,time_ms,dedup_key) VALUES(?,?,?,?,?,?,?)");
+    s.Bind(1, e.job_id).Bind(2, job_seq).Bind(3, std::string(ToString(e.type))).Bind(4, e.payload.dump())
+        .Bind(5, e.source).Bind(6, e.time);
+    if (e.dedup_key.empty()) s.BindNull(7);
+    else s.Bind(7, e.dedup_key);
+    int rc = s.Step();
+    if (rc == SQLITE_CONSTRAINT) return Status(Code::kAlreadyExists, "duplicate event " + e.dedup_key);
+    if (rc != SQLITE_DONE) return Err("insert event");
+    e.seq = sqlite3_last_insert_rowid(db_);
+    e.job_seq = job_seq;
+    return e;
+  }
+
+  Result<std::vector<Event>> ReadEvents(Stmt& s) {
+    std::vector<Event> out;
+    while (s.Step() == SQLITE_ROW) {
+      Event e;
+      e.seq = s.Int(0);
+      e.job_seq = s.Int(1);
+      e.job_id = s.Text(2);
+      auto t = ParseEventType(s.Text(3));
+      if (!t) return Internal("unknown event type in store: " + s.Text(3));
+      e.type = *t;
+      e.payload = json::parse(s.Text(4), nullptr, false);
+      e.source = s.Text(5);
+      e.time = s.Int(6);
+      e.dedup_key = s.Text(7);
+      e.status_after = s.Text(8);
+      e.secondary_after = s.Text(9);
+      out.push_back(std::move(e));
+    }
+    return out;
+  }
+
+  Result<Job> ParseJob(const std::string& text) {
+    auto j = json::parse(text, nullptr, false);
+    if (j.is_discarded()) return Internal("corrupt job row");
+    return JobFromJson(j);
+  }
+
+  Status Exec(const char* sql) {
+    char* err = nullptr;
+    if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
+      std::string m = err ? err : "unknown";
+      sqlite3_free(err);
+      return Internal(std::string("sqlite: ") + m);
+    }
+    return Status::Ok();
+  }
+  Status Err(const char* what) { return Internal(std::string("sqlite ") + what + ": " + sqlite3_errmsg(db_)); }
+
+  std::mutex mu_;
+  sqlite3* db_;  // GUARDED_BY(mu_)
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path, Durability d) {
+  sqlite3* db = nullptr;
+  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                      nullptr) != SQLITE_OK) {
+    std::string m = db ? sqlite3_errmsg(db) : "out of memory";
+    sqlite3_close(db);
+    return Internal("open " + path + ": " + m);
+  }
+  auto s = std::make_unique<SqliteStore>(db);
+  KILN_RETURN_IF_ERROR(s->Init(d));
+  return std::unique_ptr<Store>(std::move(s));
+}
+
+}  // namespace kiln

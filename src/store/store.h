@@ -1,0 +1,71 @@
+#pragma once
+// Durable state: jobs, their instances and the ordered event log.
+//
+// Contract (every implementation):
+//  - Thread-safe; calls may come from any thread.
+//  - A call that returns Ok has been committed (survives a process crash).
+//  - Event sequence numbers are assigned here: `seq` is global and strictly
+//    increasing, `job_seq` is per job and strictly increasing from 1.
+//  - Writes that belong together are one transaction: CreateJob writes the job and
+//    its JobCreated event; CommitTransition writes the new job state, its instances
+//    and marks the folded events applied.
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "jobs/model.h"
+
+namespace kiln {
+
+struct ListQuery {
+  std::optional<JobStatus> status;
+  std::string name_contains;
+  std::string tag_key, tag_value;  // both set: tag filter
+  int limit = 50;
+  std::string page_token;  // opaque, from a previous page
+};
+
+struct JobPage {
+  std::vector<Job> jobs;
+  std::string next_page_token;  // empty: last page
+};
+
+class Store {
+ public:
+  virtual ~Store() = default;
+
+  // kAlreadyExists if another job has the same name; nothing is written then.
+  virtual Status CreateJob(const Job& job, Event created) = 0;
+  // Appends an event for an existing job. kAlreadyExists if its dedup_key was seen
+  // (the event is then dropped); kNotFound if the job does not exist.
+  virtual Result<Event> AppendEvent(Event e) = 0;
+  // By id, or by name if no id matches. kNotFound otherwise.
+  virtual Result<Job> GetJob(const std::string& id_or_name) = 0;
+  virtual Result<JobPage> ListJobs(const ListQuery& q) = 0;
+  // Events of `job_id` not yet folded into its state, in job_seq order.
+  virtual Result<std::vector<Event>> UnappliedEvents(const std::string& job_id) = 0;
+  // Saves `job` (and its instances) and marks `applied` folded, each with the job's
+  // status after it. One transaction.
+  virtual Status CommitTransition(const Job& job, const std::vector<Event>& applied) = 0;
+  // Applied events after `after_seq` (global seq), or of one job after `after_job_seq`.
+  virtual Result<std::vector<Event>> EventsAfter(int64_t after_seq, int limit) = 0;
+  virtual Result<std::vector<Event>> JobEventsAfter(const std::string& job_id, int64_t after_job_seq,
+                                                    int limit) = 0;
+  // Ids of jobs not in a terminal state, and of jobs with unapplied events.
+  virtual Result<std::vector<std::string>> JobsNeedingAttention() = 0;
+  virtual Result<std::vector<Instance>> ListInstances(const std::string& job_id) = 0;
+  virtual Result<Instance> GetInstance(const std::string& instance_id) = 0;
+};
+
+enum class Durability {
+  kFull,    // fsync every commit (synchronous=FULL)
+  kNormal,  // WAL synchronous=NORMAL: survives process crashes, may lose the last commits on power loss
+};
+
+// Opens (creating and migrating as needed) the SQLite database at `path`
+// (":memory:" for tests).
+Result<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path, Durability d = Durability::kNormal);
+
+}  // namespace kiln

@@ -1,0 +1,159 @@
+// The conformance suite for Store implementations. Each case runs against every
+// implementation returned by Factories().
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "jobs/state_machine.h"
+#include "store/store.h"
+
+namespace kiln {
+namespace {
+
+Job MakeJob(const std::string& id, const std::string& name, TimeMs created, std::string team = "a") {
+  Job j;
+  j.id = id;
+  j.spec.name = name;
+  j.spec.command = {"true"};
+  j.spec.tags = {{"team", team}};
+  j.created_at = created;
+  return j;
+}
+
+Event Created() {
+  Event e;
+  e.type = EventType::kJobCreated;
+  e.source = "api";
+  e.time = 1;
+  return e;
+}
+
+class StoreConformance : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    path_ = GetParam() == "memory" ? ":memory:"
+                                   : (std::filesystem::temp_directory_path() /
+                                      ("kiln-store-" + std::to_string(getpid()) + ".db")).string();
+    if (path_ != ":memory:") std::filesystem::remove(path_);
+    auto s = OpenSqliteStore(path_);
+    ASSERT_TRUE(s.ok()) << s.status().ToString();
+    store_ = std::move(s.value());
+  }
+  void TearDown() override {
+    store_.reset();
+    if (path_ != ":memory:")
+      for (auto suffix : {"", "-wal", "-shm"}) std::filesystem::remove(path_ + suffix);
+  }
+  std::string path_;
+  std::unique_ptr<Store> store_;
+};
+
+TEST_P(StoreConformance, CreateIsAtomicAndNamesAreUnique) {
+  ASSERT_TRUE(store_->CreateJob(MakeJob("j-1", "a", 10), Created()).ok());
+  Status dup = store_->CreateJob(MakeJob("j-2", "a", 11), Created());
+  EXPECT_EQ(dup.code(), Code::kAlreadyExists);
+  EXPECT_EQ(dup.field(), "name");
+  EXPECT_EQ(store_->GetJob("j-2").status().code(), Code::kNotFound);
+  // The rejected create left no event behind.
+  auto ev = store_->UnappliedEvents("j-2");
+  ASSERT_TRUE(ev.ok());
+  EXPECT_TRUE(ev->empty());
+  auto byname = store_->GetJob("a");
+  ASSERT_TRUE(byname.ok());
+  EXPECT_EQ(byname->id, "j-1");
+}
+
+TEST_P(StoreConformance, EventsAreSequencedAndDeduplicated) {
+  ASSERT_TRUE(store_->CreateJob(MakeJob("j-1", "a", 10), Created()).ok());
+  Event e;
+  e.job_id = "j-1";
+  e.type = EventType::kInstanceExited;
+  e.dedup_key = "exit:x";
+  auto r1 = store_->AppendEvent(e);
+  ASSERT_TRUE(r1.ok());
+  EXPECT_EQ(r1->job_seq, 2);
+  EXPECT_EQ(store_->AppendEvent(e).status().code(), Code::kAlreadyExists);
+  e.job_id = "nope";
+  e.dedup_key.clear();
+  EXPECT_EQ(store_->AppendEvent(e).status().code(), Code::kNotFound);
+  auto un = store_->UnappliedEvents("j-1");
+  ASSERT_TRUE(un.ok());
+  ASSERT_EQ(un->size(), 2u);
+  EXPECT_EQ((*un)[0].type, EventType::kJobCreated);
+  EXPECT_LT((*un)[0].seq, (*un)[1].seq);
+  // Nothing is visible to streams until applied.
+  EXPECT_TRUE(store_->EventsAfter(0, 100)->empty());
+  Job j = *store_->GetJob("j-1");
+  Transition(j, (*un)[0]);
+  (*un)[0].status_after = "InProgress";
+  ASSERT_TRUE(store_->CommitTransition(j, {(*un)[0]}).ok());
+  auto all = store_->EventsAfter(0, 100);
+  ASSERT_EQ(all->size(), 1u);
+  EXPECT_EQ((*all)[0].status_after, "InProgress");
+  EXPECT_EQ(store_->UnappliedEvents("j-1")->size(), 1u);
+  auto inst = store_->ListInstances("j-1");
+  ASSERT_EQ(inst->size(), 1u);
+  EXPECT_EQ((*inst)[0].state, InstanceState::kLaunching);
+}
+
+TEST_P(StoreConformance, ListFiltersAndPaginates) {
+  for (int i = 0; i < 25; ++i)
+    ASSERT_TRUE(store_->CreateJob(MakeJob("j-" + std::to_string(100 + i), "job-" + std::to_string(i), 1000 + i / 2,
+                                          i % 2 ? "odd" : "even"),
+                                  Created())
+                    .ok());
+  ListQuery q;
+  q.limit = 10;
+  std::vector<std::string> seen;
+  for (int page = 0; page < 5; ++page) {
+    auto p = store_->ListJobs(q);
+    ASSERT_TRUE(p.ok()) << p.status().ToString();
+    for (auto& j : p->jobs) seen.push_back(j.id);
+    if (p->next_page_token.empty()) break;
+    q.page_token = p->next_page_token;
+  }
+  ASSERT_EQ(seen.size(), 25u);
+  EXPECT_EQ(seen.front(), "j-124");  // newest first
+  std::sort(seen.begin(), seen.end());
+  EXPECT_EQ(std::unique(seen.begin(), seen.end()), seen.end());
+  ListQuery t;
+  t.tag_key = "team";
+  t.tag_value = "odd";
+  t.limit = 100;
+  EXPECT_EQ(store_->ListJobs(t)->jobs.size(), 12u);
+  ListQuery n;
+  n.name_contains = "job-2";
+  EXPECT_EQ(store_->ListJobs(n)->jobs.size(), 6u);  // job-2, job-20..24
+  ListQuery s;
+  s.status = JobStatus::kCompleted;
+  EXPECT_TRUE(store_->ListJobs(s)->jobs.empty());
+  ListQuery bad;
+  bad.page_token = "garbage";
+  EXPECT_EQ(store_->ListJobs(bad).status().code(), Code::kInvalidArgument);
+}
+
+TEST_P(StoreConformance, AttentionListsLiveJobs) {
+  ASSERT_TRUE(store_->CreateJob(MakeJob("j-1", "a", 10), Created()).ok());
+  auto ids = store_->JobsNeedingAttention();
+  ASSERT_EQ(ids->size(), 1u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Sqlite, StoreConformance, ::testing::Values("memory", "file"));
+
+TEST(SqliteStore, SurvivesReopen) {
+  auto path = (std::filesystem::temp_directory_path() / ("kiln-reopen-" + std::to_string(getpid()) + ".db")).string();
+  std::filesystem::remove(path);
+  {
+    auto s = OpenSqliteStore(path);
+    ASSERT_TRUE(s.ok());
+    ASSERT_TRUE((*s)->CreateJob(MakeJob("j-1", "a", 10), Created()).ok());
+  }
+  auto s = OpenSqliteStore(path);
+  ASSERT_TRUE(s.ok());
+  EXPECT_TRUE((*s)->GetJob("j-1").ok());
+  for (auto suffix : {"", "-wal", "-shm"}) std::filesystem::remove(path + suffix);
+}
+
+}  // namespace
+}  // namespace kiln
