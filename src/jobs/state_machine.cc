@@ -162,6 +162,14 @@ TransitionResult Transition(Job& job, const Event& e) {
     }
     case EventType::kInstanceLaunched: {
       if (!in) return Ignore("unknown instance");
+      if (in->state == InstanceState::kExited) {
+        // Declared failed (e.g. an ambiguous launch that did start after all): make
+        // sure the stray does not keep running.
+        TransitionResult stray = Ignore("instance already ended");
+        stray.actions.push_back({ActionType::kStop, in->id, 0});
+        stray.actions.push_back({ActionType::kCleanup, in->id, 0});
+        return stray;
+      }
       if (in->state != InstanceState::kLaunching) return Ignore("instance already launched");
       in->state = InstanceState::kRunning;
       in->handle = p.value("handle", "");

@@ -1,0 +1,103 @@
+#pragma once
+// ComputeBackend: where instances run.
+//
+// Contract:
+//  - All methods are thread-safe and return quickly (no waiting for a job).
+//  - Launch is idempotent per instance id: a second Launch for an id that exists
+//    returns the same handle and starts nothing.
+//  - Outcomes arrive as events through the EventSink given at construction:
+//    InstanceExited exactly when the instance has ended (at least once; the sink
+//    deduplicates by dedup_key "exit:<instance_id>").
+//  - Stop and Cleanup are idempotent; for an unknown instance they return Ok.
+//  - Recover re-attaches to an instance after a kilnd restart from its persisted
+//    handle; if the instance ended while kilnd was down it emits InstanceExited with
+//    the recorded exit status. kNotFound if the handle names nothing the backend knows.
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "jobs/catalog.h"
+#include "jobs/model.h"
+
+namespace kiln {
+
+// Receives events from backends. Thread-safe. Implemented by the controller.
+class EventSink {
+ public:
+  virtual ~EventSink() = default;
+  virtual Status Post(Event e) = 0;
+};
+
+struct LaunchRequest {
+  std::string instance_id;
+  std::string job_id;
+  int index = 0;
+  int attempt = 1;
+  JobSpec spec;
+  InstanceType type;
+  ImageEnv image;
+  std::string output_dir;  // where model.tar.gz goes (already includes <job-name>/output)
+  std::string api_url;     // kilnd's URL for the entrypoint
+  std::string token;       // bearer token for this instance
+};
+
+enum class Capability { kSurvivesControllerRestart, kMemoryLimits, kCpuLimits, kPidNamespace };
+
+class ComputeBackend {
+ public:
+  virtual ~ComputeBackend() = default;
+  virtual std::string Name() const = 0;
+  virtual std::vector<Capability> Capabilities() const = 0;
+  // Starts the instance; returns its opaque handle, which the caller persists.
+  virtual Result<std::string> Launch(const LaunchRequest& req) = 0;
+  virtual Status Stop(const std::string& instance_id, const std::string& handle, int64_t grace_ms) = 0;
+  virtual Status Cleanup(const std::string& instance_id, const std::string& handle) = 0;
+  virtual Status Recover(const std::string& instance_id, const std::string& handle) = 0;
+  // Directory holding the instance's log file, or "" if the backend keeps none locally.
+  virtual std::string LogPath(const std::string& instance_id) const { return ""; }
+};
+
+// Forwards every call; tests wrap a backend to inject faults around it.
+class BackendWrapper : public ComputeBackend {
+ public:
+  explicit BackendWrapper(ComputeBackend& target) : target_(target) {}
+  std::string Name() const override { return target_.Name(); }
+  std::vector<Capability> Capabilities() const override { return target_.Capabilities(); }
+  Result<std::string> Launch(const LaunchRequest& r) override { return target_.Launch(r); }
+  Status Stop(const std::string& id, const std::string& h, int64_t g) override { return target_.Stop(id, h, g); }
+  Status Cleanup(const std::string& id, const std::string& h) override { return target_.Cleanup(id, h); }
+  Status Recover(const std::string& id, const std::string& h) override { return target_.Recover(id, h); }
+  std::string LogPath(const std::string& id) const override { return target_.LogPath(id); }
+
+ protected:
+  ComputeBackend& target_;
+};
+
+// Backends by name. Filled explicitly from main (no static registration).
+class BackendRegistry {
+ public:
+  using Factory = std::function<Result<std::unique_ptr<ComputeBackend>>(EventSink&)>;
+  void Register(const std::string& name, Factory f) { factories_[name] = std::move(f); }
+  Result<std::unique_ptr<ComputeBackend>> Create(const std::string& name, EventSink& sink) const {
+    auto it = factories_.find(name);
+    if (it == factories_.end()) return InvalidArgument("backend", "unknown backend '" + name + "'");
+    return it->second(sink);
+  }
+  std::vector<std::string> Names() const {
+    std::vector<std::string> n;
+    for (auto& [k, v] : factories_) n.push_back(k);
+    return n;
+  }
+
+ private:
+  std::map<std::string, Factory> factories_;
+};
+
+// Builds the InstanceExited event a backend posts.
+Event ExitEvent(const std::string& job_id, const std::string& instance_id, int exit_code, int signal, bool oom,
+                const std::string& failure, const std::string& model_artifact, TimeMs now);
+
+}  // namespace kiln

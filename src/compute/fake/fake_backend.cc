@@ -1,0 +1,80 @@
+#include "compute/fake/fake_backend.h"
+
+namespace kiln {
+
+Result<std::string> FakeBackend::Launch(const LaunchRequest& req) {
+  std::uniform_real_distribution<double> u(0, 1);
+  auto it = inst_.find(req.instance_id);
+  if (it != inst_.end()) return "fake:" + req.instance_id;
+  if (u(rng_) < faults_.launch_error) return Internal("injected launch failure");
+  Inst in;
+  in.job_id = req.job_id;
+  in.starts = 1;
+  in.outcome = script_ ? script_(req) : FakeOutcome{};
+  in.ends_at = clock_.NowMs() + in.outcome.duration_ms;
+  inst_[req.instance_id] = in;
+  if (u(rng_) < faults_.launch_ambiguous) return Status(Code::kUnavailable, "injected: launch outcome unknown");
+  return "fake:" + req.instance_id;
+}
+
+Status FakeBackend::Stop(const std::string& id, const std::string&, int64_t grace_ms) {
+  auto it = inst_.find(id);
+  if (it == inst_.end() || it->second.exited) return Status::Ok();
+  auto& in = it->second;
+  TimeMs term_at = clock_.NowMs() + std::uniform_int_distribution<int64_t>(0, 50)(rng_);
+  if (term_at < in.ends_at) {
+    in.ends_at = term_at;
+    in.outcome.exit_code = 143;
+    in.outcome.signal = 15;
+    in.outcome.oom = false;
+  }
+  return Status::Ok();
+}
+
+Status FakeBackend::Cleanup(const std::string& id, const std::string&) {
+  auto it = inst_.find(id);
+  if (it != inst_.end()) it->second.cleaned = true;
+  return Status::Ok();
+}
+
+Status FakeBackend::Recover(const std::string& id, const std::string&) {
+  auto it = inst_.find(id);
+  if (it == inst_.end()) return NotFound("no fake instance " + id);
+  if (it->second.exited) {
+    const auto& o = it->second.outcome;
+    outbox_.push_back(ExitEvent(it->second.job_id, id, o.exit_code, o.signal, o.oom, "",
+                                o.exit_code == 0 ? "/fake/" + id + "/model.tar.gz" : "", clock_.NowMs()));
+  }
+  return Status::Ok();
+}
+
+void FakeBackend::AdvanceToNow() {
+  TimeMs now = clock_.NowMs();
+  for (auto& [id, in] : inst_) {
+    if (in.exited || in.ends_at > now) continue;
+    in.exited = true;
+    const auto& o = in.outcome;
+    outbox_.push_back(ExitEvent(in.job_id, id, o.exit_code, o.signal, o.oom, "",
+                                o.exit_code == 0 ? "/fake/" + id + "/model.tar.gz" : "", in.ends_at));
+  }
+}
+
+bool FakeBackend::DeliverOne(double dup, double drop) {
+  if (outbox_.empty() || !sink_) return false;
+  std::uniform_real_distribution<double> u(0, 1);
+  size_t i = std::uniform_int_distribution<size_t>(0, outbox_.size() - 1)(rng_);
+  Event e = outbox_[i];
+  outbox_.erase(outbox_.begin() + static_cast<long>(i));
+  if (u(rng_) < drop) return true;
+  sink_->Post(e);
+  if (u(rng_) < dup) sink_->Post(e);
+  return true;
+}
+
+bool FakeBackend::AnyRunning() const {
+  for (auto& [id, in] : inst_)
+    if (!in.exited) return true;
+  return false;
+}
+
+}  // namespace kiln
