@@ -1,0 +1,43 @@
+#pragma once
+#include <atomic>
+#include <functional>
+#include <string>
+
+#include <httplib.h>
+
+#include "api/tokens.h"
+#include "controller/controller.h"
+
+namespace kiln {
+
+struct NativeApiOptions {
+  size_t max_body_bytes = 64u << 20;
+  std::string version = "0.1.0";
+  // Where an instance's log file is (backend-specific).
+  std::function<std::string(const std::string& instance_id)> log_path;
+};
+
+// Registers the /v1 routes on `server`. Borrowed references must outlive it.
+class NativeApi {
+ public:
+  NativeApi(Controller& ctl, Store& store, const Catalog& catalog, const TokenIssuer& tokens, NativeApiOptions opts)
+      : ctl_(ctl), store_(store), catalog_(catalog), tokens_(tokens), opts_(std::move(opts)) {}
+  void Register(httplib::Server& server);
+  // Ends open streams (on shutdown).
+  void Shutdown() { shutting_down_ = true; }
+
+  // Validates a submitted body and creates the job. Exposed for tests.
+  Result<Job> Submit(const std::string& body);
+
+ private:
+  Controller& ctl_;
+  Store& store_;
+  const Catalog& catalog_;
+  const TokenIssuer& tokens_;
+  NativeApiOptions opts_;
+  std::atomic<bool> shutting_down_{false};
+};
+
+int HttpStatusFor(Code c);
+
+}  // namespace kiln

@@ -1,0 +1,344 @@
+#include "cli/cli.h"
+
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <atomic>
+#include <cstdio>
+#include <iostream>
+#include <thread>
+
+#include <httplib.h>
+#include <nlohmann/json.hpp>
+
+#include "cli/spec_file.h"
+#include "common/fsutil.h"
+
+namespace kiln {
+namespace {
+
+using nlohmann::json;
+
+struct Endpoint {
+  std::string host;
+  int port = 8470;
+};
+
+Endpoint ResolveEndpoint(std::string endpoint, const std::string& data_dir) {
+  if (endpoint.empty() && getenv("KILN_ENDPOINT")) endpoint = getenv("KILN_ENDPOINT");
+  if (endpoint.empty()) {
+    for (const std::string& d : {data_dir, std::string("./kiln-data")}) {
+      if (d.empty()) continue;
+      auto addr = ReadFile(d + "/kilnd.addr");
+      if (addr.ok()) {
+        endpoint = *addr;
+        break;
+      }
+    }
+  }
+  if (endpoint.empty()) endpoint = "127.0.0.1:8470";
+  while (!endpoint.empty() && isspace(static_cast<unsigned char>(endpoint.back()))) endpoint.pop_back();
+  if (endpoint.rfind("http://", 0) == 0) endpoint = endpoint.substr(7);
+  if (auto slash = endpoint.find('/'); slash != std::string::npos) endpoint = endpoint.substr(0, slash);
+  Endpoint e;
+  auto colon = endpoint.rfind(':');
+  e.host = endpoint.substr(0, colon);
+  if (colon != std::string::npos) e.port = atoi(endpoint.c_str() + colon + 1);
+  return e;
+}
+
+class Api {
+ public:
+  explicit Api(Endpoint e) : ep_(std::move(e)), cli_(ep_.host, ep_.port) {
+    cli_.set_connection_timeout(5, 0);
+    cli_.set_read_timeout(60, 0);
+  }
+  // Returns the parsed body; prints the error and returns nullopt on failure.
+  std::optional<json> Call(const std::string& method, const std::string& path, const std::string& body = "") {
+    httplib::Result r = method == "POST" ? cli_.Post(path, body, "application/json") : cli_.Get(path);
+    if (!r) {
+      fprintf(stderr, "kiln: cannot reach kilnd at %s:%d (%s). Is it running? Set --endpoint or KILN_ENDPOINT.\n",
+              ep_.host.c_str(), ep_.port, httplib::to_string(r.error()).c_str());
+      return std::nullopt;
+    }
+    json j = json::parse(r->body, nullptr, false);
+    if (r->status >= 400) {
+      if (j.is_object() && j.contains("error")) {
+        auto& e = j["error"];
+        std::string field = e.contains("field") && e["field"].is_string() ? e["field"].get<std::string>() : "";
+        fprintf(stderr, "kiln: error %d %s%s: %s\n", r->status, e.value("code", "").c_str(),
+                field.empty() ? "" : (" (field " + field + ")").c_str(), e.value("message", "").c_str());
+      } else {
+        fprintf(stderr, "kiln: error %d: %s\n", r->status, r->body.c_str());
+      }
+      last_status_ = r->status;
+      return std::nullopt;
+    }
+    return j;
+  }
+  // Streams a GET, calling on_data for each chunk; returns false if the connection failed.
+  bool Stream(const std::string& path, const httplib::Headers& h, const std::function<bool(const char*, size_t)>& on) {
+    httplib::Client c(ep_.host, ep_.port);
+    c.set_read_timeout(3600, 0);
+    auto r = c.Get(path, h, [&](const char* d, size_t n) { return on(d, n); });
+    return static_cast<bool>(r);
+  }
+  int last_status() const { return last_status_; }
+
+ private:
+  Endpoint ep_;
+  httplib::Client cli_;
+  int last_status_ = 0;
+};
+
+std::string Pad(std::string s, size_t w) {
+  if (s.size() > w) s = s.substr(0, w - 1) + "~";
+  return s + std::string(w - s.size(), ' ') + "  ";
+}
+
+void PrintJobTable(const json& jobs) {
+  std::cout << Pad("ID", 20) << Pad("NAME", 28) << Pad("STATUS", 11) << Pad("SECONDARY", 18) << Pad("CREATED", 24)
+            << "REASON\n";
+  for (const auto& j : jobs) {
+    std::cout << Pad(j.value("id", ""), 20) << Pad(j.value("name", ""), 28) << Pad(j.value("status", ""), 11)
+              << Pad(j.value("secondary_status", ""), 18) << Pad(j.value("created_at", ""), 24)
+              << j.value("failure_reason", "") << "\n";
+  }
+}
+
+void PrintJob(const json& j) {
+  auto line = [](const char* k, const std::string& v) { std::cout << Pad(k, 18) << v << "\n"; };
+  line("ID", j.value("id", ""));
+  line("Name", j.value("name", ""));
+  line("Status", j.value("status", "") + " / " + j.value("secondary_status", ""));
+  if (!j.value("failure_reason", "").empty()) line("Failure reason", j.value("failure_reason", ""));
+  if (j.contains("exit_code") && !j["exit_code"].is_null()) line("Exit code", j["exit_code"].dump());
+  line("Attempt", j["attempt"].dump());
+  line("Created", j.value("created_at", ""));
+  if (j["ended_at"].is_string()) line("Ended", j["ended_at"].get<std::string>());
+  const auto& spec = j["spec"];
+  line("Instance", spec["instance"].value("type", "") + " x" + spec["instance"]["count"].dump());
+  line("Image", spec.value("image", ""));
+  line("Model artifact", j["model_artifact"].is_string() ? j["model_artifact"].get<std::string>() : "-");
+  std::string timings;
+  for (auto& [k, v] : j["timings_ms"].items()) timings += k + "=" + v.dump() + "ms ";
+  line("Timings", timings);
+  std::cout << "Transitions:\n";
+  for (const auto& t : j["transitions"])
+    std::cout << "  " << Pad(t.value("start_time", ""), 24) << Pad(t.value("status", ""), 18) << t.value("message", "")
+              << "\n";
+  std::cout << "Instances:\n";
+  for (const auto& in : j["instances"])
+    std::cout << "  " << Pad(in.value("id", ""), 28) << Pad(in.value("state", ""), 10)
+              << "exit=" << in["exit_code"].dump() << (in.value("oom", false) ? " oom" : "") << "\n";
+}
+
+// Parses an SSE byte stream into (id, event, data) callbacks.
+class SseParser {
+ public:
+  explicit SseParser(std::function<bool(const std::string&, const json&)> on) : on_(std::move(on)) {}
+  bool Feed(const char* d, size_t n) {
+    buf_.append(d, n);
+    size_t pos;
+    while ((pos = buf_.find("\n\n")) != std::string::npos) {
+      std::string frame = buf_.substr(0, pos);
+      buf_.erase(0, pos + 2);
+      std::string type, data;
+      size_t start = 0;
+      while (start < frame.size()) {
+        size_t end = frame.find('\n', start);
+        if (end == std::string::npos) end = frame.size();
+        std::string l = frame.substr(start, end - start);
+        if (l.rfind("event: ", 0) == 0) type = l.substr(7);
+        if (l.rfind("data: ", 0) == 0) data += l.substr(6);
+        start = end + 1;
+      }
+      if (data.empty()) continue;
+      json j = json::parse(data, nullptr, false);
+      if (!j.is_discarded() && !on_(type, j)) return false;
+    }
+    return true;
+  }
+
+ private:
+  std::string buf_;
+  std::function<bool(const std::string&, const json&)> on_;
+};
+
+std::string DescribeEvent(const json& e) {
+  std::string s = e.value("time", "") + "  " + e.value("type", "");
+  const auto& p = e["payload"];
+  if (p.contains("phase")) s += " " + p["phase"].get<std::string>();
+  if (p.contains("instance_id")) s += " [" + p["instance_id"].get<std::string>() + "]";
+  if (p.contains("exit_code")) s += " exit=" + p["exit_code"].dump();
+  if (e.contains("status")) s += "  -> " + e.value("status", "") + "/" + e.value("secondary_status", "");
+  return s;
+}
+
+// Follows a job: status changes from the event stream, log lines from the log
+// stream. Returns the job's final JSON.
+std::optional<json> Follow(Api& api, const std::string& id, bool show_logs) {
+  std::thread logs;
+  std::atomic<bool> done{false};
+  if (show_logs) {
+    logs = std::thread([&] {
+      api.Stream("/v1/jobs/" + id + "/logs?follow=true", {}, [&](const char* d, size_t n) {
+        fwrite(d, 1, n, stdout);
+        fflush(stdout);
+        return true;
+      });
+    });
+  }
+  std::string last;
+  SseParser parser([&](const std::string&, const json& e) {
+    std::string st = e.value("status", "") + "/" + e.value("secondary_status", "");
+    if (e.contains("status") && st != last) {
+      fprintf(stderr, "==> %s  %s\n", e.value("time", "").c_str(), st.c_str());
+      last = st;
+    }
+    return true;
+  });
+  api.Stream("/v1/jobs/" + id + "/events", {}, [&](const char* d, size_t n) { return parser.Feed(d, n); });
+  done = true;
+  if (logs.joinable()) logs.join();
+  return api.Call("GET", "/v1/jobs/" + id);
+}
+
+int ExitFor(const json& job) {
+  std::string s = job.value("status", "");
+  return s == "Completed" ? 0 : 1;
+}
+
+}  // namespace
+
+int RunCli(int argc, char** argv) {
+  CLI::App app{"kiln: run training jobs on Kiln"};
+  app.require_subcommand(1);
+  std::string endpoint, data_dir;
+  bool as_json = false;
+  app.add_option("--endpoint", endpoint, "kilnd address (HOST:PORT); default: $KILN_ENDPOINT or ./kiln-data/kilnd.addr");
+  app.add_option("--data-dir", data_dir, "read kilnd's address from DIR/kilnd.addr");
+  app.add_flag("--json", as_json, "print JSON");
+
+  auto* run = app.add_subcommand("run", "submit a job spec (YAML or JSON)");
+  std::string spec_path, name_override;
+  bool follow = false;
+  run->add_option("spec", spec_path, "job spec file")->required();
+  run->add_option("--name", name_override, "override the spec's name");
+  run->add_flag("-f,--follow", follow, "stream status and logs until the job ends; exit non-zero if it failed");
+
+  auto* jobs = app.add_subcommand("jobs", "inspect and control jobs");
+  jobs->require_subcommand(1);
+  auto* list = jobs->add_subcommand("list", "list jobs, newest first");
+  std::string status, name, tag, page;
+  int limit = 50;
+  list->add_option("--status", status);
+  list->add_option("--name", name, "substring of the name");
+  list->add_option("--tag", tag, "key=value");
+  list->add_option("--limit", limit);
+  list->add_option("--page-token", page);
+  std::string id;
+  auto* describe = jobs->add_subcommand("describe", "show one job");
+  describe->add_option("id", id, "job id or name")->required();
+  auto* stop = jobs->add_subcommand("stop", "stop a job (SIGTERM, then SIGKILL after its grace period)");
+  stop->add_option("id", id)->required();
+  auto* logs = jobs->add_subcommand("logs", "print a job's output");
+  logs->add_option("id", id)->required();
+  bool logs_follow = false;
+  logs->add_flag("-f,--follow", logs_follow);
+  auto* events = jobs->add_subcommand("events", "print a job's events");
+  events->add_option("id", id)->required();
+  bool events_follow = false;
+  events->add_flag("-f,--follow", events_follow);
+  int64_t after = 0;
+  events->add_option("--after", after, "resume after this sequence number");
+
+  CLI11_PARSE(app, argc, argv);
+  Api api(ResolveEndpoint(endpoint, data_dir));
+  auto esc = [](const std::string& s) { return httplib::detail::encode_query_param(s); };
+
+  if (*run) {
+    auto spec = LoadSpecFile(spec_path);
+    if (!spec.ok()) {
+      fprintf(stderr, "kiln: %s\n", spec.status().ToString().c_str());
+      return 2;
+    }
+    if (!name_override.empty()) (*spec)["name"] = name_override;
+    auto job = api.Call("POST", "/v1/jobs", spec->dump());
+    if (!job) return 2;
+    std::string jid = (*job)["id"];
+    if (!follow) {
+      if (as_json) std::cout << job->dump(2) << "\n";
+      else std::cout << jid << "\n";
+      return 0;
+    }
+    fprintf(stderr, "==> submitted %s (%s)\n", jid.c_str(), (*job)["name"].get<std::string>().c_str());
+    auto final_job = Follow(api, jid, !as_json);
+    if (!final_job) return 2;
+    if (as_json) {
+      std::cout << final_job->dump(2) << "\n";
+    } else {
+      fprintf(stderr, "==> %s %s", (*final_job)["status"].get<std::string>().c_str(),
+              (*final_job)["secondary_status"].get<std::string>().c_str());
+      if (!(*final_job)["failure_reason"].get<std::string>().empty())
+        fprintf(stderr, ": %s", (*final_job)["failure_reason"].get<std::string>().c_str());
+      fprintf(stderr, "\n");
+      if ((*final_job)["model_artifact"].is_string())
+        fprintf(stderr, "==> model artifact: %s\n", (*final_job)["model_artifact"].get<std::string>().c_str());
+    }
+    return ExitFor(*final_job);
+  }
+  if (*list) {
+    std::string q = "/v1/jobs?limit=" + std::to_string(limit);
+    if (!status.empty()) q += "&status=" + esc(status);
+    if (!name.empty()) q += "&name=" + esc(name);
+    if (!tag.empty()) q += "&tag=" + esc(tag);
+    if (!page.empty()) q += "&page_token=" + esc(page);
+    auto r = api.Call("GET", q);
+    if (!r) return 2;
+    if (as_json) {
+      std::cout << r->dump(2) << "\n";
+    } else {
+      PrintJobTable((*r)["jobs"]);
+      if ((*r)["next_page_token"].is_string())
+        std::cout << "(more: --page-token " << (*r)["next_page_token"].get<std::string>() << ")\n";
+    }
+    return 0;
+  }
+  if (*describe || *stop) {
+    auto r = *describe ? api.Call("GET", "/v1/jobs/" + esc(id)) : api.Call("POST", "/v1/jobs/" + esc(id) + "/stop");
+    if (!r) return 2;
+    if (as_json) std::cout << r->dump(2) << "\n";
+    else if (*describe) PrintJob(*r);
+    else std::cout << "stopping " << (*r)["id"].get<std::string>() << " (" << (*r)["status"].get<std::string>() << ")\n";
+    return 0;
+  }
+  if (*logs) {
+    auto j = api.Call("GET", "/v1/jobs/" + esc(id));
+    if (!j) return 2;
+    bool ok = api.Stream("/v1/jobs/" + (*j)["id"].get<std::string>() + "/logs" + (logs_follow ? "?follow=true" : ""), {},
+                         [](const char* d, size_t n) {
+                           fwrite(d, 1, n, stdout);
+                           fflush(stdout);
+                           return true;
+                         });
+    return ok ? 0 : 2;
+  }
+  if (*events) {
+    auto j = api.Call("GET", "/v1/jobs/" + esc(id));
+    if (!j) return 2;
+    SseParser parser([&](const std::string&, const json& e) {
+      if (as_json) std::cout << e.dump() << "\n";
+      else std::cout << Pad(std::to_string(e.value("job_seq", 0)), 4) << DescribeEvent(e) << "\n";
+      std::cout.flush();
+      return true;
+    });
+    std::string path = "/v1/jobs/" + (*j)["id"].get<std::string>() + "/events?follow=" + (events_follow ? "true" : "false");
+    httplib::Headers h;
+    if (after > 0) h.emplace("Last-Event-ID", std::to_string(after));
+    return api.Stream(path, h, [&](const char* d, size_t n) { return parser.Feed(d, n); }) ? 0 : 2;
+  }
+  return 0;
+}
+
+}  // namespace kiln

@@ -1,0 +1,4 @@
+#pragma once
+namespace kiln {
+int RunCli(int argc, char** argv);
+}

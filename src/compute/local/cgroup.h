@@ -1,0 +1,29 @@
+#pragma once
+// CPU and memory limits for one instance, on cgroup v2 or the v1 memory and cpu
+// hierarchies (hybrid hosts). Not thread-safe; one per instance.
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace kiln {
+
+class InstanceCgroup {
+ public:
+  // Creates the groups under "kiln/<name>". kUnavailable if no usable hierarchy.
+  static Result<InstanceCgroup> Create(const std::string& name, int64_t memory_bytes, double cpus);
+  // Moves the calling process into the groups (call in the child before exec).
+  Status JoinSelf() const;
+  bool OomKilled() const;
+  int64_t PeakMemoryBytes() const;
+  // Kills anything left and removes the groups.
+  void Destroy() const;
+  const std::vector<std::string>& dirs() const { return dirs_; }
+
+ private:
+  std::vector<std::string> dirs_;
+  std::string memory_dir_;
+  bool v2_ = false;
+};
+
+}  // namespace kiln

@@ -1,0 +1,312 @@
+#include "compute/local/local_backend.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+
+#include <nlohmann/json.hpp>
+
+#include "common/fsutil.h"
+#include "compute/local/supervisor.h"
+
+extern char** environ;
+
+namespace kiln {
+
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+static int PidfdOpen(int pid) { return static_cast<int>(syscall(SYS_pidfd_open, pid, 0)); }
+
+LocalBackend::LocalBackend(LocalBackendOptions opts, EventSink& sink, Clock& clock)
+    : opts_(std::move(opts)), sink_(sink), clock_(clock) {}
+
+LocalBackend::~LocalBackend() {
+  if (loop_.joinable()) {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      stop_ = true;
+    }
+    uint64_t one = 1;
+    ssize_t n = write(wake_fd_, &one, sizeof(one));
+    (void)n;
+    loop_.join();
+  }
+  for (auto& [fd, w] : watches_) close(fd);
+  if (epfd_ >= 0) close(epfd_);
+  if (wake_fd_ >= 0) close(wake_fd_);
+}
+
+Status LocalBackend::Init() {
+  KILN_RETURN_IF_ERROR(MakeDirs(opts_.instances_dir));
+  // bwrap needs the mount point on the (read-only) host root.
+  std::error_code ec;
+  fs::create_directories("/opt/ml", ec);
+  if (access(opts_.bwrap_path.c_str(), X_OK) != 0)
+    return Status(Code::kFailedPrecondition, "bubblewrap not found at " + opts_.bwrap_path + " (apt install bubblewrap)");
+  if (access(opts_.supervisor_path.c_str(), X_OK) != 0)
+    return Status(Code::kFailedPrecondition, "kiln-supervisor not found at " + opts_.supervisor_path);
+  epfd_ = epoll_create1(EPOLL_CLOEXEC);
+  wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.fd = wake_fd_;
+  epoll_ctl(epfd_, EPOLL_CTL_ADD, wake_fd_, &ev);
+  loop_ = std::thread([this] { EpollLoop(); });
+  return Status::Ok();
+}
+
+std::vector<Capability> LocalBackend::Capabilities() const {
+  return {Capability::kSurvivesControllerRestart, Capability::kMemoryLimits, Capability::kCpuLimits,
+          Capability::kPidNamespace};
+}
+
+std::string LocalBackend::LogPath(const std::string& id) const { return Dir(id) + "/output.log"; }
+
+std::vector<std::string> LocalBackend::SandboxArgv(const LaunchRequest& req, const std::string& dir) const {
+  std::vector<std::string> a = {opts_.bwrap_path};
+  if (req.image.kind == ImageKind::kRootfs) {
+    a.insert(a.end(), {"--ro-bind", req.image.rootfs, "/", "--ro-bind", opts_.entrypoint_path,
+                       "/usr/local/bin/kiln-entrypoint"});
+  } else {
+    a.insert(a.end(), {"--ro-bind", "/", "/"});
+  }
+  a.insert(a.end(), {"--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--bind", dir + "/ml", "/opt/ml"});
+  if (!req.spec.code_dir.empty()) a.insert(a.end(), {"--ro-bind", req.spec.code_dir, "/opt/ml/code"});
+  for (const auto& [ch, path] : req.spec.inputs) {
+    std::string target = "/opt/ml/input/data/" + ch;
+    if (fs::is_regular_file(path)) target += "/" + fs::path(path).filename().string();
+    a.insert(a.end(), {"--ro-bind", path, target});
+  }
+  a.insert(a.end(), {"--bind", req.output_dir, req.output_dir});
+  a.insert(a.end(), {"--unshare-pid", "--unshare-ipc", "--unshare-uts", "--hostname",
+                     "algo-" + std::to_string(req.index + 1), "--as-pid-1", "--die-with-parent",
+                     "--json-status-fd", "3", "--chdir", req.spec.code_dir.empty() ? "/opt/ml" : "/opt/ml/code",
+                     "--", req.image.kind == ImageKind::kRootfs ? "/usr/local/bin/kiln-entrypoint"
+                                                                : opts_.entrypoint_path,
+                     "--"});
+  for (const auto& p : req.image.prefix) a.push_back(p);
+  for (const auto& c : req.spec.command) a.push_back(c);
+  return a;
+}
+
+Result<std::string> LocalBackend::Launch(const LaunchRequest& req) {
+  std::lock_guard<std::mutex> launch_lock(launch_mu_);
+  const std::string dir = Dir(req.instance_id);
+  // Idempotent: a supervisor that already started owns the instance.
+  if (auto pidfile = ReadFile(dir + "/supervisor.pid"); pidfile.ok()) {
+    int pid = 0;
+    unsigned long long start = 0;
+    sscanf(pidfile->c_str(), "%d %llu", &pid, &start);
+    json h = {{"pid", pid}, {"start", start}, {"dir", dir}, {"job_id", req.job_id}};
+    WatchPid(req.instance_id, req.job_id, pid, start);
+    return h.dump();
+  }
+  for (const char* sub : {"/ml/input/config", "/ml/input/data", "/ml/model", "/ml/output/data", "/ml/code",
+                          "/ml/checkpoints", "/ml/.kiln"})
+    KILN_RETURN_IF_ERROR(MakeDirs(dir + sub));
+  for (const auto& [ch, path] : req.spec.inputs) {
+    KILN_RETURN_IF_ERROR(MakeDirs(dir + "/ml/input/data/" + ch));
+    if (access(path.c_str(), R_OK) != 0)
+      return InvalidArgument("inputs." + ch, "input path " + path + " is not readable: " + strerror(errno));
+  }
+  KILN_RETURN_IF_ERROR(MakeDirs(req.output_dir));
+
+  std::vector<std::string> env = {
+      "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+      "HOME=/tmp",
+      "LANG=C.UTF-8",
+      "KILN_RUNTIME=kiln-local",
+      "KILN_JOB_ID=" + req.job_id,
+      "KILN_JOB_NAME=" + req.spec.name,
+      "KILN_INSTANCE_ID=" + req.instance_id,
+      "KILN_API_URL=" + req.api_url,
+      "KILN_TOKEN=" + req.token,
+  };
+  json launch = {{"instance_id", req.instance_id},
+                 {"argv", SandboxArgv(req, dir)},
+                 {"env", env},
+                 {"memory_bytes", req.type.memory_mib * 1024 * 1024},
+                 {"cpus", req.type.vcpus},
+                 {"grace_ms", req.spec.stop_grace_seconds * 1000},
+                 {"log", dir + "/output.log"},
+                 {"cwd", "/"}};
+  KILN_RETURN_IF_ERROR(WriteFileAtomic(dir + "/launch.json", launch.dump()));
+
+  int ready[2];
+  if (pipe2(ready, O_CLOEXEC) != 0) return Internal(std::string("pipe: ") + strerror(errno));
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, ready[1], 3);
+  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  std::string slog = dir + "/supervisor.log";
+  posix_spawn_file_actions_addopen(&fa, 1, slog.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+  posix_spawn_file_actions_adddup2(&fa, 1, 2);
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  sigset_t none, all;
+  sigemptyset(&none);
+  sigfillset(&all);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setsigdefault(&attr, &all);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  std::vector<std::string> args = {opts_.supervisor_path, "--dir", dir, "--ready-fd", "3"};
+  std::vector<char*> av;
+  for (auto& s : args) av.push_back(s.data());
+  av.push_back(nullptr);
+  pid_t pid = 0;
+  int rc = posix_spawn(&pid, opts_.supervisor_path.c_str(), &fa, &attr, av.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&attr);
+  close(ready[1]);
+  if (rc != 0) {
+    close(ready[0]);
+    return Status(Code::kUnavailable, std::string("spawn kiln-supervisor: ") + strerror(rc));
+  }
+  char buf[256] = {0};
+  ssize_t n = read(ready[0], buf, sizeof(buf) - 1);
+  close(ready[0]);
+  std::string answer = n > 0 ? std::string(buf, static_cast<size_t>(n)) : "";
+  if (answer.rfind("ok", 0) != 0 && answer.rfind("busy", 0) != 0) {
+    waitpid(pid, nullptr, WNOHANG);
+    return Internal("kiln-supervisor failed to start: " + (answer.empty() ? std::string("no answer") : answer));
+  }
+  if (answer.rfind("busy", 0) == 0) {  // raced with an earlier supervisor: report that one
+    waitpid(pid, nullptr, 0);
+    auto pidfile = ReadFile(dir + "/supervisor.pid");
+    if (!pidfile.ok()) return Internal("instance " + req.instance_id + " is locked but has no pid file");
+    int p = 0;
+    unsigned long long st = 0;
+    sscanf(pidfile->c_str(), "%d %llu", &p, &st);
+    json h = {{"pid", p}, {"start", st}, {"dir", dir}, {"job_id", req.job_id}};
+    WatchPid(req.instance_id, req.job_id, p, st);
+    return h.dump();
+  }
+  unsigned long long start = ProcessStartTime(pid);
+  json h = {{"pid", pid}, {"start", start}, {"dir", dir}, {"job_id", req.job_id}};
+  KILN_RETURN_IF_ERROR(WatchPid(req.instance_id, req.job_id, pid, start));
+  return h.dump();
+}
+
+Status LocalBackend::WatchPid(const std::string& id, const std::string& job_id, int pid,
+                              unsigned long long start) {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (watched_ids_.count(id)) return Status::Ok();
+  }
+  int fd = PidfdOpen(pid);
+  if (fd < 0 || (start && ProcessStartTime(pid) != start)) {
+    if (fd >= 0) close(fd);
+    // Already gone: report from status.json.
+    Finished(id, job_id, pid);
+    return Status::Ok();
+  }
+  std::lock_guard<std::mutex> l(mu_);
+  watched_ids_.insert(id);
+  watches_[fd] = {id, Watch{job_id, pid, fd}};
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.fd = fd;
+  epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev);
+  return Status::Ok();
+}
+
+void LocalBackend::EpollLoop() {
+  epoll_event evs[64];
+  for (;;) {
+    int n = epoll_wait(epfd_, evs, 64, -1);
+    if (n < 0 && errno == EINTR) continue;
+    for (int i = 0; i < n; ++i) {
+      int fd = evs[i].data.fd;
+      if (fd == wake_fd_) {
+        std::lock_guard<std::mutex> l(mu_);
+        if (stop_) return;
+        continue;
+      }
+      std::string id;
+      Watch w{};
+      {
+        std::lock_guard<std::mutex> l(mu_);
+        auto it = watches_.find(fd);
+        if (it == watches_.end()) continue;
+        id = it->second.first;
+        w = it->second.second;
+        watches_.erase(it);
+        watched_ids_.erase(id);
+        epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr);
+      }
+      close(fd);
+      waitpid(w.pid, nullptr, WNOHANG);  // reap if it is our child
+      Finished(id, w.job_id, w.pid);
+    }
+  }
+}
+
+void LocalBackend::Finished(const std::string& id, const std::string& job_id, int pid) {
+  auto text = ReadFile(Dir(id) + "/status.json");
+  json st = text.ok() ? json::parse(*text, nullptr, false) : json();
+  Event e;
+  if (!st.is_object()) {
+    e = ExitEvent(job_id, id, -1, 0, false,
+                  "InstanceLost: the instance supervisor exited without recording a status (see " + Dir(id) +
+                      "/supervisor.log)",
+                  "", clock_.NowMs());
+  } else {
+    std::string artifact = st.contains("model_artifact") && st["model_artifact"].is_string()
+                               ? st["model_artifact"].get<std::string>()
+                               : "";
+    e = ExitEvent(job_id, id, st.value("exit_code", -1), st.value("signal", 0), st.value("oom", false),
+                  st.value("failure", ""), artifact, st.value("ended_ms", clock_.NowMs()));
+    if (st.contains("peak_memory_bytes")) e.payload["peak_memory_bytes"] = st["peak_memory_bytes"];
+  }
+  Status s = sink_.Post(e);
+  if (!s.ok()) fprintf(stderr, "kilnd: local backend: post exit of %s: %s\n", id.c_str(), s.ToString().c_str());
+}
+
+Status LocalBackend::Stop(const std::string& id, const std::string& handle, int64_t grace_ms) {
+  const std::string dir = Dir(id);
+  if (access((dir + "/status.json").c_str(), F_OK) == 0) return Status::Ok();
+  auto pidfile = ReadFile(dir + "/supervisor.pid");
+  if (!pidfile.ok()) return Status::Ok();
+  int pid = 0;
+  unsigned long long start = 0;
+  sscanf(pidfile->c_str(), "%d %llu", &pid, &start);
+  KILN_RETURN_IF_ERROR(WriteFileAtomic(dir + "/stop", std::to_string(grace_ms)));
+  if (pid > 0 && ProcessStartTime(pid) == start) kill(pid, SIGTERM);
+  return Status::Ok();
+}
+
+Status LocalBackend::Cleanup(const std::string& id, const std::string&) {
+  // Logs, status and /opt/ml stay for inspection; the supervisor already removed
+  // the cgroups. Large inputs are bind mounts, so nothing was copied.
+  return Status::Ok();
+}
+
+Status LocalBackend::Recover(const std::string& id, const std::string& handle) {
+  json h = json::parse(handle, nullptr, false);
+  if (!h.is_object()) return NotFound("unreadable handle for " + id);
+  std::string job_id = h.value("job_id", "");
+  if (access((Dir(id) + "/status.json").c_str(), F_OK) == 0) {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      if (watched_ids_.count(id)) return Status::Ok();
+    }
+    Finished(id, job_id, h.value("pid", 0));
+    return Status::Ok();
+  }
+  int pid = h.value("pid", 0);
+  unsigned long long start = h.value("start", 0ULL);
+  if (pid <= 0 || ProcessStartTime(pid) != start)
+    return NotFound("supervisor of " + id + " (pid " + std::to_string(pid) + ") is gone and left no status");
+  return WatchPid(id, job_id, pid, start);
+}
+
+}  // namespace kiln

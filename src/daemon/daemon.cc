@@ -1,0 +1,153 @@
+#include "daemon/daemon.h"
+
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdio>
+#include <thread>
+
+#include <httplib.h>
+
+#include "api/native_api.h"
+#include "cli/spec_file.h"
+#include "common/fsutil.h"
+#include "common/ids.h"
+#include "compute/local/local_backend.h"
+#include "controller/controller.h"
+#include "store/store.h"
+
+namespace kiln {
+namespace {
+
+using nlohmann::json;
+
+std::atomic<httplib::Server*> g_server{nullptr};
+void OnSignal(int) {
+  if (auto* s = g_server.load()) s->stop();
+}
+
+Result<std::string> LoadOrCreateSecret(const std::string& path) {
+  auto s = ReadFile(path);
+  if (s.ok() && s->size() >= 32) return *s;
+  std::string secret = NewToken();
+  KILN_RETURN_IF_ERROR(WriteFileAtomic(path, secret, 0600));
+  return secret;
+}
+
+}  // namespace
+
+int RunKilnd(const KilndOptions& o) {
+  auto fail = [](const Status& st) {
+    fprintf(stderr, "kilnd: %s\n", st.ToString().c_str());
+    return 1;
+  };
+  const std::string data = std::filesystem::absolute(o.data_dir).lexically_normal().string();
+  if (Status st = MakeDirs(data); !st.ok()) return fail(st);
+  if (Status st = MakeDirs(data + "/artifacts"); !st.ok()) return fail(st);
+
+  json config = json::object();
+  if (!o.config_path.empty()) {
+    auto text = ReadFile(o.config_path);
+    if (!text.ok()) return fail(text.status());
+    auto parsed = ParseYamlOrJson(*text);
+    if (!parsed.ok()) return fail(InvalidArgument("config", o.config_path + ": " + parsed.status().message()));
+    config = *parsed;
+  }
+  auto catalog = Catalog::FromJson(config);
+  if (!catalog.ok()) return fail(catalog.status());
+
+  auto secret = LoadOrCreateSecret(data + "/secret.key");
+  if (!secret.ok()) return fail(secret.status());
+  TokenIssuer tokens(*secret);
+
+  auto store = OpenSqliteStore(data + "/kiln.db", o.durable_fsync ? Durability::kFull : Durability::kNormal);
+  if (!store.ok()) return fail(store.status());
+
+  httplib::Server server;
+  server.new_task_queue = [] { return new httplib::ThreadPool(64); };
+  std::string host = o.listen;
+  int port = 8470;
+  if (auto colon = o.listen.rfind(':'); colon != std::string::npos) {
+    host = o.listen.substr(0, colon);
+    port = atoi(o.listen.c_str() + colon + 1);
+  }
+  int bound = port == 0 ? server.bind_to_any_port(host) : (server.bind_to_port(host, port) ? port : -1);
+  if (bound <= 0) return fail(Unavailable("cannot listen on " + o.listen));
+  const std::string addr = host + ":" + std::to_string(bound);
+  const std::string api_url = "http://" + addr;
+
+  ThreadTimerService timers(RealClock::Get());
+  ControllerOptions copts;
+  copts.threading = Threading::kThreaded;
+  copts.api_url = api_url;
+  copts.artifacts_dir = data + "/artifacts";
+  copts.token_for = [&tokens](const std::string& id) { return tokens.For(id); };
+  Controller controller(**store, RealClock::Get(), timers, *catalog, copts);
+
+  BackendRegistry registry;
+  LocalBackend* local = nullptr;
+  registry.Register("local", [&](EventSink& sink) -> Result<std::unique_ptr<ComputeBackend>> {
+    LocalBackendOptions lo;
+    lo.instances_dir = data + "/instances";
+    lo.supervisor_path = o.bin_dir + "/kiln-supervisor";
+    lo.entrypoint_path = o.bin_dir + "/kiln-entrypoint";
+    auto b = std::make_unique<LocalBackend>(lo, sink, RealClock::Get());
+    KILN_RETURN_IF_ERROR(b->Init());
+    local = b.get();
+    return std::unique_ptr<ComputeBackend>(std::move(b));
+  });
+  auto backend = registry.Create(o.backend, controller);
+  if (!backend.ok()) return fail(backend.status());
+  controller.SetBackend(backend->get());
+
+  NativeApiOptions aopts;
+  ComputeBackend* be = backend->get();
+  aopts.log_path = [be](const std::string& id) { return be->LogPath(id); };
+  NativeApi api(controller, **store, *catalog, tokens, aopts);
+  api.Register(server);
+  server.set_error_handler([](const httplib::Request&, httplib::Response& res) {
+    if (!res.body.empty()) return;
+    std::string code = res.status == 413 ? "PayloadTooLarge" : res.status == 404 ? "NotFound" : "BadRequest";
+    std::string msg = res.status == 413 ? "request body too large" : res.status == 404 ? "no such route" : "bad request";
+    json e = {{"error", {{"code", code}, {"message", msg}, {"field", nullptr}}}};
+    res.set_content(e.dump(), "application/json");
+  });
+
+  if (Status st = controller.Start(); !st.ok()) return fail(st);
+
+  g_server = &server;
+  signal(SIGTERM, OnSignal);
+  signal(SIGINT, OnSignal);
+  signal(SIGPIPE, SIG_IGN);
+
+  std::mutex resync_mu;
+  std::condition_variable resync_cv;
+  bool stopping = false;
+  std::thread resync([&] {
+    std::unique_lock<std::mutex> l(resync_mu);
+    while (!resync_cv.wait_for(l, std::chrono::seconds(o.resync_seconds), [&] { return stopping; }))
+      controller.Resync();
+  });
+
+  if (Status st = WriteFileAtomic(data + "/kilnd.addr", addr + "\n"); !st.ok()) return fail(st);
+  fprintf(stderr, "kilnd: listening on %s (data dir %s, backend %s)\n", api_url.c_str(), data.c_str(),
+          o.backend.c_str());
+  server.listen_after_bind();
+
+  fprintf(stderr, "kilnd: shutting down; running instances keep running and are re-adopted on restart\n");
+  api.Shutdown();
+  {
+    std::lock_guard<std::mutex> l(resync_mu);
+    stopping = true;
+  }
+  resync_cv.notify_all();
+  resync.join();
+  controller.Shutdown();
+  unlink((data + "/kilnd.addr").c_str());
+  return 0;
+}
+
+}  // namespace kiln

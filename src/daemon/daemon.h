@@ -1,0 +1,19 @@
+#pragma once
+#include <string>
+
+namespace kiln {
+
+struct KilndOptions {
+  std::string data_dir = "./kiln-data";
+  std::string listen = "127.0.0.1:8470";
+  std::string config_path;  // optional YAML/JSON: instance_types, images
+  std::string backend = "local";
+  std::string bin_dir;      // where kiln-supervisor and kiln-entrypoint live
+  bool durable_fsync = false;
+  int resync_seconds = 60;
+};
+
+// Runs until SIGTERM/SIGINT. Returns the process exit code.
+int RunKilnd(const KilndOptions& opts);
+
+}  // namespace kiln

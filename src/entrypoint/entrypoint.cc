@@ -1,0 +1,416 @@
+#include "entrypoint/entrypoint.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <filesystem>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <httplib.h>
+#include <nlohmann/json.hpp>
+
+#include "common/clock.h"
+#include "common/fsutil.h"
+
+namespace kiln {
+namespace {
+
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+std::string Env(const char* k, const char* def = "") {
+  const char* v = getenv(k);
+  return v ? v : def;
+}
+
+void Log(const std::string& msg) {
+  std::string line = "[kiln-entrypoint] " + msg + "\n";
+  ssize_t n = write(2, line.data(), line.size());
+  (void)n;
+}
+
+struct ApiTarget {
+  std::string host;
+  int port = 0;
+};
+
+ApiTarget ParseUrl(const std::string& url) {
+  ApiTarget t;
+  std::string rest = url.rfind("http://", 0) == 0 ? url.substr(7) : url;
+  auto slash = rest.find('/');
+  if (slash != std::string::npos) rest = rest.substr(0, slash);
+  auto colon = rest.rfind(':');
+  t.host = rest.substr(0, colon);
+  t.port = colon == std::string::npos ? 80 : atoi(rest.c_str() + colon + 1);
+  return t;
+}
+
+// Sends phase reports in order on its own thread, retrying each until kilnd
+// acknowledges it (kilnd may be restarting). Flush() waits, bounded.
+class Reporter {
+ public:
+  Reporter(ApiTarget api, std::string token) : api_(std::move(api)), token_(std::move(token)) {
+    if (!api_.host.empty()) thread_ = std::thread([this] { Loop(); });
+  }
+  ~Reporter() {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      done_ = true;
+    }
+    cv_.notify_all();
+    if (thread_.joinable()) thread_.join();
+  }
+  void Report(const std::string& phase, json extra = json::object()) {
+    if (api_.host.empty()) return;
+    json body = {{"type", phase}, {"time_ms", RealClock::Get().NowMs()}, {"payload", extra}};
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      q_.push_back(body.dump());
+    }
+    cv_.notify_all();
+  }
+  void Flush(int timeout_ms) {
+    std::unique_lock<std::mutex> l(mu_);
+    cv_.wait_for(l, std::chrono::milliseconds(timeout_ms), [&] { return q_.empty() && !busy_; });
+  }
+
+ private:
+  void Loop() {
+    httplib::Client cli(api_.host, api_.port);
+    cli.set_connection_timeout(2, 0);
+    cli.set_read_timeout(5, 0);
+    cli.set_keep_alive(true);
+    httplib::Headers h = {{"Authorization", "Bearer " + token_}};
+    int backoff = 20;
+    for (;;) {
+      std::string body;
+      {
+        std::unique_lock<std::mutex> l(mu_);
+        cv_.wait(l, [&] { return done_ || !q_.empty(); });
+        if (q_.empty()) return;
+        body = q_.front();
+        busy_ = true;
+      }
+      auto res = cli.Post("/v1/runtime/events", h, body, "application/json");
+      std::unique_lock<std::mutex> l(mu_);
+      busy_ = false;
+      if (res && (res->status == 200 || res->status == 404 || res->status == 401 || res->status == 400)) {
+        // Acknowledged, or refused for good (job gone): either way, done with it.
+        q_.pop_front();
+        backoff = 20;
+        cv_.notify_all();
+      } else {
+        if (done_) return;
+        cv_.wait_for(l, std::chrono::milliseconds(backoff));
+        backoff = std::min(backoff * 2, 2000);
+      }
+    }
+  }
+  ApiTarget api_;
+  std::string token_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::string> q_;
+  bool busy_ = false;
+  bool done_ = false;
+  std::thread thread_;
+};
+
+std::string ToUpperName(const std::string& s) {
+  std::string o;
+  for (char c : s) o.push_back(isalnum(static_cast<unsigned char>(c)) ? static_cast<char>(toupper(c)) : '_');
+  return o;
+}
+
+std::string HpString(const json& v) { return v.is_string() ? v.get<std::string>() : v.dump(); }
+
+// Writes the contract files and returns extra environment for the user command.
+std::vector<std::string> WriteContract(const json& rt, const std::string& root) {
+  std::vector<std::string> env;
+  const json hps = rt.value("hyperparameters", json::object());
+  MakeDirs(root + "/input/config");
+  MakeDirs(root + "/model");
+  MakeDirs(root + "/output/data");
+  MakeDirs(root + "/checkpoints");
+  WriteFileAtomic(root + "/input/config/hyperparameters.json", hps.dump());
+  json rc = rt.value("resource_config", json::object());
+  WriteFileAtomic(root + "/input/config/resourceconfig.json", rc.dump());
+  json idc = json::object();
+  json channels = json::array();
+  const json chans = rt.value("channels", json::object());
+  for (auto& [ch, src] : chans.items()) {
+    std::string dst = root + "/input/data/" + ch;
+    if (!fs::exists(dst) || fs::is_empty(dst)) {
+      // Not provided by the backend (e.g. no sandbox): copy it in.
+      std::error_code ec;
+      fs::create_directories(dst, ec);
+      std::string s = src.get<std::string>();
+      if (fs::is_directory(s)) fs::copy(s, dst, fs::copy_options::recursive | fs::copy_options::skip_existing, ec);
+      else fs::copy(s, dst + "/" + fs::path(s).filename().string(), fs::copy_options::skip_existing, ec);
+    }
+    idc[ch] = {{"TrainingInputMode", "File"}, {"S3DistributionType", "FullyReplicated"}, {"RecordWrapperType", "None"}};
+    channels.push_back(ch);
+    env.push_back("SM_CHANNEL_" + ToUpperName(ch) + "=" + dst);
+  }
+  WriteFileAtomic(root + "/input/config/inputdataconfig.json", idc.dump());
+  const json user_env = rt.value("environment", json::object());
+  for (auto& [k, v] : user_env.items()) env.push_back(k + "=" + HpString(v));
+  json hosts = rc.value("hosts", json::array({"algo-1"}));
+  json sm_hps = json::object();
+  for (auto& [k, v] : hps.items()) {
+    env.push_back("SM_HP_" + ToUpperName(k) + "=" + HpString(v));
+    sm_hps[k] = v;
+  }
+  env.push_back("SM_HPS=" + sm_hps.dump());
+  env.push_back("SM_CHANNELS=" + channels.dump());
+  env.push_back("SM_MODEL_DIR=" + root + "/model");
+  env.push_back("SM_OUTPUT_DIR=" + root + "/output");
+  env.push_back("SM_OUTPUT_DATA_DIR=" + root + "/output/data");
+  env.push_back("SM_INPUT_DIR=" + root + "/input");
+  env.push_back("SM_INPUT_CONFIG_DIR=" + root + "/input/config");
+  env.push_back("SM_CHECKPOINT_DIR=" + root + "/checkpoints");
+  env.push_back("SM_CURRENT_HOST=" + rc.value("current_host", std::string("algo-1")));
+  env.push_back("SM_HOSTS=" + hosts.dump());
+  env.push_back("SM_NUM_CPUS=" + std::to_string(rt.value("num_cpus", 1)));
+  env.push_back("SM_NUM_GPUS=" + std::to_string(rt.value("num_gpus", 0)));
+  env.push_back("SM_RESOURCE_CONFIG=" + rc.dump());
+  env.push_back("SM_INPUT_DATA_CONFIG=" + idc.dump());
+  return env;
+}
+
+Result<json> FetchRuntime(const ApiTarget& api, const std::string& token) {
+  httplib::Client cli(api.host, api.port);
+  cli.set_connection_timeout(2, 0);
+  cli.set_read_timeout(30, 0);
+  httplib::Headers h = {{"Authorization", "Bearer " + token}};
+  int backoff = 20;
+  std::string last = "no answer";
+  const int64_t deadline = MonotonicNs() + 60LL * 1000 * 1000 * 1000;
+  while (MonotonicNs() < deadline) {
+    auto res = cli.Get("/v1/runtime", h);
+    if (res && res->status == 200) {
+      json j = json::parse(res->body, nullptr, false);
+      if (j.is_object()) return j;
+      return Internal("kilnd sent an unreadable runtime document");
+    }
+    if (res && res->status >= 400 && res->status < 500) {
+      json j = json::parse(res->body, nullptr, false);
+      std::string msg = j.is_object() && j.contains("error") ? j["error"].value("message", res->body) : res->body;
+      return Status(Code::kFailedPrecondition, "runtime fetch refused (HTTP " + std::to_string(res->status) + "): " + msg);
+    }
+    last = res ? "HTTP " + std::to_string(res->status) : httplib::to_string(res.error());
+    std::this_thread::sleep_for(std::chrono::milliseconds(backoff));
+    backoff = std::min(backoff * 2, 2000);
+  }
+  return Unavailable("could not fetch the runtime from kilnd within 60 s: " + last);
+}
+
+void WriteFailure(const std::string& root, const std::string& text) {
+  if (fs::exists(root + "/output/failure") && fs::file_size(root + "/output/failure") > 0) return;
+  MakeDirs(root + "/output");
+  WriteFileAtomic(root + "/output/failure", text.substr(0, 1024));
+}
+
+}  // namespace
+
+int RunEntrypoint(int argc, char** argv) {
+  int first = 1;
+  if (first < argc && std::string(argv[first]) == "--") ++first;
+  if (first >= argc) {
+    Log("usage: kiln-entrypoint [--] command [args...]");
+    return 2;
+  }
+  const std::string root = Env("KILN_ML_ROOT", "/opt/ml");
+  const std::string api_url = Env("KILN_API_URL");
+  const std::string token = Env("KILN_TOKEN");
+  std::string runtime = Env("KILN_RUNTIME");
+  if (runtime.empty()) runtime = api_url.empty() ? "dev" : "kiln-local";
+  setenv("KILN_RUNTIME", runtime.c_str(), 1);
+  ApiTarget api = api_url.empty() ? ApiTarget{} : ParseUrl(api_url);
+  Reporter reporter(api, token);
+
+  std::vector<std::string> extra_env;
+  std::string output_dir;
+  int index = 0;
+  if (!api.host.empty()) {
+    reporter.Report("Downloading");
+    auto rt = FetchRuntime(api, token);
+    if (!rt.ok()) {
+      std::string msg = "RuntimeFetchFailed: " + rt.status().message();
+      Log(msg);
+      WriteFailure(root, msg);
+      MakeDirs(root + "/.kiln");
+      WriteFileAtomic(root + "/.kiln/exit.json", json{{"exit_code", 1}, {"signal", 0}}.dump());
+      return 1;
+    }
+    extra_env = WriteContract(*rt, root);
+    output_dir = rt->value("output_dir", "");
+    index = rt->value("index", 0);
+  }
+
+  // The user command: stdout/stderr through pipes so lines are seen (first-line
+  // timing, failure tail); exec failure reported through a CLOEXEC pipe.
+  int outp[2], errp[2], execp[2];
+  if (pipe2(outp, O_CLOEXEC) || pipe2(errp, O_CLOEXEC) || pipe2(execp, O_CLOEXEC)) {
+    Log("pipe failed");
+    return 1;
+  }
+  sigset_t mask, old;
+  sigemptyset(&mask);
+  for (int s : {SIGTERM, SIGINT, SIGHUP, SIGCHLD, SIGUSR1, SIGUSR2}) sigaddset(&mask, s);
+  sigprocmask(SIG_BLOCK, &mask, &old);
+  int sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+
+  reporter.Report("Training");
+  const int64_t t_start = RealClock::Get().NowMs();
+  pid_t child = fork();
+  if (child == 0) {
+    sigprocmask(SIG_SETMASK, &old, nullptr);
+    setpgid(0, 0);
+    dup2(outp[1], 1);
+    dup2(errp[1], 2);
+    for (const auto& e : extra_env) putenv(strdup(e.c_str()));
+    execvp(argv[first], argv + first);
+    int err = errno;
+    ssize_t n = write(execp[1], &err, sizeof(err));
+    (void)n;
+    _exit(127);
+  }
+  close(outp[1]);
+  close(errp[1]);
+  close(execp[1]);
+  int exec_errno = 0;
+  if (read(execp[0], &exec_errno, sizeof(exec_errno)) != sizeof(exec_errno)) exec_errno = 0;
+  close(execp[0]);
+
+  std::deque<std::string> stderr_tail;
+  std::string partial[2];
+  bool first_line = false;
+  int status = 0;
+  bool exited = false;
+  int open_pipes = 2;
+  pollfd fds[3] = {{outp[0], POLLIN, 0}, {errp[0], POLLIN, 0}, {sfd, POLLIN, 0}};
+  auto emit = [&](int which, const std::string& line) {
+    if (!first_line) {
+      first_line = true;
+      reporter.Report("FirstLine");
+    }
+    std::string l = line + "\n";
+    ssize_t n = write(which == 0 ? 1 : 2, l.data(), l.size());
+    (void)n;
+    if (which == 1) {
+      stderr_tail.push_back(line);
+      if (stderr_tail.size() > 20) stderr_tail.pop_front();
+    }
+  };
+  while (!exited || open_pipes > 0) {
+    int n = poll(fds, 3, exited ? 200 : -1);
+    if (n < 0 && errno == EINTR) continue;
+    if (n == 0 && exited) break;  // pipes held open by a daemonized grandchild
+    for (int i = 0; i < 2; ++i) {
+      if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      char buf[65536];
+      ssize_t r = read(fds[i].fd, buf, sizeof(buf));
+      if (r <= 0) {
+        if (!partial[i].empty()) emit(i, partial[i]);
+        partial[i].clear();
+        close(fds[i].fd);
+        fds[i].fd = -1;
+        --open_pipes;
+        continue;
+      }
+      partial[i].append(buf, static_cast<size_t>(r));
+      size_t pos;
+      while ((pos = partial[i].find('\n')) != std::string::npos) {
+        emit(i, partial[i].substr(0, pos));
+        partial[i].erase(0, pos + 1);
+      }
+    }
+    if (fds[2].revents & POLLIN) {
+      signalfd_siginfo si;
+      while (read(sfd, &si, sizeof(si)) == sizeof(si)) {
+        if (si.ssi_signo == SIGCHLD) {
+          // pid 1 of the sandbox: reap everything, remember the user command.
+          for (;;) {
+            int st;
+            pid_t w = waitpid(-1, &st, WNOHANG);
+            if (w <= 0) break;
+            if (w == child) {
+              status = st;
+              exited = true;
+            }
+          }
+        } else {
+          Log(std::string("forwarding ") + strsignal(static_cast<int>(si.ssi_signo)) + " to the job");
+          kill(-child, static_cast<int>(si.ssi_signo));
+          kill(child, static_cast<int>(si.ssi_signo));
+        }
+      }
+    }
+  }
+  if (!exited) {
+    waitpid(child, &status, 0);
+  }
+  int exit_code = 0, sig = 0;
+  if (WIFEXITED(status)) exit_code = WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) {
+    sig = WTERMSIG(status);
+    exit_code = 128 + sig;
+  }
+  if (exec_errno) {
+    exit_code = exec_errno == ENOENT ? 127 : 126;
+    std::string why = exec_errno == ENOENT ? "CommandNotFound: '" + std::string(argv[first]) + "' was not found"
+                                           : "CommandNotExecutable: '" + std::string(argv[first]) + "': " +
+                                                 strerror(exec_errno);
+    Log(why);
+    WriteFailure(root, why);
+  } else if (exit_code != 0 && !stderr_tail.empty()) {
+    std::string tail;
+    for (auto& l : stderr_tail) tail += l + "\n";
+    if (tail.size() > 1024) tail = tail.substr(tail.size() - 1024);
+    WriteFailure(root, tail);
+  }
+  Log("command exited with code " + std::to_string(exit_code) + (sig ? " (signal " + std::to_string(sig) + ")" : "") +
+      " after " + std::to_string(RealClock::Get().NowMs() - t_start) + " ms");
+
+  json result = {{"exit_code", exit_code}, {"signal", sig}};
+  if (exit_code == 0 && index == 0 && !output_dir.empty()) {
+    reporter.Report("Uploading");
+    std::string tmp = output_dir + "/.model.tar.gz.tmp";
+    std::string dst = output_dir + "/model.tar.gz";
+    pid_t tar = fork();
+    if (tar == 0) {
+      int devnull = open("/dev/null", O_WRONLY);
+      dup2(devnull, 1);
+      execlp("tar", "tar", "-czf", tmp.c_str(), "-C", (root + "/model").c_str(), ".", (char*)nullptr);
+      _exit(127);
+    }
+    int tst = 0;
+    while (waitpid(tar, &tst, 0) < 0 && errno == EINTR) {
+    }
+    if (WIFEXITED(tst) && WEXITSTATUS(tst) == 0 && rename(tmp.c_str(), dst.c_str()) == 0) {
+      result["model_artifact"] = "file://" + dst;
+      reporter.Report("Uploaded", {{"model_artifact", "file://" + dst}});
+    } else {
+      Log("packing /opt/ml/model failed");
+      WriteFailure(root, "UploadFailed: could not pack /opt/ml/model into " + dst);
+      result["exit_code"] = exit_code = 1;
+    }
+  }
+  MakeDirs(root + "/.kiln");
+  WriteFileAtomic(root + "/.kiln/exit.json", result.dump());
+  reporter.Flush(10000);
+  return exit_code;
+}
+
+}  // namespace kiln
