@@ -9,8 +9,10 @@ int main(int argc, char** argv) {
   std::string dir;
   int ready = -1;
   for (int i = 1; i + 1 < argc; i += 2) {
-    if (!strcmp(argv[i], "--dir")) dir = argv[i + 1];
-    else if (!strcmp(argv[i], "--ready-fd")) ready = atoi(argv[i + 1]);
+    if (!strcmp(argv[i], "--dir"))
+      dir = argv[i + 1];
+    else if (!strcmp(argv[i], "--ready-fd"))
+      ready = atoi(argv[i + 1]);
   }
   if (dir.empty()) return 2;
   return kiln::RunSupervisor(dir, ready);

@@ -1,4 +1,6 @@
 // kiln: the command-line client. See src/cli.
 #include "cli/cli.h"
 
-int main(int argc, char** argv) { return kiln::RunCli(argc, argv); }
+int main(int argc, char** argv) {
+  return kiln::RunCli(argc, argv);
+}

@@ -60,15 +60,24 @@ bool BoolParam(const httplib::Request& req, const char* name, bool def) {
 
 int HttpStatusFor(Code c) {
   switch (c) {
-    case Code::kOk: return 200;
-    case Code::kInvalidArgument: return 400;
-    case Code::kNotFound: return 404;
-    case Code::kAlreadyExists: return 409;
-    case Code::kPayloadTooLarge: return 413;
-    case Code::kUnauthenticated: return 401;
-    case Code::kFailedPrecondition: return 409;
-    case Code::kUnavailable: return 503;
-    case Code::kInternal: return 500;
+    case Code::kOk:
+      return 200;
+    case Code::kInvalidArgument:
+      return 400;
+    case Code::kNotFound:
+      return 404;
+    case Code::kAlreadyExists:
+      return 409;
+    case Code::kPayloadTooLarge:
+      return 413;
+    case Code::kUnauthenticated:
+      return 401;
+    case Code::kFailedPrecondition:
+      return 409;
+    case Code::kUnavailable:
+      return 503;
+    case Code::kInternal:
+      return 500;
   }
   return 500;
 }
@@ -116,7 +125,9 @@ void NativeApi::Register(httplib::Server& s) {
     ListQuery q;
     if (req.has_param("status")) {
       auto st = ParseJobStatus(req.get_param_value("status"));
-      if (!st) return SendError(res, InvalidArgument("status", "must be one of InProgress, Completed, Failed, Stopping, Stopped"));
+      if (!st)
+        return SendError(res,
+                         InvalidArgument("status", "must be one of InProgress, Completed, Failed, Stopping, Stopped"));
       q.status = st;
     }
     q.name_contains = req.get_param_value("name");
@@ -183,54 +194,54 @@ void NativeApi::Register(httplib::Server& s) {
     const std::string job_id = job->id;
     const bool follow = BoolParam(req, "follow", false);
     auto offsets = std::make_shared<std::map<std::string, std::streamoff>>();
-    res.set_chunked_content_provider("text/plain; charset=utf-8", [this, job_id, follow, offsets](
-                                                                      size_t, httplib::DataSink& sink) {
-      int ino = follow ? inotify_init1(IN_CLOEXEC | IN_NONBLOCK) : -1;
-      std::set<std::string> watched;
-      for (;;) {
-        auto j = store_.GetJob(job_id);
-        if (!j.ok()) break;
-        bool terminal = IsTerminal(j->status);
-        int64_t seen = ctl_.version();
-        for (const auto& in : j->instances) {
-          std::string path = opts_.log_path ? opts_.log_path(in.id) : "";
-          if (path.empty()) continue;
-          if (ino >= 0 && !watched.count(path) && std::filesystem::exists(path)) {
-            inotify_add_watch(ino, path.c_str(), IN_MODIFY);
-            watched.insert(path);
+    res.set_chunked_content_provider(
+        "text/plain; charset=utf-8", [this, job_id, follow, offsets](size_t, httplib::DataSink& sink) {
+          int ino = follow ? inotify_init1(IN_CLOEXEC | IN_NONBLOCK) : -1;
+          std::set<std::string> watched;
+          for (;;) {
+            auto j = store_.GetJob(job_id);
+            if (!j.ok()) break;
+            bool terminal = IsTerminal(j->status);
+            int64_t seen = ctl_.version();
+            for (const auto& in : j->instances) {
+              std::string path = opts_.log_path ? opts_.log_path(in.id) : "";
+              if (path.empty()) continue;
+              if (ino >= 0 && !watched.count(path) && std::filesystem::exists(path)) {
+                inotify_add_watch(ino, path.c_str(), IN_MODIFY);
+                watched.insert(path);
+              }
+              std::ifstream f(path, std::ios::binary);
+              if (!f) continue;
+              auto& off = (*offsets)[path];
+              f.seekg(off);
+              std::string chunk((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+              if (!follow || chunk.empty()) {
+                if (!chunk.empty() && !sink.write(chunk.data(), chunk.size())) goto done;
+                off += static_cast<std::streamoff>(chunk.size());
+                continue;
+              }
+              // Whole lines only while following.
+              auto last_nl = chunk.rfind('\n');
+              if (last_nl == std::string::npos) continue;
+              if (!sink.write(chunk.data(), last_nl + 1)) goto done;
+              off += static_cast<std::streamoff>(last_nl + 1);
+            }
+            if (!follow || terminal || shutting_down_) break;
+            // Wake on a log write (inotify) or a job change (controller), whichever first.
+            pollfd p{ino, POLLIN, 0};
+            if (poll(&p, 1, 100) > 0) {
+              char buf[4096];
+              while (read(ino, buf, sizeof(buf)) > 0) {
+              }
+            } else {
+              ctl_.WaitForChange(seen, 400);
+            }
           }
-          std::ifstream f(path, std::ios::binary);
-          if (!f) continue;
-          auto& off = (*offsets)[path];
-          f.seekg(off);
-          std::string chunk((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-          if (!follow || chunk.empty()) {
-            if (!chunk.empty() && !sink.write(chunk.data(), chunk.size())) goto done;
-            off += static_cast<std::streamoff>(chunk.size());
-            continue;
-          }
-          // Whole lines only while following.
-          auto last_nl = chunk.rfind('\n');
-          if (last_nl == std::string::npos) continue;
-          if (!sink.write(chunk.data(), last_nl + 1)) goto done;
-          off += static_cast<std::streamoff>(last_nl + 1);
-        }
-        if (!follow || terminal || shutting_down_) break;
-        // Wake on a log write (inotify) or a job change (controller), whichever first.
-        pollfd p{ino, POLLIN, 0};
-        if (poll(&p, 1, 100) > 0) {
-          char buf[4096];
-          while (read(ino, buf, sizeof(buf)) > 0) {
-          }
-        } else {
-          ctl_.WaitForChange(seen, 400);
-        }
-      }
-    done:
-      if (ino >= 0) close(ino);
-      sink.done();
-      return true;
-    });
+        done:
+          if (ino >= 0) close(ino);
+          sink.done();
+          return true;
+        });
   });
 
   auto stream = [this](const httplib::Request& req, httplib::Response& res, const std::string& job_id) {
@@ -238,39 +249,41 @@ void NativeApi::Register(httplib::Server& s) {
     if (after < 0) return SendError(res, InvalidArgument("Last-Event-ID", "must be an integer sequence number"));
     const bool follow = BoolParam(req, "follow", true);
     res.set_header("Cache-Control", "no-cache");
-    res.set_chunked_content_provider("text/event-stream", [this, job_id, after, follow](size_t, httplib::DataSink& sink) {
-      int64_t cursor = after;
-      int idle_ms = 0;
-      for (;;) {
-        int64_t seen = ctl_.version();
-        auto events = job_id.empty() ? store_.EventsAfter(cursor, 500) : store_.JobEventsAfter(job_id, cursor, 500);
-        if (!events.ok()) break;
-        bool ended = false;
-        for (const auto& e : *events) {
-          int64_t id = job_id.empty() ? e.seq : e.job_seq;
-          std::string frame = SseFrame(std::to_string(id), ToString(e.type), ToJson(e).dump());
-          if (!sink.write(frame.data(), frame.size())) goto done;
-          cursor = id;
-          if (!job_id.empty() && !e.status_after.empty() && IsTerminal(*ParseJobStatus(e.status_after))) ended = true;
-        }
-        if (events->size() == 500) continue;
-        if (ended || !follow || shutting_down_) break;
-        if (!job_id.empty()) {
-          auto j = store_.GetJob(job_id);
-          if (j.ok() && IsTerminal(j->status) && j->last_job_seq <= cursor) break;
-        }
-        if (ctl_.WaitForChange(seen, 1000) == seen) {
-          idle_ms += 1000;
-          if (idle_ms >= 15000) {  // keep-alive comment; also detects a gone client
-            idle_ms = 0;
-            if (!sink.write(": keep-alive\n\n", 14)) goto done;
+    res.set_chunked_content_provider(
+        "text/event-stream", [this, job_id, after, follow](size_t, httplib::DataSink& sink) {
+          int64_t cursor = after;
+          int idle_ms = 0;
+          for (;;) {
+            int64_t seen = ctl_.version();
+            auto events = job_id.empty() ? store_.EventsAfter(cursor, 500) : store_.JobEventsAfter(job_id, cursor, 500);
+            if (!events.ok()) break;
+            bool ended = false;
+            for (const auto& e : *events) {
+              int64_t id = job_id.empty() ? e.seq : e.job_seq;
+              std::string frame = SseFrame(std::to_string(id), ToString(e.type), ToJson(e).dump());
+              if (!sink.write(frame.data(), frame.size())) goto done;
+              cursor = id;
+              if (!job_id.empty() && !e.status_after.empty() && IsTerminal(*ParseJobStatus(e.status_after)))
+                ended = true;
+            }
+            if (events->size() == 500) continue;
+            if (ended || !follow || shutting_down_) break;
+            if (!job_id.empty()) {
+              auto j = store_.GetJob(job_id);
+              if (j.ok() && IsTerminal(j->status) && j->last_job_seq <= cursor) break;
+            }
+            if (ctl_.WaitForChange(seen, 1000) == seen) {
+              idle_ms += 1000;
+              if (idle_ms >= 15000) {  // keep-alive comment; also detects a gone client
+                idle_ms = 0;
+                if (!sink.write(": keep-alive\n\n", 14)) goto done;
+              }
+            }
           }
-        }
-      }
-    done:
-      sink.done();
-      return true;
-    });
+        done:
+          sink.done();
+          return true;
+        });
   };
 
   s.Get(R"(/v1/jobs/([^/]+)/events)", [this, stream](const httplib::Request& req, httplib::Response& res) {
@@ -293,7 +306,8 @@ void NativeApi::Register(httplib::Server& s) {
     if (!inst.ok()) return Status(Code::kUnauthenticated, "token for an unknown instance");
     auto job = store_.GetJob(inst->job_id);
     if (!job.ok()) return Status(Code::kUnauthenticated, "token for an unknown job");
-    if (IsTerminal(job->status)) return Status(Code::kUnauthenticated, "the job has ended; its token is no longer valid");
+    if (IsTerminal(job->status))
+      return Status(Code::kUnauthenticated, "the job has ended; its token is no longer valid");
     *out_inst = *inst;
     *out_job = *job;
     return Status::Ok();

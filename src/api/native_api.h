@@ -1,9 +1,9 @@
 #pragma once
+#include <httplib.h>
+
 #include <atomic>
 #include <functional>
 #include <string>
-
-#include <httplib.h>
 
 #include "api/tokens.h"
 #include "controller/controller.h"

@@ -1,15 +1,14 @@
 #include "cli/cli.h"
 
+#include <httplib.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <atomic>
 #include <cstdio>
 #include <iostream>
-#include <thread>
-
-#include <httplib.h>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "cli/spec_file.h"
 #include "common/fsutil.h"
@@ -216,7 +215,8 @@ int RunCli(int argc, char** argv) {
   app.require_subcommand(1);
   std::string endpoint, data_dir;
   bool as_json = false;
-  app.add_option("--endpoint", endpoint, "kilnd address (HOST:PORT); default: $KILN_ENDPOINT or ./kiln-data/kilnd.addr");
+  app.add_option("--endpoint", endpoint,
+                 "kilnd address (HOST:PORT); default: $KILN_ENDPOINT or ./kiln-data/kilnd.addr");
   app.add_option("--data-dir", data_dir, "read kilnd's address from DIR/kilnd.addr");
   app.add_flag("--json", as_json, "print JSON");
 
@@ -268,8 +268,10 @@ int RunCli(int argc, char** argv) {
     if (!job) return 2;
     std::string jid = (*job)["id"];
     if (!follow) {
-      if (as_json) std::cout << job->dump(2) << "\n";
-      else std::cout << jid << "\n";
+      if (as_json)
+        std::cout << job->dump(2) << "\n";
+      else
+        std::cout << jid << "\n";
       return 0;
     }
     fprintf(stderr, "==> submitted %s (%s)\n", jid.c_str(), (*job)["name"].get<std::string>().c_str());
@@ -308,16 +310,19 @@ int RunCli(int argc, char** argv) {
   if (*describe || *stop) {
     auto r = *describe ? api.Call("GET", "/v1/jobs/" + esc(id)) : api.Call("POST", "/v1/jobs/" + esc(id) + "/stop");
     if (!r) return 2;
-    if (as_json) std::cout << r->dump(2) << "\n";
-    else if (*describe) PrintJob(*r);
-    else std::cout << "stopping " << (*r)["id"].get<std::string>() << " (" << (*r)["status"].get<std::string>() << ")\n";
+    if (as_json)
+      std::cout << r->dump(2) << "\n";
+    else if (*describe)
+      PrintJob(*r);
+    else
+      std::cout << "stopping " << (*r)["id"].get<std::string>() << " (" << (*r)["status"].get<std::string>() << ")\n";
     return 0;
   }
   if (*logs) {
     auto j = api.Call("GET", "/v1/jobs/" + esc(id));
     if (!j) return 2;
-    bool ok = api.Stream("/v1/jobs/" + (*j)["id"].get<std::string>() + "/logs" + (logs_follow ? "?follow=true" : ""), {},
-                         [](const char* d, size_t n) {
+    bool ok = api.Stream("/v1/jobs/" + (*j)["id"].get<std::string>() + "/logs" + (logs_follow ? "?follow=true" : ""),
+                         {}, [](const char* d, size_t n) {
                            fwrite(d, 1, n, stdout);
                            fflush(stdout);
                            return true;
@@ -328,12 +333,15 @@ int RunCli(int argc, char** argv) {
     auto j = api.Call("GET", "/v1/jobs/" + esc(id));
     if (!j) return 2;
     SseParser parser([&](const std::string&, const json& e) {
-      if (as_json) std::cout << e.dump() << "\n";
-      else std::cout << Pad(std::to_string(e.value("job_seq", 0)), 4) << DescribeEvent(e) << "\n";
+      if (as_json)
+        std::cout << e.dump() << "\n";
+      else
+        std::cout << Pad(std::to_string(e.value("job_seq", 0)), 4) << DescribeEvent(e) << "\n";
       std::cout.flush();
       return true;
     });
-    std::string path = "/v1/jobs/" + (*j)["id"].get<std::string>() + "/events?follow=" + (events_follow ? "true" : "false");
+    std::string path =
+        "/v1/jobs/" + (*j)["id"].get<std::string>() + "/events?follow=" + (events_follow ? "true" : "false");
     httplib::Headers h;
     if (after > 0) h.emplace("Last-Event-ID", std::to_string(after));
     return api.Stream(path, h, [&](const char* d, size_t n) { return parser.Feed(d, n); }) ? 0 : 2;

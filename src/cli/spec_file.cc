@@ -1,8 +1,8 @@
 #include "cli/spec_file.h"
 
-#include <filesystem>
-
 #include <yaml-cpp/yaml.h>
+
+#include <filesystem>
 
 #include "common/fsutil.h"
 

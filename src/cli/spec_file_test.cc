@@ -1,9 +1,9 @@
+#include "cli/spec_file.h"
+
 #include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <fstream>
-
-#include "cli/spec_file.h"
 
 namespace kiln {
 TEST(SpecFile, YamlScalarsKeepTheirTypes) {

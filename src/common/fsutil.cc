@@ -54,8 +54,7 @@ Status MakeDirs(const std::string& path) {
 
 Result<std::string> FileUriToPath(const std::string& uri) {
   if (uri.rfind("file://", 0) == 0) return uri.substr(7);
-  if (uri.find("://") != std::string::npos)
-    return Status(Code::kInvalidArgument, "unsupported URI scheme in " + uri);
+  if (uri.find("://") != std::string::npos) return Status(Code::kInvalidArgument, "unsupported URI scheme in " + uri);
   return uri;
 }
 

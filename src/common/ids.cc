@@ -23,7 +23,9 @@ std::string RandomHex(size_t bytes) {
 }
 }  // namespace
 
-std::string NewId(const std::string& prefix) { return prefix + "-" + RandomHex(8); }
+std::string NewId(const std::string& prefix) {
+  return prefix + "-" + RandomHex(8);
+}
 std::string NewToken() {
   std::random_device rd;  // kernel entropy for secrets
   static const char* kHex = "0123456789abcdef";

@@ -46,14 +46,20 @@ class Status {
 inline Status InvalidArgument(std::string field, std::string msg) {
   return Status(Code::kInvalidArgument, std::move(msg), std::move(field));
 }
-inline Status NotFound(std::string msg) { return Status(Code::kNotFound, std::move(msg)); }
-inline Status Internal(std::string msg) { return Status(Code::kInternal, std::move(msg)); }
-inline Status Unavailable(std::string msg) { return Status(Code::kUnavailable, std::move(msg)); }
+inline Status NotFound(std::string msg) {
+  return Status(Code::kNotFound, std::move(msg));
+}
+inline Status Internal(std::string msg) {
+  return Status(Code::kInternal, std::move(msg));
+}
+inline Status Unavailable(std::string msg) {
+  return Status(Code::kUnavailable, std::move(msg));
+}
 
 template <typename T>
 class Result {
  public:
-  Result(T value) : v_(std::move(value)) {}        // NOLINT(google-explicit-constructor)
+  Result(T value) : v_(std::move(value)) {}         // NOLINT(google-explicit-constructor)
   Result(Status status) : v_(std::move(status)) {}  // NOLINT(google-explicit-constructor)
   bool ok() const { return std::holds_alternative<T>(v_); }
   const Status& status() const {
@@ -73,10 +79,10 @@ class Result {
   std::variant<T, Status> v_;
 };
 
-#define KILN_RETURN_IF_ERROR(expr)        \
-  do {                                    \
-    ::kiln::Status _st = (expr);          \
-    if (!_st.ok()) return _st;            \
+#define KILN_RETURN_IF_ERROR(expr) \
+  do {                             \
+    ::kiln::Status _st = (expr);   \
+    if (!_st.ok()) return _st;     \
   } while (0)
 
 }  // namespace kiln

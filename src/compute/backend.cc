@@ -10,8 +10,8 @@ Event ExitEvent(const std::string& job_id, const std::string& instance_id, int e
   e.source = "backend";
   e.time = now;
   e.dedup_key = "exit:" + instance_id;
-  e.payload = {{"instance_id", instance_id}, {"exit_code", exit_code}, {"signal", signal}, {"oom", oom},
-               {"failure", failure}};
+  e.payload = {
+      {"instance_id", instance_id}, {"exit_code", exit_code}, {"signal", signal}, {"oom", oom}, {"failure", failure}};
   if (!model_artifact.empty()) e.payload["model_artifact"] = model_artifact;
   return e;
 }

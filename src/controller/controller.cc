@@ -6,11 +6,12 @@
 
 namespace kiln {
 
-Controller::Controller(Store& store, Clock& clock, TimerService& timers, const Catalog& catalog,
-                       ControllerOptions opts)
+Controller::Controller(Store& store, Clock& clock, TimerService& timers, const Catalog& catalog, ControllerOptions opts)
     : store_(store), clock_(clock), timers_(timers), catalog_(catalog), opts_(std::move(opts)) {}
 
-Controller::~Controller() { Shutdown(); }
+Controller::~Controller() {
+  Shutdown();
+}
 
 Status Controller::Start() {
   auto ids = store_.JobsNeedingAttention();
@@ -153,9 +154,7 @@ Status Controller::Reconcile(const std::string& job_id) {
   }
   KILN_RETURN_IF_ERROR(store_.CommitTransition(*job, *events));
   version_.fetch_add(1);
-  {
-    std::lock_guard<std::mutex> l(change_mu_);
-  }
+  { std::lock_guard<std::mutex> l(change_mu_); }
   change_cv_.notify_all();
   for (const auto& a : actions) Execute(*job, a);
   ScheduleTimers(*job);

@@ -137,8 +137,8 @@ SimResult RunHistory(uint64_t seed) {
   for (auto& sj : jobs) {
     auto job = store->GetJob(sj.id);
     EXPECT_TRUE(job.ok());
-    EXPECT_TRUE(IsTerminal(job->status)) << "seed " << seed << " job " << sj.id << " stuck in "
-                                         << ToString(job->status) << "/" << ToString(job->secondary);
+    EXPECT_TRUE(IsTerminal(job->status)) << "seed " << seed << " job " << sj.id << " stuck in " << ToString(job->status)
+                                         << "/" << ToString(job->secondary);
     EXPECT_LE(job->attempt, sj.spec.retry_attempts + 1) << "seed " << seed;
     for (const auto& in : job->instances) {
       auto it = backend.instances().find(in.id);
@@ -151,7 +151,8 @@ SimResult RunHistory(uint64_t seed) {
       EXPECT_LE(it->second.starts, 1) << "seed " << seed << ": launched twice";
       EXPECT_TRUE(it->second.exited) << "seed " << seed << ": orphan instance " << in.id;
       EXPECT_EQ(in.state, InstanceState::kExited) << "seed " << seed;
-      EXPECT_EQ(in.exit_code, it->second.outcome.exit_code) << "seed " << seed << " " << in.id << " " << in.failure << " state " << ToString(job->status);
+      EXPECT_EQ(in.exit_code, it->second.outcome.exit_code)
+          << "seed " << seed << " " << in.id << " " << in.failure << " state " << ToString(job->status);
     }
     auto current = [&] {
       std::vector<const Instance*> v;

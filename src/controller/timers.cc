@@ -61,7 +61,9 @@ int ManualTimerService::FireDue() {
   return n;
 }
 
-TimeMs ManualTimerService::NextDeadline() const { return due_.empty() ? 0 : due_.begin()->first; }
+TimeMs ManualTimerService::NextDeadline() const {
+  return due_.empty() ? 0 : due_.begin()->first;
+}
 
 void ManualTimerService::Clear() {
   due_.clear();

@@ -1,5 +1,6 @@
 #include "daemon/daemon.h"
 
+#include <httplib.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -8,8 +9,6 @@
 #include <condition_variable>
 #include <cstdio>
 #include <thread>
-
-#include <httplib.h>
 
 #include "api/native_api.h"
 #include "cli/spec_file.h"
@@ -111,7 +110,9 @@ int RunKilnd(const KilndOptions& o) {
   server.set_error_handler([](const httplib::Request&, httplib::Response& res) {
     if (!res.body.empty()) return;
     std::string code = res.status == 413 ? "PayloadTooLarge" : res.status == 404 ? "NotFound" : "BadRequest";
-    std::string msg = res.status == 413 ? "request body too large" : res.status == 404 ? "no such route" : "bad request";
+    std::string msg = res.status == 413   ? "request body too large"
+                      : res.status == 404 ? "no such route"
+                                          : "bad request";
     json e = {{"error", {{"code", code}, {"message", msg}, {"field", nullptr}}}};
     res.set_content(e.dump(), "application/json");
   });

@@ -8,7 +8,7 @@ struct KilndOptions {
   std::string listen = "127.0.0.1:8470";
   std::string config_path;  // optional YAML/JSON: instance_types, images
   std::string backend = "local";
-  std::string bin_dir;      // where kiln-supervisor and kiln-entrypoint live
+  std::string bin_dir;  // where kiln-supervisor and kiln-entrypoint live
   bool durable_fsync = false;
   int resync_seconds = 60;
 };

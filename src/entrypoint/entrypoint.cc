@@ -1,6 +1,7 @@
 #include "entrypoint/entrypoint.h"
 
 #include <fcntl.h>
+#include <httplib.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/signalfd.h>
@@ -12,12 +13,10 @@
 #include <deque>
 #include <filesystem>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <httplib.h>
-#include <nlohmann/json.hpp>
 
 #include "common/clock.h"
 #include "common/fsutil.h"
@@ -132,7 +131,9 @@ std::string ToUpperName(const std::string& s) {
   return o;
 }
 
-std::string HpString(const json& v) { return v.is_string() ? v.get<std::string>() : v.dump(); }
+std::string HpString(const json& v) {
+  return v.is_string() ? v.get<std::string>() : v.dump();
+}
 
 // Writes the contract files and returns extra environment for the user command.
 std::vector<std::string> WriteContract(const json& rt, const std::string& root) {
@@ -155,8 +156,10 @@ std::vector<std::string> WriteContract(const json& rt, const std::string& root) 
       std::error_code ec;
       fs::create_directories(dst, ec);
       std::string s = src.get<std::string>();
-      if (fs::is_directory(s)) fs::copy(s, dst, fs::copy_options::recursive | fs::copy_options::skip_existing, ec);
-      else fs::copy(s, dst + "/" + fs::path(s).filename().string(), fs::copy_options::skip_existing, ec);
+      if (fs::is_directory(s))
+        fs::copy(s, dst, fs::copy_options::recursive | fs::copy_options::skip_existing, ec);
+      else
+        fs::copy(s, dst + "/" + fs::path(s).filename().string(), fs::copy_options::skip_existing, ec);
     }
     idc[ch] = {{"TrainingInputMode", "File"}, {"S3DistributionType", "FullyReplicated"}, {"RecordWrapperType", "None"}};
     channels.push_back(ch);
@@ -206,7 +209,8 @@ Result<json> FetchRuntime(const ApiTarget& api, const std::string& token) {
     if (res && res->status >= 400 && res->status < 500) {
       json j = json::parse(res->body, nullptr, false);
       std::string msg = j.is_object() && j.contains("error") ? j["error"].value("message", res->body) : res->body;
-      return Status(Code::kFailedPrecondition, "runtime fetch refused (HTTP " + std::to_string(res->status) + "): " + msg);
+      return Status(Code::kFailedPrecondition,
+                    "runtime fetch refused (HTTP " + std::to_string(res->status) + "): " + msg);
     }
     last = res ? "HTTP " + std::to_string(res->status) : httplib::to_string(res.error());
     std::this_thread::sleep_for(std::chrono::milliseconds(backoff));
@@ -369,9 +373,9 @@ int RunEntrypoint(int argc, char** argv) {
   }
   if (exec_errno) {
     exit_code = exec_errno == ENOENT ? 127 : 126;
-    std::string why = exec_errno == ENOENT ? "CommandNotFound: '" + std::string(argv[first]) + "' was not found"
-                                           : "CommandNotExecutable: '" + std::string(argv[first]) + "': " +
-                                                 strerror(exec_errno);
+    std::string why = exec_errno == ENOENT
+                          ? "CommandNotFound: '" + std::string(argv[first]) + "' was not found"
+                          : "CommandNotExecutable: '" + std::string(argv[first]) + "': " + strerror(exec_errno);
     Log(why);
     WriteFailure(root, why);
   } else if (exit_code != 0 && !stderr_tail.empty()) {

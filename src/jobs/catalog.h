@@ -2,11 +2,10 @@
 // Instance types and images that kilnd offers. Loaded from kilnd's config with
 // shipped defaults. Immutable after start: safe to read from any thread.
 #include <map>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "common/status.h"
 
@@ -26,8 +25,8 @@ enum class ImageKind { kHost, kRootfs, kCommandPrefix };
 struct ImageEnv {
   std::string uri;
   ImageKind kind = ImageKind::kHost;
-  std::string rootfs;                 // kRootfs
-  std::vector<std::string> prefix;    // kCommandPrefix
+  std::string rootfs;               // kRootfs
+  std::vector<std::string> prefix;  // kCommandPrefix
 };
 
 class Catalog {

@@ -6,45 +6,65 @@ using nlohmann::json;
 
 const char* ToString(JobStatus s) {
   switch (s) {
-    case JobStatus::kInProgress: return "InProgress";
-    case JobStatus::kCompleted: return "Completed";
-    case JobStatus::kFailed: return "Failed";
-    case JobStatus::kStopping: return "Stopping";
-    case JobStatus::kStopped: return "Stopped";
+    case JobStatus::kInProgress:
+      return "InProgress";
+    case JobStatus::kCompleted:
+      return "Completed";
+    case JobStatus::kFailed:
+      return "Failed";
+    case JobStatus::kStopping:
+      return "Stopping";
+    case JobStatus::kStopped:
+      return "Stopped";
   }
   return "?";
 }
 
 const char* ToString(SecondaryStatus s) {
   switch (s) {
-    case SecondaryStatus::kStarting: return "Starting";
-    case SecondaryStatus::kPending: return "Pending";
-    case SecondaryStatus::kDownloading: return "Downloading";
-    case SecondaryStatus::kTraining: return "Training";
-    case SecondaryStatus::kUploading: return "Uploading";
-    case SecondaryStatus::kCompleted: return "Completed";
-    case SecondaryStatus::kFailed: return "Failed";
-    case SecondaryStatus::kStopping: return "Stopping";
-    case SecondaryStatus::kStopped: return "Stopped";
-    case SecondaryStatus::kMaxRuntimeExceeded: return "MaxRuntimeExceeded";
-    case SecondaryStatus::kRestarting: return "Restarting";
-    case SecondaryStatus::kInterrupted: return "Interrupted";
+    case SecondaryStatus::kStarting:
+      return "Starting";
+    case SecondaryStatus::kPending:
+      return "Pending";
+    case SecondaryStatus::kDownloading:
+      return "Downloading";
+    case SecondaryStatus::kTraining:
+      return "Training";
+    case SecondaryStatus::kUploading:
+      return "Uploading";
+    case SecondaryStatus::kCompleted:
+      return "Completed";
+    case SecondaryStatus::kFailed:
+      return "Failed";
+    case SecondaryStatus::kStopping:
+      return "Stopping";
+    case SecondaryStatus::kStopped:
+      return "Stopped";
+    case SecondaryStatus::kMaxRuntimeExceeded:
+      return "MaxRuntimeExceeded";
+    case SecondaryStatus::kRestarting:
+      return "Restarting";
+    case SecondaryStatus::kInterrupted:
+      return "Interrupted";
   }
   return "?";
 }
 
 const char* ToString(InstanceState s) {
   switch (s) {
-    case InstanceState::kLaunching: return "Launching";
-    case InstanceState::kRunning: return "Running";
-    case InstanceState::kExited: return "Exited";
+    case InstanceState::kLaunching:
+      return "Launching";
+    case InstanceState::kRunning:
+      return "Running";
+    case InstanceState::kExited:
+      return "Exited";
   }
   return "?";
 }
 
 std::optional<JobStatus> ParseJobStatus(const std::string& s) {
-  for (auto v : {JobStatus::kInProgress, JobStatus::kCompleted, JobStatus::kFailed,
-                 JobStatus::kStopping, JobStatus::kStopped})
+  for (auto v :
+       {JobStatus::kInProgress, JobStatus::kCompleted, JobStatus::kFailed, JobStatus::kStopping, JobStatus::kStopped})
     if (s == ToString(v)) return v;
   return std::nullopt;
 }
@@ -63,13 +83,20 @@ bool IsTerminal(JobStatus s) {
 
 const char* ToString(EventType t) {
   switch (t) {
-    case EventType::kJobCreated: return "JobCreated";
-    case EventType::kInstanceLaunched: return "InstanceLaunched";
-    case EventType::kInstanceLaunchFailed: return "InstanceLaunchFailed";
-    case EventType::kPhaseReported: return "PhaseReported";
-    case EventType::kInstanceExited: return "InstanceExited";
-    case EventType::kStopRequested: return "StopRequested";
-    case EventType::kMaxRuntimeTimer: return "MaxRuntimeTimer";
+    case EventType::kJobCreated:
+      return "JobCreated";
+    case EventType::kInstanceLaunched:
+      return "InstanceLaunched";
+    case EventType::kInstanceLaunchFailed:
+      return "InstanceLaunchFailed";
+    case EventType::kPhaseReported:
+      return "PhaseReported";
+    case EventType::kInstanceExited:
+      return "InstanceExited";
+    case EventType::kStopRequested:
+      return "StopRequested";
+    case EventType::kMaxRuntimeTimer:
+      return "MaxRuntimeTimer";
   }
   return "?";
 }
@@ -113,10 +140,18 @@ json Job::Timings() const {
 }
 
 json ToJson(const Instance& i) {
-  json j = {{"id", i.id},          {"job_id", i.job_id},      {"index", i.index},
-            {"attempt", i.attempt}, {"state", ToString(i.state)}, {"handle", i.handle},
-            {"exit_code", i.exit_code}, {"signal", i.signal},  {"oom", i.oom},
-            {"failure", i.failure},  {"launched_at", i.launched_at}, {"exited_at", i.exited_at},
+  json j = {{"id", i.id},
+            {"job_id", i.job_id},
+            {"index", i.index},
+            {"attempt", i.attempt},
+            {"state", ToString(i.state)},
+            {"handle", i.handle},
+            {"exit_code", i.exit_code},
+            {"signal", i.signal},
+            {"oom", i.oom},
+            {"failure", i.failure},
+            {"launched_at", i.launched_at},
+            {"exited_at", i.exited_at},
             {"stop_sent", i.stop_sent}};
   return j;
 }
@@ -128,7 +163,7 @@ Instance InstanceFromJson(const json& j) {
   i.index = j.value("index", 0);
   i.attempt = j.value("attempt", 1);
   std::string st = j.value("state", "Launching");
-  i.state = st == "Running" ? InstanceState::kRunning
+  i.state = st == "Running"  ? InstanceState::kRunning
             : st == "Exited" ? InstanceState::kExited
                              : InstanceState::kLaunching;
   i.handle = j.value("handle", "");
@@ -145,8 +180,10 @@ Instance InstanceFromJson(const json& j) {
 json ToJson(const Job& job) {
   json tr = json::array();
   for (const auto& t : job.transitions) {
-    json x = {{"status", ToString(t.status)}, {"start_time", FormatTime(t.start)},
-              {"start_ms", t.start}, {"message", t.message}};
+    json x = {{"status", ToString(t.status)},
+              {"start_time", FormatTime(t.start)},
+              {"start_ms", t.start},
+              {"message", t.message}};
     if (t.end) {
       x["end_time"] = FormatTime(t.end);
       x["end_ms"] = t.end;
@@ -214,9 +251,8 @@ Result<Job> JobFromJson(const json& j) {
 }
 
 json ToJson(const Event& e) {
-  json j = {{"seq", e.seq},         {"job_seq", e.job_seq}, {"job_id", e.job_id},
-            {"type", ToString(e.type)}, {"source", e.source}, {"time", FormatTime(e.time)},
-            {"time_ms", e.time},     {"payload", e.payload}};
+  json j = {{"seq", e.seq},       {"job_seq", e.job_seq},       {"job_id", e.job_id}, {"type", ToString(e.type)},
+            {"source", e.source}, {"time", FormatTime(e.time)}, {"time_ms", e.time},  {"payload", e.payload}};
   if (!e.status_after.empty()) {
     j["status"] = e.status_after;
     j["secondary_status"] = e.secondary_after;

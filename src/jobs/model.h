@@ -3,11 +3,10 @@
 // (see state_machine.h); these types serialize to the JSON that the store keeps
 // and the API returns.
 #include <map>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "common/clock.h"
 #include "jobs/spec.h"
@@ -16,8 +15,18 @@ namespace kiln {
 
 enum class JobStatus { kInProgress, kCompleted, kFailed, kStopping, kStopped };
 enum class SecondaryStatus {
-  kStarting, kPending, kDownloading, kTraining, kUploading, kCompleted, kFailed,
-  kStopping, kStopped, kMaxRuntimeExceeded, kRestarting, kInterrupted,
+  kStarting,
+  kPending,
+  kDownloading,
+  kTraining,
+  kUploading,
+  kCompleted,
+  kFailed,
+  kStopping,
+  kStopped,
+  kMaxRuntimeExceeded,
+  kRestarting,
+  kInterrupted,
 };
 enum class InstanceState { kLaunching, kRunning, kExited };
 // Why a job is stopping; decides its final secondary status.

@@ -26,16 +26,14 @@ bool IsChannelName(const std::string& k) {
 }
 
 Status StringMap(const json& j, const std::string& field, std::map<std::string, std::string>* out,
-                 bool (*key_ok)(const std::string&), const char* key_rule, size_t max_entries,
-                 size_t max_key, size_t max_value) {
+                 bool (*key_ok)(const std::string&), const char* key_rule, size_t max_entries, size_t max_key,
+                 size_t max_value) {
   if (!j.is_object()) return InvalidArgument(field, "must be a map of strings");
-  if (j.size() > max_entries)
-    return InvalidArgument(field, "at most " + std::to_string(max_entries) + " entries");
+  if (j.size() > max_entries) return InvalidArgument(field, "at most " + std::to_string(max_entries) + " entries");
   for (auto it = j.begin(); it != j.end(); ++it) {
     std::string f = field + "." + it.key();
     if (key_ok && !key_ok(it.key())) return InvalidArgument(f, std::string("key ") + key_rule);
-    if (it.key().size() > max_key)
-      return InvalidArgument(f, "key longer than " + std::to_string(max_key));
+    if (it.key().size() > max_key) return InvalidArgument(f, "key longer than " + std::to_string(max_key));
     std::string v;
     if (it.value().is_string()) {
       v = it.value().get<std::string>();
@@ -44,8 +42,7 @@ Status StringMap(const json& j, const std::string& field, std::map<std::string, 
     } else {
       return InvalidArgument(f, "must be a string");
     }
-    if (v.size() > max_value)
-      return InvalidArgument(f, "value longer than " + std::to_string(max_value));
+    if (v.size() > max_value) return InvalidArgument(f, "value longer than " + std::to_string(max_value));
     (*out)[it.key()] = v;
   }
   return Status::Ok();
@@ -71,10 +68,13 @@ Status AbsPath(const json& j, const std::string& field, std::string* out) {
   return Status::Ok();
 }
 
-const std::set<std::string> kKnownFields = {
-    "name",   "image",       "command",             "code_dir",       "instance",
-    "hyperparameters", "environment", "inputs",      "output",         "max_runtime_seconds",
-    "retry_attempts",  "stop_grace_seconds", "tags",  "kind"};
+const std::set<std::string> kKnownFields = {"name",           "image",
+                                            "command",        "code_dir",
+                                            "instance",       "hyperparameters",
+                                            "environment",    "inputs",
+                                            "output",         "max_runtime_seconds",
+                                            "retry_attempts", "stop_grace_seconds",
+                                            "tags",           "kind"};
 
 }  // namespace
 
@@ -88,14 +88,14 @@ Result<JobSpec> ParseSpec(const json& j, const Catalog* catalog) {
   for (auto it = j.begin(); it != j.end(); ++it)
     if (!kKnownFields.count(it.key())) return InvalidArgument(it.key(), "unknown field");
   JobSpec s;
-  if (j.contains("kind") && j["kind"] != "training")
-    return InvalidArgument("kind", "only 'training' is supported");
+  if (j.contains("kind") && j["kind"] != "training") return InvalidArgument("kind", "only 'training' is supported");
 
   if (!j.contains("name")) return InvalidArgument("name", "required");
   if (!j["name"].is_string()) return InvalidArgument("name", "must be a string");
   s.name = j["name"];
   if (!IsValidJobName(s.name))
-    return InvalidArgument("name", "must be 1-63 letters, digits or hyphens, starting and ending with a letter or digit");
+    return InvalidArgument("name",
+                           "must be 1-63 letters, digits or hyphens, starting and ending with a letter or digit");
 
   if (j.contains("image")) {
     if (!j["image"].is_string() || j["image"].get<std::string>().empty())
@@ -113,8 +113,7 @@ Result<JobSpec> ParseSpec(const json& j, const Catalog* catalog) {
   } else if (cmd.is_array()) {
     if (cmd.empty()) return InvalidArgument("command", "must not be empty");
     for (size_t i = 0; i < cmd.size(); ++i) {
-      if (!cmd[i].is_string())
-        return InvalidArgument("command[" + std::to_string(i) + "]", "must be a string");
+      if (!cmd[i].is_string()) return InvalidArgument("command[" + std::to_string(i) + "]", "must be a string");
       s.command.push_back(cmd[i]);
     }
     if (s.command[0].empty()) return InvalidArgument("command[0]", "must not be empty");
@@ -128,8 +127,7 @@ Result<JobSpec> ParseSpec(const json& j, const Catalog* catalog) {
     const auto& in = j["instance"];
     if (!in.is_object()) return InvalidArgument("instance", "must be an object with type and count");
     for (auto it = in.begin(); it != in.end(); ++it)
-      if (it.key() != "type" && it.key() != "count")
-        return InvalidArgument("instance." + it.key(), "unknown field");
+      if (it.key() != "type" && it.key() != "count") return InvalidArgument("instance." + it.key(), "unknown field");
     if (in.contains("type")) {
       if (!in["type"].is_string()) return InvalidArgument("instance.type", "must be a string");
       s.instance_type = in["type"];
@@ -144,8 +142,7 @@ Result<JobSpec> ParseSpec(const json& j, const Catalog* catalog) {
     return InvalidArgument("instance.type", "unknown instance type '" + s.instance_type + "'");
 
   if (j.contains("hyperparameters")) {
-    if (!j["hyperparameters"].is_object())
-      return InvalidArgument("hyperparameters", "must be an object");
+    if (!j["hyperparameters"].is_object()) return InvalidArgument("hyperparameters", "must be an object");
     s.hyperparameters = j["hyperparameters"];
   }
   if (j.contains("environment"))
@@ -157,8 +154,7 @@ Result<JobSpec> ParseSpec(const json& j, const Catalog* catalog) {
     if (in.size() > 20) return InvalidArgument("inputs", "at most 20 channels");
     for (auto it = in.begin(); it != in.end(); ++it) {
       std::string f = "inputs." + it.key();
-      if (!IsChannelName(it.key()))
-        return InvalidArgument(f, "channel name must be letters, digits, '_', '-' or '.'");
+      if (!IsChannelName(it.key())) return InvalidArgument(f, "channel name must be letters, digits, '_', '-' or '.'");
       std::string p;
       KILN_RETURN_IF_ERROR(AbsPath(it.value(), f, &p));
       s.inputs[it.key()] = p;
@@ -166,18 +162,17 @@ Result<JobSpec> ParseSpec(const json& j, const Catalog* catalog) {
   }
   if (j.contains("output")) KILN_RETURN_IF_ERROR(AbsPath(j["output"], "output", &s.output));
   if (j.contains("max_runtime_seconds"))
-    KILN_RETURN_IF_ERROR(Int(j["max_runtime_seconds"], "max_runtime_seconds", 1, kMaxRuntimeSeconds,
-                             &s.max_runtime_seconds));
+    KILN_RETURN_IF_ERROR(
+        Int(j["max_runtime_seconds"], "max_runtime_seconds", 1, kMaxRuntimeSeconds, &s.max_runtime_seconds));
   if (j.contains("retry_attempts")) {
     int64_t r;
     KILN_RETURN_IF_ERROR(Int(j["retry_attempts"], "retry_attempts", 0, kMaxRetryAttempts, &r));
     s.retry_attempts = static_cast<int>(r);
   }
   if (j.contains("stop_grace_seconds"))
-    KILN_RETURN_IF_ERROR(Int(j["stop_grace_seconds"], "stop_grace_seconds", 0, kMaxStopGraceSeconds,
-                             &s.stop_grace_seconds));
-  if (j.contains("tags"))
-    KILN_RETURN_IF_ERROR(StringMap(j["tags"], "tags", &s.tags, nullptr, "", kMaxTags, 128, 256));
+    KILN_RETURN_IF_ERROR(
+        Int(j["stop_grace_seconds"], "stop_grace_seconds", 0, kMaxStopGraceSeconds, &s.stop_grace_seconds));
+  if (j.contains("tags")) KILN_RETURN_IF_ERROR(StringMap(j["tags"], "tags", &s.tags, nullptr, "", kMaxTags, 128, 256));
   return s;
 }
 

@@ -3,10 +3,9 @@
 // its validation. ParseSpec refuses the first problem it finds with a Status whose
 // field() is the dotted path ("instance.count") and whose message says why.
 #include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "common/status.h"
 #include "jobs/catalog.h"

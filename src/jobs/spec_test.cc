@@ -1,6 +1,6 @@
-#include <gtest/gtest.h>
-
 #include "jobs/spec.h"
+
+#include <gtest/gtest.h>
 
 namespace kiln {
 namespace {
@@ -57,30 +57,30 @@ TEST_P(SpecInvalid, NamesTheField) {
   EXPECT_FALSE(r.status().message().empty());
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Table, SpecInvalid,
-    ::testing::Values(BadCase{R"({"name": null})", "name"}, BadCase{R"({"name": "-bad"})", "name"},
-                      BadCase{R"({"name": "a_b"})", "name"}, BadCase{R"({"name": 5})", "name"},
-                      BadCase{R"({"command": []})", "command"}, BadCase{R"({"command": [1]})", "command[0]"},
-                      BadCase{R"({"command": {"a": 1}})", "command"},
-                      BadCase{R"({"instance": {"count": 0}})", "instance.count"},
-                      BadCase{R"({"instance": {"count": 65}})", "instance.count"},
-                      BadCase{R"({"instance": {"count": "2"}})", "instance.count"},
-                      BadCase{R"({"instance": {"type": "ml.nope"}})", "instance.type"},
-                      BadCase{R"({"instance": {"cpus": 2}})", "instance.cpus"},
-                      BadCase{R"({"hyperparameters": [1]})", "hyperparameters"},
-                      BadCase{R"({"environment": {"1BAD": "x"}})", "environment.1BAD"},
-                      BadCase{R"({"environment": {"OK": {"x": 1}}})", "environment.OK"},
-                      BadCase{R"({"inputs": {"train": "relative/path"}})", "inputs.train"},
-                      BadCase{R"({"inputs": {"../x": "/data"}})", "inputs.../x"},
-                      BadCase{R"({"inputs": {"train": "s3://bucket/key"}})", "inputs.train"},
-                      BadCase{R"({"max_runtime_seconds": 0})", "max_runtime_seconds"},
-                      BadCase{R"({"max_runtime_seconds": 2419201})", "max_runtime_seconds"},
-                      BadCase{R"({"retry_attempts": -1})", "retry_attempts"},
-                      BadCase{R"({"stop_grace_seconds": 1.5})", "stop_grace_seconds"},
-                      BadCase{R"({"image": "nope:latest"})", "image"},
-                      BadCase{R"({"comand": ["x"]})", "comand"},
-                      BadCase{R"({"output": "relative"})", "output"}));
+INSTANTIATE_TEST_SUITE_P(Table, SpecInvalid,
+                         ::testing::Values(BadCase{R"({"name": null})", "name"}, BadCase{R"({"name": "-bad"})", "name"},
+                                           BadCase{R"({"name": "a_b"})", "name"}, BadCase{R"({"name": 5})", "name"},
+                                           BadCase{R"({"command": []})", "command"},
+                                           BadCase{R"({"command": [1]})", "command[0]"},
+                                           BadCase{R"({"command": {"a": 1}})", "command"},
+                                           BadCase{R"({"instance": {"count": 0}})", "instance.count"},
+                                           BadCase{R"({"instance": {"count": 65}})", "instance.count"},
+                                           BadCase{R"({"instance": {"count": "2"}})", "instance.count"},
+                                           BadCase{R"({"instance": {"type": "ml.nope"}})", "instance.type"},
+                                           BadCase{R"({"instance": {"cpus": 2}})", "instance.cpus"},
+                                           BadCase{R"({"hyperparameters": [1]})", "hyperparameters"},
+                                           BadCase{R"({"environment": {"1BAD": "x"}})", "environment.1BAD"},
+                                           BadCase{R"({"environment": {"OK": {"x": 1}}})", "environment.OK"},
+                                           BadCase{R"({"inputs": {"train": "relative/path"}})", "inputs.train"},
+                                           BadCase{R"({"inputs": {"../x": "/data"}})", "inputs.../x"},
+                                           BadCase{R"({"inputs": {"train": "s3://bucket/key"}})", "inputs.train"},
+                                           BadCase{R"({"max_runtime_seconds": 0})", "max_runtime_seconds"},
+                                           BadCase{R"({"max_runtime_seconds": 2419201})", "max_runtime_seconds"},
+                                           BadCase{R"({"retry_attempts": -1})", "retry_attempts"},
+                                           BadCase{R"({"stop_grace_seconds": 1.5})", "stop_grace_seconds"},
+                                           BadCase{R"({"image": "nope:latest"})", "image"},
+                                           BadCase{R"({"comand": ["x"]})", "comand"},
+                                           BadCase{R"({"output": "relative"})", "output"}));
 
 TEST(Spec, NameRequired) {
   Catalog c = Catalog::Defaults();

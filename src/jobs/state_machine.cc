@@ -12,11 +12,16 @@ int PhaseRank(SecondaryStatus s) {
   switch (s) {
     case SecondaryStatus::kStarting:
     case SecondaryStatus::kRestarting:
-    case SecondaryStatus::kPending: return 0;
-    case SecondaryStatus::kDownloading: return 1;
-    case SecondaryStatus::kTraining: return 2;
-    case SecondaryStatus::kUploading: return 3;
-    default: return 4;
+    case SecondaryStatus::kPending:
+      return 0;
+    case SecondaryStatus::kDownloading:
+      return 1;
+    case SecondaryStatus::kTraining:
+      return 2;
+    case SecondaryStatus::kUploading:
+      return 3;
+    default:
+      return 4;
   }
 }
 
@@ -58,14 +63,15 @@ std::string SignalName(int sig) {
 std::string InstanceFailure(const Job& job, const Instance& in) {
   std::string where = job.spec.instance_count > 1 ? " (algo-" + std::to_string(in.index + 1) + ")" : "";
   if (in.oom)
-    return "OutOfMemory: the job exceeded the memory limit of its instance type " +
-           job.spec.instance_type + where;
+    return "OutOfMemory: the job exceeded the memory limit of its instance type " + job.spec.instance_type + where;
   if (!in.failure.empty()) return in.failure;
   if (in.signal) return "AlgorithmError: killed by " + SignalName(in.signal) + where;
   return "AlgorithmError: exit code " + std::to_string(in.exit_code) + where;
 }
 
-bool Failed(const Instance& in) { return in.oom || in.signal != 0 || in.exit_code != 0; }
+bool Failed(const Instance& in) {
+  return in.oom || in.signal != 0 || in.exit_code != 0;
+}
 
 void StopLive(Job& job, TransitionResult& r) {
   for (auto* in : job.CurrentInstances()) {
@@ -173,8 +179,7 @@ TransitionResult Transition(Job& job, const Event& e) {
       if (in->state != InstanceState::kLaunching) return Ignore("instance already launched");
       in->state = InstanceState::kRunning;
       in->handle = p.value("handle", "");
-      if (in->attempt == job.attempt && !job.phase_times.count("InstanceReady"))
-        job.phase_times["InstanceReady"] = now;
+      if (in->attempt == job.attempt && !job.phase_times.count("InstanceReady")) job.phase_times["InstanceReady"] = now;
       // A stop that arrived while launching applies now.
       if (job.status == JobStatus::kStopping || in->attempt != job.attempt || IsTerminal(job.status)) {
         if (!in->stop_sent) {
@@ -202,10 +207,14 @@ TransitionResult Transition(Job& job, const Event& e) {
       TimeMs at = p.value("time_ms", now);
       if (!job.phase_times.count(phase)) job.phase_times[phase] = at;
       SecondaryStatus target;
-      if (phase == "Downloading") target = SecondaryStatus::kDownloading;
-      else if (phase == "Training") target = SecondaryStatus::kTraining;
-      else if (phase == "Uploading") target = SecondaryStatus::kUploading;
-      else return r;  // FirstLine, Uploaded: timings only
+      if (phase == "Downloading")
+        target = SecondaryStatus::kDownloading;
+      else if (phase == "Training")
+        target = SecondaryStatus::kTraining;
+      else if (phase == "Uploading")
+        target = SecondaryStatus::kUploading;
+      else
+        return r;  // FirstLine, Uploaded: timings only
       if (PhaseRank(target) > PhaseRank(job.secondary)) SetSecondary(job, target, at, "");
       return r;
     }
@@ -244,8 +253,7 @@ TransitionResult Transition(Job& job, const Event& e) {
 std::vector<TimerSpec> PendingTimers(const Job& job) {
   std::vector<TimerSpec> t;
   if (job.status == JobStatus::kInProgress)
-    t.push_back({job.created_at + job.spec.max_runtime_seconds * 1000, EventType::kMaxRuntimeTimer,
-                 "maxrt:" + job.id});
+    t.push_back({job.created_at + job.spec.max_runtime_seconds * 1000, EventType::kMaxRuntimeTimer, "maxrt:" + job.id});
   return t;
 }
 

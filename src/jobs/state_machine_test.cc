@@ -1,6 +1,6 @@
-#include <gtest/gtest.h>
-
 #include "jobs/state_machine.h"
+
+#include <gtest/gtest.h>
 
 namespace kiln {
 namespace {
@@ -27,7 +27,9 @@ Event Ev(EventType t, json p = json::object(), TimeMs time = 1000) {
   return e;
 }
 
-std::string Iid(int attempt, int idx) { return InstanceId("j-1", attempt, idx); }
+std::string Iid(int attempt, int idx) {
+  return InstanceId("j-1", attempt, idx);
+}
 
 TEST(StateMachine, HappyPath) {
   Job j = NewJob();
@@ -128,7 +130,8 @@ TEST(StateMachine, MaxRuntime) {
   auto r = Transition(j, Ev(EventType::kMaxRuntimeTimer, {}, 101000));
   EXPECT_EQ(j.status, JobStatus::kStopping);
   ASSERT_EQ(r.actions.size(), 1u);
-  Transition(j, Ev(EventType::kInstanceExited, {{"instance_id", Iid(1, 0)}, {"exit_code", 143}, {"signal", 15}}, 101100));
+  Transition(j,
+             Ev(EventType::kInstanceExited, {{"instance_id", Iid(1, 0)}, {"exit_code", 143}, {"signal", 15}}, 101100));
   EXPECT_EQ(j.status, JobStatus::kStopped);
   EXPECT_EQ(j.secondary, SecondaryStatus::kMaxRuntimeExceeded);
   EXPECT_TRUE(PendingTimers(j).empty());

@@ -55,9 +55,7 @@ CREATE INDEX instances_job ON instances(job_id);
 
 class Stmt {
  public:
-  Stmt(sqlite3* db, const char* sql) {
-    rc_ = sqlite3_prepare_v2(db, sql, -1, &s_, nullptr);
-  }
+  Stmt(sqlite3* db, const char* sql) { rc_ = sqlite3_prepare_v2(db, sql, -1, &s_, nullptr); }
   ~Stmt() { sqlite3_finalize(s_); }
   Stmt(const Stmt&) = delete;
   Stmt& operator=(const Stmt&) = delete;
@@ -100,14 +98,16 @@ class SqliteStore final : public Store {
     int64_t version = 0;
     {
       Stmt s(db_, "SELECT version FROM schema_version");
-      if (s.Step() == SQLITE_ROW) version = s.Int(0);
-      else KILN_RETURN_IF_ERROR(Exec("INSERT INTO schema_version VALUES(0)"));
+      if (s.Step() == SQLITE_ROW)
+        version = s.Int(0);
+      else
+        KILN_RETURN_IF_ERROR(Exec("INSERT INTO schema_version VALUES(0)"));
     }
     const int64_t n = sizeof(kMigrations) / sizeof(kMigrations[0]);
     if (version > n)
-      return Status(Code::kFailedPrecondition,
-                    "database schema version " + std::to_string(version) +
-                        " is newer than this kilnd supports (" + std::to_string(n) + "): upgrade kilnd");
+      return Status(Code::kFailedPrecondition, "database schema version " + std::to_string(version) +
+                                                   " is newer than this kilnd supports (" + std::to_string(n) +
+                                                   "): upgrade kilnd");
     for (int64_t v = version; v < n; ++v) {
       KILN_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
       Status st = Exec(kMigrations[v]);
@@ -127,8 +127,11 @@ class SqliteStore final : public Store {
     Status st = [&]() -> Status {
       {
         Stmt s(db_, "INSERT INTO jobs(id,name,status,created_ms,event_count,state) VALUES(?,?,?,?,0,?)");
-        s.Bind(1, job.id).Bind(2, job.spec.name).Bind(3, std::string(ToString(job.status)))
-            .Bind(4, job.created_at).Bind(5, ToJson(job).dump());
+        s.Bind(1, job.id)
+            .Bind(2, job.spec.name)
+            .Bind(3, std::string(ToString(job.status)))
+            .Bind(4, job.created_at)
+            .Bind(5, ToJson(job).dump());
         int rc = s.Step();
         if (rc == SQLITE_CONSTRAINT)
           return Status(Code::kAlreadyExists, "a job named '" + job.spec.name + "' already exists", "name");
@@ -215,8 +218,9 @@ class SqliteStore final : public Store {
 
   Result<std::vector<Event>> UnappliedEvents(const std::string& job_id) override {
     std::lock_guard<std::mutex> l(mu_);
-    Stmt s(db_, "SELECT seq,job_seq,job_id,type,payload,source,time_ms,dedup_key,status_after,secondary_after "
-                "FROM events WHERE job_id=? AND applied=0 ORDER BY job_seq");
+    Stmt s(db_,
+           "SELECT seq,job_seq,job_id,type,payload,source,time_ms,dedup_key,status_after,secondary_after "
+           "FROM events WHERE job_id=? AND applied=0 ORDER BY job_seq");
     s.Bind(1, job_id);
     return ReadEvents(s);
   }
@@ -231,10 +235,15 @@ class SqliteStore final : public Store {
         if (s.Step() != SQLITE_DONE) return Err("update job");
       }
       for (const auto& in : job.instances) {
-        Stmt s(db_, "INSERT INTO instances(id,job_id,attempt,idx,state,data) VALUES(?,?,?,?,?,?) "
-                    "ON CONFLICT(id) DO UPDATE SET state=excluded.state, data=excluded.data");
-        s.Bind(1, in.id).Bind(2, in.job_id).Bind(3, int64_t{in.attempt}).Bind(4, int64_t{in.index})
-            .Bind(5, std::string(ToString(in.state))).Bind(6, ToJson(in).dump());
+        Stmt s(db_,
+               "INSERT INTO instances(id,job_id,attempt,idx,state,data) VALUES(?,?,?,?,?,?) "
+               "ON CONFLICT(id) DO UPDATE SET state=excluded.state, data=excluded.data");
+        s.Bind(1, in.id)
+            .Bind(2, in.job_id)
+            .Bind(3, int64_t{in.attempt})
+            .Bind(4, int64_t{in.index})
+            .Bind(5, std::string(ToString(in.state)))
+            .Bind(6, ToJson(in).dump());
         if (s.Step() != SQLITE_DONE) return Err("upsert instance");
       }
       for (const auto& e : applied) {
@@ -255,25 +264,28 @@ class SqliteStore final : public Store {
     std::lock_guard<std::mutex> l(mu_);
     // Stops at the first unapplied event so the stream never skips one that a
     // later commit marks applied.
-    Stmt s(db_, "SELECT seq,job_seq,job_id,type,payload,source,time_ms,dedup_key,status_after,secondary_after "
-                "FROM events WHERE seq>? AND seq < IFNULL((SELECT MIN(seq) FROM events WHERE applied=0 AND seq>?1), "
-                "9223372036854775807) ORDER BY seq LIMIT ?");
+    Stmt s(db_,
+           "SELECT seq,job_seq,job_id,type,payload,source,time_ms,dedup_key,status_after,secondary_after "
+           "FROM events WHERE seq>? AND seq < IFNULL((SELECT MIN(seq) FROM events WHERE applied=0 AND seq>?1), "
+           "9223372036854775807) ORDER BY seq LIMIT ?");
     s.Bind(1, after_seq).Bind(2, int64_t{limit});
     return ReadEvents(s);
   }
 
   Result<std::vector<Event>> JobEventsAfter(const std::string& job_id, int64_t after, int limit) override {
     std::lock_guard<std::mutex> l(mu_);
-    Stmt s(db_, "SELECT seq,job_seq,job_id,type,payload,source,time_ms,dedup_key,status_after,secondary_after "
-                "FROM events WHERE job_id=? AND job_seq>? AND applied=1 ORDER BY job_seq LIMIT ?");
+    Stmt s(db_,
+           "SELECT seq,job_seq,job_id,type,payload,source,time_ms,dedup_key,status_after,secondary_after "
+           "FROM events WHERE job_id=? AND job_seq>? AND applied=1 ORDER BY job_seq LIMIT ?");
     s.Bind(1, job_id).Bind(2, after).Bind(3, int64_t{limit});
     return ReadEvents(s);
   }
 
   Result<std::vector<std::string>> JobsNeedingAttention() override {
     std::lock_guard<std::mutex> l(mu_);
-    Stmt s(db_, "SELECT id FROM jobs WHERE status IN ('InProgress','Stopping') "
-                "UNION SELECT DISTINCT job_id FROM events WHERE applied=0");
+    Stmt s(db_,
+           "SELECT id FROM jobs WHERE status IN ('InProgress','Stopping') "
+           "UNION SELECT DISTINCT job_id FROM events WHERE applied=0");
     std::vector<std::string> out;
     while (s.Step() == SQLITE_ROW) out.push_back(s.Text(0));
     return out;
@@ -309,10 +321,16 @@ class SqliteStore final : public Store {
       job_seq = s.Int(0);
     }
     Stmt s(db_, "INSERT INTO events(job_id,job_seq,type,payload,source,time_ms,dedup_key) VALUES(?,?,?,?,?,?,?)");
-    s.Bind(1, e.job_id).Bind(2, job_seq).Bind(3, std::string(ToString(e.type))).Bind(4, e.payload.dump())
-        .Bind(5, e.source).Bind(6, e.time);
-    if (e.dedup_key.empty()) s.BindNull(7);
-    else s.Bind(7, e.dedup_key);
+    s.Bind(1, e.job_id)
+        .Bind(2, job_seq)
+        .Bind(3, std::string(ToString(e.type)))
+        .Bind(4, e.payload.dump())
+        .Bind(5, e.source)
+        .Bind(6, e.time);
+    if (e.dedup_key.empty())
+      s.BindNull(7);
+    else
+      s.Bind(7, e.dedup_key);
     int rc = s.Step();
     if (rc == SQLITE_CONSTRAINT) return Status(Code::kAlreadyExists, "duplicate event " + e.dedup_key);
     if (rc != SQLITE_DONE) return Err("insert event");
@@ -367,8 +385,8 @@ class SqliteStore final : public Store {
 
 Result<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path, Durability d) {
   sqlite3* db = nullptr;
-  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                      nullptr) != SQLITE_OK) {
+  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr) !=
+      SQLITE_OK) {
     std::string m = db ? sqlite3_errmsg(db) : "out of memory";
     sqlite3_close(db);
     return Internal("open " + path + ": " + m);

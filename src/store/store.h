@@ -51,8 +51,7 @@ class Store {
   virtual Status CommitTransition(const Job& job, const std::vector<Event>& applied) = 0;
   // Applied events after `after_seq` (global seq), or of one job after `after_job_seq`.
   virtual Result<std::vector<Event>> EventsAfter(int64_t after_seq, int limit) = 0;
-  virtual Result<std::vector<Event>> JobEventsAfter(const std::string& job_id, int64_t after_job_seq,
-                                                    int limit) = 0;
+  virtual Result<std::vector<Event>> JobEventsAfter(const std::string& job_id, int64_t after_job_seq, int limit) = 0;
   // Ids of jobs not in a terminal state, and of jobs with unapplied events.
   virtual Result<std::vector<std::string>> JobsNeedingAttention() = 0;
   virtual Result<std::vector<Instance>> ListInstances(const std::string& job_id) = 0;

@@ -32,9 +32,10 @@ Event Created() {
 class StoreConformance : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
-    path_ = GetParam() == "memory" ? ":memory:"
-                                   : (std::filesystem::temp_directory_path() /
-                                      ("kiln-store-" + std::to_string(getpid()) + ".db")).string();
+    path_ =
+        GetParam() == "memory"
+            ? ":memory:"
+            : (std::filesystem::temp_directory_path() / ("kiln-store-" + std::to_string(getpid()) + ".db")).string();
     if (path_ != ":memory:") std::filesystem::remove(path_);
     auto s = OpenSqliteStore(path_);
     ASSERT_TRUE(s.ok()) << s.status().ToString();
@@ -99,9 +100,10 @@ TEST_P(StoreConformance, EventsAreSequencedAndDeduplicated) {
 
 TEST_P(StoreConformance, ListFiltersAndPaginates) {
   for (int i = 0; i < 25; ++i)
-    ASSERT_TRUE(store_->CreateJob(MakeJob("j-" + std::to_string(100 + i), "job-" + std::to_string(i), 1000 + i / 2,
-                                          i % 2 ? "odd" : "even"),
-                                  Created())
+    ASSERT_TRUE(store_
+                    ->CreateJob(MakeJob("j-" + std::to_string(100 + i), "job-" + std::to_string(i), 1000 + i / 2,
+                                        i % 2 ? "odd" : "even"),
+                                Created())
                     .ok());
   ListQuery q;
   q.limit = 10;

@@ -11,7 +11,6 @@
 
 #include <cstring>
 #include <filesystem>
-
 #include <nlohmann/json.hpp>
 
 #include "common/fsutil.h"
@@ -24,7 +23,9 @@ namespace kiln {
 using nlohmann::json;
 namespace fs = std::filesystem;
 
-static int PidfdOpen(int pid) { return static_cast<int>(syscall(SYS_pidfd_open, pid, 0)); }
+static int PidfdOpen(int pid) {
+  return static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
+}
 
 LocalBackend::LocalBackend(LocalBackendOptions opts, EventSink& sink, Clock& clock)
     : opts_(std::move(opts)), sink_(sink), clock_(clock) {}
@@ -51,7 +52,8 @@ Status LocalBackend::Init() {
   std::error_code ec;
   fs::create_directories("/opt/ml", ec);
   if (access(opts_.bwrap_path.c_str(), X_OK) != 0)
-    return Status(Code::kFailedPrecondition, "bubblewrap not found at " + opts_.bwrap_path + " (apt install bubblewrap)");
+    return Status(Code::kFailedPrecondition,
+                  "bubblewrap not found at " + opts_.bwrap_path + " (apt install bubblewrap)");
   if (access(opts_.supervisor_path.c_str(), X_OK) != 0)
     return Status(Code::kFailedPrecondition, "kiln-supervisor not found at " + opts_.supervisor_path);
   epfd_ = epoll_create1(EPOLL_CLOEXEC);
@@ -69,7 +71,9 @@ std::vector<Capability> LocalBackend::Capabilities() const {
           Capability::kPidNamespace};
 }
 
-std::string LocalBackend::LogPath(const std::string& id) const { return Dir(id) + "/output.log"; }
+std::string LocalBackend::LogPath(const std::string& id) const {
+  return Dir(id) + "/output.log";
+}
 
 std::vector<std::string> LocalBackend::SandboxArgv(const LaunchRequest& req, const std::string& dir) const {
   std::vector<std::string> a = {opts_.bwrap_path};
@@ -87,12 +91,11 @@ std::vector<std::string> LocalBackend::SandboxArgv(const LaunchRequest& req, con
     a.insert(a.end(), {"--ro-bind", path, target});
   }
   a.insert(a.end(), {"--bind", req.output_dir, req.output_dir});
-  a.insert(a.end(), {"--unshare-pid", "--unshare-ipc", "--unshare-uts", "--hostname",
-                     "algo-" + std::to_string(req.index + 1), "--as-pid-1", "--die-with-parent",
-                     "--json-status-fd", "3", "--chdir", req.spec.code_dir.empty() ? "/opt/ml" : "/opt/ml/code",
-                     "--", req.image.kind == ImageKind::kRootfs ? "/usr/local/bin/kiln-entrypoint"
-                                                                : opts_.entrypoint_path,
-                     "--"});
+  a.insert(a.end(),
+           {"--unshare-pid", "--unshare-ipc", "--unshare-uts", "--hostname", "algo-" + std::to_string(req.index + 1),
+            "--as-pid-1", "--die-with-parent", "--json-status-fd", "3", "--chdir",
+            req.spec.code_dir.empty() ? "/opt/ml" : "/opt/ml/code", "--",
+            req.image.kind == ImageKind::kRootfs ? "/usr/local/bin/kiln-entrypoint" : opts_.entrypoint_path, "--"});
   for (const auto& p : req.image.prefix) a.push_back(p);
   for (const auto& c : req.spec.command) a.push_back(c);
   return a;
@@ -196,8 +199,7 @@ Result<std::string> LocalBackend::Launch(const LaunchRequest& req) {
   return h.dump();
 }
 
-Status LocalBackend::WatchPid(const std::string& id, const std::string& job_id, int pid,
-                              unsigned long long start) {
+Status LocalBackend::WatchPid(const std::string& id, const std::string& job_id, int pid, unsigned long long start) {
   {
     std::lock_guard<std::mutex> l(mu_);
     if (watched_ids_.count(id)) return Status::Ok();
@@ -255,10 +257,10 @@ void LocalBackend::Finished(const std::string& id, const std::string& job_id, in
   json st = text.ok() ? json::parse(*text, nullptr, false) : json();
   Event e;
   if (!st.is_object()) {
-    e = ExitEvent(job_id, id, -1, 0, false,
-                  "InstanceLost: the instance supervisor exited without recording a status (see " + Dir(id) +
-                      "/supervisor.log)",
-                  "", clock_.NowMs());
+    e = ExitEvent(
+        job_id, id, -1, 0, false,
+        "InstanceLost: the instance supervisor exited without recording a status (see " + Dir(id) + "/supervisor.log)",
+        "", clock_.NowMs());
   } else {
     std::string artifact = st.contains("model_artifact") && st["model_artifact"].is_string()
                                ? st["model_artifact"].get<std::string>()

@@ -10,9 +10,8 @@
 
 #include <cstring>
 #include <fstream>
-#include <sstream>
-
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "common/clock.h"
 #include "common/fsutil.h"
@@ -82,8 +81,8 @@ int RunSupervisor(const std::string& dir, int ready_fd) {
   const TimeMs started = RealClock::Get().NowMs();
   status["started_ms"] = started;
 
-  auto cg = InstanceCgroup::Create(instance_id, launch.value("memory_bytes", int64_t{1} << 30),
-                                   launch.value("cpus", 1.0));
+  auto cg =
+      InstanceCgroup::Create(instance_id, launch.value("memory_bytes", int64_t{1} << 30), launch.value("cpus", 1.0));
   if (!cg.ok()) status["limits_warning"] = cg.status().message();
 
   sigset_t mask;
@@ -167,8 +166,10 @@ int RunSupervisor(const std::string& dir, int ready_fd) {
       int64_t grace = launch.value("grace_ms", int64_t{120000});
       std::string g = ReadHead(dir + "/stop", 32);
       if (!g.empty()) grace = atoll(g.c_str());
-      if (init_pid > 0) kill(init_pid, SIGTERM);
-      else kill(child, SIGTERM);
+      if (init_pid > 0)
+        kill(init_pid, SIGTERM);
+      else
+        kill(child, SIGTERM);
       if (grace <= 0) grace = 1;
       struct itimerval it {};
       it.it_value.tv_sec = grace / 1000;

@@ -1,0 +1,10 @@
+// Arbitrary bytes through the CLI's YAML/JSON spec reader and on into validation.
+#include "cli/spec_file.h"
+#include "jobs/spec.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  static const kiln::Catalog catalog = kiln::Catalog::Defaults();
+  auto j = kiln::ParseYamlOrJson(std::string(reinterpret_cast<const char*>(data), size));
+  if (j.ok()) (void)kiln::ParseSpec(*j, &catalog);
+  return 0;
+}

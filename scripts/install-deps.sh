@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs, with apt only, what building, running and testing Kiln needs on
+# Debian 12. Installs nothing when everything is already there.
+set -euo pipefail
+PKGS=(build-essential cmake ninja-build pkg-config git
+      libgtest-dev libgmock-dev libbenchmark-dev
+      nlohmann-json3-dev libsqlite3-dev sqlite3 libssl-dev libcpp-httplib-dev
+      libcli11-dev libyaml-cpp-dev
+      bubblewrap tar procps curl
+      python3-sklearn python3-numpy
+      clang libclang-rt-14-dev clang-format clang-tidy)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install-deps: installing ${missing[*]}"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
