@@ -132,7 +132,13 @@ void NativeApi::Register(httplib::Server& s) {
     }
     q.name_contains = req.get_param_value("name");
     if (req.has_param("tag")) {
+      // Read from the raw target: "tag=team=a" is split at its second '=' by the parser.
       std::string t = req.get_param_value("tag");
+      if (auto pos = req.target.find("tag="); pos != std::string::npos) {
+        auto end = req.target.find('&', pos);
+        t = httplib::detail::decode_url(req.target.substr(pos + 4, end == std::string::npos ? end : end - pos - 4),
+                                        true);
+      }
       auto eq = t.find('=');
       if (eq == std::string::npos || eq == 0) return SendError(res, InvalidArgument("tag", "must be key=value"));
       q.tag_key = t.substr(0, eq);

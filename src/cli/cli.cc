@@ -51,6 +51,7 @@ class Api {
   explicit Api(Endpoint e) : ep_(std::move(e)), cli_(ep_.host, ep_.port) {
     cli_.set_connection_timeout(5, 0);
     cli_.set_read_timeout(60, 0);
+    cli_.set_tcp_nodelay(true);
   }
   // Returns the parsed body; prints the error and returns nullopt on failure.
   std::optional<json> Call(const std::string& method, const std::string& path, const std::string& body = "") {

@@ -11,7 +11,7 @@
 
 namespace kiln {
 
-Status WriteFileAtomic(const std::string& path, const std::string& data, int mode) {
+Status WriteFileAtomic(const std::string& path, const std::string& data, int mode, Sync sync) {
   std::string tmp = path + ".tmp." + std::to_string(getpid());
   int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
   if (fd < 0) return Internal("open " + tmp + ": " + strerror(errno));
@@ -27,7 +27,7 @@ Status WriteFileAtomic(const std::string& path, const std::string& data, int mod
     }
     off += static_cast<size_t>(n);
   }
-  fsync(fd);
+  if (sync == Sync::kFsync) fsync(fd);
   close(fd);
   if (rename(tmp.c_str(), path.c_str()) != 0) {
     int e = errno;

@@ -4,9 +4,13 @@
 #include "common/status.h"
 
 namespace kiln {
+enum class Sync {
+  kFsync,   // survives power loss (fsync before rename)
+  kNoSync,  // survives process crashes only; for files whose owner dies with the machine
+};
 // Writes a file so that readers see the old or the new content, never a mix:
-// write to a temp file, fsync, rename. `mode` applies to the new file.
-Status WriteFileAtomic(const std::string& path, const std::string& data, int mode = 0644);
+// write to a temp file, optionally fsync, rename. `mode` applies to the new file.
+Status WriteFileAtomic(const std::string& path, const std::string& data, int mode = 0644, Sync sync = Sync::kFsync);
 Result<std::string> ReadFile(const std::string& path);
 Status MakeDirs(const std::string& path);
 // Strips "file://" from a URI; plain paths pass through. Other schemes fail.

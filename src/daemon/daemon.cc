@@ -67,6 +67,7 @@ int RunKilnd(const KilndOptions& o) {
 
   httplib::Server server;
   server.new_task_queue = [] { return new httplib::ThreadPool(64); };
+  server.set_tcp_nodelay(true);
   std::string host = o.listen;
   int port = 8470;
   if (auto colon = o.listen.rfind(':'); colon != std::string::npos) {

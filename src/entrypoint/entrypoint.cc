@@ -89,6 +89,7 @@ class Reporter {
     cli.set_connection_timeout(2, 0);
     cli.set_read_timeout(5, 0);
     cli.set_keep_alive(true);
+    cli.set_tcp_nodelay(true);
     httplib::Headers h = {{"Authorization", "Bearer " + token_}};
     int backoff = 20;
     for (;;) {
@@ -143,9 +144,9 @@ std::vector<std::string> WriteContract(const json& rt, const std::string& root) 
   MakeDirs(root + "/model");
   MakeDirs(root + "/output/data");
   MakeDirs(root + "/checkpoints");
-  WriteFileAtomic(root + "/input/config/hyperparameters.json", hps.dump());
+  WriteFileAtomic(root + "/input/config/hyperparameters.json", hps.dump(), 0644, Sync::kNoSync);
   json rc = rt.value("resource_config", json::object());
-  WriteFileAtomic(root + "/input/config/resourceconfig.json", rc.dump());
+  WriteFileAtomic(root + "/input/config/resourceconfig.json", rc.dump(), 0644, Sync::kNoSync);
   json idc = json::object();
   json channels = json::array();
   const json chans = rt.value("channels", json::object());
@@ -165,7 +166,7 @@ std::vector<std::string> WriteContract(const json& rt, const std::string& root) 
     channels.push_back(ch);
     env.push_back("SM_CHANNEL_" + ToUpperName(ch) + "=" + dst);
   }
-  WriteFileAtomic(root + "/input/config/inputdataconfig.json", idc.dump());
+  WriteFileAtomic(root + "/input/config/inputdataconfig.json", idc.dump(), 0644, Sync::kNoSync);
   const json user_env = rt.value("environment", json::object());
   for (auto& [k, v] : user_env.items()) env.push_back(k + "=" + HpString(v));
   json hosts = rc.value("hosts", json::array({"algo-1"}));
@@ -195,6 +196,7 @@ Result<json> FetchRuntime(const ApiTarget& api, const std::string& token) {
   httplib::Client cli(api.host, api.port);
   cli.set_connection_timeout(2, 0);
   cli.set_read_timeout(30, 0);
+  cli.set_tcp_nodelay(true);
   httplib::Headers h = {{"Authorization", "Bearer " + token}};
   int backoff = 20;
   std::string last = "no answer";
@@ -222,7 +224,7 @@ Result<json> FetchRuntime(const ApiTarget& api, const std::string& token) {
 void WriteFailure(const std::string& root, const std::string& text) {
   if (fs::exists(root + "/output/failure") && fs::file_size(root + "/output/failure") > 0) return;
   MakeDirs(root + "/output");
-  WriteFileAtomic(root + "/output/failure", text.substr(0, 1024));
+  WriteFileAtomic(root + "/output/failure", text.substr(0, 1024), 0644, Sync::kNoSync);
 }
 
 }  // namespace
@@ -234,6 +236,13 @@ int RunEntrypoint(int argc, char** argv) {
     Log("usage: kiln-entrypoint [--] command [args...]");
     return 2;
   }
+  // Block the signals we handle before any thread exists, so that they reach the
+  // signalfd instead of a helper thread.
+  sigset_t mask, old;
+  sigemptyset(&mask);
+  for (int s : {SIGTERM, SIGINT, SIGHUP, SIGCHLD, SIGUSR1, SIGUSR2}) sigaddset(&mask, s);
+  sigprocmask(SIG_BLOCK, &mask, &old);
+  int sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
   const std::string root = Env("KILN_ML_ROOT", "/opt/ml");
   const std::string api_url = Env("KILN_API_URL");
   const std::string token = Env("KILN_TOKEN");
@@ -254,7 +263,7 @@ int RunEntrypoint(int argc, char** argv) {
       Log(msg);
       WriteFailure(root, msg);
       MakeDirs(root + "/.kiln");
-      WriteFileAtomic(root + "/.kiln/exit.json", json{{"exit_code", 1}, {"signal", 0}}.dump());
+      WriteFileAtomic(root + "/.kiln/exit.json", json{{"exit_code", 1}, {"signal", 0}}.dump(), 0644, Sync::kNoSync);
       return 1;
     }
     extra_env = WriteContract(*rt, root);
@@ -269,11 +278,6 @@ int RunEntrypoint(int argc, char** argv) {
     Log("pipe failed");
     return 1;
   }
-  sigset_t mask, old;
-  sigemptyset(&mask);
-  for (int s : {SIGTERM, SIGINT, SIGHUP, SIGCHLD, SIGUSR1, SIGUSR2}) sigaddset(&mask, s);
-  sigprocmask(SIG_BLOCK, &mask, &old);
-  int sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
 
   reporter.Report("Training");
   const int64_t t_start = RealClock::Get().NowMs();
@@ -412,7 +416,7 @@ int RunEntrypoint(int argc, char** argv) {
     }
   }
   MakeDirs(root + "/.kiln");
-  WriteFileAtomic(root + "/.kiln/exit.json", result.dump());
+  WriteFileAtomic(root + "/.kiln/exit.json", result.dump(), 0644, Sync::kNoSync);
   reporter.Flush(10000);
   return exit_code;
 }

@@ -174,8 +174,10 @@ class SqliteStore final : public Store {
 
   Result<JobPage> ListJobs(const ListQuery& q) override {
     std::string sql = "SELECT j.state, j.created_ms, j.id FROM jobs j";
-    if (!q.tag_key.empty()) sql += " JOIN job_tags t ON t.job_id=j.id AND t.key=?1 AND t.value=?2";
     sql += " WHERE 1=1";
+    // EXISTS keeps the scan in created order on the index and stops at LIMIT.
+    if (!q.tag_key.empty())
+      sql += " AND EXISTS (SELECT 1 FROM job_tags t WHERE t.job_id=j.id AND t.key=?1 AND t.value=?2)";
     if (q.status) sql += " AND j.status=?3";
     if (!q.name_contains.empty()) sql += " AND instr(j.name, ?4) > 0";
     int64_t tok_ms = 0;

@@ -142,7 +142,7 @@ Result<std::string> LocalBackend::Launch(const LaunchRequest& req) {
                  {"grace_ms", req.spec.stop_grace_seconds * 1000},
                  {"log", dir + "/output.log"},
                  {"cwd", "/"}};
-  KILN_RETURN_IF_ERROR(WriteFileAtomic(dir + "/launch.json", launch.dump()));
+  KILN_RETURN_IF_ERROR(WriteFileAtomic(dir + "/launch.json", launch.dump(), 0644, Sync::kNoSync));
 
   int ready[2];
   if (pipe2(ready, O_CLOEXEC) != 0) return Internal(std::string("pipe: ") + strerror(errno));
@@ -281,7 +281,7 @@ Status LocalBackend::Stop(const std::string& id, const std::string& handle, int6
   int pid = 0;
   unsigned long long start = 0;
   sscanf(pidfile->c_str(), "%d %llu", &pid, &start);
-  KILN_RETURN_IF_ERROR(WriteFileAtomic(dir + "/stop", std::to_string(grace_ms)));
+  KILN_RETURN_IF_ERROR(WriteFileAtomic(dir + "/stop", std::to_string(grace_ms), 0644, Sync::kNoSync));
   if (pid > 0 && ProcessStartTime(pid) == start) kill(pid, SIGTERM);
   return Status::Ok();
 }
