@@ -181,7 +181,11 @@ TransitionResult Transition(Job& job, const Event& e) {
       in->handle = p.value("handle", "");
       if (in->attempt == job.attempt && !job.phase_times.count("InstanceReady")) job.phase_times["InstanceReady"] = now;
       // A stop that arrived while launching applies now.
-      if (job.status == JobStatus::kStopping || in->attempt != job.attempt || IsTerminal(job.status)) {
+      bool peer_failed = false;
+      for (auto* peer : job.CurrentInstances())
+        peer_failed |= peer->state == InstanceState::kExited && Failed(*peer);
+      if (job.status == JobStatus::kStopping || in->attempt != job.attempt || IsTerminal(job.status) ||
+          peer_failed) {
         if (!in->stop_sent) {
           in->stop_sent = true;
           r.actions.push_back({ActionType::kStop, in->id, job.spec.stop_grace_seconds * 1000});

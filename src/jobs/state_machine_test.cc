@@ -152,6 +152,20 @@ TEST(StateMachine, MultiInstanceFailureStopsPeers) {
   EXPECT_NE(j.failure_reason.find("exit code 5"), std::string::npos) << j.failure_reason;
 }
 
+TEST(StateMachine, PeerFailureStopsAnInstanceThatLaunchesLate) {
+  Job j = NewJob(2);
+  Transition(j, Ev(EventType::kJobCreated));
+  Transition(j, Ev(EventType::kInstanceLaunched, {{"instance_id", Iid(1, 0)}}));
+  Transition(j, Ev(EventType::kInstanceExited, {{"instance_id", Iid(1, 0)}, {"exit_code", 1}}));
+  EXPECT_EQ(j.status, JobStatus::kInProgress);
+  auto r = Transition(j, Ev(EventType::kInstanceLaunched, {{"instance_id", Iid(1, 1)}}));
+  ASSERT_EQ(r.actions.size(), 1u);
+  EXPECT_EQ(r.actions[0].type, ActionType::kStop);
+  Transition(j, Ev(EventType::kInstanceExited, {{"instance_id", Iid(1, 1)}, {"exit_code", 143}, {"signal", 15}}));
+  EXPECT_EQ(j.status, JobStatus::kFailed);
+  EXPECT_EQ(j.exit_code, 1);
+}
+
 TEST(StateMachine, JobJsonRoundTrip) {
   Job j = NewJob(2, 1);
   Transition(j, Ev(EventType::kJobCreated));
