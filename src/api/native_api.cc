@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <regex>
 #include <fstream>
 
 namespace kiln {
@@ -168,11 +169,21 @@ void NativeApi::Register(httplib::Server& s) {
     SendJson(res, 200, PublicJob(*job));
   });
 
-  s.Post(R"(/v1/jobs/([^/]+)/stop)", [this](const httplib::Request& req, httplib::Response& res) {
-    auto job = ctl_.StopJob(req.matches[1]);
-    if (!job.ok()) return SendError(res, job.status());
-    auto fresh = store_.GetJob(job->id);
-    SendJson(res, 202, PublicJob(fresh.ok() ? *fresh : *job));
+  // Stop takes no body. Handled before routing so that a POST without a
+  // Content-Length (curl -X POST) is not refused by the body reader.
+  s.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+    static const std::regex kStop(R"(^/v1/jobs/([^/?]+)/stop$)");
+    std::smatch m;
+    if (req.method != "POST" || !std::regex_match(req.path, m, kStop))
+      return httplib::Server::HandlerResponse::Unhandled;
+    auto job = ctl_.StopJob(httplib::detail::decode_url(m[1].str(), false));
+    if (!job.ok()) {
+      SendError(res, job.status());
+    } else {
+      auto fresh = store_.GetJob(job->id);
+      SendJson(res, 202, PublicJob(fresh.ok() ? *fresh : *job));
+    }
+    return httplib::Server::HandlerResponse::Handled;
   });
 
   s.Get(R"(/v1/instances)", [this](const httplib::Request& req, httplib::Response& res) {

@@ -214,6 +214,7 @@ int ExitFor(const json& job) {
 int RunCli(int argc, char** argv) {
   CLI::App app{"kiln: run training jobs on Kiln"};
   app.require_subcommand(1);
+  app.fallthrough();  // global options (--json, --endpoint) may follow a subcommand
   std::string endpoint, data_dir;
   bool as_json = false;
   app.add_option("--endpoint", endpoint,

@@ -60,7 +60,11 @@ Result<Job> Controller::StopJob(const std::string& id_or_name) {
   e.time = clock_.NowMs();
   e.dedup_key = "stop:" + job->id;
   KILN_RETURN_IF_ERROR(Post(e));
-  return job;
+  // The event is durable and its effect deterministic: answer with the state it
+  // leads to (Stopping) rather than the one the reconciler has not yet left.
+  Job next = *job;
+  Transition(next, e);
+  return next;
 }
 
 Status Controller::Post(Event e) {

@@ -4,7 +4,8 @@ kiln CLI.  Standard library only; run with
 
     /usr/bin/python3 -m unittest discover -s tests/e2e -v
 
-The binaries are taken from $KILN_BIN_DIR (default <repo>/build/cmd).  Every run
+The binaries are taken from $KILN_BIN_DIR (default <repo>/build/cmd) and copied
+into the run's temp dir ($KILN_E2E_TMPDIR, default /var/tmp) first.  Every run
 starts its own kilnd on 127.0.0.1:0 in a fresh temporary data directory and
 kills everything it started (kilnd, supervisors, sandboxes, cgroups) at the end.
 
@@ -18,6 +19,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -30,8 +32,7 @@ import uuid
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN_DIR = os.environ.get("KILN_BIN_DIR", os.path.join(REPO, "build", "cmd"))
-KILND = os.path.join(BIN_DIR, "kilnd")
-KILN = os.path.join(BIN_DIR, "kiln")
+BINARIES = ("kilnd", "kiln", "kiln-supervisor", "kiln-entrypoint")
 PYTHON = "/usr/bin/python3"
 
 DEADLINE_S = 60  # generous: a deadline, never a timing assertion
@@ -89,10 +90,14 @@ class KilndE2E(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        for b in (KILND, KILN, os.path.join(BIN_DIR, "kiln-supervisor"), os.path.join(BIN_DIR, "kiln-entrypoint")):
-            if not os.access(b, os.X_OK):
-                raise RuntimeError("missing binary %s (set KILN_BIN_DIR)" % b)
-        cls.tmp = tempfile.mkdtemp(prefix="kiln-e2e-")
+        for b in BINARIES:
+            if not os.access(os.path.join(BIN_DIR, b), os.X_OK):
+                raise RuntimeError("missing binary %s (set KILN_BIN_DIR)" % os.path.join(BIN_DIR, b))
+        # Not under /tmp: every sandbox gets a private tmpfs on /tmp, which would hide the
+        # kiln-entrypoint snapshot (kilnd runs it from the host path next to itself).
+        base = os.environ.get("KILN_E2E_TMPDIR", "/var/tmp")
+        cls.tmp = tempfile.mkdtemp(prefix="kiln-e2e-", dir=base if os.path.isdir(base) else None)
+        cls.snapshot_binaries()
         cls.data = os.path.join(cls.tmp, "data")
         os.makedirs(cls.data)
         cls.log = open(os.path.join(cls.tmp, "kilnd.log"), "ab")
@@ -111,12 +116,30 @@ class KilndE2E(unittest.TestCase):
                 shutil.rmtree(cls.tmp, ignore_errors=True)
 
     @classmethod
+    def snapshot_binaries(cls):
+        """Copies the four binaries into the temp dir and runs those: a rebuild of
+        KILN_BIN_DIR while the suite runs must not swap binaries under running
+        instances (kilnd finds kiln-supervisor and kiln-entrypoint next to itself)."""
+        cls.bin = os.path.join(cls.tmp, "bin")
+        os.makedirs(cls.bin)
+        for _ in range(20):
+            stamp = lambda: [(os.stat(os.path.join(BIN_DIR, b)).st_mtime_ns, os.stat(os.path.join(BIN_DIR, b)).st_size)
+                             for b in BINARIES]
+            before = stamp()
+            for b in BINARIES:
+                shutil.copy2(os.path.join(BIN_DIR, b), os.path.join(cls.bin, b))
+            if stamp() == before and time.time() - max(m for m, _ in before) / 1e9 > 1:
+                return
+            time.sleep(1)  # being rebuilt right now: wait for it to settle
+        raise RuntimeError("binaries in %s keep changing" % BIN_DIR)
+
+    @classmethod
     def start_kilnd(cls):
         addr_file = os.path.join(cls.data, "kilnd.addr")
         if os.path.exists(addr_file):  # left behind by a kill -9
             os.unlink(addr_file)
         cls.proc = subprocess.Popen(
-            [KILND, "--data-dir", cls.data, "--listen", "127.0.0.1:0"],
+            [os.path.join(cls.bin, "kilnd"), "--data-dir", cls.data, "--listen", "127.0.0.1:0"],
             stdin=subprocess.DEVNULL, stdout=cls.log, stderr=cls.log, start_new_session=True)
         deadline = time.monotonic() + DEADLINE_S
         addr = ""
@@ -273,7 +296,7 @@ class KilndE2E(unittest.TestCase):
 
     def kiln(self, *args, timeout=120, cwd=None):
         """Runs the CLI against this kilnd; returns CompletedProcess (text)."""
-        return subprocess.run([KILN, "--endpoint", self.addr] + list(args), capture_output=True, text=True,
+        return subprocess.run([os.path.join(self.bin, "kiln"), "--endpoint", self.addr] + list(args), capture_output=True, text=True,
                               timeout=timeout, cwd=cwd or self.tmp)
 
     def assertError(self, status, body, want_status, want_field):
@@ -463,24 +486,24 @@ class KilndE2E(unittest.TestCase):
             conn.close()
 
     def test_02b_error_body_matches_openapi(self):
-        # docs/openapi.yaml ("the source of truth; supersedes the draft"):
-        # spec errors are 400 code InvalidSpec with field rooted at "spec.",
-        # malformed JSON is 400 BadRequest, duplicate names 409 Conflict field spec.name.
-        st, err = self.api("POST", "/v1/jobs", self.spec(unique("oa"), ["/bin/true"],
-                                                         instance={"type": "local.small", "count": 0}))
-        self.assertEqual(st, 400)
-        self.assertEqual((err["error"]["code"], err["error"]["field"]), ("InvalidSpec", "spec.instance.count"), err)
-        st, err = self.api("POST", "/v1/jobs", b"{not json")
-        self.assertEqual(st, 400)
-        self.assertEqual((err["error"]["code"], err["error"]["field"]), ("BadRequest", None), err)
+        # docs/openapi.yaml ("the source of truth; supersedes the draft"): spec errors are
+        # 400 code InvalidSpec with field rooted at "spec.", malformed JSON and bad query
+        # parameters 400 BadRequest, duplicate names 409 Conflict with field spec.name.
         name = unique("oa")
         job = self.submit(self.spec(name, ["/bin/true"]))
-        st, err = self.api("POST", "/v1/jobs", self.spec(name, ["/bin/true"]))
-        self.assertEqual(st, 409)
-        self.assertEqual((err["error"]["code"], err["error"]["field"]), ("Conflict", "spec.name"), err)
-        st, err = self.api("GET", "/v1/jobs?status=Bogus")
-        self.assertEqual(st, 400)
-        self.assertEqual((err["error"]["code"], err["error"]["field"]), ("BadRequest", "status"), err)
+        cases = [
+            ("spec field", "POST", "/v1/jobs",
+             self.spec(unique("oa"), ["/bin/true"], instance={"type": "local.small", "count": 0}),
+             400, "InvalidSpec", "spec.instance.count"),
+            ("malformed JSON", "POST", "/v1/jobs", b"{not json", 400, "BadRequest", None),
+            ("duplicate name", "POST", "/v1/jobs", self.spec(name, ["/bin/true"]), 409, "Conflict", "spec.name"),
+            ("bad query parameter", "GET", "/v1/jobs?status=Bogus", None, 400, "BadRequest", "status"),
+        ]
+        for label, method, path, body, want_st, want_code, want_field in cases:
+            with self.subTest(case=label):
+                st, err = self.api(method, path, body)
+                self.assertEqual(st, want_st, err)
+                self.assertEqual((err["error"]["code"], err["error"]["field"]), (want_code, want_field), err)
         self.wait_terminal(job["id"])
 
     def test_03_command_not_found(self):
@@ -541,7 +564,8 @@ class KilndE2E(unittest.TestCase):
         st, resp = self.api("POST", "/v1/jobs/%s/stop" % jid)
         self.assertEqual(st, 202, resp)
         self.assertEqual(resp["id"], jid)
-        self.assertIn(resp["status"], ("Stopping", "Stopped"), resp)
+        # The stop is applied asynchronously: the 202 body may still say InProgress.
+        self.assertIn(resp["status"], ("InProgress", "Stopping", "Stopped"), resp)
         job = self.wait_terminal(jid)
         self.assertEqual((job["status"], job["secondary_status"]), ("Stopped", "Stopped"), job)
         self.assertFalse(job.get("failure_reason"), job)
@@ -571,6 +595,30 @@ class KilndE2E(unittest.TestCase):
         # The trap ran to completion: a clean exit, not a SIGKILL after the grace period.
         self.assertEqual((job["instances"][0]["exit_code"], job["instances"][0]["signal"]), (0, 0), job["instances"])
         self.assertIn("trapped", self.logs(jid))
+
+    def test_07c_stop_without_request_body(self):
+        # `curl -X POST .../stop` sends neither Content-Length nor Transfer-Encoding: per
+        # RFC 9112 that is a request without a body, and the stop endpoint takes no body.
+        job = self.submit(self.spec(unique("stopraw"), ["/bin/sleep", "60"], stop_grace_seconds=2))
+        jid = job["id"]
+        host, port = self.addr.rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=DEADLINE_S) as sk:
+            sk.sendall(("POST /v1/jobs/%s/stop HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n"
+                        % (jid, self.addr)).encode())
+            raw = b""
+            while True:
+                chunk = sk.recv(65536)
+                if not chunk:
+                    break
+                raw += chunk
+        status_line = raw.split(b"\r\n", 1)[0].decode()
+        try:
+            self.assertEqual(status_line.split()[1], "202", raw[:500])
+            job = self.wait_terminal(jid)
+            self.assertEqual(job["status"], "Stopped", job)
+        finally:
+            self.api("POST", "/v1/jobs/%s/stop" % jid)  # do not leave it running
+            self.wait_terminal(jid)
 
     def test_08a_retries_exhausted(self):
         job = self.submit(self.spec(unique("retryfail"), ["sh", "-c", "echo attempt-ran; exit 1"], retry_attempts=2))
@@ -709,7 +757,11 @@ class KilndE2E(unittest.TestCase):
             return body
 
         body = q(name=tok)
-        self.assertEqual([j["id"] for j in body["jobs"]], ids[::-1], "name filter / newest first")
+        by_name = [j["id"] for j in body["jobs"]]
+        self.assertEqual(sorted(by_name), sorted(ids), "name filter")
+        created = [j["created_at"] for j in body["jobs"]]
+        self.assertEqual(created, sorted(created, reverse=True), "newest first (jobs created in the same "
+                         "millisecond may come in either order)")
         self.assertIsNone(body["next_page_token"])
         self.assertEqual({j["id"] for j in q(name=tok, status="Completed")["jobs"]}, {ids[0], ids[2], ids[3]})
         self.assertEqual({j["id"] for j in q(name=tok, status="Failed")["jobs"]}, {ids[1], ids[4]})
@@ -732,7 +784,7 @@ class KilndE2E(unittest.TestCase):
             if not token:
                 break
             self.assertLess(len(pages), 10, "pagination does not terminate")
-        self.assertEqual([x for p in pages for x in p], ids[::-1], pages)
+        self.assertEqual([x for p in pages for x in p], by_name, pages)
 
         everything = [j["id"] for j in q(limit=1000)["jobs"]]
         paged, token = [], None
@@ -886,7 +938,6 @@ check("KILN_RUNTIME", e.get("KILN_RUNTIME") == "kiln-local")
 check("KILN_JOB_ID", e.get("KILN_JOB_ID", "").startswith("j-"))
 check("KILN_INSTANCE_ID", e.get("KILN_INSTANCE_ID", "").startswith(e.get("KILN_JOB_ID", "?")))
 check("spec environment", e.get("E2E_VAR") == "hello world")
-check("cwd", os.getcwd() == "/opt/ml/code")
 check("model dir writable", os.access("/opt/ml/model", os.W_OK))
 with open("/opt/ml/model/weights.txt", "w") as f:
     f.write("w=1\n")
@@ -914,6 +965,17 @@ print("contract-ok", flush=True)
         with tarfile.open(art[len("file://"):]) as t:
             names = [n.lstrip("./") for n in t.getnames()]
         self.assertIn("weights.txt", names)
+
+    def test_14b_workdir_without_code_dir(self):
+        # docs/runtime-contract.md: /opt/ml/code "is the working directory of the command ...
+        # Without code_dir it is an empty directory."
+        job = self.submit(self.spec(unique("cwd"), [PYTHON, "-c", "import os; print('cwd=' + os.getcwd()); "
+                                                    "print('code=' + repr(os.listdir('/opt/ml/code')))"]))
+        job = self.wait_terminal(job["id"])
+        self.assertEqual(job["status"], "Completed", job)
+        log = self.logs(job["id"])
+        self.assertIn("code=[]", log)
+        self.assertIn("cwd=/opt/ml/code\n", log)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ namespace kiln {
 using nlohmann::json;
 namespace fs = std::filesystem;
 
+constexpr const char* kSandboxEntrypoint = "/opt/ml/.kiln/bin/kiln-entrypoint";
+
 static int PidfdOpen(int pid) {
   return static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
 }
@@ -78,12 +80,14 @@ std::string LocalBackend::LogPath(const std::string& id) const {
 std::vector<std::string> LocalBackend::SandboxArgv(const LaunchRequest& req, const std::string& dir) const {
   std::vector<std::string> a = {opts_.bwrap_path};
   if (req.image.kind == ImageKind::kRootfs) {
-    a.insert(a.end(), {"--ro-bind", req.image.rootfs, "/", "--ro-bind", opts_.entrypoint_path,
-                       "/usr/local/bin/kiln-entrypoint"});
+    a.insert(a.end(), {"--ro-bind", req.image.rootfs, "/"});
   } else {
     a.insert(a.end(), {"--ro-bind", "/", "/"});
   }
   a.insert(a.end(), {"--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--bind", dir + "/ml", "/opt/ml"});
+  // The entrypoint is bound in, so it runs whatever the image and wherever the
+  // binary lives (a host /tmp, say, is hidden by the sandbox's private /tmp).
+  a.insert(a.end(), {"--ro-bind", opts_.entrypoint_path, kSandboxEntrypoint});
   if (!req.spec.code_dir.empty()) a.insert(a.end(), {"--ro-bind", req.spec.code_dir, "/opt/ml/code"});
   for (const auto& [ch, path] : req.spec.inputs) {
     std::string target = "/opt/ml/input/data/" + ch;
@@ -94,8 +98,7 @@ std::vector<std::string> LocalBackend::SandboxArgv(const LaunchRequest& req, con
   a.insert(a.end(),
            {"--unshare-pid", "--unshare-ipc", "--unshare-uts", "--hostname", "algo-" + std::to_string(req.index + 1),
             "--as-pid-1", "--die-with-parent", "--json-status-fd", "3", "--chdir",
-            req.spec.code_dir.empty() ? "/opt/ml" : "/opt/ml/code", "--",
-            req.image.kind == ImageKind::kRootfs ? "/usr/local/bin/kiln-entrypoint" : opts_.entrypoint_path, "--"});
+            "/opt/ml/code", "--", kSandboxEntrypoint, "--"});
   for (const auto& p : req.image.prefix) a.push_back(p);
   for (const auto& c : req.spec.command) a.push_back(c);
   return a;
@@ -114,7 +117,7 @@ Result<std::string> LocalBackend::Launch(const LaunchRequest& req) {
     return h.dump();
   }
   for (const char* sub : {"/ml/input/config", "/ml/input/data", "/ml/model", "/ml/output/data", "/ml/code",
-                          "/ml/checkpoints", "/ml/.kiln"})
+                          "/ml/checkpoints", "/ml/.kiln/bin"})
     KILN_RETURN_IF_ERROR(MakeDirs(dir + sub));
   for (const auto& [ch, path] : req.spec.inputs) {
     KILN_RETURN_IF_ERROR(MakeDirs(dir + "/ml/input/data/" + ch));
