@@ -41,7 +41,9 @@ json Convert(const YAML::Node& n) {
 std::string Resolve(const std::string& v, const fs::path& base) {
   std::string p = v.rfind("file://", 0) == 0 ? v.substr(7) : v;
   if (p.find("://") != std::string::npos || (!p.empty() && p[0] == '/')) return v;
-  return (base / p).lexically_normal().string();
+  std::string out = (base / p).lexically_normal().string();
+  if (out.size() > 1 && out.back() == '/') out.pop_back();
+  return out;
 }
 }  // namespace
 

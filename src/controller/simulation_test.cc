@@ -177,7 +177,9 @@ SimResult RunHistory(uint64_t seed) {
       case JobStatus::kStopped: {
         bool timed_out = clock.NowMs() >= job->created_at + sj.spec.max_runtime_seconds * 1000;
         EXPECT_TRUE(sj.stop_requested || timed_out) << "seed " << seed;
-        if (job->secondary == SecondaryStatus::kMaxRuntimeExceeded) EXPECT_TRUE(timed_out);
+        if (job->secondary == SecondaryStatus::kMaxRuntimeExceeded) {
+          EXPECT_TRUE(timed_out);
+        }
         break;
       }
       default:
