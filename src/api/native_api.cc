@@ -5,8 +5,8 @@
 #include <unistd.h>
 
 #include <filesystem>
-#include <regex>
 #include <fstream>
+#include <regex>
 
 namespace kiln {
 namespace {
@@ -17,12 +17,13 @@ void SendError(httplib::Response& res, const Status& st) {
   json e = {{"code", CodeName(st.code())}, {"message", st.message()}};
   e["field"] = st.field().empty() ? json(nullptr) : json(st.field());
   res.status = HttpStatusFor(st.code());
-  res.set_content(json{{"error", e}}.dump(), "application/json");
+  res.set_content(json{{"error", e}}.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace),
+                  "application/json");
 }
 
 void SendJson(httplib::Response& res, int status, const json& j) {
   res.status = status;
-  res.set_content(j.dump(), "application/json");
+  res.set_content(j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), "application/json");
 }
 
 // The public view of a job: internal bookkeeping and instance handles stay inside.
@@ -180,8 +181,7 @@ void NativeApi::Register(httplib::Server& s) {
     if (!job.ok()) {
       SendError(res, job.status());
     } else {
-      auto fresh = store_.GetJob(job->id);
-      SendJson(res, 202, PublicJob(fresh.ok() ? *fresh : *job));
+      SendJson(res, 202, PublicJob(*job));
     }
     return httplib::Server::HandlerResponse::Handled;
   });
@@ -277,7 +277,8 @@ void NativeApi::Register(httplib::Server& s) {
             bool ended = false;
             for (const auto& e : *events) {
               int64_t id = job_id.empty() ? e.seq : e.job_seq;
-              std::string frame = SseFrame(std::to_string(id), ToString(e.type), ToJson(e).dump());
+              std::string frame = SseFrame(std::to_string(id), ToString(e.type),
+                                           ToJson(e).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
               if (!sink.write(frame.data(), frame.size())) goto done;
               cursor = id;
               if (!job_id.empty() && !e.status_after.empty() && IsTerminal(*ParseJobStatus(e.status_after)))

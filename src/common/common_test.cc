@@ -29,6 +29,16 @@ TEST(Ids, AreUniqueAndPrefixed) {
   EXPECT_EQ(a.rfind("j-", 0), 0u);
   EXPECT_EQ(NewToken().size(), 64u);
 }
+TEST(FsUtil, SanitizeUtf8) {
+  EXPECT_EQ(SanitizeUtf8("ok \xc3\xa9"), "ok \xc3\xa9");
+  EXPECT_EQ(SanitizeUtf8("x\xff"), "x\xef\xbf\xbd");
+  EXPECT_EQ(SanitizeUtf8("cut \xc3"), "cut \xef\xbf\xbd");
+}
+TEST(FsUtil, TruncateUtf8KeepsWholeCharacters) {
+  EXPECT_EQ(TruncateUtf8("ab\xc3\xa9", 3), "ab");
+  EXPECT_EQ(TruncateUtf8("ab\xc3\xa9", 4), "ab\xc3\xa9");
+  EXPECT_EQ(TruncateUtf8("abc", 2), "ab");
+}
 TEST(FsUtil, FileUri) {
   EXPECT_EQ(*FileUriToPath("file:///a/b"), "/a/b");
   EXPECT_EQ(*FileUriToPath("/a/b"), "/a/b");

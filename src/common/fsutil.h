@@ -15,4 +15,9 @@ Result<std::string> ReadFile(const std::string& path);
 Status MakeDirs(const std::string& path);
 // Strips "file://" from a URI; plain paths pass through. Other schemes fail.
 Result<std::string> FileUriToPath(const std::string& uri);
+// Replaces invalid UTF-8 sequences with U+FFFD, so text from programs (stderr
+// tails, failure files cut at 1024 bytes) can travel in JSON.
+std::string SanitizeUtf8(const std::string& s);
+// Cuts `s` to at most `max` bytes without splitting a UTF-8 sequence.
+std::string TruncateUtf8(const std::string& s, size_t max);
 }  // namespace kiln

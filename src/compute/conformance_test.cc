@@ -146,7 +146,8 @@ class Conformance : public ::testing::TestWithParam<std::string> {
       h_ = std::make_unique<FakeHarness>();
     } else {
       auto l = std::make_unique<LocalHarness>();
-      if (geteuid() != 0 || !l->init().ok()) GTEST_SKIP() << "local backend needs root and bwrap: " << l->init().ToString();
+      if (geteuid() != 0 || !l->init().ok())
+        GTEST_SKIP() << "local backend needs root and bwrap: " << l->init().ToString();
       h_ = std::move(l);
     }
   }

@@ -151,7 +151,8 @@ std::vector<std::string> WriteContract(const json& rt, const std::string& root) 
   json channels = json::array();
   const json chans = rt.value("channels", json::object());
   for (auto& [ch, src] : chans.items()) {
-    std::string dst = root + "/input/data/" + ch;
+    std::string dst = root;
+    dst.append("/input/data/").append(ch);
     if (!fs::exists(dst) || fs::is_empty(dst)) {
       // Not provided by the backend (e.g. no sandbox): copy it in.
       std::error_code ec;

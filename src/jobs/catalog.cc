@@ -4,7 +4,9 @@ namespace kiln {
 
 Catalog Catalog::Defaults() {
   Catalog c;
-  auto add = [&](std::string n, double cpu, int64_t mem, int gpus) { c.types_[n] = InstanceType{n, cpu, mem, gpus}; };
+  auto add = [&](const std::string& n, double cpu, int64_t mem, int gpus) {
+    c.types_[n] = InstanceType{n, cpu, mem, gpus};
+  };
   add("local.small", 1, 512, 0);
   add("local.medium", 1, 2048, 0);
   add("ml.t3.medium", 2, 4096, 0);

@@ -3,6 +3,8 @@
 #include <csignal>
 #include <cstring>
 
+#include "common/fsutil.h"
+
 namespace kiln {
 namespace {
 
@@ -130,7 +132,7 @@ void MarkExited(Job& job, Instance& in, const json& p, TimeMs now, TransitionRes
   in.signal = p.value("signal", 0);
   in.oom = p.value("oom", false);
   in.failure = p.value("failure", "");
-  if (in.failure.size() > 1024) in.failure.resize(1024);
+  in.failure = TruncateUtf8(in.failure, 1024);
   in.exited_at = now;
   if (p.contains("model_artifact") && p["model_artifact"].is_string() && !Failed(in) && in.index == 0)
     job.model_artifact = p["model_artifact"];
@@ -182,10 +184,8 @@ TransitionResult Transition(Job& job, const Event& e) {
       if (in->attempt == job.attempt && !job.phase_times.count("InstanceReady")) job.phase_times["InstanceReady"] = now;
       // A stop that arrived while launching applies now.
       bool peer_failed = false;
-      for (auto* peer : job.CurrentInstances())
-        peer_failed |= peer->state == InstanceState::kExited && Failed(*peer);
-      if (job.status == JobStatus::kStopping || in->attempt != job.attempt || IsTerminal(job.status) ||
-          peer_failed) {
+      for (auto* peer : job.CurrentInstances()) peer_failed |= peer->state == InstanceState::kExited && Failed(*peer);
+      if (job.status == JobStatus::kStopping || in->attempt != job.attempt || IsTerminal(job.status) || peer_failed) {
         if (!in->stop_sent) {
           in->stop_sent = true;
           r.actions.push_back({ActionType::kStop, in->id, job.spec.stop_grace_seconds * 1000});

@@ -131,7 +131,7 @@ class SqliteStore final : public Store {
             .Bind(2, job.spec.name)
             .Bind(3, std::string(ToString(job.status)))
             .Bind(4, job.created_at)
-            .Bind(5, ToJson(job).dump());
+            .Bind(5, ToJson(job).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
         int rc = s.Step();
         if (rc == SQLITE_CONSTRAINT)
           return Status(Code::kAlreadyExists, "a job named '" + job.spec.name + "' already exists", "name");
@@ -233,7 +233,9 @@ class SqliteStore final : public Store {
     Status st = [&]() -> Status {
       {
         Stmt s(db_, "UPDATE jobs SET status=?, state=? WHERE id=?");
-        s.Bind(1, std::string(ToString(job.status))).Bind(2, ToJson(job).dump()).Bind(3, job.id);
+        s.Bind(1, std::string(ToString(job.status)))
+            .Bind(2, ToJson(job).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace))
+            .Bind(3, job.id);
         if (s.Step() != SQLITE_DONE) return Err("update job");
       }
       for (const auto& in : job.instances) {
@@ -245,7 +247,7 @@ class SqliteStore final : public Store {
             .Bind(3, int64_t{in.attempt})
             .Bind(4, int64_t{in.index})
             .Bind(5, std::string(ToString(in.state)))
-            .Bind(6, ToJson(in).dump());
+            .Bind(6, ToJson(in).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
         if (s.Step() != SQLITE_DONE) return Err("upsert instance");
       }
       for (const auto& e : applied) {
@@ -326,7 +328,7 @@ class SqliteStore final : public Store {
     s.Bind(1, e.job_id)
         .Bind(2, job_seq)
         .Bind(3, std::string(ToString(e.type)))
-        .Bind(4, e.payload.dump())
+        .Bind(4, e.payload.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace))
         .Bind(5, e.source)
         .Bind(6, e.time);
     if (e.dedup_key.empty())

@@ -543,6 +543,17 @@ class KilndE2E(unittest.TestCase):
         self.assertIn("boom: stderr tail marker", job["failure_reason"], job)
         self.assertNotIn("stdout-noise", job["failure_reason"], job)
 
+    def test_04c_failure_text_that_is_not_utf8(self):
+        # Binary stderr, and a failure file cut inside a multi-byte character.
+        # The cut character is dropped whole: the reason keeps its 1023 valid bytes.
+        for name, cmd, want in (("binstderr", "printf 'bad \\377 bytes\\n' >&2; exit 4", "bad \ufffd bytes"),
+                                ("cututf8", "printf '%01023d\\303\\251' 0 > /opt/ml/output/failure; exit 4",
+                                 "0" * 1023)):
+            job = self.wait_terminal(self.submit(self.spec(unique(name), cmd))["id"])
+            self.assertEqual(job["status"], "Failed", job)
+            self.assertEqual(job["exit_code"], 4, job)
+            self.assertEqual(job["failure_reason"], want, job)
+
     def test_05_oom(self):
         spec_path = os.path.join(REPO, "examples", "fail-oom", "job.yaml")
         name = unique("fail-oom")

@@ -95,10 +95,9 @@ std::vector<std::string> LocalBackend::SandboxArgv(const LaunchRequest& req, con
     a.insert(a.end(), {"--ro-bind", path, target});
   }
   a.insert(a.end(), {"--bind", req.output_dir, req.output_dir});
-  a.insert(a.end(),
-           {"--unshare-pid", "--unshare-ipc", "--unshare-uts", "--hostname", "algo-" + std::to_string(req.index + 1),
-            "--as-pid-1", "--die-with-parent", "--json-status-fd", "3", "--chdir",
-            "/opt/ml/code", "--", kSandboxEntrypoint, "--"});
+  a.insert(a.end(), {"--unshare-pid", "--unshare-ipc", "--unshare-uts", "--hostname",
+                     "algo-" + std::to_string(req.index + 1), "--as-pid-1", "--die-with-parent", "--json-status-fd",
+                     "3", "--chdir", "/opt/ml/code", "--", kSandboxEntrypoint, "--"});
   for (const auto& p : req.image.prefix) a.push_back(p);
   for (const auto& c : req.spec.command) a.push_back(c);
   return a;
@@ -122,7 +121,8 @@ Result<std::string> LocalBackend::Launch(const LaunchRequest& req) {
   for (const auto& [ch, path] : req.spec.inputs) {
     KILN_RETURN_IF_ERROR(MakeDirs(dir + "/ml/input/data/" + ch));
     if (access(path.c_str(), R_OK) != 0)
-      return InvalidArgument("inputs." + ch, "input path " + path + " is not readable: " + strerror(errno));
+      return InvalidArgument("inputs." + ch,
+                             "input path " + path + " is not readable: " + std::string(strerror(errno)));
   }
   KILN_RETURN_IF_ERROR(MakeDirs(req.output_dir));
 
@@ -166,6 +166,7 @@ Result<std::string> LocalBackend::Launch(const LaunchRequest& req) {
   posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
   std::vector<std::string> args = {opts_.supervisor_path, "--dir", dir, "--ready-fd", "3"};
   std::vector<char*> av;
+  av.reserve(args.size() + 1);
   for (auto& s : args) av.push_back(s.data());
   av.push_back(nullptr);
   pid_t pid = 0;

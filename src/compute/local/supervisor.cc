@@ -74,7 +74,8 @@ int RunSupervisor(const std::string& dir, int ready_fd) {
     return 1;
   }
   WriteFileAtomic(dir + "/supervisor.pid",
-                  std::to_string(getpid()) + " " + std::to_string(ProcessStartTime(getpid())) + "\n", 0644, Sync::kNoSync);
+                  std::to_string(getpid()) + " " + std::to_string(ProcessStartTime(getpid())) + "\n", 0644,
+                  Sync::kNoSync);
 
   std::string instance_id = launch.value("instance_id", "x");
   json status = {{"exit_code", -1}, {"signal", 0}, {"oom", false}, {"failure", ""}};
@@ -201,10 +202,11 @@ int RunSupervisor(const std::string& dir, int ready_fd) {
     status["peak_memory_bytes"] = cg->PeakMemoryBytes();
     cg->Destroy();
   }
-  status["failure"] = ReadHead(dir + "/ml/output/failure", 1024);
+  status["failure"] = SanitizeUtf8(ReadHead(dir + "/ml/output/failure", 1024));
   status["ended_ms"] = RealClock::Get().NowMs();
   status["stopped"] = stopping;
-  WriteFileAtomic(dir + "/status.json", status.dump(), 0644, Sync::kNoSync);
+  WriteFileAtomic(dir + "/status.json", status.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), 0644,
+                  Sync::kNoSync);
   return 0;
 }
 
