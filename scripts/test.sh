@@ -12,7 +12,7 @@ echo "== unit, simulation and end-to-end tests"
 if [ "${KILN_TEST_QUICK:-0}" != 1 ]; then
   echo "== AddressSanitizer + UBSan"
   BUILD_DIR=build-asan BUILD_TYPE=Debug scripts/build.sh -DKILN_SANITIZE=ON
-  (cd build-asan && ASAN_OPTIONS=detect_leaks=1 KILN_SIM_HISTORIES=500 ctest --output-on-failure -j2)
+  (cd build-asan && ASAN_OPTIONS=detect_leaks=1 KILN_SIM_HISTORIES=300 ctest --output-on-failure -j2)
   echo "== fuzzing the parsers (libFuzzer)"
   scripts/fuzz.sh 30
 fi

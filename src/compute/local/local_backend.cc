@@ -107,14 +107,7 @@ Result<std::string> LocalBackend::Launch(const LaunchRequest& req) {
   std::lock_guard<std::mutex> launch_lock(launch_mu_);
   const std::string dir = Dir(req.instance_id);
   // Idempotent: a supervisor that already started owns the instance.
-  if (auto pidfile = ReadFile(dir + "/supervisor.pid"); pidfile.ok()) {
-    int pid = 0;
-    unsigned long long start = 0;
-    sscanf(pidfile->c_str(), "%d %llu", &pid, &start);
-    json h = {{"pid", pid}, {"start", start}, {"dir", dir}, {"job_id", req.job_id}};
-    WatchPid(req.instance_id, req.job_id, pid, start);
-    return h.dump();
-  }
+  if (auto adopted = Adopt(req); adopted.ok()) return adopted;
   for (const char* sub : {"/ml/input/config", "/ml/input/data", "/ml/model", "/ml/output/data", "/ml/code",
                           "/ml/checkpoints", "/ml/.kiln/bin"})
     KILN_RETURN_IF_ERROR(MakeDirs(dir + sub));
@@ -188,19 +181,32 @@ Result<std::string> LocalBackend::Launch(const LaunchRequest& req) {
   }
   if (answer.rfind("busy", 0) == 0) {  // raced with an earlier supervisor: report that one
     waitpid(pid, nullptr, 0);
-    auto pidfile = ReadFile(dir + "/supervisor.pid");
-    if (!pidfile.ok()) return Internal("instance " + req.instance_id + " is locked but has no pid file");
-    int p = 0;
-    unsigned long long st = 0;
-    sscanf(pidfile->c_str(), "%d %llu", &p, &st);
-    json h = {{"pid", p}, {"start", st}, {"dir", dir}, {"job_id", req.job_id}};
-    WatchPid(req.instance_id, req.job_id, p, st);
-    return h.dump();
+    return Adopt(req);
   }
   unsigned long long start = ProcessStartTime(pid);
-  json h = {{"pid", pid}, {"start", start}, {"dir", dir}, {"job_id", req.job_id}};
   KILN_RETURN_IF_ERROR(WatchPid(req.instance_id, req.job_id, pid, start));
-  return h.dump();
+  return Handle(pid, start, dir, req.job_id);
+}
+
+std::string LocalBackend::Handle(int pid, unsigned long long start, const std::string& dir, const std::string& job_id) {
+  return json{{"pid", pid}, {"start", start}, {"dir", dir}, {"job_id", job_id}}.dump();
+}
+
+Result<std::pair<int, unsigned long long>> LocalBackend::SupervisorOf(const std::string& dir) {
+  auto pidfile = ReadFile(dir + "/supervisor.pid");
+  if (!pidfile.ok()) return pidfile.status();
+  int pid = 0;
+  unsigned long long start = 0;
+  if (sscanf(pidfile->c_str(), "%d %llu", &pid, &start) != 2) return Internal("malformed " + dir + "/supervisor.pid");
+  return std::make_pair(pid, start);
+}
+
+Result<std::string> LocalBackend::Adopt(const LaunchRequest& req) {
+  const std::string dir = Dir(req.instance_id);
+  auto sup = SupervisorOf(dir);
+  if (!sup.ok()) return sup.status();
+  KILN_RETURN_IF_ERROR(WatchPid(req.instance_id, req.job_id, sup->first, sup->second));
+  return Handle(sup->first, sup->second, dir, req.job_id);
 }
 
 Status LocalBackend::WatchPid(const std::string& id, const std::string& job_id, int pid, unsigned long long start) {
@@ -280,11 +286,9 @@ void LocalBackend::Finished(const std::string& id, const std::string& job_id, in
 Status LocalBackend::Stop(const std::string& id, const std::string& handle, int64_t grace_ms) {
   const std::string dir = Dir(id);
   if (access((dir + "/status.json").c_str(), F_OK) == 0) return Status::Ok();
-  auto pidfile = ReadFile(dir + "/supervisor.pid");
-  if (!pidfile.ok()) return Status::Ok();
-  int pid = 0;
-  unsigned long long start = 0;
-  sscanf(pidfile->c_str(), "%d %llu", &pid, &start);
+  auto sup = SupervisorOf(dir);
+  if (!sup.ok()) return Status::Ok();
+  auto [pid, start] = *sup;
   KILN_RETURN_IF_ERROR(WriteFileAtomic(dir + "/stop", std::to_string(grace_ms), 0644, Sync::kNoSync));
   if (pid > 0 && ProcessStartTime(pid) == start) kill(pid, SIGTERM);
   return Status::Ok();

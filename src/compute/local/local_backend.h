@@ -41,6 +41,10 @@ class LocalBackend final : public ComputeBackend {
     int pidfd;
   };
   std::string Dir(const std::string& id) const { return opts_.instances_dir + "/" + id; }
+  // A supervisor that already started for this instance: watch it, return its handle.
+  Result<std::string> Adopt(const LaunchRequest& req);
+  static Result<std::pair<int, unsigned long long>> SupervisorOf(const std::string& dir);
+  static std::string Handle(int pid, unsigned long long start, const std::string& dir, const std::string& job_id);
   Status WatchPid(const std::string& id, const std::string& job_id, int pid, unsigned long long start);
   void EpollLoop();
   void Finished(const std::string& id, const std::string& job_id, int pid);
