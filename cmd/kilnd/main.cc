@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
   app.add_option("--backend", o.backend, "compute backend")->capture_default_str();
   app.add_flag("--fsync", o.durable_fsync, "fsync every commit (synchronous=FULL)");
   app.add_option("--resync-seconds", o.resync_seconds, "safety-net resync period")->capture_default_str();
+  app.add_option("--statsd-flush-ms", o.statsd_flush_ms, "metrics gateway flush interval")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   char self[4096];
   ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);

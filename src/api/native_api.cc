@@ -186,6 +186,30 @@ void NativeApi::Register(httplib::Server& s) {
     return httplib::Server::HandlerResponse::Handled;
   });
 
+  s.Get(R"(/v1/jobs/([^/]+)/metrics)", [this](const httplib::Request& req, httplib::Response& res) {
+    auto job = store_.GetJob(req.matches[1]);
+    if (!job.ok()) return SendError(res, job.status());
+    auto points = store_.JobMetrics(job->id, req.get_param_value("name"));
+    if (!points.ok()) return SendError(res, points.status());
+    // Group points into series: name + tags + stat.
+    json series = json::array();
+    std::string last;
+    for (const auto& p : *points) {
+      std::string key = p.name + "\x1f" + p.tags + "\x1f" + p.stat;
+      if (key != last) {
+        series.push_back({{"name", p.name}, {"tags", p.tags}, {"stat", p.stat}, {"points", json::array()}});
+        last = key;
+      }
+      series.back()["points"].push_back({p.time, p.value});
+    }
+    SendJson(res, 200, {{"job_id", job->id}, {"series", series}});
+  });
+
+  s.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+    std::string text = opts_.metrics ? opts_.metrics->PrometheusText() : "";
+    res.set_content(text, "text/plain; version=0.0.4");
+  });
+
   s.Get(R"(/v1/instances)", [this](const httplib::Request& req, httplib::Response& res) {
     std::string job_id = req.get_param_value("job");
     if (!job_id.empty()) {
@@ -341,6 +365,12 @@ void NativeApi::Register(httplib::Server& s) {
     json channels = json::object();
     for (const auto& [ch, p] : job.spec.inputs) channels[ch] = p;
     const InstanceType* t = catalog_.FindType(job.spec.instance_type);
+    json statsd = nullptr;
+    if (opts_.metrics) {
+      auto team = job.spec.tags.find("team");
+      auto port = opts_.metrics->OpenInstance(in.id, job.id, team == job.spec.tags.end() ? "" : team->second);
+      if (port.ok()) statsd = {{"host", "127.0.0.1"}, {"port", *port}, {"socket", "/opt/ml/.kiln/statsd.sock"}};
+    }
     SendJson(res, 200,
              {{"job_id", job.id},
               {"job_name", job.spec.name},
@@ -357,7 +387,8 @@ void NativeApi::Register(httplib::Server& s) {
                 {"hosts", hosts},
                 {"current_instance_type", job.spec.instance_type},
                 {"network_interface_name", "lo"}}},
-              {"output_dir", job.output_dir}});
+              {"output_dir", job.output_dir},
+              {"statsd", statsd}});
   });
 
   s.Post("/v1/runtime/events", [this, authenticate](const httplib::Request& req, httplib::Response& res) {

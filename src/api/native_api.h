@@ -7,6 +7,7 @@
 
 #include "api/tokens.h"
 #include "controller/controller.h"
+#include "metrics/gateway.h"
 
 namespace kiln {
 
@@ -15,6 +16,7 @@ struct NativeApiOptions {
   std::string version = "0.1.0";
   // Where an instance's log file is (backend-specific).
   std::function<std::string(const std::string& instance_id)> log_path;
+  MetricsGateway* metrics = nullptr;  // optional
 };
 
 // Registers the /v1 routes on `server`. Borrowed references must outlive it.

@@ -216,6 +216,7 @@ void Controller::Execute(const Job& job, const Action& a) {
       return;
     }
     case ActionType::kCleanup: {
+      if (opts_.on_instance_released) opts_.on_instance_released(a.instance_id);
       Status st = backend_->Cleanup(a.instance_id, handle);
       if (!st.ok()) fprintf(stderr, "kilnd: cleanup %s: %s\n", a.instance_id.c_str(), st.ToString().c_str());
       return;

@@ -31,6 +31,8 @@ struct ControllerOptions {
   std::string artifacts_dir;  // default output root
   // Computes the bearer token of an instance (kilnd derives it from its secret).
   std::function<std::string(const std::string& instance_id)> token_for;
+  // Called when an instance is released (after its exit), e.g. to close its metrics port.
+  std::function<void(const std::string& instance_id)> on_instance_released;
 };
 
 class Controller final : public EventSink {

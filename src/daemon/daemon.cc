@@ -79,12 +79,23 @@ int RunKilnd(const KilndOptions& o) {
   const std::string addr = host + ":" + std::to_string(bound);
   const std::string api_url = "http://" + addr;
 
+  GatewayOptions gopts;
+  gopts.unix_socket_path = data + "/statsd.sock";
+  gopts.flush_interval_ms = o.statsd_flush_ms;
+  Store& st = **store;
+  MetricsGateway metrics(gopts, RealClock::Get(), [&st](const std::vector<MetricPoint>& points) {
+    Status s = st.AppendMetricPoints(points);
+    if (!s.ok()) fprintf(stderr, "kilnd: storing metrics: %s\n", s.ToString().c_str());
+  });
+  if (Status s = metrics.Start(); !s.ok()) return fail(s);
+
   ThreadTimerService timers(RealClock::Get());
   ControllerOptions copts;
   copts.threading = Threading::kThreaded;
   copts.api_url = api_url;
   copts.artifacts_dir = data + "/artifacts";
   copts.token_for = [&tokens](const std::string& id) { return tokens.For(id); };
+  copts.on_instance_released = [&metrics](const std::string& id) { metrics.CloseInstance(id); };
   Controller controller(**store, RealClock::Get(), timers, *catalog, copts);
 
   BackendRegistry registry;
@@ -94,6 +105,7 @@ int RunKilnd(const KilndOptions& o) {
     lo.instances_dir = data + "/instances";
     lo.supervisor_path = o.bin_dir + "/kiln-supervisor";
     lo.entrypoint_path = o.bin_dir + "/kiln-entrypoint";
+    lo.statsd_socket = gopts.unix_socket_path;
     auto b = std::make_unique<LocalBackend>(lo, sink, RealClock::Get());
     KILN_RETURN_IF_ERROR(b->Init());
     local = b.get();
@@ -106,6 +118,7 @@ int RunKilnd(const KilndOptions& o) {
   NativeApiOptions aopts;
   ComputeBackend* be = backend->get();
   aopts.log_path = [be](const std::string& id) { return be->LogPath(id); };
+  aopts.metrics = &metrics;
   NativeApi api(controller, **store, *catalog, tokens, aopts);
   api.Register(server);
   server.set_error_handler([](const httplib::Request&, httplib::Response& res) {
@@ -148,6 +161,7 @@ int RunKilnd(const KilndOptions& o) {
   resync_cv.notify_all();
   resync.join();
   controller.Shutdown();
+  metrics.Shutdown();
   unlink((data + "/kilnd.addr").c_str());
   return 0;
 }

@@ -11,6 +11,7 @@ struct KilndOptions {
   std::string bin_dir;  // where kiln-supervisor and kiln-entrypoint live
   bool durable_fsync = false;
   int resync_seconds = 60;
+  int statsd_flush_ms = 10000;
 };
 
 // Runs until SIGTERM/SIGINT. Returns the process exit code.

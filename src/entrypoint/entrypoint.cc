@@ -189,6 +189,17 @@ std::vector<std::string> WriteContract(const json& rt, const std::string& root) 
   env.push_back("SM_NUM_CPUS=" + std::to_string(rt.value("num_cpus", 1)));
   env.push_back("SM_NUM_GPUS=" + std::to_string(rt.value("num_gpus", 0)));
   env.push_back("SM_RESOURCE_CONFIG=" + rc.dump());
+  // StatsD and DogStatsD clients report to kilnd's gateway, attributed to this job.
+  const json statsd = rt.value("statsd", json());
+  if (statsd.is_object()) {
+    std::string host = statsd.value("host", "127.0.0.1"), port = std::to_string(statsd.value("port", 8125));
+    env.push_back("STATSD_HOST=" + host);
+    env.push_back("STATSD_PORT=" + port);
+    env.push_back("DD_AGENT_HOST=" + host);
+    env.push_back("DD_DOGSTATSD_PORT=" + port);
+    std::string sock = statsd.value("socket", "");
+    if (!sock.empty() && fs::exists(sock)) env.push_back("DD_DOGSTATSD_SOCKET=" + sock);
+  }
   env.push_back("SM_INPUT_DATA_CONFIG=" + idc.dump());
   return env;
 }

@@ -51,6 +51,17 @@ CREATE TABLE instances(
   data TEXT NOT NULL);
 CREATE INDEX instances_job ON instances(job_id);
 )sql",
+    // 2: metric series
+    R"sql(
+CREATE TABLE metric_points(
+  job_id TEXT NOT NULL,
+  name TEXT NOT NULL,
+  tags TEXT NOT NULL,
+  stat TEXT NOT NULL,
+  time_ms INTEGER NOT NULL,
+  value REAL NOT NULL);
+CREATE INDEX metric_points_job ON metric_points(job_id, name, time_ms);
+)sql",
 };
 
 class Stmt {
@@ -68,6 +79,11 @@ class Stmt {
     sqlite3_bind_int64(s_, i, v);
     return *this;
   }
+  Stmt& BindDouble(int i, double v) {
+    sqlite3_bind_double(s_, i, v);
+    return *this;
+  }
+  double Double(int c) { return sqlite3_column_double(s_, c); }
   Stmt& BindNull(int i) {
     sqlite3_bind_null(s_, i);
     return *this;
@@ -313,6 +329,35 @@ class SqliteStore final : public Store {
     s.Bind(1, id);
     if (s.Step() != SQLITE_ROW) return NotFound("instance '" + id + "' not found");
     return InstanceFromJson(json::parse(s.Text(0)));
+  }
+
+  Status AppendMetricPoints(const std::vector<MetricPoint>& points) override {
+    std::lock_guard<std::mutex> l(mu_);
+    KILN_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+    for (const auto& p : points) {
+      Stmt s(db_, "INSERT INTO metric_points(job_id,name,tags,stat,time_ms,value) VALUES(?,?,?,?,?,?)");
+      s.Bind(1, p.job_id).Bind(2, p.name).Bind(3, p.tags).Bind(4, p.stat).Bind(5, p.time);
+      s.BindDouble(6, p.value);
+      if (s.Step() != SQLITE_DONE) {
+        Status st = Err("insert metric point");
+        Exec("ROLLBACK");
+        return st;
+      }
+    }
+    return Exec("COMMIT");
+  }
+
+  Result<std::vector<MetricPoint>> JobMetrics(const std::string& job_id, const std::string& name) override {
+    std::lock_guard<std::mutex> l(mu_);
+    Stmt s(db_, name.empty() ? "SELECT job_id,name,tags,stat,time_ms,value FROM metric_points WHERE job_id=?1 "
+                               "ORDER BY name, tags, stat, time_ms LIMIT 100000"
+                             : "SELECT job_id,name,tags,stat,time_ms,value FROM metric_points WHERE job_id=?1 "
+                               "AND name=?2 ORDER BY name, tags, stat, time_ms LIMIT 100000");
+    s.Bind(1, job_id);
+    if (!name.empty()) s.Bind(2, name);
+    std::vector<MetricPoint> out;
+    while (s.Step() == SQLITE_ROW) out.push_back({s.Text(0), s.Text(1), s.Text(2), s.Text(3), s.Int(4), s.Double(5)});
+    return out;
   }
 
  private:

@@ -16,6 +16,7 @@
 
 #include "common/status.h"
 #include "jobs/model.h"
+#include "metrics/aggregator.h"
 
 namespace kiln {
 
@@ -56,6 +57,10 @@ class Store {
   virtual Result<std::vector<std::string>> JobsNeedingAttention() = 0;
   virtual Result<std::vector<Instance>> ListInstances(const std::string& job_id) = 0;
   virtual Result<Instance> GetInstance(const std::string& instance_id) = 0;
+  // Metric series (StatsD gateway flushes, log regexes later). One transaction.
+  virtual Status AppendMetricPoints(const std::vector<MetricPoint>& points) = 0;
+  // Points of one job, oldest first; `name` empty = all series.
+  virtual Result<std::vector<MetricPoint>> JobMetrics(const std::string& job_id, const std::string& name) = 0;
 };
 
 enum class Durability {

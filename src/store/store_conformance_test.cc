@@ -135,6 +135,23 @@ TEST_P(StoreConformance, ListFiltersAndPaginates) {
   EXPECT_EQ(store_->ListJobs(bad).status().code(), Code::kInvalidArgument);
 }
 
+TEST_P(StoreConformance, MetricPointsRoundTrip) {
+  ASSERT_TRUE(store_
+                  ->AppendMetricPoints({{"j-1", "loss", "job_id:j-1", "value", 10, 0.5},
+                                        {"j-1", "loss", "job_id:j-1", "value", 20, 0.25},
+                                        {"j-1", "acc", "job_id:j-1", "value", 20, 0.9},
+                                        {"j-2", "loss", "job_id:j-2", "value", 20, 9}})
+                  .ok());
+  auto all = store_->JobMetrics("j-1", "");
+  ASSERT_TRUE(all.ok());
+  ASSERT_EQ(all->size(), 3u);
+  EXPECT_EQ((*all)[0].name, "acc");
+  auto loss = store_->JobMetrics("j-1", "loss");
+  ASSERT_EQ(loss->size(), 2u);
+  EXPECT_EQ((*loss)[1].value, 0.25);
+  EXPECT_EQ((*loss)[1].time, 20);
+}
+
 TEST_P(StoreConformance, AttentionListsLiveJobs) {
   ASSERT_TRUE(store_->CreateJob(MakeJob("j-1", "a", 10), Created()).ok());
   auto ids = store_->JobsNeedingAttention();

@@ -74,7 +74,9 @@ def parse_sse(text):
     return frames
 
 
-class KilndE2E(unittest.TestCase):
+class KilndHarness(unittest.TestCase):
+    """Starts a private kilnd (binaries snapshotted) for a test class; no tests here."""
+    KILND_ARGS = []
     proc = None
     addr = None
 
@@ -131,7 +133,7 @@ class KilndE2E(unittest.TestCase):
         if os.path.exists(addr_file):  # left behind by a kill -9
             os.unlink(addr_file)
         cls.proc = subprocess.Popen(
-            [os.path.join(cls.bin, "kilnd"), "--data-dir", cls.data, "--listen", "127.0.0.1:0"],
+            [os.path.join(cls.bin, "kilnd"), "--data-dir", cls.data, "--listen", "127.0.0.1:0"] + cls.KILND_ARGS,
             stdin=subprocess.DEVNULL, stdout=cls.log, stderr=cls.log, start_new_session=True)
         deadline = time.monotonic() + DEADLINE_S
         addr = ""
@@ -296,6 +298,8 @@ class KilndE2E(unittest.TestCase):
         self.assertIn("error", body, body)
         self.assertIsInstance(body["error"].get("message"), str, body)
         self.assertEqual(body["error"].get("field"), want_field, body)
+
+class KilndE2E(KilndHarness):
 
     # ------------------------------------------------------------------ tests
 

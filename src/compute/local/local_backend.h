@@ -14,6 +14,7 @@ struct LocalBackendOptions {
   std::string supervisor_path;  // kiln-supervisor binary
   std::string entrypoint_path;  // kiln-entrypoint binary
   std::string bwrap_path = "/usr/bin/bwrap";
+  std::string statsd_socket;  // bound at /opt/ml/.kiln/statsd.sock when set and present
 };
 
 // See README.md. Thread-safe.

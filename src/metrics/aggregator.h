@@ -1,0 +1,50 @@
+#pragma once
+// Folds StatsD samples into per-series values and emits them every flush. Not
+// thread-safe: the gateway serializes access.
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "common/clock.h"
+#include "metrics/statsd.h"
+
+namespace kiln {
+
+// One value of one series at one flush: a counter's sum, a gauge's value, a
+// timer's p99, a set's unique count...
+struct MetricPoint {
+  std::string job_id;
+  std::string name;
+  std::string tags;  // canonical "k:v,k2:v2", sorted; includes job_id and team
+  std::string stat;  // count | value | sum | min | max | mean | p50 | p90 | p99 | unique
+  TimeMs time = 0;
+  double value = 0;
+};
+
+class Aggregator {
+ public:
+  // `attribution` tags (job_id, team) are added to the sample's own tags.
+  void Add(const std::string& job_id, const std::vector<std::pair<std::string, std::string>>& attribution,
+           const StatsdSample& s);
+  // Emits every series touched since the last flush (gauges: every known gauge),
+  // then resets counters, timers and sets.
+  std::vector<MetricPoint> Flush(TimeMs now);
+  size_t series() const { return series_.size(); }
+
+ private:
+  struct Series {
+    std::string job_id, name, tags;
+    MetricKind kind;
+    bool touched = false;
+    double sum = 0;    // counters, timers
+    double count = 0;  // timers (sample-rate weighted)
+    double gauge = 0;
+    std::vector<double> samples;
+    std::unordered_set<std::string> members;
+  };
+  std::unordered_map<std::string, Series> series_;
+  std::string key_;  // scratch
+};
+
+}  // namespace kiln

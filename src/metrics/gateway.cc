@@ -1,0 +1,305 @@
+#include "metrics/gateway.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+namespace kiln {
+
+MetricsGateway::MetricsGateway(GatewayOptions opts, Clock& clock, Sink sink)
+    : opts_(std::move(opts)), clock_(clock), sink_(std::move(sink)) {}
+
+MetricsGateway::~MetricsGateway() {
+  Shutdown();
+}
+
+Status MetricsGateway::Start() {
+  epfd_ = epoll_create1(EPOLL_CLOEXEC);
+  wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.fd = wake_fd_;
+  epoll_ctl(epfd_, EPOLL_CTL_ADD, wake_fd_, &ev);
+  if (!opts_.unix_socket_path.empty()) {
+    unix_fd_ = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    if (opts_.unix_socket_path.size() >= sizeof(addr.sun_path))
+      return InvalidArgument("statsd_socket", "path too long for a Unix socket: " + opts_.unix_socket_path);
+    strncpy(addr.sun_path, opts_.unix_socket_path.c_str(), sizeof(addr.sun_path) - 1);
+    unlink(opts_.unix_socket_path.c_str());
+    if (bind(unix_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0)
+      return Internal("bind " + opts_.unix_socket_path + ": " + strerror(errno));
+    int one = 1;
+    setsockopt(unix_fd_, SOL_SOCKET, SO_PASSCRED, &one, sizeof(one));
+    setsockopt(unix_fd_, SOL_SOCKET, SO_RCVBUF, &opts_.receive_buffer_bytes, sizeof(int));
+    ev.data.fd = unix_fd_;
+    epoll_ctl(epfd_, EPOLL_CTL_ADD, unix_fd_, &ev);
+  }
+  recv_thread_ = std::thread([this] { ReceiveLoop(); });
+  flush_thread_ = std::thread([this] { FlushLoop(); });
+  return Status::Ok();
+}
+
+void MetricsGateway::Shutdown() {
+  if (stop_.exchange(true)) return;
+  uint64_t one = 1;
+  if (wake_fd_ >= 0) {
+    ssize_t n = write(wake_fd_, &one, sizeof(one));
+    (void)n;
+  }
+  flush_cv_.notify_all();
+  if (recv_thread_.joinable()) recv_thread_.join();
+  if (flush_thread_.joinable()) flush_thread_.join();
+  FlushNow();
+  for (auto& [fd, s] : by_fd_) close(fd);
+  if (unix_fd_ >= 0) {
+    close(unix_fd_);
+    unlink(opts_.unix_socket_path.c_str());
+  }
+  if (epfd_ >= 0) close(epfd_);
+  if (wake_fd_ >= 0) close(wake_fd_);
+}
+
+Result<int> MetricsGateway::OpenInstance(const std::string& instance_id, const std::string& job_id,
+                                         const std::string& team) {
+  std::lock_guard<std::mutex> l(mu_);
+  if (auto it = fd_by_instance_.find(instance_id); it != fd_by_instance_.end()) return by_fd_[it->second].port;
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) return Unavailable(std::string("socket: ") + strerror(errno));
+  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &opts_.receive_buffer_bytes, sizeof(int));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  socklen_t len = sizeof(addr);
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    close(fd);
+    return Unavailable(std::string("bind statsd port: ") + strerror(errno));
+  }
+  Source s{instance_id, job_id, team, fd, ntohs(addr.sin_port), false};
+  by_fd_[fd] = s;
+  fd_by_instance_[instance_id] = fd;
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.fd = fd;
+  epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev);
+  return s.port;
+}
+
+void MetricsGateway::CloseInstance(const std::string& instance_id) {
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = fd_by_instance_.find(instance_id);
+  if (it != fd_by_instance_.end()) by_fd_[it->second].closing = true;
+}
+
+int MetricsGateway::PortOf(const std::string& instance_id) const {
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = fd_by_instance_.find(instance_id);
+  return it == fd_by_instance_.end() ? 0 : by_fd_.at(it->second).port;
+}
+
+void MetricsGateway::Ingest(const Source& src, const char* data, size_t len) {
+  // Caller holds mu_.
+  counters_.packets++;
+  if (len > kMaxStatsdPacket) {
+    counters_.bad_lines[ToString(StatsdError::kTooLong)]++;
+    return;
+  }
+  std::vector<std::pair<std::string, std::string>> attribution = {{"job_id", src.job_id}};
+  if (!src.team.empty()) attribution.emplace_back("team", src.team);
+  ParseStatsdPacket(
+      std::string_view(data, len),
+      [&](const StatsdSample& s) {
+        counters_.lines++;
+        agg_.Add(src.job_id, attribution, s);
+      },
+      [&](StatsdError e) { counters_.bad_lines[ToString(e)]++; });
+}
+
+const MetricsGateway::Source* MetricsGateway::SourceForPid(int pid) {
+  // Caller holds mu_.
+  auto cached = instance_by_pid_.find(pid);
+  std::string instance;
+  if (cached != instance_by_pid_.end()) {
+    instance = cached->second;
+  } else {
+    std::ifstream f("/proc/" + std::to_string(pid) + "/cgroup");
+    std::string line;
+    while (std::getline(f, line)) {
+      auto pos = line.find("/kiln/");
+      if (pos == std::string::npos) continue;
+      instance = line.substr(pos + 6);
+      if (auto slash = instance.find('/'); slash != std::string::npos) instance.resize(slash);
+      break;
+    }
+    if (instance_by_pid_.size() > 100000) instance_by_pid_.clear();
+    instance_by_pid_[pid] = instance;
+  }
+  auto it = fd_by_instance_.find(instance);
+  return it == fd_by_instance_.end() ? nullptr : &by_fd_[it->second];
+}
+
+void MetricsGateway::ReceiveLoop() {
+  constexpr int kBatch = 64;
+  constexpr size_t kBuf = kMaxStatsdPacket + 1;
+  std::vector<char> bufs(kBatch * kBuf);
+  mmsghdr msgs[kBatch];
+  iovec iovs[kBatch];
+  alignas(cmsghdr) char ctrl[kBatch][CMSG_SPACE(sizeof(ucred))];
+  epoll_event evs[64];
+  while (!stop_) {
+    int n = epoll_wait(epfd_, evs, 64, -1);
+    if (n < 0) continue;
+    for (int i = 0; i < n; ++i) {
+      int fd = evs[i].data.fd;
+      if (fd == wake_fd_) continue;
+      for (;;) {
+        for (int k = 0; k < kBatch; ++k) {
+          iovs[k] = {bufs.data() + k * kBuf, kBuf};
+          msgs[k].msg_hdr = {};
+          msgs[k].msg_hdr.msg_iov = &iovs[k];
+          msgs[k].msg_hdr.msg_iovlen = 1;
+          if (fd == unix_fd_) {
+            msgs[k].msg_hdr.msg_control = ctrl[k];
+            msgs[k].msg_hdr.msg_controllen = sizeof(ctrl[k]);
+          }
+        }
+        int got = recvmmsg(fd, msgs, kBatch, MSG_DONTWAIT, nullptr);
+        if (got <= 0) break;
+        std::lock_guard<std::mutex> l(mu_);
+        for (int k = 0; k < got; ++k) {
+          const char* data = bufs.data() + k * kBuf;
+          size_t len = msgs[k].msg_len;
+          if (msgs[k].msg_hdr.msg_flags & MSG_TRUNC) len = kBuf;  // counted as too long
+          const Source* src = nullptr;
+          if (fd == unix_fd_) {
+            for (cmsghdr* c = CMSG_FIRSTHDR(&msgs[k].msg_hdr); c; c = CMSG_NXTHDR(&msgs[k].msg_hdr, c))
+              if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_CREDENTIALS)
+                src = SourceForPid(reinterpret_cast<ucred*>(CMSG_DATA(c))->pid);
+          } else if (auto it = by_fd_.find(fd); it != by_fd_.end()) {
+            src = &it->second;
+          }
+          if (!src) {
+            counters_.packets++;
+            counters_.unattributed_packets++;
+            continue;
+          }
+          Ingest(*src, data, len);
+        }
+        if (got < kBatch) break;
+      }
+    }
+  }
+}
+
+void MetricsGateway::FlushLoop() {
+  std::unique_lock<std::mutex> l(mu_);
+  while (!stop_) {
+    flush_cv_.wait_for(l, std::chrono::milliseconds(opts_.flush_interval_ms));
+    if (stop_) break;
+    l.unlock();
+    FlushNow();
+    l.lock();
+  }
+}
+
+static std::string PromName(const std::string& n) {
+  std::string out = "kiln_statsd_";
+  for (char c : n) out.push_back(isalnum(static_cast<unsigned char>(c)) ? c : '_');
+  return out;
+}
+
+static std::string PromEscape(const std::string& v) {
+  std::string out;
+  for (char c : v) {
+    if (c == '\\' || c == '"') out.push_back('\\');
+    if (c == '\n') {
+      out += "\\n";
+      continue;
+    }
+    out.push_back(c);
+  }
+  return out;
+}
+
+void MetricsGateway::FlushNow() {
+  std::vector<MetricPoint> points;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    // Instances being closed: take what is still queued on their sockets first.
+    std::vector<char> buf(kMaxStatsdPacket + 1);
+    for (auto& [fd, src] : by_fd_) {
+      if (!src.closing) continue;
+      ssize_t n;
+      while ((n = recv(fd, buf.data(), buf.size(), MSG_DONTWAIT)) >= 0) Ingest(src, buf.data(), static_cast<size_t>(n));
+    }
+    points = agg_.Flush(clock_.NowMs());
+    for (const auto& p : points) {
+      std::string labels = "stat=\"" + p.stat + "\"";
+      std::stringstream tags(p.tags);
+      std::string tag;
+      while (std::getline(tags, tag, ',')) {
+        auto c = tag.find(':');
+        std::string k = tag.substr(0, c);
+        for (char& ch : k)
+          if (!isalnum(static_cast<unsigned char>(ch))) ch = '_';
+        if (k.empty() || isdigit(static_cast<unsigned char>(k[0]))) k = "_" + k;
+        labels += "," + k + "=\"" + PromEscape(c == std::string::npos ? "" : tag.substr(c + 1)) + "\"";
+      }
+      latest_[PromName(p.name) + "{" + labels + "}"] = p.value;
+    }
+    // Instances marked closing have had their last flush.
+    for (auto it = by_fd_.begin(); it != by_fd_.end();) {
+      if (it->second.closing) {
+        epoll_ctl(epfd_, EPOLL_CTL_DEL, it->first, nullptr);
+        close(it->first);
+        fd_by_instance_.erase(it->second.instance_id);
+        it = by_fd_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  if (!points.empty() && sink_) sink_(points);
+}
+
+GatewayCounters MetricsGateway::counters() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return counters_;
+}
+
+std::string MetricsGateway::PrometheusText() const {
+  std::lock_guard<std::mutex> l(mu_);
+  std::string out;
+  out +=
+      "# TYPE kiln_statsd_packets_total counter\nkiln_statsd_packets_total " + std::to_string(counters_.packets) + "\n";
+  out += "# TYPE kiln_statsd_lines_total counter\nkiln_statsd_lines_total " + std::to_string(counters_.lines) + "\n";
+  out += "# TYPE kiln_statsd_unattributed_packets_total counter\nkiln_statsd_unattributed_packets_total " +
+         std::to_string(counters_.unattributed_packets) + "\n";
+  out += "# TYPE kiln_statsd_bad_lines_total counter\n";
+  for (const auto& [reason, n] : counters_.bad_lines)
+    out += "kiln_statsd_bad_lines_total{reason=\"" + reason + "\"} " + std::to_string(n) + "\n";
+  std::string last_name;
+  for (const auto& [series, v] : latest_) {
+    std::string name = series.substr(0, series.find('{'));
+    if (name != last_name) out += "# TYPE " + name + " gauge\n";
+    last_name = name;
+    char buf[64];
+    snprintf(buf, sizeof(buf), "%.17g", v);
+    out += series + " " + buf + "\n";
+  }
+  return out;
+}
+
+}  // namespace kiln

@@ -1,0 +1,94 @@
+#pragma once
+// The metrics gateway: kilnd's StatsD/DogStatsD endpoint, no sidecar.
+//
+// Attribution: each instance gets its own UDP port on 127.0.0.1 (OpenInstance),
+// so a packet's job is known from the port it arrived on; on the shared Unix
+// datagram socket the sender's pid (SO_PASSCRED) is mapped to its instance through
+// its cgroup ("kiln/<instance-id>"). Packets from unknown senders are dropped and
+// counted. Bad lines are counted by reason and dropped; the rest of the packet
+// still counts.
+//
+// Threading: one receive thread (epoll over all sockets), one flush thread.
+// Public methods are thread-safe.
+#include <atomic>
+#include <condition_variable>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+
+#include "common/clock.h"
+#include "common/status.h"
+#include "metrics/aggregator.h"
+
+namespace kiln {
+
+struct GatewayOptions {
+  std::string unix_socket_path;  // empty: no Unix socket
+  int flush_interval_ms = 10000;
+  int receive_buffer_bytes = 8 << 20;
+};
+
+struct GatewayCounters {
+  uint64_t packets = 0;
+  uint64_t lines = 0;
+  uint64_t unattributed_packets = 0;
+  std::map<std::string, uint64_t> bad_lines;  // by reason
+};
+
+class MetricsGateway {
+ public:
+  using Sink = std::function<void(const std::vector<MetricPoint>&)>;
+  MetricsGateway(GatewayOptions opts, Clock& clock, Sink sink);
+  ~MetricsGateway();
+  Status Start();
+  void Shutdown();
+
+  // Opens (or returns the already open) UDP port for an instance. Idempotent.
+  Result<int> OpenInstance(const std::string& instance_id, const std::string& job_id, const std::string& team);
+  // Stops receiving for an instance after one more flush.
+  void CloseInstance(const std::string& instance_id);
+
+  // Flushes now (also runs every flush interval).
+  void FlushNow();
+  GatewayCounters counters() const;
+  // Latest flushed value of every series, in Prometheus text format.
+  std::string PrometheusText() const;
+
+  // For benchmarks and tests: the UDP port of an instance, 0 if none.
+  int PortOf(const std::string& instance_id) const;
+
+ private:
+  struct Source {
+    std::string instance_id, job_id, team;
+    int fd = -1;
+    int port = 0;
+    bool closing = false;
+  };
+  void ReceiveLoop();
+  void FlushLoop();
+  void Ingest(const Source& src, const char* data, size_t len);
+  const Source* SourceForPid(int pid);
+
+  GatewayOptions opts_;
+  Clock& clock_;
+  Sink sink_;
+  int epfd_ = -1;
+  int wake_fd_ = -1;
+  int unix_fd_ = -1;
+  std::atomic<bool> stop_{false};
+  std::thread recv_thread_, flush_thread_;
+
+  mutable std::mutex mu_;  // guards everything below
+  std::condition_variable flush_cv_;
+  std::unordered_map<int, Source> by_fd_;
+  std::unordered_map<std::string, int> fd_by_instance_;
+  std::unordered_map<int, std::string> instance_by_pid_;  // cache for the Unix socket
+  Aggregator agg_;
+  GatewayCounters counters_;
+  std::map<std::string, double> latest_;  // prometheus line (without value) -> value
+};
+
+}  // namespace kiln

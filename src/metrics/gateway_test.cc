@@ -1,0 +1,70 @@
+// The gateway over real sockets: UDP per instance, the Unix datagram socket with
+// cgroup attribution is covered end to end in tests/e2e.
+#include "metrics/gateway.h"
+
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <mutex>
+
+namespace kiln {
+namespace {
+
+void SendUdp(int port, const std::string& payload) {
+  int fd = socket(AF_INET, SOCK_DGRAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  sendto(fd, payload.data(), payload.size(), 0, reinterpret_cast<sockaddr*>(&a), sizeof(a));
+  close(fd);
+}
+
+TEST(Gateway, AttributesByPortAndCountsBadPackets) {
+  std::mutex mu;
+  std::vector<MetricPoint> flushed;
+  GatewayOptions o;
+  o.flush_interval_ms = 3600 * 1000;
+  MetricsGateway gw(o, RealClock::Get(), [&](const std::vector<MetricPoint>& p) {
+    std::lock_guard<std::mutex> l(mu);
+    flushed.insert(flushed.end(), p.begin(), p.end());
+  });
+  ASSERT_TRUE(gw.Start().ok());
+  auto p1 = gw.OpenInstance("j-a.1.0", "j-a", "risk");
+  auto p2 = gw.OpenInstance("j-b.1.0", "j-b", "");
+  ASSERT_TRUE(p1.ok() && p2.ok());
+  EXPECT_NE(*p1, *p2);
+  EXPECT_EQ(*gw.OpenInstance("j-a.1.0", "j-a", "risk"), *p1);  // idempotent
+  SendUdp(*p1, "loss:0.5|g\nsteps:1|c\nsteps:1|c");
+  SendUdp(*p1, "garbage\nsteps:1|c");
+  SendUdp(*p2, "steps:7|c");
+  SendUdp(*p2, std::string("bad\xff:1|c"));
+  for (int i = 0; i < 200 && gw.counters().packets < 4; ++i) usleep(5000);
+  gw.FlushNow();
+  auto c = gw.counters();
+  EXPECT_EQ(c.packets, 4u);
+  EXPECT_EQ(c.lines, 5u);
+  EXPECT_EQ(c.bad_lines["no_value"], 1u);
+  EXPECT_EQ(c.bad_lines["not_utf8"], 1u);
+  std::map<std::string, double> got;
+  {
+    std::lock_guard<std::mutex> l(mu);
+    for (auto& p : flushed) got[p.job_id + "/" + p.name + "/" + p.stat] = p.value;
+  }
+  EXPECT_EQ(got["j-a/steps/count"], 3);
+  EXPECT_EQ(got["j-a/loss/value"], 0.5);
+  EXPECT_EQ(got["j-b/steps/count"], 7);
+  std::string prom = gw.PrometheusText();
+  EXPECT_NE(prom.find("kiln_statsd_steps{stat=\"count\",job_id=\"j-a\",team=\"risk\"} 3"), std::string::npos) << prom;
+  EXPECT_NE(prom.find("kiln_statsd_bad_lines_total{reason=\"not_utf8\"} 1"), std::string::npos) << prom;
+  gw.CloseInstance("j-a.1.0");
+  gw.FlushNow();
+  EXPECT_EQ(gw.PortOf("j-a.1.0"), 0);
+  gw.Shutdown();
+}
+
+}  // namespace
+}  // namespace kiln
