@@ -5,7 +5,7 @@
 
 namespace kiln {
 
-static std::string CanonicalTags(std::vector<std::pair<std::string, std::string>> tags) {
+std::string CanonicalTags(std::vector<std::pair<std::string, std::string>> tags) {
   std::sort(tags.begin(), tags.end());
   std::string out;
   for (const auto& [k, v] : tags) {
@@ -18,13 +18,25 @@ static std::string CanonicalTags(std::vector<std::pair<std::string, std::string>
 
 void Aggregator::Add(const std::string& job_id, const std::vector<std::pair<std::string, std::string>>& attribution,
                      const StatsdSample& s) {
-  std::vector<std::pair<std::string, std::string>> tags = s.tags;
-  for (const auto& a : attribution) {
-    // Attribution wins over a tag the program set itself.
-    tags.erase(std::remove_if(tags.begin(), tags.end(), [&](const auto& t) { return t.first == a.first; }), tags.end());
-    tags.push_back(a);
+  AddCanonical(job_id, attribution, CanonicalTags(attribution), s);
+}
+
+void Aggregator::AddCanonical(const std::string& job_id,
+                              const std::vector<std::pair<std::string, std::string>>& attribution,
+                              const std::string& attribution_canonical, const StatsdSample& s) {
+  std::string canon;
+  if (s.tags.empty()) {
+    canon = attribution_canonical;
+  } else {
+    std::vector<std::pair<std::string, std::string>> tags = s.tags;
+    for (const auto& a : attribution) {
+      // Attribution wins over a tag the program set itself.
+      tags.erase(std::remove_if(tags.begin(), tags.end(), [&](const auto& t) { return t.first == a.first; }),
+                 tags.end());
+      tags.push_back(a);
+    }
+    canon = CanonicalTags(std::move(tags));
   }
-  std::string canon = s.tags.empty() && attribution.empty() ? std::string() : CanonicalTags(std::move(tags));
   key_.clear();
   key_.append(s.name).push_back('\x1f');
   key_.append(canon).push_back('\x1f');

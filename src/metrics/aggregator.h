@@ -22,11 +22,18 @@ struct MetricPoint {
   double value = 0;
 };
 
+// "k:v,k2:v2", sorted by key.
+std::string CanonicalTags(std::vector<std::pair<std::string, std::string>> tags);
+
 class Aggregator {
  public:
   // `attribution` tags (job_id, team) are added to the sample's own tags.
   void Add(const std::string& job_id, const std::vector<std::pair<std::string, std::string>>& attribution,
            const StatsdSample& s);
+  // Same, with the attribution already in canonical form (CanonicalTags): the hot
+  // path for untagged samples builds no tag strings.
+  void AddCanonical(const std::string& job_id, const std::vector<std::pair<std::string, std::string>>& attribution,
+                    const std::string& attribution_canonical, const StatsdSample& s);
   // Emits every series touched since the last flush (gauges: every known gauge),
   // then resets counters, timers and sets.
   std::vector<MetricPoint> Flush(TimeMs now);

@@ -15,6 +15,13 @@
 
 namespace kiln {
 
+// A large buffer rides out the moments the receive thread is descheduled. As
+// root, SO_RCVBUFFORCE goes past net.core.rmem_max.
+static void SetReceiveBuffer(int fd, int bytes) {
+  if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &bytes, sizeof(bytes)) != 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof(bytes));
+}
+
 MetricsGateway::MetricsGateway(GatewayOptions opts, Clock& clock, Sink sink)
     : opts_(std::move(opts)), clock_(clock), sink_(std::move(sink)) {}
 
@@ -41,7 +48,7 @@ Status MetricsGateway::Start() {
       return Internal("bind " + opts_.unix_socket_path + ": " + strerror(errno));
     int one = 1;
     setsockopt(unix_fd_, SOL_SOCKET, SO_PASSCRED, &one, sizeof(one));
-    setsockopt(unix_fd_, SOL_SOCKET, SO_RCVBUF, &opts_.receive_buffer_bytes, sizeof(int));
+    SetReceiveBuffer(unix_fd_, opts_.receive_buffer_bytes);
     ev.data.fd = unix_fd_;
     epoll_ctl(epfd_, EPOLL_CTL_ADD, unix_fd_, &ev);
   }
@@ -76,7 +83,7 @@ Result<int> MetricsGateway::OpenInstance(const std::string& instance_id, const s
   if (auto it = fd_by_instance_.find(instance_id); it != fd_by_instance_.end()) return by_fd_[it->second].port;
   int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0) return Unavailable(std::string("socket: ") + strerror(errno));
-  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &opts_.receive_buffer_bytes, sizeof(int));
+  SetReceiveBuffer(fd, opts_.receive_buffer_bytes);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -87,7 +94,15 @@ Result<int> MetricsGateway::OpenInstance(const std::string& instance_id, const s
     close(fd);
     return Unavailable(std::string("bind statsd port: ") + strerror(errno));
   }
-  Source s{instance_id, job_id, team, fd, ntohs(addr.sin_port), false};
+  Source s;
+  s.instance_id = instance_id;
+  s.job_id = job_id;
+  s.team = team;
+  s.attribution = {{"job_id", job_id}};
+  if (!team.empty()) s.attribution.emplace_back("team", team);
+  s.attribution_canonical = CanonicalTags(s.attribution);
+  s.fd = fd;
+  s.port = ntohs(addr.sin_port);
   by_fd_[fd] = s;
   fd_by_instance_[instance_id] = fd;
   epoll_event ev{};
@@ -116,13 +131,11 @@ void MetricsGateway::Ingest(const Source& src, const char* data, size_t len) {
     counters_.bad_lines[ToString(StatsdError::kTooLong)]++;
     return;
   }
-  std::vector<std::pair<std::string, std::string>> attribution = {{"job_id", src.job_id}};
-  if (!src.team.empty()) attribution.emplace_back("team", src.team);
   ParseStatsdPacket(
       std::string_view(data, len),
       [&](const StatsdSample& s) {
         counters_.lines++;
-        agg_.Add(src.job_id, attribution, s);
+        agg_.AddCanonical(src.job_id, src.attribution, src.attribution_canonical, s);
       },
       [&](StatsdError e) { counters_.bad_lines[ToString(e)]++; });
 }
@@ -197,7 +210,6 @@ void MetricsGateway::ReceiveLoop() {
           }
           Ingest(*src, data, len);
         }
-        if (got < kBatch) break;
       }
     }
   }

@@ -28,7 +28,7 @@ namespace kiln {
 struct GatewayOptions {
   std::string unix_socket_path;  // empty: no Unix socket
   int flush_interval_ms = 10000;
-  int receive_buffer_bytes = 8 << 20;
+  int receive_buffer_bytes = 32 << 20;
 };
 
 struct GatewayCounters {
@@ -63,6 +63,8 @@ class MetricsGateway {
  private:
   struct Source {
     std::string instance_id, job_id, team;
+    std::vector<std::pair<std::string, std::string>> attribution;  // job_id, team
+    std::string attribution_canonical;
     int fd = -1;
     int port = 0;
     bool closing = false;

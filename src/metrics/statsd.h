@@ -45,7 +45,7 @@ StatsdError ParseStatsdLine(std::string_view line, StatsdSample* out);
 // Calls `on_sample` for every good line and `on_error` for every bad one.
 template <typename OnSample, typename OnError>
 void ParseStatsdPacket(std::string_view packet, OnSample&& on_sample, OnError&& on_error) {
-  StatsdSample s;
+  thread_local StatsdSample s;  // reused: its strings keep their capacity
   while (!packet.empty()) {
     size_t nl = packet.find('\n');
     std::string_view line = packet.substr(0, nl);
