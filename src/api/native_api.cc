@@ -8,6 +8,8 @@
 #include <fstream>
 #include <regex>
 
+#include "common/fsutil.h"
+
 namespace kiln {
 namespace {
 
@@ -59,6 +61,13 @@ bool BoolParam(const httplib::Request& req, const char* name, bool def) {
 }
 
 }  // namespace
+
+bool IsValidSecretName(const std::string& n) {
+  if (n.empty() || n.size() > 256 || !(isalpha(static_cast<unsigned char>(n[0])) || n[0] == '_')) return false;
+  for (char c : n)
+    if (!(isalnum(static_cast<unsigned char>(c)) || c == '_')) return false;
+  return true;
+}
 
 int HttpStatusFor(Code c) {
   switch (c) {
@@ -208,6 +217,34 @@ void NativeApi::Register(httplib::Server& s) {
   s.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
     std::string text = opts_.metrics ? opts_.metrics->PrometheusText() : "";
     res.set_content(text, "text/plain; version=0.0.4");
+  });
+
+  // Secrets: values go in (raw request body), never come out of the public API.
+  s.Put(R"(/v1/secrets/([^/]+)/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
+    std::string team = req.matches[1], name = req.matches[2];
+    if (!opts_.secrets) return SendError(res, Status(Code::kFailedPrecondition, "kilnd has no master key"));
+    if (!IsValidJobName(team))
+      return SendError(res, InvalidArgument("team", "must be 1-63 letters, digits or hyphens"));
+    if (!IsValidSecretName(name)) return SendError(res, InvalidArgument("name", "must match [A-Za-z_][A-Za-z0-9_]*"));
+    if (req.body.size() > (1u << 20))
+      return SendError(res, Status(Code::kPayloadTooLarge, "secret values are at most 1 MiB"));
+    auto sealed = opts_.secrets->Seal(req.body, team + "/" + name);
+    if (!sealed.ok()) return SendError(res, sealed.status());
+    Status st = store_.PutSecret(team, name, *sealed, RealClock::Get().NowMs());
+    if (!st.ok()) return SendError(res, st);
+    SendJson(res, 200, {{"team", team}, {"name", name}});
+  });
+  s.Get(R"(/v1/secrets/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
+    auto list = store_.ListSecrets(req.matches[1]);
+    if (!list.ok()) return SendError(res, list.status());
+    json arr = json::array();
+    for (const auto& [n, t] : *list) arr.push_back({{"name", n}, {"updated_at", FormatTime(t)}});
+    SendJson(res, 200, {{"team", req.matches[1]}, {"secrets", arr}});
+  });
+  s.Delete(R"(/v1/secrets/([^/]+)/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
+    Status st = store_.DeleteSecret(req.matches[1], req.matches[2]);
+    if (!st.ok()) return SendError(res, st);
+    SendJson(res, 200, {{"deleted", true}});
   });
 
   s.Get(R"(/v1/instances)", [this](const httplib::Request& req, httplib::Response& res) {
@@ -365,10 +402,24 @@ void NativeApi::Register(httplib::Server& s) {
     json channels = json::object();
     for (const auto& [ch, p] : job.spec.inputs) channels[ch] = p;
     const InstanceType* t = catalog_.FindType(job.spec.instance_type);
+    // Secrets the job declared, for its team only. A missing one fails the fetch
+    // (and so the job, early) with a reason that names it but shows no value.
+    json secrets = json::object();
+    for (const auto& name : job.spec.secrets) {
+      if (!opts_.secrets) return SendError(res, Status(Code::kFailedPrecondition, "kilnd has no master key"));
+      auto sealed = store_.GetSecret(job.spec.team, name);
+      if (!sealed.ok())
+        return SendError(res,
+                         Status(Code::kFailedPrecondition, "secret " + name + " not found for team " + job.spec.team));
+      auto value = opts_.secrets->Open(*sealed, job.spec.team + "/" + name);
+      if (!value.ok())
+        return SendError(res, Status(Code::kFailedPrecondition, "secret " + name + " of team " + job.spec.team +
+                                                                    " cannot be decrypted with this master key"));
+      secrets[name] = SanitizeUtf8(*value);
+    }
     json statsd = nullptr;
     if (opts_.metrics) {
-      auto team = job.spec.tags.find("team");
-      auto port = opts_.metrics->OpenInstance(in.id, job.id, team == job.spec.tags.end() ? "" : team->second);
+      auto port = opts_.metrics->OpenInstance(in.id, job.id, job.spec.team);
       if (port.ok()) statsd = {{"host", "127.0.0.1"}, {"port", *port}, {"socket", "/opt/ml/.kiln/statsd.sock"}};
     }
     SendJson(res, 200,
@@ -388,7 +439,8 @@ void NativeApi::Register(httplib::Server& s) {
                 {"current_instance_type", job.spec.instance_type},
                 {"network_interface_name", "lo"}}},
               {"output_dir", job.output_dir},
-              {"statsd", statsd}});
+              {"statsd", statsd},
+              {"secrets", secrets}});
   });
 
   s.Post("/v1/runtime/events", [this, authenticate](const httplib::Request& req, httplib::Response& res) {

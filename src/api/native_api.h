@@ -8,6 +8,7 @@
 #include "api/tokens.h"
 #include "controller/controller.h"
 #include "metrics/gateway.h"
+#include "secrets/secret_box.h"
 
 namespace kiln {
 
@@ -16,7 +17,8 @@ struct NativeApiOptions {
   std::string version = "0.1.0";
   // Where an instance's log file is (backend-specific).
   std::function<std::string(const std::string& instance_id)> log_path;
-  MetricsGateway* metrics = nullptr;  // optional
+  MetricsGateway* metrics = nullptr;   // optional
+  const SecretBox* secrets = nullptr;  // optional: without it, jobs cannot use secrets
 };
 
 // Registers the /v1 routes on `server`. Borrowed references must outlive it.
@@ -41,5 +43,6 @@ class NativeApi {
 };
 
 int HttpStatusFor(Code c);
+bool IsValidSecretName(const std::string& n);
 
 }  // namespace kiln

@@ -55,7 +55,13 @@ class Api {
   }
   // Returns the parsed body; prints the error and returns nullopt on failure.
   std::optional<json> Call(const std::string& method, const std::string& path, const std::string& body = "") {
-    httplib::Result r = method == "POST" ? cli_.Post(path, body, "application/json") : cli_.Get(path);
+    return Request(method, path, body);
+  }
+  std::optional<json> Request(const std::string& method, const std::string& path, const std::string& body) {
+    httplib::Result r = method == "POST"     ? cli_.Post(path, body, "application/json")
+                        : method == "PUT"    ? cli_.Put(path, body, "application/octet-stream")
+                        : method == "DELETE" ? cli_.Delete(path)
+                                             : cli_.Get(path);
     if (!r) {
       fprintf(stderr, "kiln: cannot reach kilnd at %s:%d (%s). Is it running? Set --endpoint or KILN_ENDPOINT.\n",
               ep_.host.c_str(), ep_.port, httplib::to_string(r.error()).c_str());
@@ -248,12 +254,29 @@ int RunCli(int argc, char** argv) {
   logs->add_option("id", id)->required();
   bool logs_follow = false;
   logs->add_flag("-f,--follow", logs_follow);
+  auto* metrics = jobs->add_subcommand("metrics", "print a job's metric series (StatsD, log regexes)");
+  metrics->add_option("id", id)->required();
+  std::string metric_name;
+  metrics->add_option("--name", metric_name, "only this metric");
   auto* events = jobs->add_subcommand("events", "print a job's events");
   events->add_option("id", id)->required();
   bool events_follow = false;
   events->add_flag("-f,--follow", events_follow);
   int64_t after = 0;
   events->add_option("--after", after, "resume after this sequence number");
+
+  auto* secrets = app.add_subcommand("secrets", "team secrets (values from stdin or a file, never argv)");
+  secrets->require_subcommand(1);
+  std::string team, secret_name, from_file;
+  auto* sset = secrets->add_subcommand("set", "store a secret; the value is read from stdin or --from-file");
+  sset->add_option("--team", team)->required();
+  sset->add_option("name", secret_name)->required();
+  sset->add_option("--from-file", from_file, "read the value from this file");
+  auto* slist = secrets->add_subcommand("list", "list a team's secret names");
+  slist->add_option("--team", team)->required();
+  auto* sdel = secrets->add_subcommand("delete", "delete a secret");
+  sdel->add_option("--team", team)->required();
+  sdel->add_option("name", secret_name)->required();
 
   CLI11_PARSE(app, argc, argv);
   Api api(ResolveEndpoint(endpoint, data_dir));
@@ -330,6 +353,58 @@ int RunCli(int argc, char** argv) {
                            return true;
                          });
     return ok ? 0 : 2;
+  }
+  if (*sset) {
+    std::string value;
+    if (!from_file.empty()) {
+      auto v = ReadFile(from_file);
+      if (!v.ok()) {
+        fprintf(stderr, "kiln: %s\n", v.status().ToString().c_str());
+        return 2;
+      }
+      value = *v;
+    } else {
+      if (isatty(0)) fprintf(stderr, "value (end with Ctrl-D): ");
+      value.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+      if (isatty(0)) fprintf(stderr, "\n");
+    }
+    if (!value.empty() && value.back() == '\n' && from_file.empty()) value.pop_back();  // echo adds one
+    auto r = api.Request("PUT", "/v1/secrets/" + esc(team) + "/" + esc(secret_name), value);
+    if (!r) return 2;
+    std::cout << "stored " << team << "/" << secret_name << "\n";
+    return 0;
+  }
+  if (*slist) {
+    auto r = api.Call("GET", "/v1/secrets/" + esc(team));
+    if (!r) return 2;
+    if (as_json)
+      std::cout << r->dump(2) << "\n";
+    else
+      for (const auto& s : (*r)["secrets"])
+        std::cout << Pad(s.value("name", ""), 40) << s.value("updated_at", "") << "\n";
+    return 0;
+  }
+  if (*sdel) {
+    if (!api.Request("DELETE", "/v1/secrets/" + esc(team) + "/" + esc(secret_name), "")) return 2;
+    std::cout << "deleted " << team << "/" << secret_name << "\n";
+    return 0;
+  }
+  if (*metrics) {
+    auto r =
+        api.Call("GET", "/v1/jobs/" + esc(id) + "/metrics" + (metric_name.empty() ? "" : "?name=" + esc(metric_name)));
+    if (!r) return 2;
+    if (as_json) {
+      std::cout << r->dump(2) << "\n";
+      return 0;
+    }
+    std::cout << Pad("METRIC", 28) << Pad("STAT", 6) << Pad("LAST", 14) << Pad("POINTS", 7) << "TAGS\n";
+    for (const auto& s : (*r)["series"]) {
+      const auto& pts = s["points"];
+      std::string last = pts.empty() ? "-" : pts.back()[1].dump();
+      std::cout << Pad(s.value("name", ""), 28) << Pad(s.value("stat", ""), 6) << Pad(last, 14)
+                << Pad(std::to_string(pts.size()), 7) << s.value("tags", "") << "\n";
+    }
+    return 0;
   }
   if (*events) {
     auto j = api.Call("GET", "/v1/jobs/" + esc(id));

@@ -61,6 +61,8 @@ int RunKilnd(const KilndOptions& o) {
   auto secret = LoadOrCreateSecret(data + "/secret.key");
   if (!secret.ok()) return fail(secret.status());
   TokenIssuer tokens(*secret);
+  auto box = SecretBox::LoadOrCreate(o.master_key_path.empty() ? data + "/master.key" : o.master_key_path);
+  if (!box.ok()) return fail(box.status());
 
   auto store = OpenSqliteStore(data + "/kiln.db", o.durable_fsync ? Durability::kFull : Durability::kNormal);
   if (!store.ok()) return fail(store.status());
@@ -119,6 +121,7 @@ int RunKilnd(const KilndOptions& o) {
   ComputeBackend* be = backend->get();
   aopts.log_path = [be](const std::string& id) { return be->LogPath(id); };
   aopts.metrics = &metrics;
+  aopts.secrets = &*box;
   NativeApi api(controller, **store, *catalog, tokens, aopts);
   api.Register(server);
   server.set_error_handler([](const httplib::Request&, httplib::Response& res) {

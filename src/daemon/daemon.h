@@ -12,6 +12,7 @@ struct KilndOptions {
   bool durable_fsync = false;
   int resync_seconds = 60;
   int statsd_flush_ms = 10000;
+  std::string master_key_path;  // default <data-dir>/master.key
 };
 
 // Runs until SIGTERM/SIGINT. Returns the process exit code.

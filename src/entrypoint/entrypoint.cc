@@ -168,6 +168,10 @@ std::vector<std::string> WriteContract(const json& rt, const std::string& root) 
     env.push_back("SM_CHANNEL_" + ToUpperName(ch) + "=" + dst);
   }
   WriteFileAtomic(root + "/input/config/inputdataconfig.json", idc.dump(), 0644, Sync::kNoSync);
+  // Secrets become environment variables of the user command only; nothing logs them.
+  const json secrets = rt.value("secrets", json::object());
+  for (auto& [k, v] : secrets.items())
+    if (v.is_string()) env.push_back(k + "=" + v.get<std::string>());
   const json user_env = rt.value("environment", json::object());
   for (auto& [k, v] : user_env.items()) env.push_back(k + "=" + HpString(v));
   json hosts = rc.value("hosts", json::array({"algo-1"}));

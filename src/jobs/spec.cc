@@ -74,7 +74,8 @@ const std::set<std::string> kKnownFields = {"name",           "image",
                                             "environment",    "inputs",
                                             "output",         "max_runtime_seconds",
                                             "retry_attempts", "stop_grace_seconds",
-                                            "tags",           "kind"};
+                                            "tags",           "kind",
+                                            "team",           "secrets"};
 
 }  // namespace
 
@@ -172,6 +173,22 @@ Result<JobSpec> ParseSpec(const json& j, const Catalog* catalog) {
   if (j.contains("stop_grace_seconds"))
     KILN_RETURN_IF_ERROR(
         Int(j["stop_grace_seconds"], "stop_grace_seconds", 0, kMaxStopGraceSeconds, &s.stop_grace_seconds));
+  if (j.contains("team")) {
+    if (!j["team"].is_string() || !IsValidJobName(j["team"].get<std::string>()))
+      return InvalidArgument("team", "must be 1-63 letters, digits or hyphens");
+    s.team = j["team"];
+  }
+  if (j.contains("secrets")) {
+    const auto& sec = j["secrets"];
+    if (!sec.is_array()) return InvalidArgument("secrets", "must be a list of secret names");
+    if (sec.size() > 100) return InvalidArgument("secrets", "at most 100 secrets");
+    for (size_t i = 0; i < sec.size(); ++i) {
+      std::string f = "secrets[" + std::to_string(i) + "]";
+      if (!sec[i].is_string() || !IsEnvKey(sec[i].get<std::string>()))
+        return InvalidArgument(f, "must be a name matching [A-Za-z_][A-Za-z0-9_]*");
+      s.secrets.push_back(sec[i]);
+    }
+  }
   if (j.contains("tags")) KILN_RETURN_IF_ERROR(StringMap(j["tags"], "tags", &s.tags, nullptr, "", kMaxTags, 128, 256));
   return s;
 }
@@ -191,6 +208,8 @@ nlohmann::json JobSpec::ToJson() const {
   j["retry_attempts"] = retry_attempts;
   j["stop_grace_seconds"] = stop_grace_seconds;
   j["tags"] = tags;
+  j["team"] = team;
+  j["secrets"] = secrets;
   return j;
 }
 

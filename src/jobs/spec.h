@@ -27,6 +27,8 @@ struct JobSpec {
   int retry_attempts = 0;
   int64_t stop_grace_seconds = 120;
   std::map<std::string, std::string> tags;
+  std::string team = "default";      // owns the job's secrets and metrics attribution
+  std::vector<std::string> secrets;  // names, exported to the job as environment variables
 
   nlohmann::json ToJson() const;
 };

@@ -62,6 +62,15 @@ CREATE TABLE metric_points(
   value REAL NOT NULL);
 CREATE INDEX metric_points_job ON metric_points(job_id, name, time_ms);
 )sql",
+    // 3: team secrets (sealed values)
+    R"sql(
+CREATE TABLE secrets(
+  team TEXT NOT NULL,
+  name TEXT NOT NULL,
+  sealed BLOB NOT NULL,
+  updated_ms INTEGER NOT NULL,
+  PRIMARY KEY(team, name));
+)sql",
 };
 
 class Stmt {
@@ -77,6 +86,10 @@ class Stmt {
   }
   Stmt& Bind(int i, int64_t v) {
     sqlite3_bind_int64(s_, i, v);
+    return *this;
+  }
+  Stmt& BindBlob(int i, const std::string& v) {
+    sqlite3_bind_blob(s_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
     return *this;
   }
   Stmt& BindDouble(int i, double v) {
@@ -358,6 +371,41 @@ class SqliteStore final : public Store {
     std::vector<MetricPoint> out;
     while (s.Step() == SQLITE_ROW) out.push_back({s.Text(0), s.Text(1), s.Text(2), s.Text(3), s.Int(4), s.Double(5)});
     return out;
+  }
+
+  Status PutSecret(const std::string& team, const std::string& name, const std::string& sealed, TimeMs now) override {
+    std::lock_guard<std::mutex> l(mu_);
+    Stmt s(db_,
+           "INSERT INTO secrets(team,name,sealed,updated_ms) VALUES(?,?,?,?) "
+           "ON CONFLICT(team,name) DO UPDATE SET sealed=excluded.sealed, updated_ms=excluded.updated_ms");
+    s.Bind(1, team).Bind(2, name).BindBlob(3, sealed).Bind(4, now);
+    return s.Step() == SQLITE_DONE ? Status::Ok() : Err("put secret");
+  }
+
+  Result<std::string> GetSecret(const std::string& team, const std::string& name) override {
+    std::lock_guard<std::mutex> l(mu_);
+    Stmt s(db_, "SELECT sealed FROM secrets WHERE team=? AND name=?");
+    s.Bind(1, team).Bind(2, name);
+    if (s.Step() != SQLITE_ROW) return NotFound("secret " + name + " not found for team " + team);
+    return s.Text(0);
+  }
+
+  Result<std::vector<std::pair<std::string, TimeMs>>> ListSecrets(const std::string& team) override {
+    std::lock_guard<std::mutex> l(mu_);
+    Stmt s(db_, "SELECT name, updated_ms FROM secrets WHERE team=? ORDER BY name");
+    s.Bind(1, team);
+    std::vector<std::pair<std::string, TimeMs>> out;
+    while (s.Step() == SQLITE_ROW) out.emplace_back(s.Text(0), s.Int(1));
+    return out;
+  }
+
+  Status DeleteSecret(const std::string& team, const std::string& name) override {
+    std::lock_guard<std::mutex> l(mu_);
+    Stmt s(db_, "DELETE FROM secrets WHERE team=? AND name=?");
+    s.Bind(1, team).Bind(2, name);
+    if (s.Step() != SQLITE_DONE) return Err("delete secret");
+    if (sqlite3_changes(db_) == 0) return NotFound("secret " + name + " not found for team " + team);
+    return Status::Ok();
   }
 
  private:

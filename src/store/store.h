@@ -61,6 +61,14 @@ class Store {
   virtual Status AppendMetricPoints(const std::vector<MetricPoint>& points) = 0;
   // Points of one job, oldest first; `name` empty = all series.
   virtual Result<std::vector<MetricPoint>> JobMetrics(const std::string& job_id, const std::string& name) = 0;
+
+  // Secrets hold sealed (encrypted) values only; the store never sees plaintext.
+  virtual Status PutSecret(const std::string& team, const std::string& name, const std::string& sealed, TimeMs now) = 0;
+  // kNotFound if absent.
+  virtual Result<std::string> GetSecret(const std::string& team, const std::string& name) = 0;
+  virtual Result<std::vector<std::pair<std::string, TimeMs>>> ListSecrets(const std::string& team) = 0;
+  // kNotFound if absent.
+  virtual Status DeleteSecret(const std::string& team, const std::string& name) = 0;
 };
 
 enum class Durability {

@@ -152,6 +152,21 @@ TEST_P(StoreConformance, MetricPointsRoundTrip) {
   EXPECT_EQ((*loss)[1].time, 20);
 }
 
+TEST_P(StoreConformance, SecretsArePerTeam) {
+  std::string sealed("\x00\x01binary\xff", 10);
+  ASSERT_TRUE(store_->PutSecret("risk", "TOKEN", sealed, 1).ok());
+  EXPECT_EQ(*store_->GetSecret("risk", "TOKEN"), sealed);
+  EXPECT_EQ(store_->GetSecret("ads", "TOKEN").status().code(), Code::kNotFound);
+  ASSERT_TRUE(store_->PutSecret("risk", "TOKEN", "v2", 2).ok());
+  EXPECT_EQ(*store_->GetSecret("risk", "TOKEN"), "v2");
+  auto list = store_->ListSecrets("risk");
+  ASSERT_EQ(list->size(), 1u);
+  EXPECT_EQ((*list)[0].first, "TOKEN");
+  EXPECT_EQ((*list)[0].second, 2);
+  EXPECT_TRUE(store_->DeleteSecret("risk", "TOKEN").ok());
+  EXPECT_EQ(store_->DeleteSecret("risk", "TOKEN").code(), Code::kNotFound);
+}
+
 TEST_P(StoreConformance, AttentionListsLiveJobs) {
   ASSERT_TRUE(store_->CreateJob(MakeJob("j-1", "a", 10), Created()).ok());
   auto ids = store_->JobsNeedingAttention();

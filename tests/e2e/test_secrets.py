@@ -1,0 +1,92 @@
+"""End-to-end tests of team secrets and per-instance tokens: values go in through
+the CLI's stdin, reach only the job that declared them, and appear nowhere else."""
+import glob
+import hashlib
+import json
+import os
+import subprocess
+import unittest
+import uuid
+
+from test_kilnd import KilndHarness, unique
+
+
+class SecretsE2E(KilndHarness):
+
+    def set_secret(self, team, name, value):
+        r = subprocess.run([os.path.join(self.bin, "kiln"), "--endpoint", self.addr, "secrets", "set", "--team", team,
+                            name], input=value, capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertNotIn(value, r.stdout + r.stderr)
+
+    def test_secret_reaches_only_its_job_and_is_never_shown(self):
+        value = "s3cr3t-" + uuid.uuid4().hex
+        self.set_secret("risk", "FEATURE_STORE_TOKEN", value)
+        r = subprocess.run([os.path.join(self.bin, "kiln"), "--endpoint", self.addr, "secrets", "list", "--team", "risk"],
+                           capture_output=True, text=True, timeout=30)
+        self.assertIn("FEATURE_STORE_TOKEN", r.stdout)
+        self.assertNotIn(value, r.stdout)
+
+        digest = hashlib.sha256(value.encode()).hexdigest()
+        check = ("import hashlib, os, sys\n"
+                 "v = os.environ.get('FEATURE_STORE_TOKEN', '')\n"
+                 "ok = hashlib.sha256(v.encode()).hexdigest() == %r\n"
+                 "print('secret matches' if ok else 'secret mismatch')\n"
+                 "sys.exit(0 if ok else 1)\n" % digest)
+        spec = self.spec(unique("secret"), ["/usr/bin/python3", "-c", check])
+        spec.update(team="risk", secrets=["FEATURE_STORE_TOKEN"])
+        job = self.wait_terminal(self.submit(spec)["id"])
+        self.assertEqual(job["status"], "Completed", job)
+        self.assertIn("secret matches", self.logs(job["id"]))
+
+        # The value appears nowhere kilnd shows or keeps in clear.
+        st, describe = self.http("GET", "/v1/jobs/%s" % job["id"])
+        st, events = self.http("GET", "/v1/events?follow=false")
+        st, listing = self.http("GET", "/v1/jobs?limit=1000")
+        places = {"describe": describe, "events": events, "list": listing, "logs": self.logs(job["id"])}
+        with open(os.path.join(self.tmp, "kilnd.log"), errors="replace") as f:
+            places["kilnd.log"] = f.read()
+        for path in glob.glob(os.path.join(self.data, "kiln.db*")) + glob.glob(
+                os.path.join(self.data, "instances", "**", "*"), recursive=True):
+            if os.path.isfile(path):
+                with open(path, "rb") as f:
+                    places[path] = f.read().decode("latin-1")
+        for where, text in places.items():
+            self.assertNotIn(value, text, "secret value leaked into %s" % where)
+
+    def test_other_team_cannot_fetch_it(self):
+        self.set_secret("risk", "ONLY_RISK", "risk-only-" + uuid.uuid4().hex)
+        spec = self.spec(unique("wrongteam"), ["/bin/true"])
+        spec.update(team="ads", secrets=["ONLY_RISK"])
+        job = self.wait_terminal(self.submit(spec)["id"])
+        self.assertEqual(job["status"], "Failed", job)
+        self.assertIn("secret ONLY_RISK not found for team ads", job["failure_reason"])
+
+    def test_token_is_refused_after_the_job_and_for_other_instances(self):
+        spec = self.spec(unique("token"), ["/bin/sh", "-c", 'printf %s "$KILN_TOKEN" > /opt/ml/output/data/token'])
+        job = self.wait_terminal(self.submit(spec)["id"])
+        self.assertEqual(job["status"], "Completed", job)
+        with open(os.path.join(self.data, "instances", job["id"] + ".1.0", "ml", "output", "data", "token")) as f:
+            token = f.read()
+        st, body = self.http("GET", "/v1/runtime", headers={"Authorization": "Bearer " + token})
+        self.assertEqual(st, 401, body)
+        self.assertIn("ended", body)
+        # Another instance's id with this token's MAC: refused.
+        iid, mac = token.rsplit(".", 1)
+        forged = iid[:-1] + ("1" if iid[-1] != "1" else "2") + "." + mac
+        st, body = self.http("GET", "/v1/runtime", headers={"Authorization": "Bearer " + forged})
+        self.assertEqual(st, 401, body)
+        st, body = self.http("GET", "/v1/runtime")
+        self.assertEqual(st, 401, body)
+
+    def test_bad_secret_input(self):
+        st, body = self.http("PUT", "/v1/secrets/risk/1BAD", body=b"value-123")
+        self.assertEqual(st, 400, body)
+        self.assertEqual(json.loads(body)["error"]["field"], "name")
+        self.assertNotIn("value-123", body)
+        st, body = self.http("DELETE", "/v1/secrets/risk/NOPE")
+        self.assertEqual(st, 404, body)
+
+
+if __name__ == "__main__":
+    unittest.main()
