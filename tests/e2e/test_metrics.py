@@ -43,7 +43,7 @@ class MetricsE2E(KilndHarness):
                   "statsd.set('users', 'a'); statsd.set('users', 'b'); statsd.set('users', 'a')\n"
                   "print('sent')\n")
         spec = self.spec(unique("statsd"), ["/usr/bin/python3", "-c", script])
-        spec["tags"] = {"team": "risk"}
+        spec["team"] = "risk"
         job = self.wait_terminal(self.submit(spec)["id"])
         self.assertEqual(job["status"], "Completed", job)
         m = self.wait_metric(job["id"], ("batch_ms", "p99"))
@@ -73,12 +73,12 @@ print('done')
         m = self.wait_metric(job["id"], ("dd.latency", "p99"))
         tags, points = m[("dd.requests", "count")]
         self.assertEqual(points[-1][1] if len(points) == 1 else sum(p[1] for p in points), 11)  # 3 + 4/0.5
-        self.assertEqual(tags, "env:prod,job_id:%s,route:/a" % job["id"])
+        self.assertEqual(tags, "env:prod,job_id:%s,route:/a,team:default" % job["id"])
         st, prom = self.http("GET", "/metrics")
         self.assertEqual(st, 200)
         for reason in ("no_type", "bad_type", "not_utf8"):
             self.assertIn('kiln_statsd_bad_lines_total{reason="%s"}' % reason, prom)
-        self.assertIn('kiln_statsd_dd_requests{stat="count",env="prod",job_id="%s",route="/a"}' % job["id"], prom)
+        self.assertIn('kiln_statsd_dd_requests{stat="count",env="prod",job_id="%s",route="/a",team="default"}' % job["id"], prom)
 
     def test_prometheus_scrapes_kilnd(self):
         prom_bin = shutil.which("prometheus")
