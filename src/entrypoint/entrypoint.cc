@@ -20,6 +20,7 @@
 
 #include "common/clock.h"
 #include "common/fsutil.h"
+#include "entrypoint/context.h"
 
 namespace kiln {
 namespace {
@@ -136,24 +137,30 @@ std::string HpString(const json& v) {
   return v.is_string() ? v.get<std::string>() : v.dump();
 }
 
-// Writes the contract files and returns extra environment for the user command.
-std::vector<std::string> WriteContract(const json& rt, const std::string& root) {
+enum class ContractFiles { kWrite, kSkip };
+
+// Writes the contract files (unless the platform already did) and returns the
+// extra environment for the user command.
+std::vector<std::string> WriteContract(const json& rt, const std::string& root, ContractFiles files) {
   std::vector<std::string> env;
   const json hps = rt.value("hyperparameters", json::object());
-  MakeDirs(root + "/input/config");
-  MakeDirs(root + "/model");
-  MakeDirs(root + "/output/data");
-  MakeDirs(root + "/checkpoints");
-  WriteFileAtomic(root + "/input/config/hyperparameters.json", hps.dump(), 0644, Sync::kNoSync);
+  const bool write = files == ContractFiles::kWrite;
+  if (write) {
+    MakeDirs(root + "/input/config");
+    MakeDirs(root + "/model");
+    MakeDirs(root + "/output/data");
+    MakeDirs(root + "/checkpoints");
+    WriteFileAtomic(root + "/input/config/hyperparameters.json", hps.dump(), 0644, Sync::kNoSync);
+  }
   json rc = rt.value("resource_config", json::object());
-  WriteFileAtomic(root + "/input/config/resourceconfig.json", rc.dump(), 0644, Sync::kNoSync);
+  if (write) WriteFileAtomic(root + "/input/config/resourceconfig.json", rc.dump(), 0644, Sync::kNoSync);
   json idc = json::object();
   json channels = json::array();
   const json chans = rt.value("channels", json::object());
   for (auto& [ch, src] : chans.items()) {
     std::string dst = root;
     dst.append("/input/data/").append(ch);
-    if (!fs::exists(dst) || fs::is_empty(dst)) {
+    if (write && (!fs::exists(dst) || fs::is_empty(dst))) {
       // Not provided by the backend (e.g. no sandbox): copy it in.
       std::error_code ec;
       fs::create_directories(dst, ec);
@@ -167,7 +174,7 @@ std::vector<std::string> WriteContract(const json& rt, const std::string& root) 
     channels.push_back(ch);
     env.push_back("SM_CHANNEL_" + ToUpperName(ch) + "=" + dst);
   }
-  WriteFileAtomic(root + "/input/config/inputdataconfig.json", idc.dump(), 0644, Sync::kNoSync);
+  if (write) WriteFileAtomic(root + "/input/config/inputdataconfig.json", idc.dump(), 0644, Sync::kNoSync);
   // Secrets become environment variables of the user command only; nothing logs them.
   const json secrets = rt.value("secrets", json::object());
   for (auto& [k, v] : secrets.items())
@@ -262,16 +269,23 @@ int RunEntrypoint(int argc, char** argv) {
   const std::string root = Env("KILN_ML_ROOT", "/opt/ml");
   const std::string api_url = Env("KILN_API_URL");
   const std::string token = Env("KILN_TOKEN");
-  std::string runtime = Env("KILN_RUNTIME");
-  if (runtime.empty()) runtime = api_url.empty() ? "dev" : "kiln-local";
-  setenv("KILN_RUNTIME", runtime.c_str(), 1);
+  bool bad_override = false;
+  const DetectedContext ctx = DetectContext(
+      getenv, [](const std::string& p) { return fs::exists(p); }, &bad_override);
+  if (bad_override) {
+    Log(ctx.marker);
+    return 2;
+  }
+  setenv("KILN_RUNTIME", ToString(ctx.context), 1);
+  const ContextPlan plan = PlanFor(ctx.context, !api_url.empty());
+  if (getenv("KILN_ENTRYPOINT_VERBOSE")) Log(std::string("context ") + ToString(ctx.context) + " (" + ctx.marker + ")");
   ApiTarget api = api_url.empty() ? ApiTarget{} : ParseUrl(api_url);
-  Reporter reporter(api, token);
+  Reporter reporter(plan.report_phases ? api : ApiTarget{}, token);
 
   std::vector<std::string> extra_env;
   std::string output_dir;
   int index = 0;
-  if (!api.host.empty()) {
+  if (plan.fetch_runtime) {
     reporter.Report("Downloading");
     auto rt = FetchRuntime(api, token);
     if (!rt.ok()) {
@@ -282,7 +296,7 @@ int RunEntrypoint(int argc, char** argv) {
       WriteFileAtomic(root + "/.kiln/exit.json", json{{"exit_code", 1}, {"signal", 0}}.dump(), 0644, Sync::kNoSync);
       return 1;
     }
-    extra_env = WriteContract(*rt, root);
+    extra_env = WriteContract(*rt, root, plan.write_contract ? ContractFiles::kWrite : ContractFiles::kSkip);
     output_dir = rt->value("output_dir", "");
     index = rt->value("index", 0);
   }
@@ -408,7 +422,7 @@ int RunEntrypoint(int argc, char** argv) {
       " after " + std::to_string(RealClock::Get().NowMs() - t_start) + " ms");
 
   json result = {{"exit_code", exit_code}, {"signal", sig}};
-  if (exit_code == 0 && index == 0 && !output_dir.empty()) {
+  if (plan.upload_model && exit_code == 0 && index == 0 && !output_dir.empty()) {
     reporter.Report("Uploading");
     std::string tmp = output_dir + "/.model.tar.gz.tmp";
     std::string dst = output_dir + "/model.tar.gz";
