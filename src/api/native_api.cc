@@ -440,7 +440,8 @@ void NativeApi::Register(httplib::Server& s) {
                 {"network_interface_name", "lo"}}},
               {"output_dir", job.output_dir},
               {"statsd", statsd},
-              {"secrets", secrets}});
+              {"secrets", secrets},
+              {"metric_definitions", job.spec.ToJson()["metric_definitions"]}});
   });
 
   s.Post("/v1/runtime/events", [this, authenticate](const httplib::Request& req, httplib::Response& res) {

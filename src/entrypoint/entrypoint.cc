@@ -1,19 +1,24 @@
 #include "entrypoint/entrypoint.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <httplib.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
 #include <filesystem>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <regex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -136,6 +141,60 @@ std::string ToUpperName(const std::string& s) {
 std::string HpString(const json& v) {
   return v.is_string() ? v.get<std::string>() : v.dump();
 }
+
+// MetricDefinitions: regexes over the job's output lines. A match becomes a StatsD
+// gauge sent to the job's gateway port, so log metrics and StatsD metrics land in
+// the same series model.
+class LogMetrics {
+ public:
+  void Configure(const json& rt) {
+    const json defs = rt.value("metric_definitions", json::array());
+    const json statsd = rt.value("statsd", json());
+    if (defs.empty() || !statsd.is_object()) return;
+    for (const auto& d : defs) {
+      try {
+        defs_.emplace_back(d.value("name", ""), std::regex(d.value("regex", "")));
+      } catch (const std::regex_error&) {
+      }
+    }
+    fd_ = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(statsd.value("port", 0)));
+    inet_pton(AF_INET, statsd.value("host", std::string("127.0.0.1")).c_str(), &a.sin_addr);
+    if (connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
+      close(fd_);
+      fd_ = -1;
+    }
+  }
+  void Match(const std::string& line) {
+    if (fd_ < 0 || line.size() > 4096) return;
+    std::smatch m;
+    for (const auto& [name, re] : defs_) {
+      if (!std::regex_search(line, m, re) || m.size() < 2) continue;
+      char* end = nullptr;
+      std::string v = m[1].str();
+      double d = strtod(v.c_str(), &end);
+      if (end == v.c_str() || !std::isfinite(d)) continue;
+      char buf[320];
+      int n = snprintf(buf, sizeof(buf), "%s:%.17g|g", name.c_str(), d);
+      if (n > 0 && n < static_cast<int>(sizeof(buf))) {
+        ssize_t w = send(fd_, buf, static_cast<size_t>(n), 0);
+        (void)w;
+      }
+    }
+  }
+  LogMetrics() = default;
+  LogMetrics(const LogMetrics&) = delete;
+  LogMetrics& operator=(const LogMetrics&) = delete;
+  ~LogMetrics() {
+    if (fd_ >= 0) close(fd_);
+  }
+
+ private:
+  std::vector<std::pair<std::string, std::regex>> defs_;
+  int fd_ = -1;
+};
 
 enum class ContractFiles { kWrite, kSkip };
 
@@ -283,6 +342,7 @@ int RunEntrypoint(int argc, char** argv) {
   Reporter reporter(plan.report_phases ? api : ApiTarget{}, token);
 
   std::vector<std::string> extra_env;
+  LogMetrics log_metrics;
   std::string output_dir;
   int index = 0;
   if (plan.fetch_runtime) {
@@ -297,6 +357,7 @@ int RunEntrypoint(int argc, char** argv) {
       return 1;
     }
     extra_env = WriteContract(*rt, root, plan.write_contract ? ContractFiles::kWrite : ContractFiles::kSkip);
+    log_metrics.Configure(*rt);
     output_dir = rt->value("output_dir", "");
     index = rt->value("index", 0);
   }
@@ -343,6 +404,7 @@ int RunEntrypoint(int argc, char** argv) {
       first_line = true;
       reporter.Report("FirstLine");
     }
+    log_metrics.Match(line);
     std::string l = line + "\n";
     ssize_t n = write(which == 0 ? 1 : 2, l.data(), l.size());
     (void)n;

@@ -68,14 +68,23 @@ Status AbsPath(const json& j, const std::string& field, std::string* out) {
   return Status::Ok();
 }
 
-const std::set<std::string> kKnownFields = {"name",           "image",
-                                            "command",        "code_dir",
-                                            "instance",       "hyperparameters",
-                                            "environment",    "inputs",
-                                            "output",         "max_runtime_seconds",
-                                            "retry_attempts", "stop_grace_seconds",
-                                            "tags",           "kind",
-                                            "team",           "secrets"};
+const std::set<std::string> kKnownFields = {"name",
+                                            "image",
+                                            "command",
+                                            "code_dir",
+                                            "instance",
+                                            "hyperparameters",
+                                            "environment",
+                                            "inputs",
+                                            "output",
+                                            "max_runtime_seconds",
+                                            "retry_attempts",
+                                            "stop_grace_seconds",
+                                            "tags",
+                                            "kind",
+                                            "team",
+                                            "secrets",
+                                            "metric_definitions"};
 
 }  // namespace
 
@@ -178,6 +187,27 @@ Result<JobSpec> ParseSpec(const json& j, const Catalog* catalog) {
       return InvalidArgument("team", "must be 1-63 letters, digits or hyphens");
     s.team = j["team"];
   }
+  if (j.contains("metric_definitions")) {
+    const auto& md = j["metric_definitions"];
+    if (!md.is_array()) return InvalidArgument("metric_definitions", "must be a list of {name, regex}");
+    if (md.size() > 40) return InvalidArgument("metric_definitions", "at most 40 metric definitions");
+    for (size_t i = 0; i < md.size(); ++i) {
+      std::string f = "metric_definitions[" + std::to_string(i) + "]";
+      if (!md[i].is_object() || !md[i].contains("name") || !md[i]["name"].is_string() ||
+          md[i]["name"].get<std::string>().empty() || md[i]["name"].get<std::string>().size() > 255)
+        return InvalidArgument(f + ".name", "required, 1-255 characters");
+      if (!md[i].contains("regex") || !md[i]["regex"].is_string() || md[i]["regex"].get<std::string>().empty() ||
+          md[i]["regex"].get<std::string>().size() > 500)
+        return InvalidArgument(f + ".regex", "required, 1-500 characters");
+      try {
+        std::regex re(md[i]["regex"].get<std::string>());
+        if (re.mark_count() < 1) return InvalidArgument(f + ".regex", "needs a capture group around the value");
+      } catch (const std::regex_error& e) {
+        return InvalidArgument(f + ".regex", std::string("not a valid regular expression: ") + e.what());
+      }
+      s.metric_definitions.emplace_back(md[i]["name"], md[i]["regex"]);
+    }
+  }
   if (j.contains("secrets")) {
     const auto& sec = j["secrets"];
     if (!sec.is_array()) return InvalidArgument("secrets", "must be a list of secret names");
@@ -210,6 +240,8 @@ nlohmann::json JobSpec::ToJson() const {
   j["tags"] = tags;
   j["team"] = team;
   j["secrets"] = secrets;
+  j["metric_definitions"] = nlohmann::json::array();
+  for (const auto& [n, r] : metric_definitions) j["metric_definitions"].push_back({{"name", n}, {"regex", r}});
   return j;
 }
 

@@ -29,6 +29,9 @@ struct JobSpec {
   std::map<std::string, std::string> tags;
   std::string team = "default";      // owns the job's secrets and metrics attribution
   std::vector<std::string> secrets;  // names, exported to the job as environment variables
+  // SageMaker's MetricDefinitions: the first capture group of `regex` on a log
+  // line is a value of metric `name` (same series model as StatsD gauges).
+  std::vector<std::pair<std::string, std::string>> metric_definitions;  // name, regex
 
   nlohmann::json ToJson() const;
 };

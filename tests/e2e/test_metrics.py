@@ -80,6 +80,22 @@ print('done')
             self.assertIn('kiln_statsd_bad_lines_total{reason="%s"}' % reason, prom)
         self.assertIn('kiln_statsd_dd_requests{stat="count",env="prod",job_id="%s",route="/a",team="default"}' % job["id"], prom)
 
+    def test_metric_definitions_from_log_lines(self):
+        spec = self.spec(unique("logmetric"), ["/bin/sh", "-c",
+                                                "echo epoch=1 loss=0.9; echo epoch=2 loss=0.4; echo 'validation_accuracy=0.93'"])
+        spec["metric_definitions"] = [{"name": "validation_accuracy", "regex": "validation_accuracy=([0-9.]+)"},
+                                      {"name": "loss", "regex": "loss=([0-9.]+)"}]
+        job = self.wait_terminal(self.submit(spec)["id"])
+        self.assertEqual(job["status"], "Completed", job)
+        m = self.wait_metric(job["id"], ("validation_accuracy", "value"))
+        self.assertEqual(m[("validation_accuracy", "value")][1][-1][1], 0.93)
+        m = self.wait_metric(job["id"], ("loss", "value"))
+        self.assertEqual(m[("loss", "value")][1][-1][1], 0.4)  # the last value in the flush window
+        st, body = self.http("POST", "/v1/jobs", body=dict(spec, name=unique("badre"),
+                                                           metric_definitions=[{"name": "x", "regex": "x=("}]))
+        self.assertEqual(st, 400, body)
+        self.assertEqual(json.loads(body)["error"]["field"], "metric_definitions[0].regex")
+
     def test_prometheus_scrapes_kilnd(self):
         prom_bin = shutil.which("prometheus")
         if not prom_bin:
