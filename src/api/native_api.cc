@@ -1,5 +1,6 @@
 #include "api/native_api.h"
 
+#include <openssl/sha.h>
 #include <poll.h>
 #include <sys/inotify.h>
 #include <unistd.h>
@@ -62,8 +63,20 @@ bool BoolParam(const httplib::Request& req, const char* name, bool def) {
 
 }  // namespace
 
+std::string Sha256Hex(const std::string& data) {
+  unsigned char md[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(data.data()), data.size(), md);
+  static const char* kHex = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : md) {
+    out.push_back(kHex[c >> 4]);
+    out.push_back(kHex[c & 0xf]);
+  }
+  return out;
+}
+
 bool IsValidSecretName(const std::string& n) {
-  if (n.empty() || n.size() > 256 || !(isalpha(static_cast<unsigned char>(n[0])) || n[0] == '_')) return false;
+  if (n.empty() || n.size() > 512 || !(isalpha(static_cast<unsigned char>(n[0])) || n[0] == '_')) return false;
   for (char c : n)
     if (!(isalnum(static_cast<unsigned char>(c)) || c == '_')) return false;
   return true;
@@ -106,6 +119,18 @@ Result<Job> NativeApi::Submit(const std::string& body) {
     if (!fs::exists(p)) return InvalidArgument("inputs." + ch, "input path " + p + " does not exist");
   if (!spec->code_dir.empty() && !fs::is_directory(spec->code_dir))
     return InvalidArgument("code_dir", spec->code_dir + " is not a directory");
+  if (!opts_.staging_dir.empty()) {
+    std::string hps = spec->hyperparameters.dump();
+    if (hps.size() > opts_.inline_hyperparameters_bytes) {
+      // Staged before the job exists; a failed create leaves only an unreferenced,
+      // content-addressed file behind (same content, same name).
+      std::string path = opts_.staging_dir + "/" + Sha256Hex(hps) + ".json";
+      KILN_RETURN_IF_ERROR(MakeDirs(opts_.staging_dir));
+      if (!fs::exists(path)) KILN_RETURN_IF_ERROR(WriteFileAtomic(path, hps, 0600));
+      spec->hyperparameters = json::object();
+      spec->hyperparameters_file = path;
+    }
+  }
   return ctl_.CreateJob(*spec);
 }
 
@@ -422,26 +447,38 @@ void NativeApi::Register(httplib::Server& s) {
       auto port = opts_.metrics->OpenInstance(in.id, job.id, job.spec.team);
       if (port.ok()) statsd = {{"host", "127.0.0.1"}, {"port", *port}, {"socket", "/opt/ml/.kiln/statsd.sock"}};
     }
-    SendJson(res, 200,
-             {{"job_id", job.id},
-              {"job_name", job.spec.name},
-              {"instance_id", in.id},
-              {"index", in.index},
-              {"attempt", in.attempt},
-              {"hyperparameters", job.spec.hyperparameters},
-              {"environment", job.spec.environment},
-              {"channels", channels},
-              {"num_cpus", t ? static_cast<int>(t->vcpus) : 1},
-              {"num_gpus", t ? t->gpus : 0},
-              {"resource_config",
-               {{"current_host", "algo-" + std::to_string(in.index + 1)},
-                {"hosts", hosts},
-                {"current_instance_type", job.spec.instance_type},
-                {"network_interface_name", "lo"}}},
-              {"output_dir", job.output_dir},
-              {"statsd", statsd},
-              {"secrets", secrets},
-              {"metric_definitions", job.spec.ToJson()["metric_definitions"]}});
+    json doc = {{"job_id", job.id},
+                {"job_name", job.spec.name},
+                {"instance_id", in.id},
+                {"index", in.index},
+                {"attempt", in.attempt},
+                {"hyperparameters", job.spec.hyperparameters},
+                {"environment", job.spec.environment},
+                {"channels", channels},
+                {"num_cpus", t ? static_cast<int>(t->vcpus) : 1},
+                {"num_gpus", t ? t->gpus : 0},
+                {"resource_config",
+                 {{"current_host", "algo-" + std::to_string(in.index + 1)},
+                  {"hosts", hosts},
+                  {"current_instance_type", job.spec.instance_type},
+                  {"network_interface_name", "lo"}}},
+                {"output_dir", job.output_dir},
+                {"statsd", statsd},
+                {"secrets", secrets},
+                {"metric_definitions", job.spec.ToJson()["metric_definitions"]}};
+    if (job.spec.hyperparameters_file.empty()) return SendJson(res, 200, doc);
+    // Staged hyperparameters are spliced in as stored: no parse, no re-encode.
+    auto staged = ReadFile(job.spec.hyperparameters_file);
+    if (!staged.ok())
+      return SendError(res, Status(Code::kFailedPrecondition,
+                                   "staged hyperparameters are missing: " + job.spec.hyperparameters_file));
+    doc["hyperparameters"] = nullptr;
+    std::string body = doc.dump(-1, ' ', false, json::error_handler_t::replace);
+    const std::string marker = "\"hyperparameters\":null";
+    auto pos = body.find(marker);
+    body.replace(pos, marker.size(), "\"hyperparameters\":" + *staged);
+    res.status = 200;
+    res.set_content(body, "application/json");
   });
 
   s.Post("/v1/runtime/events", [this, authenticate](const httplib::Request& req, httplib::Response& res) {

@@ -19,6 +19,10 @@ struct NativeApiOptions {
   std::function<std::string(const std::string& instance_id)> log_path;
   MetricsGateway* metrics = nullptr;   // optional
   const SecretBox* secrets = nullptr;  // optional: without it, jobs cannot use secrets
+  // Hyperparameters larger than this are staged as a file under `staging_dir`
+  // at submit and fetched from there, so job records stay small.
+  size_t inline_hyperparameters_bytes = 64u << 10;
+  std::string staging_dir;
 };
 
 // Registers the /v1 routes on `server`. Borrowed references must outlive it.
@@ -44,5 +48,6 @@ class NativeApi {
 
 int HttpStatusFor(Code c);
 bool IsValidSecretName(const std::string& n);
+std::string Sha256Hex(const std::string& data);
 
 }  // namespace kiln

@@ -121,6 +121,7 @@ int RunKilnd(const KilndOptions& o) {
   ComputeBackend* be = backend->get();
   aopts.log_path = [be](const std::string& id) { return be->LogPath(id); };
   aopts.metrics = &metrics;
+  aopts.staging_dir = data + "/artifacts/.staged-hyperparameters";
   aopts.secrets = &*box;
   NativeApi api(controller, **store, *catalog, tokens, aopts);
   api.Register(server);

@@ -197,6 +197,7 @@ class LogMetrics {
 };
 
 enum class ContractFiles { kWrite, kSkip };
+constexpr size_t kMaxHyperparameterEnvBytes = 256 << 10;
 
 // Writes the contract files (unless the platform already did) and returns the
 // extra environment for the user command.
@@ -241,12 +242,16 @@ std::vector<std::string> WriteContract(const json& rt, const std::string& root, 
   const json user_env = rt.value("environment", json::object());
   for (auto& [k, v] : user_env.items()) env.push_back(k + "=" + HpString(v));
   json hosts = rc.value("hosts", json::array({"algo-1"}));
-  json sm_hps = json::object();
-  for (auto& [k, v] : hps.items()) {
-    env.push_back("SM_HP_" + ToUpperName(k) + "=" + HpString(v));
-    sm_hps[k] = v;
+  // SM_HP_* and SM_HPS as the SageMaker toolkit sets them, unless they would
+  // not fit in a process environment: then hyperparameters.json is the source.
+  std::string sm_hps = hps.dump();
+  if (sm_hps.size() <= kMaxHyperparameterEnvBytes) {
+    for (auto& [k, v] : hps.items()) env.push_back("SM_HP_" + ToUpperName(k) + "=" + HpString(v));
+    env.push_back("SM_HPS=" + sm_hps);
+  } else {
+    Log("hyperparameters are " + std::to_string(sm_hps.size()) + " bytes: SM_HP_*/SM_HPS not set, read " + root +
+        "/input/config/hyperparameters.json");
   }
-  env.push_back("SM_HPS=" + sm_hps.dump());
   env.push_back("SM_CHANNELS=" + channels.dump());
   env.push_back("SM_MODEL_DIR=" + root + "/model");
   env.push_back("SM_OUTPUT_DIR=" + root + "/output");

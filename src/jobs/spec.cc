@@ -96,7 +96,8 @@ bool IsValidJobName(const std::string& name) {
 Result<JobSpec> ParseSpec(const json& j, const Catalog* catalog) {
   if (!j.is_object()) return InvalidArgument("", "spec must be a JSON/YAML object");
   for (auto it = j.begin(); it != j.end(); ++it)
-    if (!kKnownFields.count(it.key())) return InvalidArgument(it.key(), "unknown field");
+    if (!kKnownFields.count(it.key()) && !(catalog == nullptr && it.key() == "hyperparameters_file"))
+      return InvalidArgument(it.key(), "unknown field");
   JobSpec s;
   if (j.contains("kind") && j["kind"] != "training") return InvalidArgument("kind", "only 'training' is supported");
 
@@ -151,6 +152,8 @@ Result<JobSpec> ParseSpec(const json& j, const Catalog* catalog) {
   if (catalog && !catalog->FindType(s.instance_type))
     return InvalidArgument("instance.type", "unknown instance type '" + s.instance_type + "'");
 
+  if (catalog == nullptr && j.contains("hyperparameters_file") && j["hyperparameters_file"].is_string())
+    s.hyperparameters_file = j["hyperparameters_file"];
   if (j.contains("hyperparameters")) {
     if (!j["hyperparameters"].is_object()) return InvalidArgument("hyperparameters", "must be an object");
     s.hyperparameters = j["hyperparameters"];
@@ -231,6 +234,7 @@ nlohmann::json JobSpec::ToJson() const {
   if (!code_dir.empty()) j["code_dir"] = code_dir;
   j["instance"] = {{"type", instance_type}, {"count", instance_count}};
   j["hyperparameters"] = hyperparameters;
+  if (!hyperparameters_file.empty()) j["hyperparameters_file"] = hyperparameters_file;
   j["environment"] = environment;
   j["inputs"] = inputs;
   if (!output.empty()) j["output"] = output;

@@ -20,6 +20,9 @@ struct JobSpec {
   std::string instance_type = "ml.m5.large";
   int instance_count = 1;
   nlohmann::json hyperparameters = nlohmann::json::object();
+  // Set by kilnd when hyperparameters were too large to keep inline: the staged
+  // JSON file in the artifact store (then `hyperparameters` is empty).
+  std::string hyperparameters_file;
   std::map<std::string, std::string> environment;
   std::map<std::string, std::string> inputs;  // channel -> absolute path
   std::string output;                         // absolute directory, empty = server default

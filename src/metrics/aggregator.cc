@@ -69,6 +69,10 @@ void Aggregator::AddCanonical(const std::string& job_id,
   }
 }
 
+void Aggregator::DropJob(const std::string& job_id) {
+  for (auto it = series_.begin(); it != series_.end();) it = it->second.job_id == job_id ? series_.erase(it) : ++it;
+}
+
 std::vector<MetricPoint> Aggregator::Flush(TimeMs now) {
   std::vector<MetricPoint> out;
   for (auto& [key, s] : series_) {

@@ -38,6 +38,8 @@ class Aggregator {
   // then resets counters, timers and sets.
   std::vector<MetricPoint> Flush(TimeMs now);
   size_t series() const { return series_.size(); }
+  // Forgets every series of a job (after its last flush).
+  void DropJob(const std::string& job_id);
 
  private:
   struct Series {

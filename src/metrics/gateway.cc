@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <set>
 #include <sstream>
 
 namespace kiln {
@@ -269,18 +270,26 @@ void MetricsGateway::FlushNow() {
         if (k.empty() || isdigit(static_cast<unsigned char>(k[0]))) k = "_" + k;
         labels += "," + k + "=\"" + PromEscape(c == std::string::npos ? "" : tag.substr(c + 1)) + "\"";
       }
-      latest_[PromName(p.name) + "{" + labels + "}"] = p.value;
+      latest_[PromName(p.name) + "{" + labels + "}"] = {p.job_id, p.value};
     }
     // Instances marked closing have had their last flush.
+    std::set<std::string> released_jobs;
     for (auto it = by_fd_.begin(); it != by_fd_.end();) {
       if (it->second.closing) {
         epoll_ctl(epfd_, EPOLL_CTL_DEL, it->first, nullptr);
         close(it->first);
         fd_by_instance_.erase(it->second.instance_id);
+        released_jobs.insert(it->second.job_id);
         it = by_fd_.erase(it);
       } else {
         ++it;
       }
+    }
+    // A job whose last instance is gone: its series were flushed above; forget them.
+    for (const auto& [fd, src] : by_fd_) released_jobs.erase(src.job_id);
+    for (const auto& job : released_jobs) {
+      agg_.DropJob(job);
+      for (auto it = latest_.begin(); it != latest_.end();) it = it->second.job_id == job ? latest_.erase(it) : ++it;
     }
   }
   if (!points.empty() && sink_) sink_(points);
@@ -303,7 +312,8 @@ std::string MetricsGateway::PrometheusText() const {
   for (const auto& [reason, n] : counters_.bad_lines)
     out += "kiln_statsd_bad_lines_total{reason=\"" + reason + "\"} " + std::to_string(n) + "\n";
   std::string last_name;
-  for (const auto& [series, v] : latest_) {
+  for (const auto& [series, latest] : latest_) {
+    const double v = latest.value;
     std::string name = series.substr(0, series.find('{'));
     if (name != last_name) out += "# TYPE " + name + " gauge\n";
     last_name = name;

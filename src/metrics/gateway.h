@@ -90,7 +90,11 @@ class MetricsGateway {
   std::unordered_map<int, std::string> instance_by_pid_;  // cache for the Unix socket
   Aggregator agg_;
   GatewayCounters counters_;
-  std::map<std::string, double> latest_;  // prometheus line (without value) -> value
+  struct Latest {
+    std::string job_id;
+    double value;
+  };
+  std::map<std::string, Latest> latest_;  // prometheus series (without value) -> value
 };
 
 }  // namespace kiln

@@ -63,6 +63,19 @@ TEST(Gateway, AttributesByPortAndCountsBadPackets) {
   gw.CloseInstance("j-a.1.0");
   gw.FlushNow();
   EXPECT_EQ(gw.PortOf("j-a.1.0"), 0);
+  // The released job's series are gone from memory and from /metrics; j-b's stay.
+  prom = gw.PrometheusText();
+  EXPECT_EQ(prom.find("job_id=\"j-a\""), std::string::npos) << prom;
+  EXPECT_NE(prom.find("job_id=\"j-b\""), std::string::npos) << prom;
+  {
+    std::lock_guard<std::mutex> l(mu);
+    flushed.clear();
+  }
+  gw.FlushNow();
+  {
+    std::lock_guard<std::mutex> l(mu);
+    for (auto& p : flushed) EXPECT_NE(p.job_id, "j-a") << "gauge of a released job flushed again";
+  }
   gw.Shutdown();
 }
 

@@ -90,3 +90,33 @@ class SecretsE2E(KilndHarness):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class LargeHyperparametersE2E(KilndHarness):
+
+    def test_five_megabytes_of_hyperparameters(self):
+        hps = {"k%05d" % i: "v" * 500 for i in range(10000)}  # 10,000 keys, ~5.2 MB
+        check = ("import json, os, sys\n"
+                 "h = json.load(open('/opt/ml/input/config/hyperparameters.json'))\n"
+                 "ok = len(h) == 10000 and h['k09999'] == 'v' * 500 and 'SM_HPS' not in os.environ\n"
+                 "print('hyperparameters ok' if ok else 'hyperparameters wrong: %d' % len(h))\n"
+                 "sys.exit(0 if ok else 1)\n")
+        spec = self.spec(unique("bighp"), ["/usr/bin/python3", "-c", check])
+        spec["hyperparameters"] = hps
+        job = self.wait_terminal(self.submit(spec)["id"])
+        self.assertEqual(job["status"], "Completed", (job["failure_reason"], self.logs(job["id"])[-2000:]))
+        self.assertIn("hyperparameters ok", self.logs(job["id"]))
+        # The job record keeps a pointer, not 5 MB.
+        st, body = self.http("GET", "/v1/jobs/%s" % job["id"])
+        self.assertLess(len(body), 64 * 1024)
+        self.assertTrue(json.loads(body)["spec"]["hyperparameters_file"].endswith(".json"))
+
+    def test_small_hyperparameters_stay_inline_with_sm_variables(self):
+        check = ("import json, os, sys\n"
+                 "ok = json.loads(os.environ['SM_HPS']) == {'lr': 0.1, 'layers': [1, 2]} and os.environ['SM_HP_LR'] == '0.1'\n"
+                 "sys.exit(0 if ok else 1)\n")
+        spec = self.spec(unique("smallhp"), ["/usr/bin/python3", "-c", check])
+        spec["hyperparameters"] = {"lr": 0.1, "layers": [1, 2]}
+        job = self.wait_terminal(self.submit(spec)["id"])
+        self.assertEqual(job["status"], "Completed", job["failure_reason"])
+        self.assertNotIn("hyperparameters_file", job["spec"])
