@@ -444,8 +444,12 @@ void NativeApi::Register(httplib::Server& s) {
     }
     json statsd = nullptr;
     if (opts_.metrics) {
-      auto port = opts_.metrics->OpenInstance(in.id, job.id, job.spec.team);
-      if (port.ok()) statsd = {{"host", "127.0.0.1"}, {"port", *port}, {"socket", "/opt/ml/.kiln/statsd.sock"}};
+      std::string host_socket = opts_.metrics_socket_path ? opts_.metrics_socket_path(in.id) : "";
+      auto port = opts_.metrics->OpenInstance(in.id, job.id, job.spec.team, host_socket);
+      if (port.ok()) {
+        statsd = {{"host", "127.0.0.1"}, {"port", *port}};
+        statsd["socket"] = host_socket.empty() ? json(nullptr) : json("/opt/ml/.kiln/statsd.sock");
+      }
     }
     json doc = {{"job_id", job.id},
                 {"job_name", job.spec.name},

@@ -17,7 +17,8 @@ struct NativeApiOptions {
   std::string version = "0.1.0";
   // Where an instance's log file is (backend-specific).
   std::function<std::string(const std::string& instance_id)> log_path;
-  MetricsGateway* metrics = nullptr;   // optional
+  MetricsGateway* metrics = nullptr;  // optional
+  std::function<std::string(const std::string& instance_id)> metrics_socket_path;
   const SecretBox* secrets = nullptr;  // optional: without it, jobs cannot use secrets
   // Hyperparameters larger than this are staged as a file under `staging_dir`
   // at submit and fetched from there, so job records stay small.

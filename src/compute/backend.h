@@ -58,6 +58,9 @@ class ComputeBackend {
   virtual Status Recover(const std::string& instance_id, const std::string& handle) = 0;
   // Directory holding the instance's log file, or "" if the backend keeps none locally.
   virtual std::string LogPath(const std::string& instance_id) const { return ""; }
+  // Host path where the instance's StatsD Unix socket should be created so the
+  // instance sees it at /opt/ml/.kiln/statsd.sock, or "" if the backend has none.
+  virtual std::string MetricsSocketPath(const std::string& instance_id) const { return ""; }
 };
 
 // Forwards every call; tests wrap a backend to inject faults around it.
@@ -71,6 +74,7 @@ class BackendWrapper : public ComputeBackend {
   Status Cleanup(const std::string& id, const std::string& h) override { return target_.Cleanup(id, h); }
   Status Recover(const std::string& id, const std::string& h) override { return target_.Recover(id, h); }
   std::string LogPath(const std::string& id) const override { return target_.LogPath(id); }
+  std::string MetricsSocketPath(const std::string& id) const override { return target_.MetricsSocketPath(id); }
 
  protected:
   ComputeBackend& target_;

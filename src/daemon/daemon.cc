@@ -82,7 +82,6 @@ int RunKilnd(const KilndOptions& o) {
   const std::string api_url = "http://" + addr;
 
   GatewayOptions gopts;
-  gopts.unix_socket_path = data + "/statsd.sock";
   gopts.flush_interval_ms = o.statsd_flush_ms;
   Store& st = **store;
   MetricsGateway metrics(gopts, RealClock::Get(), [&st](const std::vector<MetricPoint>& points) {
@@ -107,7 +106,6 @@ int RunKilnd(const KilndOptions& o) {
     lo.instances_dir = data + "/instances";
     lo.supervisor_path = o.bin_dir + "/kiln-supervisor";
     lo.entrypoint_path = o.bin_dir + "/kiln-entrypoint";
-    lo.statsd_socket = gopts.unix_socket_path;
     auto b = std::make_unique<LocalBackend>(lo, sink, RealClock::Get());
     KILN_RETURN_IF_ERROR(b->Init());
     local = b.get();
@@ -120,6 +118,7 @@ int RunKilnd(const KilndOptions& o) {
   NativeApiOptions aopts;
   ComputeBackend* be = backend->get();
   aopts.log_path = [be](const std::string& id) { return be->LogPath(id); };
+  aopts.metrics_socket_path = [be](const std::string& id) { return be->MetricsSocketPath(id); };
   aopts.metrics = &metrics;
   aopts.staging_dir = data + "/artifacts/.staged-hyperparameters";
   aopts.secrets = &*box;

@@ -272,7 +272,7 @@ std::vector<std::string> WriteContract(const json& rt, const std::string& root, 
     env.push_back("STATSD_PORT=" + port);
     env.push_back("DD_AGENT_HOST=" + host);
     env.push_back("DD_DOGSTATSD_PORT=" + port);
-    std::string sock = statsd.value("socket", "");
+    std::string sock = statsd["socket"].is_string() ? statsd["socket"].get<std::string>() : "";
     if (!sock.empty() && fs::exists(sock)) env.push_back("DD_DOGSTATSD_SOCKET=" + sock);
   }
   env.push_back("SM_INPUT_DATA_CONFIG=" + idc.dump());

@@ -37,22 +37,6 @@ Status MetricsGateway::Start() {
   ev.events = EPOLLIN;
   ev.data.fd = wake_fd_;
   epoll_ctl(epfd_, EPOLL_CTL_ADD, wake_fd_, &ev);
-  if (!opts_.unix_socket_path.empty()) {
-    unix_fd_ = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    if (opts_.unix_socket_path.size() >= sizeof(addr.sun_path))
-      return InvalidArgument("statsd_socket", "path too long for a Unix socket: " + opts_.unix_socket_path);
-    strncpy(addr.sun_path, opts_.unix_socket_path.c_str(), sizeof(addr.sun_path) - 1);
-    unlink(opts_.unix_socket_path.c_str());
-    if (bind(unix_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0)
-      return Internal("bind " + opts_.unix_socket_path + ": " + strerror(errno));
-    int one = 1;
-    setsockopt(unix_fd_, SOL_SOCKET, SO_PASSCRED, &one, sizeof(one));
-    SetReceiveBuffer(unix_fd_, opts_.receive_buffer_bytes);
-    ev.data.fd = unix_fd_;
-    epoll_ctl(epfd_, EPOLL_CTL_ADD, unix_fd_, &ev);
-  }
   recv_thread_ = std::thread([this] { ReceiveLoop(); });
   flush_thread_ = std::thread([this] { FlushLoop(); });
   return Status::Ok();
@@ -69,32 +53,28 @@ void MetricsGateway::Shutdown() {
   if (recv_thread_.joinable()) recv_thread_.join();
   if (flush_thread_.joinable()) flush_thread_.join();
   FlushNow();
-  for (auto& [fd, s] : by_fd_) close(fd);
-  if (unix_fd_ >= 0) {
-    close(unix_fd_);
-    unlink(opts_.unix_socket_path.c_str());
+  for (auto& [id, src] : sources_) {
+    if (src.udp_fd >= 0) close(src.udp_fd);
+    if (src.unix_fd >= 0) {
+      close(src.unix_fd);
+      unlink(src.unix_path.c_str());
+    }
   }
   if (epfd_ >= 0) close(epfd_);
   if (wake_fd_ >= 0) close(wake_fd_);
 }
 
+void MetricsGateway::Watch(int fd) {
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.fd = fd;
+  epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev);
+}
+
 Result<int> MetricsGateway::OpenInstance(const std::string& instance_id, const std::string& job_id,
-                                         const std::string& team) {
+                                         const std::string& team, const std::string& unix_socket_path) {
   std::lock_guard<std::mutex> l(mu_);
-  if (auto it = fd_by_instance_.find(instance_id); it != fd_by_instance_.end()) return by_fd_[it->second].port;
-  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  if (fd < 0) return Unavailable(std::string("socket: ") + strerror(errno));
-  SetReceiveBuffer(fd, opts_.receive_buffer_bytes);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  socklen_t len = sizeof(addr);
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
-      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    close(fd);
-    return Unavailable(std::string("bind statsd port: ") + strerror(errno));
-  }
+  if (auto it = sources_.find(instance_id); it != sources_.end()) return it->second.port;
   Source s;
   s.instance_id = instance_id;
   s.job_id = job_id;
@@ -102,27 +82,55 @@ Result<int> MetricsGateway::OpenInstance(const std::string& instance_id, const s
   s.attribution = {{"job_id", job_id}};
   if (!team.empty()) s.attribution.emplace_back("team", team);
   s.attribution_canonical = CanonicalTags(s.attribution);
-  s.fd = fd;
+  s.udp_fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (s.udp_fd < 0) return Unavailable(std::string("socket: ") + strerror(errno));
+  SetReceiveBuffer(s.udp_fd, opts_.receive_buffer_bytes);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  if (bind(s.udp_fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+      getsockname(s.udp_fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    close(s.udp_fd);
+    return Unavailable(std::string("bind statsd port: ") + strerror(errno));
+  }
   s.port = ntohs(addr.sin_port);
-  by_fd_[fd] = s;
-  fd_by_instance_[instance_id] = fd;
-  epoll_event ev{};
-  ev.events = EPOLLIN;
-  ev.data.fd = fd;
-  epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev);
-  return s.port;
+  if (!unix_socket_path.empty()) {
+    sockaddr_un ua{};
+    ua.sun_family = AF_UNIX;
+    if (unix_socket_path.size() < sizeof(ua.sun_path)) {
+      strncpy(ua.sun_path, unix_socket_path.c_str(), sizeof(ua.sun_path) - 1);
+      unlink(unix_socket_path.c_str());
+      int ufd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+      if (ufd >= 0 && bind(ufd, reinterpret_cast<sockaddr*>(&ua), sizeof(ua)) == 0) {
+        SetReceiveBuffer(ufd, opts_.receive_buffer_bytes);
+        s.unix_fd = ufd;
+        s.unix_path = unix_socket_path;
+      } else if (ufd >= 0) {
+        close(ufd);  // UDP still works; the entrypoint only exports the socket if it exists
+      }
+    }
+  }
+  owner_[s.udp_fd] = instance_id;
+  Watch(s.udp_fd);
+  if (s.unix_fd >= 0) {
+    owner_[s.unix_fd] = instance_id;
+    Watch(s.unix_fd);
+  }
+  int port = s.port;
+  sources_[instance_id] = std::move(s);
+  return port;
 }
 
 void MetricsGateway::CloseInstance(const std::string& instance_id) {
   std::lock_guard<std::mutex> l(mu_);
-  auto it = fd_by_instance_.find(instance_id);
-  if (it != fd_by_instance_.end()) by_fd_[it->second].closing = true;
+  if (auto it = sources_.find(instance_id); it != sources_.end()) it->second.closing = true;
 }
 
 int MetricsGateway::PortOf(const std::string& instance_id) const {
   std::lock_guard<std::mutex> l(mu_);
-  auto it = fd_by_instance_.find(instance_id);
-  return it == fd_by_instance_.end() ? 0 : by_fd_.at(it->second).port;
+  auto it = sources_.find(instance_id);
+  return it == sources_.end() ? 0 : it->second.port;
 }
 
 void MetricsGateway::Ingest(const Source& src, const char* data, size_t len) {
@@ -141,36 +149,12 @@ void MetricsGateway::Ingest(const Source& src, const char* data, size_t len) {
       [&](StatsdError e) { counters_.bad_lines[ToString(e)]++; });
 }
 
-const MetricsGateway::Source* MetricsGateway::SourceForPid(int pid) {
-  // Caller holds mu_.
-  auto cached = instance_by_pid_.find(pid);
-  std::string instance;
-  if (cached != instance_by_pid_.end()) {
-    instance = cached->second;
-  } else {
-    std::ifstream f("/proc/" + std::to_string(pid) + "/cgroup");
-    std::string line;
-    while (std::getline(f, line)) {
-      auto pos = line.find("/kiln/");
-      if (pos == std::string::npos) continue;
-      instance = line.substr(pos + 6);
-      if (auto slash = instance.find('/'); slash != std::string::npos) instance.resize(slash);
-      break;
-    }
-    if (instance_by_pid_.size() > 100000) instance_by_pid_.clear();
-    instance_by_pid_[pid] = instance;
-  }
-  auto it = fd_by_instance_.find(instance);
-  return it == fd_by_instance_.end() ? nullptr : &by_fd_[it->second];
-}
-
 void MetricsGateway::ReceiveLoop() {
   constexpr int kBatch = 64;
   constexpr size_t kBuf = kMaxStatsdPacket + 1;
   std::vector<char> bufs(kBatch * kBuf);
   mmsghdr msgs[kBatch];
   iovec iovs[kBatch];
-  alignas(cmsghdr) char ctrl[kBatch][CMSG_SPACE(sizeof(ucred))];
   epoll_event evs[64];
   while (!stop_) {
     int n = epoll_wait(epfd_, evs, 64, -1);
@@ -184,10 +168,6 @@ void MetricsGateway::ReceiveLoop() {
           msgs[k].msg_hdr = {};
           msgs[k].msg_hdr.msg_iov = &iovs[k];
           msgs[k].msg_hdr.msg_iovlen = 1;
-          if (fd == unix_fd_) {
-            msgs[k].msg_hdr.msg_control = ctrl[k];
-            msgs[k].msg_hdr.msg_controllen = sizeof(ctrl[k]);
-          }
         }
         int got = recvmmsg(fd, msgs, kBatch, MSG_DONTWAIT, nullptr);
         if (got <= 0) break;
@@ -197,12 +177,9 @@ void MetricsGateway::ReceiveLoop() {
           size_t len = msgs[k].msg_len;
           if (msgs[k].msg_hdr.msg_flags & MSG_TRUNC) len = kBuf;  // counted as too long
           const Source* src = nullptr;
-          if (fd == unix_fd_) {
-            for (cmsghdr* c = CMSG_FIRSTHDR(&msgs[k].msg_hdr); c; c = CMSG_NXTHDR(&msgs[k].msg_hdr, c))
-              if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_CREDENTIALS)
-                src = SourceForPid(reinterpret_cast<ucred*>(CMSG_DATA(c))->pid);
-          } else if (auto it = by_fd_.find(fd); it != by_fd_.end()) {
-            src = &it->second;
+          if (auto o = owner_.find(fd); o != owner_.end()) {
+            auto it = sources_.find(o->second);
+            if (it != sources_.end()) src = &it->second;
           }
           if (!src) {
             counters_.packets++;
@@ -252,10 +229,14 @@ void MetricsGateway::FlushNow() {
     std::lock_guard<std::mutex> l(mu_);
     // Instances being closed: take what is still queued on their sockets first.
     std::vector<char> buf(kMaxStatsdPacket + 1);
-    for (auto& [fd, src] : by_fd_) {
+    for (auto& [id, src] : sources_) {
       if (!src.closing) continue;
-      ssize_t n;
-      while ((n = recv(fd, buf.data(), buf.size(), MSG_DONTWAIT)) >= 0) Ingest(src, buf.data(), static_cast<size_t>(n));
+      for (int fd : {src.udp_fd, src.unix_fd}) {
+        if (fd < 0) continue;
+        ssize_t n;
+        while ((n = recv(fd, buf.data(), buf.size(), MSG_DONTWAIT)) >= 0)
+          Ingest(src, buf.data(), static_cast<size_t>(n));
+      }
     }
     points = agg_.Flush(clock_.NowMs());
     for (const auto& p : points) {
@@ -274,19 +255,24 @@ void MetricsGateway::FlushNow() {
     }
     // Instances marked closing have had their last flush.
     std::set<std::string> released_jobs;
-    for (auto it = by_fd_.begin(); it != by_fd_.end();) {
-      if (it->second.closing) {
-        epoll_ctl(epfd_, EPOLL_CTL_DEL, it->first, nullptr);
-        close(it->first);
-        fd_by_instance_.erase(it->second.instance_id);
-        released_jobs.insert(it->second.job_id);
-        it = by_fd_.erase(it);
-      } else {
+    for (auto it = sources_.begin(); it != sources_.end();) {
+      Source& src = it->second;
+      if (!src.closing) {
         ++it;
+        continue;
       }
+      for (int fd : {src.udp_fd, src.unix_fd}) {
+        if (fd < 0) continue;
+        epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr);
+        close(fd);
+        owner_.erase(fd);
+      }
+      if (!src.unix_path.empty()) unlink(src.unix_path.c_str());
+      released_jobs.insert(src.job_id);
+      it = sources_.erase(it);
     }
     // A job whose last instance is gone: its series were flushed above; forget them.
-    for (const auto& [fd, src] : by_fd_) released_jobs.erase(src.job_id);
+    for (const auto& [id, src] : sources_) released_jobs.erase(src.job_id);
     for (const auto& job : released_jobs) {
       agg_.DropJob(job);
       for (auto it = latest_.begin(); it != latest_.end();) it = it->second.job_id == job ? latest_.erase(it) : ++it;

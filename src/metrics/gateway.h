@@ -1,12 +1,12 @@
 #pragma once
 // The metrics gateway: kilnd's StatsD/DogStatsD endpoint, no sidecar.
 //
-// Attribution: each instance gets its own UDP port on 127.0.0.1 (OpenInstance),
-// so a packet's job is known from the port it arrived on; on the shared Unix
-// datagram socket the sender's pid (SO_PASSCRED) is mapped to its instance through
-// its cgroup ("kiln/<instance-id>"). Packets from unknown senders are dropped and
-// counted. Bad lines are counted by reason and dropped; the rest of the packet
-// still counts.
+// Attribution: each instance gets its own sockets, a UDP port on 127.0.0.1 and
+// (optionally) a Unix datagram socket at a path inside its /opt/ml, so a packet's
+// job is known from the socket it arrived on, even if the sender has already
+// exited. Bad lines are counted by reason and dropped; the rest of the packet
+// still counts. A released instance's sockets are drained, flushed and closed;
+// when a job's last instance goes, its series are forgotten.
 //
 // Threading: one receive thread (epoll over all sockets), one flush thread.
 // Public methods are thread-safe.
@@ -26,7 +26,6 @@
 namespace kiln {
 
 struct GatewayOptions {
-  std::string unix_socket_path;  // empty: no Unix socket
   int flush_interval_ms = 10000;
   int receive_buffer_bytes = 32 << 20;
 };
@@ -46,8 +45,10 @@ class MetricsGateway {
   Status Start();
   void Shutdown();
 
-  // Opens (or returns the already open) UDP port for an instance. Idempotent.
-  Result<int> OpenInstance(const std::string& instance_id, const std::string& job_id, const std::string& team);
+  // Opens (or returns the already open) UDP port for an instance, and a Unix
+  // datagram socket at `unix_socket_path` unless empty. Idempotent.
+  Result<int> OpenInstance(const std::string& instance_id, const std::string& job_id, const std::string& team,
+                           const std::string& unix_socket_path = "");
   // Stops receiving for an instance after one more flush.
   void CloseInstance(const std::string& instance_id);
 
@@ -65,29 +66,29 @@ class MetricsGateway {
     std::string instance_id, job_id, team;
     std::vector<std::pair<std::string, std::string>> attribution;  // job_id, team
     std::string attribution_canonical;
-    int fd = -1;
+    int udp_fd = -1;
+    int unix_fd = -1;
+    std::string unix_path;
     int port = 0;
     bool closing = false;
   };
   void ReceiveLoop();
   void FlushLoop();
   void Ingest(const Source& src, const char* data, size_t len);
-  const Source* SourceForPid(int pid);
+  void Watch(int fd);
 
   GatewayOptions opts_;
   Clock& clock_;
   Sink sink_;
   int epfd_ = -1;
   int wake_fd_ = -1;
-  int unix_fd_ = -1;
   std::atomic<bool> stop_{false};
   std::thread recv_thread_, flush_thread_;
 
   mutable std::mutex mu_;  // guards everything below
   std::condition_variable flush_cv_;
-  std::unordered_map<int, Source> by_fd_;
-  std::unordered_map<std::string, int> fd_by_instance_;
-  std::unordered_map<int, std::string> instance_by_pid_;  // cache for the Unix socket
+  std::unordered_map<std::string, Source> sources_;  // by instance id
+  std::unordered_map<int, std::string> owner_;       // socket fd -> instance id
   Aggregator agg_;
   GatewayCounters counters_;
   struct Latest {

@@ -88,8 +88,6 @@ std::vector<std::string> LocalBackend::SandboxArgv(const LaunchRequest& req, con
   // The entrypoint is bound in, so it runs whatever the image and wherever the
   // binary lives (a host /tmp, say, is hidden by the sandbox's private /tmp).
   a.insert(a.end(), {"--ro-bind", opts_.entrypoint_path, kSandboxEntrypoint});
-  if (!opts_.statsd_socket.empty() && fs::exists(opts_.statsd_socket))
-    a.insert(a.end(), {"--bind", opts_.statsd_socket, "/opt/ml/.kiln/statsd.sock"});
   if (!req.spec.code_dir.empty()) a.insert(a.end(), {"--ro-bind", req.spec.code_dir, "/opt/ml/code"});
   for (const auto& [ch, path] : req.spec.inputs) {
     std::string target = "/opt/ml/input/data/" + ch;

@@ -14,7 +14,6 @@ struct LocalBackendOptions {
   std::string supervisor_path;  // kiln-supervisor binary
   std::string entrypoint_path;  // kiln-entrypoint binary
   std::string bwrap_path = "/usr/bin/bwrap";
-  std::string statsd_socket;  // bound at /opt/ml/.kiln/statsd.sock when set and present
 };
 
 // See README.md. Thread-safe.
@@ -31,6 +30,7 @@ class LocalBackend final : public ComputeBackend {
   Status Cleanup(const std::string& id, const std::string& handle) override;
   Status Recover(const std::string& id, const std::string& handle) override;
   std::string LogPath(const std::string& id) const override;
+  std::string MetricsSocketPath(const std::string& id) const override { return Dir(id) + "/ml/.kiln/statsd.sock"; }
 
   // The sandbox command line for a request (exposed for tests and docs).
   std::vector<std::string> SandboxArgv(const LaunchRequest& req, const std::string& dir) const;
