@@ -470,19 +470,28 @@ void NativeApi::Register(httplib::Server& s) {
                 {"statsd", statsd},
                 {"secrets", secrets},
                 {"metric_definitions", job.spec.ToJson()["metric_definitions"]}};
-    if (job.spec.hyperparameters_file.empty()) return SendJson(res, 200, doc);
-    // Staged hyperparameters are spliced in as stored: no parse, no re-encode.
+    if (!job.spec.hyperparameters_file.empty()) {
+      // Staged: the entrypoint fetches the file as is, and writes it without parsing.
+      std::error_code ec;
+      doc["hyperparameters"] = nullptr;
+      doc["hyperparameters_url"] = "/v1/runtime/hyperparameters";
+      doc["hyperparameters_bytes"] = std::filesystem::file_size(job.spec.hyperparameters_file, ec);
+    }
+    SendJson(res, 200, doc);
+  });
+
+  s.Get("/v1/runtime/hyperparameters", [this, authenticate](const httplib::Request& req, httplib::Response& res) {
+    Instance in;
+    Job job;
+    Status st = authenticate(req, &in, &job);
+    if (!st.ok()) return SendError(res, st);
+    if (job.spec.hyperparameters_file.empty()) return SendJson(res, 200, job.spec.hyperparameters);
     auto staged = ReadFile(job.spec.hyperparameters_file);
     if (!staged.ok())
       return SendError(res, Status(Code::kFailedPrecondition,
                                    "staged hyperparameters are missing: " + job.spec.hyperparameters_file));
-    doc["hyperparameters"] = nullptr;
-    std::string body = doc.dump(-1, ' ', false, json::error_handler_t::replace);
-    const std::string marker = "\"hyperparameters\":null";
-    auto pos = body.find(marker);
-    body.replace(pos, marker.size(), "\"hyperparameters\":" + *staged);
     res.status = 200;
-    res.set_content(body, "application/json");
+    res.set_content(std::move(*staged), "application/json");
   });
 
   s.Post("/v1/runtime/events", [this, authenticate](const httplib::Request& req, httplib::Response& res) {

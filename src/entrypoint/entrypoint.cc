@@ -2,7 +2,6 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
-#include <httplib.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -26,6 +25,7 @@
 #include "common/clock.h"
 #include "common/fsutil.h"
 #include "entrypoint/context.h"
+#include "entrypoint/http_client.h"
 
 namespace kiln {
 namespace {
@@ -91,12 +91,8 @@ class Reporter {
 
  private:
   void Loop() {
-    httplib::Client cli(api_.host, api_.port);
-    cli.set_connection_timeout(2, 0);
-    cli.set_read_timeout(5, 0);
-    cli.set_keep_alive(true);
-    cli.set_tcp_nodelay(true);
-    httplib::Headers h = {{"Authorization", "Bearer " + token_}};
+    const std::map<std::string, std::string> h = {{"Authorization", "Bearer " + token_},
+                                                  {"Content-Type", "application/json"}};
     int backoff = 20;
     for (;;) {
       std::string body;
@@ -107,10 +103,10 @@ class Reporter {
         body = q_.front();
         busy_ = true;
       }
-      auto res = cli.Post("/v1/runtime/events", h, body, "application/json");
+      auto res = HttpCall(api_.host, api_.port, "POST", "/v1/runtime/events", h, body, 5000);
       std::unique_lock<std::mutex> l(mu_);
       busy_ = false;
-      if (res && (res->status == 200 || res->status == 404 || res->status == 401 || res->status == 400)) {
+      if (res.ok() && (res->status == 200 || res->status == 404 || res->status == 401 || res->status == 400)) {
         // Acknowledged, or refused for good (job gone): either way, done with it.
         q_.pop_front();
         backoff = 20;
@@ -201,16 +197,21 @@ constexpr size_t kMaxHyperparameterEnvBytes = 256 << 10;
 
 // Writes the contract files (unless the platform already did) and returns the
 // extra environment for the user command.
-std::vector<std::string> WriteContract(const json& rt, const std::string& root, ContractFiles files) {
+std::vector<std::string> WriteContract(const json& rt, const std::string& root, ContractFiles files,
+                                       const std::string& staged_hyperparameters) {
   std::vector<std::string> env;
-  const json hps = rt.value("hyperparameters", json::object());
+  // Staged (large) hyperparameters arrive raw and are written as they are; they
+  // are too big for SM_HP_* anyway, so they are never parsed here.
+  const bool staged = !staged_hyperparameters.empty();
+  const json hps = staged ? json::object() : rt.value("hyperparameters", json::object());
+  const std::string hps_text = staged ? staged_hyperparameters : hps.dump();
   const bool write = files == ContractFiles::kWrite;
   if (write) {
     MakeDirs(root + "/input/config");
     MakeDirs(root + "/model");
     MakeDirs(root + "/output/data");
     MakeDirs(root + "/checkpoints");
-    WriteFileAtomic(root + "/input/config/hyperparameters.json", hps.dump(), 0644, Sync::kNoSync);
+    WriteFileAtomic(root + "/input/config/hyperparameters.json", hps_text, 0644, Sync::kNoSync);
   }
   json rc = rt.value("resource_config", json::object());
   if (write) WriteFileAtomic(root + "/input/config/resourceconfig.json", rc.dump(), 0644, Sync::kNoSync);
@@ -244,12 +245,11 @@ std::vector<std::string> WriteContract(const json& rt, const std::string& root, 
   json hosts = rc.value("hosts", json::array({"algo-1"}));
   // SM_HP_* and SM_HPS as the SageMaker toolkit sets them, unless they would
   // not fit in a process environment: then hyperparameters.json is the source.
-  std::string sm_hps = hps.dump();
-  if (sm_hps.size() <= kMaxHyperparameterEnvBytes) {
+  if (!staged && hps_text.size() <= kMaxHyperparameterEnvBytes) {
     for (auto& [k, v] : hps.items()) env.push_back("SM_HP_" + ToUpperName(k) + "=" + HpString(v));
-    env.push_back("SM_HPS=" + sm_hps);
+    env.push_back("SM_HPS=" + hps_text);
   } else {
-    Log("hyperparameters are " + std::to_string(sm_hps.size()) + " bytes: SM_HP_*/SM_HPS not set, read " + root +
+    Log("hyperparameters are " + std::to_string(hps_text.size()) + " bytes: SM_HP_*/SM_HPS not set, read " + root +
         "/input/config/hyperparameters.json");
   }
   env.push_back("SM_CHANNELS=" + channels.dump());
@@ -279,33 +279,39 @@ std::vector<std::string> WriteContract(const json& rt, const std::string& root, 
   return env;
 }
 
-Result<json> FetchRuntime(const ApiTarget& api, const std::string& token) {
-  httplib::Client cli(api.host, api.port);
-  cli.set_connection_timeout(2, 0);
-  cli.set_read_timeout(30, 0);
-  cli.set_tcp_nodelay(true);
-  httplib::Headers h = {{"Authorization", "Bearer " + token}};
+// GET with retries (kilnd may be restarting); a 4xx answer is final.
+Result<std::string> FetchWithRetry(const ApiTarget& api, const std::string& token, const std::string& path) {
+  const std::map<std::string, std::string> h = {{"Authorization", "Bearer " + token}};
   int backoff = 20;
   std::string last = "no answer";
   const int64_t deadline = MonotonicNs() + 60LL * 1000 * 1000 * 1000;
   while (MonotonicNs() < deadline) {
-    auto res = cli.Get("/v1/runtime", h);
-    if (res && res->status == 200) {
-      json j = json::parse(res->body, nullptr, false);
-      if (j.is_object()) return j;
-      return Internal("kilnd sent an unreadable runtime document");
-    }
-    if (res && res->status >= 400 && res->status < 500) {
+    auto res = HttpCall(api.host, api.port, "GET", path, h, "", 30000);
+    if (res.ok() && res->status == 200) return std::move(res->body);
+    if (res.ok() && res->status >= 400 && res->status < 500) {
       json j = json::parse(res->body, nullptr, false);
       std::string msg = j.is_object() && j.contains("error") ? j["error"].value("message", res->body) : res->body;
       return Status(Code::kFailedPrecondition,
                     "runtime fetch refused (HTTP " + std::to_string(res->status) + "): " + msg);
     }
-    last = res ? "HTTP " + std::to_string(res->status) : httplib::to_string(res.error());
+    last = res.ok() ? "HTTP " + std::to_string(res->status) : res.status().message();
     std::this_thread::sleep_for(std::chrono::milliseconds(backoff));
     backoff = std::min(backoff * 2, 2000);
   }
-  return Unavailable("could not fetch the runtime from kilnd within 60 s: " + last);
+  return Unavailable("could not fetch " + path + " from kilnd within 60 s: " + last);
+}
+
+Result<json> FetchRuntime(const ApiTarget& api, const std::string& token) {
+  auto body = FetchWithRetry(api, token, "/v1/runtime");
+  if (!body.ok()) return body.status();
+  json j = json::parse(*body, nullptr, false);
+  if (!j.is_object()) return Internal("kilnd sent an unreadable runtime document");
+  return j;
+}
+
+// The staged hyperparameters, raw (no parse): they may be megabytes.
+Result<std::string> FetchRaw(const ApiTarget& api, const std::string& token, const std::string& path) {
+  return FetchWithRetry(api, token, path);
 }
 
 void WriteFailure(const std::string& root, const std::string& text) {
@@ -361,7 +367,18 @@ int RunEntrypoint(int argc, char** argv) {
       WriteFileAtomic(root + "/.kiln/exit.json", json{{"exit_code", 1}, {"signal", 0}}.dump(), 0644, Sync::kNoSync);
       return 1;
     }
-    extra_env = WriteContract(*rt, root, plan.write_contract ? ContractFiles::kWrite : ContractFiles::kSkip);
+    std::string staged;
+    if (rt->contains("hyperparameters_url") && (*rt)["hyperparameters_url"].is_string()) {
+      auto raw = FetchRaw(api, token, (*rt)["hyperparameters_url"].get<std::string>());
+      if (!raw.ok()) {
+        std::string msg = "RuntimeFetchFailed: " + raw.status().message();
+        Log(msg);
+        WriteFailure(root, msg);
+        return 1;
+      }
+      staged = std::move(*raw);
+    }
+    extra_env = WriteContract(*rt, root, plan.write_contract ? ContractFiles::kWrite : ContractFiles::kSkip, staged);
     log_metrics.Configure(*rt);
     output_dir = rt->value("output_dir", "");
     index = rt->value("index", 0);
