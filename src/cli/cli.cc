@@ -12,6 +12,7 @@
 
 #include "cli/spec_file.h"
 #include "common/fsutil.h"
+#include "compute/sagemaker/request.h"
 
 namespace kiln {
 namespace {
@@ -278,7 +279,32 @@ int RunCli(int argc, char** argv) {
   sdel->add_option("--team", team)->required();
   sdel->add_option("name", secret_name)->required();
 
+  auto* smreq = app.add_subcommand(
+      "sagemaker-request", "print the CreateTrainingJob request Kiln would send to SageMaker for a spec (dry run)");
+  std::string sm_spec, sm_role = "arn:aws:iam::123456789012:role/kiln-training", sm_output = "s3://kiln-artifacts/jobs",
+                       sm_url = "https://kilnd.example.com:8470", sm_image;
+  smreq->add_option("spec", sm_spec)->required();
+  smreq->add_option("--role-arn", sm_role);
+  smreq->add_option("--s3-output", sm_output);
+  smreq->add_option("--runtime-url", sm_url);
+  smreq->add_option("--image", sm_image, "ECR image URI (default: the spec's image)");
+
   CLI11_PARSE(app, argc, argv);
+  if (*smreq) {
+    auto j = LoadSpecFile(sm_spec);
+    if (!j.ok()) {
+      fprintf(stderr, "kiln: %s\n", j.status().ToString().c_str());
+      return 2;
+    }
+    auto spec = ParseSpec(*j, nullptr);
+    if (!spec.ok()) {
+      fprintf(stderr, "kiln: %s\n", spec.status().ToString().c_str());
+      return 2;
+    }
+    SageMakerTarget t{sm_role, sm_output, sm_url, sm_image.empty() ? spec->image : sm_image, 30};
+    std::cout << BuildCreateTrainingJob(*spec, "j-dryrun", "<instance token>", t).dump(2) << "\n";
+    return 0;
+  }
   Api api(ResolveEndpoint(endpoint, data_dir));
   auto esc = [](const std::string& s) { return httplib::detail::encode_query_param(s); };
 
