@@ -446,6 +446,9 @@ void NativeApi::Register(httplib::Server& s) {
     if (opts_.metrics) {
       std::string host_socket = opts_.metrics_socket_path ? opts_.metrics_socket_path(in.id) : "";
       auto port = opts_.metrics->OpenInstance(in.id, job.id, job.spec.team, host_socket);
+      // Remembered beside the socket, so a restarted kilnd reopens the same port.
+      if (port.ok() && !host_socket.empty())
+        WriteFileAtomic(host_socket + ".port", std::to_string(*port), 0644, Sync::kNoSync);
       if (port.ok()) {
         statsd = {{"host", "127.0.0.1"}, {"port", *port}};
         statsd["socket"] = host_socket.empty() ? json(nullptr) : json("/opt/ml/.kiln/statsd.sock");
@@ -475,7 +478,8 @@ void NativeApi::Register(httplib::Server& s) {
       std::error_code ec;
       doc["hyperparameters"] = nullptr;
       doc["hyperparameters_url"] = "/v1/runtime/hyperparameters";
-      doc["hyperparameters_bytes"] = std::filesystem::file_size(job.spec.hyperparameters_file, ec);
+      auto size = std::filesystem::file_size(job.spec.hyperparameters_file, ec);
+      if (!ec) doc["hyperparameters_bytes"] = size;
     }
     SendJson(res, 200, doc);
   });

@@ -36,6 +36,26 @@ Result<std::string> LoadOrCreateSecret(const std::string& path) {
   return secret;
 }
 
+// Instances that outlived a kilnd restart keep sending metrics to the port and
+// socket they were given: open them again.
+void ReopenMetrics(Store& store, ComputeBackend& backend, MetricsGateway& metrics) {
+  auto ids = store.JobsNeedingAttention();
+  if (!ids.ok()) return;
+  for (const auto& id : *ids) {
+    auto job = store.GetJob(id);
+    if (!job.ok() || IsTerminal(job->status)) continue;
+    for (const auto& in : job->instances) {
+      if (in.state != InstanceState::kRunning) continue;
+      std::string sock = backend.MetricsSocketPath(in.id);
+      auto port = ReadFile(sock + ".port");
+      if (sock.empty() || !port.ok()) continue;  // never fetched its runtime
+      auto r = metrics.OpenInstance(in.id, job->id, job->spec.team, sock, atoi(port->c_str()));
+      if (!r.ok())
+        fprintf(stderr, "kilnd: reopening metrics of %s: %s\n", in.id.c_str(), r.status().ToString().c_str());
+    }
+  }
+}
+
 }  // namespace
 
 int RunKilnd(const KilndOptions& o) {
@@ -135,6 +155,7 @@ int RunKilnd(const KilndOptions& o) {
   });
 
   if (Status st = controller.Start(); !st.ok()) return fail(st);
+  ReopenMetrics(**store, *be, metrics);
 
   g_server = &server;
   signal(SIGTERM, OnSignal);

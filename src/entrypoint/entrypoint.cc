@@ -349,6 +349,15 @@ int RunEntrypoint(int argc, char** argv) {
   setenv("KILN_RUNTIME", ToString(ctx.context), 1);
   const ContextPlan plan = PlanFor(ctx.context, !api_url.empty());
   if (getenv("KILN_ENTRYPOINT_VERBOSE")) Log(std::string("context ") + ToString(ctx.context) + " (" + ctx.marker + ")");
+  if (api_url.rfind("https://", 0) == 0) {
+    // The in-instance client speaks plain HTTP (kilnd on loopback or the cluster
+    // network); TLS to kilnd is not supported yet.
+    std::string msg =
+        "RuntimeFetchFailed: KILN_API_URL " + api_url + " uses https, which kiln-entrypoint does not support yet";
+    Log(msg);
+    WriteFailure(root, msg);
+    return 1;
+  }
   ApiTarget api = api_url.empty() ? ApiTarget{} : ParseUrl(api_url);
   Reporter reporter(plan.report_phases ? api : ApiTarget{}, token);
 
@@ -374,6 +383,8 @@ int RunEntrypoint(int argc, char** argv) {
         std::string msg = "RuntimeFetchFailed: " + raw.status().message();
         Log(msg);
         WriteFailure(root, msg);
+        MakeDirs(root + "/.kiln");
+        WriteFileAtomic(root + "/.kiln/exit.json", json{{"exit_code", 1}, {"signal", 0}}.dump(), 0644, Sync::kNoSync);
         return 1;
       }
       staged = std::move(*raw);

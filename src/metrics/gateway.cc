@@ -72,7 +72,7 @@ void MetricsGateway::Watch(int fd) {
 }
 
 Result<int> MetricsGateway::OpenInstance(const std::string& instance_id, const std::string& job_id,
-                                         const std::string& team, const std::string& unix_socket_path) {
+                                         const std::string& team, const std::string& unix_socket_path, int port) {
   std::lock_guard<std::mutex> l(mu_);
   if (auto it = sources_.find(instance_id); it != sources_.end()) return it->second.port;
   Source s;
@@ -88,6 +88,7 @@ Result<int> MetricsGateway::OpenInstance(const std::string& instance_id, const s
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
   socklen_t len = sizeof(addr);
   if (bind(s.udp_fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
       getsockname(s.udp_fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
@@ -117,9 +118,9 @@ Result<int> MetricsGateway::OpenInstance(const std::string& instance_id, const s
     owner_[s.unix_fd] = instance_id;
     Watch(s.unix_fd);
   }
-  int port = s.port;
+  int bound = s.port;
   sources_[instance_id] = std::move(s);
-  return port;
+  return bound;
 }
 
 void MetricsGateway::CloseInstance(const std::string& instance_id) {

@@ -47,8 +47,10 @@ class MetricsGateway {
 
   // Opens (or returns the already open) UDP port for an instance, and a Unix
   // datagram socket at `unix_socket_path` unless empty. Idempotent.
+  // `port` > 0 asks for that UDP port (re-adopting an instance after a restart:
+  // it keeps sending where it was told to).
   Result<int> OpenInstance(const std::string& instance_id, const std::string& job_id, const std::string& team,
-                           const std::string& unix_socket_path = "");
+                           const std::string& unix_socket_path = "", int port = 0);
   // Stops receiving for an instance after one more flush.
   void CloseInstance(const std::string& instance_id);
 

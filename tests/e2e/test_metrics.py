@@ -4,6 +4,7 @@ metrics API, and a real Prometheus scraping kilnd."""
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -96,6 +97,27 @@ print('done')
                                                            metric_definitions=[{"name": "x", "regex": "x=("}]))
         self.assertEqual(st, 400, body)
         self.assertEqual(json.loads(body)["error"]["field"], "metric_definitions[0].regex")
+
+    def test_metrics_survive_a_kilnd_restart(self):
+        script = ("from statsd.defaults.env import statsd\nimport os, time\n"
+                  "statsd.gauge('phase', 1)\n"
+                  "while not os.path.exists('/opt/ml/output/data/go'): time.sleep(0.05)\n"
+                  "statsd.gauge('phase', 2)\n")
+        job = self.submit(self.spec(unique("restartmetrics"), ["/usr/bin/python3", "-c", script]))
+        self.wait_metric(job["id"], ("phase", "value"))
+        self.stop_kilnd(signal.SIGKILL)
+        self.start_kilnd()
+        with open(os.path.join(self.data, "instances", job["id"] + ".1.0", "ml", "output", "data", "go"), "w"):
+            pass
+        job = self.wait_terminal(job["id"])
+        self.assertEqual(job["status"], "Completed", job)
+        deadline = time.monotonic() + DEADLINE_S
+        while time.monotonic() < deadline:
+            points = self.metrics(job["id"]).get(("phase", "value"), ("", []))[1]
+            if points and points[-1][1] == 2:
+                break
+            time.sleep(0.1)
+        self.assertEqual(points[-1][1], 2, points)
 
     def test_prometheus_scrapes_kilnd(self):
         prom_bin = shutil.which("prometheus")
