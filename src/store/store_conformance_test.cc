@@ -153,7 +153,7 @@ TEST_P(StoreConformance, MetricPointsRoundTrip) {
 }
 
 TEST_P(StoreConformance, SecretsArePerTeam) {
-  std::string sealed("\x00\x01binary\xff", 10);
+  const std::string sealed = std::string(1, '\0') + "\x01" + "binary" + "\xff";
   ASSERT_TRUE(store_->PutSecret("risk", "TOKEN", sealed, 1).ok());
   EXPECT_EQ(*store_->GetSecret("risk", "TOKEN"), sealed);
   EXPECT_EQ(store_->GetSecret("ads", "TOKEN").status().code(), Code::kNotFound);

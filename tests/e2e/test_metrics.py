@@ -79,8 +79,14 @@ print('done')
         self.assertEqual(st, 200)
         for reason in ("no_type", "bad_type", "not_utf8"):
             self.assertIn('kiln_statsd_bad_lines_total{reason="%s"}' % reason, prom)
-        # The job has ended: its series left the exposition (they stay in the job's metrics).
+        # The job has ended: once its instance is released (next flush), its series
+        # leave the exposition; they stay in the job's metrics.
+        deadline = time.monotonic() + DEADLINE_S
+        while time.monotonic() < deadline and 'job_id="%s"' % job["id"] in prom:
+            time.sleep(0.1)
+            st, prom = self.http("GET", "/metrics")
         self.assertNotIn('job_id="%s"' % job["id"], prom)
+        self.assertIn(("dd.requests", "count"), self.metrics(job["id"]))
 
     def test_metric_definitions_from_log_lines(self):
         spec = self.spec(unique("logmetric"), ["/bin/sh", "-c",

@@ -112,7 +112,9 @@ Result<std::string> LocalBackend::Launch(const LaunchRequest& req) {
                           "/ml/checkpoints", "/ml/.kiln/bin"})
     KILN_RETURN_IF_ERROR(MakeDirs(dir + sub));
   for (const auto& [ch, path] : req.spec.inputs) {
-    KILN_RETURN_IF_ERROR(MakeDirs(dir + "/ml/input/data/" + ch));
+    std::string channel_dir = dir;
+    channel_dir.append("/ml/input/data/").append(ch);
+    KILN_RETURN_IF_ERROR(MakeDirs(channel_dir));
     if (access(path.c_str(), R_OK) != 0)
       return InvalidArgument("inputs." + ch,
                              "input path " + path + " is not readable: " + std::string(strerror(errno)));
