@@ -495,7 +495,7 @@ void NativeApi::Register(httplib::Server& s) {
       return SendError(res, Status(Code::kFailedPrecondition,
                                    "staged hyperparameters are missing: " + job.spec.hyperparameters_file));
     res.status = 200;
-    res.set_content(std::move(*staged), "application/json");
+    res.set_content(*staged, "application/json");
   });
 
   s.Post("/v1/runtime/events", [this, authenticate](const httplib::Request& req, httplib::Response& res) {

@@ -75,7 +75,8 @@ void Aggregator::DropJob(const std::string& job_id) {
 
 std::vector<MetricPoint> Aggregator::Flush(TimeMs now) {
   std::vector<MetricPoint> out;
-  for (auto& [key, s] : series_) {
+  for (auto& entry : series_) {
+    Series& s = entry.second;  // a named reference: lambdas below capture it
     if (!s.touched && s.kind != MetricKind::kGauge) continue;
     auto emit = [&](const char* stat, double v) { out.push_back({s.job_id, s.name, s.tags, stat, now, v}); };
     switch (s.kind) {

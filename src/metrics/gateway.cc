@@ -24,7 +24,7 @@ static void SetReceiveBuffer(int fd, int bytes) {
 }
 
 MetricsGateway::MetricsGateway(GatewayOptions opts, Clock& clock, Sink sink)
-    : opts_(std::move(opts)), clock_(clock), sink_(std::move(sink)) {}
+    : opts_(opts), clock_(clock), sink_(std::move(sink)) {}
 
 MetricsGateway::~MetricsGateway() {
   Shutdown();
@@ -249,10 +249,13 @@ void MetricsGateway::FlushNow() {
         std::string k = tag.substr(0, c);
         for (char& ch : k)
           if (!isalnum(static_cast<unsigned char>(ch))) ch = '_';
-        if (k.empty() || isdigit(static_cast<unsigned char>(k[0]))) k = "_" + k;
-        labels += "," + k + "=\"" + PromEscape(c == std::string::npos ? "" : tag.substr(c + 1)) + "\"";
+        if (k.empty() || isdigit(static_cast<unsigned char>(k[0]))) k.insert(0, 1, '_');
+        labels.append(",").append(k).append("=\"");
+        labels.append(PromEscape(c == std::string::npos ? "" : tag.substr(c + 1))).append("\"");
       }
-      latest_[PromName(p.name) + "{" + labels + "}"] = {p.job_id, p.value};
+      std::string series = PromName(p.name);
+      series.append("{").append(labels).append("}");
+      latest_[series] = {p.job_id, p.value};
     }
     // Instances marked closing have had their last flush.
     std::set<std::string> released_jobs;
