@@ -10,15 +10,12 @@ hyperparameters), mints their instance tokens from kilnd's secret, then:
     files into a temp /opt/ml root) and takes the user command's first line time:
     overhead = (start -> first line) - fetch round trip.
 """
-import argparse, hashlib, hmac, http.client, json, os, platform, shutil, signal, statistics, subprocess, tempfile, time
+import argparse, glob, hashlib, hmac, http.client, json, os, shutil, signal, subprocess, tempfile, time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from benchlib import ROOT, heading, machine, pct, report
 BIN = os.path.join(ROOT, "build", "cmd")
 
 
-def pct(v, p):
-    s = sorted(v)
-    return s[min(len(s) - 1, int(round(p / 100.0 * (len(s) - 1))))]
 
 
 def main():
@@ -87,7 +84,7 @@ def main():
     finally:
         kilnd.send_signal(signal.SIGTERM)
         kilnd.wait(timeout=30)
-        for pidfile in __import__("glob").glob(data + "/instances/*/supervisor.pid"):
+        for pidfile in glob.glob(data + "/instances/*/supervisor.pid"):
             try:
                 os.kill(int(open(pidfile).read().split()[0]), signal.SIGTERM)
             except (OSError, ValueError):
@@ -95,11 +92,8 @@ def main():
         time.sleep(0.5)
         shutil.rmtree(data, ignore_errors=True)
 
-    model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-    rev = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    out = ["", "## kiln-entrypoint — %s" % time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "",
-           "Machine: %s, %d cores, Linux %s, commit %s. %d runs each; entrypoint run directly (no sandbox)," % (
-               model, os.cpu_count(), platform.release(), rev, a.runs),
+    out = ["", heading("kiln-entrypoint"), "",
+           "Machine: %s. %d runs each; entrypoint run directly (no sandbox)," % (machine(), a.runs),
            "so the numbers are the entrypoint's own cost; the sandbox's is in the Kiln core section.", "",
            "| hyperparameters | fetched | fetch p50 / p99 | start -> first user line p50 / p99 | overhead beyond fetch (p50) | targets |",
            "|---|---|---|---|---|---|"]
@@ -108,10 +102,7 @@ def main():
         out.append("| %s | %.1f KB | %.2f / %.2f ms | %.2f / %.2f ms | %.2f ms | %s |" % (
             label, size / 1024.0, f50, f99, l50, l99, over, target))
     text = "\n".join(out) + "\n"
-    print(text)
-    if not a.no_record:
-        with open(os.path.join(ROOT, "bench", "RESULTS.md"), "a") as f:
-            f.write(text)
+    report(text, not a.no_record)
 
 
 if __name__ == "__main__":

@@ -11,15 +11,12 @@ Measures:
     list-page latency over HTTP.
 Appends a section to bench/RESULTS.md with the machine it ran on.
 """
-import argparse, concurrent.futures, json, os, platform, random, shutil, signal, statistics, subprocess
-import sys, tempfile, threading, time, urllib.request
+import argparse, concurrent.futures, json, os, random, shutil, signal, subprocess
+import tempfile, threading, time, urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from benchlib import ROOT, heading, machine, pct, report
 
 
-def pct(values, p):
-    s = sorted(values)
-    return s[min(len(s) - 1, int(round(p / 100.0 * (len(s) - 1))))]
 
 
 class Kilnd:
@@ -164,15 +161,6 @@ def bench_store(build, n):
             "list_p50_ms": pct(listing, 50), "list_p99_ms": pct(listing, 99)}
 
 
-def machine():
-    model = "unknown"
-    for line in open("/proc/cpuinfo"):
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
-    mem = int(open("/proc/meminfo").readline().split()[1]) // (1024 * 1024)
-    rev = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    return "%s, %d cores, %d GiB, Linux %s, commit %s" % (model, os.cpu_count(), mem, platform.release(), rev)
 
 
 def main():
@@ -207,14 +195,11 @@ def main():
         ("describe p50 / p99 (100k jobs)", "%.2f / %.2f ms" % (store["describe_p50_ms"], store["describe_p99_ms"]), "p99 <= 10 ms"),
         ("list page (50) p50 / p99 (100k jobs)", "%.2f / %.2f ms" % (store["list_p50_ms"], store["list_p99_ms"]), "p99 <= 10 ms"),
     ]
-    out = ["", "## Kiln core — %s" % time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "",
+    out = ["", heading("Kiln core"), "",
            "Machine: " + machine(), "", "| measure | result | target |", "|---|---|---|"]
     out += ["| %s | %s | %s |" % r for r in rows]
     text = "\n".join(out) + "\n"
-    print(text)
-    if not a.no_record:
-        with open(os.path.join(ROOT, "bench", "RESULTS.md"), "a") as f:
-            f.write(text)
+    report(text, not a.no_record)
 
 
 if __name__ == "__main__":

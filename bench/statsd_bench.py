@@ -10,9 +10,9 @@ for Kiln, packets sent but never counted by the gateway. Both receivers get the
 kernel's default socket buffer ceiling (net.core.rmem_max). Needs Node.js and
 `npm install` in bench/statsd-peer (the script runs it). Appends to bench/RESULTS.md.
 """
-import argparse, json, os, platform, socket, subprocess, sys, tempfile, time
+import argparse, os, socket, subprocess, tempfile, time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from benchlib import ROOT, heading, machine, report
 LOAD = os.path.join(ROOT, "build", "bench", "kiln_statsd_load")
 PEER = os.path.join(ROOT, "bench", "statsd-peer")
 RATES = [25000, 50000, 75000, 100000, 150000, 200000, 300000, 400000, 450000, 500000, 550000, 600000, 700000, 800000, 1000000]
@@ -129,11 +129,6 @@ def measure(recv_cls, seconds):
     return best, results
 
 
-def machine():
-    model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-    rev = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    return "%s, %d cores, Linux %s, commit %s, net.core.rmem_max=%s" % (
-        model, os.cpu_count(), platform.release(), rev, open("/proc/sys/net/core/rmem_max").read().strip())
 
 
 def main():
@@ -147,8 +142,8 @@ def main():
     etsy_best, _ = measure(Etsy, a.seconds)
     ratio = kiln_best / etsy_best if etsy_best else float("inf")
     text = "\n".join([
-        "", "## Metrics gateway throughput — %s" % time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "",
-        "Machine: " + machine(), "",
+        "", heading("Metrics gateway throughput"), "",
+        "Machine: %s, net.core.rmem_max=%s" % (machine(), open("/proc/sys/net/core/rmem_max").read().strip()), "",
         "Highest sustained rate with < 0.1%% loss, %.0f s per step, %d UDP senders (sendmmsg) on the same host;" % (
             a.seconds, SENDERS),
         "packets mix counters, sampled timers, gauges and DogStatsD-tagged histograms. Kiln's gateway asks for a",
@@ -158,10 +153,7 @@ def main():
         "| Kiln gateway (kiln_metrics, as in kilnd) | %.0f | >= 500,000 |" % kiln_best,
         "| %s | %.0f | |" % (Etsy.name, etsy_best),
         "| ratio | %.1fx | >= 10x |" % ratio, ""])
-    print(text)
-    if not a.no_record:
-        with open(os.path.join(ROOT, "bench", "RESULTS.md"), "a") as f:
-            f.write(text)
+    report(text, not a.no_record)
 
 
 if __name__ == "__main__":
