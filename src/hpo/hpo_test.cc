@@ -1,0 +1,162 @@
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <set>
+
+#include "hpo/scheduler.h"
+
+namespace kiln::hpo {
+namespace {
+
+SearchSpace Branin() {
+  return *SearchSpace::Create({{"x1", ParamType::kContinuous, -5, 10, {}, Scaling::kLinear},
+                               {"x2", ParamType::kContinuous, 0, 15, {}, Scaling::kLinear}});
+}
+
+double BraninF(const Config& c) {
+  double x1 = std::get<double>(c.at("x1")), x2 = std::get<double>(c.at("x2"));
+  const double pi = 3.141592653589793;
+  double a = x2 - 5.1 / (4 * pi * pi) * x1 * x1 + 5 / pi * x1 - 6;
+  return a * a + 10 * (1 - 1 / (8 * pi)) * std::cos(x1) + 10;
+}
+
+TEST(Space, ValidatesSageMakerRules) {
+  EXPECT_EQ(SearchSpace::Create({{"a", ParamType::kContinuous, 1, 1}}).status().field(), "ranges[0].min");
+  EXPECT_EQ(SearchSpace::Create({{"a", ParamType::kContinuous, 0, 1, {}, Scaling::kLogarithmic}}).status().field(),
+            "ranges[0].scaling");
+  EXPECT_EQ(
+      SearchSpace::Create({{"a", ParamType::kContinuous, 0, 1}, {"a", ParamType::kInteger, 0, 3}}).status().field(),
+      "ranges[1].name");
+  EXPECT_EQ(SearchSpace::Create({{"c", ParamType::kCategorical, 0, 0, {}}}).status().field(), "ranges[0].values");
+  std::vector<Parameter> many;
+  for (int i = 0; i < 31; ++i) many.push_back({"p" + std::to_string(i), ParamType::kInteger, 0, 5});
+  EXPECT_EQ(SearchSpace::Create(many).status().field(), "ranges[30]");
+}
+
+TEST(Space, EncodeDecodeRoundTrips) {
+  auto sp = *SearchSpace::Create({{"lr", ParamType::kContinuous, 1e-5, 1e-1, {}, Scaling::kLogarithmic},
+                                  {"depth", ParamType::kInteger, 1, 10, {}, Scaling::kLinear},
+                                  {"units", ParamType::kInteger, 1, 1024, {}, Scaling::kLogarithmic},
+                                  {"beta", ParamType::kContinuous, 0.9, 0.999, {}, Scaling::kReverseLogarithmic},
+                                  {"opt", ParamType::kCategorical, 0, 0, {"sgd", "adam", "rmsprop"}}});
+  std::mt19937_64 rng(7);
+  std::uniform_real_distribution<double> u(0, 1);
+  std::set<double> depths;
+  for (int i = 0; i < 2000; ++i) {
+    std::vector<double> x(sp.size());
+    for (auto& v : x) v = u(rng);
+    Config c = sp.DecodeAll(x);
+    double lr = std::get<double>(c["lr"]), depth = std::get<double>(c["depth"]);
+    EXPECT_GE(lr, 1e-5);
+    EXPECT_LE(lr, 1e-1);
+    EXPECT_EQ(depth, std::round(depth));
+    depths.insert(depth);
+    EXPECT_GE(std::get<double>(c["beta"]), 0.9);
+    EXPECT_LE(std::get<double>(c["beta"]), 0.999);
+    // Decode(Encode(v)) == v
+    Config again = sp.DecodeAll(sp.EncodeAll(c));
+    EXPECT_EQ(ToString(again["depth"]), ToString(c["depth"]));
+    EXPECT_EQ(ToString(again["opt"]), ToString(c["opt"]));
+    EXPECT_NEAR(std::log(std::get<double>(again["lr"])), std::log(lr), 1e-9);
+  }
+  EXPECT_EQ(depths.size(), 10u);  // every integer reachable
+  // Log scaling spreads samples across orders of magnitude.
+  int small = 0;
+  for (int i = 0; i < 1000; ++i) small += std::get<double>(sp.Decode(0, u(rng))) < 1e-3;
+  EXPECT_GT(small, 350);
+}
+
+TEST(Grid, EnumeratesEveryCombinationOnce) {
+  auto sp = *SearchSpace::Create(
+      {{"opt", ParamType::kCategorical, 0, 0, {"a", "b", "c"}}, {"depth", ParamType::kInteger, 2, 5}});
+  auto grid = MakeGridSampler();
+  ASSERT_EQ(grid->Capacity(sp), 12u);
+  std::vector<Trial> hist;
+  std::set<std::string> seen;
+  std::mt19937_64 rng(1);
+  for (int i = 0; i < 12; ++i) {
+    Trial t;
+    t.u = grid->Suggest(sp, hist, Direction::kMinimize, rng);
+    Config c = sp.DecodeAll(t.u);
+    seen.insert(ToString(c["opt"]) + "/" + ToString(c["depth"]));
+    hist.push_back(t);
+  }
+  EXPECT_EQ(seen.size(), 12u);
+}
+
+double RunBranin(Sampler& s, int trials, uint64_t seed) {
+  SearchSpace sp = Branin();
+  std::mt19937_64 rng(seed);
+  std::vector<Trial> hist;
+  double best = INFINITY;
+  for (int i = 0; i < trials; ++i) {
+    Trial t;
+    t.u = s.Suggest(sp, hist, Direction::kMinimize, rng);
+    t.objective = BraninF(sp.DecodeAll(t.u));
+    t.state = TrialState::kCompleted;
+    best = std::min(best, t.objective);
+    hist.push_back(t);
+  }
+  return best;
+}
+
+TEST(Tpe, BeatsRandomOnBranin) {
+  // Median over seeds of the best value after 100 trials (global minimum 0.397887).
+  std::vector<double> tpe, rnd;
+  for (uint64_t seed = 1; seed <= 15; ++seed) {
+    auto t = MakeTpeSampler();
+    auto r = MakeRandomSampler();
+    tpe.push_back(RunBranin(*t, 100, seed));
+    rnd.push_back(RunBranin(*r, 100, seed));
+  }
+  std::sort(tpe.begin(), tpe.end());
+  std::sort(rnd.begin(), rnd.end());
+  EXPECT_LT(tpe[7], rnd[7]);
+  EXPECT_LT(tpe[7], 0.6);
+}
+
+TEST(Tpe, MaximizeFlipsTheObjective) {
+  SearchSpace sp = *SearchSpace::Create({{"x", ParamType::kContinuous, 0, 1}});
+  auto tpe = MakeTpeSampler();
+  std::mt19937_64 rng(3);
+  std::vector<Trial> hist;
+  for (int i = 0; i < 60; ++i) {
+    Trial t;
+    t.u = tpe->Suggest(sp, hist, Direction::kMaximize, rng);
+    double x = std::get<double>(sp.Decode(0, t.u[0]));
+    t.objective = -(x - 0.8) * (x - 0.8);
+    t.state = TrialState::kCompleted;
+    hist.push_back(t);
+  }
+  // The last suggestions concentrate near the maximum.
+  int near = 0;
+  for (int i = 40; i < 60; ++i) near += std::fabs(std::get<double>(sp.Decode(0, hist[i].u[0])) - 0.8) < 0.15;
+  EXPECT_GE(near, 12);
+}
+
+TEST(MedianRule, StopsTrialsWorseThanTheMedian) {
+  Curve a{{{1, 1.0}, {2, 0.8}, {3, 0.6}}}, b{{{1, 1.1}, {2, 0.9}, {3, 0.7}}}, c{{{1, 0.9}, {2, 0.7}, {3, 0.5}}};
+  std::vector<const Curve*> peers = {&a, &b, &c};
+  // Running averages at step 2: a 0.9, b 1.0, c 0.8 -> median 0.9.
+  EXPECT_EQ(MedianRule(Curve{{{1, 1.5}, {2, 0.95}}}, peers, Direction::kMinimize), Decision::kStop);
+  EXPECT_EQ(MedianRule(Curve{{{1, 1.5}, {2, 0.85}}}, peers, Direction::kMinimize), Decision::kContinue);
+  EXPECT_EQ(MedianRule(Curve{{{1, 0.5}, {2, 0.85}}}, peers, Direction::kMaximize), Decision::kStop);
+  // Too few peers at that step: continue.
+  EXPECT_EQ(MedianRule(Curve{{{4, 9.0}}}, peers, Direction::kMinimize), Decision::kContinue);
+}
+
+TEST(Asha, PromotesTheTopThird) {
+  Asha asha(1, 27, 3);
+  EXPECT_EQ(asha.rungs(), (std::vector<int64_t>{1, 3, 9}));
+  // Minimize: first arrivals always continue (top 1/eta of what the rung has seen).
+  EXPECT_EQ(asha.Report(0, 1, 0.5, Direction::kMinimize), Decision::kContinue);
+  EXPECT_EQ(asha.Report(1, 1, 0.9, Direction::kMinimize), Decision::kStop);  // 2 seen, keep 1: 0.5 is better
+  EXPECT_EQ(asha.Report(2, 1, 0.4, Direction::kMinimize), Decision::kContinue);
+  EXPECT_EQ(asha.Report(3, 1, 0.7, Direction::kMinimize), Decision::kStop);      // 4 seen, keep 2: 0.4, 0.5
+  EXPECT_EQ(asha.Report(0, 2, 0.1, Direction::kMinimize), Decision::kContinue);  // not a rung
+  Hyperband hb(1, 27, 3);
+  EXPECT_EQ(hb.brackets(), 3u);
+}
+
+}  // namespace
+}  // namespace kiln::hpo
