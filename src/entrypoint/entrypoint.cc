@@ -286,7 +286,7 @@ Result<std::string> FetchWithRetry(const ApiTarget& api, const std::string& toke
   std::string last = "no answer";
   const int64_t deadline = MonotonicNs() + 60LL * 1000 * 1000 * 1000;
   while (MonotonicNs() < deadline) {
-    auto res = HttpCall(api.host, api.port, "GET", path, h, "", 30000);
+    auto res = HttpCall(api.host, api.port, "GET", path, h, "", 10000);
     if (res.ok() && res->status == 200) return std::move(res->body);
     if (res.ok() && res->status >= 400 && res->status < 500) {
       json j = json::parse(res->body, nullptr, false);

@@ -1,6 +1,7 @@
 #include "compute/local/local_backend.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/epoll.h>
@@ -151,6 +152,9 @@ Result<std::string> LocalBackend::Launch(const LaunchRequest& req) {
   std::string slog = dir + "/supervisor.log";
   posix_spawn_file_actions_addopen(&fa, 1, slog.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
   posix_spawn_file_actions_adddup2(&fa, 1, 2);
+  // The supervisor outlives kilnd: it must not hold kilnd's sockets (client
+  // connections, the listener) or any other descriptor a library left inheritable.
+  posix_spawn_file_actions_addclosefrom_np(&fa, 4);
   posix_spawnattr_t attr;
   posix_spawnattr_init(&attr);
   sigset_t none, all;
@@ -173,9 +177,17 @@ Result<std::string> LocalBackend::Launch(const LaunchRequest& req) {
     close(ready[0]);
     return Status(Code::kUnavailable, std::string("spawn kiln-supervisor: ") + strerror(rc));
   }
+  // Bounded: a supervisor that never answers must not stall the reconciler. The
+  // launch then reports Unavailable and is retried; Launch is idempotent.
   char buf[256] = {0};
-  ssize_t n = read(ready[0], buf, sizeof(buf) - 1);
+  ssize_t n = -1;
+  pollfd rp{ready[0], POLLIN, 0};
+  if (poll(&rp, 1, 10000) > 0) n = read(ready[0], buf, sizeof(buf) - 1);
   close(ready[0]);
+  if (n < 0) {
+    waitpid(pid, nullptr, WNOHANG);
+    return Status(Code::kUnavailable, "kiln-supervisor did not answer within 10 s");
+  }
   std::string answer = n > 0 ? std::string(buf, static_cast<size_t>(n)) : "";
   if (answer.rfind("ok", 0) != 0 && answer.rfind("busy", 0) != 0) {
     waitpid(pid, nullptr, WNOHANG);
