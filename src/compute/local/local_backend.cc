@@ -319,10 +319,9 @@ Status LocalBackend::Recover(const std::string& id, const std::string& handle) {
   if (!h.is_object()) return NotFound("unreadable handle for " + id);
   std::string job_id = h.value("job_id", "");
   if (access((Dir(id) + "/status.json").c_str(), F_OK) == 0) {
-    {
-      std::lock_guard<std::mutex> l(mu_);
-      if (watched_ids_.count(id)) return Status::Ok();
-    }
+    // Ended: report it even if a watch is still registered, so a missed pidfd
+    // notification is repaired by the resync. A duplicate exit is dropped by its
+    // dedup key.
     Finished(id, job_id, h.value("pid", 0));
     return Status::Ok();
   }
