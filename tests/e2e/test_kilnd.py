@@ -76,9 +76,7 @@ def parse_sse(text):
 
 class KilndHarness(unittest.TestCase):
     """Starts a private kilnd (binaries snapshotted) for a test class; no tests here."""
-    # A short safety-net resync: a missed exit notification is repaired within the
-    # tests' deadlines (the default is 60 s).
-    KILND_ARGS = ["--resync-seconds", "5"]
+    KILND_ARGS = []
     proc = None
     addr = None
 

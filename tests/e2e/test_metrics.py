@@ -16,7 +16,7 @@ from test_kilnd import KilndHarness, unique, DEADLINE_S
 
 
 class MetricsE2E(KilndHarness):
-    KILND_ARGS = ["--statsd-flush-ms", "200", "--resync-seconds", "5"]
+    KILND_ARGS = ["--statsd-flush-ms", "200"]
 
     def metrics(self, job_id):
         st, body = self.http("GET", "/v1/jobs/%s/metrics" % job_id)
