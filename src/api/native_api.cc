@@ -10,6 +10,7 @@
 #include <regex>
 
 #include "common/fsutil.h"
+#include "common/ids.h"
 
 namespace kiln {
 namespace {
@@ -66,13 +67,7 @@ bool BoolParam(const httplib::Request& req, const char* name, bool def) {
 std::string Sha256Hex(const std::string& data) {
   unsigned char md[SHA256_DIGEST_LENGTH];
   SHA256(reinterpret_cast<const unsigned char*>(data.data()), data.size(), md);
-  static const char* kHex = "0123456789abcdef";
-  std::string out;
-  for (unsigned char c : md) {
-    out.push_back(kHex[c >> 4]);
-    out.push_back(kHex[c & 0xf]);
-  }
-  return out;
+  return HexEncode(md, sizeof(md));
 }
 
 bool IsValidSecretName(const std::string& n) {

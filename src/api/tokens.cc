@@ -3,6 +3,8 @@
 #include <openssl/crypto.h>
 #include <openssl/hmac.h>
 
+#include "common/ids.h"
+
 namespace kiln {
 
 std::string TokenIssuer::For(const std::string& instance_id) const {
@@ -10,13 +12,7 @@ std::string TokenIssuer::For(const std::string& instance_id) const {
   unsigned int len = 0;
   HMAC(EVP_sha256(), secret_.data(), static_cast<int>(secret_.size()),
        reinterpret_cast<const unsigned char*>(instance_id.data()), instance_id.size(), mac, &len);
-  static const char* kHex = "0123456789abcdef";
-  std::string out = instance_id + ".";
-  for (unsigned int i = 0; i < len; ++i) {
-    out.push_back(kHex[mac[i] >> 4]);
-    out.push_back(kHex[mac[i] & 0xf]);
-  }
-  return out;
+  return instance_id + "." + HexEncode(mac, len);
 }
 
 bool TokenIssuer::Verify(const std::string& instance_id, const std::string& token) const {

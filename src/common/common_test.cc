@@ -28,6 +28,8 @@ TEST(Ids, AreUniqueAndPrefixed) {
   EXPECT_NE(a, b);
   EXPECT_EQ(a.rfind("j-", 0), 0u);
   EXPECT_EQ(NewToken().size(), 64u);
+  const unsigned char bytes[] = {0x00, 0x0f, 0xa5, 0xff};
+  EXPECT_EQ(HexEncode(bytes, 4), "000fa5ff");
 }
 TEST(FsUtil, SanitizeUtf8) {
   EXPECT_EQ(SanitizeUtf8("ok \xc3\xa9"), "ok \xc3\xa9");

@@ -6,4 +6,6 @@ namespace kiln {
 std::string NewId(const std::string& prefix);
 // 32 random bytes, hex-encoded: bearer tokens.
 std::string NewToken();
+// Lower-case hex of `n` bytes.
+std::string HexEncode(const unsigned char* data, size_t n);
 }  // namespace kiln
