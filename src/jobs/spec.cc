@@ -84,9 +84,33 @@ const std::set<std::string> kKnownFields = {"name",
                                             "kind",
                                             "team",
                                             "secrets",
-                                            "metric_definitions"};
+                                            "metric_definitions",
+                                            "sharded_channels",
+                                            "mounts",
+                                            "uploads",
+                                            "checkpoint_dir",
+                                            "code_archive",
+                                            "pack_output_data"};
+
+// A path inside the instance: absolute, under /opt/ml, no "." or ".." segments.
+Status InstancePath(const json& j, const std::string& field, std::string* out) {
+  if (!j.is_string()) return InvalidArgument(field, "must be a string");
+  std::string p = j.get<std::string>();
+  if (p.rfind("/opt/ml/", 0) != 0 || p.size() > 256)
+    return InvalidArgument(field, "must be an absolute path under /opt/ml/ (at most 256 characters)");
+  if (p.find("/./") != std::string::npos || p.find("/../") != std::string::npos || p.find('\0') != std::string::npos ||
+      (p.size() >= 3 && p.compare(p.size() - 3, 3, "/..") == 0) || (p.size() >= 2 && p.compare(p.size() - 2, 2, "/.") == 0))
+    return InvalidArgument(field, "must not contain '.' or '..' segments");
+  for (const char* reserved : {"/opt/ml/.kiln", "/opt/ml/code", "/opt/ml/input/config"})
+    if (p == reserved || p.rfind(std::string(reserved) + "/", 0) == 0)
+      return InvalidArgument(field, std::string(reserved) + " is reserved");
+  *out = p;
+  return Status::Ok();
+}
 
 }  // namespace
+
+const char* ToString(JobKind k) { return k == JobKind::kProcessing ? "processing" : "training"; }
 
 bool IsValidJobName(const std::string& name) {
   static const std::regex re("^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$");
@@ -99,7 +123,16 @@ Result<JobSpec> ParseSpec(const json& j, const Catalog* catalog) {
     if (!kKnownFields.count(it.key()) && !(catalog == nullptr && it.key() == "hyperparameters_file"))
       return InvalidArgument(it.key(), "unknown field");
   JobSpec s;
-  if (j.contains("kind") && j["kind"] != "training") return InvalidArgument("kind", "only 'training' is supported");
+  if (j.contains("kind")) {
+    if (j["kind"] == "training") {
+      s.kind = JobKind::kTraining;
+    } else if (j["kind"] == "processing") {
+      s.kind = JobKind::kProcessing;
+    } else {
+      return InvalidArgument("kind", "must be training or processing");
+    }
+  }
+  if (catalog == nullptr && j.contains("sagemaker")) s.sagemaker = j["sagemaker"];
 
   if (!j.contains("name")) return InvalidArgument("name", "required");
   if (!j["name"].is_string()) return InvalidArgument("name", "must be a string");
@@ -223,6 +256,51 @@ Result<JobSpec> ParseSpec(const json& j, const Catalog* catalog) {
     }
   }
   if (j.contains("tags")) KILN_RETURN_IF_ERROR(StringMap(j["tags"], "tags", &s.tags, nullptr, "", kMaxTags, 128, 256));
+  if (j.contains("sharded_channels")) {
+    const auto& sc = j["sharded_channels"];
+    if (!sc.is_array()) return InvalidArgument("sharded_channels", "must be a list of channel names");
+    for (size_t i = 0; i < sc.size(); ++i) {
+      if (!sc[i].is_string() || !s.inputs.count(sc[i].get<std::string>()))
+        return InvalidArgument("sharded_channels[" + std::to_string(i) + "]", "must name a channel under inputs");
+      s.sharded_channels.push_back(sc[i]);
+    }
+  }
+  if (j.contains("mounts")) {
+    const auto& m = j["mounts"];
+    if (!m.is_array() || m.size() > 20) return InvalidArgument("mounts", "must be a list of at most 20 mounts");
+    for (size_t i = 0; i < m.size(); ++i) {
+      std::string f = "mounts[" + std::to_string(i) + "]";
+      if (!m[i].is_object()) return InvalidArgument(f, "must be {source, target, distribution}");
+      DataMount d;
+      KILN_RETURN_IF_ERROR(AbsPath(m[i].value("source", json()), f + ".source", &d.source));
+      KILN_RETURN_IF_ERROR(InstancePath(m[i].value("target", json()), f + ".target", &d.target));
+      std::string dist = m[i].value("distribution", "FullyReplicated");
+      if (dist == "ShardedByS3Key" || dist == "sharded") {
+        d.distribution = Distribution::kShardedByKey;
+      } else if (dist != "FullyReplicated" && dist != "replicated") {
+        return InvalidArgument(f + ".distribution", "must be FullyReplicated or ShardedByS3Key");
+      }
+      s.mounts.push_back(d);
+    }
+  }
+  if (j.contains("uploads")) {
+    const auto& u = j["uploads"];
+    if (!u.is_array() || u.size() > 20) return InvalidArgument("uploads", "must be a list of at most 20 uploads");
+    for (size_t i = 0; i < u.size(); ++i) {
+      std::string f = "uploads[" + std::to_string(i) + "]";
+      if (!u[i].is_object()) return InvalidArgument(f, "must be {local_path, destination}");
+      OutputUpload o;
+      KILN_RETURN_IF_ERROR(InstancePath(u[i].value("local_path", json()), f + ".local_path", &o.local_path));
+      KILN_RETURN_IF_ERROR(AbsPath(u[i].value("destination", json()), f + ".destination", &o.destination));
+      s.uploads.push_back(o);
+    }
+  }
+  if (j.contains("checkpoint_dir")) KILN_RETURN_IF_ERROR(AbsPath(j["checkpoint_dir"], "checkpoint_dir", &s.checkpoint_dir));
+  if (j.contains("code_archive")) KILN_RETURN_IF_ERROR(AbsPath(j["code_archive"], "code_archive", &s.code_archive));
+  if (j.contains("pack_output_data")) {
+    if (!j["pack_output_data"].is_boolean()) return InvalidArgument("pack_output_data", "must be true or false");
+    s.pack_output_data = j["pack_output_data"];
+  }
   return s;
 }
 
@@ -246,6 +324,24 @@ nlohmann::json JobSpec::ToJson() const {
   j["secrets"] = secrets;
   j["metric_definitions"] = nlohmann::json::array();
   for (const auto& [n, r] : metric_definitions) j["metric_definitions"].push_back({{"name", n}, {"regex", r}});
+  j["kind"] = ToString(kind);
+  if (!sharded_channels.empty()) j["sharded_channels"] = sharded_channels;
+  if (!mounts.empty()) {
+    j["mounts"] = json::array();
+    for (const auto& m : mounts)
+      j["mounts"].push_back({{"source", m.source},
+                             {"target", m.target},
+                             {"distribution", m.distribution == Distribution::kShardedByKey ? "ShardedByS3Key"
+                                                                                             : "FullyReplicated"}});
+  }
+  if (!uploads.empty()) {
+    j["uploads"] = json::array();
+    for (const auto& u : uploads) j["uploads"].push_back({{"local_path", u.local_path}, {"destination", u.destination}});
+  }
+  if (!checkpoint_dir.empty()) j["checkpoint_dir"] = checkpoint_dir;
+  if (!code_archive.empty()) j["code_archive"] = code_archive;
+  if (pack_output_data) j["pack_output_data"] = true;
+  if (!sagemaker.is_null()) j["sagemaker"] = sagemaker;
   return j;
 }
 

@@ -12,8 +12,27 @@
 
 namespace kiln {
 
+enum class JobKind { kTraining, kProcessing };
+const char* ToString(JobKind k);
+
+enum class Distribution { kFullyReplicated, kShardedByKey };
+
+// Data placed in the instance before the command starts.
+struct DataMount {
+  std::string source;  // absolute host path (file or directory)
+  std::string target;  // absolute path inside the instance, under /opt/ml
+  Distribution distribution = Distribution::kFullyReplicated;
+};
+
+// A directory copied out of the instance after the command succeeds.
+struct OutputUpload {
+  std::string local_path;   // inside the instance, under /opt/ml
+  std::string destination;  // absolute host directory
+};
+
 struct JobSpec {
   std::string name;
+  JobKind kind = JobKind::kTraining;
   std::string image = "host";
   std::vector<std::string> command;
   std::string code_dir;  // absolute path or empty
@@ -35,6 +54,16 @@ struct JobSpec {
   // SageMaker's MetricDefinitions: the first capture group of `regex` on a log
   // line is a value of metric `name` (same series model as StatsD gauges).
   std::vector<std::pair<std::string, std::string>> metric_definitions;  // name, regex
+  // Channels under `inputs` split across instances by file (ShardedByS3Key).
+  std::vector<std::string> sharded_channels;
+  std::vector<DataMount> mounts;       // e.g. ProcessingInputs
+  std::vector<OutputUpload> uploads;   // e.g. ProcessingOutputs (EndOfJob)
+  std::string checkpoint_dir;          // host directory kept in sync with /opt/ml/checkpoints
+  std::string code_archive;            // tar.gz unpacked into /opt/ml/code before the command
+  bool pack_output_data = false;       // /opt/ml/output/data -> output.tar.gz beside model.tar.gz
+  // Jobs created through the SageMaker API keep the request as received, so
+  // Describe* answers with it. Null for native jobs.
+  nlohmann::json sagemaker;
 
   nlohmann::json ToJson() const;
 };

@@ -71,6 +71,17 @@ CREATE TABLE secrets(
   updated_ms INTEGER NOT NULL,
   PRIMARY KEY(team, name));
 )sql",
+    // 4: job kinds (training, processing) and API access keys (sealed secrets)
+    R"sql(
+ALTER TABLE jobs ADD COLUMN kind TEXT NOT NULL DEFAULT 'training';
+CREATE INDEX jobs_kind ON jobs(kind, created_ms DESC);
+CREATE TABLE access_keys(
+  id TEXT PRIMARY KEY,
+  team TEXT NOT NULL,
+  role TEXT NOT NULL,
+  sealed BLOB NOT NULL,
+  created_ms INTEGER NOT NULL);
+)sql",
 };
 
 class Stmt {
@@ -155,12 +166,13 @@ class SqliteStore final : public Store {
     KILN_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
     Status st = [&]() -> Status {
       {
-        Stmt s(db_, "INSERT INTO jobs(id,name,status,created_ms,event_count,state) VALUES(?,?,?,?,0,?)");
+        Stmt s(db_, "INSERT INTO jobs(id,name,status,created_ms,event_count,state,kind) VALUES(?,?,?,?,0,?,?)");
         s.Bind(1, job.id)
             .Bind(2, job.spec.name)
             .Bind(3, std::string(ToString(job.status)))
             .Bind(4, job.created_at)
-            .Bind(5, ToJson(job).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+            .Bind(5, ToJson(job).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace))
+            .Bind(6, std::string(ToString(job.spec.kind)));
         int rc = s.Step();
         if (rc == SQLITE_CONSTRAINT)
           return Status(Code::kAlreadyExists, "a job named '" + job.spec.name + "' already exists", "name");
@@ -209,20 +221,38 @@ class SqliteStore final : public Store {
       sql += " AND EXISTS (SELECT 1 FROM job_tags t WHERE t.job_id=j.id AND t.key=?1 AND t.value=?2)";
     if (q.status) sql += " AND j.status=?3";
     if (!q.name_contains.empty()) sql += " AND instr(j.name, ?4) > 0";
-    int64_t tok_ms = 0;
+    if (q.kind) sql += " AND j.kind=?8";
+    if (q.created_after > 0) sql += " AND j.created_ms > ?9";
+    if (q.created_before > 0) sql += " AND j.created_ms < ?10";
+    if (!q.name_prefix.empty()) sql += " AND substr(j.name, 1, length(?11)) = ?11";
+    const bool keyset = q.order == ListOrder::kNewestFirst || q.order == ListOrder::kOldestFirst;
+    int64_t tok_ms = 0, offset = 0;
     std::string tok_id;
     if (!q.page_token.empty()) {
       auto colon = q.page_token.find(':');
       if (colon == std::string::npos) return InvalidArgument("page_token", "malformed page token");
       try {
-        tok_ms = std::stoll(q.page_token.substr(0, colon));
+        (keyset ? tok_ms : offset) = std::stoll(q.page_token.substr(keyset ? 0 : colon + 1));
       } catch (...) {
         return InvalidArgument("page_token", "malformed page token");
       }
-      tok_id = q.page_token.substr(colon + 1);
-      sql += " AND (j.created_ms < ?5 OR (j.created_ms = ?5 AND j.id < ?6))";
+      if (keyset) {
+        tok_id = q.page_token.substr(colon + 1);
+        sql += q.order == ListOrder::kNewestFirst ? " AND (j.created_ms < ?5 OR (j.created_ms = ?5 AND j.id < ?6))"
+                                                  : " AND (j.created_ms > ?5 OR (j.created_ms = ?5 AND j.id > ?6))";
+      } else if (q.page_token.substr(0, colon) != "o" || offset < 0) {
+        return InvalidArgument("page_token", "malformed page token");
+      }
     }
-    sql += " ORDER BY j.created_ms DESC, j.id DESC LIMIT ?7";
+    switch (q.order) {
+      case ListOrder::kNewestFirst: sql += " ORDER BY j.created_ms DESC, j.id DESC"; break;
+      case ListOrder::kOldestFirst: sql += " ORDER BY j.created_ms ASC, j.id ASC"; break;
+      case ListOrder::kNameAsc: sql += " ORDER BY j.name ASC"; break;
+      case ListOrder::kNameDesc: sql += " ORDER BY j.name DESC"; break;
+      case ListOrder::kStatusAsc: sql += " ORDER BY j.status ASC, j.created_ms DESC, j.id DESC"; break;
+      case ListOrder::kStatusDesc: sql += " ORDER BY j.status DESC, j.created_ms DESC, j.id DESC"; break;
+    }
+    sql += " LIMIT ?7 OFFSET ?12";
     int limit = q.limit <= 0 ? 50 : std::min(q.limit, 1000);
     std::lock_guard<std::mutex> l(mu_);
     Stmt s(db_, sql.c_str());
@@ -230,13 +260,17 @@ class SqliteStore final : public Store {
     if (!q.tag_key.empty()) s.Bind(1, q.tag_key).Bind(2, q.tag_value);
     if (q.status) s.Bind(3, std::string(ToString(*q.status)));
     if (!q.name_contains.empty()) s.Bind(4, q.name_contains);
-    if (!q.page_token.empty()) s.Bind(5, tok_ms).Bind(6, tok_id);
-    s.Bind(7, int64_t{limit + 1});
+    if (keyset && !q.page_token.empty()) s.Bind(5, tok_ms).Bind(6, tok_id);
+    if (q.kind) s.Bind(8, std::string(ToString(*q.kind)));
+    if (q.created_after > 0) s.Bind(9, q.created_after);
+    if (q.created_before > 0) s.Bind(10, q.created_before);
+    if (!q.name_prefix.empty()) s.Bind(11, q.name_prefix);
+    s.Bind(7, int64_t{limit + 1}).Bind(12, offset);
     JobPage page;
     std::string last_tok;
     while (s.Step() == SQLITE_ROW) {
       if (static_cast<int>(page.jobs.size()) == limit) {
-        page.next_page_token = last_tok;
+        page.next_page_token = keyset ? last_tok : "o:" + std::to_string(offset + limit);
         break;
       }
       auto j = ParseJob(s.Text(0));
@@ -245,6 +279,79 @@ class SqliteStore final : public Store {
       last_tok = std::to_string(s.Int(1)) + ":" + s.Text(2);
     }
     return page;
+  }
+
+  Status UpdateTags(const std::string& job_id, const std::map<std::string, std::string>& add,
+                    const std::vector<std::string>& remove) override {
+    std::lock_guard<std::mutex> l(mu_);
+    KILN_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+    Status st = [&]() -> Status {
+      Stmt g(db_, "SELECT state FROM jobs WHERE id=?");
+      g.Bind(1, job_id);
+      if (g.Step() != SQLITE_ROW) return NotFound("job '" + job_id + "' not found");
+      auto state = nlohmann::json::parse(g.Text(0), nullptr, false);
+      if (state.is_discarded()) return Internal("stored job is not JSON");
+      auto& tags = state["spec"]["tags"];
+      if (!tags.is_object()) tags = nlohmann::json::object();
+      for (const auto& k : remove) {
+        tags.erase(k);
+        Stmt d(db_, "DELETE FROM job_tags WHERE job_id=? AND key=?");
+        d.Bind(1, job_id).Bind(2, k);
+        if (d.Step() != SQLITE_DONE) return Err("delete tag");
+      }
+      for (const auto& [k, v] : add) {
+        tags[k] = v;
+        Stmt i(db_, "INSERT INTO job_tags(job_id,key,value) VALUES(?,?,?) ON CONFLICT(job_id,key) DO UPDATE SET "
+                    "value=excluded.value");
+        i.Bind(1, job_id).Bind(2, k).Bind(3, v);
+        if (i.Step() != SQLITE_DONE) return Err("upsert tag");
+      }
+      Stmt u(db_, "UPDATE jobs SET state=? WHERE id=?");
+      u.Bind(1, state.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)).Bind(2, job_id);
+      if (u.Step() != SQLITE_DONE) return Err("update job tags");
+      return Status::Ok();
+    }();
+    if (!st.ok()) {
+      Exec("ROLLBACK");
+      return st;
+    }
+    return Exec("COMMIT");
+  }
+
+  Status PutAccessKey(const AccessKeyRecord& k) override {
+    std::lock_guard<std::mutex> l(mu_);
+    Stmt s(db_, "INSERT INTO access_keys(id,team,role,sealed,created_ms) VALUES(?,?,?,?,?)");
+    s.Bind(1, k.id).Bind(2, k.team).Bind(3, k.role).BindBlob(4, k.sealed_secret).Bind(5, k.created);
+    int rc = s.Step();
+    if (rc == SQLITE_CONSTRAINT) return Status(Code::kAlreadyExists, "access key '" + k.id + "' exists", "id");
+    if (rc != SQLITE_DONE) return Err("insert access key");
+    return Status::Ok();
+  }
+
+  Result<AccessKeyRecord> GetAccessKey(const std::string& id) override {
+    std::lock_guard<std::mutex> l(mu_);
+    Stmt s(db_, "SELECT id,team,role,sealed,created_ms FROM access_keys WHERE id=?");
+    s.Bind(1, id);
+    if (s.Step() != SQLITE_ROW) return NotFound("access key '" + id + "' not found");
+    return AccessKeyRecord{s.Text(0), s.Text(1), s.Text(2), s.Text(3), s.Int(4)};
+  }
+
+  Result<std::vector<AccessKeyRecord>> ListAccessKeys(const std::string& team) override {
+    std::lock_guard<std::mutex> l(mu_);
+    Stmt s(db_, "SELECT id,team,role,sealed,created_ms FROM access_keys WHERE ?1='' OR team=?1 ORDER BY created_ms, id");
+    s.Bind(1, team);
+    std::vector<AccessKeyRecord> out;
+    while (s.Step() == SQLITE_ROW) out.push_back({s.Text(0), s.Text(1), s.Text(2), s.Text(3), s.Int(4)});
+    return out;
+  }
+
+  Status DeleteAccessKey(const std::string& id) override {
+    std::lock_guard<std::mutex> l(mu_);
+    Stmt s(db_, "DELETE FROM access_keys WHERE id=?");
+    s.Bind(1, id);
+    if (s.Step() != SQLITE_DONE) return Err("delete access key");
+    if (sqlite3_changes(db_) == 0) return NotFound("access key '" + id + "' not found");
+    return Status::Ok();
   }
 
   Result<std::vector<Event>> UnappliedEvents(const std::string& job_id) override {
@@ -261,7 +368,10 @@ class SqliteStore final : public Store {
     KILN_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
     Status st = [&]() -> Status {
       {
-        Stmt s(db_, "UPDATE jobs SET status=?, state=? WHERE id=?");
+        // Tags change through UpdateTags only: keep the stored ones.
+        Stmt s(db_,
+               "UPDATE jobs SET status=?, state=json_set(?, '$.spec.tags', json(json_extract(state, '$.spec.tags'))) "
+               "WHERE id=?");
         s.Bind(1, std::string(ToString(job.status)))
             .Bind(2, ToJson(job).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace))
             .Bind(3, job.id);

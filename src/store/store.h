@@ -9,6 +9,7 @@
 //  - Writes that belong together are one transaction: CreateJob writes the job and
 //    its JobCreated event; CommitTransition writes the new job state, its instances
 //    and marks the folded events applied.
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -20,9 +21,16 @@
 
 namespace kiln {
 
+enum class ListOrder { kNewestFirst, kOldestFirst, kNameAsc, kNameDesc, kStatusAsc, kStatusDesc };
+
 struct ListQuery {
   std::optional<JobStatus> status;
+  std::optional<JobKind> kind;
   std::string name_contains;
+  std::string name_prefix;  // e.g. a tuning job's trials
+  TimeMs created_after = 0;   // exclusive; 0 = unbounded
+  TimeMs created_before = 0;  // exclusive; 0 = unbounded
+  ListOrder order = ListOrder::kNewestFirst;
   std::string tag_key, tag_value;  // both set: tag filter
   int limit = 50;
   std::string page_token;  // opaque, from a previous page
@@ -31,6 +39,15 @@ struct ListQuery {
 struct JobPage {
   std::vector<Job> jobs;
   std::string next_page_token;  // empty: last page
+};
+
+// An API access key; the secret is sealed by the caller (SecretBox).
+struct AccessKeyRecord {
+  std::string id;
+  std::string team;
+  std::string role;  // "admin" | "team"
+  std::string sealed_secret;
+  TimeMs created = 0;
 };
 
 class Store {
@@ -61,6 +78,19 @@ class Store {
   virtual Status AppendMetricPoints(const std::vector<MetricPoint>& points) = 0;
   // Points of one job, oldest first; `name` empty = all series.
   virtual Result<std::vector<MetricPoint>> JobMetrics(const std::string& job_id, const std::string& name) = 0;
+
+  // Adds or replaces `add` and removes `remove` keys of a job's tags, atomically.
+  // Later transitions keep them. kNotFound if the job does not exist.
+  virtual Status UpdateTags(const std::string& job_id, const std::map<std::string, std::string>& add,
+                            const std::vector<std::string>& remove) = 0;
+
+  // kAlreadyExists if the id is taken.
+  virtual Status PutAccessKey(const AccessKeyRecord& k) = 0;
+  virtual Result<AccessKeyRecord> GetAccessKey(const std::string& id) = 0;
+  // `team` empty = all teams.
+  virtual Result<std::vector<AccessKeyRecord>> ListAccessKeys(const std::string& team) = 0;
+  // kNotFound if absent.
+  virtual Status DeleteAccessKey(const std::string& id) = 0;
 
   // Secrets hold sealed (encrypted) values only; the store never sees plaintext.
   virtual Status PutSecret(const std::string& team, const std::string& name, const std::string& sealed, TimeMs now) = 0;

@@ -135,6 +135,79 @@ TEST_P(StoreConformance, ListFiltersAndPaginates) {
   EXPECT_EQ(store_->ListJobs(bad).status().code(), Code::kInvalidArgument);
 }
 
+TEST_P(StoreConformance, ListOrdersKindsAndTimeFilters) {
+  for (int i = 0; i < 7; ++i) {
+    Job j = MakeJob("j-" + std::to_string(100 + i), "n" + std::to_string((i * 3) % 7), 1000 + i);
+    if (i == 6) j.spec.kind = JobKind::kProcessing;
+    ASSERT_TRUE(store_->CreateJob(j, Created()).ok());
+  }
+  auto names = [&](ListQuery q) {
+    std::vector<std::string> out;
+    for (int guard = 0; guard < 20; ++guard) {
+      auto p = store_->ListJobs(q);
+      EXPECT_TRUE(p.ok()) << p.status().ToString();
+      if (!p.ok()) break;
+      for (auto& j : p->jobs) out.push_back(j.spec.name);
+      if (p->next_page_token.empty()) break;
+      q.page_token = p->next_page_token;
+    }
+    return out;
+  };
+  ListQuery q;
+  q.limit = 2;
+  q.kind = JobKind::kTraining;
+  q.order = ListOrder::kNameAsc;
+  EXPECT_EQ(names(q), (std::vector<std::string>{"n0", "n1", "n2", "n3", "n5", "n6"}));
+  q.order = ListOrder::kOldestFirst;
+  EXPECT_EQ(names(q), (std::vector<std::string>{"n0", "n3", "n6", "n2", "n5", "n1"}));
+  q.kind = JobKind::kProcessing;
+  EXPECT_EQ(names(q), (std::vector<std::string>{"n4"}));
+  ListQuery t;
+  t.created_after = 1001;
+  t.created_before = 1004;
+  EXPECT_EQ(names(t), (std::vector<std::string>{"n2", "n6"}));
+  ListQuery p;
+  p.name_prefix = "n1";
+  EXPECT_EQ(names(p), (std::vector<std::string>{"n1"}));
+  ListQuery bad;
+  bad.order = ListOrder::kNameDesc;
+  bad.page_token = "x:1";
+  EXPECT_EQ(store_->ListJobs(bad).status().code(), Code::kInvalidArgument);
+}
+
+TEST_P(StoreConformance, TagUpdatesSurviveTransitions) {
+  Job j = MakeJob("j-1", "tagged", 1000);
+  ASSERT_TRUE(store_->CreateJob(j, Created()).ok());
+  ASSERT_TRUE(store_->UpdateTags("j-1", {{"project", "x"}, {"team", "b"}}, {}).ok());
+  ASSERT_TRUE(store_->UpdateTags("j-1", {}, {"project", "absent"}).ok());
+  j.status = JobStatus::kCompleted;  // the controller's copy still has the old tags
+  ASSERT_TRUE(store_->CommitTransition(j, {}).ok());
+  auto got = store_->GetJob("j-1");
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->status, JobStatus::kCompleted);
+  EXPECT_EQ(got->spec.tags, (std::map<std::string, std::string>{{"team", "b"}}));
+  ListQuery q;
+  q.tag_key = "team";
+  q.tag_value = "b";
+  EXPECT_EQ(store_->ListJobs(q)->jobs.size(), 1u);
+  EXPECT_EQ(store_->UpdateTags("nope", {{"a", "b"}}, {}).code(), Code::kNotFound);
+}
+
+TEST_P(StoreConformance, AccessKeys) {
+  ASSERT_TRUE(store_->PutAccessKey({"AKIA1", "ads", "team", std::string("se\0aled", 7), 5}).ok());
+  ASSERT_TRUE(store_->PutAccessKey({"AKIA2", "default", "admin", "x", 6}).ok());
+  EXPECT_EQ(store_->PutAccessKey({"AKIA1", "other", "team", "y", 7}).code(), Code::kAlreadyExists);
+  auto k = store_->GetAccessKey("AKIA1");
+  ASSERT_TRUE(k.ok());
+  EXPECT_EQ(k->team, "ads");
+  EXPECT_EQ(k->sealed_secret, std::string("se\0aled", 7));
+  EXPECT_EQ(store_->ListAccessKeys("ads")->size(), 1u);
+  EXPECT_EQ(store_->ListAccessKeys("")->size(), 2u);
+  EXPECT_TRUE(store_->DeleteAccessKey("AKIA1").ok());
+  EXPECT_EQ(store_->DeleteAccessKey("AKIA1").code(), Code::kNotFound);
+  EXPECT_EQ(store_->GetAccessKey("AKIA1").status().code(), Code::kNotFound);
+}
+
 TEST_P(StoreConformance, MetricPointsRoundTrip) {
   ASSERT_TRUE(store_
                   ->AppendMetricPoints({{"j-1", "loss", "job_id:j-1", "value", 10, 0.5},
