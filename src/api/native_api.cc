@@ -467,7 +467,19 @@ void NativeApi::Register(httplib::Server& s) {
                 {"output_dir", job.output_dir},
                 {"statsd", statsd},
                 {"secrets", secrets},
-                {"metric_definitions", job.spec.ToJson()["metric_definitions"]}};
+                {"metric_definitions", job.spec.ToJson()["metric_definitions"]},
+                {"kind", ToString(job.spec.kind)},
+                {"sharded_channels", job.spec.sharded_channels},
+                {"pack_output_data", job.spec.pack_output_data}};
+    // Uploads are staged by the backend at /opt/ml/.kiln/uploads/<i>; the
+    // entrypoint copies local_path there once the command succeeds.
+    json uploads = json::array();
+    for (size_t i = 0; i < job.spec.uploads.size(); ++i)
+      uploads.push_back({{"local_path", job.spec.uploads[i].local_path},
+                         {"staged", "/opt/ml/.kiln/uploads/" + std::to_string(i)}});
+    doc["uploads"] = uploads;
+    if (const ImageEnv* img = catalog_.FindImage(job.spec.image); img && !img->python.empty())
+      doc["script_mode_python"] = img->python;
     if (!job.spec.hyperparameters_file.empty()) {
       // Staged: the entrypoint fetches the file as is, and writes it without parsing.
       std::error_code ec;

@@ -183,13 +183,17 @@ void Controller::Execute(const Job& job, const Action& a) {
       req.attempt = in->attempt;
       req.spec = job.spec;
       if (auto* t = catalog_.FindType(job.spec.instance_type)) req.type = *t;
-      if (auto* img = catalog_.FindImage(job.spec.image)) req.image = *img;
+      const ImageEnv* img = catalog_.FindImage(job.spec.image);
+      if (img) req.image = *img;
       req.output_dir = job.output_dir;
       req.api_url = opts_.api_url;
       req.token = opts_.token_for ? opts_.token_for(in->id) : "";
       Result<std::string> h = Status(Code::kUnavailable, "not tried");
+      if (!img)
+        h = Status(Code::kInvalidArgument, "ImageNotFound: image '" + job.spec.image +
+                                               "' is not in kilnd's image catalog (config: images)");
       // Launch is idempotent, so an ambiguous failure is retried as is.
-      for (int tries = 0; tries < 3; ++tries) {
+      for (int tries = 0; img && tries < 3; ++tries) {
         h = backend_->Launch(req);
         if (h.ok() || h.status().code() != Code::kUnavailable) break;
       }

@@ -11,6 +11,8 @@
 #include <thread>
 
 #include "api/native_api.h"
+#include "auth/access_keys.h"
+#include "smapi/server.h"
 #include "cli/spec_file.h"
 #include "common/fsutil.h"
 #include "common/ids.h"
@@ -144,6 +146,22 @@ int RunKilnd(const KilndOptions& o) {
   aopts.secrets = &*box;
   NativeApi api(controller, **store, *catalog, tokens, aopts);
   api.Register(server);
+
+  // The SageMaker-compatible front (SigV4 with Kiln's access keys).
+  AccessKeys keys(**store, *box, RealClock::Get());
+  auto admin = smapi::BootstrapAdminKey(keys, data + "/credentials");
+  if (!admin.ok()) return fail(admin.status());
+  smapi::ApiOptions sopts;
+  const json sm = config.value("sagemaker", json::object());
+  sopts.ctx.region = sm.value("region", "us-east-1");
+  sopts.ctx.account = sm.value("account", "000000000000");
+  sopts.ctx.catalog = &*catalog;
+  auto s3 = smapi::S3Map::FromConfig(config.value("s3", json()), data + "/s3");
+  if (!s3.ok()) return fail(s3.status());
+  sopts.ctx.s3 = *s3;
+  if (Status st = MakeDirs(s3->root()); !st.ok()) return fail(st);
+  smapi::SageMakerApi sagemaker(controller, **store, keys, RealClock::Get(), sopts);
+  sagemaker.Register(server);
   server.set_error_handler([](const httplib::Request&, httplib::Response& res) {
     if (!res.body.empty()) return;
     std::string code = res.status == 413 ? "PayloadTooLarge" : res.status == 404 ? "NotFound" : "BadRequest";

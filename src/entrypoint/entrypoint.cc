@@ -138,6 +138,66 @@ std::string HpString(const json& v) {
   return v.is_string() ? v.get<std::string>() : v.dump();
 }
 
+// Runs a helper program (tar, cp) and waits; true on exit status 0.
+bool RunQuiet(std::vector<std::string> args) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    int devnull = open("/dev/null", O_WRONLY);
+    dup2(devnull, 1);
+    std::vector<char*> av;
+    for (auto& a : args) av.push_back(a.data());
+    av.push_back(nullptr);
+    execvp(av[0], av.data());
+    _exit(127);
+  }
+  int st = 0;
+  while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+  }
+  return WIFEXITED(st) && WEXITSTATUS(st) == 0;
+}
+
+// A hyperparameter value as the SageMaker toolkit sees it: JSON-decoded when it
+// is a JSON document ("\"train.py\"" -> train.py, "0.1" -> 0.1), else the string.
+json DecodeHp(const json& v) {
+  if (!v.is_string()) return v;
+  json d = json::parse(v.get<std::string>(), nullptr, false);
+  return d.is_discarded() ? v : d;
+}
+
+// Script mode, as sagemaker-training-toolkit runs it: the command is `train`, the
+// image is a framework image (kilnd says which interpreter), and the
+// hyperparameters name the user's program. Runs `python <program> --k v ...`
+// from /opt/ml/code with the toolkit's SM_USER_ARGS / SM_HPS.
+bool ScriptMode(const json& rt, const std::string& root, std::vector<std::string>& cmd, std::vector<std::string>& env) {
+  const std::string python = rt.value("script_mode_python", "");
+  const json hps = rt.value("hyperparameters", json::object());
+  if (python.empty() || cmd != std::vector<std::string>{"train"} || !hps.is_object() ||
+      !hps.contains("sagemaker_program"))
+    return false;
+  json program = DecodeHp(hps["sagemaker_program"]);
+  std::string prog = program.is_string() ? program.get<std::string>() : program.dump();
+  json user_args = json::array();
+  json decoded = json::object();
+  for (auto& [k, v] : hps.items()) {
+    if (k.rfind("sagemaker_", 0) == 0) continue;
+    json d = DecodeHp(v);
+    decoded[k] = d;
+    user_args.push_back("--" + k);
+    user_args.push_back(d.is_string() ? d.get<std::string>() : d.dump());
+  }
+  cmd = {python, prog};
+  for (const auto& a : user_args) cmd.push_back(a);
+  env.push_back("SM_USER_ARGS=" + user_args.dump());
+  env.push_back("SM_HPS=" + decoded.dump());
+  for (auto& [k, v] : decoded.items()) env.push_back("SM_HP_" + ToUpperName(k) + "=" + HpString(v));
+  env.push_back("SM_USER_ENTRY_POINT=" + prog);
+  env.push_back("SM_MODULE_NAME=" + prog.substr(0, prog.rfind('.')));
+  env.push_back("SM_MODULE_DIR=" + root + "/code");
+  env.push_back("SM_FRAMEWORK_MODULE=");
+  env.push_back("PYTHONUNBUFFERED=1");
+  return true;
+}
+
 // MetricDefinitions: regexes over the job's output lines. A match becomes a StatsD
 // gauge sent to the job's gateway port, so log metrics and StatsD metrics land in
 // the same series model.
@@ -365,6 +425,9 @@ int RunEntrypoint(int argc, char** argv) {
   LogMetrics log_metrics;
   std::string output_dir;
   int index = 0;
+  std::vector<std::string> cmd(argv + first, argv + argc);
+  json uploads = json::array();
+  bool pack_output_data = false;
   if (plan.fetch_runtime) {
     reporter.Report("Downloading");
     auto rt = FetchRuntime(api, token);
@@ -393,7 +456,26 @@ int RunEntrypoint(int argc, char** argv) {
     log_metrics.Configure(*rt);
     output_dir = rt->value("output_dir", "");
     index = rt->value("index", 0);
+    uploads = rt->value("uploads", json::array());
+    pack_output_data = rt->value("pack_output_data", false);
+    // Script mode's source archive (sagemaker_submit_directory), bound in by the backend.
+    if (fs::exists(root + "/.kiln/sourcedir.tar.gz")) {
+      MakeDirs(root + "/code");
+      if (!RunQuiet({"tar", "-xzf", root + "/.kiln/sourcedir.tar.gz", "-C", root + "/code"})) {
+        std::string msg = "SourceUnpackFailed: could not unpack sagemaker_submit_directory into " + root + "/code";
+        Log(msg);
+        WriteFailure(root, msg);
+        MakeDirs(root + "/.kiln");
+        WriteFileAtomic(root + "/.kiln/exit.json", json{{"exit_code", 1}, {"signal", 0}}.dump(), 0644, Sync::kNoSync);
+        return 1;
+      }
+    }
+    if (ScriptMode(*rt, root, cmd, extra_env) && getenv("KILN_ENTRYPOINT_VERBOSE"))
+      Log("script mode: " + cmd[0] + " " + cmd[1]);
   }
+  std::vector<char*> cmd_argv;
+  for (auto& c : cmd) cmd_argv.push_back(c.data());
+  cmd_argv.push_back(nullptr);
 
   // The user command: stdout/stderr through pipes so lines are seen (first-line
   // timing, failure tail); exec failure reported through a CLOEXEC pipe.
@@ -412,7 +494,7 @@ int RunEntrypoint(int argc, char** argv) {
     dup2(outp[1], 1);
     dup2(errp[1], 2);
     for (const auto& e : extra_env) putenv(strdup(e.c_str()));
-    execvp(argv[first], argv + first);
+    execvp(cmd_argv[0], cmd_argv.data());
     int err = errno;
     ssize_t n = write(execp[1], &err, sizeof(err));
     (void)n;
@@ -503,8 +585,8 @@ int RunEntrypoint(int argc, char** argv) {
   if (exec_errno) {
     exit_code = exec_errno == ENOENT ? 127 : 126;
     std::string why = exec_errno == ENOENT
-                          ? "CommandNotFound: '" + std::string(argv[first]) + "' was not found"
-                          : "CommandNotExecutable: '" + std::string(argv[first]) + "': " + strerror(exec_errno);
+                          ? "CommandNotFound: '" + cmd[0] + "' was not found"
+                          : "CommandNotExecutable: '" + cmd[0] + "': " + strerror(exec_errno);
     Log(why);
     WriteFailure(root, why);
   } else if (exit_code != 0 && !stderr_tail.empty()) {
@@ -537,6 +619,25 @@ int RunEntrypoint(int argc, char** argv) {
     } else {
       Log("packing /opt/ml/model failed");
       WriteFailure(root, "UploadFailed: could not pack /opt/ml/model into " + dst);
+      result["exit_code"] = exit_code = 1;
+    }
+  }
+  if (exit_code == 0 && pack_output_data && index == 0 && !output_dir.empty()) {
+    std::string tmp = output_dir + "/.output.tar.gz.tmp", dst = output_dir + "/output.tar.gz";
+    if (!RunQuiet({"tar", "-czf", tmp, "-C", root + "/output/data", "."}) || rename(tmp.c_str(), dst.c_str()) != 0) {
+      WriteFailure(root, "UploadFailed: could not pack /opt/ml/output/data into " + dst);
+      result["exit_code"] = exit_code = 1;
+    }
+  }
+  // Outputs (ProcessingOutputs, EndOfJob): copied out once the command succeeded.
+  for (const auto& u : uploads) {
+    if (exit_code != 0) break;
+    std::string local = u.value("local_path", ""), staged = u.value("staged", "");
+    if (local.rfind("/opt/ml/", 0) == 0) local = root + local.substr(7);
+    if (staged.rfind("/opt/ml/", 0) == 0) staged = root + staged.substr(7);
+    if (local.empty() || staged.empty() || !fs::is_directory(local)) continue;
+    if (!RunQuiet({"cp", "-a", "--", local + "/.", staged + "/"})) {
+      WriteFailure(root, "UploadFailed: could not copy " + u.value("local_path", "") + " to its output location");
       result["exit_code"] = exit_code = 1;
     }
   }

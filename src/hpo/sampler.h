@@ -37,8 +37,18 @@ struct TpeOptions {
   int startup_trials = 10;  // random until this many trials have results
   int candidates = 24;      // drawn from the "good" density per suggestion
   double prior_weight = 1.0;
+  // One joint density over all dimensions, so interactions between parameters
+  // count; false: one density per dimension (Optuna's default).
+  bool multivariate = true;
+  double bandwidth = 0.2;  // multivariate kernel width, times n^(-1/(dims+4)), in unit-cube units
+  double gamma = 0.1;      // share of the trials that are "good", at most max_good
+  int max_good = 25;
+  int bw_rule = 0;
+  double sample_widen = 1.0;
+  bool no_jacobian = false;
+  double min_bw = 0;
 };
-// Tree-structured Parzen Estimator (independent per dimension), in the unit cube.
+// Tree-structured Parzen Estimator in the unit cube.
 std::unique_ptr<Sampler> MakeTpeSampler(TpeOptions opts = {});
 
 }  // namespace kiln::hpo

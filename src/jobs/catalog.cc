@@ -18,7 +18,11 @@ Catalog Catalog::Defaults() {
   add("ml.g4dn.xlarge", 4, 16384, 1);
   add("ml.g5.xlarge", 4, 16384, 1);
   add("ml.p3.2xlarge", 8, 62464, 1);
-  c.images_["host"] = ImageEnv{"host", ImageKind::kHost, {}, {}};
+  c.images_["host"] = ImageEnv{"host", ImageKind::kHost, {}, {}, ""};
+  // SageMaker's framework images, by repository name (any registry, any tag):
+  // script mode runs on the host's Debian Python with its scikit-learn / torch.
+  for (const char* repo : {"sagemaker-scikit-learn", "pytorch-training"})
+    c.images_[repo] = ImageEnv{repo, ImageKind::kHost, {}, {}, "/usr/bin/python3"};
   return c;
 }
 
@@ -62,6 +66,11 @@ Result<Catalog> Catalog::FromJson(const nlohmann::json& config) {
       } else {
         return InvalidArgument("images." + e.uri + ".kind", "must be host, rootfs or prefix");
       }
+      if (v.contains("python")) {
+        if (!v["python"].is_string() || v["python"].get<std::string>().empty() || v["python"].get<std::string>()[0] != '/')
+          return InvalidArgument("images." + e.uri + ".python", "must be an absolute path to an interpreter");
+        e.python = v["python"];
+      }
       c.images_[e.uri] = e;
     }
   }
@@ -76,10 +85,15 @@ const InstanceType* Catalog::FindType(const std::string& name) const {
 const ImageEnv* Catalog::FindImage(const std::string& uri) const {
   auto it = images_.find(uri);
   if (it != images_.end()) return &it->second;
-  auto colon = uri.rfind(':');
-  auto slash = uri.rfind('/');
-  if (colon != std::string::npos && (slash == std::string::npos || colon > slash)) {
-    it = images_.find(uri.substr(0, colon));
+  std::string repo = uri.substr(0, uri.find('@'));  // drop a digest
+  auto colon = repo.rfind(':');
+  auto slash = repo.rfind('/');
+  if (colon != std::string::npos && (slash == std::string::npos || colon > slash)) repo = repo.substr(0, colon);
+  it = images_.find(repo);
+  if (it != images_.end()) return &it->second;
+  // Then the repository name alone, whatever the registry ("<account>.dkr.ecr.<region>.amazonaws.com/name").
+  if (slash != std::string::npos) {
+    it = images_.find(repo.substr(repo.rfind('/') + 1));
     if (it != images_.end()) return &it->second;
   }
   return nullptr;

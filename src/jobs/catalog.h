@@ -27,6 +27,9 @@ struct ImageEnv {
   ImageKind kind = ImageKind::kHost;
   std::string rootfs;               // kRootfs
   std::vector<std::string> prefix;  // kCommandPrefix
+  // Set for SageMaker framework images (scikit-learn, PyTorch): the interpreter
+  // that runs a script-mode `train` (sagemaker_program in the hyperparameters).
+  std::string python;
 };
 
 class Catalog {
@@ -36,7 +39,8 @@ class Catalog {
   static Result<Catalog> FromJson(const nlohmann::json& config);
 
   const InstanceType* FindType(const std::string& name) const;
-  // Matches "repo:tag" exactly, then "repo" without its tag.
+  // Matches "repo:tag" exactly, then "repo" without its tag or digest, then the
+  // repository's last path component (so any registry prefix matches).
   const ImageEnv* FindImage(const std::string& uri) const;
   const std::map<std::string, InstanceType>& types() const { return types_; }
   const std::map<std::string, ImageEnv>& images() const { return images_; }

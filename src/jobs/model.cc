@@ -213,6 +213,7 @@ json ToJson(const Job& job) {
   j["ended_at"] = job.ended_at ? json(FormatTime(job.ended_at)) : json(nullptr);
   j["ended_ms"] = job.ended_at;
   j["model_artifact"] = job.model_artifact.empty() ? json(nullptr) : json(job.model_artifact);
+  if (!job.exit_message.empty()) j["exit_message"] = job.exit_message;
   return j;
 }
 
@@ -243,6 +244,7 @@ Result<Job> JobFromJson(const json& j) {
     for (const auto& i : j.at("instances")) job.instances.push_back(InstanceFromJson(i));
     if (j.contains("model_artifact") && j["model_artifact"].is_string()) job.model_artifact = j["model_artifact"];
     job.output_dir = j.value("output_dir", "");
+    job.exit_message = j.value("exit_message", "");
     job.last_job_seq = j.value("last_job_seq", int64_t{0});
   } catch (const json::exception& e) {
     return Internal(std::string("corrupt job record: ") + e.what());

@@ -77,6 +77,7 @@ struct Job {
   std::vector<Instance> instances;            // all attempts, in launch order
   std::string model_artifact;                 // path of model.tar.gz once uploaded
   std::string output_dir;                     // resolved output location
+  std::string exit_message;                   // /opt/ml/output/message of the first instance (ExitMessage)
   int64_t last_job_seq = 0;                   // highest event job_seq folded in
 
   Instance* FindInstance(const std::string& id);

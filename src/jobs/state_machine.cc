@@ -136,6 +136,8 @@ void MarkExited(Job& job, Instance& in, const json& p, TimeMs now, TransitionRes
   in.exited_at = now;
   if (p.contains("model_artifact") && p["model_artifact"].is_string() && !Failed(in) && in.index == 0)
     job.model_artifact = p["model_artifact"];
+  if (p.contains("message") && p["message"].is_string() && in.index == 0)
+    job.exit_message = TruncateUtf8(p["message"].get<std::string>(), 1024);
   r.actions.push_back({ActionType::kCleanup, in.id, 0});
 }
 

@@ -225,6 +225,7 @@ class SqliteStore final : public Store {
     if (q.created_after > 0) sql += " AND j.created_ms > ?9";
     if (q.created_before > 0) sql += " AND j.created_ms < ?10";
     if (!q.name_prefix.empty()) sql += " AND substr(j.name, 1, length(?11)) = ?11";
+    if (!q.team.empty()) sql += " AND json_extract(j.state, '$.spec.team') = ?13";
     const bool keyset = q.order == ListOrder::kNewestFirst || q.order == ListOrder::kOldestFirst;
     int64_t tok_ms = 0, offset = 0;
     std::string tok_id;
@@ -265,6 +266,7 @@ class SqliteStore final : public Store {
     if (q.created_after > 0) s.Bind(9, q.created_after);
     if (q.created_before > 0) s.Bind(10, q.created_before);
     if (!q.name_prefix.empty()) s.Bind(11, q.name_prefix);
+    if (!q.team.empty()) s.Bind(13, q.team);
     s.Bind(7, int64_t{limit + 1}).Bind(12, offset);
     JobPage page;
     std::string last_tok;

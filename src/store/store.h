@@ -28,6 +28,7 @@ struct ListQuery {
   std::optional<JobKind> kind;
   std::string name_contains;
   std::string name_prefix;  // e.g. a tuning job's trials
+  std::string team;         // empty = every team
   TimeMs created_after = 0;   // exclusive; 0 = unbounded
   TimeMs created_before = 0;  // exclusive; 0 = unbounded
   ListOrder order = ListOrder::kNewestFirst;

@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -25,6 +26,53 @@ using nlohmann::json;
 namespace fs = std::filesystem;
 
 constexpr const char* kSandboxEntrypoint = "/opt/ml/.kiln/bin/kiln-entrypoint";
+
+// The files of `root` (recursively, sorted) that instance `index` of `count`
+// receives when a channel is ShardedByS3Key: every count-th object.
+static std::vector<std::string> ShardFiles(const std::string& root, int index, int count) {
+  std::vector<std::string> files;
+  std::error_code ec;
+  if (fs::is_regular_file(root, ec)) {
+    files.push_back("");
+  } else {
+    for (auto it = fs::recursive_directory_iterator(root, ec); !ec && it != fs::recursive_directory_iterator();
+         it.increment(ec))
+      if (it->is_regular_file(ec)) files.push_back(fs::relative(it->path(), root, ec).string());
+  }
+  std::sort(files.begin(), files.end());
+  std::vector<std::string> mine;
+  for (size_t i = 0; i < files.size(); ++i)
+    if (static_cast<int>(i % static_cast<size_t>(count)) == index) mine.push_back(files[i]);
+  return mine;
+}
+
+// Binds `source` at `target` read-only: all of it, or this instance's shard.
+static void BindData(std::vector<std::string>& a, const std::string& source, const std::string& target,
+                     Distribution d, int index, int count) {
+  if (d == Distribution::kFullyReplicated || count <= 1) {
+    a.insert(a.end(), {"--ro-bind", source, target});
+    return;
+  }
+  a.insert(a.end(), {"--dir", target});
+  for (const auto& rel : ShardFiles(source, index, count)) {
+    if (rel.empty()) {
+      a.insert(a.end(), {"--ro-bind", source, target + "/" + fs::path(source).filename().string()});
+    } else {
+      a.insert(a.end(), {"--ro-bind", source + "/" + rel, target + "/" + rel});
+    }
+  }
+}
+
+// Each job gets its own loopback addresses 127.X.Y.<index+1>, so algo-N resolve
+// inside every instance of the job (instances share the host's network).
+static std::string HostsFile(const std::string& job_id, int count) {
+  uint32_t h = 2166136261u;
+  for (char c : job_id) h = (h ^ static_cast<unsigned char>(c)) * 16777619u;
+  std::string net = "127." + std::to_string(1 + h % 254) + "." + std::to_string(1 + (h >> 8) % 254) + ".";
+  std::string out = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n";
+  for (int i = 0; i < count; ++i) out += net + std::to_string(i + 1) + "\talgo-" + std::to_string(i + 1) + "\n";
+  return out;
+}
 
 static int PidfdOpen(int pid) {
   return static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
@@ -90,11 +138,21 @@ std::vector<std::string> LocalBackend::SandboxArgv(const LaunchRequest& req, con
   // binary lives (a host /tmp, say, is hidden by the sandbox's private /tmp).
   a.insert(a.end(), {"--ro-bind", opts_.entrypoint_path, kSandboxEntrypoint});
   if (!req.spec.code_dir.empty()) a.insert(a.end(), {"--ro-bind", req.spec.code_dir, "/opt/ml/code"});
+  const int n = req.spec.instance_count;
   for (const auto& [ch, path] : req.spec.inputs) {
     std::string target = "/opt/ml/input/data/" + ch;
-    if (fs::is_regular_file(path)) target += "/" + fs::path(path).filename().string();
-    a.insert(a.end(), {"--ro-bind", path, target});
+    const auto& sc = req.spec.sharded_channels;
+    bool sharded = std::find(sc.begin(), sc.end(), ch) != sc.end();
+    if (!sharded && fs::is_regular_file(path)) target += "/" + fs::path(path).filename().string();
+    BindData(a, path, target, sharded ? Distribution::kShardedByKey : Distribution::kFullyReplicated, req.index, n);
   }
+  for (const auto& m : req.spec.mounts) BindData(a, m.source, m.target, m.distribution, req.index, n);
+  for (size_t i = 0; i < req.spec.uploads.size(); ++i)
+    a.insert(a.end(), {"--bind", req.spec.uploads[i].destination, "/opt/ml/.kiln/uploads/" + std::to_string(i)});
+  if (!req.spec.checkpoint_dir.empty()) a.insert(a.end(), {"--bind", req.spec.checkpoint_dir, "/opt/ml/checkpoints"});
+  if (!req.spec.code_archive.empty())
+    a.insert(a.end(), {"--ro-bind", req.spec.code_archive, "/opt/ml/.kiln/sourcedir.tar.gz"});
+  a.insert(a.end(), {"--ro-bind", dir + "/hosts", "/etc/hosts"});
   a.insert(a.end(), {"--bind", req.output_dir, req.output_dir});
   a.insert(a.end(), {"--unshare-pid", "--unshare-ipc", "--unshare-uts", "--hostname",
                      "algo-" + std::to_string(req.index + 1), "--as-pid-1", "--die-with-parent", "--json-status-fd",
@@ -120,6 +178,20 @@ Result<std::string> LocalBackend::Launch(const LaunchRequest& req) {
       return InvalidArgument("inputs." + ch,
                              "input path " + path + " is not readable: " + std::string(strerror(errno)));
   }
+  for (size_t i = 0; i < req.spec.mounts.size(); ++i)
+    if (access(req.spec.mounts[i].source.c_str(), R_OK) != 0)
+      return InvalidArgument("mounts[" + std::to_string(i) + "]", "input path " + req.spec.mounts[i].source +
+                                                                      " is not readable: " + strerror(errno));
+  if (!req.spec.code_archive.empty() && access(req.spec.code_archive.c_str(), R_OK) != 0)
+    return InvalidArgument("code_archive", "source archive " + req.spec.code_archive + " is not readable: " +
+                                               std::string(strerror(errno)));
+  for (const auto& u : req.spec.uploads) {
+    KILN_RETURN_IF_ERROR(MakeDirs(u.destination));
+    KILN_RETURN_IF_ERROR(MakeDirs(dir + "/ml" + u.local_path.substr(strlen("/opt/ml"))));
+  }
+  if (!req.spec.checkpoint_dir.empty()) KILN_RETURN_IF_ERROR(MakeDirs(req.spec.checkpoint_dir));
+  KILN_RETURN_IF_ERROR(WriteFileAtomic(dir + "/hosts", HostsFile(req.job_id, req.spec.instance_count), 0644,
+                                       Sync::kNoSync));
   KILN_RETURN_IF_ERROR(MakeDirs(req.output_dir));
 
   std::vector<std::string> env = {
@@ -292,6 +364,8 @@ void LocalBackend::Finished(const std::string& id, const std::string& job_id, in
     e = ExitEvent(job_id, id, st.value("exit_code", -1), st.value("signal", 0), st.value("oom", false),
                   st.value("failure", ""), artifact, st.value("ended_ms", clock_.NowMs()));
     if (st.contains("peak_memory_bytes")) e.payload["peak_memory_bytes"] = st["peak_memory_bytes"];
+    if (st.contains("message") && st["message"].is_string() && !st["message"].get<std::string>().empty())
+      e.payload["message"] = st["message"];
   }
   Status s = sink_.Post(e);
   if (!s.ok()) fprintf(stderr, "kilnd: local backend: post exit of %s: %s\n", id.c_str(), s.ToString().c_str());

@@ -203,6 +203,7 @@ int RunSupervisor(const std::string& dir, int ready_fd) {
     cg->Destroy();
   }
   status["failure"] = SanitizeUtf8(ReadHead(dir + "/ml/output/failure", 1024));
+  status["message"] = SanitizeUtf8(ReadHead(dir + "/ml/output/message", 1024));
   status["ended_ms"] = RealClock::Get().NowMs();
   status["stopped"] = stopping;
   WriteFileAtomic(dir + "/status.json", status.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), 0644,

@@ -1,0 +1,341 @@
+#include "smapi/server.h"
+
+#include <sys/stat.h>
+
+#include "common/fsutil.h"
+#include "common/ids.h"
+#include "smapi/service_model.h"
+
+namespace kiln::smapi {
+namespace {
+
+using nlohmann::json;
+
+const char* kTargetPrefix = "SageMaker.";
+
+Reply Error(int http, const std::string& type, const std::string& message) {
+  Reply r;
+  r.http_status = http;
+  r.error_type = type;
+  r.body = {{"__type", type}, {"message", message}};
+  return r;
+}
+
+Reply FromStatus(const Status& st) {
+  switch (st.code()) {
+    case Code::kAlreadyExists:
+      return Error(400, "ResourceInUse", st.message());
+    case Code::kPayloadTooLarge:
+      return Error(413, "ValidationException", st.message());
+    case Code::kUnauthenticated:
+      return Error(403, "AccessDeniedException", st.message());
+    case Code::kUnavailable:
+      return Error(503, "ServiceUnavailable", st.message());
+    case Code::kInternal:
+      return Error(500, "InternalFailure", st.message());
+    default:
+      return Error(400, "ValidationException", st.message());
+  }
+}
+
+Reply Ok(json body) {
+  Reply r;
+  r.body = std::move(body);
+  return r;
+}
+
+TimeMs EpochMs(const json& v) { return static_cast<TimeMs>(v.get<double>() * 1000.0); }
+
+const char* Resource(JobKind k) { return k == JobKind::kProcessing ? "processing-job" : "training-job"; }
+const char* Noun(JobKind k) { return k == JobKind::kProcessing ? "processing job" : "training job"; }
+
+}  // namespace
+
+Result<AccessKey> BootstrapAdminKey(AccessKeys& keys, const std::string& path) {
+  auto all = keys.List("");
+  if (!all.ok()) return all.status();
+  std::string admin_id;
+  for (const auto& k : *all)
+    if (k.role == KeyRole::kAdmin) admin_id = k.id;
+  Result<AccessKey> admin = admin_id.empty() ? keys.Create("default", KeyRole::kAdmin) : keys.Lookup(admin_id);
+  if (!admin.ok()) return admin.status();
+  struct stat st{};
+  if (stat(path.c_str(), &st) != 0) KILN_RETURN_IF_ERROR(WriteFileAtomic(path, CredentialsFile(*admin), 0600));
+  return admin;
+}
+
+void SageMakerApi::Register(httplib::Server& server) {
+  server.Post("/", [this](const httplib::Request& req, httplib::Response& res) {
+    SigV4Request r;
+    r.method = req.method;
+    r.path = req.path;
+    for (const auto& [k, v] : req.params) r.query.emplace_back(k, v);
+    for (const auto& [k, v] : req.headers)
+      if (k != "REMOTE_ADDR" && k != "REMOTE_PORT" && k != "LOCAL_ADDR" && k != "LOCAL_PORT") r.headers.emplace_back(k, v);
+    r.body = req.body;
+    Reply reply = Handle(r);
+    res.status = reply.http_status;
+    res.set_header("x-amzn-RequestId", NewId("req").substr(4));
+    if (!reply.error_type.empty()) res.set_header("x-amzn-ErrorType", reply.error_type);
+    res.set_content(reply.body.dump(-1, ' ', false, json::error_handler_t::replace), "application/x-amz-json-1.1");
+  });
+  server.Post("/v1/keys", [this](const httplib::Request& req, httplib::Response& res) {
+    json b = json::parse(req.body, nullptr, false);
+    if (!b.is_object() || !b.contains("team") || !b["team"].is_string() || !IsValidJobName(b["team"])) {
+      res.status = 400;
+      res.set_content(json{{"error", {{"code", "InvalidArgument"}, {"field", "team"}, {"message", "team: required, 1-63 letters, digits or hyphens"}}}}.dump(), "application/json");
+      return;
+    }
+    auto k = keys_.Create(b["team"], b.value("role", "team") == "admin" ? KeyRole::kAdmin : KeyRole::kTeam);
+    if (!k.ok()) {
+      res.status = 500;
+      res.set_content(json{{"error", {{"code", "Internal"}, {"field", nullptr}, {"message", k.status().message()}}}}.dump(), "application/json");
+      return;
+    }
+    res.status = 201;
+    res.set_content(json{{"access_key_id", k->id}, {"secret_access_key", k->secret}, {"team", k->team}, {"role", ToString(k->role)}}.dump(), "application/json");
+  });
+  server.Get("/v1/keys", [this](const httplib::Request& req, httplib::Response& res) {
+    auto ks = keys_.List(req.get_param_value("team"));
+    json out = json::array();
+    if (ks.ok())
+      for (const auto& k : *ks)
+        out.push_back({{"access_key_id", k.id}, {"team", k.team}, {"role", ToString(k.role)}, {"created_ms", k.created}});
+    res.set_content(json{{"keys", out}}.dump(), "application/json");
+  });
+  server.Delete(R"(/v1/keys/([A-Z0-9]+))", [this](const httplib::Request& req, httplib::Response& res) {
+    Status st = keys_.Delete(req.matches[1]);
+    if (!st.ok()) {
+      res.status = st.code() == Code::kNotFound ? 404 : 500;
+      res.set_content(json{{"error", {{"code", st.code() == Code::kNotFound ? "NotFound" : "Internal"}, {"field", nullptr}, {"message", st.message()}}}}.dump(), "application/json");
+      return;
+    }
+    res.status = 204;
+  });
+}
+
+Reply SageMakerApi::Handle(const SigV4Request& req) {
+  if (req.body.size() > opts_.max_body_bytes)
+    return Error(413, "ValidationException",
+                 "request body is " + std::to_string(req.body.size()) + " bytes; the limit is " +
+                     std::to_string(opts_.max_body_bytes));
+  AccessKey caller;
+  auto verified = VerifySigV4(
+      req,
+      [&](const std::string& id, std::string* secret) {
+        auto k = keys_.Lookup(id);
+        if (!k.ok()) return false;
+        caller = *k;
+        *secret = k->secret;
+        return true;
+      },
+      clock_.NowMs());
+  if (!verified.ok) {
+    int http = verified.failure.error == SigV4Error::kMissingAuthenticationToken ? 403 : 400;
+    if (verified.failure.error == SigV4Error::kSignatureDoesNotMatch ||
+        verified.failure.error == SigV4Error::kRequestExpired)
+      http = 403;
+    return Error(http, AwsErrorCode(verified.failure.error), verified.failure.message);
+  }
+  std::string target;
+  for (const auto& [k, v] : req.headers)
+    if (k.size() == 12 && strcasecmp(k.c_str(), "X-Amz-Target") == 0) target = v;
+  if (target.rfind(kTargetPrefix, 0) != 0)
+    return Error(400, "UnknownOperationException",
+                 target.empty() ? "missing X-Amz-Target header" : "unknown target '" + target + "'");
+  std::string op = target.substr(strlen(kTargetPrefix));
+  json body = json::parse(req.body.empty() ? std::string("{}") : req.body, nullptr, false);
+  if (body.is_discarded() || !body.is_object())
+    return Error(400, "SerializationException", "request body is not a JSON object");
+  return Dispatch(op, body, caller);
+}
+
+Reply SageMakerApi::Dispatch(const std::string& op, const json& body, const AccessKey& caller) {
+  static const std::set<std::string> kServed = {
+      "CreateTrainingJob", "DescribeTrainingJob",   "StopTrainingJob",   "ListTrainingJobs",
+      "UpdateTrainingJob", "CreateProcessingJob",   "DescribeProcessingJob", "StopProcessingJob",
+      "ListProcessingJobs", "AddTags", "ListTags", "DeleteTags"};
+  const ServiceModel& model = ServiceModel::SageMaker();
+  if (!kServed.count(op))
+    return Error(400, "UnknownOperationException",
+                 "operation " + op + (model.HasOperation(op) ? " is not supported by Kiln yet" : " is unknown"));
+  if (Status st = model.ValidateInput(op, body); !st.ok()) return Error(400, "ValidationException", st.message());
+
+  Result<json> out = json::object();
+  if (op == "CreateTrainingJob") {
+    out = CreateJob(JobKind::kTraining, body, caller);
+  } else if (op == "CreateProcessingJob") {
+    out = CreateJob(JobKind::kProcessing, body, caller);
+  } else if (op == "DescribeTrainingJob") {
+    auto job = FindJob(JobKind::kTraining, body["TrainingJobName"], caller);
+    if (!job.ok()) return FromStatus(job.status());
+    auto points = store_.JobMetrics(job->id, "");
+    out = DescribeTrainingJob(*job, opts_.ctx, points.ok() ? *points : std::vector<MetricPoint>{});
+  } else if (op == "DescribeProcessingJob") {
+    auto job = FindJob(JobKind::kProcessing, body["ProcessingJobName"], caller);
+    if (!job.ok()) return FromStatus(job.status());
+    out = DescribeProcessingJob(*job, opts_.ctx);
+  } else if (op == "StopTrainingJob") {
+    out = StopJob(JobKind::kTraining, body["TrainingJobName"], caller);
+  } else if (op == "StopProcessingJob") {
+    out = StopJob(JobKind::kProcessing, body["ProcessingJobName"], caller);
+  } else if (op == "ListTrainingJobs") {
+    out = ListJobs(JobKind::kTraining, body, caller);
+  } else if (op == "ListProcessingJobs") {
+    out = ListJobs(JobKind::kProcessing, body, caller);
+  } else if (op == "UpdateTrainingJob") {
+    auto job = FindJob(JobKind::kTraining, body["TrainingJobName"], caller);
+    if (!job.ok()) return FromStatus(job.status());
+    if (body.contains("ProfilerConfig") || body.contains("ProfilerRuleConfigurations"))
+      return Error(400, "ValidationException", "ProfilerConfig: Kiln has no SageMaker Debugger/profiler");
+    if (body.contains("ResourceConfig"))
+      return Error(400, "ValidationException",
+                   "ResourceConfig.KeepAlivePeriodInSeconds: this Kiln keeps no warm pools yet, so there is no "
+                   "keep-alive period to change");
+    out = json{{"TrainingJobArn", Arn(opts_.ctx, "training-job", job->spec.name)}};
+  } else if (op == "AddTags") {
+    out = AddTags(body, caller);
+  } else if (op == "ListTags") {
+    out = ListTags(body, caller);
+  } else if (op == "DeleteTags") {
+    out = DeleteTags(body, caller);
+  }
+  if (!out.ok()) return FromStatus(out.status());
+  return Ok(*out);
+}
+
+Result<json> SageMakerApi::CreateJob(JobKind kind, const json& body, const AccessKey& caller) {
+  auto spec = kind == JobKind::kTraining ? TrainingSpec(body, opts_.ctx, caller.team)
+                                         : ProcessingSpec(body, opts_.ctx, caller.team);
+  if (!spec.ok()) return spec.status();
+  auto job = ctl_.CreateJob(*spec);
+  const std::string arn = Arn(opts_.ctx, Resource(kind), spec->name);
+  if (!job.ok()) {
+    if (job.status().code() == Code::kAlreadyExists)
+      return Status(Code::kAlreadyExists, std::string(kind == JobKind::kTraining ? "Training" : "Processing") +
+                                              " job names must be unique within an AWS account and region, and a " +
+                                              Noun(kind) + " with this name already exists (" + arn + ")");
+    return job.status();
+  }
+  return json{{kind == JobKind::kTraining ? "TrainingJobArn" : "ProcessingJobArn", arn}};
+}
+
+Result<Job> SageMakerApi::FindJob(JobKind kind, const std::string& name, const AccessKey& caller) {
+  auto job = store_.GetJob(name);
+  if (!job.ok() || job->spec.name != name || job->spec.kind != kind ||
+      (caller.role != KeyRole::kAdmin && job->spec.team != caller.team)) {
+    if (!job.ok() && job.status().code() != Code::kNotFound) return job.status();
+    return Status(Code::kNotFound, kind == JobKind::kTraining ? "Requested resource not found."
+                                                              : "Could not find requested job with name " + name);
+  }
+  return job;
+}
+
+Result<json> SageMakerApi::StopJob(JobKind kind, const std::string& name, const AccessKey& caller) {
+  auto job = FindJob(kind, name, caller);
+  if (!job.ok()) return job.status();
+  if (job->status != JobStatus::kInProgress)
+    return InvalidArgument("", std::string("The request was rejected because the ") + Noun(kind) +
+                                   " is in status " + ToString(job->status) + ".");
+  auto r = ctl_.StopJob(job->id);
+  if (!r.ok()) return r.status();
+  return json::object();
+}
+
+Result<json> SageMakerApi::ListJobs(JobKind kind, const json& body, const AccessKey& caller) {
+  ListQuery q;
+  q.kind = kind;
+  if (caller.role != KeyRole::kAdmin) q.team = caller.team;
+  if (body.contains("NameContains")) q.name_contains = body["NameContains"];
+  if (body.contains("StatusEquals")) q.status = ParseSageMakerStatus(body["StatusEquals"]);
+  if (body.contains("CreationTimeAfter")) q.created_after = EpochMs(body["CreationTimeAfter"]);
+  if (body.contains("CreationTimeBefore")) q.created_before = EpochMs(body["CreationTimeBefore"]);
+  for (const char* unsupported : {"LastModifiedTimeAfter", "LastModifiedTimeBefore", "WarmPoolStatusEquals"})
+    if (body.contains(unsupported))
+      return InvalidArgument(unsupported, std::string(unsupported) + ": filter not supported by Kiln");
+  const std::string by = body.value("SortBy", "CreationTime");
+  const bool asc = body.value("SortOrder", "Descending") == "Ascending";
+  if (by == "Name") {
+    q.order = asc ? ListOrder::kNameAsc : ListOrder::kNameDesc;
+  } else if (by == "Status") {
+    q.order = asc ? ListOrder::kStatusAsc : ListOrder::kStatusDesc;
+  } else {
+    q.order = asc ? ListOrder::kOldestFirst : ListOrder::kNewestFirst;
+  }
+  q.limit = body.value("MaxResults", 10);
+  if (body.contains("NextToken")) q.page_token = body["NextToken"];
+  auto page = store_.ListJobs(q);
+  if (!page.ok()) {
+    if (page.status().code() == Code::kInvalidArgument) return InvalidArgument("NextToken", "NextToken: invalid token");
+    return page.status();
+  }
+  json list = json::array();
+  for (const auto& j : page->jobs)
+    list.push_back(kind == JobKind::kTraining ? TrainingJobSummary(j, opts_.ctx) : ProcessingJobSummary(j, opts_.ctx));
+  json out = {{kind == JobKind::kTraining ? "TrainingJobSummaries" : "ProcessingJobSummaries", list}};
+  if (!page->next_page_token.empty()) out["NextToken"] = page->next_page_token;
+  return out;
+}
+
+Result<Job> SageMakerApi::FindByArn(const std::string& arn, const AccessKey& caller) {
+  auto parsed = ParseArn(arn);
+  if (!parsed.ok()) return parsed.status();
+  const auto& [resource, name] = *parsed;
+  if (resource != "training-job" && resource != "processing-job")
+    return InvalidArgument("ResourceArn", "ResourceArn: Kiln tags training and processing jobs only");
+  auto job = FindJob(resource == "training-job" ? JobKind::kTraining : JobKind::kProcessing, name, caller);
+  if (!job.ok() && job.status().code() == Code::kNotFound)
+    return Status(Code::kNotFound, "Requested resource not found: " + arn);
+  return job;
+}
+
+Result<json> SageMakerApi::AddTags(const json& body, const AccessKey& caller) {
+  auto job = FindByArn(body["ResourceArn"], caller);
+  if (!job.ok()) return job.status();
+  std::map<std::string, std::string> add;
+  for (const auto& t : body["Tags"]) {
+    std::string k = t["Key"];
+    if (k.rfind("aws:", 0) == 0) return InvalidArgument("Tags", "Tags: the aws: prefix is reserved");
+    add[k] = t.value("Value", "");
+  }
+  std::map<std::string, std::string> merged = job->spec.tags;
+  for (const auto& [k, v] : add) merged[k] = v;
+  if (merged.size() > kMaxTags)
+    return InvalidArgument("Tags", "Tags: a resource can have at most " + std::to_string(kMaxTags) + " tags");
+  KILN_RETURN_IF_ERROR(store_.UpdateTags(job->id, add, {}));
+  return json{{"Tags", body["Tags"]}};
+}
+
+Result<json> SageMakerApi::ListTags(const json& body, const AccessKey& caller) {
+  auto job = FindByArn(body["ResourceArn"], caller);
+  if (!job.ok()) return job.status();
+  size_t start = 0;
+  if (body.contains("NextToken")) {
+    try {
+      start = std::stoul(body["NextToken"].get<std::string>());
+    } catch (...) {
+      return InvalidArgument("NextToken", "NextToken: invalid token");
+    }
+  }
+  size_t limit = body.value("MaxResults", 50);
+  json tags = json::array();
+  size_t i = 0;
+  json out = json::object();
+  for (const auto& [k, v] : job->spec.tags) {
+    if (i >= start && tags.size() < limit) tags.push_back({{"Key", k}, {"Value", v}});
+    ++i;
+  }
+  out["Tags"] = tags;
+  if (start + tags.size() < job->spec.tags.size()) out["NextToken"] = std::to_string(start + tags.size());
+  return out;
+}
+
+Result<json> SageMakerApi::DeleteTags(const json& body, const AccessKey& caller) {
+  auto job = FindByArn(body["ResourceArn"], caller);
+  if (!job.ok()) return job.status();
+  std::vector<std::string> keys = body["TagKeys"];
+  KILN_RETURN_IF_ERROR(store_.UpdateTags(job->id, {}, keys));
+  return json::object();
+}
+
+}  // namespace kiln::smapi

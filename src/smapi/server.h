@@ -1,0 +1,62 @@
+#pragma once
+// The SageMaker-compatible front: AWS JSON 1.1 (POST / with X-Amz-Target:
+// SageMaker.<Operation>), every request authenticated with SigV4 against Kiln's
+// access keys, validated against botocore's model, then served by the same
+// controller and store as the native API. Also the /v1/keys routes that manage
+// the access keys.
+#include <httplib.h>
+
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "auth/access_keys.h"
+#include "auth/sigv4.h"
+#include "controller/controller.h"
+#include "smapi/translate.h"
+
+namespace kiln::smapi {
+
+struct ApiOptions {
+  Context ctx;
+  size_t max_body_bytes = 1u << 20;
+};
+
+struct Reply {
+  int http_status = 200;
+  nlohmann::json body = nlohmann::json::object();
+  std::string error_type;  // empty on success
+};
+
+class SageMakerApi {
+ public:
+  SageMakerApi(Controller& ctl, Store& store, AccessKeys& keys, Clock& clock, ApiOptions opts)
+      : ctl_(ctl), store_(store), keys_(keys), clock_(clock), opts_(std::move(opts)) {}
+  void Register(httplib::Server& server);
+
+  // One request, as the HTTP handler sees it (exposed for tests).
+  Reply Handle(const SigV4Request& req);
+  // An authenticated, parsed request (exposed for tests).
+  Reply Dispatch(const std::string& op, const nlohmann::json& body, const AccessKey& caller);
+
+ private:
+  Result<nlohmann::json> CreateJob(JobKind kind, const nlohmann::json& body, const AccessKey& caller);
+  Result<Job> FindJob(JobKind kind, const std::string& name, const AccessKey& caller);
+  Result<nlohmann::json> ListJobs(JobKind kind, const nlohmann::json& body, const AccessKey& caller);
+  Result<nlohmann::json> StopJob(JobKind kind, const std::string& name, const AccessKey& caller);
+  Result<Job> FindByArn(const std::string& arn, const AccessKey& caller);
+  Result<nlohmann::json> AddTags(const nlohmann::json& body, const AccessKey& caller);
+  Result<nlohmann::json> ListTags(const nlohmann::json& body, const AccessKey& caller);
+  Result<nlohmann::json> DeleteTags(const nlohmann::json& body, const AccessKey& caller);
+
+  Controller& ctl_;
+  Store& store_;
+  AccessKeys& keys_;
+  Clock& clock_;
+  ApiOptions opts_;
+};
+
+// Ensures an admin key exists and `path` holds it as an AWS credentials file
+// (mode 0600). Returns the admin key.
+Result<AccessKey> BootstrapAdminKey(AccessKeys& keys, const std::string& path);
+
+}  // namespace kiln::smapi
