@@ -35,6 +35,11 @@ inline double ExpNonPositive(double x) {
   return p * std::bit_cast<double>(scale);
 }
 
+// a[i] = exp(a[i] - top) for a[i] <= top, in a loop the compiler can vectorise.
+void ExpShifted(double* __restrict a, size_t n, double top) {
+  for (size_t i = 0; i < n; ++i) a[i] = ExpNonPositive(a[i] - top);
+}
+
 // The standard normal CDF from a table with linear interpolation: absolute error
 // below 4e-6, about ten times cheaper than std::erf. Building a density over 1,000
 // trials needs it twice per kernel and dimension.
@@ -213,7 +218,7 @@ class Parzen {
     }
     double top = acc[0];
     for (size_t k = 1; k < k_all; ++k) top = acc[k] > top ? acc[k] : top;
-    for (size_t k = 0; k < k_all; ++k) acc[k] = ExpNonPositive(acc[k] - top);
+    ExpShifted(acc, k_all, top);
     double sum[4] = {0, 0, 0, 0};  // independent partial sums, not one long dependency chain
     size_t k = 0;
     for (; k + 4 <= k_all; k += 4)

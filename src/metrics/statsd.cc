@@ -68,7 +68,7 @@ bool ParseDouble(std::string_view v, double* out) {
 bool ValidName(std::string_view n) {
   if (n.empty()) return false;
   for (char c : n)
-    if (c == ':' || c == '|' || c == '@' || c == '#' || c == '\n' || static_cast<unsigned char>(c) < 0x20) return false;
+    if (c == '|' || c == '@' || c == '#' || c == '\n' || static_cast<unsigned char>(c) < 0x20) return false;
   return true;
 }
 
@@ -78,8 +78,10 @@ StatsdError ParseStatsdLine(std::string_view line, StatsdSample* out) {
   if (line.empty()) return StatsdError::kEmpty;
   if (line.size() > kMaxStatsdLine) return StatsdError::kTooLong;
   if (!IsValidUtf8(line)) return StatsdError::kNotUtf8;
-  size_t colon = line.find(':');
+  // The value starts after the last ':' before the type, so names may hold
+  // colons (SageMaker metric names such as "validation:accuracy").
   size_t bar = line.find('|');
+  size_t colon = bar == std::string_view::npos ? line.find(':') : line.rfind(':', bar);
   if (colon == std::string_view::npos || (bar != std::string_view::npos && colon > bar)) return StatsdError::kNoValue;
   if (bar == std::string_view::npos) return StatsdError::kNoType;
   std::string_view name = line.substr(0, colon);

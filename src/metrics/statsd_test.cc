@@ -16,6 +16,8 @@ TEST(Statsd, ParsesEachType) {
   ASSERT_EQ(ParseStatsdLine("glork:320|ms|@0.1", &s), StatsdError::kOk);
   EXPECT_EQ(s.kind, MetricKind::kTimer);
   EXPECT_DOUBLE_EQ(s.sample_rate, 0.1);
+  ASSERT_EQ(ParseStatsdLine("validation:accuracy:0.5|g", &s), StatsdError::kOk);  // SageMaker metric names
+  EXPECT_EQ(s.name, "validation:accuracy");
   ASSERT_EQ(ParseStatsdLine("gaugor:-10|g", &s), StatsdError::kOk);
   EXPECT_TRUE(s.relative);
   EXPECT_EQ(s.value, -10);

@@ -50,13 +50,15 @@ Status Resources(const std::string& field, const std::string& type, int64_t coun
   return Status::Ok();
 }
 
+// ContainerEntrypoint replaces the image's entrypoint and its default `train`
+// argument; ContainerArguments follow it (or the image's entrypoint).
 Status Command(const json& app, const char* entry, const char* args, const std::vector<std::string>& default_args,
                JobSpec* s) {
   if (app.contains(entry))
     for (const auto& e : app[entry]) s->command.push_back(e);
   if (app.contains(args)) {
     for (const auto& a : app[args]) s->command.push_back(a);
-  } else {
+  } else if (!app.contains(entry)) {
     s->command.insert(s->command.end(), default_args.begin(), default_args.end());
   }
   return Status::Ok();

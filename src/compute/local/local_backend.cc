@@ -49,8 +49,12 @@ static std::vector<std::string> ShardFiles(const std::string& root, int index, i
 // Binds `source` at `target` read-only: all of it, or this instance's shard.
 static void BindData(std::vector<std::string>& a, const std::string& source, const std::string& target,
                      Distribution d, int index, int count) {
+  std::error_code ec;
   if (d == Distribution::kFullyReplicated || count <= 1) {
-    a.insert(a.end(), {"--ro-bind", source, target});
+    // An object (a file) lands inside the target directory, as S3 downloads do.
+    a.insert(a.end(), {"--ro-bind", source, fs::is_regular_file(source, ec)
+                                                ? target + "/" + fs::path(source).filename().string()
+                                                : target});
     return;
   }
   a.insert(a.end(), {"--dir", target});
@@ -143,7 +147,6 @@ std::vector<std::string> LocalBackend::SandboxArgv(const LaunchRequest& req, con
     std::string target = "/opt/ml/input/data/" + ch;
     const auto& sc = req.spec.sharded_channels;
     bool sharded = std::find(sc.begin(), sc.end(), ch) != sc.end();
-    if (!sharded && fs::is_regular_file(path)) target += "/" + fs::path(path).filename().string();
     BindData(a, path, target, sharded ? Distribution::kShardedByKey : Distribution::kFullyReplicated, req.index, n);
   }
   for (const auto& m : req.spec.mounts) BindData(a, m.source, m.target, m.distribution, req.index, n);
