@@ -279,6 +279,18 @@ int RunCli(int argc, char** argv) {
   sdel->add_option("--team", team)->required();
   sdel->add_option("name", secret_name)->required();
 
+  auto* keys = app.add_subcommand("keys", "access keys for the SageMaker-compatible API (SigV4)");
+  keys->require_subcommand(1);
+  std::string key_id;
+  bool key_admin = false;
+  auto* kcreate = keys->add_subcommand("create", "create a key pair for a team; the secret is shown once");
+  kcreate->add_option("--team", team)->required();
+  kcreate->add_flag("--admin", key_admin, "the key sees every team's jobs");
+  auto* klist = keys->add_subcommand("list", "list key ids (all teams, or one)");
+  klist->add_option("--team", team);
+  auto* kdel = keys->add_subcommand("delete", "delete a key; requests signed with it are refused from then on");
+  kdel->add_option("id", key_id)->required();
+
   auto* smreq = app.add_subcommand(
       "sagemaker-request", "print the CreateTrainingJob request Kiln would send to SageMaker for a spec (dry run)");
   std::string sm_spec, sm_role = "arn:aws:iam::123456789012:role/kiln-training", sm_output = "s3://kiln-artifacts/jobs",
@@ -398,6 +410,35 @@ int RunCli(int argc, char** argv) {
     auto r = api.Request("PUT", "/v1/secrets/" + esc(team) + "/" + esc(secret_name), value);
     if (!r) return 2;
     std::cout << "stored " << team << "/" << secret_name << "\n";
+    return 0;
+  }
+  if (*kcreate) {
+    json body = {{"team", team}, {"role", key_admin ? "admin" : "team"}};
+    auto r = api.Call("POST", "/v1/keys", body.dump());
+    if (!r) return 2;
+    if (as_json) {
+      std::cout << r->dump(2) << "\n";
+    } else {
+      std::cout << "[" << team << "]\naws_access_key_id = " << (*r)["access_key_id"].get<std::string>()
+                << "\naws_secret_access_key = " << (*r)["secret_access_key"].get<std::string>() << "\n";
+      std::cerr << "kiln: the secret is shown only now; it is stored encrypted\n";
+    }
+    return 0;
+  }
+  if (*klist) {
+    auto r = api.Call("GET", "/v1/keys" + (team.empty() ? std::string() : "?team=" + esc(team)));
+    if (!r) return 2;
+    if (as_json)
+      std::cout << r->dump(2) << "\n";
+    else
+      for (const auto& k : (*r)["keys"])
+        std::cout << Pad(k.value("access_key_id", ""), 24) << Pad(k.value("team", ""), 24) << k.value("role", "")
+                  << "\n";
+    return 0;
+  }
+  if (*kdel) {
+    if (!api.Request("DELETE", "/v1/keys/" + esc(key_id), "")) return 2;
+    std::cout << "deleted " << key_id << "\n";
     return 0;
   }
   if (*slist) {

@@ -530,21 +530,27 @@ class SageMakerApiE2E(KilndHarness):
         self.assertEqual([s["TrainingJobName"] for s in json.loads(out.stdout)["TrainingJobSummaries"]], [name])
 
     def test_12_team_keys_see_only_their_jobs(self):
-        req = urllib.request.Request(self.endpoint + "/v1/keys", data=json.dumps({"team": "ads"}).encode(),
-                                     headers={"Content-Type": "application/json"}, method="POST")
-        with urllib.request.urlopen(req, timeout=30) as r:
-            k = json.loads(r.read())
+        out = self.kiln("keys", "create", "--team", "ads", "--json")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        k = json.loads(out.stdout)
         ads = self.client(key=k["access_key_id"], secret=k["secret_access_key"])
         name = unique("ads")
         ads.create_training_job(**self.training_request(name, ["true"]))
         self.assertEqual([s["TrainingJobName"] for s in ads.list_training_jobs()["TrainingJobSummaries"]], [name])
         self.assertEqual(self.sm.describe_training_job(TrainingJobName=name)["TrainingJobName"], name)  # admin
-        other = self.sm.list_training_jobs(MaxResults=1)["TrainingJobSummaries"]
-        foreign = [s["TrainingJobName"] for s in self.sm.list_training_jobs(MaxResults=100)["TrainingJobSummaries"]
-                   if s["TrainingJobName"] != name][0]
+        foreign = unique("admins")
+        self.sm.create_training_job(**self.training_request(foreign, ["true"]))
+        other = self.sm.list_training_jobs(MaxResults=100)["TrainingJobSummaries"]
+        self.assertEqual({name, foreign} - {s["TrainingJobName"] for s in other}, set())  # admin sees both
         code, _ = self.error_code(ads.describe_training_job, TrainingJobName=foreign)
         self.assertEqual(code, "ValidationException")
         self.assertTrue(other)
+        # A deleted key is refused from then on.
+        listed = self.kiln("keys", "list", "--team", "ads")
+        self.assertIn(k["access_key_id"], listed.stdout)
+        self.assertEqual(self.kiln("keys", "delete", k["access_key_id"]).returncode, 0)
+        code, _ = self.error_code(ads.list_training_jobs)
+        self.assertEqual(code, "UnrecognizedClientException")
 
     def test_99_responses_match_botocore_output_shapes(self):
         model = botocore.session.get_session().get_service_model("sagemaker")
