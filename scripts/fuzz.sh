@@ -5,8 +5,8 @@ cd "$(dirname "$0")/.."
 SECS=${1:-60}
 CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKILN_FUZZ=ON \
   -DKILN_SANITIZE=ON >/dev/null
-ninja -C build-fuzz spec_fuzzer yaml_fuzzer statsd_fuzzer
-for t in spec yaml statsd; do
+ninja -C build-fuzz spec_fuzzer yaml_fuzzer statsd_fuzzer sagemaker_fuzzer
+for t in spec yaml statsd sagemaker; do
   mkdir -p build-fuzz/corpus-$t build-fuzz/artifacts
   echo "== fuzzing $t for ${SECS}s"
   rc=0
