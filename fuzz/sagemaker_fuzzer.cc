@@ -38,7 +38,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (const char* op : {"CreateTrainingJob", "CreateProcessingJob"}) {
     if (!model.ValidateInput(op, j).ok()) continue;
     auto spec = std::string(op) == "CreateTrainingJob" ? kiln::smapi::TrainingSpec(j, c, "t")
-                                                         : kiln::smapi::ProcessingSpec(j, c, "t");
+                                                       : kiln::smapi::ProcessingSpec(j, c, "t");
     if (!spec.ok()) continue;
     auto again = kiln::ParseSpec(spec->ToJson(), nullptr);
     if (!again.ok() || again->ToJson() != spec->ToJson()) abort();

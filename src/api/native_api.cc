@@ -475,8 +475,8 @@ void NativeApi::Register(httplib::Server& s) {
     // entrypoint copies local_path there once the command succeeds.
     json uploads = json::array();
     for (size_t i = 0; i < job.spec.uploads.size(); ++i)
-      uploads.push_back({{"local_path", job.spec.uploads[i].local_path},
-                         {"staged", "/opt/ml/.kiln/uploads/" + std::to_string(i)}});
+      uploads.push_back(
+          {{"local_path", job.spec.uploads[i].local_path}, {"staged", "/opt/ml/.kiln/uploads/" + std::to_string(i)}});
     doc["uploads"] = uploads;
     if (const ImageEnv* img = catalog_.FindImage(job.spec.image); img && !img->python.empty())
       doc["script_mode_python"] = img->python;

@@ -31,7 +31,9 @@ Result<AccessKey> FromRecord(const AccessKeyRecord& r) {
 
 }  // namespace
 
-const char* ToString(KeyRole r) { return r == KeyRole::kAdmin ? "admin" : "team"; }
+const char* ToString(KeyRole r) {
+  return r == KeyRole::kAdmin ? "admin" : "team";
+}
 
 Result<AccessKey> AccessKeys::Create(const std::string& team, KeyRole role) {
   static const char kUpper[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
@@ -66,12 +68,15 @@ Result<std::vector<AccessKey>> AccessKeys::List(const std::string& team) const {
   return out;
 }
 
-Status AccessKeys::Delete(const std::string& id) { return store_.DeleteAccessKey(id); }
+Status AccessKeys::Delete(const std::string& id) {
+  return store_.DeleteAccessKey(id);
+}
 
 std::string CredentialsFile(const AccessKey& key) {
   return "# Written by kilnd: the admin key of this Kiln (team " + key.team +
          "). Use with\n#   AWS_SHARED_CREDENTIALS_FILE=<this file> aws sagemaker ... --endpoint-url <kilnd url>\n"
-         "[default]\naws_access_key_id = " + key.id + "\naws_secret_access_key = " + key.secret + "\n";
+         "[default]\naws_access_key_id = " +
+         key.id + "\naws_secret_access_key = " + key.secret + "\n";
 }
 
 }  // namespace kiln

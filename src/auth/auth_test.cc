@@ -45,7 +45,8 @@ SigV4Request ParseRaw(const std::string& raw) {
     if (e == std::string::npos) e = query.size();
     std::string kv = query.substr(i, e - i);
     size_t eq = kv.find('=');
-    r.query.emplace_back(PercentDecode(kv.substr(0, eq)), eq == std::string::npos ? "" : PercentDecode(kv.substr(eq + 1)));
+    r.query.emplace_back(PercentDecode(kv.substr(0, eq)),
+                         eq == std::string::npos ? "" : PercentDecode(kv.substr(eq + 1)));
     i = e + 1;
   }
   while (std::getline(in, line) && !line.empty()) {
@@ -105,11 +106,14 @@ class SigV4Refusals : public ::testing::Test {
     ASSERT_TRUE(Verify().ok);
   }
   SigV4Result Verify(TimeMs now = ParseAmzDate("20150830T123600Z")) {
-    return VerifySigV4(req_, [](const std::string& id, std::string* s) {
-      if (id != kKey) return false;
-      *s = kSecret;
-      return true;
-    }, now);
+    return VerifySigV4(
+        req_,
+        [](const std::string& id, std::string* s) {
+          if (id != kKey) return false;
+          *s = kSecret;
+          return true;
+        },
+        now);
   }
   void SetHeader(const std::string& name, const std::string& value) {
     for (auto& [k, v] : req_.headers)

@@ -176,8 +176,10 @@ Result<SigV4Authorization> ParseAuthorization(const std::string& header) {
     std::string item = Trim(rest.substr(i, j - i));
     size_t eq = item.find('=');
     if (eq == std::string::npos)
-      return InvalidArgument("Authorization", "Authorization header requires 'Credential', 'SignedHeaders' and "
-                                              "'Signature' parameters; got '" + item + "'");
+      return InvalidArgument("Authorization",
+                             "Authorization header requires 'Credential', 'SignedHeaders' and "
+                             "'Signature' parameters; got '" +
+                                 item + "'");
     parts[item.substr(0, eq)] = item.substr(eq + 1);
     i = j + 1;
   }
@@ -194,8 +196,10 @@ Result<SigV4Authorization> ParseAuthorization(const std::string& header) {
     s = e + 1;
   }
   if (cred.size() != 5 || cred[4] != "aws4_request" || cred[0].empty() || cred[1].size() != 8)
-    return InvalidArgument("Authorization", "Credential should be scoped to a valid region and service: "
-                                            "<key>/<yyyymmdd>/<region>/<service>/aws4_request, got '" + c + "'");
+    return InvalidArgument("Authorization",
+                           "Credential should be scoped to a valid region and service: "
+                           "<key>/<yyyymmdd>/<region>/<service>/aws4_request, got '" +
+                               c + "'");
   a.access_key_id = cred[0];
   a.date = cred[1];
   a.region = cred[2];
@@ -245,8 +249,9 @@ SigV4Result VerifySigV4(const SigV4Request& r, const SecretLookup& lookup, TimeM
   if (!auth.ok()) return Fail(SigV4Error::kIncompleteSignature, auth.status().message());
   std::string amz_date = HeaderValue(r, "x-amz-date");
   if (amz_date.empty())
-    return Fail(SigV4Error::kIncompleteSignature, "Authorization header requires existence of either a 'X-Amz-Date' "
-                                                  "or a 'Date' header");
+    return Fail(SigV4Error::kIncompleteSignature,
+                "Authorization header requires existence of either a 'X-Amz-Date' "
+                "or a 'Date' header");
   TimeMs t = ParseAmzDate(amz_date);
   if (t < 0) return Fail(SigV4Error::kIncompleteSignature, "X-Amz-Date '" + amz_date + "' is not yyyymmddThhmmssZ");
   if (auth->date != amz_date.substr(0, 8))
@@ -263,17 +268,18 @@ SigV4Result VerifySigV4(const SigV4Request& r, const SecretLookup& lookup, TimeM
   if (!lookup(auth->access_key_id, &secret))
     return Fail(SigV4Error::kUnrecognizedClient, "The security token included in the request is invalid.");
   if (t < now - max_skew_ms || t > now + max_skew_ms)
-    return Fail(SigV4Error::kRequestExpired,
-                "Signature expired: " + amz_date + " is now earlier than " + FormatAmzDate(now - max_skew_ms) +
-                    " (" + FormatAmzDate(now) + " - 15 min.)");
+    return Fail(SigV4Error::kRequestExpired, "Signature expired: " + amz_date + " is now earlier than " +
+                                                 FormatAmzDate(now - max_skew_ms) + " (" + FormatAmzDate(now) +
+                                                 " - 15 min.)");
   std::string payload_hash = Sha256HexOf(r.body);
   std::string claimed = HeaderValue(r, "x-amz-content-sha256");
   if (!claimed.empty() && Lower(claimed) != payload_hash && claimed != "UNSIGNED-PAYLOAD")
-    return Fail(SigV4Error::kSignatureDoesNotMatch, "The provided 'x-amz-content-sha256' header does not match "
-                                                    "what was computed.");
+    return Fail(SigV4Error::kSignatureDoesNotMatch,
+                "The provided 'x-amz-content-sha256' header does not match "
+                "what was computed.");
   std::string creq = CanonicalRequest(r, sh, payload_hash);
-  std::string expect = SignatureHex(secret, auth->date, auth->region, auth->service,
-                                    StringToSign(amz_date, auth->Scope(), creq));
+  std::string expect =
+      SignatureHex(secret, auth->date, auth->region, auth->service, StringToSign(amz_date, auth->Scope(), creq));
   std::string got = Lower(auth->signature);
   if (got.size() != expect.size() || CRYPTO_memcmp(got.data(), expect.data(), expect.size()) != 0)
     return Fail(SigV4Error::kSignatureDoesNotMatch,

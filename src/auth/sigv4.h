@@ -28,7 +28,7 @@ struct SigV4Request {
 
 struct SigV4Authorization {
   std::string access_key_id;
-  std::string date;     // yyyymmdd from the credential scope
+  std::string date;  // yyyymmdd from the credential scope
   std::string region;
   std::string service;
   std::vector<std::string> signed_headers;  // lower case, as listed

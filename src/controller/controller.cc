@@ -190,8 +190,8 @@ void Controller::Execute(const Job& job, const Action& a) {
       req.token = opts_.token_for ? opts_.token_for(in->id) : "";
       Result<std::string> h = Status(Code::kUnavailable, "not tried");
       if (!img)
-        h = Status(Code::kInvalidArgument, "ImageNotFound: image '" + job.spec.image +
-                                               "' is not in kilnd's image catalog (config: images)");
+        h = Status(Code::kInvalidArgument,
+                   "ImageNotFound: image '" + job.spec.image + "' is not in kilnd's image catalog (config: images)");
       // Launch is idempotent, so an ambiguous failure is retried as is.
       for (int tries = 0; img && tries < 3; ++tries) {
         h = backend_->Launch(req);

@@ -12,12 +12,12 @@
 
 #include "api/native_api.h"
 #include "auth/access_keys.h"
-#include "smapi/server.h"
 #include "cli/spec_file.h"
 #include "common/fsutil.h"
 #include "common/ids.h"
 #include "compute/local/local_backend.h"
 #include "controller/controller.h"
+#include "smapi/server.h"
 #include "store/store.h"
 
 namespace kiln {

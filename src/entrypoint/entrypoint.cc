@@ -584,9 +584,8 @@ int RunEntrypoint(int argc, char** argv) {
   }
   if (exec_errno) {
     exit_code = exec_errno == ENOENT ? 127 : 126;
-    std::string why = exec_errno == ENOENT
-                          ? "CommandNotFound: '" + cmd[0] + "' was not found"
-                          : "CommandNotExecutable: '" + cmd[0] + "': " + strerror(exec_errno);
+    std::string why = exec_errno == ENOENT ? "CommandNotFound: '" + cmd[0] + "' was not found"
+                                           : "CommandNotExecutable: '" + cmd[0] + "': " + strerror(exec_errno);
     Log(why);
     WriteFailure(root, why);
   } else if (exit_code != 0 && !stderr_tail.empty()) {

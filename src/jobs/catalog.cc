@@ -67,7 +67,8 @@ Result<Catalog> Catalog::FromJson(const nlohmann::json& config) {
         return InvalidArgument("images." + e.uri + ".kind", "must be host, rootfs or prefix");
       }
       if (v.contains("python")) {
-        if (!v["python"].is_string() || v["python"].get<std::string>().empty() || v["python"].get<std::string>()[0] != '/')
+        if (!v["python"].is_string() || v["python"].get<std::string>().empty() ||
+            v["python"].get<std::string>()[0] != '/')
           return InvalidArgument("images." + e.uri + ".python", "must be an absolute path to an interpreter");
         e.python = v["python"];
       }

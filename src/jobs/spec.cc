@@ -99,7 +99,8 @@ Status InstancePath(const json& j, const std::string& field, std::string* out) {
   if (p.rfind("/opt/ml/", 0) != 0 || p.size() > 256)
     return InvalidArgument(field, "must be an absolute path under /opt/ml/ (at most 256 characters)");
   if (p.find("/./") != std::string::npos || p.find("/../") != std::string::npos || p.find('\0') != std::string::npos ||
-      (p.size() >= 3 && p.compare(p.size() - 3, 3, "/..") == 0) || (p.size() >= 2 && p.compare(p.size() - 2, 2, "/.") == 0))
+      (p.size() >= 3 && p.compare(p.size() - 3, 3, "/..") == 0) ||
+      (p.size() >= 2 && p.compare(p.size() - 2, 2, "/.") == 0))
     return InvalidArgument(field, "must not contain '.' or '..' segments");
   for (const char* reserved : {"/opt/ml/.kiln", "/opt/ml/code", "/opt/ml/input/config"})
     if (p == reserved || p.rfind(std::string(reserved) + "/", 0) == 0)
@@ -110,7 +111,9 @@ Status InstancePath(const json& j, const std::string& field, std::string* out) {
 
 }  // namespace
 
-const char* ToString(JobKind k) { return k == JobKind::kProcessing ? "processing" : "training"; }
+const char* ToString(JobKind k) {
+  return k == JobKind::kProcessing ? "processing" : "training";
+}
 
 bool IsValidJobName(const std::string& name) {
   static const std::regex re("^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$");
@@ -296,7 +299,8 @@ Result<JobSpec> ParseSpec(const json& j, const Catalog* catalog) {
       s.uploads.push_back(o);
     }
   }
-  if (j.contains("checkpoint_dir")) KILN_RETURN_IF_ERROR(AbsPath(j["checkpoint_dir"], "checkpoint_dir", &s.checkpoint_dir));
+  if (j.contains("checkpoint_dir"))
+    KILN_RETURN_IF_ERROR(AbsPath(j["checkpoint_dir"], "checkpoint_dir", &s.checkpoint_dir));
   if (j.contains("code_archive")) KILN_RETURN_IF_ERROR(AbsPath(j["code_archive"], "code_archive", &s.code_archive));
   if (j.contains("pack_output_data")) {
     if (!j["pack_output_data"].is_boolean()) return InvalidArgument("pack_output_data", "must be true or false");
@@ -330,14 +334,15 @@ nlohmann::json JobSpec::ToJson() const {
   if (!mounts.empty()) {
     j["mounts"] = json::array();
     for (const auto& m : mounts)
-      j["mounts"].push_back({{"source", m.source},
-                             {"target", m.target},
-                             {"distribution", m.distribution == Distribution::kShardedByKey ? "ShardedByS3Key"
-                                                                                             : "FullyReplicated"}});
+      j["mounts"].push_back(
+          {{"source", m.source},
+           {"target", m.target},
+           {"distribution", m.distribution == Distribution::kShardedByKey ? "ShardedByS3Key" : "FullyReplicated"}});
   }
   if (!uploads.empty()) {
     j["uploads"] = json::array();
-    for (const auto& u : uploads) j["uploads"].push_back({{"local_path", u.local_path}, {"destination", u.destination}});
+    for (const auto& u : uploads)
+      j["uploads"].push_back({{"local_path", u.local_path}, {"destination", u.destination}});
   }
   if (!checkpoint_dir.empty()) j["checkpoint_dir"] = checkpoint_dir;
   if (!code_archive.empty()) j["code_archive"] = code_archive;

@@ -56,11 +56,11 @@ struct JobSpec {
   std::vector<std::pair<std::string, std::string>> metric_definitions;  // name, regex
   // Channels under `inputs` split across instances by file (ShardedByS3Key).
   std::vector<std::string> sharded_channels;
-  std::vector<DataMount> mounts;       // e.g. ProcessingInputs
-  std::vector<OutputUpload> uploads;   // e.g. ProcessingOutputs (EndOfJob)
-  std::string checkpoint_dir;          // host directory kept in sync with /opt/ml/checkpoints
-  std::string code_archive;            // tar.gz unpacked into /opt/ml/code before the command
-  bool pack_output_data = false;       // /opt/ml/output/data -> output.tar.gz beside model.tar.gz
+  std::vector<DataMount> mounts;      // e.g. ProcessingInputs
+  std::vector<OutputUpload> uploads;  // e.g. ProcessingOutputs (EndOfJob)
+  std::string checkpoint_dir;         // host directory kept in sync with /opt/ml/checkpoints
+  std::string code_archive;           // tar.gz unpacked into /opt/ml/code before the command
+  bool pack_output_data = false;      // /opt/ml/output/data -> output.tar.gz beside model.tar.gz
   // Jobs created through the SageMaker API keep the request as received, so
   // Describe* answers with it. Null for native jobs.
   nlohmann::json sagemaker;

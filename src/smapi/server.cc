@@ -44,10 +44,16 @@ Reply Ok(json body) {
   return r;
 }
 
-TimeMs EpochMs(const json& v) { return static_cast<TimeMs>(v.get<double>() * 1000.0); }
+TimeMs EpochMs(const json& v) {
+  return static_cast<TimeMs>(v.get<double>() * 1000.0);
+}
 
-const char* Resource(JobKind k) { return k == JobKind::kProcessing ? "processing-job" : "training-job"; }
-const char* Noun(JobKind k) { return k == JobKind::kProcessing ? "processing job" : "training job"; }
+const char* Resource(JobKind k) {
+  return k == JobKind::kProcessing ? "processing-job" : "training-job";
+}
+const char* Noun(JobKind k) {
+  return k == JobKind::kProcessing ? "processing job" : "training job";
+}
 
 }  // namespace
 
@@ -59,7 +65,7 @@ Result<AccessKey> BootstrapAdminKey(AccessKeys& keys, const std::string& path) {
     if (k.role == KeyRole::kAdmin) admin_id = k.id;
   Result<AccessKey> admin = admin_id.empty() ? keys.Create("default", KeyRole::kAdmin) : keys.Lookup(admin_id);
   if (!admin.ok()) return admin.status();
-  struct stat st{};
+  struct stat st {};
   if (stat(path.c_str(), &st) != 0) KILN_RETURN_IF_ERROR(WriteFileAtomic(path, CredentialsFile(*admin), 0600));
   return admin;
 }
@@ -71,7 +77,8 @@ void SageMakerApi::Register(httplib::Server& server) {
     r.path = req.path;
     for (const auto& [k, v] : req.params) r.query.emplace_back(k, v);
     for (const auto& [k, v] : req.headers)
-      if (k != "REMOTE_ADDR" && k != "REMOTE_PORT" && k != "LOCAL_ADDR" && k != "LOCAL_PORT") r.headers.emplace_back(k, v);
+      if (k != "REMOTE_ADDR" && k != "REMOTE_PORT" && k != "LOCAL_ADDR" && k != "LOCAL_PORT")
+        r.headers.emplace_back(k, v);
     r.body = req.body;
     Reply reply = Handle(r);
     res.status = reply.http_status;
@@ -83,31 +90,47 @@ void SageMakerApi::Register(httplib::Server& server) {
     json b = json::parse(req.body, nullptr, false);
     if (!b.is_object() || !b.contains("team") || !b["team"].is_string() || !IsValidJobName(b["team"])) {
       res.status = 400;
-      res.set_content(json{{"error", {{"code", "InvalidArgument"}, {"field", "team"}, {"message", "team: required, 1-63 letters, digits or hyphens"}}}}.dump(), "application/json");
+      res.set_content(json{{"error",
+                            {{"code", "InvalidArgument"},
+                             {"field", "team"},
+                             {"message", "team: required, 1-63 letters, digits or hyphens"}}}}
+                          .dump(),
+                      "application/json");
       return;
     }
     auto k = keys_.Create(b["team"], b.value("role", "team") == "admin" ? KeyRole::kAdmin : KeyRole::kTeam);
     if (!k.ok()) {
       res.status = 500;
-      res.set_content(json{{"error", {{"code", "Internal"}, {"field", nullptr}, {"message", k.status().message()}}}}.dump(), "application/json");
+      res.set_content(
+          json{{"error", {{"code", "Internal"}, {"field", nullptr}, {"message", k.status().message()}}}}.dump(),
+          "application/json");
       return;
     }
     res.status = 201;
-    res.set_content(json{{"access_key_id", k->id}, {"secret_access_key", k->secret}, {"team", k->team}, {"role", ToString(k->role)}}.dump(), "application/json");
+    res.set_content(
+        json{{"access_key_id", k->id}, {"secret_access_key", k->secret}, {"team", k->team}, {"role", ToString(k->role)}}
+            .dump(),
+        "application/json");
   });
   server.Get("/v1/keys", [this](const httplib::Request& req, httplib::Response& res) {
     auto ks = keys_.List(req.get_param_value("team"));
     json out = json::array();
     if (ks.ok())
       for (const auto& k : *ks)
-        out.push_back({{"access_key_id", k.id}, {"team", k.team}, {"role", ToString(k.role)}, {"created_ms", k.created}});
+        out.push_back(
+            {{"access_key_id", k.id}, {"team", k.team}, {"role", ToString(k.role)}, {"created_ms", k.created}});
     res.set_content(json{{"keys", out}}.dump(), "application/json");
   });
   server.Delete(R"(/v1/keys/([A-Z0-9]+))", [this](const httplib::Request& req, httplib::Response& res) {
     Status st = keys_.Delete(req.matches[1]);
     if (!st.ok()) {
       res.status = st.code() == Code::kNotFound ? 404 : 500;
-      res.set_content(json{{"error", {{"code", st.code() == Code::kNotFound ? "NotFound" : "Internal"}, {"field", nullptr}, {"message", st.message()}}}}.dump(), "application/json");
+      res.set_content(json{{"error",
+                            {{"code", st.code() == Code::kNotFound ? "NotFound" : "Internal"},
+                             {"field", nullptr},
+                             {"message", st.message()}}}}
+                          .dump(),
+                      "application/json");
       return;
     }
     res.status = 204;
@@ -151,10 +174,18 @@ Reply SageMakerApi::Handle(const SigV4Request& req) {
 }
 
 Reply SageMakerApi::Dispatch(const std::string& op, const json& body, const AccessKey& caller) {
-  static const std::set<std::string> kServed = {
-      "CreateTrainingJob", "DescribeTrainingJob",   "StopTrainingJob",   "ListTrainingJobs",
-      "UpdateTrainingJob", "CreateProcessingJob",   "DescribeProcessingJob", "StopProcessingJob",
-      "ListProcessingJobs", "AddTags", "ListTags", "DeleteTags"};
+  static const std::set<std::string> kServed = {"CreateTrainingJob",
+                                                "DescribeTrainingJob",
+                                                "StopTrainingJob",
+                                                "ListTrainingJobs",
+                                                "UpdateTrainingJob",
+                                                "CreateProcessingJob",
+                                                "DescribeProcessingJob",
+                                                "StopProcessingJob",
+                                                "ListProcessingJobs",
+                                                "AddTags",
+                                                "ListTags",
+                                                "DeleteTags"};
   const ServiceModel& model = ServiceModel::SageMaker();
   if (!kServed.count(op))
     return Error(400, "UnknownOperationException",
@@ -235,8 +266,8 @@ Result<json> SageMakerApi::StopJob(JobKind kind, const std::string& name, const 
   auto job = FindJob(kind, name, caller);
   if (!job.ok()) return job.status();
   if (job->status != JobStatus::kInProgress)
-    return InvalidArgument("", std::string("The request was rejected because the ") + Noun(kind) +
-                                   " is in status " + ToString(job->status) + ".");
+    return InvalidArgument("", std::string("The request was rejected because the ") + Noun(kind) + " is in status " +
+                                   ToString(job->status) + ".");
   auto r = ctl_.StopJob(job->id);
   if (!r.ok()) return r.status();
   return json::object();

@@ -65,7 +65,9 @@ const ServiceModel& ServiceModel::SageMaker() {
 
 ServiceModel::ServiceModel(json model) : model_(std::move(model)) {}
 
-bool ServiceModel::HasOperation(const std::string& op) const { return model_["operations"].contains(op); }
+bool ServiceModel::HasOperation(const std::string& op) const {
+  return model_["operations"].contains(op);
+}
 
 std::string ServiceModel::OutputShape(const std::string& op) const {
   const auto& o = model_["operations"][op];
@@ -105,8 +107,8 @@ Status ServiceModel::Check(const std::string& name, const json& v, const std::st
       }
     for (auto it = v.begin(); it != v.end(); ++it) {
       if (it.value().is_null()) continue;
-      KILN_RETURN_IF_ERROR(Check(members[it.key()]["shape"], it.value(),
-                                 path.empty() ? it.key() : path + "." + it.key(), depth + 1));
+      KILN_RETURN_IF_ERROR(
+          Check(members[it.key()]["shape"], it.value(), path.empty() ? it.key() : path + "." + it.key(), depth + 1));
     }
     return Status::Ok();
   }

@@ -8,9 +8,13 @@ namespace {
 
 using nlohmann::json;
 
-double Seconds(TimeMs t) { return static_cast<double>(t) / 1000.0; }
+double Seconds(TimeMs t) {
+  return static_cast<double>(t) / 1000.0;
+}
 
-Status Unsupported(const std::string& field, const std::string& why) { return InvalidArgument(field, field + ": " + why); }
+Status Unsupported(const std::string& field, const std::string& why) {
+  return InvalidArgument(field, field + ": " + why);
+}
 
 // Hyperparameter values from the SageMaker Python SDK are JSON-encoded strings
 // ("\"s3://...\""); plain strings are taken as they are.
@@ -28,8 +32,11 @@ Status Tags(const json& req, JobSpec* s) {
   if (!req.contains("Tags")) return Status::Ok();
   for (size_t i = 0; i < req["Tags"].size(); ++i) {
     std::string k = req["Tags"][i]["Key"], v = req["Tags"][i].value("Value", "");
-    if (k.rfind("aws:", 0) == 0) return InvalidArgument("Tags[" + std::to_string(i) + "].Key", "Tags[" + std::to_string(i) + "].Key: the aws: prefix is reserved");
-    if (s->tags.count(k)) return InvalidArgument("Tags[" + std::to_string(i) + "].Key", "duplicate tag key '" + k + "'");
+    if (k.rfind("aws:", 0) == 0)
+      return InvalidArgument("Tags[" + std::to_string(i) + "].Key",
+                             "Tags[" + std::to_string(i) + "].Key: the aws: prefix is reserved");
+    if (s->tags.count(k))
+      return InvalidArgument("Tags[" + std::to_string(i) + "].Key", "duplicate tag key '" + k + "'");
     s->tags[k] = v;
   }
   return Status::Ok();
@@ -39,8 +46,8 @@ Status Resources(const std::string& field, const std::string& type, int64_t coun
   if (c.catalog && !c.catalog->FindType(type)) {
     std::string known;
     for (const auto& [n, t] : c.catalog->types()) known += (known.empty() ? "" : ", ") + n;
-    return InvalidArgument(field + ".InstanceType",
-                           field + ".InstanceType: '" + type + "' is not an instance type of this Kiln (" + known + ")");
+    return InvalidArgument(field + ".InstanceType", field + ".InstanceType: '" + type +
+                                                        "' is not an instance type of this Kiln (" + known + ")");
   }
   if (count > kMaxInstanceCount)
     return InvalidArgument(field + ".InstanceCount",
@@ -80,7 +87,8 @@ Status MetricDefs(const json& defs, const std::string& field, JobSpec* s) {
 }
 
 Status MaxRuntime(const json& req, int64_t limit, JobSpec* s) {
-  if (!req.contains("StoppingCondition") || !req["StoppingCondition"].contains("MaxRuntimeInSeconds")) return Status::Ok();
+  if (!req.contains("StoppingCondition") || !req["StoppingCondition"].contains("MaxRuntimeInSeconds"))
+    return Status::Ok();
   int64_t v = req["StoppingCondition"]["MaxRuntimeInSeconds"];
   if (v > limit)
     return InvalidArgument("StoppingCondition.MaxRuntimeInSeconds",
@@ -126,8 +134,12 @@ void CopyIf(const json& from, json& to, std::initializer_list<const char*> keys)
 
 }  // namespace
 
-const char* SageMakerStatus(JobStatus s) { return ToString(s); }
-std::optional<JobStatus> ParseSageMakerStatus(const std::string& s) { return ParseJobStatus(s); }
+const char* SageMakerStatus(JobStatus s) {
+  return ToString(s);
+}
+std::optional<JobStatus> ParseSageMakerStatus(const std::string& s) {
+  return ParseJobStatus(s);
+}
 
 std::string Arn(const Context& c, const char* resource, const std::string& name) {
   // SageMaker lower-cases the name in ARNs; Kiln keeps it as given so an ARN
@@ -181,14 +193,16 @@ Result<JobSpec> TrainingSpec(const json& req, const Context& c, const std::strin
     }
   }
   if (req.contains("Environment"))
-    for (auto it = req["Environment"].begin(); it != req["Environment"].end(); ++it) s.environment[it.key()] = it.value();
+    for (auto it = req["Environment"].begin(); it != req["Environment"].end(); ++it)
+      s.environment[it.key()] = it.value();
   std::set<std::string> channels;
   if (req.contains("InputDataConfig")) {
     const json& in = req["InputDataConfig"];
     for (size_t i = 0; i < in.size(); ++i) {
       std::string f = "InputDataConfig[" + std::to_string(i) + "]";
       std::string name = in[i]["ChannelName"];
-      if (name == "." || name == "..") return InvalidArgument(f + ".ChannelName", f + ".ChannelName: '" + name + "' is not a channel name");
+      if (name == "." || name == "..")
+        return InvalidArgument(f + ".ChannelName", f + ".ChannelName: '" + name + "' is not a channel name");
       if (!channels.insert(name).second)
         return InvalidArgument(f + ".ChannelName", f + ".ChannelName: duplicate channel '" + name + "'");
       if (in[i].value("InputMode", "File") == "Pipe")
@@ -209,9 +223,11 @@ Result<JobSpec> TrainingSpec(const json& req, const Context& c, const std::strin
   if (!out.ok()) return out.status();
   s.output = *out;
   const json& rc = req["ResourceConfig"];
-  if (rc.contains("InstanceGroups")) return Unsupported("ResourceConfig.InstanceGroups", "heterogeneous clusters are not supported");
+  if (rc.contains("InstanceGroups"))
+    return Unsupported("ResourceConfig.InstanceGroups", "heterogeneous clusters are not supported");
   if (!rc.contains("InstanceType") || !rc.contains("InstanceCount"))
-    return InvalidArgument("ResourceConfig.InstanceType", "ResourceConfig: InstanceType and InstanceCount are required");
+    return InvalidArgument("ResourceConfig.InstanceType",
+                           "ResourceConfig: InstanceType and InstanceCount are required");
   KILN_RETURN_IF_ERROR(Resources("ResourceConfig", rc["InstanceType"], rc["InstanceCount"], c, &s));
   KILN_RETURN_IF_ERROR(MaxRuntime(req, kMaxRuntimeSeconds, &s));
   if (req.contains("RetryStrategy")) s.retry_attempts = req["RetryStrategy"]["MaximumRetryAttempts"];
@@ -247,7 +263,8 @@ Result<JobSpec> ProcessingSpec(const json& req, const Context& c, const std::str
                                  "' has no entrypoint in Kiln's image catalog");
   }
   if (req.contains("Environment"))
-    for (auto it = req["Environment"].begin(); it != req["Environment"].end(); ++it) s.environment[it.key()] = it.value();
+    for (auto it = req["Environment"].begin(); it != req["Environment"].end(); ++it)
+      s.environment[it.key()] = it.value();
   std::set<std::string> names, paths;
   if (req.contains("ProcessingInputs")) {
     const json& in = req["ProcessingInputs"];
@@ -257,18 +274,22 @@ Result<JobSpec> ProcessingSpec(const json& req, const Context& c, const std::str
         return InvalidArgument(f + ".InputName", f + ".InputName: duplicate input name");
       if (!in[i].contains("S3Input")) return Unsupported(f, "only S3Input is supported (DatasetDefinition is not)");
       const json& s3 = in[i]["S3Input"];
-      if (s3.value("S3InputMode", "File") == "Pipe") return Unsupported(f + ".S3Input.S3InputMode", "Pipe mode is not supported");
+      if (s3.value("S3InputMode", "File") == "Pipe")
+        return Unsupported(f + ".S3Input.S3InputMode", "Pipe mode is not supported");
       if (s3["S3DataType"] != "S3Prefix") return Unsupported(f + ".S3Input.S3DataType", "only S3Prefix is supported");
-      if (!s3.contains("LocalPath")) return InvalidArgument(f + ".S3Input.LocalPath", f + ".S3Input.LocalPath: required");
+      if (!s3.contains("LocalPath"))
+        return InvalidArgument(f + ".S3Input.LocalPath", f + ".S3Input.LocalPath: required");
       std::string lp = s3["LocalPath"];
       if (lp.rfind("/opt/ml/processing/", 0) != 0)
         return InvalidArgument(f + ".S3Input.LocalPath", f + ".S3Input.LocalPath: must be under /opt/ml/processing/");
-      if (!paths.insert(lp).second) return InvalidArgument(f + ".S3Input.LocalPath", f + ".S3Input.LocalPath: used twice");
+      if (!paths.insert(lp).second)
+        return InvalidArgument(f + ".S3Input.LocalPath", f + ".S3Input.LocalPath: used twice");
       auto p = c.s3.ToPath(s3["S3Uri"], f + ".S3Input.S3Uri");
       if (!p.ok()) return p.status();
-      DataMount m{*p, lp, s3.value("S3DataDistributionType", "FullyReplicated") == "ShardedByS3Key"
-                              ? Distribution::kShardedByKey
-                              : Distribution::kFullyReplicated};
+      DataMount m{*p, lp,
+                  s3.value("S3DataDistributionType", "FullyReplicated") == "ShardedByS3Key"
+                      ? Distribution::kShardedByKey
+                      : Distribution::kFullyReplicated};
       s.mounts.push_back(m);
     }
   }
@@ -320,10 +341,11 @@ json DescribeTrainingJob(const Job& job, const Context& c, const std::vector<Met
             {"CreationTime", Seconds(job.created_at)},
             {"LastModifiedTime", Seconds(LastModified(job))},
             {"SecondaryStatusTransitions", Transitions(job)}};
-  CopyIf(r, d, {"AlgorithmSpecification", "RoleArn", "HyperParameters", "InputDataConfig", "OutputDataConfig",
-                "ResourceConfig", "StoppingCondition", "VpcConfig", "EnableNetworkIsolation",
-                "EnableInterContainerTrafficEncryption", "EnableManagedSpotTraining", "CheckpointConfig",
-                "Environment", "RetryStrategy", "ExperimentConfig"});
+  CopyIf(
+      r, d,
+      {"AlgorithmSpecification", "RoleArn", "HyperParameters", "InputDataConfig", "OutputDataConfig", "ResourceConfig",
+       "StoppingCondition", "VpcConfig", "EnableNetworkIsolation", "EnableInterContainerTrafficEncryption",
+       "EnableManagedSpotTraining", "CheckpointConfig", "Environment", "RetryStrategy", "ExperimentConfig"});
   if (!job.model_artifact.empty() && r.contains("OutputDataConfig")) {
     std::string base = r["OutputDataConfig"]["S3OutputPath"];
     while (!base.empty() && base.back() == '/') base.pop_back();
@@ -360,8 +382,9 @@ json DescribeProcessingJob(const Job& job, const Context& c) {
             {"ProcessingJobStatus", SageMakerStatus(job.status)},
             {"CreationTime", Seconds(job.created_at)},
             {"LastModifiedTime", Seconds(LastModified(job))}};
-  CopyIf(r, d, {"ProcessingInputs", "ProcessingOutputConfig", "ProcessingResources", "StoppingCondition",
-                "AppSpecification", "Environment", "NetworkConfig", "RoleArn", "ExperimentConfig"});
+  CopyIf(r, d,
+         {"ProcessingInputs", "ProcessingOutputConfig", "ProcessingResources", "StoppingCondition", "AppSpecification",
+          "Environment", "NetworkConfig", "RoleArn", "ExperimentConfig"});
   if (!job.failure_reason.empty()) d["FailureReason"] = job.failure_reason.substr(0, 1024);
   if (!job.exit_message.empty()) d["ExitMessage"] = job.exit_message;
   if (TimeMs start = Phase(job, "InstanceReady")) d["ProcessingStartTime"] = Seconds(start);

@@ -246,12 +246,24 @@ class SqliteStore final : public Store {
       }
     }
     switch (q.order) {
-      case ListOrder::kNewestFirst: sql += " ORDER BY j.created_ms DESC, j.id DESC"; break;
-      case ListOrder::kOldestFirst: sql += " ORDER BY j.created_ms ASC, j.id ASC"; break;
-      case ListOrder::kNameAsc: sql += " ORDER BY j.name ASC"; break;
-      case ListOrder::kNameDesc: sql += " ORDER BY j.name DESC"; break;
-      case ListOrder::kStatusAsc: sql += " ORDER BY j.status ASC, j.created_ms DESC, j.id DESC"; break;
-      case ListOrder::kStatusDesc: sql += " ORDER BY j.status DESC, j.created_ms DESC, j.id DESC"; break;
+      case ListOrder::kNewestFirst:
+        sql += " ORDER BY j.created_ms DESC, j.id DESC";
+        break;
+      case ListOrder::kOldestFirst:
+        sql += " ORDER BY j.created_ms ASC, j.id ASC";
+        break;
+      case ListOrder::kNameAsc:
+        sql += " ORDER BY j.name ASC";
+        break;
+      case ListOrder::kNameDesc:
+        sql += " ORDER BY j.name DESC";
+        break;
+      case ListOrder::kStatusAsc:
+        sql += " ORDER BY j.status ASC, j.created_ms DESC, j.id DESC";
+        break;
+      case ListOrder::kStatusDesc:
+        sql += " ORDER BY j.status DESC, j.created_ms DESC, j.id DESC";
+        break;
     }
     sql += " LIMIT ?7 OFFSET ?12";
     int limit = q.limit <= 0 ? 50 : std::min(q.limit, 1000);
@@ -303,8 +315,9 @@ class SqliteStore final : public Store {
       }
       for (const auto& [k, v] : add) {
         tags[k] = v;
-        Stmt i(db_, "INSERT INTO job_tags(job_id,key,value) VALUES(?,?,?) ON CONFLICT(job_id,key) DO UPDATE SET "
-                    "value=excluded.value");
+        Stmt i(db_,
+               "INSERT INTO job_tags(job_id,key,value) VALUES(?,?,?) ON CONFLICT(job_id,key) DO UPDATE SET "
+               "value=excluded.value");
         i.Bind(1, job_id).Bind(2, k).Bind(3, v);
         if (i.Step() != SQLITE_DONE) return Err("upsert tag");
       }
@@ -340,7 +353,8 @@ class SqliteStore final : public Store {
 
   Result<std::vector<AccessKeyRecord>> ListAccessKeys(const std::string& team) override {
     std::lock_guard<std::mutex> l(mu_);
-    Stmt s(db_, "SELECT id,team,role,sealed,created_ms FROM access_keys WHERE ?1='' OR team=?1 ORDER BY created_ms, id");
+    Stmt s(db_,
+           "SELECT id,team,role,sealed,created_ms FROM access_keys WHERE ?1='' OR team=?1 ORDER BY created_ms, id");
     s.Bind(1, team);
     std::vector<AccessKeyRecord> out;
     while (s.Step() == SQLITE_ROW) out.push_back({s.Text(0), s.Text(1), s.Text(2), s.Text(3), s.Int(4)});

@@ -27,8 +27,8 @@ struct ListQuery {
   std::optional<JobStatus> status;
   std::optional<JobKind> kind;
   std::string name_contains;
-  std::string name_prefix;  // e.g. a tuning job's trials
-  std::string team;         // empty = every team
+  std::string name_prefix;    // e.g. a tuning job's trials
+  std::string team;           // empty = every team
   TimeMs created_after = 0;   // exclusive; 0 = unbounded
   TimeMs created_before = 0;  // exclusive; 0 = unbounded
   ListOrder order = ListOrder::kNewestFirst;

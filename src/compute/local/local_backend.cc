@@ -47,14 +47,13 @@ static std::vector<std::string> ShardFiles(const std::string& root, int index, i
 }
 
 // Binds `source` at `target` read-only: all of it, or this instance's shard.
-static void BindData(std::vector<std::string>& a, const std::string& source, const std::string& target,
-                     Distribution d, int index, int count) {
+static void BindData(std::vector<std::string>& a, const std::string& source, const std::string& target, Distribution d,
+                     int index, int count) {
   std::error_code ec;
   if (d == Distribution::kFullyReplicated || count <= 1) {
     // An object (a file) lands inside the target directory, as S3 downloads do.
-    a.insert(a.end(), {"--ro-bind", source, fs::is_regular_file(source, ec)
-                                                ? target + "/" + fs::path(source).filename().string()
-                                                : target});
+    a.insert(a.end(), {"--ro-bind", source,
+                       fs::is_regular_file(source, ec) ? target + "/" + fs::path(source).filename().string() : target});
     return;
   }
   a.insert(a.end(), {"--dir", target});
@@ -183,18 +182,18 @@ Result<std::string> LocalBackend::Launch(const LaunchRequest& req) {
   }
   for (size_t i = 0; i < req.spec.mounts.size(); ++i)
     if (access(req.spec.mounts[i].source.c_str(), R_OK) != 0)
-      return InvalidArgument("mounts[" + std::to_string(i) + "]", "input path " + req.spec.mounts[i].source +
-                                                                      " is not readable: " + strerror(errno));
+      return InvalidArgument("mounts[" + std::to_string(i) + "]",
+                             "input path " + req.spec.mounts[i].source + " is not readable: " + strerror(errno));
   if (!req.spec.code_archive.empty() && access(req.spec.code_archive.c_str(), R_OK) != 0)
-    return InvalidArgument("code_archive", "source archive " + req.spec.code_archive + " is not readable: " +
-                                               std::string(strerror(errno)));
+    return InvalidArgument("code_archive", "source archive " + req.spec.code_archive +
+                                               " is not readable: " + std::string(strerror(errno)));
   for (const auto& u : req.spec.uploads) {
     KILN_RETURN_IF_ERROR(MakeDirs(u.destination));
     KILN_RETURN_IF_ERROR(MakeDirs(dir + "/ml" + u.local_path.substr(strlen("/opt/ml"))));
   }
   if (!req.spec.checkpoint_dir.empty()) KILN_RETURN_IF_ERROR(MakeDirs(req.spec.checkpoint_dir));
-  KILN_RETURN_IF_ERROR(WriteFileAtomic(dir + "/hosts", HostsFile(req.job_id, req.spec.instance_count), 0644,
-                                       Sync::kNoSync));
+  KILN_RETURN_IF_ERROR(
+      WriteFileAtomic(dir + "/hosts", HostsFile(req.job_id, req.spec.instance_count), 0644, Sync::kNoSync));
   KILN_RETURN_IF_ERROR(MakeDirs(req.output_dir));
 
   std::vector<std::string> env = {
