@@ -85,4 +85,12 @@ class Result {
     if (!_st.ok()) return _st;     \
   } while (0)
 
+// Concatenates strings without temporaries: StrCat("a", b, "c").
+template <typename... Parts>
+std::string StrCat(const Parts&... parts) {
+  std::string out;
+  (out.append(parts), ...);
+  return out;
+}
+
 }  // namespace kiln

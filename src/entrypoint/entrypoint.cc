@@ -145,6 +145,7 @@ bool RunQuiet(std::vector<std::string> args) {
     int devnull = open("/dev/null", O_WRONLY);
     dup2(devnull, 1);
     std::vector<char*> av;
+    av.reserve(args.size() + 1);
     for (auto& a : args) av.push_back(a.data());
     av.push_back(nullptr);
     execvp(av[0], av.data());
@@ -291,7 +292,11 @@ std::vector<std::string> WriteContract(const json& rt, const std::string& root, 
       else
         fs::copy(s, dst + "/" + fs::path(s).filename().string(), fs::copy_options::skip_existing, ec);
     }
-    idc[ch] = {{"TrainingInputMode", "File"}, {"S3DistributionType", "FullyReplicated"}, {"RecordWrapperType", "None"}};
+    const json sharded = rt.value("sharded_channels", json::array());
+    const bool is_sharded = std::find(sharded.begin(), sharded.end(), json(ch)) != sharded.end();
+    idc[ch] = {{"TrainingInputMode", "File"},
+               {"S3DistributionType", is_sharded ? "ShardedByS3Key" : "FullyReplicated"},
+               {"RecordWrapperType", "None"}};
     channels.push_back(ch);
     env.push_back("SM_CHANNEL_" + ToUpperName(ch) + "=" + dst);
   }
@@ -474,6 +479,7 @@ int RunEntrypoint(int argc, char** argv) {
       Log("script mode: " + cmd[0] + " " + cmd[1]);
   }
   std::vector<char*> cmd_argv;
+  cmd_argv.reserve(cmd.size() + 1);
   for (auto& c : cmd) cmd_argv.push_back(c.data());
   cmd_argv.push_back(nullptr);
 
@@ -632,8 +638,8 @@ int RunEntrypoint(int argc, char** argv) {
   for (const auto& u : uploads) {
     if (exit_code != 0) break;
     std::string local = u.value("local_path", ""), staged = u.value("staged", "");
-    if (local.rfind("/opt/ml/", 0) == 0) local = root + local.substr(7);
-    if (staged.rfind("/opt/ml/", 0) == 0) staged = root + staged.substr(7);
+    if (local.rfind("/opt/ml/", 0) == 0) local = StrCat(root, local.substr(7));
+    if (staged.rfind("/opt/ml/", 0) == 0) staged = StrCat(root, staged.substr(7));
     if (local.empty() || staged.empty() || !fs::is_directory(local)) continue;
     if (!RunQuiet({"cp", "-a", "--", local + "/.", staged + "/"})) {
       WriteFailure(root, "UploadFailed: could not copy " + u.value("local_path", "") + " to its output location");

@@ -2,8 +2,8 @@
 
 #include <algorithm>
 #include <bit>
-#include <cstdint>
 #include <cmath>
+#include <cstdint>
 #include <numeric>
 
 namespace kiln::hpo {
@@ -118,89 +118,52 @@ class GridSampler final : public Sampler {
 // observation plus a wide prior kernel (centre, sigma 1, uniform categories) that
 // keeps every region reachable. A kernel is a product of Gaussians truncated to
 // [0, 1] over the numeric dimensions and smoothed one-hot distributions over the
-// categorical ones. Multivariate TPE builds one estimator over every dimension
-// (it sees interactions); univariate TPE one per dimension, as in Optuna's default.
+// categorical ones. Multivariate TPE builds one estimator over every dimension,
+// so it sees interactions; univariate TPE one per dimension (Optuna's default).
 class Parzen {
  public:
-  // `obs` are unit-cube points, `weights` their kernel weights; `dims` the
-  // dimensions covered, `categories[d]` the number of categories of dimension d
-  // (0: numeric).
+  // `obs`: unit-cube points in trial order, `weights` theirs; `dims`: the
+  // dimensions covered; `categories[d]`: dimension d's category count (0: numeric).
   Parzen(const std::vector<const std::vector<double>*>& obs, std::vector<double> weights,
          const std::vector<size_t>& dims, const std::vector<size_t>& categories, const TpeOptions& o)
-      : kernels_(obs.size() + 1), widen_(o.sample_widen) {
+      : kernels_(obs.size() + 1) {
     const size_t n = obs.size(), k_all = kernels_;
     weights.push_back(o.prior_weight);
-    double total = std::accumulate(weights.begin(), weights.end(), 0.0);
+    const double total = std::accumulate(weights.begin(), weights.end(), 0.0);
     log_const_.resize(k_all);
     for (size_t k = 0; k < k_all; ++k) log_const_[k] = std::log(weights[k] / total);
     pick_ = std::discrete_distribution<size_t>(weights.begin(), weights.end());
-    // Kernel widths are clipped to [1 / min(100, kernels + 1), 1] as in Bergstra et al. and Optuna.
+    // Bergstra et al.'s "magic clip" (as in Optuna): no kernel narrower than 1 / min(100, kernels + 1).
     const double min_sigma = 1.0 / std::min(100.0, static_cast<double>(k_all) + 1.0);
     size_t numeric = 0;
     for (size_t d : dims) numeric += categories[d] == 0;
-    std::vector<double> norm(k_all, 1.0);  // product of the numeric dimensions' normalisers
+    std::vector<double> norm(k_all, 1.0);  // product over numeric dimensions of each kernel's normaliser
     for (size_t d : dims) {
       if (categories[d] > 0) {
-        // Each observation puts most of its mass on its own category; the prior is uniform.
-        const size_t m = categories[d];
-        Cat c{d, m, std::vector<double>(m * k_all)};
-        const double fill = o.prior_weight / static_cast<double>(k_all);
-        for (size_t k = 0; k < k_all; ++k) {
-          size_t own = k < n ? CategoryOf((*obs[k])[d], m) : m;
-          double row = k < n ? 1 + fill * static_cast<double>(m) : 1;
-          for (size_t j = 0; j < m; ++j) {
-            double p = k < n ? (fill + (j == own ? 1 : 0)) / row : 1.0 / static_cast<double>(m);
-            c.log_prob[j * k_all + k] = std::log(p);
-          }
-        }
-        cats_.push_back(std::move(c));
+        cats_.push_back(BuildCategorical(obs, d, categories[d], o.prior_weight));
         continue;
       }
       Num v{d, std::vector<double>(k_all), std::vector<double>(k_all), std::vector<double>(k_all)};
       for (size_t k = 0; k < n; ++k) v.mu[k] = (*obs[k])[d];
       v.mu[n] = 0.5;
-      if (o.multivariate) {
-        double f = std::pow(std::max<double>(static_cast<double>(n), 1.0), -1.0 / (static_cast<double>(numeric) + 4.0));
-        double s = o.bandwidth * f;
-        if (o.bw_rule == 1 && n >= 2) {
-          double mean = 0, var = 0;
-          for (size_t k = 0; k < n; ++k) mean += v.mu[k];
-          mean /= static_cast<double>(n);
-          for (size_t k = 0; k < n; ++k) var += (v.mu[k] - mean) * (v.mu[k] - mean);
-          s = o.bandwidth * std::sqrt(var / static_cast<double>(n - 1)) * f;
-        }
-        for (size_t k = 0; k < n; ++k) v.sigma[k] = std::clamp(s, o.min_bw > 0 ? o.min_bw : min_sigma, 1.0);
-      } else {
-        // Distance to the farther neighbour among the observations and the prior's
-        // centre; the outermost kernels use their inner neighbour only (Optuna's
-        // consider_endpoints=False).
-        std::vector<size_t> order(k_all);
-        std::iota(order.begin(), order.end(), 0);
-        std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return v.mu[a] < v.mu[b]; });
-        for (size_t i = 0; i < k_all; ++i) {
-          double left = i == 0 ? v.mu[order[i]] : v.mu[order[i]] - v.mu[order[i - 1]];
-          double right = i + 1 == k_all ? 1 - v.mu[order[i]] : v.mu[order[i + 1]] - v.mu[order[i]];
-          double s = std::max(left, right);
-          if (k_all >= 2 && i == 0) s = right;
-          if (k_all >= 2 && i + 1 == k_all) s = left;
-          v.sigma[order[i]] = std::clamp(s, min_sigma, 1.0);
-        }
-      }
+      if (o.multivariate)
+        ScottWidths(v, n, numeric, o.bandwidth, min_sigma);
+      else
+        NeighbourWidths(v, min_sigma);
       v.sigma[n] = 1.0;
       for (size_t k = 0; k < k_all; ++k) {
         v.inv_sigma[k] = 1.0 / v.sigma[k];
-        double mass = NormalCdf((1 - v.mu[k]) * v.inv_sigma[k]) - NormalCdf(-v.mu[k] * v.inv_sigma[k]);
-        norm[k] *= (o.no_jacobian ? 1.0 : v.sigma[k]) * kSqrt2Pi * std::max(mass, 1e-12);
+        const double mass = NormalCdf((1 - v.mu[k]) * v.inv_sigma[k]) - NormalCdf(-v.mu[k] * v.inv_sigma[k]);
+        norm[k] *= v.sigma[k] * kSqrt2Pi * std::max(mass, 1e-12);
       }
       nums_.push_back(std::move(v));
     }
-    // One log per kernel for all numeric normalisers (each factor is above 1e-3, so
-    // even 60 numeric dimensions stay far from underflow).
+    // One log per kernel (each factor is above 1e-3: no underflow even with 60 numeric dimensions).
     for (size_t k = 0; k < k_all; ++k) log_const_[k] -= std::log(norm[k]);
     acc_.resize(k_all);
   }
 
-  // Log density at the point x (a full unit-cube point; only `dims` are read).
+  // Log density at x, a full unit-cube point of which only `dims` are read.
   double LogPdf(const std::vector<double>& x) {
     const size_t k_all = kernels_;
     double* acc = acc_.data();
@@ -208,7 +171,7 @@ class Parzen {
     for (const Num& v : nums_) {
       const double xd = x[v.dim], *mu = v.mu.data(), *is = v.inv_sigma.data();
       for (size_t k = 0; k < k_all; ++k) {
-        double z = (xd - mu[k]) * is[k];
+        const double z = (xd - mu[k]) * is[k];
         acc[k] -= 0.5 * z * z;
       }
     }
@@ -216,28 +179,31 @@ class Parzen {
       const double* lp = c.log_prob.data() + CategoryOf(x[c.dim], c.count) * k_all;
       for (size_t k = 0; k < k_all; ++k) acc[k] += lp[k];
     }
-    double top = acc[0];
-    for (size_t k = 1; k < k_all; ++k) top = acc[k] > top ? acc[k] : top;
-    ExpShifted(acc, k_all, top);
-    double sum[4] = {0, 0, 0, 0};  // independent partial sums, not one long dependency chain
+    // log-sum-exp over the kernels, with independent partial results (no long dependency chain).
+    double top4[4] = {acc[0], acc[0], acc[0], acc[0]};
     size_t k = 0;
     for (; k + 4 <= k_all; k += 4)
-      for (size_t j = 0; j < 4; ++j) sum[j] += acc[k + j];
-    for (; k < k_all; ++k) sum[0] += acc[k];
-    return top + std::log((sum[0] + sum[1]) + (sum[2] + sum[3]));
+      for (size_t j = 0; j < 4; ++j) top4[j] = acc[k + j] > top4[j] ? acc[k + j] : top4[j];
+    for (; k < k_all; ++k) top4[0] = acc[k] > top4[0] ? acc[k] : top4[0];
+    const double top = std::max(std::max(top4[0], top4[1]), std::max(top4[2], top4[3]));
+    ExpShifted(acc, k_all, top);
+    double sum4[4] = {0, 0, 0, 0};
+    for (k = 0; k + 4 <= k_all; k += 4)
+      for (size_t j = 0; j < 4; ++j) sum4[j] += acc[k + j];
+    for (; k < k_all; ++k) sum4[0] += acc[k];
+    return top + std::log((sum4[0] + sum4[1]) + (sum4[2] + sum4[3]));
   }
 
   // Draws the covered dimensions of x: a kernel by weight, then each dimension from it.
   void Sample(std::vector<double>& x, std::mt19937_64& rng) {
     const size_t k = pick_(rng);
-    for (const Num& v : nums_) x[v.dim] = TruncatedNormal(v.mu[k], v.sigma[k] * (k + 1 < kernels_ ? widen_ : 1.0), rng);
+    for (const Num& v : nums_) x[v.dim] = TruncatedNormal(v.mu[k], v.sigma[k], rng);
+    std::uniform_real_distribution<double> uniform(0, 1);
     for (const Cat& c : cats_) {
-      const size_t k_all = kernels_;
-      std::uniform_real_distribution<double> u(0, 1);
-      double r = u(rng), cum = 0;
+      double r = uniform(rng), cum = 0;
       size_t j = 0;
       for (; j + 1 < c.count; ++j) {
-        cum += std::exp(c.log_prob[j * k_all + k]);
+        cum += std::exp(c.log_prob[j * kernels_ + k]);
         if (r < cum) break;
       }
       x[c.dim] = (static_cast<double>(j) + 0.5) / static_cast<double>(c.count);
@@ -247,7 +213,7 @@ class Parzen {
  private:
   struct Num {
     size_t dim;
-    std::vector<double> mu, sigma, inv_sigma;  // per kernel
+    std::vector<double> mu, sigma, inv_sigma;  // per kernel, the prior last
   };
   struct Cat {
     size_t dim, count;
@@ -257,33 +223,86 @@ class Parzen {
   static size_t CategoryOf(double u, size_t m) {
     return std::min(m - 1, static_cast<size_t>(std::max(u, 0.0) * static_cast<double>(m)));
   }
+
+  // Each observation puts most of its mass on its own category (Optuna's smoothing:
+  // prior_weight / kernels on every category, plus one); the prior is uniform.
+  Cat BuildCategorical(const std::vector<const std::vector<double>*>& obs, size_t d, size_t m,
+                       double prior_weight) const {
+    const size_t n = obs.size(), k_all = kernels_;
+    Cat c{d, m, std::vector<double>(m * k_all)};
+    const double fill = prior_weight / static_cast<double>(k_all);
+    for (size_t k = 0; k < k_all; ++k) {
+      const size_t own = k < n ? CategoryOf((*obs[k])[d], m) : m;
+      const double row = k < n ? 1 + fill * static_cast<double>(m) : 1;
+      for (size_t j = 0; j < m; ++j) {
+        const double p = k < n ? (fill + (j == own ? 1 : 0)) / row : 1.0 / static_cast<double>(m);
+        c.log_prob[j * k_all + k] = std::log(p);
+      }
+    }
+    return c;
+  }
+
+  // Multivariate: one width per dimension, Scott's rule on the observations' spread
+  // (factor * stddev * n^(-1/(dims+4))), at least the magic clip. Narrow kernels
+  // let the good density follow a curved valley (Rosenbrock) that independent
+  // dimensions cannot.
+  static void ScottWidths(Num& v, size_t n, size_t numeric, double factor, double min_sigma) {
+    double s = 0;
+    if (n >= 2) {
+      double mean = 0, var = 0;
+      for (size_t k = 0; k < n; ++k) mean += v.mu[k];
+      mean /= static_cast<double>(n);
+      for (size_t k = 0; k < n; ++k) var += (v.mu[k] - mean) * (v.mu[k] - mean);
+      s = factor * std::sqrt(var / static_cast<double>(n - 1)) *
+          std::pow(static_cast<double>(n), -1.0 / (static_cast<double>(numeric) + 4.0));
+    }
+    for (size_t k = 0; k < n; ++k) v.sigma[k] = std::clamp(s, min_sigma, 1.0);
+  }
+
+  // Univariate: the distance to the farther neighbour among the observations and
+  // the prior's centre; the outermost kernels use their inner neighbour only
+  // (Optuna's consider_endpoints=False).
+  static void NeighbourWidths(Num& v, double min_sigma) {
+    const size_t k_all = v.mu.size();
+    std::vector<size_t> order(k_all);
+    std::iota(order.begin(), order.end(), 0);
+    std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return v.mu[a] < v.mu[b]; });
+    for (size_t i = 0; i < k_all; ++i) {
+      const double left = i == 0 ? v.mu[order[i]] : v.mu[order[i]] - v.mu[order[i - 1]];
+      const double right = i + 1 == k_all ? 1 - v.mu[order[i]] : v.mu[order[i + 1]] - v.mu[order[i]];
+      double s = std::max(left, right);
+      if (k_all >= 2 && i == 0) s = right;
+      if (k_all >= 2 && i + 1 == k_all) s = left;
+      v.sigma[order[i]] = std::clamp(s, min_sigma, 1.0);
+    }
+  }
+
   static double TruncatedNormal(double mu, double sigma, std::mt19937_64& rng) {
     std::normal_distribution<double> n(mu, sigma);
     for (int tries = 0; tries < 100; ++tries) {
-      double x = n(rng);
+      const double x = n(rng);
       if (x >= 0 && x < 1) return x;
     }
     return std::clamp(mu, 0.0, std::nextafter(1.0, 0.0));
   }
 
   size_t kernels_;
-  double widen_;
-  std::vector<double> log_const_;  // log weight minus the numeric normalisers, per kernel
+  std::vector<double> log_const_;  // log weight minus log normaliser, per kernel
   std::discrete_distribution<size_t> pick_;
   std::vector<Num> nums_;
   std::vector<Cat> cats_;
   std::vector<double> acc_;  // scratch for LogPdf
 };
 
-// Optuna's default weights: the latest 25 trials weigh 1, older ones ramp down to 1/n.
+// Optuna's default weights: the latest 25 observations weigh 1, older ones ramp
+// down linearly to 1/n.
 std::vector<double> RecencyWeights(size_t n) {
   std::vector<double> w(n, 1.0);
   if (n < 25) return w;
   const size_t ramp = n - 25;
+  const double lo = 1.0 / static_cast<double>(n);
   for (size_t i = 0; i < ramp; ++i)
-    w[i] = ramp == 1 ? 1.0 / static_cast<double>(n)
-                     : 1.0 / static_cast<double>(n) +
-                           (1 - 1.0 / static_cast<double>(n)) * static_cast<double>(i) / static_cast<double>(ramp - 1);
+    w[i] = ramp == 1 ? lo : lo + (1 - lo) * static_cast<double>(i) / static_cast<double>(ramp - 1);
   return w;
 }
 
@@ -292,19 +311,23 @@ class TpeSampler final : public Sampler {
   explicit TpeSampler(TpeOptions o) : o_(o) {}
   std::vector<double> Suggest(const SearchSpace& space, const std::vector<Trial>& history, Direction dir,
                               std::mt19937_64& rng) override {
-    std::vector<const Trial*> done;  // in history order
+    std::vector<const Trial*> done;  // in trial order
     for (const auto& t : history)
       if (t.state == TrialState::kCompleted || t.state == TrialState::kStopped) done.push_back(&t);
     if (static_cast<int>(done.size()) < o_.startup_trials || space.size() == 0)
       return RandomSampler().Suggest(space, history, dir, rng);
+    // The "good" trials: the best min(ceil(gamma * n), max_good), ties broken by trial order.
+    size_t n_good = static_cast<size_t>(std::ceil(o_.gamma * static_cast<double>(done.size())));
+    n_good = std::clamp<size_t>(n_good, 1, static_cast<size_t>(std::max(o_.max_good, 1)));
+    n_good = std::min(n_good, done.size());
     const double sign = dir == Direction::kMinimize ? 1 : -1;
     std::vector<size_t> rank(done.size());
     std::iota(rank.begin(), rank.end(), 0);
-    std::stable_sort(rank.begin(), rank.end(),
-                     [&](size_t a, size_t b) { return sign * done[a]->objective < sign * done[b]->objective; });
-    // gamma(n) = min(ceil(gamma * n), max_good): the "good" share.
-    size_t n_good = static_cast<size_t>(std::ceil(o_.gamma * static_cast<double>(done.size())));
-    n_good = std::clamp<size_t>(n_good, 1, static_cast<size_t>(std::max(o_.max_good, 1)));
+    std::nth_element(rank.begin(), rank.begin() + static_cast<std::ptrdiff_t>(n_good - 1), rank.end(),
+                     [&](size_t a, size_t b) {
+                       const double va = sign * done[a]->objective, vb = sign * done[b]->objective;
+                       return va < vb || (va == vb && a < b);
+                     });
     std::vector<bool> is_good(done.size(), false);
     for (size_t i = 0; i < n_good; ++i) is_good[rank[i]] = true;
     std::vector<const std::vector<double>*> good, bad;
@@ -313,22 +336,22 @@ class TpeSampler final : public Sampler {
     std::vector<size_t> categories(space.size(), 0);
     for (size_t d = 0; d < space.size(); ++d)
       if (space.params()[d].type == ParamType::kCategorical) categories[d] = space.params()[d].categories.size();
-    std::vector<std::vector<size_t>> groups;
+    std::vector<std::vector<size_t>> groups;  // dimensions sampled jointly
     if (o_.multivariate) {
       groups.emplace_back(space.size());
       std::iota(groups[0].begin(), groups[0].end(), 0);
     } else {
       for (size_t d = 0; d < space.size(); ++d) groups.push_back({d});
     }
-    std::vector<double> best(space.size());
+    // Per group: candidates from the good density l, keep the one with the highest l / g.
+    std::vector<double> best(space.size()), cand(space.size()), pick(space.size());
     for (const auto& dims : groups) {
       Parzen l(good, RecencyWeights(good.size()), dims, categories, o_);
       Parzen g(bad, RecencyWeights(bad.size()), dims, categories, o_);
-      std::vector<double> cand(space.size()), pick(space.size());
       double best_score = -INFINITY;
       for (int c = 0; c < std::max(o_.candidates, 1); ++c) {
         l.Sample(cand, rng);
-        double score = l.LogPdf(cand) - g.LogPdf(cand);
+        const double score = l.LogPdf(cand) - g.LogPdf(cand);
         if (score > best_score) {
           best_score = score;
           pick = cand;

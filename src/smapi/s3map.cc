@@ -35,7 +35,7 @@ Result<std::string> S3Map::ToPath(const std::string& uri, const std::string& fie
     return InvalidArgument(field, field + ": bucket name '" + bucket + "' must be 3-63 characters");
   for (char c : bucket)
     if (!(islower(static_cast<unsigned char>(c)) || isdigit(static_cast<unsigned char>(c)) || c == '-' || c == '.'))
-      return InvalidArgument(field, field + ": bucket name '" + bucket + "' may hold only a-z, 0-9, '-' and '.'");
+      return InvalidArgument(field, StrCat(field, ": bucket name '", bucket, "' may hold only a-z, 0-9, '-' and '.'"));
   if (bucket.find("..") != std::string::npos)
     return InvalidArgument(field, field + ": bucket name '" + bucket + "' must not contain '..'");
   if (key.find('\0') != std::string::npos) return InvalidArgument(field, field + ": key contains NUL");
@@ -44,7 +44,7 @@ Result<std::string> S3Map::ToPath(const std::string& uri, const std::string& fie
     if (e == std::string::npos) e = key.size();
     std::string seg = key.substr(i, e - i);
     if (seg == "." || seg == "..")
-      return InvalidArgument(field, field + ": key '" + key + "' must not contain '.' or '..' segments");
+      return InvalidArgument(field, StrCat(field, ": key '", key, "' must not contain '.' or '..' segments"));
     i = e + 1;
   }
   while (!key.empty() && key.back() == '/') key.pop_back();

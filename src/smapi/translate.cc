@@ -202,9 +202,9 @@ Result<JobSpec> TrainingSpec(const json& req, const Context& c, const std::strin
       std::string f = "InputDataConfig[" + std::to_string(i) + "]";
       std::string name = in[i]["ChannelName"];
       if (name == "." || name == "..")
-        return InvalidArgument(f + ".ChannelName", f + ".ChannelName: '" + name + "' is not a channel name");
+        return InvalidArgument(f + ".ChannelName", StrCat(f, ".ChannelName: '", name, "' is not a channel name"));
       if (!channels.insert(name).second)
-        return InvalidArgument(f + ".ChannelName", f + ".ChannelName: duplicate channel '" + name + "'");
+        return InvalidArgument(f + ".ChannelName", StrCat(f, ".ChannelName: duplicate channel '", name, "'"));
       if (in[i].value("InputMode", "File") == "Pipe")
         return Unsupported(f + ".InputMode", "Pipe mode is not supported; use File or FastFile");
       const json& ds = in[i]["DataSource"];

@@ -78,6 +78,9 @@ rc = json.load(open("/opt/ml/input/config/resourceconfig.json"))
 port = int(json.load(open("/opt/ml/input/config/hyperparameters.json"))["port"])
 me = rc["current_host"]
 files = sorted(os.listdir("/opt/ml/input/data/shards"))
+idc = json.load(open("/opt/ml/input/config/inputdataconfig.json"))
+assert idc["shards"]["S3DistributionType"] == "ShardedByS3Key", idc
+assert idc["code"]["S3DistributionType"] == "FullyReplicated", idc
 with open("/opt/ml/checkpoints/%s.json" % me, "w") as f:
     json.dump({"hosts": rc["hosts"], "shards": files}, f)
 if me == "algo-1":

@@ -61,7 +61,7 @@ static void BindData(std::vector<std::string>& a, const std::string& source, con
     if (rel.empty()) {
       a.insert(a.end(), {"--ro-bind", source, target + "/" + fs::path(source).filename().string()});
     } else {
-      a.insert(a.end(), {"--ro-bind", source + "/" + rel, target + "/" + rel});
+      a.insert(a.end(), {"--ro-bind", StrCat(source, "/", rel), StrCat(target, "/", rel)});
     }
   }
 }
