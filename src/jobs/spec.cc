@@ -124,7 +124,8 @@ Result<JobSpec> ParseSpec(const json& j, const Catalog* catalog) {
   if (!j.is_object()) return InvalidArgument("", "spec must be a JSON/YAML object");
   for (auto it = j.begin(); it != j.end(); ++it)
     if (!kKnownFields.count(it.key()) &&
-        !(catalog == nullptr && (it.key() == "hyperparameters_file" || it.key() == "sagemaker")))
+        !(catalog == nullptr &&
+          (it.key() == "hyperparameters_file" || it.key() == "sagemaker" || it.key() == "tuning_job")))
       return InvalidArgument(it.key(), "unknown field");
   JobSpec s;
   if (j.contains("kind")) {
@@ -137,6 +138,7 @@ Result<JobSpec> ParseSpec(const json& j, const Catalog* catalog) {
     }
   }
   if (catalog == nullptr && j.contains("sagemaker")) s.sagemaker = j["sagemaker"];
+  if (catalog == nullptr && j.contains("tuning_job") && j["tuning_job"].is_string()) s.tuning_job = j["tuning_job"];
 
   if (!j.contains("name")) return InvalidArgument("name", "required");
   if (!j["name"].is_string()) return InvalidArgument("name", "must be a string");
@@ -348,6 +350,7 @@ nlohmann::json JobSpec::ToJson() const {
   if (!code_archive.empty()) j["code_archive"] = code_archive;
   if (pack_output_data) j["pack_output_data"] = true;
   if (!sagemaker.is_null()) j["sagemaker"] = sagemaker;
+  if (!tuning_job.empty()) j["tuning_job"] = tuning_job;
   return j;
 }
 

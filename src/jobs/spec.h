@@ -64,6 +64,8 @@ struct JobSpec {
   // Jobs created through the SageMaker API keep the request as received, so
   // Describe* answers with it. Null for native jobs.
   nlohmann::json sagemaker;
+  // Set on trials: the tuning job that launched this job.
+  std::string tuning_job;
 
   nlohmann::json ToJson() const;
 };

@@ -82,6 +82,16 @@ CREATE TABLE access_keys(
   sealed BLOB NOT NULL,
   created_ms INTEGER NOT NULL);
 )sql",
+    // 5: hyperparameter tuning jobs (trials are jobs)
+    R"sql(
+CREATE TABLE tuning_jobs(
+  name TEXT PRIMARY KEY,
+  status TEXT NOT NULL,
+  created_ms INTEGER NOT NULL,
+  spec TEXT NOT NULL,
+  state TEXT NOT NULL);
+CREATE INDEX tuning_jobs_created ON tuning_jobs(created_ms DESC);
+)sql",
 };
 
 class Stmt {
@@ -331,6 +341,46 @@ class SqliteStore final : public Store {
       return st;
     }
     return Exec("COMMIT");
+  }
+
+  Status CreateTuningJob(const TuningRecord& t) override {
+    std::lock_guard<std::mutex> l(mu_);
+    Stmt s(db_, "INSERT INTO tuning_jobs(name,status,created_ms,spec,state) VALUES(?,?,?,?,?)");
+    s.Bind(1, t.name).Bind(2, t.status).Bind(3, t.created).Bind(4, t.spec).Bind(5, t.state);
+    int rc = s.Step();
+    if (rc == SQLITE_CONSTRAINT)
+      return Status(Code::kAlreadyExists, "a tuning job named '" + t.name + "' already exists", "name");
+    if (rc != SQLITE_DONE) return Err("insert tuning job");
+    return Status::Ok();
+  }
+
+  Result<TuningRecord> GetTuningJob(const std::string& name) override {
+    std::lock_guard<std::mutex> l(mu_);
+    Stmt s(db_, "SELECT name,status,created_ms,spec,state FROM tuning_jobs WHERE name=?");
+    s.Bind(1, name);
+    if (s.Step() != SQLITE_ROW) return NotFound("tuning job '" + name + "' not found");
+    return TuningRecord{s.Text(0), s.Text(1), s.Int(2), s.Text(3), s.Text(4)};
+  }
+
+  Status UpdateTuningJob(const std::string& name, const std::string& status, const std::string& state) override {
+    std::lock_guard<std::mutex> l(mu_);
+    Stmt s(db_, "UPDATE tuning_jobs SET status=?, state=? WHERE name=?");
+    s.Bind(1, status).Bind(2, state).Bind(3, name);
+    if (s.Step() != SQLITE_DONE) return Err("update tuning job");
+    if (sqlite3_changes(db_) == 0) return NotFound("tuning job '" + name + "' not found");
+    return Status::Ok();
+  }
+
+  Result<std::vector<TuningRecord>> ListTuningJobs(const std::string& name_contains, const std::string& status,
+                                                   int limit, int offset) override {
+    std::lock_guard<std::mutex> l(mu_);
+    Stmt s(db_,
+           "SELECT name,status,created_ms,spec,state FROM tuning_jobs WHERE (?1='' OR instr(name,?1)>0) AND "
+           "(?2='' OR status=?2) ORDER BY created_ms DESC, name DESC LIMIT ?3 OFFSET ?4");
+    s.Bind(1, name_contains).Bind(2, status).Bind(3, int64_t{limit}).Bind(4, int64_t{offset});
+    std::vector<TuningRecord> out;
+    while (s.Step() == SQLITE_ROW) out.push_back({s.Text(0), s.Text(1), s.Int(2), s.Text(3), s.Text(4)});
+    return out;
   }
 
   Status PutAccessKey(const AccessKeyRecord& k) override {

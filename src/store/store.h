@@ -51,6 +51,16 @@ struct AccessKeyRecord {
   TimeMs created = 0;
 };
 
+// A hyperparameter tuning job: its spec and its mutable state, as JSON documents
+// owned by the tuning service. Trials are ordinary jobs.
+struct TuningRecord {
+  std::string name;
+  std::string status;
+  TimeMs created = 0;
+  std::string spec;   // JSON
+  std::string state;  // JSON
+};
+
 class Store {
  public:
   virtual ~Store() = default;
@@ -84,6 +94,16 @@ class Store {
   // Later transitions keep them. kNotFound if the job does not exist.
   virtual Status UpdateTags(const std::string& job_id, const std::map<std::string, std::string>& add,
                             const std::vector<std::string>& remove) = 0;
+
+  // kAlreadyExists if the name is taken.
+  virtual Status CreateTuningJob(const TuningRecord& t) = 0;
+  // kNotFound if absent.
+  virtual Result<TuningRecord> GetTuningJob(const std::string& name) = 0;
+  // Replaces status and state. kNotFound if absent.
+  virtual Status UpdateTuningJob(const std::string& name, const std::string& status, const std::string& state) = 0;
+  // Newest first; `name_contains`/`status` empty = any. `offset` pages.
+  virtual Result<std::vector<TuningRecord>> ListTuningJobs(const std::string& name_contains, const std::string& status,
+                                                           int limit, int offset) = 0;
 
   // kAlreadyExists if the id is taken.
   virtual Status PutAccessKey(const AccessKeyRecord& k) = 0;

@@ -193,6 +193,26 @@ TEST_P(StoreConformance, TagUpdatesSurviveTransitions) {
   EXPECT_EQ(store_->UpdateTags("nope", {{"a", "b"}}, {}).code(), Code::kNotFound);
 }
 
+TEST_P(StoreConformance, TuningJobs) {
+  ASSERT_TRUE(store_->CreateTuningJob({"t1", "InProgress", 10, "{\"a\":1}", "{}"}).ok());
+  ASSERT_TRUE(store_->CreateTuningJob({"t2", "InProgress", 20, "{}", "{}"}).ok());
+  EXPECT_EQ(store_->CreateTuningJob({"t1", "InProgress", 30, "{}", "{}"}).code(), Code::kAlreadyExists);
+  ASSERT_TRUE(store_->UpdateTuningJob("t1", "Completed", "{\"best\":\"x\"}").ok());
+  auto t = store_->GetTuningJob("t1");
+  ASSERT_TRUE(t.ok());
+  EXPECT_EQ(t->status, "Completed");
+  EXPECT_EQ(t->spec, "{\"a\":1}");
+  EXPECT_EQ(t->state, "{\"best\":\"x\"}");
+  EXPECT_EQ(store_->UpdateTuningJob("nope", "Completed", "{}").code(), Code::kNotFound);
+  auto all = store_->ListTuningJobs("", "", 10, 0);
+  ASSERT_TRUE(all.ok());
+  ASSERT_EQ(all->size(), 2u);
+  EXPECT_EQ((*all)[0].name, "t2");
+  EXPECT_EQ(store_->ListTuningJobs("", "Completed", 10, 0)->size(), 1u);
+  EXPECT_EQ(store_->ListTuningJobs("2", "", 10, 0)->size(), 1u);
+  EXPECT_EQ(store_->ListTuningJobs("", "", 10, 1)->size(), 1u);
+}
+
 TEST_P(StoreConformance, AccessKeys) {
   ASSERT_TRUE(store_->PutAccessKey({"AKIA1", "ads", "team", std::string("se\0aled", 7), 5}).ok());
   ASSERT_TRUE(store_->PutAccessKey({"AKIA2", "default", "admin", "x", 6}).ok());

@@ -1,0 +1,202 @@
+#include "tuning/service.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <regex>
+
+namespace kiln::tuning {
+
+using nlohmann::json;
+
+Result<TuningJob> LoadTuningJob(const TuningRecord& r) {
+  json spec = json::parse(r.spec, nullptr, false);
+  json state = json::parse(r.state, nullptr, false);
+  if (spec.is_discarded() || state.is_discarded()) return Internal("tuning job " + r.name + " is not valid JSON");
+  auto s = ParseTuningSpec(spec, nullptr);
+  if (!s.ok()) return Internal("stored tuning job " + r.name + ": " + s.status().ToString());
+  return TuningJob{*s, TuningState::FromJson(state)};
+}
+
+void TuningService::Start() {
+  stop_ = false;
+  thread_ = std::thread([this] { Loop(); });
+}
+
+void TuningService::Shutdown() {
+  stop_ = true;
+  if (thread_.joinable()) thread_.join();
+}
+
+Result<TuningJob> TuningService::Create(const TuningSpec& spec) {
+  for (const auto& p : spec.parents) {
+    auto parent = Get(p);
+    if (!parent.ok())
+      return InvalidArgument("warm_start.parents", "warm_start.parents: tuning job '" + p + "' not found");
+    if (parent->spec.objective_metric != spec.objective_metric || parent->spec.direction != spec.direction)
+      return InvalidArgument("warm_start.parents", "warm_start.parents: '" + p + "' optimizes another objective");
+    if (!IsTerminal(parent->state.status))
+      return InvalidArgument("warm_start.parents", "warm_start.parents: '" + p + "' has not finished");
+  }
+  TuningJob job{spec, {}};
+  job.state.created = clock_.NowMs();
+  KILN_RETURN_IF_ERROR(store_.CreateTuningJob(
+      {spec.name, ToString(job.state.status), job.state.created, spec.ToJson().dump(), job.state.ToJson().dump()}));
+  Status st = Tick(spec.name);  // first trials at once
+  if (!st.ok()) fprintf(stderr, "kilnd: tuning %s: %s\n", spec.name.c_str(), st.ToString().c_str());
+  return Get(spec.name);
+}
+
+Result<TuningJob> TuningService::Get(const std::string& name) {
+  auto r = store_.GetTuningJob(name);
+  if (!r.ok()) return r.status();
+  return LoadTuningJob(*r);
+}
+
+Status TuningService::Stop(const std::string& name) {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    auto job = Get(name);
+    if (!job.ok()) return job.status();
+    if (IsTerminal(job->state.status))
+      return Status(Code::kFailedPrecondition, "tuning job " + name + " has already ended (" +
+                                                   ToString(job->state.status) + ")");
+    job->state.stop_requested = true;
+    KILN_RETURN_IF_ERROR(Save(name, job->state));
+  }
+  return Tick(name);
+}
+
+Status TuningService::Save(const std::string& name, const TuningState& st) {
+  return store_.UpdateTuningJob(name, ToString(st.status), st.ToJson().dump());
+}
+
+std::vector<double> TuningService::Curve(const Job& trial, const std::string& regex) {
+  std::string path;
+  for (const auto& in : trial.instances)
+    if (in.index == 0 && in.attempt == trial.attempt && opts_.log_path) path = opts_.log_path(in.id);
+  LogCursor& c = cursors_[trial.id];
+  if (path.empty()) return c.values;
+  if (c.path != path) c = LogCursor{path, 0, "", {}};  // a new attempt starts its curve again
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return c.values;
+  std::regex re;
+  try {
+    re = std::regex(regex);
+  } catch (const std::regex_error&) {
+    close(fd);
+    return c.values;
+  }
+  char buf[65536];
+  ssize_t n;
+  while ((n = pread(fd, buf, sizeof buf, static_cast<off_t>(c.offset))) > 0) {
+    c.offset += static_cast<size_t>(n);
+    c.partial.append(buf, static_cast<size_t>(n));
+    size_t pos;
+    while ((pos = c.partial.find('\n')) != std::string::npos) {
+      std::string line = c.partial.substr(0, pos);
+      c.partial.erase(0, pos + 1);
+      std::smatch m;
+      if (line.size() <= 4096 && std::regex_search(line, m, re) && m.size() > 1) {
+        char* end = nullptr;
+        std::string v = m[1].str();
+        double d = strtod(v.c_str(), &end);
+        if (end != v.c_str() && std::isfinite(d)) c.values.push_back(d);
+      }
+    }
+    if (c.partial.size() > (1u << 20)) c.partial.clear();  // a runaway line is not a metric
+  }
+  close(fd);
+  return c.values;
+}
+
+Result<std::vector<TrialView>> TuningService::Trials(const TuningJob& job) {
+  std::string regex;
+  for (const auto& [n, re] : job.spec.trial.metric_definitions)
+    if (n == job.spec.objective_metric) regex = re;
+  std::vector<TrialView> out;
+  ListQuery q;
+  q.name_prefix = job.spec.name + "-";
+  q.limit = 1000;
+  q.order = ListOrder::kOldestFirst;
+  for (;;) {
+    auto page = store_.ListJobs(q);
+    if (!page.ok()) return page.status();
+    for (const auto& j : page->jobs) {
+      if (j.spec.tuning_job != job.spec.name) continue;
+      TrialView t;
+      t.name = j.spec.name;
+      t.index = TrialIndex(job.spec.name, t.name);
+      t.status = j.status;
+      t.hyperparameters = j.spec.hyperparameters;
+      t.created = j.created_at;
+      t.ended = j.ended_at;
+      t.curve = Curve(j, regex);
+      t.early_stopped = std::find(job.state.early_stopped.begin(), job.state.early_stopped.end(), t.name) !=
+                        job.state.early_stopped.end();
+      out.push_back(std::move(t));
+    }
+    if (page->next_page_token.empty()) break;
+    q.page_token = page->next_page_token;
+  }
+  std::sort(out.begin(), out.end(), [](const TrialView& a, const TrialView& b) { return a.index < b.index; });
+  return out;
+}
+
+Status TuningService::Tick(const std::string& name) {
+  std::lock_guard<std::mutex> l(mu_);
+  auto job = Get(name);
+  if (!job.ok()) return job.status();
+  if (IsTerminal(job->state.status)) return Status::Ok();
+  auto trials = Trials(*job);
+  if (!trials.ok()) return trials.status();
+  std::vector<TrialView> warm;
+  for (const auto& p : job->spec.parents) {
+    auto parent = Get(p);
+    if (!parent.ok()) continue;
+    auto pt = Trials(*parent);
+    if (!pt.ok()) continue;
+    for (auto& t : *pt)
+      if (Objective(t)) warm.push_back(std::move(t));
+  }
+  Decision d = Decide(*job, *trials, warm, clock_.NowMs());
+  // State first: an early stop is remembered before the trial is stopped, so
+  // its last value counts even if kilnd dies in between.
+  TuningState st = job->state;
+  for (const auto& n : d.early_stop) st.early_stopped.push_back(n);
+  if (d.status) {
+    st.status = *d.status;
+    if (!d.reason.empty()) st.reason = d.reason;
+    if (IsTerminal(st.status)) st.ended = clock_.NowMs();
+  }
+  if (!d.early_stop.empty() || d.status) KILN_RETURN_IF_ERROR(Save(name, st));
+  for (const auto& n : d.early_stop) (void)ctl_.StopJob(n);
+  for (const auto& n : d.stop) (void)ctl_.StopJob(n);
+  if (IsTerminal(st.status)) return Status::Ok();
+  for (const auto& launch : d.launch) {
+    auto created = ctl_.CreateJob(TrialSpec(job->spec, launch));
+    if (!created.ok() && created.status().code() != Code::kAlreadyExists) return created.status();
+  }
+  return Status::Ok();
+}
+
+void TuningService::Loop() {
+  int64_t seen = ctl_.version();
+  while (!stop_) {
+    seen = ctl_.WaitForChange(seen, opts_.tick_ms);
+    if (stop_) break;
+    for (int offset = 0;; offset += 100) {
+      auto live = store_.ListTuningJobs("", "", 100, offset);
+      if (!live.ok() || live->empty()) break;
+      for (const auto& r : *live) {
+        if (r.status != ToString(TuningStatus::kInProgress) && r.status != ToString(TuningStatus::kStopping)) continue;
+        Status st = Tick(r.name);
+        if (!st.ok()) fprintf(stderr, "kilnd: tuning %s: %s\n", r.name.c_str(), st.ToString().c_str());
+      }
+      if (live->size() < 100) break;
+    }
+  }
+}
+
+}  // namespace kiln::tuning

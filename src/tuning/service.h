@@ -1,0 +1,67 @@
+#pragma once
+// The tuning service: keeps tuning jobs moving. One thread wakes on every
+// controller change (trials are jobs, so their progress is a change) and on a
+// short period while any tuning job needs early-stopping checks, folds each live
+// tuning job through Decide and applies the decision: state first (early stops,
+// status), then the actions (stop trials, create trials). Every action is
+// idempotent and trial names are deterministic, so a crash at any point and a
+// restart resume without launching a trial twice.
+#include <atomic>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "controller/controller.h"
+#include "store/store.h"
+#include "tuning/tuning.h"
+
+namespace kiln::tuning {
+
+struct ServiceOptions {
+  // The log file of an instance (to read objective values from its lines).
+  std::function<std::string(const std::string& instance_id)> log_path;
+  int tick_ms = 1000;  // early-stopping checks while trials run
+};
+
+class TuningService {
+ public:
+  TuningService(Store& store, Controller& ctl, Clock& clock, ServiceOptions opts)
+      : store_(store), ctl_(ctl), clock_(clock), opts_(std::move(opts)) {}
+  ~TuningService() { Shutdown(); }
+  void Start();
+  void Shutdown();
+
+  // Validates parents (exist, same objective) and persists; kAlreadyExists on a taken name.
+  Result<TuningJob> Create(const TuningSpec& spec);
+  Result<TuningJob> Get(const std::string& name);
+  Status Stop(const std::string& name);
+  // Trials of a tuning job, by index, with their curves.
+  Result<std::vector<TrialView>> Trials(const TuningJob& job);
+  // One pass over `name` (the thread calls it; tests call it directly).
+  Status Tick(const std::string& name);
+
+ private:
+  void Loop();
+  std::vector<double> Curve(const Job& trial, const std::string& regex);
+  Status Save(const std::string& name, const TuningState& st);
+
+  Store& store_;
+  Controller& ctl_;
+  Clock& clock_;
+  ServiceOptions opts_;
+  std::mutex mu_;  // one Tick at a time
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+  struct LogCursor {
+    std::string path;
+    size_t offset = 0;
+    std::string partial;
+    std::vector<double> values;
+  };
+  std::map<std::string, LogCursor> cursors_;  // GUARDED_BY(mu_): trial job id -> read position
+};
+
+Result<TuningJob> LoadTuningJob(const TuningRecord& r);
+
+}  // namespace kiln::tuning

@@ -1,0 +1,253 @@
+#include <gtest/gtest.h>
+
+#include "tuning/tuning.h"
+
+namespace kiln::tuning {
+namespace {
+
+using nlohmann::json;
+
+json NativeSpec() {
+  return json::parse(R"JSON({
+    "name": "tune-x",
+    "strategy": "Bayesian",
+    "objective": {"metric": "loss", "type": "Minimize"},
+    "max_trials": 6,
+    "max_parallel": 2,
+    "parameters": {
+      "lr": {"type": "Continuous", "min": 0.001, "max": 1, "scaling": "Logarithmic"},
+      "depth": {"type": "Integer", "min": 1, "max": 8},
+      "kind": {"type": "Categorical", "values": ["a", "b"]}
+    },
+    "trial": {"image": "host", "command": ["true"], "hyperparameters": {"epochs": "3"},
+              "metric_definitions": [{"name": "loss", "regex": "loss=([0-9.]+)"}]}
+  })JSON");
+}
+
+TuningJob Job(json spec = NativeSpec()) {
+  static const Catalog cat = Catalog::Defaults();
+  auto s = ParseTuningSpec(spec, &cat);
+  EXPECT_TRUE(s.ok()) << s.status().ToString();
+  TuningJob j{*s, {}};
+  j.state.created = 1000;
+  return j;
+}
+
+TrialView Finished(const TuningJob& j, int index, const json& tuned, std::vector<double> curve,
+                   JobStatus st = JobStatus::kCompleted, TimeMs ended = 0) {
+  TrialView t;
+  t.index = index;
+  t.name = TrialName(j.spec.name, index);
+  t.status = st;
+  t.hyperparameters = tuned;
+  t.curve = std::move(curve);
+  t.ended = ended ? ended : 2000 + index;
+  return t;
+}
+
+TEST(TuningSpec, ParsesAndRoundTrips) {
+  TuningJob j = Job();
+  EXPECT_EQ(j.spec.ranges.size(), 3u);
+  EXPECT_EQ(j.spec.max_parallel, 2);
+  auto again = ParseTuningSpec(j.spec.ToJson(), nullptr);
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(again->ToJson(), j.spec.ToJson());
+}
+
+TEST(TuningSpec, RefusesBadInputNamingTheField) {
+  static const Catalog cat = Catalog::Defaults();
+  auto refuse = [&](json s, const std::string& field) {
+    auto r = ParseTuningSpec(s, &cat);
+    ASSERT_FALSE(r.ok()) << field;
+    EXPECT_EQ(r.status().field(), field) << r.status().ToString();
+  };
+  json s = NativeSpec();
+  s["name"] = std::string(33, 'a');
+  refuse(s, "name");
+  s = NativeSpec();
+  s["objective"]["metric"] = "accuracy";
+  refuse(s, "objective.metric");
+  s = NativeSpec();
+  s["parameters"]["lr"]["min"] = 0;
+  refuse(s, "parameters.lr.scaling");
+  s = NativeSpec();
+  s["parameters"]["depth"]["min"] = 9;
+  refuse(s, "parameters.depth.min");
+  s = NativeSpec();
+  s["parameters"]["epochs"] = {{"type", "Integer"}, {"min", 1}, {"max", 3}};
+  refuse(s, "parameters.epochs");
+  s = NativeSpec();
+  s["strategy"] = "Hyperband";
+  refuse(s, "hyperband.max_resource");
+  s = NativeSpec();
+  s["max_parallel"] = 0;
+  refuse(s, "max_parallel");
+  s = NativeSpec();
+  s["trial"]["instance"] = {{"type", "ml.nope"}};
+  refuse(s, "trial.instance.type");
+  s = NativeSpec();
+  s["warm_start"] = {{"type", "IdenticalDataAndAlgorithm"}, {"parents", {"a", "b", "c", "d", "e", "f"}}};
+  refuse(s, "warm_start.parents");
+}
+
+TEST(TrialNames, AreDeterministicAndRecognized) {
+  std::string n = TrialName("tune-x", 7);
+  EXPECT_EQ(n.rfind("tune-x-007-", 0), 0u);
+  EXPECT_EQ(n.size(), 6u + 13u);
+  EXPECT_EQ(n, TrialName("tune-x", 7));
+  EXPECT_NE(n, TrialName("tune-y", 7));
+  EXPECT_EQ(TrialIndex("tune-x", n), 7);
+  EXPECT_EQ(TrialIndex("tune-x", "tune-x-007-00000000"), 0);
+  EXPECT_EQ(TrialIndex("tune", n), 0);
+}
+
+TEST(Decide, LaunchesUpToTheParallelLimitAndNeverReusesAnIndex) {
+  TuningJob j = Job();
+  Decision d = Decide(j, {}, {}, 1000);
+  ASSERT_EQ(d.launch.size(), 2u);
+  EXPECT_EQ(d.launch[0].index, 1);
+  EXPECT_EQ(d.launch[1].index, 2);
+  EXPECT_NE(d.launch[0].tuned, d.launch[1].tuned);
+  for (const auto& l : d.launch) {
+    EXPECT_TRUE(l.tuned.contains("lr") && l.tuned.contains("depth") && l.tuned.contains("kind"));
+    JobSpec s = TrialSpec(j.spec, l);
+    EXPECT_EQ(s.name, l.name);
+    EXPECT_EQ(s.tuning_job, "tune-x");
+    EXPECT_EQ(s.hyperparameters["epochs"], "3");
+  }
+  // Same inputs, same decision: a restart before the trials were created re-proposes them.
+  EXPECT_EQ(Decide(j, {}, {}, 1000).launch[0].tuned, d.launch[0].tuned);
+  // Trial 1 exists and runs, trial 2 was never created (crash): the next index is 2, then none.
+  TrialView one = Finished(j, 1, d.launch[0].tuned, {}, JobStatus::kInProgress);
+  Decision d2 = Decide(j, {one}, {}, 1000);
+  ASSERT_EQ(d2.launch.size(), 1u);
+  EXPECT_EQ(d2.launch[0].index, 2);
+}
+
+TEST(Decide, CompletesAfterMaxTrialsAndFailsWhenAllFailed) {
+  TuningJob j = Job();
+  std::vector<TrialView> trials;
+  for (int i = 1; i <= 6; ++i) trials.push_back(Finished(j, i, {{"lr", "0.1"}, {"depth", "3"}, {"kind", "a"}}, {1.0 / i}));
+  Decision d = Decide(j, trials, {}, 5000);
+  EXPECT_TRUE(d.launch.empty());
+  ASSERT_TRUE(d.status);
+  EXPECT_EQ(*d.status, TuningStatus::kCompleted);
+  EXPECT_EQ(BestTrial(j.spec, trials), 5);
+  for (auto& t : trials) {
+    t.status = JobStatus::kFailed;
+    t.curve.clear();
+  }
+  d = Decide(j, trials, {}, 5000);
+  ASSERT_TRUE(d.status);
+  EXPECT_EQ(*d.status, TuningStatus::kFailed);
+  EXPECT_NE(d.reason.find("all 6 training jobs failed"), std::string::npos);
+}
+
+TEST(Decide, FailedTrialsCountButDoNotStopTheSearch) {
+  TuningJob j = Job();
+  std::vector<TrialView> trials = {Finished(j, 1, {{"lr", "0.1"}, {"depth", "3"}, {"kind", "a"}}, {}, JobStatus::kFailed),
+                                   Finished(j, 2, {{"lr", "0.2"}, {"depth", "3"}, {"kind", "a"}}, {0.5})};
+  Decision d = Decide(j, trials, {}, 5000);
+  EXPECT_FALSE(d.status);
+  ASSERT_EQ(d.launch.size(), 2u);
+  EXPECT_EQ(d.launch[0].index, 3);
+}
+
+TEST(Decide, TargetReachedStopsRunningTrialsThenCompletes) {
+  json s = NativeSpec();
+  s["target"] = 0.2;
+  TuningJob j = Job(s);
+  std::vector<TrialView> trials = {Finished(j, 1, {{"lr", "0.1"}, {"depth", "3"}, {"kind", "a"}}, {0.15}),
+                                   Finished(j, 2, {{"lr", "0.2"}, {"depth", "3"}, {"kind", "a"}}, {0.9},
+                                            JobStatus::kInProgress)};
+  Decision d = Decide(j, trials, {}, 5000);
+  EXPECT_TRUE(d.launch.empty());
+  EXPECT_EQ(d.stop, std::vector<std::string>{trials[1].name});
+  ASSERT_TRUE(d.status);
+  EXPECT_EQ(*d.status, TuningStatus::kStopping);
+  j.state.status = TuningStatus::kStopping;
+  j.state.reason = d.reason;
+  trials[1].status = JobStatus::kStopped;
+  d = Decide(j, trials, {}, 6000);
+  ASSERT_TRUE(d.status);
+  EXPECT_EQ(*d.status, TuningStatus::kCompleted);
+}
+
+TEST(Decide, StopRequestStopsEverything) {
+  TuningJob j = Job();
+  j.state.stop_requested = true;
+  std::vector<TrialView> trials = {Finished(j, 1, {{"lr", "0.1"}, {"depth", "3"}, {"kind", "a"}}, {}, JobStatus::kInProgress)};
+  Decision d = Decide(j, trials, {}, 5000);
+  EXPECT_TRUE(d.launch.empty());
+  EXPECT_EQ(d.stop.size(), 1u);
+  EXPECT_EQ(*d.status, TuningStatus::kStopping);
+  j.state.status = TuningStatus::kStopping;
+  trials[0].status = JobStatus::kStopped;
+  EXPECT_EQ(*Decide(j, trials, {}, 5000).status, TuningStatus::kStopped);
+}
+
+TEST(Decide, MedianRuleStopsABadRunningTrial) {
+  json s = NativeSpec();
+  s["early_stopping"] = "Auto";
+  s["max_parallel"] = 1;
+  TuningJob j = Job(s);
+  json hp = {{"lr", "0.1"}, {"depth", "3"}, {"kind", "a"}};
+  std::vector<TrialView> trials = {Finished(j, 1, hp, {1.0, 0.5, 0.3}), Finished(j, 2, hp, {1.0, 0.6, 0.35}),
+                                   Finished(j, 3, hp, {0.9, 0.5, 0.3}),
+                                   Finished(j, 4, hp, {5.0, 4.9}, JobStatus::kInProgress)};
+  Decision d = Decide(j, trials, {}, 5000);
+  EXPECT_EQ(d.early_stop, std::vector<std::string>{trials[3].name});
+  // A good running trial continues.
+  trials[3].curve = {0.8, 0.4};
+  EXPECT_TRUE(Decide(j, trials, {}, 5000).early_stop.empty());
+  // An early-stopped trial's last value is its objective.
+  trials[3].status = JobStatus::kStopped;
+  trials[3].early_stopped = true;
+  EXPECT_EQ(Objective(trials[3]), 0.4);
+  trials[3].early_stopped = false;  // stopped by someone else: no objective
+  EXPECT_FALSE(Objective(trials[3]));
+}
+
+TEST(Decide, NotImprovingCompletes) {
+  json s = NativeSpec();
+  s["max_not_improving"] = 3;
+  s["max_trials"] = 50;
+  TuningJob j = Job(s);
+  json hp = {{"lr", "0.1"}, {"depth", "3"}, {"kind", "a"}};
+  std::vector<TrialView> trials = {Finished(j, 1, hp, {0.5}), Finished(j, 2, hp, {0.4}), Finished(j, 3, hp, {0.6}),
+                                   Finished(j, 4, hp, {0.7})};
+  EXPECT_FALSE(Decide(j, trials, {}, 5000).status);
+  trials.push_back(Finished(j, 5, hp, {0.398}));  // < 1% better: does not count as improving
+  Decision d = Decide(j, trials, {}, 5000);
+  ASSERT_TRUE(d.status);
+  EXPECT_EQ(*d.status, TuningStatus::kCompleted);
+  EXPECT_NE(d.reason.find("NotImproving"), std::string::npos);
+}
+
+TEST(Decide, HyperbandStopsTrialsBelowTheirRung) {
+  json s = NativeSpec();
+  s["strategy"] = "Hyperband";
+  s["hyperband"] = {{"min_resource", 1}, {"max_resource", 9}};
+  s["max_parallel"] = 1;
+  TuningJob j = Job(s);
+  json hp = {{"lr", "0.1"}, {"depth", "3"}, {"kind", "a"}};
+  std::vector<TrialView> trials;
+  // Bracket 0 (indexes 3, 6, ... with 3 brackets? whichever): many good trials, then a bad one in each bracket.
+  for (int i = 1; i <= 9; ++i) trials.push_back(Finished(j, i, hp, {0.1, 0.1, 0.1, 0.1}));
+  for (int i = 10; i <= 12; ++i) trials.push_back(Finished(j, i, hp, {9, 9, 9, 9}, JobStatus::kInProgress));
+  Decision d = Decide(j, trials, {}, 5000);
+  EXPECT_EQ(d.early_stop.size(), 3u);
+}
+
+TEST(Decide, WarmStartHistoryGuidesTheSampler) {
+  TuningJob j = Job();
+  json hp = {{"lr", "0.01"}, {"depth", "2"}, {"kind", "b"}};
+  std::vector<TrialView> warm;
+  for (int i = 1; i <= 12; ++i) warm.push_back(Finished(j, i, hp, {0.1 * i}));
+  Decision cold = Decide(j, {}, {}, 1000), hot = Decide(j, {}, warm, 1000);
+  ASSERT_EQ(hot.launch.size(), 2u);
+  EXPECT_NE(cold.launch[0].tuned, hot.launch[0].tuned);  // TPE is past its random start-up
+}
+
+}  // namespace
+}  // namespace kiln::tuning
