@@ -25,6 +25,14 @@ void SendError(httplib::Response& res, const Status& st) {
                   "application/json");
 }
 
+}  // namespace
+
+void SendApiError(httplib::Response& res, const Status& st) {
+  SendError(res, st);
+}
+
+namespace {
+
 void SendJson(httplib::Response& res, int status, const json& j) {
   res.status = status;
   res.set_content(j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), "application/json");
@@ -130,6 +138,7 @@ Result<Job> NativeApi::Submit(const std::string& body) {
 }
 
 void NativeApi::Register(httplib::Server& s) {
+  if (opts_.tuning) RegisterTuning(s);
   s.set_payload_max_length(opts_.max_body_bytes);
 
   s.Get("/v1/health", [this](const httplib::Request&, httplib::Response& res) {
@@ -203,7 +212,19 @@ void NativeApi::Register(httplib::Server& s) {
   // Content-Length (curl -X POST) is not refused by the body reader.
   s.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
     static const std::regex kStop(R"(^/v1/jobs/([^/?]+)/stop$)");
+    static const std::regex kTuningStop(R"(^/v1/tuning-jobs/([A-Za-z0-9-]+)/stop$)");
     std::smatch m;
+    if (req.method == "POST" && opts_.tuning && std::regex_match(req.path, m, kTuningStop)) {
+      Status st = opts_.tuning->Stop(m[1].str());
+      auto job = st.ok() ? opts_.tuning->Get(m[1].str()) : Result<tuning::TuningJob>(st);
+      if (!job.ok()) {
+        SendError(res, job.status());
+      } else {
+        auto trials = opts_.tuning->Trials(*job);
+        SendJson(res, 202, TuningJobDoc(*job, trials.ok() ? *trials : std::vector<tuning::TrialView>{}));
+      }
+      return httplib::Server::HandlerResponse::Handled;
+    }
     if (req.method != "POST" || !std::regex_match(req.path, m, kStop))
       return httplib::Server::HandlerResponse::Unhandled;
     auto job = ctl_.StopJob(httplib::detail::decode_url(m[1].str(), false));

@@ -9,6 +9,7 @@
 #include "controller/controller.h"
 #include "metrics/gateway.h"
 #include "secrets/secret_box.h"
+#include "tuning/service.h"
 
 namespace kiln {
 
@@ -24,6 +25,7 @@ struct NativeApiOptions {
   // at submit and fetched from there, so job records stay small.
   size_t inline_hyperparameters_bytes = 64u << 10;
   std::string staging_dir;
+  tuning::TuningService* tuning = nullptr;  // optional: /v1/tuning-jobs
 };
 
 // Registers the /v1 routes on `server`. Borrowed references must outlive it.
@@ -39,6 +41,8 @@ class NativeApi {
   Result<Job> Submit(const std::string& body);
 
  private:
+  void RegisterTuning(httplib::Server& server);
+
   Controller& ctl_;
   Store& store_;
   const Catalog& catalog_;
@@ -48,6 +52,10 @@ class NativeApi {
 };
 
 int HttpStatusFor(Code c);
+// The native API's error body: {"error": {"code", "message", "field"}}.
+void SendApiError(httplib::Response& res, const Status& st);
+// A tuning job as the native API shows it, with its trials.
+nlohmann::json TuningJobDoc(const tuning::TuningJob& job, const std::vector<tuning::TrialView>& trials);
 bool IsValidSecretName(const std::string& n);
 std::string Sha256Hex(const std::string& data);
 

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <thread>
 
 #include "cli/spec_file.h"
@@ -279,6 +280,23 @@ int RunCli(int argc, char** argv) {
   sdel->add_option("--team", team)->required();
   sdel->add_option("name", secret_name)->required();
 
+  auto* tune = app.add_subcommand("tune", "start a hyperparameter tuning job (YAML or JSON tuning spec)");
+  std::string tune_path;
+  bool tune_follow = false;
+  tune->add_option("spec", tune_path, "tuning spec file")->required();
+  tune->add_flag("-f,--follow", tune_follow,
+                 "show the trials until the tuning job ends; exit non-zero unless it completed");
+  auto* tuning = app.add_subcommand("tuning", "inspect and stop tuning jobs");
+  tuning->require_subcommand(1);
+  std::string tuning_name;
+  auto* tlist = tuning->add_subcommand("list", "list tuning jobs");
+  auto* tdesc = tuning->add_subcommand("describe", "a tuning job and its trials");
+  tdesc->add_option("name", tuning_name)->required();
+  bool tdesc_follow = false;
+  tdesc->add_flag("-f,--follow", tdesc_follow, "keep showing the trials until the tuning job ends");
+  auto* tstop = tuning->add_subcommand("stop", "stop a tuning job and its running trials");
+  tstop->add_option("name", tuning_name)->required();
+
   auto* keys = app.add_subcommand("keys", "access keys for the SageMaker-compatible API (SigV4)");
   keys->require_subcommand(1);
   std::string key_id;
@@ -410,6 +428,83 @@ int RunCli(int argc, char** argv) {
     auto r = api.Request("PUT", "/v1/secrets/" + esc(team) + "/" + esc(secret_name), value);
     if (!r) return 2;
     std::cout << "stored " << team << "/" << secret_name << "\n";
+    return 0;
+  }
+  if (*tune || *tdesc) {
+    std::string name = tuning_name;
+    bool follow_it = *tune ? tune_follow : tdesc_follow;
+    if (*tune) {
+      auto spec = LoadSpecFile(tune_path);
+      if (!spec.ok()) {
+        fprintf(stderr, "kiln: %s\n", spec.status().ToString().c_str());
+        return 2;
+      }
+      auto created = api.Call("POST", "/v1/tuning-jobs", spec->dump());
+      if (!created) return 2;
+      name = (*created)["name"];
+      if (!follow_it) {
+        if (as_json) {
+          std::cout << created->dump(2) << "\n";
+        } else {
+          std::cout << name << "\n";
+        }
+        return 0;
+      }
+    }
+    std::string last;
+    for (;;) {
+      auto doc = api.Call("GET", "/v1/tuning-jobs/" + esc(name));
+      if (!doc) return 2;
+      std::string status = (*doc)["status"];
+      std::ostringstream out;
+      if (as_json) {
+        out << doc->dump(2) << "\n";
+      } else {
+        const json& best = (*doc)["best"];
+        out << name << "  " << status << "  " << (*doc)["strategy"].get<std::string>() << "  "
+            << (*doc)["objective"]["type"].get<std::string>() << " " << (*doc)["objective"]["metric"].get<std::string>()
+            << "  best: "
+            << (best.is_null() ? std::string("-") : best["name"].get<std::string>() + " = " + best["objective"].dump())
+            << (std::string((*doc)["reason"]).empty() ? "" : "  (" + (*doc)["reason"].get<std::string>() + ")") << "\n"
+            << Pad("TRIAL", 26) << Pad("STATUS", 12) << Pad("OBJECTIVE", 14) << Pad("STEPS", 7) << "HYPERPARAMETERS\n";
+        for (const auto& t : (*doc)["trials"]) {
+          std::string hps;
+          for (auto& [k, v] : t["hyperparameters"].items()) hps += k + "=" + v.get<std::string>() + " ";
+          std::string obj = t["objective"].is_null()
+                                ? (t["last_value"].is_null() ? "-" : "(" + t["last_value"].dump() + ")")
+                                : t["objective"].dump();
+          out << Pad(t["name"].get<std::string>(), 26)
+              << Pad(t["status"].get<std::string>() + (t["early_stopped"].get<bool>() ? "*" : ""), 12) << Pad(obj, 14)
+              << Pad(std::to_string(t["steps"].get<int>()), 7) << hps << "\n";
+        }
+      }
+      if (out.str() != last) {
+        std::cout << out.str() << (follow_it && !as_json ? "\n" : "") << std::flush;
+        last = out.str();
+      }
+      bool done = status == "Completed" || status == "Failed" || status == "Stopped";
+      if (!follow_it || done) return status == "Completed" || !follow_it ? 0 : 1;
+      std::this_thread::sleep_for(std::chrono::seconds(1));
+    }
+  }
+  if (*tlist) {
+    auto r = api.Call("GET", "/v1/tuning-jobs");
+    if (!r) return 2;
+    if (as_json) {
+      std::cout << r->dump(2) << "\n";
+      return 0;
+    }
+    std::cout << Pad("NAME", 34) << Pad("STATUS", 12) << Pad("STRATEGY", 11) << "BEST\n";
+    for (const auto& t : (*r)["tuning_jobs"])
+      std::cout << Pad(t["name"].get<std::string>(), 34) << Pad(t["status"].get<std::string>(), 12)
+                << Pad(t["strategy"].get<std::string>(), 11)
+                << (t["best"].is_null() ? std::string("-") : t["best"]["objective"].dump()) << "\n";
+    return 0;
+  }
+  if (*tstop) {
+    auto r = api.Call("POST", "/v1/tuning-jobs/" + esc(tuning_name) + "/stop");
+    if (!r) return 2;
+    std::cout << tuning_name << " " << (*r)["status"].get<std::string>() << "\n";
     return 0;
   }
   if (*kcreate) {

@@ -62,12 +62,16 @@ Result<json> LoadSpecFile(const std::string& path) {
   if (!j.ok()) return j.status();
   if (!j->is_object()) return InvalidArgument("", path + ": a job spec must be a mapping");
   fs::path base = fs::absolute(path).parent_path();
-  auto& s = *j;
-  if (s.contains("code_dir") && s["code_dir"].is_string()) s["code_dir"] = Resolve(s["code_dir"], base);
-  if (s.contains("output") && s["output"].is_string()) s["output"] = Resolve(s["output"], base);
-  if (s.contains("inputs") && s["inputs"].is_object())
-    for (auto& [k, v] : s["inputs"].items())
-      if (v.is_string()) v = Resolve(v, base);
+  // Relative paths are relative to the file, for a job spec and for a tuning
+  // spec's trial template alike.
+  for (json* s : {&*j, j->contains("trial") && (*j)["trial"].is_object() ? &(*j)["trial"] : nullptr}) {
+    if (!s) continue;
+    if (s->contains("code_dir") && (*s)["code_dir"].is_string()) (*s)["code_dir"] = Resolve((*s)["code_dir"], base);
+    if (s->contains("output") && (*s)["output"].is_string()) (*s)["output"] = Resolve((*s)["output"], base);
+    if (s->contains("inputs") && (*s)["inputs"].is_object())
+      for (auto& [k, v] : (*s)["inputs"].items())
+        if (v.is_string()) v = Resolve(v, base);
+  }
   return j;
 }
 

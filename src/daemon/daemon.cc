@@ -144,6 +144,10 @@ int RunKilnd(const KilndOptions& o) {
   aopts.metrics = &metrics;
   aopts.staging_dir = data + "/artifacts/.staged-hyperparameters";
   aopts.secrets = &*box;
+  tuning::ServiceOptions topts;
+  topts.log_path = [be](const std::string& id) { return be->LogPath(id); };
+  tuning::TuningService tuner(**store, controller, RealClock::Get(), topts);
+  aopts.tuning = &tuner;
   NativeApi api(controller, **store, *catalog, tokens, aopts);
   api.Register(server);
 
@@ -161,6 +165,7 @@ int RunKilnd(const KilndOptions& o) {
   sopts.ctx.s3 = *s3;
   if (Status st = MakeDirs(s3->root()); !st.ok()) return fail(st);
   smapi::SageMakerApi sagemaker(controller, **store, keys, RealClock::Get(), sopts);
+  sagemaker.SetTuning(&tuner);
   sagemaker.Register(server);
   server.set_error_handler([](const httplib::Request&, httplib::Response& res) {
     if (!res.body.empty()) return;
@@ -173,6 +178,7 @@ int RunKilnd(const KilndOptions& o) {
   });
 
   if (Status st = controller.Start(); !st.ok()) return fail(st);
+  tuner.Start();  // resumes live tuning jobs from the store
   ReopenMetrics(**store, *be, metrics);
 
   g_server = &server;
@@ -202,6 +208,7 @@ int RunKilnd(const KilndOptions& o) {
   }
   resync_cv.notify_all();
   resync.join();
+  tuner.Shutdown();
   controller.Shutdown();
   metrics.Shutdown();
   unlink((data + "/kilnd.addr").c_str());

@@ -22,6 +22,8 @@ Reply Error(int http, const std::string& type, const std::string& message) {
 }
 
 Reply FromStatus(const Status& st) {
+  if (st.code() == Code::kNotFound && st.message().rfind("RN:", 0) == 0)
+    return Error(400, "ResourceNotFound", st.message().substr(3));
   switch (st.code()) {
     case Code::kAlreadyExists:
       return Error(400, "ResourceInUse", st.message());
@@ -185,9 +187,14 @@ Reply SageMakerApi::Dispatch(const std::string& op, const json& body, const Acce
                                                 "ListProcessingJobs",
                                                 "AddTags",
                                                 "ListTags",
-                                                "DeleteTags"};
+                                                "DeleteTags",
+                                                "CreateHyperParameterTuningJob",
+                                                "DescribeHyperParameterTuningJob",
+                                                "ListHyperParameterTuningJobs",
+                                                "StopHyperParameterTuningJob",
+                                                "ListTrainingJobsForHyperParameterTuningJob"};
   const ServiceModel& model = ServiceModel::SageMaker();
-  if (!kServed.count(op))
+  if (!kServed.count(op) || (op.find("HyperParameterTuningJob") != std::string::npos && !tuning_))
     return Error(400, "UnknownOperationException",
                  "operation " + op + (model.HasOperation(op) ? " is not supported by Kiln yet" : " is unknown"));
   if (Status st = model.ValidateInput(op, body); !st.ok()) return Error(400, "ValidationException", st.message());
@@ -230,6 +237,8 @@ Reply SageMakerApi::Dispatch(const std::string& op, const json& body, const Acce
     out = ListTags(body, caller);
   } else if (op == "DeleteTags") {
     out = DeleteTags(body, caller);
+  } else {
+    out = Tuning(op, body, caller);
   }
   if (!out.ok()) return FromStatus(out.status());
   return Ok(*out);
@@ -367,6 +376,115 @@ Result<json> SageMakerApi::DeleteTags(const json& body, const AccessKey& caller)
   std::vector<std::string> keys = body["TagKeys"];
   KILN_RETURN_IF_ERROR(store_.UpdateTags(job->id, {}, keys));
   return json::object();
+}
+
+Result<tuning::TuningJob> SageMakerApi::FindTuning(const std::string& name, const AccessKey& caller) {
+  auto job = tuning_->Get(name);
+  if (!job.ok() || (caller.role != KeyRole::kAdmin && job->spec.team != caller.team)) {
+    if (!job.ok() && job.status().code() != Code::kNotFound) return job.status();
+    return Status(Code::kNotFound, "Amazon SageMaker can't find a tuning job with name " + name);
+  }
+  return job;
+}
+
+namespace {
+
+// A page of `rows` from the offset in NextToken.
+Result<json> Page(const std::vector<json>& rows, const json& body, size_t default_limit, const char* key) {
+  size_t start = 0;
+  if (body.contains("NextToken")) {
+    try {
+      start = std::stoul(body["NextToken"].get<std::string>());
+    } catch (...) {
+      return InvalidArgument("NextToken", "NextToken: invalid token");
+    }
+  }
+  size_t limit = body.value("MaxResults", default_limit);
+  json out = {{key, json::array()}};
+  for (size_t i = start; i < rows.size() && i < start + limit; ++i) out[key].push_back(rows[i]);
+  if (start + limit < rows.size()) out["NextToken"] = std::to_string(start + limit);
+  return out;
+}
+
+}  // namespace
+
+Result<json> SageMakerApi::Tuning(const std::string& op, const json& body, const AccessKey& caller) {
+  if (op == "CreateHyperParameterTuningJob") {
+    auto spec = TuningSpecFromRequest(body, opts_.ctx, caller.team);
+    if (!spec.ok()) return spec.status();
+    auto job = tuning_->Create(*spec);
+    const std::string arn = Arn(opts_.ctx, "hyper-parameter-tuning-job", spec->name);
+    if (!job.ok()) {
+      if (job.status().code() == Code::kAlreadyExists)
+        return Status(Code::kAlreadyExists,
+                      "Hyperparameter tuning job names must be unique within an AWS account and region, and a tuning "
+                      "job with this name already exists (" +
+                          arn + ")");
+      return job.status();
+    }
+    return json{{"HyperParameterTuningJobArn", arn}};
+  }
+  if (op == "ListHyperParameterTuningJobs") {
+    for (const char* unsupported : {"LastModifiedTimeAfter", "LastModifiedTimeBefore"})
+      if (body.contains(unsupported))
+        return InvalidArgument(unsupported, std::string(unsupported) + ": filter not supported by Kiln");
+    auto recs = store_.ListTuningJobs(body.value("NameContains", ""), body.value("StatusEquals", ""), 10000, 0);
+    if (!recs.ok()) return recs.status();
+    std::vector<json> rows;
+    for (const auto& r : *recs) {
+      auto job = tuning::LoadTuningJob(r);
+      if (!job.ok() || (caller.role != KeyRole::kAdmin && job->spec.team != caller.team)) continue;
+      if (body.contains("CreationTimeAfter") && job->state.created <= EpochMs(body["CreationTimeAfter"])) continue;
+      if (body.contains("CreationTimeBefore") && job->state.created >= EpochMs(body["CreationTimeBefore"])) continue;
+      auto trials = tuning_->Trials(*job);
+      rows.push_back(TuningJobSummary(*job, trials.ok() ? *trials : std::vector<tuning::TrialView>{}, opts_.ctx));
+    }
+    const std::string by = body.value("SortBy", "CreationTime");
+    const bool asc = body.value("SortOrder", "Descending") == "Ascending";
+    const char* key = by == "Name"     ? "HyperParameterTuningJobName"
+                      : by == "Status" ? "HyperParameterTuningJobStatus"
+                                       : "CreationTime";
+    std::stable_sort(rows.begin(), rows.end(),
+                     [&](const json& a, const json& b) { return asc ? a[key] < b[key] : b[key] < a[key]; });
+    return Page(rows, body, 100, "HyperParameterTuningJobSummaries");
+  }
+  auto job = FindTuning(body["HyperParameterTuningJobName"], caller);
+  if (!job.ok()) {
+    // The tuning operations call a missing job ResourceNotFound (botocore's model).
+    if (job.status().code() == Code::kNotFound) return Status(Code::kNotFound, "RN:" + job.status().message());
+    return job.status();
+  }
+  if (op == "StopHyperParameterTuningJob") {
+    Status st = tuning_->Stop(job->spec.name);
+    if (st.code() == Code::kFailedPrecondition)
+      return InvalidArgument("", "The request was rejected because the tuning job is in status " +
+                                     std::string(tuning::ToString(job->state.status)) + ".");
+    KILN_RETURN_IF_ERROR(st);
+    return json::object();
+  }
+  auto trials = tuning_->Trials(*job);
+  if (!trials.ok()) return trials.status();
+  if (op == "DescribeHyperParameterTuningJob") return DescribeTuningJob(*job, *trials, opts_.ctx);
+  // ListTrainingJobsForHyperParameterTuningJob
+  std::vector<json> rows;
+  for (const auto& t : *trials) {
+    if (body.contains("StatusEquals") && body["StatusEquals"] != SageMakerStatus(t.status)) continue;
+    rows.push_back(TrialSummary(*job, t, opts_.ctx));
+  }
+  const std::string by = body.value("SortBy", "CreationTime");
+  const bool asc = body.value("SortOrder", "Descending") == "Ascending";
+  auto value = [&](const json& r) -> json {
+    if (by == "Name") return r["TrainingJobName"];
+    if (by == "Status") return r["TrainingJobStatus"];
+    if (by == "FinalObjectiveMetricValue")  // trials without a value sort last
+      return r.contains("FinalHyperParameterTuningJobObjectiveMetric")
+                 ? r["FinalHyperParameterTuningJobObjectiveMetric"]["Value"]
+                 : json(asc ? 1e308 : -1e308);
+    return r["CreationTime"];
+  };
+  std::stable_sort(rows.begin(), rows.end(),
+                   [&](const json& a, const json& b) { return asc ? value(a) < value(b) : value(b) < value(a); });
+  return Page(rows, body, 10, "TrainingJobSummaries");
 }
 
 }  // namespace kiln::smapi

@@ -13,6 +13,7 @@
 #include "auth/sigv4.h"
 #include "controller/controller.h"
 #include "smapi/translate.h"
+#include "tuning/service.h"
 
 namespace kiln::smapi {
 
@@ -32,6 +33,8 @@ class SageMakerApi {
   SageMakerApi(Controller& ctl, Store& store, AccessKeys& keys, Clock& clock, ApiOptions opts)
       : ctl_(ctl), store_(store), keys_(keys), clock_(clock), opts_(std::move(opts)) {}
   void Register(httplib::Server& server);
+  // Optional: serves the hyperparameter tuning operations.
+  void SetTuning(tuning::TuningService* t) { tuning_ = t; }
 
   // One request, as the HTTP handler sees it (exposed for tests).
   Reply Handle(const SigV4Request& req);
@@ -47,12 +50,15 @@ class SageMakerApi {
   Result<nlohmann::json> AddTags(const nlohmann::json& body, const AccessKey& caller);
   Result<nlohmann::json> ListTags(const nlohmann::json& body, const AccessKey& caller);
   Result<nlohmann::json> DeleteTags(const nlohmann::json& body, const AccessKey& caller);
+  Result<tuning::TuningJob> FindTuning(const std::string& name, const AccessKey& caller);
+  Result<nlohmann::json> Tuning(const std::string& op, const nlohmann::json& body, const AccessKey& caller);
 
   Controller& ctl_;
   Store& store_;
   AccessKeys& keys_;
   Clock& clock_;
   ApiOptions opts_;
+  tuning::TuningService* tuning_ = nullptr;
 };
 
 // Ensures an admin key exists and `path` holds it as an AWS credentials file

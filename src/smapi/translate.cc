@@ -1,5 +1,7 @@
 #include "smapi/translate.h"
 
+#include <cmath>
+#include <map>
 #include <regex>
 #include <set>
 
@@ -318,6 +320,205 @@ Result<JobSpec> ProcessingSpec(const json& req, const Context& c, const std::str
   s.sagemaker = req;
   s.sagemaker.erase("Tags");
   return Recheck(s);
+}
+
+Result<tuning::TuningSpec> TuningSpecFromRequest(const json& req, const Context& c, const std::string& team) {
+  if (req.contains("TrainingJobDefinitions"))
+    return Unsupported("TrainingJobDefinitions",
+                       "multiple training job definitions are not supported; use TrainingJobDefinition");
+  if (!req.contains("TrainingJobDefinition"))
+    return InvalidArgument("TrainingJobDefinition", "TrainingJobDefinition: required");
+  const json& cfg = req["HyperParameterTuningJobConfig"];
+  const json& def = req["TrainingJobDefinition"];
+  const std::string name = req["HyperParameterTuningJobName"];
+  if (!cfg.contains("HyperParameterTuningJobObjective"))
+    return InvalidArgument("HyperParameterTuningJobConfig.HyperParameterTuningJobObjective",
+                           "HyperParameterTuningJobConfig.HyperParameterTuningJobObjective: required");
+  const json& obj = cfg["HyperParameterTuningJobObjective"];
+  for (const char* unsupported : {"HyperParameterRanges", "HyperParameterTuningResourceConfig", "TuningObjective"})
+    if (def.contains(unsupported))
+      return Unsupported(std::string("TrainingJobDefinition.") + unsupported, "not supported by Kiln");
+  // The trial template: a CreateTrainingJob request made of the definition.
+  json train = {{"TrainingJobName", name},
+                {"RoleArn", def["RoleArn"]},
+                {"AlgorithmSpecification", def["AlgorithmSpecification"]},
+                {"OutputDataConfig", def["OutputDataConfig"]},
+                {"StoppingCondition", def["StoppingCondition"]}};
+  if (!def.contains("ResourceConfig"))
+    return InvalidArgument("TrainingJobDefinition.ResourceConfig", "TrainingJobDefinition.ResourceConfig: required");
+  CopyIf(def, train,
+         {"ResourceConfig", "InputDataConfig", "CheckpointConfig", "RetryStrategy", "VpcConfig",
+          "EnableNetworkIsolation", "EnableInterContainerTrafficEncryption", "EnableManagedSpotTraining"});
+  if (def.contains("StaticHyperParameters")) train["HyperParameters"] = def["StaticHyperParameters"];
+  if (req.contains("Tags")) train["Tags"] = req["Tags"];
+  auto trial = TrainingSpec(train, c, team);
+  if (!trial.ok()) {
+    std::string f = "TrainingJobDefinition." + trial.status().field();
+    return InvalidArgument(f, "TrainingJobDefinition: " + trial.status().message());
+  }
+  json t = trial->ToJson();
+  t.erase("name");
+  json params = json::object();
+  const json& pr = cfg.value("ParameterRanges", json::object());
+  for (const char* kind : {"IntegerParameterRanges", "ContinuousParameterRanges", "CategoricalParameterRanges"}) {
+    if (!pr.contains(kind)) continue;
+    for (size_t i = 0; i < pr[kind].size(); ++i) {
+      const json& r = pr[kind][i];
+      std::string f =
+          std::string("HyperParameterTuningJobConfig.ParameterRanges.") + kind + "[" + std::to_string(i) + "]";
+      std::string n = r["Name"];
+      if (params.contains(n)) return InvalidArgument(f + ".Name", f + ".Name: '" + n + "' appears twice");
+      if (std::string(kind) == "CategoricalParameterRanges") {
+        params[n] = {{"type", "Categorical"}, {"values", r["Values"]}};
+        continue;
+      }
+      json p = {{"type", std::string(kind) == "IntegerParameterRanges" ? "Integer" : "Continuous"},
+                {"scaling", r.value("ScalingType", "Auto")}};
+      for (const char* b : {"MinValue", "MaxValue"}) {
+        std::string v = r[b];
+        char* end = nullptr;
+        double d = strtod(v.c_str(), &end);
+        if (end == v.c_str() || *end != '\0' || !std::isfinite(d))
+          return InvalidArgument(f + "." + b, f + "." + b + ": '" + v + "' is not a number");
+        p[std::string(b) == "MinValue" ? "min" : "max"] = d;
+      }
+      params[n] = p;
+    }
+  }
+  json native = {{"name", name},
+                 {"strategy", cfg["Strategy"]},
+                 {"objective", {{"metric", obj["MetricName"]}, {"type", obj["Type"]}}},
+                 {"max_parallel", cfg["ResourceLimits"]["MaxParallelTrainingJobs"]},
+                 {"max_trials", cfg["ResourceLimits"].value("MaxNumberOfTrainingJobs", 10)},
+                 {"early_stopping", cfg.value("TrainingJobEarlyStoppingType", "Off")},
+                 {"parameters", params},
+                 {"team", team},
+                 {"trial", t}};
+  if (cfg["ResourceLimits"].contains("MaxRuntimeInSeconds"))
+    native["max_runtime_seconds"] = cfg["ResourceLimits"]["MaxRuntimeInSeconds"];
+  if (cfg.contains("TuningJobCompletionCriteria")) {
+    const json& cc = cfg["TuningJobCompletionCriteria"];
+    if (cc.contains("TargetObjectiveMetricValue")) native["target"] = cc["TargetObjectiveMetricValue"];
+    if (cc.contains("BestObjectiveNotImproving") &&
+        cc["BestObjectiveNotImproving"].contains("MaxNumberOfTrainingJobsNotImproving"))
+      native["max_not_improving"] = cc["BestObjectiveNotImproving"]["MaxNumberOfTrainingJobsNotImproving"];
+  }
+  if (cfg.contains("StrategyConfig") && cfg["StrategyConfig"].contains("HyperbandStrategyConfig")) {
+    const json& h = cfg["StrategyConfig"]["HyperbandStrategyConfig"];
+    native["hyperband"] = {{"min_resource", h.value("MinResource", 1)}, {"max_resource", h.value("MaxResource", 0)}};
+  }
+  if (req.contains("WarmStartConfig")) {
+    json parents = json::array();
+    for (const auto& p : req["WarmStartConfig"]["ParentHyperParameterTuningJobs"])
+      parents.push_back(p.value("HyperParameterTuningJobName", ""));
+    native["warm_start"] = {{"type", req["WarmStartConfig"]["WarmStartType"]}, {"parents", parents}};
+  }
+  native["sagemaker"] = req;
+  auto spec = tuning::ParseTuningSpec(native, nullptr);
+  if (!spec.ok()) {
+    static const std::map<std::string, std::string> kFields = {
+        {"objective.metric", "HyperParameterTuningJobConfig.HyperParameterTuningJobObjective.MetricName"},
+        {"max_trials", "HyperParameterTuningJobConfig.ResourceLimits.MaxNumberOfTrainingJobs"},
+        {"max_parallel", "HyperParameterTuningJobConfig.ResourceLimits.MaxParallelTrainingJobs"},
+        {"early_stopping", "HyperParameterTuningJobConfig.TrainingJobEarlyStoppingType"},
+        {"warm_start.parents", "WarmStartConfig.ParentHyperParameterTuningJobs"}};
+    std::string f = spec.status().field();
+    auto it = kFields.find(f);
+    if (it != kFields.end())
+      f = it->second;
+    else if (f.rfind("parameters.", 0) == 0)
+      f = "HyperParameterTuningJobConfig.ParameterRanges";
+    else if (f.rfind("hyperband.", 0) == 0)
+      f = "HyperParameterTuningJobConfig.StrategyConfig.HyperbandStrategyConfig";
+    return InvalidArgument(f, f + ": " + spec.status().message());
+  }
+  return spec;
+}
+
+namespace {
+
+json Counters(const std::vector<tuning::TrialView>& trials, json* objective) {
+  json c = {{"Completed", 0}, {"InProgress", 0}, {"RetryableError", 0}, {"NonRetryableError", 0}, {"Stopped", 0}};
+  json o = {{"Succeeded", 0}, {"Pending", 0}, {"Failed", 0}};
+  for (const auto& t : trials) {
+    switch (t.status) {
+      case JobStatus::kCompleted:
+        c["Completed"] = c["Completed"].get<int>() + 1;
+        break;
+      case JobStatus::kFailed:
+        c["NonRetryableError"] = c["NonRetryableError"].get<int>() + 1;
+        break;
+      case JobStatus::kStopped:
+        c["Stopped"] = c["Stopped"].get<int>() + 1;
+        break;
+      default:
+        c["InProgress"] = c["InProgress"].get<int>() + 1;
+    }
+    const char* os = tuning::Objective(t) ? "Succeeded" : IsTerminal(t.status) ? "Failed" : "Pending";
+    o[os] = o[os].get<int>() + 1;
+  }
+  *objective = o;
+  return c;
+}
+
+}  // namespace
+
+json TrialSummary(const tuning::TuningJob& job, const tuning::TrialView& t, const Context& c) {
+  json tuned = json::object();
+  for (const auto& p : job.spec.ranges)
+    if (t.hyperparameters.contains(p.name)) tuned[p.name] = t.hyperparameters[p.name];
+  auto o = tuning::Objective(t);
+  json s = {{"TrainingJobName", t.name},
+            {"TrainingJobArn", Arn(c, "training-job", t.name)},
+            {"TuningJobName", job.spec.name},
+            {"CreationTime", Seconds(t.created)},
+            {"TrainingJobStatus", SageMakerStatus(t.status)},
+            {"TunedHyperParameters", tuned},
+            {"ObjectiveStatus", o                      ? "Succeeded"
+                                : IsTerminal(t.status) ? "Failed"
+                                                       : "Pending"}};
+  if (t.ended) s["TrainingEndTime"] = Seconds(t.ended);
+  if (o)
+    s["FinalHyperParameterTuningJobObjectiveMetric"] = {
+        {"Type", job.spec.direction == hpo::Direction::kMaximize ? "Maximize" : "Minimize"},
+        {"MetricName", job.spec.objective_metric},
+        {"Value", *o}};
+  return s;
+}
+
+json DescribeTuningJob(const tuning::TuningJob& job, const std::vector<tuning::TrialView>& trials, const Context& c) {
+  const json& r = job.spec.sagemaker;
+  json objective;
+  json d = {{"HyperParameterTuningJobName", job.spec.name},
+            {"HyperParameterTuningJobArn", Arn(c, "hyper-parameter-tuning-job", job.spec.name)},
+            {"HyperParameterTuningJobConfig", r.value("HyperParameterTuningJobConfig", json::object())},
+            {"HyperParameterTuningJobStatus", tuning::ToString(job.state.status)},
+            {"CreationTime", Seconds(job.state.created)},
+            {"LastModifiedTime", Seconds(std::max(job.state.created, job.state.ended))},
+            {"TrainingJobStatusCounters", Counters(trials, &objective)},
+            {"ObjectiveStatusCounters", objective}};
+  CopyIf(r, d, {"TrainingJobDefinition", "WarmStartConfig"});
+  if (job.state.ended) d["HyperParameterTuningEndTime"] = Seconds(job.state.ended);
+  if (job.state.status == tuning::TuningStatus::kFailed) d["FailureReason"] = job.state.reason;
+  int best = tuning::BestTrial(job.spec, trials);
+  if (best >= 0) d["BestTrainingJob"] = TrialSummary(job, trials[static_cast<size_t>(best)], c);
+  return d;
+}
+
+json TuningJobSummary(const tuning::TuningJob& job, const std::vector<tuning::TrialView>& trials, const Context& c) {
+  json objective;
+  json s = {{"HyperParameterTuningJobName", job.spec.name},
+            {"HyperParameterTuningJobArn", Arn(c, "hyper-parameter-tuning-job", job.spec.name)},
+            {"HyperParameterTuningJobStatus", tuning::ToString(job.state.status)},
+            {"Strategy", tuning::ToString(job.spec.strategy)},
+            {"CreationTime", Seconds(job.state.created)},
+            {"LastModifiedTime", Seconds(std::max(job.state.created, job.state.ended))},
+            {"TrainingJobStatusCounters", Counters(trials, &objective)},
+            {"ObjectiveStatusCounters", objective},
+            {"ResourceLimits",
+             {{"MaxNumberOfTrainingJobs", job.spec.max_trials}, {"MaxParallelTrainingJobs", job.spec.max_parallel}}}};
+  if (job.state.ended) s["HyperParameterTuningEndTime"] = Seconds(job.state.ended);
+  return s;
 }
 
 json FinalMetrics(const Job& job, const std::vector<MetricPoint>& points) {

@@ -12,6 +12,7 @@
 #include "jobs/model.h"
 #include "metrics/aggregator.h"
 #include "smapi/s3map.h"
+#include "tuning/tuning.h"
 
 namespace kiln::smapi {
 
@@ -28,6 +29,15 @@ Result<std::pair<std::string, std::string>> ParseArn(const std::string& arn);
 
 Result<JobSpec> TrainingSpec(const nlohmann::json& req, const Context& c, const std::string& team);
 Result<JobSpec> ProcessingSpec(const nlohmann::json& req, const Context& c, const std::string& team);
+
+// CreateHyperParameterTuningJob -> a tuning spec whose trial template is the
+// translated TrainingJobDefinition.
+Result<tuning::TuningSpec> TuningSpecFromRequest(const nlohmann::json& req, const Context& c, const std::string& team);
+nlohmann::json DescribeTuningJob(const tuning::TuningJob& job, const std::vector<tuning::TrialView>& trials,
+                                 const Context& c);
+nlohmann::json TuningJobSummary(const tuning::TuningJob& job, const std::vector<tuning::TrialView>& trials,
+                                const Context& c);
+nlohmann::json TrialSummary(const tuning::TuningJob& job, const tuning::TrialView& t, const Context& c);
 
 // Latest value of each metric definition's series, for FinalMetricDataList.
 nlohmann::json FinalMetrics(const Job& job, const std::vector<MetricPoint>& points);

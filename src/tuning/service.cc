@@ -60,8 +60,8 @@ Status TuningService::Stop(const std::string& name) {
     auto job = Get(name);
     if (!job.ok()) return job.status();
     if (IsTerminal(job->state.status))
-      return Status(Code::kFailedPrecondition, "tuning job " + name + " has already ended (" +
-                                                   ToString(job->state.status) + ")");
+      return Status(Code::kFailedPrecondition,
+                    "tuning job " + name + " has already ended (" + ToString(job->state.status) + ")");
     job->state.stop_requested = true;
     KILN_RETURN_IF_ERROR(Save(name, job->state));
   }

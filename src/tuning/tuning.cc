@@ -37,8 +37,8 @@ const char* ScalingName(hpo::Scaling s) {
 Status Positive(const json& j, const char* field, int64_t lo, int64_t hi, int64_t* out) {
   if (!j.contains(field)) return Status::Ok();
   if (!j[field].is_number_integer() || j[field].get<int64_t>() < lo || j[field].get<int64_t>() > hi)
-    return InvalidArgument(field, StrCat(field, ": must be an integer from ", std::to_string(lo), " to ",
-                                         std::to_string(hi)));
+    return InvalidArgument(field,
+                           StrCat(field, ": must be an integer from ", std::to_string(lo), " to ", std::to_string(hi)));
   *out = j[field];
   return Status::Ok();
 }
@@ -132,30 +132,32 @@ json TuningSpec::ToJson() const {
   }
   json t = trial.ToJson();
   t.erase("name");
-  json j = {{"name", name},
-            {"strategy", tuning::ToString(strategy)},
-            {"objective",
-             {{"metric", objective_metric}, {"type", direction == hpo::Direction::kMaximize ? "Maximize" : "Minimize"}}},
-            {"max_trials", max_trials},
-            {"max_parallel", max_parallel},
-            {"max_runtime_seconds", max_runtime_seconds},
-            {"early_stopping", early_stopping == EarlyStopping::kAuto ? "Auto" : "Off"},
-            {"max_not_improving", max_not_improving},
-            {"hyperband", {{"min_resource", min_resource}, {"max_resource", max_resource}}},
-            {"parameters", params},
-            {"trial", t},
-            {"team", team}};
+  json j = {
+      {"name", name},
+      {"strategy", tuning::ToString(strategy)},
+      {"objective",
+       {{"metric", objective_metric}, {"type", direction == hpo::Direction::kMaximize ? "Maximize" : "Minimize"}}},
+      {"max_trials", max_trials},
+      {"max_parallel", max_parallel},
+      {"max_runtime_seconds", max_runtime_seconds},
+      {"early_stopping", early_stopping == EarlyStopping::kAuto ? "Auto" : "Off"},
+      {"max_not_improving", max_not_improving},
+      {"hyperband", {{"min_resource", min_resource}, {"max_resource", max_resource}}},
+      {"parameters", params},
+      {"trial", t},
+      {"team", team}};
   if (target) j["target"] = *target;
-  if (warm_start != WarmStartType::kNone) j["warm_start"] = {{"type", tuning::ToString(warm_start)}, {"parents", parents}};
+  if (warm_start != WarmStartType::kNone)
+    j["warm_start"] = {{"type", tuning::ToString(warm_start)}, {"parents", parents}};
   if (!sagemaker.is_null()) j["sagemaker"] = sagemaker;
   return j;
 }
 
 Result<TuningSpec> ParseTuningSpec(const json& j, const Catalog* catalog) {
-  static const std::set<std::string> kKnown = {"name",         "strategy",          "objective", "max_trials",
-                                               "max_parallel", "max_runtime_seconds", "early_stopping", "target",
-                                               "max_not_improving", "hyperband",     "parameters", "warm_start",
-                                               "trial",        "team"};
+  static const std::set<std::string> kKnown = {
+      "name",           "strategy", "objective",         "max_trials", "max_parallel", "max_runtime_seconds",
+      "early_stopping", "target",   "max_not_improving", "hyperband",  "parameters",   "warm_start",
+      "trial",          "team"};
   if (!j.is_object()) return InvalidArgument("", "tuning spec must be an object");
   for (auto it = j.begin(); it != j.end(); ++it)
     if (!kKnown.count(it.key()) && !(catalog == nullptr && it.key() == "sagemaker"))
@@ -187,7 +189,8 @@ Result<TuningSpec> ParseTuningSpec(const json& j, const Catalog* catalog) {
   v = s.max_parallel;
   KILN_RETURN_IF_ERROR(Positive(j, "max_parallel", 1, kMaxParallel, &v));
   s.max_parallel = static_cast<int>(v);
-  if (j.contains("max_runtime_seconds") && !(j["max_runtime_seconds"].is_number_integer() && j["max_runtime_seconds"] == 0))
+  if (j.contains("max_runtime_seconds") &&
+      !(j["max_runtime_seconds"].is_number_integer() && j["max_runtime_seconds"] == 0))
     KILN_RETURN_IF_ERROR(Positive(j, "max_runtime_seconds", 120, 15768000, &s.max_runtime_seconds));
   std::string es = j.value("early_stopping", "Off");
   if (es != "Off" && es != "Auto") return InvalidArgument("early_stopping", "early_stopping: must be Off or Auto");
@@ -245,7 +248,8 @@ Result<TuningSpec> ParseTuningSpec(const json& j, const Catalog* catalog) {
       } else if (sc == "ReverseLogarithmic" && t == "Continuous") {
         p.scaling = hpo::Scaling::kReverseLogarithmic;
       } else {
-        return InvalidArgument(f + ".scaling", f + ".scaling: Auto, Linear, Logarithmic or (Continuous) ReverseLogarithmic");
+        return InvalidArgument(f + ".scaling",
+                               f + ".scaling: Auto, Linear, Logarithmic or (Continuous) ReverseLogarithmic");
       }
     } else {
       return InvalidArgument(f + ".type", f + ".type: must be Integer, Continuous or Categorical");
@@ -281,10 +285,12 @@ Result<TuningSpec> ParseTuningSpec(const json& j, const Catalog* catalog) {
     }
   }
   if (j.contains("team")) {
-    if (!j["team"].is_string() || !IsValidJobName(j["team"])) return InvalidArgument("team", "team: 1-63 letters, digits or hyphens");
+    if (!j["team"].is_string() || !IsValidJobName(j["team"]))
+      return InvalidArgument("team", "team: 1-63 letters, digits or hyphens");
     s.team = j["team"];
   }
-  if (!j.contains("trial") || !j["trial"].is_object()) return InvalidArgument("trial", "trial: required, a job spec without name");
+  if (!j.contains("trial") || !j["trial"].is_object())
+    return InvalidArgument("trial", "trial: required, a job spec without name");
   json t = j["trial"];
   if (t.contains("name")) return InvalidArgument("trial.name", "trial.name: trials are named by the tuning job");
   t["name"] = s.name + "-000-00000000";
@@ -310,8 +316,9 @@ Result<TuningSpec> ParseTuningSpec(const json& j, const Catalog* catalog) {
 }
 
 json TuningState::ToJson() const {
-  return {{"status", tuning::ToString(status)}, {"created_ms", created},      {"ended_ms", ended},
-          {"reason", reason},                   {"stop_requested", stop_requested}, {"early_stopped", early_stopped}};
+  return {
+      {"status", tuning::ToString(status)}, {"created_ms", created},         {"ended_ms", ended}, {"reason", reason},
+      {"stop_requested", stop_requested},   {"early_stopped", early_stopped}};
 }
 
 TuningState TuningState::FromJson(const json& j) {
@@ -419,9 +426,8 @@ Decision Decide(const TuningJob& job, const std::vector<TrialView>& trials, cons
     std::vector<const TrialView*> done;
     for (const auto& t : trials)
       if (Objective(t)) done.push_back(&t);
-    std::sort(done.begin(), done.end(), [](auto* a, auto* b) {
-      return a->ended != b->ended ? a->ended < b->ended : a->index < b->index;
-    });
+    std::sort(done.begin(), done.end(),
+              [](auto* a, auto* b) { return a->ended != b->ended ? a->ended < b->ended : a->index < b->index; });
     std::optional<double> best_so_far;
     int since = 0;
     for (const auto* t : done) {
@@ -471,9 +477,8 @@ Decision Decide(const TuningJob& job, const std::vector<TrialView>& trials, cons
     if (h.u.size() != space->size()) return;
     auto o = Objective(t);
     h.state = !IsTerminal(t.status) ? hpo::TrialState::kRunning
-              : o                   ? (t.status == JobStatus::kCompleted ? hpo::TrialState::kCompleted
-                                                                         : hpo::TrialState::kStopped)
-                                    : hpo::TrialState::kFailed;
+              : o ? (t.status == JobStatus::kCompleted ? hpo::TrialState::kCompleted : hpo::TrialState::kStopped)
+                  : hpo::TrialState::kFailed;
     h.objective = o.value_or(0);
     history.push_back(h);
   };

@@ -45,13 +45,13 @@ struct TuningSpec {
   int max_parallel = 1;
   int64_t max_runtime_seconds = 0;  // 0 = no limit
   EarlyStopping early_stopping = EarlyStopping::kOff;
-  std::optional<double> target;  // complete once a trial reaches it
-  int max_not_improving = 0;      // complete after this many trials without a >= 1% gain; 0 = off
+  std::optional<double> target;                // complete once a trial reaches it
+  int max_not_improving = 0;                   // complete after this many trials without a >= 1% gain; 0 = off
   int64_t min_resource = 1, max_resource = 0;  // Hyperband, in reported steps (epochs); 0 = unset
   std::vector<hpo::Parameter> ranges;
   WarmStartType warm_start = WarmStartType::kNone;
   std::vector<std::string> parents;
-  JobSpec trial;  // template: static hyperparameters; name set per trial
+  JobSpec trial;             // template: static hyperparameters; name set per trial
   nlohmann::json sagemaker;  // the CreateHyperParameterTuningJob request, if it came that way
   std::string team = "default";
 

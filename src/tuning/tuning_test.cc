@@ -1,6 +1,6 @@
-#include <gtest/gtest.h>
-
 #include "tuning/tuning.h"
+
+#include <gtest/gtest.h>
 
 namespace kiln::tuning {
 namespace {
@@ -127,7 +127,8 @@ TEST(Decide, LaunchesUpToTheParallelLimitAndNeverReusesAnIndex) {
 TEST(Decide, CompletesAfterMaxTrialsAndFailsWhenAllFailed) {
   TuningJob j = Job();
   std::vector<TrialView> trials;
-  for (int i = 1; i <= 6; ++i) trials.push_back(Finished(j, i, {{"lr", "0.1"}, {"depth", "3"}, {"kind", "a"}}, {1.0 / i}));
+  for (int i = 1; i <= 6; ++i)
+    trials.push_back(Finished(j, i, {{"lr", "0.1"}, {"depth", "3"}, {"kind", "a"}}, {1.0 / i}));
   Decision d = Decide(j, trials, {}, 5000);
   EXPECT_TRUE(d.launch.empty());
   ASSERT_TRUE(d.status);
@@ -145,8 +146,9 @@ TEST(Decide, CompletesAfterMaxTrialsAndFailsWhenAllFailed) {
 
 TEST(Decide, FailedTrialsCountButDoNotStopTheSearch) {
   TuningJob j = Job();
-  std::vector<TrialView> trials = {Finished(j, 1, {{"lr", "0.1"}, {"depth", "3"}, {"kind", "a"}}, {}, JobStatus::kFailed),
-                                   Finished(j, 2, {{"lr", "0.2"}, {"depth", "3"}, {"kind", "a"}}, {0.5})};
+  std::vector<TrialView> trials = {
+      Finished(j, 1, {{"lr", "0.1"}, {"depth", "3"}, {"kind", "a"}}, {}, JobStatus::kFailed),
+      Finished(j, 2, {{"lr", "0.2"}, {"depth", "3"}, {"kind", "a"}}, {0.5})};
   Decision d = Decide(j, trials, {}, 5000);
   EXPECT_FALSE(d.status);
   ASSERT_EQ(d.launch.size(), 2u);
@@ -157,9 +159,9 @@ TEST(Decide, TargetReachedStopsRunningTrialsThenCompletes) {
   json s = NativeSpec();
   s["target"] = 0.2;
   TuningJob j = Job(s);
-  std::vector<TrialView> trials = {Finished(j, 1, {{"lr", "0.1"}, {"depth", "3"}, {"kind", "a"}}, {0.15}),
-                                   Finished(j, 2, {{"lr", "0.2"}, {"depth", "3"}, {"kind", "a"}}, {0.9},
-                                            JobStatus::kInProgress)};
+  std::vector<TrialView> trials = {
+      Finished(j, 1, {{"lr", "0.1"}, {"depth", "3"}, {"kind", "a"}}, {0.15}),
+      Finished(j, 2, {{"lr", "0.2"}, {"depth", "3"}, {"kind", "a"}}, {0.9}, JobStatus::kInProgress)};
   Decision d = Decide(j, trials, {}, 5000);
   EXPECT_TRUE(d.launch.empty());
   EXPECT_EQ(d.stop, std::vector<std::string>{trials[1].name});
@@ -176,7 +178,8 @@ TEST(Decide, TargetReachedStopsRunningTrialsThenCompletes) {
 TEST(Decide, StopRequestStopsEverything) {
   TuningJob j = Job();
   j.state.stop_requested = true;
-  std::vector<TrialView> trials = {Finished(j, 1, {{"lr", "0.1"}, {"depth", "3"}, {"kind", "a"}}, {}, JobStatus::kInProgress)};
+  std::vector<TrialView> trials = {
+      Finished(j, 1, {{"lr", "0.1"}, {"depth", "3"}, {"kind", "a"}}, {}, JobStatus::kInProgress)};
   Decision d = Decide(j, trials, {}, 5000);
   EXPECT_TRUE(d.launch.empty());
   EXPECT_EQ(d.stop.size(), 1u);
