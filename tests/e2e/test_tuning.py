@@ -1,0 +1,292 @@
+"""End-to-end tests of hyperparameter tuning jobs in a real kilnd: the native API
+and `kiln tune`, early stopping, a kill -9 of kilnd in the middle of a tuning job,
+warm start, and the SageMaker HPO operations through boto3."""
+
+import io
+import json
+import os
+import signal
+import tarfile
+import time
+import unittest
+
+import boto3
+import botocore.config
+import botocore.exceptions
+import botocore.session
+
+from test_kilnd import KilndHarness, PYTHON, unique
+from test_sagemaker_api import SKLEARN_IMAGE, ROLE, TRAIN_PY, check_shape
+
+DEADLINE_S = 240
+
+# A trial with a learning curve: loss(epoch) = f(x, y, kind) + 1/epoch, printed per epoch.
+TRIAL_PY = r'''
+import json, os, time
+hp = json.load(open("/opt/ml/input/config/hyperparameters.json"))
+x, y, kind = float(hp["x"]), int(hp["y"]), hp["kind"]
+epochs, pause = int(hp.get("epochs", "5")), float(hp.get("pause", "0.05"))
+base = (x - 0.3) ** 2 + 0.05 * abs(y - 2) + (0.0 if kind == "good" else 0.5)
+for e in range(1, epochs + 1):
+    time.sleep(pause)
+    print("epoch=%d loss=%.6f" % (e, base + 1.0 / e), flush=True)
+open(os.path.join(os.environ["SM_MODEL_DIR"], "x.txt"), "w").write(str(x))
+'''
+
+
+class TuningE2E(KilndHarness):
+    KILND_ARGS = ["--statsd-flush-ms", "300"]
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.code = os.path.join(cls.tmp, "code")
+        os.makedirs(cls.code)
+        with open(os.path.join(cls.code, "train.py"), "w") as f:
+            f.write(TRIAL_PY)
+
+    def tuning_spec(self, name, **kw):
+        spec = {"name": name, "strategy": "Bayesian", "objective": {"metric": "loss", "type": "Minimize"},
+                "max_trials": 6, "max_parallel": 2,
+                "parameters": {"x": {"type": "Continuous", "min": 0, "max": 1},
+                               "y": {"type": "Integer", "min": 1, "max": 5},
+                               "kind": {"type": "Categorical", "values": ["good", "bad"]}},
+                "trial": {"image": "host", "command": [PYTHON, "/opt/ml/code/train.py"], "code_dir": self.code,
+                          "instance": {"type": "local.small"}, "hyperparameters": {"epochs": "5", "pause": "0.05"},
+                          "metric_definitions": [{"name": "loss", "regex": "loss=([0-9.]+)"}]}}
+        spec.update(kw)
+        return spec
+
+    def tuning(self, name):
+        status, body = self.api("GET", "/v1/tuning-jobs/" + name)
+        self.assertEqual(status, 200, body)
+        return body
+
+    def wait_tuning(self, name, timeout=DEADLINE_S):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            doc = self.tuning(name)
+            if doc["status"] in ("Completed", "Failed", "Stopped"):
+                return doc
+            time.sleep(0.5)
+        self.fail("tuning job %s did not finish: %s" % (name, json.dumps(self.tuning(name))[:2000]))
+
+    def check_trials(self, doc, spec):
+        for t in doc["trials"]:
+            self.assertTrue(t["name"].startswith(doc["name"] + "-%03d-" % t["index"]), t["name"])
+            hp = t["hyperparameters"]
+            self.assertTrue(0 <= float(hp["x"]) <= 1, hp)
+            self.assertIn(int(hp["y"]), range(1, 6))
+            self.assertIn(hp["kind"], ("good", "bad"))
+        names = [t["name"] for t in doc["trials"]]
+        self.assertEqual(len(names), len(set(names)))
+        self.assertEqual(sorted(t["index"] for t in doc["trials"]), list(range(1, len(names) + 1)))
+
+    # ------------------------------------------------------------------ tests
+
+    def test_01_kiln_tune_follow_runs_trials_and_reports_the_best(self):
+        name = unique("tune")[:24]
+        path = os.path.join(self.tmp, name + ".json")
+        with open(path, "w") as f:
+            json.dump(self.tuning_spec(name), f)
+        out = self.kiln("tune", path, "--follow", timeout=DEADLINE_S)
+        self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
+        self.assertIn("Completed", out.stdout)
+        self.assertIn("best: %s-" % name, out.stdout)
+        doc = self.tuning(name)
+        self.assertEqual(doc["status"], "Completed")
+        self.assertEqual(doc["reason"], "MaxNumberOfTrainingJobs reached")
+        self.assertEqual(len(doc["trials"]), 6)
+        self.check_trials(doc, None)
+        objectives = [t["objective"] for t in doc["trials"]]
+        self.assertTrue(all(o is not None for o in objectives), objectives)
+        self.assertEqual(doc["best"]["objective"], min(objectives))
+        for t in doc["trials"]:
+            self.assertEqual(t["status"], "Completed")
+            self.assertEqual(t["steps"], 5)
+            job = self.get_job(t["name"])  # trials are ordinary jobs
+            self.assertEqual(job["status"], "Completed")
+        listed = self.kiln("tuning", "list")
+        self.assertIn(name, listed.stdout)
+
+    def test_02_median_rule_stops_bad_trials_early(self):
+        name = unique("es")[:24]
+        spec = self.tuning_spec(name, early_stopping="Auto", max_trials=10, max_parallel=1, strategy="Random")
+        spec["trial"]["hyperparameters"] = {"epochs": "12", "pause": "0.25"}
+        status, body = self.api("POST", "/v1/tuning-jobs", spec)
+        self.assertEqual(status, 201, body)
+        doc = self.wait_tuning(name)
+        self.assertEqual(doc["status"], "Completed", doc["reason"])
+        self.check_trials(doc, spec)
+        stopped = [t for t in doc["trials"] if t["early_stopped"]]
+        self.assertTrue(stopped, [(t["hyperparameters"], t["objective"]) for t in doc["trials"]])
+        for t in stopped:
+            self.assertEqual(t["status"], "Stopped")
+            self.assertIsNotNone(t["objective"])  # its last reported value counts
+            self.assertLess(t["steps"], 12)
+        epochs = sum(t["steps"] for t in doc["trials"])
+        self.assertLess(epochs, 10 * 12)
+
+    def test_03_kill9_during_tuning_resumes_without_duplicates(self):
+        name = unique("crash")[:24]
+        spec = self.tuning_spec(name, max_trials=6, max_parallel=2)
+        spec["trial"]["hyperparameters"] = {"epochs": "6", "pause": "0.3"}
+        status, body = self.api("POST", "/v1/tuning-jobs", spec)
+        self.assertEqual(status, 201, body)
+        deadline = time.time() + DEADLINE_S
+        while len(self.tuning(name)["trials"]) < 3:
+            self.assertLess(time.time(), deadline)
+            time.sleep(0.2)
+        before = {t["name"]: t["hyperparameters"] for t in self.tuning(name)["trials"]}
+        self.stop_kilnd(signal.SIGKILL)
+        self.start_kilnd()
+        doc = self.wait_tuning(name)
+        self.assertEqual(doc["status"], "Completed", doc["reason"])
+        self.assertEqual(len(doc["trials"]), 6)
+        self.check_trials(doc, spec)
+        after = {t["name"]: t["hyperparameters"] for t in doc["trials"]}
+        for n, hp in before.items():
+            self.assertEqual(after[n], hp)  # same history: trials launched before the crash are kept as they were
+        # No trial ran twice: each trial job has exactly one attempt's instance per index.
+        for t in doc["trials"]:
+            self.assertEqual(self.get_job(t["name"])["status"], "Completed")
+        status, jobs = self.api("GET", "/v1/jobs?name=%s&limit=100" % name)
+        self.assertEqual(len(jobs["jobs"]), 6)
+
+    def test_04_warm_start_and_bad_input(self):
+        parent = unique("parent")[:24]
+        status, body = self.api("POST", "/v1/tuning-jobs", self.tuning_spec(parent, max_trials=3, max_parallel=3))
+        self.assertEqual(status, 201, body)
+        child = unique("child")[:24]
+        status, body = self.api("POST", "/v1/tuning-jobs", self.tuning_spec(
+            child, max_trials=2, warm_start={"type": "IdenticalDataAndAlgorithm", "parents": [parent]}))
+        self.assertEqual(status, 400, body)  # the parent has not finished
+        self.assertEqual(body["error"]["field"], "warm_start.parents")
+        self.assertEqual(self.wait_tuning(parent)["status"], "Completed")
+        status, body = self.api("POST", "/v1/tuning-jobs", self.tuning_spec(
+            child, max_trials=2, warm_start={"type": "IdenticalDataAndAlgorithm", "parents": [parent]}))
+        self.assertEqual(status, 201, body)
+        self.assertEqual(self.wait_tuning(child)["status"], "Completed")
+        bad = [({"name": "x" * 33}, "name"),
+               ({"objective": {"metric": "accuracy", "type": "Minimize"}}, "objective.metric"),
+               ({"max_parallel": 0}, "max_parallel"),
+               ({"parameters": {"x": {"type": "Continuous", "min": 1, "max": 0}}}, "parameters.x.min"),
+               ({"strategy": "Annealing"}, "strategy")]
+        for change, field in bad:
+            spec = self.tuning_spec(unique("bad")[:20])
+            spec.update(change)
+            status, body = self.api("POST", "/v1/tuning-jobs", spec)
+            self.assertEqual(status, 400, body)
+            self.assertEqual(body["error"]["field"], field, body)
+        status, body = self.api("POST", "/v1/tuning-jobs", self.tuning_spec(parent))
+        self.assertEqual(status, 409, body)
+
+    def test_05_sagemaker_hpo_with_boto3(self):
+        with open(os.path.join(self.data, "credentials")) as f:
+            lines = dict(l.split(" = ", 1) for l in f.read().splitlines() if " = " in l)
+        sm = boto3.session.Session(aws_access_key_id=lines["aws_access_key_id"],
+                                   aws_secret_access_key=lines["aws_secret_access_key"],
+                                   region_name="us-east-1").client(
+            "sagemaker", endpoint_url="http://" + self.addr, config=botocore.config.Config(retries={"max_attempts": 1}))
+        from sklearn.datasets import load_iris
+        import numpy as np
+        iris = load_iris()
+        s3 = os.path.join(self.data, "s3")
+        os.makedirs(os.path.join(s3, "data", "iris"), exist_ok=True)
+        np.savetxt(os.path.join(s3, "data", "iris", "train.csv"), np.column_stack([iris.target, iris.data]),
+                   delimiter=",", fmt="%g")
+        src = io.BytesIO()
+        with tarfile.open(fileobj=src, mode="w:gz") as t:
+            info = tarfile.TarInfo("train.py")
+            info.size = len(TRAIN_PY.encode())
+            t.addfile(info, io.BytesIO(TRAIN_PY.encode()))
+        os.makedirs(os.path.join(s3, "code"), exist_ok=True)
+        with open(os.path.join(s3, "code", "sourcedir.tar.gz"), "wb") as f:
+            f.write(src.getvalue())
+        name = unique("hpo")[:24]
+        responses = []
+        req = dict(
+            HyperParameterTuningJobName=name,
+            HyperParameterTuningJobConfig={
+                "Strategy": "Bayesian",
+                "HyperParameterTuningJobObjective": {"Type": "Maximize", "MetricName": "train:accuracy"},
+                "ResourceLimits": {"MaxNumberOfTrainingJobs": 4, "MaxParallelTrainingJobs": 2},
+                "ParameterRanges": {
+                    "ContinuousParameterRanges": [{"Name": "learning-rate", "MinValue": "0.01", "MaxValue": "0.5",
+                                                   "ScalingType": "Logarithmic"}],
+                    "IntegerParameterRanges": [{"Name": "n-estimators", "MinValue": "2", "MaxValue": "20"}]},
+                "TrainingJobEarlyStoppingType": "Off"},
+            TrainingJobDefinition={
+                "StaticHyperParameters": {"sagemaker_program": json.dumps("train.py"),
+                                          "sagemaker_submit_directory": json.dumps("s3://code/sourcedir.tar.gz")},
+                "AlgorithmSpecification": {"TrainingImage": SKLEARN_IMAGE, "TrainingInputMode": "File",
+                                           "MetricDefinitions": [{"Name": "train:accuracy",
+                                                                  "Regex": "train_accuracy=([0-9\\.]+);"}]},
+                "RoleArn": ROLE,
+                "InputDataConfig": [{"ChannelName": "train", "DataSource": {"S3DataSource": {
+                    "S3DataType": "S3Prefix", "S3Uri": "s3://data/iris"}}}],
+                "OutputDataConfig": {"S3OutputPath": "s3://models/hpo"},
+                "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 1},
+                "StoppingCondition": {"MaxRuntimeInSeconds": 600}})
+        r = sm.create_hyper_parameter_tuning_job(**req)
+        responses.append(("create_hyper_parameter_tuning_job", r))
+        self.assertTrue(r["HyperParameterTuningJobArn"].endswith("hyper-parameter-tuning-job/" + name))
+        with self.assertRaises(botocore.exceptions.ClientError) as cm:
+            sm.create_hyper_parameter_tuning_job(**req)
+        self.assertEqual(cm.exception.response["Error"]["Code"], "ResourceInUse")
+        deadline = time.time() + DEADLINE_S
+        while True:
+            d = sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)
+            if d["HyperParameterTuningJobStatus"] in ("Completed", "Failed", "Stopped"):
+                break
+            self.assertLess(time.time(), deadline)
+            time.sleep(1)
+        responses.append(("describe_hyper_parameter_tuning_job", d))
+        self.assertEqual(d["HyperParameterTuningJobStatus"], "Completed", d.get("FailureReason"))
+        self.assertEqual(d["TrainingJobStatusCounters"]["Completed"], 4)
+        self.assertEqual(d["ObjectiveStatusCounters"]["Succeeded"], 4)
+        best = d["BestTrainingJob"]
+        self.assertGreater(best["FinalHyperParameterTuningJobObjectiveMetric"]["Value"], 0.9)
+        trials = sm.list_training_jobs_for_hyper_parameter_tuning_job(
+            HyperParameterTuningJobName=name, SortBy="FinalObjectiveMetricValue", SortOrder="Descending")
+        responses.append(("list_training_jobs_for_hyper_parameter_tuning_job", trials))
+        summaries = trials["TrainingJobSummaries"]
+        self.assertEqual(len(summaries), 4)
+        self.assertEqual(summaries[0]["TrainingJobName"], best["TrainingJobName"])
+        for s in summaries:
+            self.assertTrue(s["TrainingJobName"].startswith(name + "-"))
+            self.assertTrue(0.01 <= float(s["TunedHyperParameters"]["learning-rate"]) <= 0.5)
+            self.assertIn(int(s["TunedHyperParameters"]["n-estimators"]), range(2, 21))
+            dt = sm.describe_training_job(TrainingJobName=s["TrainingJobName"])
+            self.assertEqual(dt["HyperParameters"]["n-estimators"], s["TunedHyperParameters"]["n-estimators"])
+        listed = sm.list_hyper_parameter_tuning_jobs(NameContains=name)
+        responses.append(("list_hyper_parameter_tuning_jobs", listed))
+        self.assertEqual([s["HyperParameterTuningJobName"] for s in listed["HyperParameterTuningJobSummaries"]], [name])
+        with self.assertRaises(botocore.exceptions.ClientError) as cm:
+            sm.stop_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)
+        self.assertEqual(cm.exception.response["Error"]["Code"], "ValidationException")
+        with self.assertRaises(botocore.exceptions.ClientError) as cm:
+            sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName="no-such-tuning")
+        self.assertEqual(cm.exception.response["Error"]["Code"], "ResourceNotFound")
+        bad = json.loads(json.dumps(req))
+        bad["HyperParameterTuningJobName"] = "x" * 33
+        with self.assertRaises(botocore.exceptions.ClientError) as cm:
+            sm.create_hyper_parameter_tuning_job(**bad)
+        self.assertEqual(cm.exception.response["Error"]["Code"], "ValidationException")
+        bad = json.loads(json.dumps(req))
+        bad["HyperParameterTuningJobName"] = unique("bad")[:20]
+        bad["HyperParameterTuningJobConfig"]["HyperParameterTuningJobObjective"]["MetricName"] = "nope"
+        with self.assertRaises(botocore.exceptions.ClientError) as cm:
+            sm.create_hyper_parameter_tuning_job(**bad)
+        self.assertIn("MetricName", cm.exception.response["Error"]["Message"])
+        model = botocore.session.get_session().get_service_model("sagemaker")
+        for op, resp in responses:
+            resp = {k: v for k, v in resp.items() if k != "ResponseMetadata"}
+            shape = model.operation_model("".join(w.capitalize() for w in op.split("_"))).output_shape
+            problems = []
+            check_shape(shape, resp, op, problems)
+            self.assertEqual(problems, [], op)
+
+
+if __name__ == "__main__":
+    unittest.main()
