@@ -123,9 +123,8 @@ bool IsValidJobName(const std::string& name) {
 Result<JobSpec> ParseSpec(const json& j, const Catalog* catalog) {
   if (!j.is_object()) return InvalidArgument("", "spec must be a JSON/YAML object");
   for (auto it = j.begin(); it != j.end(); ++it)
-    if (!kKnownFields.count(it.key()) &&
-        !(catalog == nullptr &&
-          (it.key() == "hyperparameters_file" || it.key() == "sagemaker" || it.key() == "tuning_job")))
+    if (!kKnownFields.count(it.key()) && !(catalog == nullptr && (it.key() == "hyperparameters_file" ||
+                                                                  it.key() == "sagemaker" || it.key() == "tuning_job")))
       return InvalidArgument(it.key(), "unknown field");
   JobSpec s;
   if (j.contains("kind")) {

@@ -367,7 +367,7 @@ Result<tuning::TuningSpec> TuningSpecFromRequest(const json& req, const Context&
       std::string f =
           std::string("HyperParameterTuningJobConfig.ParameterRanges.") + kind + "[" + std::to_string(i) + "]";
       std::string n = r["Name"];
-      if (params.contains(n)) return InvalidArgument(f + ".Name", f + ".Name: '" + n + "' appears twice");
+      if (params.contains(n)) return InvalidArgument(f + ".Name", StrCat(f, ".Name: '", n, "' appears twice"));
       if (std::string(kind) == "CategoricalParameterRanges") {
         params[n] = {{"type", "Categorical"}, {"values", r["Values"]}};
         continue;
@@ -379,7 +379,7 @@ Result<tuning::TuningSpec> TuningSpecFromRequest(const json& req, const Context&
         char* end = nullptr;
         double d = strtod(v.c_str(), &end);
         if (end == v.c_str() || *end != '\0' || !std::isfinite(d))
-          return InvalidArgument(f + "." + b, f + "." + b + ": '" + v + "' is not a number");
+          return InvalidArgument(StrCat(f, ".", b), StrCat(f, ".", b, ": '", v, "' is not a number"));
         p[std::string(b) == "MinValue" ? "min" : "max"] = d;
       }
       params[n] = p;

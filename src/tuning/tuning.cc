@@ -404,6 +404,7 @@ Decision Decide(const TuningJob& job, const std::vector<TrialView>& trials, cons
   } else if (s.strategy == Strategy::kHyperband) {
     hpo::Hyperband hb(s.min_resource, s.max_resource, 3);
     std::vector<const TrialView*> ordered;
+    ordered.reserve(trials.size());
     for (const auto& t : trials) ordered.push_back(&t);
     std::sort(ordered.begin(), ordered.end(), [](auto* a, auto* b) { return a->index < b->index; });
     for (const auto* t : ordered) {
@@ -484,6 +485,7 @@ Decision Decide(const TuningJob& job, const std::vector<TrialView>& trials, cons
   };
   for (const auto& t : warm) add(t);
   std::vector<const TrialView*> ordered;
+  ordered.reserve(trials.size());
   for (const auto& t : trials) ordered.push_back(&t);
   std::sort(ordered.begin(), ordered.end(), [](auto* a, auto* b) { return a->index < b->index; });
   for (const auto* t : ordered) add(*t);
