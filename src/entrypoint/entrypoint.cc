@@ -15,6 +15,7 @@
 #include <cstring>
 #include <deque>
 #include <filesystem>
+#include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <regex>
@@ -199,6 +200,59 @@ bool ScriptMode(const json& rt, const std::string& root, std::vector<std::string
   return true;
 }
 
+// SM_TRAINING_ENV: everything above as one JSON document, keyed as
+// sagemaker-training-toolkit writes it. Later entries of `env` win (script mode
+// overrides SM_HPS and SM_USER_ARGS).
+std::string TrainingEnv(const json& rt, const std::vector<std::string>& env) {
+  std::map<std::string, std::string> sm;
+  for (const auto& e : env) {
+    size_t eq = e.find('=');
+    if (e.rfind("SM_", 0) == 0 && eq != std::string::npos) sm[e.substr(3, eq - 3)] = e.substr(eq + 1);
+  }
+  auto as_json = [&](const char* k, json dflt) {
+    auto it = sm.find(k);
+    if (it == sm.end()) return dflt;
+    json j = json::parse(it->second, nullptr, false);
+    return j.is_discarded() ? json(it->second) : j;
+  };
+  auto str = [&](const char* k) { return sm.count(k) ? sm[k] : std::string(); };
+  json channel_dirs = json::object();
+  for (const auto& [k, v] : sm)
+    if (k.rfind("CHANNEL_", 0) == 0) {
+      std::string ch = k.substr(8);
+      for (auto& c : ch) c = static_cast<char>(tolower(static_cast<unsigned char>(c)));
+      channel_dirs[ch] = v;
+    }
+  json hosts = as_json("HOSTS", json::array({"algo-1"}));
+  json te = {
+      {"additional_framework_parameters", json::object()},
+      {"channel_input_dirs", channel_dirs},
+      {"current_host", str("CURRENT_HOST")},
+      {"current_instance_type", str("CURRENT_INSTANCE_TYPE")},
+      {"framework_module", str("FRAMEWORK_MODULE")},
+      {"hosts", hosts},
+      {"hyperparameters", as_json("HPS", json::object())},
+      {"input_config_dir", str("INPUT_CONFIG_DIR")},
+      {"input_data_config", as_json("INPUT_DATA_CONFIG", json::object())},
+      {"input_dir", str("INPUT_DIR")},
+      {"is_master", str("CURRENT_HOST") == (hosts.empty() ? std::string("algo-1") : hosts[0].get<std::string>())},
+      {"job_name", rt.value("job_name", "")},
+      {"log_level", 20},
+      {"master_hostname", hosts.empty() ? std::string("algo-1") : hosts[0].get<std::string>()},
+      {"model_dir", str("MODEL_DIR")},
+      {"module_dir", str("MODULE_DIR")},
+      {"module_name", str("MODULE_NAME")},
+      {"network_interface_name", str("NETWORK_INTERFACE_NAME")},
+      {"num_cpus", atoi(str("NUM_CPUS").c_str())},
+      {"num_gpus", atoi(str("NUM_GPUS").c_str())},
+      {"output_data_dir", str("OUTPUT_DATA_DIR")},
+      {"output_dir", str("OUTPUT_DIR")},
+      {"output_intermediate_dir", str("OUTPUT_INTERMEDIATE_DIR")},
+      {"resource_config", as_json("RESOURCE_CONFIG", json::object())},
+      {"user_entry_point", str("USER_ENTRY_POINT")}};
+  return "SM_TRAINING_ENV=" + te.dump();
+}
+
 // MetricDefinitions: regexes over the job's output lines. A match becomes a StatsD
 // gauge sent to the job's gateway port, so log metrics and StatsD metrics land in
 // the same series model.
@@ -313,6 +367,13 @@ std::vector<std::string> WriteContract(const json& rt, const std::string& root, 
   if (!staged && hps_text.size() <= kMaxHyperparameterEnvBytes) {
     for (auto& [k, v] : hps.items()) env.push_back("SM_HP_" + ToUpperName(k) + "=" + HpString(v));
     env.push_back("SM_HPS=" + hps_text);
+    json user_args = json::array();
+    for (auto& [k, v] : hps.items()) {
+      if (k.rfind("sagemaker_", 0) == 0) continue;
+      user_args.push_back("--" + k);
+      user_args.push_back(HpString(v));
+    }
+    env.push_back("SM_USER_ARGS=" + user_args.dump());
   } else {
     Log("hyperparameters are " + std::to_string(hps_text.size()) + " bytes: SM_HP_*/SM_HPS not set, read " + root +
         "/input/config/hyperparameters.json");
@@ -329,6 +390,11 @@ std::vector<std::string> WriteContract(const json& rt, const std::string& root, 
   env.push_back("SM_NUM_CPUS=" + std::to_string(rt.value("num_cpus", 1)));
   env.push_back("SM_NUM_GPUS=" + std::to_string(rt.value("num_gpus", 0)));
   env.push_back("SM_RESOURCE_CONFIG=" + rc.dump());
+  env.push_back("SM_NETWORK_INTERFACE_NAME=" + rc.value("network_interface_name", std::string("lo")));
+  env.push_back("SM_CURRENT_INSTANCE_TYPE=" + rc.value("current_instance_type", std::string()));
+  env.push_back("SM_OUTPUT_INTERMEDIATE_DIR=" + root + "/output/intermediate");
+  env.push_back("SM_LOG_LEVEL=20");
+  env.push_back("SM_FRAMEWORK_PARAMS={}");
   // StatsD and DogStatsD clients report to kilnd's gateway, attributed to this job.
   const json statsd = rt.value("statsd", json());
   if (statsd.is_object()) {
@@ -477,6 +543,7 @@ int RunEntrypoint(int argc, char** argv) {
     }
     if (ScriptMode(*rt, root, cmd, extra_env) && getenv("KILN_ENTRYPOINT_VERBOSE"))
       Log("script mode: " + cmd[0] + " " + cmd[1]);
+    extra_env.push_back(TrainingEnv(*rt, extra_env));
   }
   std::vector<char*> cmd_argv;
   cmd_argv.reserve(cmd.size() + 1);

@@ -154,7 +154,7 @@ class Parzen {
       for (size_t k = 0; k < k_all; ++k) {
         v.inv_sigma[k] = 1.0 / v.sigma[k];
         const double mass = NormalCdf((1 - v.mu[k]) * v.inv_sigma[k]) - NormalCdf(-v.mu[k] * v.inv_sigma[k]);
-        norm[k] *= v.sigma[k] * kSqrt2Pi * std::max(mass, 1e-12);
+        norm[k] *= (o.no_jacobian ? 1.0 : v.sigma[k]) * kSqrt2Pi * std::max(mass, 1e-12);
       }
       nums_.push_back(std::move(v));
     }

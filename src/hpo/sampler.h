@@ -44,6 +44,7 @@ struct TpeOptions {
   // The "good" trials: the best ceil(gamma * n), at most max_good.
   double gamma = 0.2;
   int max_good = 40;
+  bool no_jacobian = false;
 };
 // Tree-structured Parzen Estimator in the unit cube (Bergstra et al. 2011): ranks
 // the trials with results into good and bad, fits a Parzen density to each and

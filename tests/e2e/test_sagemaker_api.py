@@ -77,6 +77,11 @@ import json, os, socket, sys, time
 rc = json.load(open("/opt/ml/input/config/resourceconfig.json"))
 port = int(json.load(open("/opt/ml/input/config/hyperparameters.json"))["port"])
 me = rc["current_host"]
+te = json.loads(os.environ["SM_TRAINING_ENV"])
+assert te["current_host"] == me and te["hosts"] == rc["hosts"], te
+assert te["channel_input_dirs"]["shards"] == "/opt/ml/input/data/shards", te
+assert te["is_master"] == (me == "algo-1") and te["master_hostname"] == "algo-1", te
+assert json.loads(os.environ["SM_USER_ARGS"]) == ["--port", str(port)], os.environ["SM_USER_ARGS"]
 files = sorted(os.listdir("/opt/ml/input/data/shards"))
 idc = json.load(open("/opt/ml/input/config/inputdataconfig.json"))
 assert idc["shards"]["S3DistributionType"] == "ShardedByS3Key", idc
