@@ -125,7 +125,8 @@ class Parzen {
   // `obs`: unit-cube points in trial order, `weights` theirs; `dims`: the
   // dimensions covered; `categories[d]`: dimension d's category count (0: numeric).
   Parzen(const std::vector<const std::vector<double>*>& obs, std::vector<double> weights,
-         const std::vector<size_t>& dims, const std::vector<size_t>& categories, const TpeOptions& o)
+         const std::vector<size_t>& dims, const std::vector<size_t>& categories, const TpeOptions& o,
+         double bandwidth)
       : kernels_(obs.size() + 1) {
     const size_t n = obs.size(), k_all = kernels_;
     weights.push_back(o.prior_weight);
@@ -147,7 +148,7 @@ class Parzen {
       for (size_t k = 0; k < n; ++k) v.mu[k] = (*obs[k])[d];
       v.mu[n] = 0.5;
       if (o.multivariate)
-        ScottWidths(v, n, numeric, o.bandwidth, min_sigma);
+        ScottWidths(v, n, numeric, bandwidth, min_sigma);
       else
         NeighbourWidths(v, min_sigma);
       v.sigma[n] = 1.0;
@@ -159,9 +160,23 @@ class Parzen {
       nums_.push_back(std::move(v));
     }
     // One log per kernel (each factor is above 1e-3: no underflow even with 60 numeric dimensions).
-    for (size_t k = 0; k < k_all; ++k) log_const_[k] -= std::log(norm[k]);
+    log_norm_.resize(k_all);
+    for (size_t k = 0; k < k_all; ++k) {
+      log_norm_[k] = std::log(norm[k]);
+      log_const_[k] -= log_norm_[k];
+    }
     acc_.resize(k_all);
   }
+
+  // Leave-one-out: log density at observation k's own point without its kernel.
+  double LogPdfWithout(const std::vector<double>& x, size_t k) {
+    double saved = log_const_[k];
+    log_const_[k] = -1e300;
+    double r = LogPdf(x) - std::log1p(-std::exp(saved + NormOf(k)));
+    log_const_[k] = saved;
+    return r;
+  }
+  double NormOf(size_t k) const { return log_norm_[k]; }
 
   // Log density at x, a full unit-cube point of which only `dims` are read.
   double LogPdf(const std::vector<double>& x) {
@@ -292,6 +307,7 @@ class Parzen {
   std::vector<Num> nums_;
   std::vector<Cat> cats_;
   std::vector<double> acc_;  // scratch for LogPdf
+  std::vector<double> log_norm_;
 };
 
 // Optuna's default weights: the latest 25 observations weigh 1, older ones ramp
@@ -346,8 +362,24 @@ class TpeSampler final : public Sampler {
     // Per group: candidates from the good density l, keep the one with the highest l / g.
     std::vector<double> best(space.size()), cand(space.size()), pick(space.size());
     for (const auto& dims : groups) {
-      Parzen l(good, RecencyWeights(good.size()), dims, categories, o_);
-      Parzen g(bad, RecencyWeights(bad.size()), dims, categories, o_);
+      double bw = o_.bandwidth;
+      if (bw <= 0 && o_.multivariate && good.size() >= 3) {
+        // Choose the kernel width factor that best predicts each good trial from the others.
+        double best_ll = -INFINITY;
+        for (double f : {0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5}) {
+          Parzen cv(good, RecencyWeights(good.size()), dims, categories, o_, f);
+          double ll = 0;
+          for (size_t i = 0; i < good.size(); ++i) ll += cv.LogPdfWithout(*good[i], i);
+          if (ll > best_ll) {
+            best_ll = ll;
+            bw = f;
+          }
+        }
+      } else if (bw <= 0) {
+        bw = 0.2;
+      }
+      Parzen l(good, RecencyWeights(good.size()), dims, categories, o_, bw);
+      Parzen g(bad, RecencyWeights(bad.size()), dims, categories, o_, bw);
       double best_score = -INFINITY;
       for (int c = 0; c < std::max(o_.candidates, 1); ++c) {
         l.Sample(cand, rng);

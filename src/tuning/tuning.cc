@@ -387,6 +387,15 @@ Decision Decide(const TuningJob& job, const std::vector<TrialView>& trials, cons
   }
   if (job.state.stop_requested) return finish(TuningStatus::kStopped, "Stopped by request");
 
+  // A trial the tuner already stopped early but that still runs (the stop was
+  // lost in a crash): stop it again. It holds its slot until it has ended.
+  auto already = [&](const std::string& n) {
+    return std::find(job.state.early_stopped.begin(), job.state.early_stopped.end(), n) !=
+           job.state.early_stopped.end();
+  };
+  for (const auto* t : running)
+    if (already(t->name)) d.stop.push_back(t->name);
+
   // Early stopping of running trials.
   if (s.early_stopping == EarlyStopping::kAuto) {
     std::vector<hpo::Curve> curves(trials.size());
@@ -398,7 +407,7 @@ Decision Decide(const TuningJob& job, const std::vector<TrialView>& trials, cons
       std::vector<const hpo::Curve*> others;
       for (size_t k = 0; k < trials.size(); ++k)
         if (k != i && trials[k].index < trials[i].index) others.push_back(&curves[k]);
-      if (hpo::MedianRule(curves[i], others, s.direction) == hpo::Decision::kStop)
+      if (!already(trials[i].name) && hpo::MedianRule(curves[i], others, s.direction) == hpo::Decision::kStop)
         d.early_stop.push_back(trials[i].name);
     }
   } else if (s.strategy == Strategy::kHyperband) {
@@ -412,7 +421,7 @@ Decision Decide(const TuningJob& job, const std::vector<TrialView>& trials, cons
       for (size_t k = 0; k < t->curve.size() && static_cast<int64_t>(k) < s.max_resource && !stop; ++k)
         stop = hb.Report(t->index, static_cast<int64_t>(k + 1), t->curve[k], s.direction) == hpo::Decision::kStop;
       // A trial that reaches max_resource runs to its own end.
-      if (!IsTerminal(t->status) && stop) d.early_stop.push_back(t->name);
+      if (!IsTerminal(t->status) && stop && !already(t->name)) d.early_stop.push_back(t->name);
     }
   }
 
@@ -450,7 +459,8 @@ Decision Decide(const TuningJob& job, const std::vector<TrialView>& trials, cons
 
   auto space = hpo::SearchSpace::Create(s.ranges);
   const int launched = static_cast<int>(trials.size());
-  int live = static_cast<int>(running.size() - std::min(running.size(), d.early_stop.size()));
+  // Trials being stopped keep their slot until they have ended.
+  int live = static_cast<int>(running.size());
   std::unique_ptr<hpo::Sampler> sampler;
   switch (s.strategy) {
     case Strategy::kRandom:

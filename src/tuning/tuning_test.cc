@@ -2,6 +2,11 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <map>
+#include <random>
+#include <set>
+
 namespace kiln::tuning {
 namespace {
 
@@ -250,6 +255,130 @@ TEST(Decide, WarmStartHistoryGuidesTheSampler) {
   Decision cold = Decide(j, {}, {}, 1000), hot = Decide(j, {}, warm, 1000);
   ASSERT_EQ(hot.launch.size(), 2u);
   EXPECT_NE(cold.launch[0].tuned, hot.launch[0].tuned);  // TPE is past its random start-up
+}
+
+}  // namespace
+}  // namespace kiln::tuning
+
+namespace kiln::tuning {
+namespace {
+
+// Simulation: random tuning specs driven to the end against simulated trials,
+// with "crashes" that drop the rest of a decision's actions (the state written
+// before them survives, as in the service). Invariants: no trial index or name is
+// used twice, never more than max_parallel trials run, never more than
+// max_trials are created, and every tuning job ends.
+TEST(TuningSimulation, RandomSpecsWithCrashesKeepInvariants) {
+  const int histories = getenv("KILN_SIM_HISTORIES") ? atoi(getenv("KILN_SIM_HISTORIES")) : 1000;
+  int total_trials = 0, total_early = 0, total_crashes = 0;
+  std::map<std::string, int> endings;
+  for (int seed = 1; seed <= histories; ++seed) {
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    std::mt19937_64 rng(static_cast<uint64_t>(seed));
+    auto uni = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+    json s = NativeSpec();
+    s["name"] = "sim-" + std::to_string(seed);
+    const char* strategies[] = {"Random", "Grid", "Bayesian", "Hyperband"};
+    s["strategy"] = strategies[uni(0, 3)];
+    s["max_trials"] = uni(1, 14);
+    s["max_parallel"] = uni(1, 4);
+    if (s["strategy"] == "Hyperband") {
+      s["hyperband"] = {{"min_resource", 1}, {"max_resource", 9}};
+    } else if (uni(0, 1)) {
+      s["early_stopping"] = "Auto";
+    }
+    if (uni(0, 3) == 0) s["target"] = 0.2;
+    if (uni(0, 3) == 0) s["max_not_improving"] = 3;
+    TuningJob job = Job(s);
+    std::vector<TrialView> trials;
+    std::set<std::string> names;
+    const int epochs = 9;
+    TimeMs now = 1000;
+    bool stop_sent = false;
+    int step = 0;
+    for (; step < 5000 && !IsTerminal(job.state.status); ++step) {
+      now += 100;
+      if (!stop_sent && uni(0, 400) == 0) {
+        job.state.stop_requested = true;  // StopHyperParameterTuningJob
+        stop_sent = true;
+      }
+      if (uni(0, 2) == 0) {
+        Decision d = Decide(job, trials, {}, now);
+        for (const auto& n : d.early_stop) job.state.early_stopped.push_back(n);
+        if (d.status) {
+          job.state.status = *d.status;
+          if (!d.reason.empty()) job.state.reason = d.reason;
+        }
+        bool crash = uni(0, 9) == 0;
+        total_crashes += crash;
+        size_t k = 0;
+        for (const auto& n : d.early_stop) {
+          if (crash && uni(0, 1)) break;
+          for (auto& t : trials)
+            if (t.name == n && !IsTerminal(t.status)) t.status = JobStatus::kStopped, t.ended = now;
+        }
+        for (const auto& n : d.stop)
+          for (auto& t : trials)
+            if (t.name == n && !IsTerminal(t.status)) t.status = JobStatus::kStopped, t.ended = now;
+        for (const auto& l : d.launch) {
+          if (crash && k++ > 0) break;  // the rest of the decision is lost
+          ASSERT_TRUE(names.insert(l.name).second) << "trial created twice: " << l.name;
+          ASSERT_EQ(TrialIndex(job.spec.name, l.name), l.index);
+          TrialView t;
+          t.index = l.index;
+          t.name = l.name;
+          t.hyperparameters = l.tuned;
+          t.created = now;
+          trials.push_back(t);
+        }
+        int running = 0;
+        for (const auto& t : trials) running += !IsTerminal(t.status);
+        ASSERT_LE(running, job.spec.max_parallel);
+        ASSERT_LE(static_cast<int>(trials.size()), job.spec.max_trials);
+        for (auto& t : trials)
+          t.early_stopped = std::find(job.state.early_stopped.begin(), job.state.early_stopped.end(), t.name) !=
+                            job.state.early_stopped.end();
+      } else {
+        // Progress one running trial by an epoch; some fail.
+        std::vector<TrialView*> live;
+        for (auto& t : trials)
+          if (!IsTerminal(t.status)) live.push_back(&t);
+        if (live.empty()) continue;
+        TrialView* t = live[static_cast<size_t>(uni(0, static_cast<int>(live.size()) - 1))];
+        if (uni(0, 30) == 0) {
+          t->status = JobStatus::kFailed;
+          t->ended = now;
+          continue;
+        }
+        double x = std::stod(t->hyperparameters["lr"].get<std::string>());
+        t->curve.push_back(std::fabs(std::log10(x) + 1.5) + 1.0 / static_cast<double>(t->curve.size() + 1));
+        if (static_cast<int>(t->curve.size()) == epochs) {
+          t->status = JobStatus::kCompleted;
+          t->ended = now;
+        }
+      }
+    }
+    ASSERT_TRUE(IsTerminal(job.state.status)) << "did not end: " << ToString(job.state.status);
+    total_trials += static_cast<int>(trials.size());
+    total_early += static_cast<int>(job.state.early_stopped.size());
+    std::string why = job.state.reason.substr(0, job.state.reason.find_first_of(":0123456789"));
+    endings[why.substr(0, why.find(" by "))]++;
+    for (const auto& t : trials) ASSERT_TRUE(IsTerminal(t.status)) << t.name;
+    if (job.state.status == TuningStatus::kCompleted) EXPECT_GE(BestTrial(job.spec, trials), 0);
+    if (job.state.status == TuningStatus::kStopped) EXPECT_TRUE(stop_sent);
+  }
+  // The histories exercised what they should.
+  EXPECT_GT(total_trials, histories * 3);
+  EXPECT_GT(total_early, histories / 10);
+  EXPECT_GT(total_crashes, histories);
+  EXPECT_GT(endings["MaxNumberOfTrainingJobs reached"], 0);
+  EXPECT_GT(endings["TargetObjectiveMetricValue reached"], 0);
+  EXPECT_GT(endings["all "], 0);
+  EXPECT_GT(endings["Stopped"], 0);  // by request
+  EXPECT_GT(endings["MaxNumberOfTrainingJobsNotImproving"], 0);
+  for (const auto& [k, v] : endings) printf("  ending %-50s %d\n", k.c_str(), v);
+  printf("  %d histories, %d trials, %d early stops, %d crashes\n", histories, total_trials, total_early,
+         total_crashes);
 }
 
 }  // namespace
