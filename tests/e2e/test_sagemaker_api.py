@@ -560,6 +560,19 @@ class SageMakerApiE2E(KilndHarness):
         code, _ = self.error_code(ads.list_training_jobs)
         self.assertEqual(code, "UnrecognizedClientException")
 
+    def test_13_checkpoints_are_restored_on_retry(self):
+        name = unique("ckpt")
+        script = ("if [ -f /opt/ml/checkpoints/epoch ]; then echo resumed from $(cat /opt/ml/checkpoints/epoch); "
+                  "else echo 3 > /opt/ml/checkpoints/epoch; echo first attempt fails >&2; exit 1; fi")
+        self.call("create_training_job", **self.training_request(
+            name, ["sh", "-c", script], CheckpointConfig={"S3Uri": "s3://ckpt/%s" % name},
+            RetryStrategy={"MaximumRetryAttempts": 2}))
+        d = self.wait_training(name)
+        self.assertEqual(d["TrainingJobStatus"], "Completed", d.get("FailureReason"))
+        self.assertIn("Restarting", [t["Status"] for t in d["SecondaryStatusTransitions"]])
+        with open(os.path.join(self.s3root, "ckpt", name, "epoch")) as f:
+            self.assertEqual(f.read().strip(), "3")
+
     def test_99_responses_match_botocore_output_shapes(self):
         model = botocore.session.get_session().get_service_model("sagemaker")
         self.assertGreater(len(self.responses), 20)
