@@ -346,8 +346,27 @@ class TpeSampler final : public Sampler {
                      });
     std::vector<bool> is_good(done.size(), false);
     for (size_t i = 0; i < n_good; ++i) is_good[rank[i]] = true;
+    // Integer dimensions: every point of an integer's slice of the unit cube is the
+    // same configuration, so observations and candidates are moved to the integer's
+    // own coordinate; otherwise where a value fell inside its slice would add noise
+    // to the densities and to the choice among candidates.
+    std::vector<size_t> integers;
+    for (size_t d = 0; d < space.size(); ++d)
+      if (o_.snap_integers && space.params()[d].type == ParamType::kInteger) integers.push_back(d);
+    auto snap = [&](std::vector<double>& u) {
+      for (size_t d : integers) u[d] = space.Encode(d, space.Decode(d, u[d]));
+    };
+    std::vector<std::vector<double>> snapped;
+    if (!integers.empty()) {
+      snapped.reserve(done.size());
+      for (const Trial* t : done) {
+        snapped.push_back(t->u);
+        snap(snapped.back());
+      }
+    }
     std::vector<const std::vector<double>*> good, bad;
-    for (size_t i = 0; i < done.size(); ++i) (is_good[i] ? good : bad).push_back(&done[i]->u);
+    for (size_t i = 0; i < done.size(); ++i)
+      (is_good[i] ? good : bad).push_back(integers.empty() ? &done[i]->u : &snapped[i]);
 
     std::vector<size_t> categories(space.size(), 0);
     for (size_t d = 0; d < space.size(); ++d)
@@ -383,6 +402,7 @@ class TpeSampler final : public Sampler {
       double best_score = -INFINITY;
       for (int c = 0; c < std::max(o_.candidates, 1); ++c) {
         l.Sample(cand, rng);
+        snap(cand);
         const double score = l.LogPdf(cand) - g.LogPdf(cand);
         if (score > best_score) {
           best_score = score;

@@ -45,6 +45,7 @@ struct TpeOptions {
   double gamma = 0.2;
   int max_good = 40;
   bool no_jacobian = false;
+  bool snap_integers = true;
 };
 // Tree-structured Parzen Estimator in the unit cube (Bergstra et al. 2011): ranks
 // the trials with results into good and bad, fits a Parzen density to each and

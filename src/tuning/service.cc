@@ -76,6 +76,7 @@ std::vector<double> TuningService::Curve(const Job& trial, const std::string& re
   std::string path;
   for (const auto& in : trial.instances)
     if (in.index == 0 && in.attempt == trial.attempt && opts_.log_path) path = opts_.log_path(in.id);
+  std::lock_guard<std::mutex> l(cursors_mu_);
   LogCursor& c = cursors_[trial.id];
   if (path.empty()) return c.values;
   if (c.path != path) c = LogCursor{path, 0, "", {}};  // a new attempt starts its curve again
@@ -176,7 +177,19 @@ Status TuningService::Tick(const std::string& name) {
   if (IsTerminal(st.status)) return Status::Ok();
   for (const auto& launch : d.launch) {
     auto created = ctl_.CreateJob(TrialSpec(job->spec, launch));
-    if (!created.ok() && created.status().code() != Code::kAlreadyExists) return created.status();
+    if (created.ok()) continue;
+    if (created.status().code() != Code::kAlreadyExists) return created.status();
+    // Created before a crash: fine. Taken by a job that is not this tuning
+    // job's trial: the search cannot go on under its deterministic names.
+    auto other = store_.GetJob(launch.name);
+    if (other.ok() && other->spec.name == launch.name && other->spec.tuning_job != name) {
+      st.status = TuningStatus::kFailed;
+      st.reason = "trial name " + launch.name + " is taken by a job that is not a trial of this tuning job";
+      st.ended = clock_.NowMs();
+      for (const auto& t : *trials)
+        if (!IsTerminal(t.status)) (void)ctl_.StopJob(t.name);
+      return Save(name, st);
+    }
   }
   return Status::Ok();
 }

@@ -1,7 +1,7 @@
 #pragma once
 // The tuning service: keeps tuning jobs moving. One thread wakes on every
-// controller change (trials are jobs, so their progress is a change) and on a
-// short period while any tuning job needs early-stopping checks, folds each live
+// controller change (trials are jobs, so their progress is a change) and every
+// tick_ms (new log lines of running trials feed early stopping), folds each live
 // tuning job through Decide and applies the decision: state first (early stops,
 // status), then the actions (stop trials, create trials). Every action is
 // idempotent and trial names are deterministic, so a crash at any point and a
@@ -59,7 +59,8 @@ class TuningService {
     std::string partial;
     std::vector<double> values;
   };
-  std::map<std::string, LogCursor> cursors_;  // GUARDED_BY(mu_): trial job id -> read position
+  std::mutex cursors_mu_;                     // Trials() is called by API handlers and by Tick
+  std::map<std::string, LogCursor> cursors_;  // GUARDED_BY(cursors_mu_): trial job id -> read position
 };
 
 Result<TuningJob> LoadTuningJob(const TuningRecord& r);

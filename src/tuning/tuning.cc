@@ -493,7 +493,9 @@ Decision Decide(const TuningJob& job, const std::vector<TrialView>& trials, cons
     h.objective = o.value_or(0);
     history.push_back(h);
   };
-  for (const auto& t : warm) add(t);
+  // Warm start seeds the model-based samplers; a grid walks its own points.
+  if (s.strategy != Strategy::kGrid)
+    for (const auto& t : warm) add(t);
   std::vector<const TrialView*> ordered;
   ordered.reserve(trials.size());
   for (const auto& t : trials) ordered.push_back(&t);
