@@ -364,8 +364,12 @@ TEST(TuningSimulation, RandomSpecsWithCrashesKeepInvariants) {
     std::string why = job.state.reason.substr(0, job.state.reason.find_first_of(":0123456789"));
     endings[why.substr(0, why.find(" by "))]++;
     for (const auto& t : trials) ASSERT_TRUE(IsTerminal(t.status)) << t.name;
-    if (job.state.status == TuningStatus::kCompleted) EXPECT_GE(BestTrial(job.spec, trials), 0);
-    if (job.state.status == TuningStatus::kStopped) EXPECT_TRUE(stop_sent);
+    if (job.state.status == TuningStatus::kCompleted) {
+      EXPECT_GE(BestTrial(job.spec, trials), 0);
+    }
+    if (job.state.status == TuningStatus::kStopped) {
+      EXPECT_TRUE(stop_sent);
+    }
   }
   // The histories exercised what they should.
   EXPECT_GT(total_trials, histories * 3);
