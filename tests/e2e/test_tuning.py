@@ -121,9 +121,10 @@ class TuningE2E(KilndHarness):
         stopped = [t for t in doc["trials"] if t["early_stopped"]]
         self.assertTrue(stopped, [(t["hyperparameters"], t["objective"]) for t in doc["trials"]])
         for t in stopped:
-            self.assertEqual(t["status"], "Stopped")
+            # Stopped, unless it finished between the decision and the signal.
+            self.assertIn(t["status"], ("Stopped", "Completed"))
             self.assertIsNotNone(t["objective"])  # its last reported value counts
-            self.assertLess(t["steps"], 12)
+        self.assertTrue(any(t["status"] == "Stopped" and t["steps"] < 12 for t in stopped), stopped)
         epochs = sum(t["steps"] for t in doc["trials"])
         self.assertLess(epochs, 10 * 12)
 
