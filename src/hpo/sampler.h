@@ -37,15 +37,14 @@ struct TpeOptions {
   int startup_trials = 10;  // random until this many trials have results
   int candidates = 24;      // drawn from the "good" density per suggestion
   double prior_weight = 0.5;
-  // One joint density over all dimensions, so interactions between parameters
-  // count; false: one density per dimension (Optuna's default).
+  // One joint density over the continuous dimensions, so interactions between
+  // them count (integer and categorical dimensions always get one density each);
+  // false: one density per dimension (Optuna's default).
   bool multivariate = true;
   double bandwidth = 0.2;  // multivariate: Scott's-rule factor on the observations' spread
   // The "good" trials: the best ceil(gamma * n), at most max_good.
   double gamma = 0.2;
   int max_good = 40;
-  bool no_jacobian = false;
-  bool snap_integers = true;
 };
 // Tree-structured Parzen Estimator in the unit cube (Bergstra et al. 2011): ranks
 // the trials with results into good and bad, fits a Parzen density to each and
