@@ -35,7 +35,7 @@ std::unique_ptr<Sampler> MakeGridSampler(int continuous_points = 5);
 
 struct TpeOptions {
   int startup_trials = 10;  // random until this many trials have results
-  int candidates = 24;      // drawn from the "good" density per suggestion
+  int candidates = 48;      // drawn from the "good" density per suggestion
   double prior_weight = 0.5;
   // One joint density over the continuous dimensions, so interactions between
   // them count (integer and categorical dimensions always get one density each);
