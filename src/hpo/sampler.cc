@@ -153,8 +153,8 @@ class GridSampler final : public Sampler {
 // observation plus a wide prior kernel (centre, sigma 1, uniform categories) that
 // keeps every region reachable. A kernel is a product of Gaussians truncated to
 // [0, 1] over the numeric dimensions and smoothed one-hot distributions over the
-// categorical ones. Multivariate TPE builds one estimator over every dimension,
-// so it sees interactions; univariate TPE one per dimension (Optuna's default).
+// categorical ones. TPE builds one estimator per group of dimensions it samples
+// together (see TpeSampler::Suggest).
 class Parzen {
  public:
   // `obs`: unit-cube points in trial order, `weights` theirs; `dims`: the

@@ -50,8 +50,8 @@ struct TpeOptions {
 // the trials with results into good and bad, fits a Parzen density to each and
 // proposes, among candidates drawn from the good density l, the one with the
 // highest l / g. Stopped trials count with their last reported value. The
-// defaults were tuned on Branin, Hartmann6 and Rosenbrock with seeds other than
-// bench/hpo_bench.py's (see bench/RESULTS.md).
+// defaults were tuned on bench/hpo_bench.py's workloads (Branin, Hartmann6,
+// Rosenbrock, scikit-learn) with seeds other than the ones it reports.
 std::unique_ptr<Sampler> MakeTpeSampler(TpeOptions opts = {});
 
 }  // namespace kiln::hpo
