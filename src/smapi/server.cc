@@ -57,6 +57,23 @@ const char* Noun(JobKind k) {
   return k == JobKind::kProcessing ? "processing job" : "training job";
 }
 
+// A page of `rows` from the offset in NextToken.
+Result<json> Page(const std::vector<json>& rows, const json& body, size_t default_limit, const char* key) {
+  size_t start = 0;
+  if (body.contains("NextToken")) {
+    try {
+      start = std::stoul(body["NextToken"].get<std::string>());
+    } catch (...) {
+      return InvalidArgument("NextToken", "NextToken: invalid token");
+    }
+  }
+  size_t limit = body.value("MaxResults", default_limit);
+  json out = {{key, json::array()}};
+  for (size_t i = start; i < rows.size() && i < start + limit; ++i) out[key].push_back(rows[i]);
+  if (start + limit < rows.size()) out["NextToken"] = std::to_string(start + limit);
+  return out;
+}
+
 }  // namespace
 
 Result<AccessKey> BootstrapAdminKey(AccessKeys& keys, const std::string& path) {
@@ -349,25 +366,10 @@ Result<json> SageMakerApi::AddTags(const json& body, const AccessKey& caller) {
 Result<json> SageMakerApi::ListTags(const json& body, const AccessKey& caller) {
   auto job = FindByArn(body["ResourceArn"], caller);
   if (!job.ok()) return job.status();
-  size_t start = 0;
-  if (body.contains("NextToken")) {
-    try {
-      start = std::stoul(body["NextToken"].get<std::string>());
-    } catch (...) {
-      return InvalidArgument("NextToken", "NextToken: invalid token");
-    }
-  }
-  size_t limit = body.value("MaxResults", 50);
-  json tags = json::array();
-  size_t i = 0;
-  json out = json::object();
-  for (const auto& [k, v] : job->spec.tags) {
-    if (i >= start && tags.size() < limit) tags.push_back({{"Key", k}, {"Value", v}});
-    ++i;
-  }
-  out["Tags"] = tags;
-  if (start + tags.size() < job->spec.tags.size()) out["NextToken"] = std::to_string(start + tags.size());
-  return out;
+  std::vector<json> tags;
+  tags.reserve(job->spec.tags.size());
+  for (const auto& [k, v] : job->spec.tags) tags.push_back({{"Key", k}, {"Value", v}});
+  return Page(tags, body, 50, "Tags");
 }
 
 Result<json> SageMakerApi::DeleteTags(const json& body, const AccessKey& caller) {
@@ -386,27 +388,6 @@ Result<tuning::TuningJob> SageMakerApi::FindTuning(const std::string& name, cons
   }
   return job;
 }
-
-namespace {
-
-// A page of `rows` from the offset in NextToken.
-Result<json> Page(const std::vector<json>& rows, const json& body, size_t default_limit, const char* key) {
-  size_t start = 0;
-  if (body.contains("NextToken")) {
-    try {
-      start = std::stoul(body["NextToken"].get<std::string>());
-    } catch (...) {
-      return InvalidArgument("NextToken", "NextToken: invalid token");
-    }
-  }
-  size_t limit = body.value("MaxResults", default_limit);
-  json out = {{key, json::array()}};
-  for (size_t i = start; i < rows.size() && i < start + limit; ++i) out[key].push_back(rows[i]);
-  if (start + limit < rows.size()) out["NextToken"] = std::to_string(start + limit);
-  return out;
-}
-
-}  // namespace
 
 Result<json> SageMakerApi::Tuning(const std::string& op, const json& body, const AccessKey& caller) {
   if (op == "CreateHyperParameterTuningJob") {

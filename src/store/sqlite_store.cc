@@ -240,19 +240,26 @@ class SqliteStore final : public Store {
     int64_t tok_ms = 0, offset = 0;
     std::string tok_id;
     if (!q.page_token.empty()) {
+      // Keyset orders page by "<created_ms>:<id>"; the others by "o:<offset>".
       auto colon = q.page_token.find(':');
-      if (colon == std::string::npos) return InvalidArgument("page_token", "malformed page token");
+      const std::string head = q.page_token.substr(0, colon);
+      if (colon == std::string::npos || (!keyset && head != "o"))
+        return InvalidArgument("page_token", "malformed page token");
+      int64_t n = 0;
       try {
-        (keyset ? tok_ms : offset) = std::stoll(q.page_token.substr(keyset ? 0 : colon + 1));
+        n = std::stoll(keyset ? head : q.page_token.substr(colon + 1));
       } catch (...) {
         return InvalidArgument("page_token", "malformed page token");
       }
       if (keyset) {
+        tok_ms = n;
         tok_id = q.page_token.substr(colon + 1);
         sql += q.order == ListOrder::kNewestFirst ? " AND (j.created_ms < ?5 OR (j.created_ms = ?5 AND j.id < ?6))"
                                                   : " AND (j.created_ms > ?5 OR (j.created_ms = ?5 AND j.id > ?6))";
-      } else if (q.page_token.substr(0, colon) != "o" || offset < 0) {
+      } else if (n < 0) {
         return InvalidArgument("page_token", "malformed page token");
+      } else {
+        offset = n;
       }
     }
     switch (q.order) {

@@ -154,12 +154,18 @@ Status TuningService::Tick(const std::string& name) {
   if (!trials.ok()) return trials.status();
   std::vector<TrialView> warm;
   for (const auto& p : job->spec.parents) {
-    auto parent = Get(p);
-    if (!parent.ok()) continue;
-    auto pt = Trials(*parent);
-    if (!pt.ok()) continue;
-    for (auto& t : *pt)
-      if (Objective(t)) warm.push_back(std::move(t));
+    auto cached = parent_trials_.find(p);
+    if (cached == parent_trials_.end()) {
+      auto parent = Get(p);
+      if (!parent.ok() || !IsTerminal(parent->state.status)) continue;
+      auto pt = Trials(*parent);
+      if (!pt.ok()) continue;
+      std::vector<TrialView> finished;
+      for (auto& t : *pt)
+        if (Objective(t)) finished.push_back(std::move(t));
+      cached = parent_trials_.emplace(p, std::move(finished)).first;
+    }
+    warm.insert(warm.end(), cached->second.begin(), cached->second.end());
   }
   Decision d = Decide(*job, *trials, warm, clock_.NowMs());
   // State first: an early stop is remembered before the trial is stopped, so

@@ -61,6 +61,8 @@ class TuningService {
   };
   std::mutex cursors_mu_;                     // Trials() is called by API handlers and by Tick
   std::map<std::string, LogCursor> cursors_;  // GUARDED_BY(cursors_mu_): trial job id -> read position
+  // Finished trials of warm-start parents; a parent has ended, so they never change.
+  std::map<std::string, std::vector<TrialView>> parent_trials_;  // GUARDED_BY(mu_)
 };
 
 Result<TuningJob> LoadTuningJob(const TuningRecord& r);
