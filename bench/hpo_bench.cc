@@ -6,7 +6,7 @@
 // study: the first input line is JSON
 //   {"space": [{"name": "x", "type": "float"|"int"|"cat", "min": 0, "max": 1,
 //               "scaling": "linear"|"log"|"reverselog", "values": ["a", "b"]}, ...],
-//    "sampler": "tpe"|"random", "seed": 1, "direction": "minimize"|"maximize",
+//    "sampler": "tpe"|"gp"|"bayesian"|"random", "seed": 1, "direction": "minimize"|"maximize",
 //    "tpe": {"candidates": 24, "startup_trials": 10, "multivariate": true, ...}}
 // then one command a line:
 //   ask          -> {"config": {"x": 0.25, ...}}   (the trial is pending until told)
@@ -84,6 +84,22 @@ kiln::hpo::TpeOptions ParseTpe(const json& j) {
   return o;
 }
 
+kiln::hpo::GpOptions ParseGp(const json& j) {
+  kiln::hpo::GpOptions o;
+  o.startup_trials = j.value("startup_trials", o.startup_trials);
+  o.max_points = j.value("max_points", o.max_points);
+  o.random_candidates = j.value("random_candidates", o.random_candidates);
+  o.local_candidates = j.value("local_candidates", o.local_candidates);
+  o.fit_iterations = j.value("fit_iterations", o.fit_iterations);
+  const std::string warp = j.value("warp", "");
+  if (warp == "auto") o.warp = kiln::hpo::GpOptions::Warp::kAuto;
+  if (warp == "none") o.warp = kiln::hpo::GpOptions::Warp::kNone;
+  if (warp == "log") o.warp = kiln::hpo::GpOptions::Warp::kLog;
+  if (warp == "rank") o.warp = kiln::hpo::GpOptions::Warp::kRank;
+  if (j.value("observed", false)) o.improvement = kiln::hpo::GpOptions::Improvement::kObserved;
+  return o;
+}
+
 int Study() {
   std::string line;
   if (!std::getline(std::cin, line)) return 2;
@@ -94,8 +110,17 @@ int Study() {
     return 2;
   }
   std::string kind = setup.value("sampler", "tpe");
-  auto sampler = kind == "random" ? kiln::hpo::MakeRandomSampler()
-                                  : kiln::hpo::MakeTpeSampler(ParseTpe(setup.value("tpe", json::object())));
+  const auto tpe = ParseTpe(setup.value("tpe", json::object()));
+  const auto gp = ParseGp(setup.value("gp", json::object()));
+  std::unique_ptr<kiln::hpo::Sampler> sampler;
+  if (kind == "random")
+    sampler = kiln::hpo::MakeRandomSampler();
+  else if (kind == "tpe")
+    sampler = kiln::hpo::MakeTpeSampler(tpe);
+  else if (kind == "gp")
+    sampler = kiln::hpo::MakeGpSampler(gp);
+  else
+    sampler = kiln::hpo::MakeBayesianSampler(setup.value("gp_until", 200), gp, tpe);
   Direction dir = setup.value("direction", "minimize") == "maximize" ? Direction::kMaximize : Direction::kMinimize;
   std::mt19937_64 rng(setup.value("seed", 1ULL));
   std::vector<Trial> history;

@@ -176,15 +176,23 @@ def best_after(values):
     return {n: min(values[:n]) for n in CHECKPOINTS if n <= len(values)}
 
 
+ENGINES = ("Kiln TPE", "Kiln GP", "Optuna TPE")
+
+
 def one_run(args):
     engine, workload, seed, trials, build = args
     t0 = time.time()
-    values = run_kiln(build, workload, seed, trials) if engine == "Kiln TPE" else run_optuna(workload, seed, trials)
+    if engine == "Kiln TPE":
+        values = run_kiln(build, workload, seed, trials)
+    elif engine == "Kiln GP":  # tuning spec `algorithm: GP`: the GP up to 200 trials with results, TPE after
+        values = run_kiln(build, workload, seed, trials, sampler="bayesian")
+    else:
+        values = run_optuna(workload, seed, trials)
     return engine, workload, seed, best_after(values), time.time() - t0
 
 
 def sample_efficiency(build, seeds, trials, jobs, workloads):
-    tasks = [(e, w, s, trials, build) for w in workloads for s in range(1, seeds + 1) for e in ("Kiln TPE", "Optuna TPE")]
+    tasks = [(e, w, s, trials, build) for w in workloads for s in range(1, seeds + 1) for e in ENGINES]
     # The slow (scikit-learn) runs first, so the pool does not end on one long task.
     tasks.sort(key=lambda t: not t[1].startswith("GBR"))
     results = {}
@@ -243,8 +251,8 @@ def optuna_cost(space, history, reps):
     return statistics.median(secs)
 
 
-def kiln_cost(build, space, history, reps):
-    study = KilnStudy(build, space, 1)
+def kiln_cost(build, space, history, reps, sampler="tpe"):
+    study = KilnStudy(build, space, 1, sampler)
     study.call("fill %d" % history)
     out = study.call("time %d" % reps)
     study.close()
@@ -291,11 +299,14 @@ def main():
 
     print("== sampler cost (1000 completed trials)", flush=True)
     history = 200 if a.quick else 1000
-    cost = {}
+    cost, gp_cost = {}, {}
     for name, space in COST_SPACES.items():
         cost[name] = (kiln_cost(a.build, space, history, 20 if a.quick else 200),
                       optuna_cost(space, history, 5 if a.quick else 20))
-        print("  %s: Kiln %.1f us, Optuna %.1f ms" % (name, cost[name][0] * 1e6, cost[name][1] * 1e3), flush=True)
+        # The GP option at its largest model (200 trials with results; TPE takes over after).
+        gp_cost[name] = kiln_cost(a.build, space, 200, 5 if a.quick else 20, sampler="bayesian")
+        print("  %s: Kiln %.1f us, Optuna %.1f ms; Kiln GP at 200 trials %.1f ms" % (
+            name, cost[name][0] * 1e6, cost[name][1] * 1e3, gp_cost[name] * 1e3), flush=True)
 
     print("== early stopping", flush=True)
     es_trials = 100
@@ -310,10 +321,12 @@ def main():
                  machine(), optuna.__version__, sklearn.__version__, sys.version.split()[0], a.seeds, a.trials,
                  a.jobs, elapsed),
              "",
-             "Median over seeds of the best value found after n trials (lower is better). Kiln: TPE with the "
-             "defaults of `TpeOptions` (a joint density over the continuous parameters, one per integer or "
-             "categorical parameter, 48 candidates, gamma 0.2), proposing from its C++ engine; Optuna: "
-             "`TPESampler(seed=s)` with default settings. Same objective code and seeds 1..%d for both. Kiln's "
+             "Median over seeds of the best value found after n trials (lower is better). Kiln TPE: the "
+             "Bayesian strategy's default, with the defaults of `TpeOptions` (a joint density over the continuous "
+             "parameters, one per integer or categorical parameter, 48 candidates, gamma 0.2); Kiln GP: the tuning "
+             "spec's `algorithm: GP` (`MakeBayesianSampler`: a Gaussian process with expected improvement while at "
+             "most 200 trials have results, so all of these); both propose from Kiln's C++ engine. Optuna: "
+             "`TPESampler(seed=s)` with default settings. Same objective code and seeds 1..%d for all. Kiln's "
              "defaults were chosen on other seeds (21..140 for the analytic functions, 21..60 for scikit-learn), "
              "so these seeds did not tune them." % a.seeds, "",
              "| workload | engine | " + " | ".join("best after %d" % n for n in checkpoints) + " |",
@@ -321,19 +334,26 @@ def main():
     verdicts = []
     for w, (_, _, note) in WORKLOADS.items():
         med = {}
-        for e in ("Kiln TPE", "Optuna TPE"):
+        for e in ENGINES:
             runs = results[(e, w)]
             med[e] = [statistics.median(r[n] for r in runs) for n in checkpoints]
             lines.append("| %s (%s) | %s | %s |" % (w, note, e, " | ".join(fmt(v) for v in med[e])))
-        wins = ["ahead" if k < o else "tie" if k == o else "behind" for k, o in zip(med["Kiln TPE"], med["Optuna TPE"])]
-        verdicts.append((w, wins))
-    lines += ["", "| workload | Kiln vs Optuna at " + ", ".join(map(str, checkpoints)) + " trials |", "|---|---|"]
-    lines += ["| %s | %s |" % (w, ", ".join(v)) for w, v in verdicts]
+        row = []
+        for e in ENGINES[:-1]:
+            row.append(", ".join("ahead" if k < o else "tie" if k == o else "behind"
+                                 for k, o in zip(med[e], med["Optuna TPE"])))
+        verdicts.append((w, row))
+    lines += ["", "| workload | " + " | ".join("%s vs Optuna at %s trials" % (e, ", ".join(map(str, checkpoints)))
+                                             for e in ENGINES[:-1]) + " |", "|---|" + "---|" * (len(ENGINES) - 1)]
+    lines += ["| %s | %s |" % (w, " | ".join(v)) for w, v in verdicts]
     lines += ["", "Sampler cost: median seconds per proposal (Optuna: `ask` plus the `suggest_*` calls) with %d "
               "completed trials of random configurations and values in the study." % history, "",
               "| space | Kiln | Optuna TPE | ratio | target |", "|---|---|---|---|---|"]
     for name, (k, o) in cost.items():
         lines.append("| %s | %.1f us | %.1f ms | %.0fx | >= 100x |" % (name, k * 1e6, o * 1e3, o / k))
+    lines += ["", "The GP option's proposal at its largest model (200 completed trials; beyond 200 it proposes "
+              "with TPE, at TPE's cost above): " + ", ".join("%s %.0f ms" % (n, c * 1e3) for n, c in gp_cost.items())
+              + "."]
     none_epochs = es_trials * 81
     lines += ["", "Early stopping (Kiln): synthetic learning curves (loss = floor(theta) + scale(theta) * epoch^-rate"
               "(theta) + N(0, 0.005), 81 epochs; a high learning rate converges fast to a worse loss), random "

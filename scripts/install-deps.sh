@@ -3,7 +3,7 @@
 # Debian 12. Installs nothing when everything is already there.
 set -euo pipefail
 PKGS=(build-essential cmake ninja-build pkg-config git
-      libgtest-dev libgmock-dev libbenchmark-dev
+      libgtest-dev libgmock-dev libbenchmark-dev libeigen3-dev
       nlohmann-json3-dev libsqlite3-dev sqlite3 libssl-dev libcpp-httplib-dev
       libcli11-dev libyaml-cpp-dev
       bubblewrap tar procps curl

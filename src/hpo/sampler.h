@@ -54,4 +54,35 @@ struct TpeOptions {
 // Rosenbrock, scikit-learn) with seeds other than the ones it reports.
 std::unique_ptr<Sampler> MakeTpeSampler(TpeOptions opts = {});
 
+struct GpOptions {
+  int startup_trials = 10;  // random until this many trials have results
+  // At most this many trials model the objective: the best half and the latest
+  // half of them (fitting costs O(n^3)).
+  int max_points = 300;
+  int random_candidates = 1000;  // acquisition: uniform candidates ...
+  int local_candidates = 500;    // ... and perturbations of the best trials, then a local search
+  int fit_iterations = 60;       // Adam steps on the kernel's hyperparameters
+  // How objective values are transformed before they are standardised: kNone;
+  // kLog: log(y - best + delta), which tames heavy tails; kRank: the normal
+  // quantiles of the values' ranks, which keeps only their order; kAuto: kNone or
+  // kLog, whichever has the higher marginal likelihood (Jacobian included).
+  enum class Warp { kAuto, kNone, kLog, kRank };
+  Warp warp = Warp::kAuto;
+  // The improvement sought: kLatent, of the noise-free function over the best
+  // predicted observation (standard expected improvement); kObserved, of a new
+  // observation (noise included) over the best observed value.
+  enum class Improvement { kLatent, kObserved };
+  Improvement improvement = Improvement::kLatent;
+};
+// Gaussian-process Bayesian optimisation: a Matern-5/2 kernel with one length
+// scale per dimension (Hamming distance for categories), signal and noise
+// variances fitted by maximum a posteriori on the standardised objective, and
+// the candidate with the highest expected improvement. Running trials count as
+// average results (a constant liar), so parallel trials spread out.
+std::unique_ptr<Sampler> MakeGpSampler(GpOptions opts = {});
+
+// The Bayesian strategy's default: GP while at most `gp_until` trials have
+// results (where a GP is most sample-efficient and still cheap), TPE after.
+std::unique_ptr<Sampler> MakeBayesianSampler(int gp_until = 200, GpOptions gp = {}, TpeOptions tpe = {});
+
 }  // namespace kiln::hpo

@@ -135,6 +135,7 @@ json TuningSpec::ToJson() const {
   json j = {
       {"name", name},
       {"strategy", tuning::ToString(strategy)},
+      {"algorithm", algorithm == BayesianAlgorithm::kGp ? "GP" : "TPE"},
       {"objective",
        {{"metric", objective_metric}, {"type", direction == hpo::Direction::kMaximize ? "Maximize" : "Minimize"}}},
       {"max_trials", max_trials},
@@ -157,7 +158,7 @@ Result<TuningSpec> ParseTuningSpec(const json& j, const Catalog* catalog) {
   static const std::set<std::string> kKnown = {
       "name",           "strategy", "objective",         "max_trials", "max_parallel", "max_runtime_seconds",
       "early_stopping", "target",   "max_not_improving", "hyperband",  "parameters",   "warm_start",
-      "trial",          "team"};
+      "trial",          "team",     "algorithm"};
   if (!j.is_object()) return InvalidArgument("", "tuning spec must be an object");
   for (auto it = j.begin(); it != j.end(); ++it)
     if (!kKnown.count(it.key()) && !(catalog == nullptr && it.key() == "sagemaker"))
@@ -175,6 +176,14 @@ Result<TuningSpec> ParseTuningSpec(const json& j, const Catalog* catalog) {
       found = true;
     }
   if (!found) return InvalidArgument("strategy", "strategy: must be Random, Grid, Bayesian or Hyperband");
+  if (j.contains("algorithm")) {
+    const json& a = j["algorithm"];
+    if (!a.is_string() || (a != "TPE" && a != "GP"))
+      return InvalidArgument("algorithm", "algorithm: must be TPE or GP");
+    if (a == "GP" && s.strategy != Strategy::kBayesian)
+      return InvalidArgument("algorithm", "algorithm: GP applies to the Bayesian strategy only");
+    s.algorithm = a == "GP" ? BayesianAlgorithm::kGp : BayesianAlgorithm::kTpe;
+  }
   if (!j.contains("objective") || !j["objective"].is_object() || !j["objective"].contains("metric") ||
       !j["objective"]["metric"].is_string() || j["objective"]["metric"].get<std::string>().empty())
     return InvalidArgument("objective.metric", "objective.metric: required, the name of a metric definition");
@@ -469,8 +478,11 @@ Decision Decide(const TuningJob& job, const std::vector<TrialView>& trials, cons
     case Strategy::kGrid:
       sampler = hpo::MakeGridSampler();
       break;
-    default:
-      sampler = hpo::MakeTpeSampler();  // Bayesian; Hyperband samples with TPE too
+    case Strategy::kBayesian:
+      sampler = s.algorithm == BayesianAlgorithm::kGp ? hpo::MakeBayesianSampler() : hpo::MakeTpeSampler();
+      break;
+    case Strategy::kHyperband:
+      sampler = hpo::MakeTpeSampler();  // its brackets' new trials come from TPE
       break;
   }
   int limit = s.max_trials;

@@ -21,6 +21,8 @@ namespace kiln::tuning {
 
 enum class Strategy { kRandom, kGrid, kBayesian, kHyperband };
 enum class EarlyStopping { kOff, kAuto };
+// How the Bayesian strategy models the objective (hpo::MakeTpeSampler, hpo::MakeGpSampler).
+enum class BayesianAlgorithm { kTpe, kGp };
 enum class TuningStatus { kInProgress, kCompleted, kFailed, kStopping, kStopped };
 enum class WarmStartType { kNone, kIdenticalDataAndAlgorithm, kTransferLearning };
 
@@ -39,6 +41,7 @@ inline constexpr int kMaxParallel = 100;
 struct TuningSpec {
   std::string name;
   Strategy strategy = Strategy::kBayesian;
+  BayesianAlgorithm algorithm = BayesianAlgorithm::kTpe;
   std::string objective_metric;
   hpo::Direction direction = hpo::Direction::kMinimize;
   int max_trials = 10;
@@ -58,7 +61,8 @@ struct TuningSpec {
   nlohmann::json ToJson() const;
 };
 
-// The native format (YAML/JSON): {name, strategy, objective: {metric, type},
+// The native format (YAML/JSON): {name, strategy, algorithm (TPE|GP, Bayesian
+// only), objective: {metric, type},
 // max_trials, max_parallel, max_runtime_seconds, early_stopping, target,
 // max_not_improving, hyperband: {min_resource, max_resource}, parameters: {name:
 // {type, min, max, scaling, values}}, warm_start: {type, parents}, trial: <job
