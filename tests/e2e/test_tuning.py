@@ -182,6 +182,26 @@ class TuningE2E(KilndHarness):
         status, body = self.api("POST", "/v1/tuning-jobs", self.tuning_spec(parent))
         self.assertEqual(status, 409, body)
 
+    def test_04b_gaussian_process_algorithm(self):
+        # algorithm: GP models the objective once 10 trials have results: trials 11
+        # and 12 come from the GP, proposed while others still run.
+        name = unique("gp")[:24]
+        spec = self.tuning_spec(name, algorithm="GP", max_trials=12, max_parallel=4)
+        spec["trial"]["hyperparameters"] = {"epochs": "1", "pause": "0"}
+        status, body = self.api("POST", "/v1/tuning-jobs", spec)
+        self.assertEqual(status, 201, body)
+        doc = self.wait_tuning(name)
+        self.assertEqual(doc["status"], "Completed", doc["reason"])
+        self.assertEqual(doc["spec"]["algorithm"], "GP")
+        self.assertEqual(len(doc["trials"]), 12)
+        self.check_trials(doc, spec)
+        configs = [json.dumps(t["hyperparameters"], sort_keys=True) for t in doc["trials"]]
+        self.assertEqual(len(configs), len(set(configs)))
+        status, body = self.api("POST", "/v1/tuning-jobs", self.tuning_spec(unique("bad")[:20], strategy="Random",
+                                                                            algorithm="GP"))
+        self.assertEqual(status, 400, body)
+        self.assertEqual(body["error"]["field"], "algorithm", body)
+
     def test_05_sagemaker_hpo_with_boto3(self):
         with open(os.path.join(self.data, "credentials")) as f:
             lines = dict(l.split(" = ", 1) for l in f.read().splitlines() if " = " in l)
