@@ -120,6 +120,10 @@ bool IsValidJobName(const std::string& name) {
   return name.size() <= 63 && std::regex_match(name, re);
 }
 
+Status ParseTags(const json& j, const std::string& field, std::map<std::string, std::string>* out) {
+  return StringMap(j, field, out, nullptr, "", kMaxTags, kMaxTagKeyLength, kMaxTagValueLength);
+}
+
 Result<JobSpec> ParseSpec(const json& j, const Catalog* catalog) {
   if (!j.is_object()) return InvalidArgument("", "spec must be a JSON/YAML object");
   for (auto it = j.begin(); it != j.end(); ++it)
@@ -260,7 +264,7 @@ Result<JobSpec> ParseSpec(const json& j, const Catalog* catalog) {
       s.secrets.push_back(sec[i]);
     }
   }
-  if (j.contains("tags")) KILN_RETURN_IF_ERROR(StringMap(j["tags"], "tags", &s.tags, nullptr, "", kMaxTags, 128, 256));
+  if (j.contains("tags")) KILN_RETURN_IF_ERROR(ParseTags(j["tags"], "tags", &s.tags));
   if (j.contains("sharded_channels")) {
     const auto& sc = j["sharded_channels"];
     if (!sc.is_array()) return InvalidArgument("sharded_channels", "must be a list of channel names");

@@ -75,6 +75,8 @@ inline constexpr int64_t kMaxRuntimeSeconds = 28 * 24 * 3600;
 inline constexpr int kMaxRetryAttempts = 30;
 inline constexpr int64_t kMaxStopGraceSeconds = 3600;
 inline constexpr size_t kMaxTags = 50;
+inline constexpr size_t kMaxTagKeyLength = 128;
+inline constexpr size_t kMaxTagValueLength = 256;
 
 // Validates `j` against the schema and, unless null, `catalog` (instance types and
 // images). Pure: paths are checked for shape (absolute or file://) only; existence
@@ -82,5 +84,10 @@ inline constexpr size_t kMaxTags = 50;
 Result<JobSpec> ParseSpec(const nlohmann::json& j, const Catalog* catalog);
 
 bool IsValidJobName(const std::string& name);
+
+// A tag map ({key: value}) as job specs take it: at most kMaxTags entries, keys
+// up to kMaxTagKeyLength, values (strings, numbers or booleans) up to
+// kMaxTagValueLength. Errors name `field` or `field.<key>`.
+Status ParseTags(const nlohmann::json& j, const std::string& field, std::map<std::string, std::string>* out);
 
 }  // namespace kiln

@@ -334,49 +334,62 @@ Result<json> SageMakerApi::ListJobs(JobKind kind, const json& body, const Access
   return out;
 }
 
-Result<Job> SageMakerApi::FindByArn(const std::string& arn, const AccessKey& caller) {
+Result<SageMakerApi::Tagged> SageMakerApi::FindTagged(const std::string& arn, const AccessKey& caller) {
   auto parsed = ParseArn(arn);
   if (!parsed.ok()) return parsed.status();
   const auto& [resource, name] = *parsed;
+  const Status missing(Code::kNotFound, StrCat("Requested resource not found: ", arn));
+  if (resource == "hyper-parameter-tuning-job") {
+    if (!tuning_) return missing;
+    auto job = FindTuning(name, caller);
+    if (!job.ok()) return job.status().code() == Code::kNotFound ? missing : job.status();
+    return Tagged{"", job->spec.name, job->spec.tags};
+  }
   if (resource != "training-job" && resource != "processing-job")
-    return InvalidArgument("ResourceArn", "ResourceArn: Kiln tags training and processing jobs only");
+    return InvalidArgument("ResourceArn",
+                           "ResourceArn: Kiln tags training, processing and hyperparameter tuning jobs only");
   auto job = FindJob(resource == "training-job" ? JobKind::kTraining : JobKind::kProcessing, name, caller);
-  if (!job.ok() && job.status().code() == Code::kNotFound)
-    return Status(Code::kNotFound, "Requested resource not found: " + arn);
-  return job;
+  if (!job.ok()) return job.status().code() == Code::kNotFound ? missing : job.status();
+  return Tagged{job->id, "", job->spec.tags};
+}
+
+Status SageMakerApi::UpdateTags(const Tagged& r, const std::map<std::string, std::string>& add,
+                                const std::vector<std::string>& remove) {
+  return r.tuning_name.empty() ? store_.UpdateTags(r.job_id, add, remove)
+                               : store_.UpdateTuningTags(r.tuning_name, add, remove);
 }
 
 Result<json> SageMakerApi::AddTags(const json& body, const AccessKey& caller) {
-  auto job = FindByArn(body["ResourceArn"], caller);
-  if (!job.ok()) return job.status();
+  auto res = FindTagged(body["ResourceArn"], caller);
+  if (!res.ok()) return res.status();
   std::map<std::string, std::string> add;
   for (const auto& t : body["Tags"]) {
     std::string k = t["Key"];
     if (k.rfind("aws:", 0) == 0) return InvalidArgument("Tags", "Tags: the aws: prefix is reserved");
     add[k] = t.value("Value", "");
   }
-  std::map<std::string, std::string> merged = job->spec.tags;
+  std::map<std::string, std::string> merged = res->tags;
   for (const auto& [k, v] : add) merged[k] = v;
   if (merged.size() > kMaxTags)
     return InvalidArgument("Tags", "Tags: a resource can have at most " + std::to_string(kMaxTags) + " tags");
-  KILN_RETURN_IF_ERROR(store_.UpdateTags(job->id, add, {}));
+  KILN_RETURN_IF_ERROR(UpdateTags(*res, add, {}));
   return json{{"Tags", body["Tags"]}};
 }
 
 Result<json> SageMakerApi::ListTags(const json& body, const AccessKey& caller) {
-  auto job = FindByArn(body["ResourceArn"], caller);
-  if (!job.ok()) return job.status();
+  auto res = FindTagged(body["ResourceArn"], caller);
+  if (!res.ok()) return res.status();
   std::vector<json> tags;
-  tags.reserve(job->spec.tags.size());
-  for (const auto& [k, v] : job->spec.tags) tags.push_back({{"Key", k}, {"Value", v}});
+  tags.reserve(res->tags.size());
+  for (const auto& [k, v] : res->tags) tags.push_back({{"Key", k}, {"Value", v}});
   return Page(tags, body, 50, "Tags");
 }
 
 Result<json> SageMakerApi::DeleteTags(const json& body, const AccessKey& caller) {
-  auto job = FindByArn(body["ResourceArn"], caller);
-  if (!job.ok()) return job.status();
+  auto res = FindTagged(body["ResourceArn"], caller);
+  if (!res.ok()) return res.status();
   std::vector<std::string> keys = body["TagKeys"];
-  KILN_RETURN_IF_ERROR(store_.UpdateTags(job->id, {}, keys));
+  KILN_RETURN_IF_ERROR(UpdateTags(*res, {}, keys));
   return json::object();
 }
 

@@ -6,8 +6,10 @@
 // the access keys.
 #include <httplib.h>
 
+#include <map>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "auth/access_keys.h"
 #include "auth/sigv4.h"
@@ -46,7 +48,15 @@ class SageMakerApi {
   Result<Job> FindJob(JobKind kind, const std::string& name, const AccessKey& caller);
   Result<nlohmann::json> ListJobs(JobKind kind, const nlohmann::json& body, const AccessKey& caller);
   Result<nlohmann::json> StopJob(JobKind kind, const std::string& name, const AccessKey& caller);
-  Result<Job> FindByArn(const std::string& arn, const AccessKey& caller);
+  // A resource that carries tags: a training or processing job, or a tuning job.
+  struct Tagged {
+    std::string job_id;       // a job's id; empty for a tuning job
+    std::string tuning_name;  // a tuning job's name; empty for a job
+    std::map<std::string, std::string> tags;
+  };
+  Result<Tagged> FindTagged(const std::string& arn, const AccessKey& caller);
+  Status UpdateTags(const Tagged& r, const std::map<std::string, std::string>& add,
+                    const std::vector<std::string>& remove);
   Result<nlohmann::json> AddTags(const nlohmann::json& body, const AccessKey& caller);
   Result<nlohmann::json> ListTags(const nlohmann::json& body, const AccessKey& caller);
   Result<nlohmann::json> DeleteTags(const nlohmann::json& body, const AccessKey& caller);

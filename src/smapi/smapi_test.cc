@@ -159,6 +159,51 @@ TEST(Translate, ProcessingPathsStayUnderProcessing) {
   EXPECT_EQ(ProcessingSpec(bad, Ctx(cat), "t").status().field(), "ProcessingInputs[0].S3Input.LocalPath");
 }
 
+json TuningRequest() {
+  json t = TrainingRequest();
+  return {{"HyperParameterTuningJobName", "hpo-1"},
+          {"HyperParameterTuningJobConfig",
+           {{"Strategy", "Random"},
+            {"HyperParameterTuningJobObjective", {{"Type", "Maximize"}, {"MetricName", "acc"}}},
+            {"ResourceLimits", {{"MaxNumberOfTrainingJobs", 4}, {"MaxParallelTrainingJobs", 2}}},
+            {"ParameterRanges",
+             {{"IntegerParameterRanges", {{{"Name", "depth"}, {"MinValue", "1"}, {"MaxValue", "8"}}}}}}}},
+          {"TrainingJobDefinition",
+           {{"StaticHyperParameters", t["HyperParameters"]},
+            {"AlgorithmSpecification", t["AlgorithmSpecification"]},
+            {"RoleArn", t["RoleArn"]},
+            {"InputDataConfig", t["InputDataConfig"]},
+            {"OutputDataConfig", t["OutputDataConfig"]},
+            {"ResourceConfig", t["ResourceConfig"]},
+            {"StoppingCondition", t["StoppingCondition"]}}},
+          {"Tags", {{{"Key", "project"}, {"Value", "iris"}}, {{"Key", "owner"}, {"Value", "ml"}}}}};
+}
+
+TEST(Translate, TuningRequestTagsTheTuningJobAndItsTrials) {
+  Catalog cat = Catalog::Defaults();
+  json req = TuningRequest();
+  ASSERT_TRUE(ServiceModel::SageMaker().ValidateInput("CreateHyperParameterTuningJob", req).ok());
+  auto s = TuningSpecFromRequest(req, Ctx(cat), "ads");
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  const std::map<std::string, std::string> want = {{"project", "iris"}, {"owner", "ml"}};
+  EXPECT_EQ(s->tags, want);
+  EXPECT_EQ(s->trial.tags, want);
+  EXPECT_FALSE(s->sagemaker.contains("Tags"));  // the tags live in spec.tags only
+  auto again = tuning::ParseTuningSpec(s->ToJson(), nullptr);
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(again->tags, want);
+  // No Tags: no tags.
+  req.erase("Tags");
+  auto bare = TuningSpecFromRequest(req, Ctx(cat), "ads");
+  ASSERT_TRUE(bare.ok()) << bare.status().ToString();
+  EXPECT_TRUE(bare->tags.empty());
+  // The aws: prefix is refused, naming the tag.
+  req["Tags"] = {{{"Key", "aws:x"}, {"Value", "1"}}};
+  auto bad = TuningSpecFromRequest(req, Ctx(cat), "ads");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().field(), "Tags[0].Key") << bad.status().ToString();
+}
+
 TEST(S3Map, MapsBucketsAndRefusesTraversal) {
   S3Map m("/d/s3", {{"special", "/mnt/special"}});
   EXPECT_EQ(*m.ToPath("s3://bucket/a/b.csv", "f"), "/d/s3/bucket/a/b.csv");

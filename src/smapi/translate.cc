@@ -350,6 +350,8 @@ Result<tuning::TuningSpec> TuningSpecFromRequest(const json& req, const Context&
          {"ResourceConfig", "InputDataConfig", "CheckpointConfig", "RetryStrategy", "VpcConfig",
           "EnableNetworkIsolation", "EnableInterContainerTrafficEncryption", "EnableManagedSpotTraining"});
   if (def.contains("StaticHyperParameters")) train["HyperParameters"] = def["StaticHyperParameters"];
+  JobSpec tagged;  // the request's tags, checked here so that errors name Tags, not the trial definition
+  KILN_RETURN_IF_ERROR(Tags(req, &tagged));
   if (req.contains("Tags")) train["Tags"] = req["Tags"];
   auto trial = TrainingSpec(train, c, team);
   if (!trial.ok()) {
@@ -413,7 +415,11 @@ Result<tuning::TuningSpec> TuningSpecFromRequest(const json& req, const Context&
       parents.push_back(p.value("HyperParameterTuningJobName", ""));
     native["warm_start"] = {{"type", req["WarmStartConfig"]["WarmStartType"]}, {"parents", parents}};
   }
+  // The tuning job keeps the request's tags as its own (the trials have them too,
+  // through the trial template); they live in spec.tags, which AddTags/DeleteTags change.
+  native["tags"] = tagged.tags;
   native["sagemaker"] = req;
+  native["sagemaker"].erase("Tags");
   auto spec = tuning::ParseTuningSpec(native, nullptr);
   if (!spec.ok()) {
     static const std::map<std::string, std::string> kFields = {
@@ -430,6 +436,8 @@ Result<tuning::TuningSpec> TuningSpecFromRequest(const json& req, const Context&
       f = "HyperParameterTuningJobConfig.ParameterRanges";
     else if (f.rfind("hyperband.", 0) == 0)
       f = "HyperParameterTuningJobConfig.StrategyConfig.HyperbandStrategyConfig";
+    else if (f.rfind("tags", 0) == 0)
+      f = "Tags";
     return InvalidArgument(f, f + ": " + spec.status().message());
   }
   return spec;

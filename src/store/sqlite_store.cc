@@ -378,6 +378,32 @@ class SqliteStore final : public Store {
     return Status::Ok();
   }
 
+  Status UpdateTuningTags(const std::string& name, const std::map<std::string, std::string>& add,
+                          const std::vector<std::string>& remove) override {
+    std::lock_guard<std::mutex> l(mu_);
+    KILN_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+    Status st = [&]() -> Status {
+      Stmt g(db_, "SELECT spec FROM tuning_jobs WHERE name=?");
+      g.Bind(1, name);
+      if (g.Step() != SQLITE_ROW) return NotFound("tuning job '" + name + "' not found");
+      auto spec = nlohmann::json::parse(g.Text(0), nullptr, false);
+      if (!spec.is_object()) return Internal("stored tuning job spec is not a JSON object");
+      auto& tags = spec["tags"];
+      if (!tags.is_object()) tags = nlohmann::json::object();
+      for (const auto& k : remove) tags.erase(k);
+      for (const auto& [k, v] : add) tags[k] = v;
+      Stmt u(db_, "UPDATE tuning_jobs SET spec=? WHERE name=?");
+      u.Bind(1, spec.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)).Bind(2, name);
+      if (u.Step() != SQLITE_DONE) return Err("update tuning job tags");
+      return Status::Ok();
+    }();
+    if (!st.ok()) {
+      Exec("ROLLBACK");
+      return st;
+    }
+    return Exec("COMMIT");
+  }
+
   Result<std::vector<TuningRecord>> ListTuningJobs(const std::string& name_contains, const std::string& status,
                                                    int limit, int offset) override {
     std::lock_guard<std::mutex> l(mu_);

@@ -101,6 +101,10 @@ class Store {
   virtual Result<TuningRecord> GetTuningJob(const std::string& name) = 0;
   // Replaces status and state. kNotFound if absent.
   virtual Status UpdateTuningJob(const std::string& name, const std::string& status, const std::string& state) = 0;
+  // Adds or replaces `add` and removes `remove` keys of the "tags" object of a
+  // tuning job's stored spec, atomically (one transaction). kNotFound if absent.
+  virtual Status UpdateTuningTags(const std::string& name, const std::map<std::string, std::string>& add,
+                                  const std::vector<std::string>& remove) = 0;
   // Newest first; `name_contains`/`status` empty = any. `offset` pages.
   virtual Result<std::vector<TuningRecord>> ListTuningJobs(const std::string& name_contains, const std::string& status,
                                                            int limit, int offset) = 0;

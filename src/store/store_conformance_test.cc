@@ -213,6 +213,24 @@ TEST_P(StoreConformance, TuningJobs) {
   EXPECT_EQ(store_->ListTuningJobs("", "", 10, 1)->size(), 1u);
 }
 
+TEST_P(StoreConformance, TuningTagUpdatesChangeOnlyTheSpecTags) {
+  ASSERT_TRUE(store_->CreateTuningJob({"t1", "InProgress", 10, R"({"name":"t1","max_trials":3})", "{}"}).ok());
+  ASSERT_TRUE(store_->UpdateTuningTags("t1", {{"project", "x"}, {"owner", "b"}}, {}).ok());
+  ASSERT_TRUE(store_->UpdateTuningTags("t1", {{"owner", "c"}}, {"project", "absent"}).ok());
+  ASSERT_TRUE(store_->UpdateTuningJob("t1", "Completed", R"({"reason":"done"})").ok());  // state only
+  auto t = store_->GetTuningJob("t1");
+  ASSERT_TRUE(t.ok());
+  EXPECT_EQ(t->status, "Completed");
+  EXPECT_EQ(t->state, R"({"reason":"done"})");
+  auto spec = nlohmann::json::parse(t->spec);
+  EXPECT_EQ(spec["tags"], (nlohmann::json{{"owner", "c"}}));
+  EXPECT_EQ(spec["name"], "t1");
+  EXPECT_EQ(spec["max_trials"], 3);
+  ASSERT_TRUE(store_->UpdateTuningTags("t1", {}, {"owner"}).ok());
+  EXPECT_EQ(nlohmann::json::parse(store_->GetTuningJob("t1")->spec)["tags"], nlohmann::json::object());
+  EXPECT_EQ(store_->UpdateTuningTags("nope", {{"a", "b"}}, {}).code(), Code::kNotFound);
+}
+
 TEST_P(StoreConformance, AccessKeys) {
   ASSERT_TRUE(store_->PutAccessKey({"AKIA1", "ads", "team", std::string("se\0aled", 7), 5}).ok());
   ASSERT_TRUE(store_->PutAccessKey({"AKIA2", "default", "admin", "x", 6}).ok());

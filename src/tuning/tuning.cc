@@ -146,7 +146,8 @@ json TuningSpec::ToJson() const {
       {"hyperband", {{"min_resource", min_resource}, {"max_resource", max_resource}}},
       {"parameters", params},
       {"trial", t},
-      {"team", team}};
+      {"team", team},
+      {"tags", tags}};
   if (target) j["target"] = *target;
   if (warm_start != WarmStartType::kNone)
     j["warm_start"] = {{"type", tuning::ToString(warm_start)}, {"parents", parents}};
@@ -158,7 +159,7 @@ Result<TuningSpec> ParseTuningSpec(const json& j, const Catalog* catalog) {
   static const std::set<std::string> kKnown = {
       "name",           "strategy", "objective",         "max_trials", "max_parallel", "max_runtime_seconds",
       "early_stopping", "target",   "max_not_improving", "hyperband",  "parameters",   "warm_start",
-      "trial",          "team",     "algorithm"};
+      "trial",          "team",     "algorithm",         "tags"};
   if (!j.is_object()) return InvalidArgument("", "tuning spec must be an object");
   for (auto it = j.begin(); it != j.end(); ++it)
     if (!kKnown.count(it.key()) && !(catalog == nullptr && it.key() == "sagemaker"))
@@ -297,6 +298,13 @@ Result<TuningSpec> ParseTuningSpec(const json& j, const Catalog* catalog) {
     if (!j["team"].is_string() || !IsValidJobName(j["team"]))
       return InvalidArgument("team", "team: 1-63 letters, digits or hyphens");
     s.team = j["team"];
+  }
+  if (j.contains("tags")) {
+    Status st = ParseTags(j["tags"], "tags", &s.tags);
+    if (!st.ok()) return InvalidArgument(st.field(), StrCat(st.field(), ": ", st.message()));
+    for (const auto& [k, v] : s.tags)
+      if (k.rfind("aws:", 0) == 0)
+        return InvalidArgument(StrCat("tags.", k), StrCat("tags.", k, ": the aws: prefix is reserved"));
   }
   if (!j.contains("trial") || !j["trial"].is_object())
     return InvalidArgument("trial", "trial: required, a job spec without name");

@@ -5,6 +5,7 @@
 // only on what is stored, a restarted kilnd resumes with the same history, and
 // because trial names are a function of (tuning job, index), no trial is ever
 // created twice.
+#include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -57,6 +58,9 @@ struct TuningSpec {
   JobSpec trial;             // template: static hyperparameters; name set per trial
   nlohmann::json sagemaker;  // the CreateHyperParameterTuningJob request, if it came that way
   std::string team = "default";
+  // The tuning job's own tags (SageMaker AddTags/ListTags/DeleteTags on its ARN);
+  // trials carry trial.tags. Same rules as job tags, and no "aws:" prefix.
+  std::map<std::string, std::string> tags;
 
   nlohmann::json ToJson() const;
 };
@@ -65,8 +69,9 @@ struct TuningSpec {
 // only), objective: {metric, type},
 // max_trials, max_parallel, max_runtime_seconds, early_stopping, target,
 // max_not_improving, hyperband: {min_resource, max_resource}, parameters: {name:
-// {type, min, max, scaling, values}}, warm_start: {type, parents}, trial: <job
-// spec without name>}. With `catalog` null it re-reads a stored spec.
+// {type, min, max, scaling, values}}, warm_start: {type, parents}, tags: {key:
+// value}, trial: <job spec without name>}. With `catalog` null it re-reads a
+// stored spec (one without tags reads as having none).
 Result<TuningSpec> ParseTuningSpec(const nlohmann::json& j, const Catalog* catalog);
 
 struct TuningState {

@@ -102,6 +102,56 @@ TEST(TuningSpec, RefusesBadInputNamingTheField) {
   refuse(s, "algorithm");
 }
 
+TEST(TuningSpec, TagsRoundTripAndOldSpecsHaveNone) {
+  EXPECT_TRUE(Job().spec.tags.empty());
+  json s = NativeSpec();
+  s["tags"] = {{"project", "iris"}, {"owner", "ml-team"}, {"version", 2}};
+  TuningJob j = Job(s);
+  EXPECT_EQ(j.spec.tags,
+            (std::map<std::string, std::string>{{"project", "iris"}, {"owner", "ml-team"}, {"version", "2"}}));
+  EXPECT_TRUE(j.spec.trial.tags.empty());  // the trials' tags are trial.tags
+  auto again = ParseTuningSpec(j.spec.ToJson(), nullptr);
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(again->tags, j.spec.tags);
+  EXPECT_EQ(again->ToJson(), j.spec.ToJson());
+  // Specs stored before the field existed read as having no tags.
+  json old = j.spec.ToJson();
+  old.erase("tags");
+  auto before = ParseTuningSpec(old, nullptr);
+  ASSERT_TRUE(before.ok()) << before.status().ToString();
+  EXPECT_TRUE(before->tags.empty());
+}
+
+TEST(TuningSpec, RefusesBadTagsNamingTheField) {
+  static const Catalog cat = Catalog::Defaults();
+  auto refuse = [&](const json& tags, const std::string& field) {
+    json s = NativeSpec();
+    s["tags"] = tags;
+    auto r = ParseTuningSpec(s, &cat);
+    ASSERT_FALSE(r.ok()) << field;
+    EXPECT_EQ(r.status().field(), field) << r.status().ToString();
+    EXPECT_EQ(r.status().message().rfind(field + ": ", 0), 0u) << r.status().message();
+  };
+  refuse(json::array({"a"}), "tags");
+  json many = json::object();
+  for (size_t i = 0; i <= kMaxTags; ++i) many["k" + std::to_string(i)] = "v";
+  refuse(many, "tags");
+  refuse({{std::string(kMaxTagKeyLength + 1, 'k'), "v"}}, "tags." + std::string(kMaxTagKeyLength + 1, 'k'));
+  refuse({{"k", std::string(kMaxTagValueLength + 1, 'v')}}, "tags.k");
+  refuse({{"k", json::array()}}, "tags.k");
+  refuse({{"aws:owner", "me"}}, "tags.aws:owner");
+  // At the limits is fine.
+  json full = json::object();
+  for (size_t i = 0; i < kMaxTags; ++i) full["k" + std::to_string(i)] = std::string(kMaxTagValueLength, 'v');
+  full[std::string(kMaxTagKeyLength, 'k')] = "v";
+  full.erase("k0");
+  json s = NativeSpec();
+  s["tags"] = full;
+  auto r = ParseTuningSpec(s, &cat);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->tags.size(), kMaxTags);
+}
+
 TEST(TuningSpec, AlgorithmDefaultsToTpeAndRoundTrips) {
   EXPECT_EQ(Job().spec.algorithm, BayesianAlgorithm::kTpe);
   json s = NativeSpec();

@@ -202,6 +202,53 @@ class TuningE2E(KilndHarness):
         self.assertEqual(status, 400, body)
         self.assertEqual(body["error"]["field"], "algorithm", body)
 
+    def check_tuning_tags(self, sm, arn, name, responses):
+        """AddTags/ListTags/DeleteTags on a tuning job's ARN: the request's Tags are the job's own."""
+        def tags(client=sm, resource=arn):
+            return sorted((t["Key"], t["Value"]) for t in client.list_tags(ResourceArn=resource)["Tags"])
+
+        def error(fn, **kw):
+            with self.assertRaises(botocore.exceptions.ClientError) as cm:
+                fn(**kw)
+            return cm.exception.response["Error"]["Code"], cm.exception.response["Error"]["Message"]
+
+        self.assertEqual(tags(), [("project", "iris"), ("stage", "dev")])
+        added = sm.add_tags(ResourceArn=arn, Tags=[{"Key": "stage", "Value": "prod"}, {"Key": "owner", "Value": "ml"}])
+        responses.append(("add_tags", added))
+        self.assertEqual(tags(), [("owner", "ml"), ("project", "iris"), ("stage", "prod")])
+        responses.append(("delete_tags", sm.delete_tags(ResourceArn=arn, TagKeys=["project", "absent"])))
+        listed = sm.list_tags(ResourceArn=arn)
+        responses.append(("list_tags", listed))
+        self.assertEqual(sorted((t["Key"], t["Value"]) for t in listed["Tags"]), [("owner", "ml"), ("stage", "prod")])
+        # The same errors as for training jobs: an unknown tuning job, the aws: prefix, more than 50 tags.
+        missing = arn.replace(name, "nope-" + name[:20])
+        for op, kw in (("list_tags", {}), ("add_tags", {"Tags": [{"Key": "a", "Value": "b"}]}),
+                       ("delete_tags", {"TagKeys": ["owner"]})):
+            code, msg = error(getattr(sm, op), ResourceArn=missing, **kw)
+            self.assertEqual(code, "ValidationException", op)
+            self.assertIn(missing, msg)
+        code, _ = error(sm.add_tags, ResourceArn=arn, Tags=[{"Key": "aws:x", "Value": "1"}])
+        self.assertEqual(code, "ValidationException")
+        code, msg = error(sm.add_tags, ResourceArn=arn, Tags=[{"Key": "k%d" % i, "Value": "v"} for i in range(49)])
+        self.assertEqual(code, "ValidationException")
+        self.assertIn("at most 50", msg)
+        self.assertEqual(tags(), [("owner", "ml"), ("stage", "prod")])  # unchanged
+        # A team key sees only its team's tuning jobs: this one (the admin's) is unknown to it.
+        out = self.kiln("keys", "create", "--team", "tagteam", "--json")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        k = json.loads(out.stdout)
+        team = boto3.session.Session(aws_access_key_id=k["access_key_id"], aws_secret_access_key=k["secret_access_key"],
+                                     region_name="us-east-1").client(
+            "sagemaker", endpoint_url="http://" + self.addr, config=botocore.config.Config(retries={"max_attempts": 1}))
+        for op, kw in (("list_tags", {}), ("add_tags", {"Tags": [{"Key": "a", "Value": "b"}]}),
+                       ("delete_tags", {"TagKeys": ["owner"]})):
+            code, _ = error(getattr(team, op), ResourceArn=arn, **kw)
+            self.assertEqual(code, "ValidationException", op)
+        team.close()
+        self.assertEqual(tags(), [("owner", "ml"), ("stage", "prod")])  # unchanged
+        # The native API shows them in the stored spec.
+        self.assertEqual(self.tuning(name)["spec"]["tags"], {"owner": "ml", "stage": "prod"})
+
     def test_05_sagemaker_hpo_with_boto3(self):
         with open(os.path.join(self.data, "credentials")) as f:
             lines = dict(l.split(" = ", 1) for l in f.read().splitlines() if " = " in l)
@@ -248,13 +295,16 @@ class TuningE2E(KilndHarness):
                     "S3DataType": "S3Prefix", "S3Uri": "s3://data/iris"}}}],
                 "OutputDataConfig": {"S3OutputPath": "s3://models/hpo"},
                 "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 1},
-                "StoppingCondition": {"MaxRuntimeInSeconds": 600}})
+                "StoppingCondition": {"MaxRuntimeInSeconds": 600}},
+            Tags=[{"Key": "project", "Value": "iris"}, {"Key": "stage", "Value": "dev"}])
         r = sm.create_hyper_parameter_tuning_job(**req)
         responses.append(("create_hyper_parameter_tuning_job", r))
-        self.assertTrue(r["HyperParameterTuningJobArn"].endswith("hyper-parameter-tuning-job/" + name))
+        arn = r["HyperParameterTuningJobArn"]
+        self.assertTrue(arn.endswith("hyper-parameter-tuning-job/" + name))
         with self.assertRaises(botocore.exceptions.ClientError) as cm:
             sm.create_hyper_parameter_tuning_job(**req)
         self.assertEqual(cm.exception.response["Error"]["Code"], "ResourceInUse")
+        self.check_tuning_tags(sm, arn, name, responses)
         deadline = time.time() + DEADLINE_S
         while True:
             d = sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)
@@ -264,6 +314,7 @@ class TuningE2E(KilndHarness):
             time.sleep(1)
         responses.append(("describe_hyper_parameter_tuning_job", d))
         self.assertEqual(d["HyperParameterTuningJobStatus"], "Completed", d.get("FailureReason"))
+        self.assertNotIn("Tags", d)  # DescribeHyperParameterTuningJob has no Tags member
         self.assertEqual(d["TrainingJobStatusCounters"]["Completed"], 4)
         self.assertEqual(d["ObjectiveStatusCounters"]["Succeeded"], 4)
         best = d["BestTrainingJob"]
@@ -280,6 +331,9 @@ class TuningE2E(KilndHarness):
             self.assertIn(int(s["TunedHyperParameters"]["n-estimators"]), range(2, 21))
             dt = sm.describe_training_job(TrainingJobName=s["TrainingJobName"])
             self.assertEqual(dt["HyperParameters"]["n-estimators"], s["TunedHyperParameters"]["n-estimators"])
+            # Trials carry the request's Tags; later changes to the tuning job's tags stay on the tuning job.
+            trial_tags = sm.list_tags(ResourceArn=s["TrainingJobArn"])["Tags"]
+            self.assertEqual(sorted((t["Key"], t["Value"]) for t in trial_tags), [("project", "iris"), ("stage", "dev")])
         listed = sm.list_hyper_parameter_tuning_jobs(NameContains=name)
         responses.append(("list_hyper_parameter_tuning_jobs", listed))
         self.assertEqual([s["HyperParameterTuningJobName"] for s in listed["HyperParameterTuningJobSummaries"]], [name])
