@@ -2,6 +2,9 @@
 
 #include <sys/stat.h>
 
+#include <optional>
+#include <utility>
+
 #include "common/fsutil.h"
 #include "common/ids.h"
 #include "smapi/service_model.h"
@@ -458,7 +461,30 @@ Result<json> SageMakerApi::Tuning(const std::string& op, const json& body, const
   }
   auto trials = tuning_->Trials(*job);
   if (!trials.ok()) return trials.status();
-  if (op == "DescribeHyperParameterTuningJob") return DescribeTuningJob(*job, *trials, opts_.ctx);
+  if (op == "DescribeHyperParameterTuningJob") {
+    json d = DescribeTuningJob(*job, *trials, opts_.ctx);
+    if (job->spec.warm_start == tuning::WarmStartType::kIdenticalDataAndAlgorithm) {
+      // The best trial of this job and its parents together.
+      const double sign = job->spec.direction == hpo::Direction::kMaximize ? -1 : 1;
+      std::optional<std::pair<double, json>> overall;
+      auto consider = [&](const tuning::TuningJob& owner, const std::vector<tuning::TrialView>& ts) {
+        const int b = tuning::BestTrial(owner.spec, ts);
+        if (b < 0) return;
+        const auto& t = ts[static_cast<size_t>(b)];
+        const double v = sign * *tuning::Objective(t);
+        if (!overall || v < overall->first) overall = {v, TrialSummary(owner, t, opts_.ctx)};
+      };
+      consider(*job, *trials);
+      for (const auto& p : job->spec.parents) {
+        auto parent = tuning_->Get(p);
+        if (!parent.ok()) continue;  // deleted since: its trials no longer count
+        auto pt = tuning_->Trials(*parent);
+        if (pt.ok()) consider(*parent, *pt);
+      }
+      if (overall) d["OverallBestTrainingJob"] = overall->second;
+    }
+    return d;
+  }
   // ListTrainingJobsForHyperParameterTuningJob
   std::vector<json> rows;
   for (const auto& t : *trials) {

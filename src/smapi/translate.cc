@@ -427,7 +427,8 @@ Result<tuning::TuningSpec> TuningSpecFromRequest(const json& req, const Context&
         {"max_trials", "HyperParameterTuningJobConfig.ResourceLimits.MaxNumberOfTrainingJobs"},
         {"max_parallel", "HyperParameterTuningJobConfig.ResourceLimits.MaxParallelTrainingJobs"},
         {"early_stopping", "HyperParameterTuningJobConfig.TrainingJobEarlyStoppingType"},
-        {"warm_start.parents", "WarmStartConfig.ParentHyperParameterTuningJobs"}};
+        {"warm_start.parents", "WarmStartConfig.ParentHyperParameterTuningJobs"},
+        {"warm_start.type", "WarmStartConfig.WarmStartType"}};
     std::string f = spec.status().field();
     auto it = kFields.find(f);
     if (it != kFields.end())

@@ -29,6 +29,30 @@ void TuningService::Shutdown() {
   if (thread_.joinable()) thread_.join();
 }
 
+Status CheckWarmStartParent(const TuningSpec& child, const TuningSpec& parent) {
+  // SageMaker's rules: hyperparameters may move between static and tuned, but
+  // their total stays the parents'; IdenticalDataAndAlgorithm also keeps the
+  // parents' training image and input data (TransferLearning may change both).
+  auto total = [](const TuningSpec& s) {
+    return s.ranges.size() + (s.trial.hyperparameters.is_object() ? s.trial.hyperparameters.size() : 0);
+  };
+  if (total(child) != total(parent))
+    return InvalidArgument("warm_start.parents",
+                           StrCat("warm_start.parents: '", parent.name, "' has ", std::to_string(total(parent)),
+                                  " static plus tuned hyperparameters and this job ", std::to_string(total(child)),
+                                  "; warm start keeps their number"));
+  if (child.warm_start != WarmStartType::kIdenticalDataAndAlgorithm) return Status::Ok();
+  if (child.trial.image != parent.trial.image)
+    return InvalidArgument("warm_start.type",
+                           StrCat("warm_start.type: IdenticalDataAndAlgorithm needs the parents' training image; '",
+                                  parent.name, "' ran '", parent.trial.image, "' (use TransferLearning)"));
+  if (child.trial.inputs != parent.trial.inputs)
+    return InvalidArgument("warm_start.type",
+                           StrCat("warm_start.type: IdenticalDataAndAlgorithm needs the parents' input data; '",
+                                  parent.name, "' read other channels or paths (use TransferLearning)"));
+  return Status::Ok();
+}
+
 Result<TuningJob> TuningService::Create(const TuningSpec& spec) {
   for (const auto& p : spec.parents) {
     auto parent = Get(p);
@@ -38,6 +62,7 @@ Result<TuningJob> TuningService::Create(const TuningSpec& spec) {
       return InvalidArgument("warm_start.parents", "warm_start.parents: '" + p + "' optimizes another objective");
     if (!IsTerminal(parent->state.status))
       return InvalidArgument("warm_start.parents", "warm_start.parents: '" + p + "' has not finished");
+    KILN_RETURN_IF_ERROR(CheckWarmStartParent(spec, parent->spec));
   }
   TuningJob job{spec, {}};
   job.state.created = clock_.NowMs();

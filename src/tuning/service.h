@@ -67,4 +67,9 @@ class TuningService {
 
 Result<TuningJob> LoadTuningJob(const TuningRecord& r);
 
+// Whether `child` may warm start from `parent` (a finished tuning job with the
+// same objective): the number of static plus tuned hyperparameters is the
+// parent's, and IdenticalDataAndAlgorithm also needs the parent's image and inputs.
+Status CheckWarmStartParent(const TuningSpec& child, const TuningSpec& parent);
+
 }  // namespace kiln::tuning

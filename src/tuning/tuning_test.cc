@@ -7,6 +7,8 @@
 #include <random>
 #include <set>
 
+#include "tuning/service.h"
+
 namespace kiln::tuning {
 namespace {
 
@@ -361,6 +363,43 @@ TEST(Decide, HyperbandStopsTrialsBelowTheirRung) {
   for (int i = 10; i <= 12; ++i) trials.push_back(Finished(j, i, hp, {9, 9, 9, 9}, JobStatus::kInProgress));
   Decision d = Decide(j, trials, {}, 5000);
   EXPECT_EQ(d.early_stop.size(), 3u);
+}
+
+TEST(WarmStart, IdenticalDataKeepsImageAndInputsTransferLearningMayChangeThem) {
+  json parent_spec = NativeSpec();
+  parent_spec["name"] = "parent";
+  parent_spec["trial"]["inputs"] = {{"train", "/data/a"}};
+  const TuningSpec parent = Job(parent_spec).spec;
+  auto child = [&](const std::string& type) {
+    json c = parent_spec;
+    c["name"] = "child";
+    c["warm_start"] = {{"type", type}, {"parents", {"parent"}}};
+    return c;
+  };
+  auto check = [&](const json& c) { return CheckWarmStartParent(Job(c).spec, parent); };
+  json same = child("IdenticalDataAndAlgorithm");
+  EXPECT_TRUE(check(same).ok());
+  // Ranges may change, and a hyperparameter may move from tuned to static.
+  same["parameters"]["lr"]["max"] = 0.5;
+  same["parameters"].erase("depth");
+  same["trial"]["hyperparameters"]["depth"] = "4";
+  EXPECT_TRUE(check(same).ok()) << check(same).ToString();
+  for (const std::string type : {"IdenticalDataAndAlgorithm", "TransferLearning"}) {
+    json other_data = child(type);
+    other_data["trial"]["inputs"]["train"] = "/data/b";
+    json other_image = child(type);
+    other_image["trial"]["image"] = "sagemaker-scikit-learn";
+    json more = child(type);
+    more["trial"]["hyperparameters"]["extra"] = "1";
+    const bool identical = type == "IdenticalDataAndAlgorithm";
+    EXPECT_EQ(check(other_data).ok(), !identical) << type;
+    EXPECT_EQ(check(other_image).ok(), !identical) << type;
+    if (identical) {
+      EXPECT_EQ(check(other_data).field(), "warm_start.type");
+      EXPECT_NE(check(other_image).message().find("training image"), std::string::npos);
+    }
+    EXPECT_EQ(check(more).field(), "warm_start.parents") << type;  // 5 hyperparameters where the parent had 4
+  }
 }
 
 TEST(Decide, WarmStartHistoryGuidesTheSampler) {

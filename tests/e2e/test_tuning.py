@@ -168,6 +168,27 @@ class TuningE2E(KilndHarness):
             child, max_trials=2, warm_start={"type": "IdenticalDataAndAlgorithm", "parents": [parent]}))
         self.assertEqual(status, 201, body)
         self.assertEqual(self.wait_tuning(child)["status"], "Completed")
+        # IdenticalDataAndAlgorithm keeps the parents' image; TransferLearning may
+        # change it and the data; both keep the number of hyperparameters.
+        identical = {"type": "IdenticalDataAndAlgorithm", "parents": [parent]}
+        transfer = {"type": "TransferLearning", "parents": [parent]}
+        spec = self.tuning_spec(unique("wsi")[:24], max_trials=1, warm_start=identical)
+        spec["trial"]["image"] = "sagemaker-scikit-learn"
+        status, body = self.api("POST", "/v1/tuning-jobs", spec)
+        self.assertEqual(status, 400, body)
+        self.assertEqual(body["error"]["field"], "warm_start.type", body)
+        spec = self.tuning_spec(unique("wst")[:24], max_trials=1, warm_start=transfer)
+        spec["trial"]["hyperparameters"]["extra"] = "1"
+        status, body = self.api("POST", "/v1/tuning-jobs", spec)
+        self.assertEqual(status, 400, body)
+        self.assertEqual(body["error"]["field"], "warm_start.parents", body)
+        name = unique("wst")[:24]
+        spec = self.tuning_spec(name, max_trials=1, warm_start=transfer)
+        spec["trial"]["hyperparameters"]["pause"] = "0.01"
+        spec["trial"]["inputs"] = {"train": self.code}
+        status, body = self.api("POST", "/v1/tuning-jobs", spec)
+        self.assertEqual(status, 201, body)
+        self.assertEqual(self.wait_tuning(name)["status"], "Completed")
         bad = [({"name": "x" * 33}, "name"),
                ({"objective": {"metric": "accuracy", "type": "Minimize"}}, "objective.metric"),
                ({"max_parallel": 0}, "max_parallel"),
@@ -354,6 +375,34 @@ class TuningE2E(KilndHarness):
         with self.assertRaises(botocore.exceptions.ClientError) as cm:
             sm.create_hyper_parameter_tuning_job(**bad)
         self.assertIn("MetricName", cm.exception.response["Error"]["Message"])
+        # Warm start: an IdenticalDataAndAlgorithm child reports the best trial of
+        # itself and its parent as OverallBestTrainingJob; another image needs TransferLearning.
+        child = dict(json.loads(json.dumps(req)), HyperParameterTuningJobName=unique("warm")[:24],
+                     WarmStartConfig={"ParentHyperParameterTuningJobs": [{"HyperParameterTuningJobName": name}],
+                                      "WarmStartType": "IdenticalDataAndAlgorithm"})
+        child["HyperParameterTuningJobConfig"]["ResourceLimits"] = {"MaxNumberOfTrainingJobs": 1,
+                                                                    "MaxParallelTrainingJobs": 1}
+        other = json.loads(json.dumps(child))
+        other["TrainingJobDefinition"]["AlgorithmSpecification"]["TrainingImage"] = SKLEARN_IMAGE + "-v2"
+        with self.assertRaises(botocore.exceptions.ClientError) as cm:
+            sm.create_hyper_parameter_tuning_job(**other)
+        self.assertEqual(cm.exception.response["Error"]["Code"], "ValidationException")
+        self.assertIn("training image", cm.exception.response["Error"]["Message"])
+        sm.create_hyper_parameter_tuning_job(**child)
+        deadline = time.time() + DEADLINE_S
+        while True:
+            dc = sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=child["HyperParameterTuningJobName"])
+            if dc["HyperParameterTuningJobStatus"] in ("Completed", "Failed", "Stopped"):
+                break
+            self.assertLess(time.time(), deadline)
+            time.sleep(1)
+        responses.append(("describe_hyper_parameter_tuning_job", dc))
+        self.assertEqual(dc["HyperParameterTuningJobStatus"], "Completed", dc.get("FailureReason"))
+        self.assertEqual(dc["WarmStartConfig"]["WarmStartType"], "IdenticalDataAndAlgorithm")
+        values = [s["FinalHyperParameterTuningJobObjectiveMetric"]["Value"] for s in summaries]
+        values.append(dc["BestTrainingJob"]["FinalHyperParameterTuningJobObjectiveMetric"]["Value"])
+        self.assertEqual(dc["OverallBestTrainingJob"]["FinalHyperParameterTuningJobObjectiveMetric"]["Value"],
+                         max(values))
         model = botocore.session.get_session().get_service_model("sagemaker")
         for op, resp in responses:
             resp = {k: v for k, v in resp.items() if k != "ResponseMetadata"}
