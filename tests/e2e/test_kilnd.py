@@ -128,12 +128,12 @@ class KilndHarness(unittest.TestCase):
         raise RuntimeError("binaries in %s keep changing" % BIN_DIR)
 
     @classmethod
-    def start_kilnd(cls):
+    def start_kilnd(cls, listen="127.0.0.1:0"):
         addr_file = os.path.join(cls.data, "kilnd.addr")
         if os.path.exists(addr_file):  # left behind by a kill -9
             os.unlink(addr_file)
         cls.proc = subprocess.Popen(
-            [os.path.join(cls.bin, "kilnd"), "--data-dir", cls.data, "--listen", "127.0.0.1:0"] + cls.KILND_ARGS,
+            [os.path.join(cls.bin, "kilnd"), "--data-dir", cls.data, "--listen", listen] + cls.KILND_ARGS,
             stdin=subprocess.DEVNULL, stdout=cls.log, stderr=cls.log, start_new_session=True)
         deadline = time.monotonic() + DEADLINE_S
         addr = ""

@@ -140,7 +140,9 @@ class TuningE2E(KilndHarness):
             time.sleep(0.2)
         before = {t["name"]: t["hyperparameters"] for t in self.tuning(name)["trials"]}
         self.stop_kilnd(signal.SIGKILL)
-        self.start_kilnd()
+        # Back on the same address, as a production kilnd with a fixed --listen: a
+        # trial launched just before the kill still fetches its runtime from it.
+        self.start_kilnd(listen=self.addr)
         doc = self.wait_tuning(name)
         self.assertEqual(doc["status"], "Completed", doc["reason"])
         self.assertEqual(len(doc["trials"]), 6)
