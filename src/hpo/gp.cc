@@ -19,10 +19,6 @@ using Eigen::VectorXd;
 constexpr double kSqrt5 = 2.2360679774997896;
 constexpr double kLog2Pi = 1.8378770664093453;
 
-size_t CategoryOf(double u, size_t m) {
-  return std::min(m - 1, static_cast<size_t>(std::max(u, 0.0) * static_cast<double>(m)));
-}
-
 // Squared distance along one dimension: numeric, or 0/1 for categories (m > 0).
 double Delta2(double a, double b, size_t m) {
   if (m == 0) return (a - b) * (a - b);
@@ -55,18 +51,18 @@ inline double Matern52(double r2) {
   return (1 + kSqrt5 * r + 5.0 / 3.0 * r2) * std::exp(-kSqrt5 * r);
 }
 
-// Training points and their per-dimension squared distances, fixed while the
-// hyperparameters are fitted.
+// The per-dimension squared distances between the training points, computed once
+// and shared by every fit (one per objective transform).
 class Model {
  public:
-  Model(std::vector<std::vector<double>> x, VectorXd y, std::vector<size_t> cats)
-      : x_(std::move(x)), y_(std::move(y)), cats_(std::move(cats)) {
-    const size_t n = x_.size(), d = cats_.size();
+  Model(const std::vector<std::vector<double>>& x, std::vector<size_t> cats)
+      : n_(static_cast<Eigen::Index>(x.size())), cats_(std::move(cats)) {
+    const size_t n = x.size(), d = cats_.size();
     dist_.assign(d, MatrixXd::Zero(static_cast<Eigen::Index>(n), static_cast<Eigen::Index>(n)));
     for (size_t k = 0; k < d; ++k)
       for (size_t i = 0; i < n; ++i)
         for (size_t j = 0; j < i; ++j) {
-          const double v = Delta2(x_[i][k], x_[j][k], cats_[k]);
+          const double v = Delta2(x[i][k], x[j][k], cats_[k]);
           dist_[k](static_cast<Eigen::Index>(i), static_cast<Eigen::Index>(j)) = v;
           dist_[k](static_cast<Eigen::Index>(j), static_cast<Eigen::Index>(i)) = v;
         }
@@ -75,8 +71,8 @@ class Model {
   // Log marginal likelihood plus the hyperparameters' log prior, and its gradient
   // in log space. Priors as in BoTorch's classic GP: length scale ~ Gamma(3, 6),
   // signal ~ Gamma(2, 0.15), noise ~ Gamma(1.1, 0.05). -inf when K is not positive definite.
-  double LogPosterior(const Hyper& h, std::vector<double>* grad) const {
-    const auto n = static_cast<Eigen::Index>(x_.size());
+  double LogPosterior(const Hyper& h, const VectorXd& y, std::vector<double>* grad) const {
+    const Eigen::Index n = n_;
     const size_t d = cats_.size();
     const double signal = std::exp(h.log_signal), noise = std::exp(h.log_noise);
     std::vector<double> inv_ls2(d);
@@ -94,9 +90,9 @@ class Model {
     k.diagonal().array() += noise + 1e-8;
     Eigen::LLT<MatrixXd> llt(k);
     if (llt.info() != Eigen::Success) return -INFINITY;
-    const VectorXd alpha = llt.solve(y_);
+    const VectorXd alpha = llt.solve(y);
     const double log_det = 2 * llt.matrixLLT().diagonal().array().log().sum();
-    double lp = -0.5 * y_.dot(alpha) - 0.5 * log_det - 0.5 * static_cast<double>(n) * kLog2Pi;
+    double lp = -0.5 * y.dot(alpha) - 0.5 * log_det - 0.5 * static_cast<double>(n) * kLog2Pi;
     for (size_t k2 = 0; k2 < d; ++k2) lp += 2 * h.log_ls[k2] - 6 * std::exp(h.log_ls[k2]);
     lp += h.log_signal - 0.15 * signal;
     lp += 0.1 * h.log_noise - 0.05 * noise;
@@ -115,7 +111,7 @@ class Model {
 
   // Maximum a posteriori by Adam in log space from a fixed start (deterministic),
   // keeping the best point visited.
-  Hyper Fit(int iterations, double* best_lp_out = nullptr) const {
+  Hyper Fit(const VectorXd& y, int iterations, double* best_lp_out = nullptr) const {
     Hyper h;
     h.log_ls.assign(cats_.size(), std::log(0.5));
     Hyper best = h;
@@ -123,7 +119,7 @@ class Model {
     std::vector<double> grad, m(h.size(), 0), v(h.size(), 0);
     constexpr double kRate = 0.1, kB1 = 0.9, kB2 = 0.999;
     for (int it = 1; it <= iterations; ++it) {
-      const double lp = LogPosterior(h, &grad);
+      const double lp = LogPosterior(h, y, &grad);
       if (!std::isfinite(lp)) {
         h.log_noise = std::min(kMaxLogNoise, h.log_noise + 1);  // more noise restores definiteness
         continue;
@@ -144,12 +140,8 @@ class Model {
     return best;
   }
 
-  const std::vector<std::vector<double>>& x() const { return x_; }
-  const std::vector<size_t>& cats() const { return cats_; }
-
  private:
-  std::vector<std::vector<double>> x_;
-  VectorXd y_;
+  Eigen::Index n_;
   std::vector<size_t> cats_;
   std::vector<MatrixXd> dist_;  // per dimension, n x n
 };
@@ -260,9 +252,7 @@ class GpSampler final : public Sampler {
     const double sign = dir == Direction::kMinimize ? 1 : -1;
     done = Subset(done, sign);
 
-    std::vector<size_t> cats(space.size(), 0);
-    for (size_t d = 0; d < space.size(); ++d)
-      if (space.params()[d].type == ParamType::kCategorical) cats[d] = space.params()[d].categories.size();
+    const std::vector<size_t> cats = CategoryCounts(space);
     auto snapped = [&](const Trial* t) {
       std::vector<double> u = t->u;
       snap(u);
@@ -282,6 +272,7 @@ class GpSampler final : public Sampler {
     std::vector<GpOptions::Warp> warps = {o_.warp};
     if (o_.warp == GpOptions::Warp::kAuto) warps = {GpOptions::Warp::kNone, GpOptions::Warp::kLog};
     const VectorXd raw = y;
+    const Model model(x, cats);
     Hyper h;
     double best_score = -INFINITY;
     for (GpOptions::Warp w : warps) {
@@ -295,7 +286,7 @@ class GpSampler final : public Sampler {
       yw = (yw.array() - mean) / sd;
       jacobian -= static_cast<double>(n) * std::log(sd);
       double lp = -INFINITY;
-      Hyper fitted = Model(x, yw, cats).Fit(o_.fit_iterations, &lp);
+      Hyper fitted = model.Fit(yw, o_.fit_iterations, &lp);
       if (lp + jacobian > best_score || warps.size() == 1) {
         best_score = lp + jacobian;
         h = fitted;
@@ -308,7 +299,7 @@ class GpSampler final : public Sampler {
     VectorXd mu_obs, var_obs;
     post.Predict(x, mu_obs, var_obs);
     const bool observed = o_.improvement == GpOptions::Improvement::kObserved;
-    double best = observed ? y.minCoeff() : mu_obs.minCoeff();
+    const double best = observed ? y.minCoeff() : mu_obs.minCoeff();
     const double extra_var = observed ? std::exp(h.log_noise) : 0.0;
     if (!pending.empty()) {
       // A constant liar: a running trial counts as an average result (the

@@ -100,6 +100,94 @@ double RunBranin(Sampler& s, int trials, uint64_t seed) {
   return best;
 }
 
+// Completed trials at uniform random points of Branin's space.
+std::vector<Trial> RandomBraninHistory(int n, uint64_t seed) {
+  SearchSpace sp = Branin();
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> u(0, 1);
+  std::vector<Trial> hist;
+  for (int i = 0; i < n; ++i) {
+    Trial t;
+    t.u = {u(rng), u(rng)};
+    t.objective = BraninF(sp.DecodeAll(t.u));
+    t.state = TrialState::kCompleted;
+    hist.push_back(t);
+  }
+  return hist;
+}
+
+// A categorical, an integer and a log-scaled continuous parameter; the best is
+// adam, depth 5, lr 10^-2.5.
+SearchSpace MixedSpace() {
+  return *SearchSpace::Create({{"opt", ParamType::kCategorical, 0, 0, {"sgd", "adam", "rmsprop"}},
+                               {"depth", ParamType::kInteger, 1, 8, {}, Scaling::kLinear},
+                               {"lr", ParamType::kContinuous, 1e-4, 1, {}, Scaling::kLogarithmic}});
+}
+
+struct MixedRun {
+  int adam = 0, depth5 = 0;  // among the last `tail` trials: adam; depth within 1 of 5
+  int unsnapped = 0;         // trials after the 10th whose integer coordinate is not its own
+  double best = INFINITY;
+};
+
+MixedRun RunMixed(Sampler& s, int trials, int tail) {
+  SearchSpace sp = MixedSpace();
+  std::mt19937_64 rng(11);
+  std::vector<Trial> hist;
+  MixedRun r;
+  for (int i = 0; i < trials; ++i) {
+    Trial t;
+    t.u = s.Suggest(sp, hist, Direction::kMinimize, rng);
+    Config c = sp.DecodeAll(t.u);
+    const double depth = std::get<double>(c["depth"]), lr = std::log10(std::get<double>(c["lr"]));
+    const bool adam = std::get<std::string>(c["opt"]) == "adam";
+    t.objective = (adam ? 0 : 1) + 0.1 * (depth - 5) * (depth - 5) + 0.2 * (lr + 2.5) * (lr + 2.5);
+    t.state = TrialState::kCompleted;
+    r.best = std::min(r.best, t.objective);
+    if (i >= 10 && t.u[1] != sp.Encode(1, c["depth"])) ++r.unsnapped;
+    if (i >= trials - tail) {
+      r.adam += adam;
+      r.depth5 += std::fabs(depth - 5) <= 1;
+    }
+    hist.push_back(t);
+  }
+  return r;
+}
+
+// Failed and running trials, duplicates, trials on the range ends, in a space
+// with an integer and a one-value categorical; `constant`: every result equal.
+SearchSpace AwkwardSpace() {
+  return *SearchSpace::Create({{"a", ParamType::kContinuous, 0, 1},
+                               {"b", ParamType::kInteger, 1, 3, {}, Scaling::kLinear},
+                               {"c", ParamType::kCategorical, 0, 0, {"x"}}});
+}
+
+std::vector<Trial> AwkwardHistory(int n, bool constant) {
+  const TrialState states[] = {TrialState::kCompleted, TrialState::kRunning, TrialState::kFailed, TrialState::kStopped};
+  std::vector<Trial> hist;
+  for (int i = 0; i < n; ++i) {
+    Trial t;
+    t.u = {i % 7 == 0 ? 0.0 : i % 11 == 0 ? std::nextafter(1.0, 0.0) : 0.5, (i % 3) / 3.0, 0.5};
+    t.state = states[i % 4];
+    t.objective = constant ? 1.0 : i % 5;
+    hist.push_back(t);
+  }
+  return hist;
+}
+
+// Every proposal has one coordinate per dimension, each in [0, 1).
+void ExpectProposalsInTheUnitCube(Sampler& s, const SearchSpace& sp, const std::vector<Trial>& hist, int proposals) {
+  std::mt19937_64 rng(5);
+  for (int i = 0; i < proposals; ++i) {
+    auto u = s.Suggest(sp, hist, Direction::kMaximize, rng);
+    ASSERT_EQ(u.size(), sp.size());
+    for (double x : u) {
+      EXPECT_GE(x, 0.0);
+      EXPECT_LT(x, 1.0);
+    }
+  }
+}
+
 TEST(Tpe, BeatsRandomOnBranin) {
   // Median over seeds of the best value after 100 trials (global minimum 0.397887),
   // for the joint (default) and the per-dimension density.
@@ -121,66 +209,26 @@ TEST(Tpe, BeatsRandomOnBranin) {
 }
 
 TEST(Tpe, MixedSpaceConvergesOnTheBestCategoryAndInteger) {
-  SearchSpace sp = *SearchSpace::Create({{"opt", ParamType::kCategorical, 0, 0, {"sgd", "adam", "rmsprop"}},
-                                         {"depth", ParamType::kInteger, 1, 8, {}, Scaling::kLinear},
-                                         {"lr", ParamType::kContinuous, 1e-4, 1, {}, Scaling::kLogarithmic}});
-  auto objective = [](const Config& c) {
-    double depth = std::get<double>(c.at("depth")), lr = std::log10(std::get<double>(c.at("lr")));
-    return (std::get<std::string>(c.at("opt")) == "adam" ? 0 : 1) + 0.1 * (depth - 5) * (depth - 5) +
-           0.2 * (lr + 2.5) * (lr + 2.5);
-  };
   for (bool multivariate : {true, false}) {
     TpeOptions o;
     o.multivariate = multivariate;
     auto tpe = MakeTpeSampler(o);
-    std::mt19937_64 rng(11);
-    std::vector<Trial> hist;
-    int adam = 0, depth5 = 0;
-    for (int i = 0; i < 100; ++i) {
-      Trial t;
-      t.u = tpe->Suggest(sp, hist, Direction::kMinimize, rng);
-      Config c = sp.DecodeAll(t.u);
-      t.objective = objective(c);
-      t.state = TrialState::kCompleted;
-      if (i >= 70) {
-        adam += std::get<std::string>(c["opt"]) == "adam";
-        depth5 += std::fabs(std::get<double>(c["depth"]) - 5) <= 1;
-      }
-      hist.push_back(t);
-    }
-    EXPECT_GE(adam, 24) << "multivariate=" << multivariate;    // of the last 30; random: 10
-    EXPECT_GE(depth5, 24) << "multivariate=" << multivariate;  // random: 11
+    const MixedRun r = RunMixed(*tpe, 100, 30);
+    EXPECT_GE(r.adam, 24) << "multivariate=" << multivariate;    // of the last 30; random: 10
+    EXPECT_GE(r.depth5, 24) << "multivariate=" << multivariate;  // random: 11
   }
 }
 
 TEST(Tpe, ProposalsStayInTheUnitCubeWhateverTheHistory) {
   // Running and failed trials carry no result; stopped ones count with their last
   // value; duplicates and trials on the range ends must not break the densities.
-  SearchSpace sp = *SearchSpace::Create({{"a", ParamType::kContinuous, 0, 1},
-                                         {"b", ParamType::kInteger, 1, 3, {}, Scaling::kLinear},
-                                         {"c", ParamType::kCategorical, 0, 0, {"x"}}});
-  std::vector<Trial> hist;
-  const TrialState states[] = {TrialState::kCompleted, TrialState::kRunning, TrialState::kFailed, TrialState::kStopped};
-  for (int i = 0; i < 1000; ++i) {
-    Trial t;
-    t.u = {i % 7 == 0 ? 0.0 : i % 11 == 0 ? std::nextafter(1.0, 0.0) : 0.5, (i % 3) / 3.0, 0.5};
-    t.state = states[i % 4];
-    t.objective = i % 5;
-    hist.push_back(t);
-  }
+  const SearchSpace sp = AwkwardSpace();
+  const std::vector<Trial> hist = AwkwardHistory(1000, false);
   for (bool multivariate : {true, false}) {
     TpeOptions o;
     o.multivariate = multivariate;
     auto tpe = MakeTpeSampler(o);
-    std::mt19937_64 rng(5);
-    for (int i = 0; i < 20; ++i) {
-      auto u = tpe->Suggest(sp, hist, Direction::kMaximize, rng);
-      ASSERT_EQ(u.size(), 3u);
-      for (double x : u) {
-        EXPECT_GE(x, 0.0);
-        EXPECT_LT(x, 1.0);
-      }
-    }
+    ExpectProposalsInTheUnitCube(*tpe, sp, hist, 20);
   }
 }
 
@@ -219,51 +267,17 @@ TEST(Gp, FindsBraninsMinimumFasterThanRandom) {
 }
 
 TEST(Gp, MixedSpaceConvergesOnTheBestCategoryAndInteger) {
-  SearchSpace sp = *SearchSpace::Create({{"opt", ParamType::kCategorical, 0, 0, {"sgd", "adam", "rmsprop"}},
-                                         {"depth", ParamType::kInteger, 1, 8, {}, Scaling::kLinear},
-                                         {"lr", ParamType::kContinuous, 1e-4, 1, {}, Scaling::kLogarithmic}});
-  auto objective = [](const Config& c) {
-    double depth = std::get<double>(c.at("depth")), lr = std::log10(std::get<double>(c.at("lr")));
-    return (std::get<std::string>(c.at("opt")) == "adam" ? 0 : 1) + 0.1 * (depth - 5) * (depth - 5) +
-           0.2 * (lr + 2.5) * (lr + 2.5);
-  };
   auto gp = MakeGpSampler();
-  std::mt19937_64 rng(11);
-  std::vector<Trial> hist;
-  int adam = 0, depth5 = 0;
-  double best = INFINITY;
-  for (int i = 0; i < 50; ++i) {
-    Trial t;
-    t.u = gp->Suggest(sp, hist, Direction::kMinimize, rng);
-    Config c = sp.DecodeAll(t.u);
-    // After the random start, integer coordinates are the integer's own coordinate.
-    if (i >= 10) EXPECT_DOUBLE_EQ(t.u[1], sp.Encode(1, c["depth"])) << i;
-    t.objective = objective(c);
-    t.state = TrialState::kCompleted;
-    best = std::min(best, t.objective);
-    if (i >= 30) {
-      adam += std::get<std::string>(c["opt"]) == "adam";
-      depth5 += std::fabs(std::get<double>(c["depth"]) - 5) <= 1;
-    }
-    hist.push_back(t);
-  }
-  EXPECT_GE(adam, 14);    // of the last 20; random: 7
-  EXPECT_GE(depth5, 14);  // random: 7
-  EXPECT_LT(best, 0.01);
+  const MixedRun r = RunMixed(*gp, 50, 20);
+  EXPECT_EQ(r.unsnapped, 0);  // after the random start, integer coordinates are the integer's own
+  EXPECT_GE(r.adam, 14);      // of the last 20; random: 7
+  EXPECT_GE(r.depth5, 14);    // random: 7
+  EXPECT_LT(r.best, 0.01);
 }
 
 TEST(Gp, RunningTrialsPushTheNextProposalElsewhere) {
   SearchSpace sp = Branin();
-  std::mt19937_64 rng(4);
-  std::uniform_real_distribution<double> u(0, 1);
-  std::vector<Trial> hist;
-  for (int i = 0; i < 15; ++i) {
-    Trial t;
-    t.u = {u(rng), u(rng)};
-    t.objective = BraninF(sp.DecodeAll(t.u));
-    t.state = TrialState::kCompleted;
-    hist.push_back(t);
-  }
+  std::vector<Trial> hist = RandomBraninHistory(15, 4);
   auto gp = MakeGpSampler();
   std::mt19937_64 a(9), b(9), c(9);
   const auto first = gp->Suggest(sp, hist, Direction::kMinimize, a);
@@ -276,48 +290,18 @@ TEST(Gp, RunningTrialsPushTheNextProposalElsewhere) {
 }
 
 TEST(Gp, ProposalsStayInTheUnitCubeWhateverTheHistory) {
-  // Failed and running trials, duplicates, range ends, a constant objective, and
-  // more trials than the model keeps (max_points).
-  SearchSpace sp = *SearchSpace::Create({{"a", ParamType::kContinuous, 0, 1},
-                                         {"b", ParamType::kInteger, 1, 3, {}, Scaling::kLinear},
-                                         {"c", ParamType::kCategorical, 0, 0, {"x"}}});
-  const TrialState states[] = {TrialState::kCompleted, TrialState::kRunning, TrialState::kFailed, TrialState::kStopped};
+  // The awkward history with results or all equal, and more trials than the model keeps (max_points).
   for (bool constant : {false, true}) {
-    std::vector<Trial> hist;
-    for (int i = 0; i < 160; ++i) {
-      Trial t;
-      t.u = {i % 7 == 0 ? 0.0 : i % 11 == 0 ? std::nextafter(1.0, 0.0) : 0.5, (i % 3) / 3.0, 0.5};
-      t.state = states[i % 4];
-      t.objective = constant ? 1.0 : i % 5;
-      hist.push_back(t);
-    }
     GpOptions o;
     o.max_points = 40;
     auto gp = MakeGpSampler(o);
-    std::mt19937_64 rng(5);
-    for (int i = 0; i < 3; ++i) {
-      auto u = gp->Suggest(sp, hist, Direction::kMaximize, rng);
-      ASSERT_EQ(u.size(), 3u);
-      for (double x : u) {
-        EXPECT_GE(x, 0.0);
-        EXPECT_LT(x, 1.0);
-      }
-    }
+    ExpectProposalsInTheUnitCube(*gp, AwkwardSpace(), AwkwardHistory(160, constant), 3);
   }
 }
 
 TEST(Bayesian, UsesTheGpUntilItsLimitThenTpe) {
   SearchSpace sp = Branin();
-  std::mt19937_64 rng(2);
-  std::uniform_real_distribution<double> u(0, 1);
-  std::vector<Trial> hist;
-  for (int i = 0; i < 30; ++i) {
-    Trial t;
-    t.u = {u(rng), u(rng)};
-    t.objective = BraninF(sp.DecodeAll(t.u));
-    t.state = TrialState::kCompleted;
-    hist.push_back(t);
-  }
+  const std::vector<Trial> hist = RandomBraninHistory(30, 2);
   auto suggest = [&](Sampler& s, size_t n) {
     std::mt19937_64 r(17);
     return s.Suggest(sp, std::vector<Trial>(hist.begin(), hist.begin() + static_cast<std::ptrdiff_t>(n)),

@@ -267,10 +267,6 @@ class Parzen {
     std::vector<double> log_prob;  // [category * kernels + kernel]
   };
 
-  static size_t CategoryOf(double u, size_t m) {
-    return std::min(m - 1, static_cast<size_t>(std::max(u, 0.0) * static_cast<double>(m)));
-  }
-
   // Each observation puts most of its mass on its own category (Optuna's smoothing:
   // prior_weight / kernels on every category, plus one); the prior is uniform.
   Cat BuildCategorical(const std::vector<const std::vector<double>*>& obs, size_t d, size_t m,
@@ -382,14 +378,9 @@ class TpeSampler final : public Sampler {
     // same configuration, so observations and candidates are moved to the integer's
     // own coordinate; otherwise where a value fell inside its slice would add noise
     // to the densities and to the choice among candidates.
-    std::vector<IntegerSlices> integers;
-    for (size_t d = 0; d < space.size(); ++d)
-      if (space.params()[d].type == ParamType::kInteger) integers.emplace_back(space, d);
-    auto snap = [&](std::vector<double>& u) {
-      for (const auto& s : integers) u[s.dim] = s.Snap(space, u[s.dim]);
-    };
+    const Snapper snap(space);
     std::vector<std::vector<double>> snapped;
-    if (!integers.empty()) {
+    if (!snap.empty()) {
       snapped.reserve(done.size());
       for (const Trial* t : done) {
         snapped.push_back(t->u);
@@ -398,11 +389,9 @@ class TpeSampler final : public Sampler {
     }
     std::vector<const std::vector<double>*> good, bad;
     for (size_t i = 0; i < done.size(); ++i)
-      (is_good[i] ? good : bad).push_back(integers.empty() ? &done[i]->u : &snapped[i]);
+      (is_good[i] ? good : bad).push_back(snap.empty() ? &done[i]->u : &snapped[i]);
 
-    std::vector<size_t> categories(space.size(), 0);
-    for (size_t d = 0; d < space.size(); ++d)
-      if (space.params()[d].type == ParamType::kCategorical) categories[d] = space.params()[d].categories.size();
+    const std::vector<size_t> categories = CategoryCounts(space);
     // Dimensions sampled together. Multivariate: one joint density over the
     // continuous dimensions, and one density per integer or categorical dimension.
     // Integers and categories take few values, so their marginal densities are well

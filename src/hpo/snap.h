@@ -1,6 +1,7 @@
 #pragma once
-// Internal to src/hpo: moving a unit-cube point onto the configurations it
-// stands for, shared by the samplers that model the objective (TPE, GP).
+// Internal to src/hpo: how the samplers that model the objective (TPE, GP) read
+// unit-cube points: integer values snapped to their own coordinate, categories
+// by index.
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -52,5 +53,18 @@ class Snapper {
   const SearchSpace& space_;
   std::vector<IntegerSlices> integers_;
 };
+
+// The category a coordinate stands for among m.
+inline size_t CategoryOf(double u, size_t m) {
+  return std::min(m - 1, static_cast<size_t>(std::max(u, 0.0) * static_cast<double>(m)));
+}
+
+// Per dimension: its category count, 0 for a numeric dimension.
+inline std::vector<size_t> CategoryCounts(const SearchSpace& space) {
+  std::vector<size_t> out(space.size(), 0);
+  for (size_t d = 0; d < space.size(); ++d)
+    if (space.params()[d].type == ParamType::kCategorical) out[d] = space.params()[d].categories.size();
+  return out;
+}
 
 }  // namespace kiln::hpo

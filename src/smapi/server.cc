@@ -477,9 +477,7 @@ Result<json> SageMakerApi::Tuning(const std::string& op, const json& body, const
       consider(*job, *trials);
       for (const auto& p : job->spec.parents) {
         auto parent = tuning_->Get(p);
-        if (!parent.ok()) continue;  // deleted since: its trials no longer count
-        auto pt = tuning_->Trials(*parent);
-        if (pt.ok()) consider(*parent, *pt);
+        if (parent.ok()) consider(*parent, tuning_->FinishedParentTrials(p));
       }
       if (overall) d["OverallBestTrainingJob"] = overall->second;
     }

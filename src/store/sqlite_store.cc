@@ -173,8 +173,7 @@ class SqliteStore final : public Store {
 
   Status CreateJob(const Job& job, Event created) override {
     std::lock_guard<std::mutex> l(mu_);
-    KILN_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
-    Status st = [&]() -> Status {
+    return InTransaction([&]() -> Status {
       {
         Stmt s(db_, "INSERT INTO jobs(id,name,status,created_ms,event_count,state,kind) VALUES(?,?,?,?,0,?,?)");
         s.Bind(1, job.id)
@@ -195,12 +194,7 @@ class SqliteStore final : public Store {
       }
       created.job_id = job.id;
       return AppendLocked(created).status();
-    }();
-    if (!st.ok()) {
-      Exec("ROLLBACK");
-      return st;
-    }
-    return Exec("COMMIT");
+    });
   }
 
   Result<Event> AppendEvent(Event e) override {
@@ -315,8 +309,7 @@ class SqliteStore final : public Store {
   Status UpdateTags(const std::string& job_id, const std::map<std::string, std::string>& add,
                     const std::vector<std::string>& remove) override {
     std::lock_guard<std::mutex> l(mu_);
-    KILN_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
-    Status st = [&]() -> Status {
+    return InTransaction([&]() -> Status {
       Stmt g(db_, "SELECT state FROM jobs WHERE id=?");
       g.Bind(1, job_id);
       if (g.Step() != SQLITE_ROW) return NotFound("job '" + job_id + "' not found");
@@ -342,12 +335,7 @@ class SqliteStore final : public Store {
       u.Bind(1, state.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)).Bind(2, job_id);
       if (u.Step() != SQLITE_DONE) return Err("update job tags");
       return Status::Ok();
-    }();
-    if (!st.ok()) {
-      Exec("ROLLBACK");
-      return st;
-    }
-    return Exec("COMMIT");
+    });
   }
 
   Status CreateTuningJob(const TuningRecord& t) override {
@@ -381,8 +369,7 @@ class SqliteStore final : public Store {
   Status UpdateTuningTags(const std::string& name, const std::map<std::string, std::string>& add,
                           const std::vector<std::string>& remove) override {
     std::lock_guard<std::mutex> l(mu_);
-    KILN_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
-    Status st = [&]() -> Status {
+    return InTransaction([&]() -> Status {
       Stmt g(db_, "SELECT spec FROM tuning_jobs WHERE name=?");
       g.Bind(1, name);
       if (g.Step() != SQLITE_ROW) return NotFound("tuning job '" + name + "' not found");
@@ -396,12 +383,7 @@ class SqliteStore final : public Store {
       u.Bind(1, spec.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)).Bind(2, name);
       if (u.Step() != SQLITE_DONE) return Err("update tuning job tags");
       return Status::Ok();
-    }();
-    if (!st.ok()) {
-      Exec("ROLLBACK");
-      return st;
-    }
-    return Exec("COMMIT");
+    });
   }
 
   Result<std::vector<TuningRecord>> ListTuningJobs(const std::string& name_contains, const std::string& status,
@@ -464,8 +446,7 @@ class SqliteStore final : public Store {
 
   Status CommitTransition(const Job& job, const std::vector<Event>& applied) override {
     std::lock_guard<std::mutex> l(mu_);
-    KILN_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
-    Status st = [&]() -> Status {
+    return InTransaction([&]() -> Status {
       {
         // Tags change through UpdateTags only: keep the stored ones.
         Stmt s(db_,
@@ -494,12 +475,7 @@ class SqliteStore final : public Store {
         if (s.Step() != SQLITE_DONE) return Err("mark event");
       }
       return Status::Ok();
-    }();
-    if (!st.ok()) {
-      Exec("ROLLBACK");
-      return st;
-    }
-    return Exec("COMMIT");
+    });
   }
 
   Result<std::vector<Event>> EventsAfter(int64_t after_seq, int limit) override {
@@ -670,6 +646,19 @@ class SqliteStore final : public Store {
     auto j = json::parse(text, nullptr, false);
     if (j.is_discarded()) return Internal("corrupt job row");
     return JobFromJson(j);
+  }
+
+  // Runs `body` in a write transaction: committed if it returns Ok, rolled back
+  // otherwise. Callers hold mu_.
+  template <typename Body>
+  Status InTransaction(Body body) {
+    KILN_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+    Status st = body();
+    if (!st.ok()) {
+      Exec("ROLLBACK");
+      return st;
+    }
+    return Exec("COMMIT");
   }
 
   Status Exec(const char* sql) {

@@ -170,6 +170,20 @@ Result<std::vector<TrialView>> TuningService::Trials(const TuningJob& job) {
   return out;
 }
 
+std::vector<TrialView> TuningService::FinishedParentTrials(const std::string& parent) {
+  std::lock_guard<std::mutex> l(parents_mu_);
+  auto cached = parent_trials_.find(parent);
+  if (cached != parent_trials_.end()) return cached->second;
+  auto job = Get(parent);
+  if (!job.ok() || !IsTerminal(job->state.status)) return {};
+  auto trials = Trials(*job);
+  if (!trials.ok()) return {};
+  std::vector<TrialView> finished;
+  for (auto& t : *trials)
+    if (Objective(t)) finished.push_back(std::move(t));
+  return parent_trials_.emplace(parent, std::move(finished)).first->second;
+}
+
 Status TuningService::Tick(const std::string& name) {
   std::lock_guard<std::mutex> l(mu_);
   auto job = Get(name);
@@ -179,18 +193,8 @@ Status TuningService::Tick(const std::string& name) {
   if (!trials.ok()) return trials.status();
   std::vector<TrialView> warm;
   for (const auto& p : job->spec.parents) {
-    auto cached = parent_trials_.find(p);
-    if (cached == parent_trials_.end()) {
-      auto parent = Get(p);
-      if (!parent.ok() || !IsTerminal(parent->state.status)) continue;
-      auto pt = Trials(*parent);
-      if (!pt.ok()) continue;
-      std::vector<TrialView> finished;
-      for (auto& t : *pt)
-        if (Objective(t)) finished.push_back(std::move(t));
-      cached = parent_trials_.emplace(p, std::move(finished)).first;
-    }
-    warm.insert(warm.end(), cached->second.begin(), cached->second.end());
+    auto finished = FinishedParentTrials(p);
+    warm.insert(warm.end(), finished.begin(), finished.end());
   }
   Decision d = Decide(*job, *trials, warm, clock_.NowMs());
   // State first: an early stop is remembered before the trial is stopped, so

@@ -38,6 +38,9 @@ class TuningService {
   Status Stop(const std::string& name);
   // Trials of a tuning job, by index, with their curves.
   Result<std::vector<TrialView>> Trials(const TuningJob& job);
+  // The trials with an objective of a warm-start parent, read once and cached (an
+  // ended tuning job's trials never change); empty while it is missing or running.
+  std::vector<TrialView> FinishedParentTrials(const std::string& parent);
   // One pass over `name` (the thread calls it; tests call it directly).
   Status Tick(const std::string& name);
 
@@ -62,7 +65,8 @@ class TuningService {
   std::mutex cursors_mu_;                     // Trials() is called by API handlers and by Tick
   std::map<std::string, LogCursor> cursors_;  // GUARDED_BY(cursors_mu_): trial job id -> read position
   // Finished trials of warm-start parents; a parent has ended, so they never change.
-  std::map<std::string, std::vector<TrialView>> parent_trials_;  // GUARDED_BY(mu_)
+  std::mutex parents_mu_;
+  std::map<std::string, std::vector<TrialView>> parent_trials_;  // GUARDED_BY(parents_mu_)
 };
 
 Result<TuningJob> LoadTuningJob(const TuningRecord& r);

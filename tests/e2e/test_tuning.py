@@ -225,6 +225,16 @@ class TuningE2E(KilndHarness):
         self.assertEqual(status, 400, body)
         self.assertEqual(body["error"]["field"], "algorithm", body)
 
+    def wait_sagemaker_tuning(self, sm, name):
+        """DescribeHyperParameterTuningJob once the tuning job has ended."""
+        deadline = time.time() + DEADLINE_S
+        while True:
+            d = sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)
+            if d["HyperParameterTuningJobStatus"] in ("Completed", "Failed", "Stopped"):
+                return d
+            self.assertLess(time.time(), deadline)
+            time.sleep(1)
+
     def check_tuning_tags(self, sm, arn, name, responses):
         """AddTags/ListTags/DeleteTags on a tuning job's ARN: the request's Tags are the job's own."""
         def tags(client=sm, resource=arn):
@@ -328,13 +338,7 @@ class TuningE2E(KilndHarness):
             sm.create_hyper_parameter_tuning_job(**req)
         self.assertEqual(cm.exception.response["Error"]["Code"], "ResourceInUse")
         self.check_tuning_tags(sm, arn, name, responses)
-        deadline = time.time() + DEADLINE_S
-        while True:
-            d = sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)
-            if d["HyperParameterTuningJobStatus"] in ("Completed", "Failed", "Stopped"):
-                break
-            self.assertLess(time.time(), deadline)
-            time.sleep(1)
+        d = self.wait_sagemaker_tuning(sm, name)
         responses.append(("describe_hyper_parameter_tuning_job", d))
         self.assertEqual(d["HyperParameterTuningJobStatus"], "Completed", d.get("FailureReason"))
         self.assertNotIn("Tags", d)  # DescribeHyperParameterTuningJob has no Tags member
@@ -391,13 +395,7 @@ class TuningE2E(KilndHarness):
         self.assertEqual(cm.exception.response["Error"]["Code"], "ValidationException")
         self.assertIn("training image", cm.exception.response["Error"]["Message"])
         sm.create_hyper_parameter_tuning_job(**child)
-        deadline = time.time() + DEADLINE_S
-        while True:
-            dc = sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=child["HyperParameterTuningJobName"])
-            if dc["HyperParameterTuningJobStatus"] in ("Completed", "Failed", "Stopped"):
-                break
-            self.assertLess(time.time(), deadline)
-            time.sleep(1)
+        dc = self.wait_sagemaker_tuning(sm, child["HyperParameterTuningJobName"])
         responses.append(("describe_hyper_parameter_tuning_job", dc))
         self.assertEqual(dc["HyperParameterTuningJobStatus"], "Completed", dc.get("FailureReason"))
         self.assertEqual(dc["WarmStartConfig"]["WarmStartType"], "IdenticalDataAndAlgorithm")
