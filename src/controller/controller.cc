@@ -69,6 +69,9 @@ Result<Job> Controller::StopJob(const std::string& id_or_name) {
 
 Status Controller::Post(Event e) {
   if (e.time == 0) e.time = clock_.NowMs();
+  if (e.type == EventType::kInstanceExited && opts_.before_instance_exit && e.payload.contains("instance_id") &&
+      e.payload["instance_id"].is_string())
+    opts_.before_instance_exit(e.payload["instance_id"].get<std::string>());
   auto r = store_.AppendEvent(std::move(e));
   if (!r.ok()) {
     if (r.status().code() == Code::kAlreadyExists) return Status::Ok();  // duplicate: harmless

@@ -33,6 +33,9 @@ struct ControllerOptions {
   std::function<std::string(const std::string& instance_id)> token_for;
   // Called when an instance is released (after its exit), e.g. to close its metrics port.
   std::function<void(const std::string& instance_id)> on_instance_released;
+  // Called before an instance's exit is recorded, e.g. to store the metrics it
+  // sent last: whoever sees the job end sees all of them.
+  std::function<void(const std::string& instance_id)> before_instance_exit;
 };
 
 class Controller final : public EventSink {

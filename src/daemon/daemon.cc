@@ -119,6 +119,7 @@ int RunKilnd(const KilndOptions& o) {
   copts.artifacts_dir = data + "/artifacts";
   copts.token_for = [&tokens](const std::string& id) { return tokens.For(id); };
   copts.on_instance_released = [&metrics](const std::string& id) { metrics.CloseInstance(id); };
+  copts.before_instance_exit = [&metrics](const std::string& id) { metrics.DrainInstance(id); };
   Controller controller(**store, RealClock::Get(), timers, *catalog, copts);
 
   BackendRegistry registry;

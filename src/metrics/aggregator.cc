@@ -77,7 +77,9 @@ std::vector<MetricPoint> Aggregator::Flush(TimeMs now) {
   std::vector<MetricPoint> out;
   for (auto& entry : series_) {
     Series& s = entry.second;  // a named reference: lambdas below capture it
-    if (!s.touched && s.kind != MetricKind::kGauge) continue;
+    // A gauge keeps its value (a relative update starts from it) but is stored only
+    // for intervals in which it was set: one point per report, not per flush.
+    if (!s.touched) continue;
     auto emit = [&](const char* stat, double v) { out.push_back({s.job_id, s.name, s.tags, stat, now, v}); };
     switch (s.kind) {
       case MetricKind::kCounter:

@@ -34,8 +34,8 @@ class Aggregator {
   // path for untagged samples builds no tag strings.
   void AddCanonical(const std::string& job_id, const std::vector<std::pair<std::string, std::string>>& attribution,
                     const std::string& attribution_canonical, const StatsdSample& s);
-  // Emits every series touched since the last flush (gauges: every known gauge),
-  // then resets counters, timers and sets.
+  // Emits every series updated since the last flush (a gauge that was not set
+  // emits nothing but keeps its value), then resets counters, timers and sets.
   std::vector<MetricPoint> Flush(TimeMs now);
   size_t series() const { return series_.size(); }
   // Forgets every series of a job (after its last flush).

@@ -128,6 +128,27 @@ void MetricsGateway::CloseInstance(const std::string& instance_id) {
   if (auto it = sources_.find(instance_id); it != sources_.end()) it->second.closing = true;
 }
 
+void MetricsGateway::DrainQueued(const Source& src) {
+  std::vector<char> buf(kMaxStatsdPacket + 1);
+  for (int fd : {src.udp_fd, src.unix_fd}) {
+    if (fd < 0) continue;
+    ssize_t n;
+    while ((n = recv(fd, buf.data(), buf.size(), MSG_DONTWAIT)) >= 0) Ingest(src, buf.data(), static_cast<size_t>(n));
+  }
+}
+
+void MetricsGateway::DrainInstance(const std::string& instance_id) {
+  {
+    // No batch the receive thread has taken off a socket is still on its way.
+    std::lock_guard<std::mutex> receiving(recv_mu_);
+    std::lock_guard<std::mutex> l(mu_);
+    auto it = sources_.find(instance_id);
+    if (it == sources_.end()) return;
+    DrainQueued(it->second);
+  }
+  FlushNow();
+}
+
 int MetricsGateway::PortOf(const std::string& instance_id) const {
   std::lock_guard<std::mutex> l(mu_);
   auto it = sources_.find(instance_id);
@@ -163,6 +184,8 @@ void MetricsGateway::ReceiveLoop() {
     for (int i = 0; i < n; ++i) {
       int fd = evs[i].data.fd;
       if (fd == wake_fd_) continue;
+      // Held while a batch is between the socket and the aggregator (DrainInstance).
+      std::lock_guard<std::mutex> receiving(recv_mu_);
       for (;;) {
         for (int k = 0; k < kBatch; ++k) {
           iovs[k] = {bufs.data() + k * kBuf, kBuf};
@@ -229,16 +252,8 @@ void MetricsGateway::FlushNow() {
   {
     std::lock_guard<std::mutex> l(mu_);
     // Instances being closed: take what is still queued on their sockets first.
-    std::vector<char> buf(kMaxStatsdPacket + 1);
-    for (auto& [id, src] : sources_) {
-      if (!src.closing) continue;
-      for (int fd : {src.udp_fd, src.unix_fd}) {
-        if (fd < 0) continue;
-        ssize_t n;
-        while ((n = recv(fd, buf.data(), buf.size(), MSG_DONTWAIT)) >= 0)
-          Ingest(src, buf.data(), static_cast<size_t>(n));
-      }
-    }
+    for (auto& [id, src] : sources_)
+      if (src.closing) DrainQueued(src);
     points = agg_.Flush(clock_.NowMs());
     for (const auto& p : points) {
       std::string labels = "stat=\"" + p.stat + "\"";

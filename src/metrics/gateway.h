@@ -54,6 +54,10 @@ class MetricsGateway {
   // Stops receiving for an instance after one more flush.
   void CloseInstance(const std::string& instance_id);
 
+  // Reads what an instance has sent and is still queued on its sockets, then
+  // flushes: called before the instance's exit is recorded, so everything a job
+  // sent is stored before the job is seen ending (a tuning objective's last value).
+  void DrainInstance(const std::string& instance_id);
   // Flushes now (also runs every flush interval).
   void FlushNow();
   GatewayCounters counters() const;
@@ -76,6 +80,8 @@ class MetricsGateway {
   };
   void ReceiveLoop();
   void FlushLoop();
+  // Reads everything queued on a source's sockets. Caller holds mu_.
+  void DrainQueued(const Source& src);
   void Ingest(const Source& src, const char* data, size_t len);
   void Watch(int fd);
 
@@ -87,6 +93,9 @@ class MetricsGateway {
   std::atomic<bool> stop_{false};
   std::thread recv_thread_, flush_thread_;
 
+  // Taken before mu_: held by the receive thread from taking a batch off a socket
+  // until it is aggregated, so DrainInstance sees every packet received so far.
+  std::mutex recv_mu_;
   mutable std::mutex mu_;  // guards everything below
   std::condition_variable flush_cv_;
   std::unordered_map<std::string, Source> sources_;  // by instance id

@@ -79,5 +79,43 @@ TEST(Gateway, AttributesByPortAndCountsBadPackets) {
   gw.Shutdown();
 }
 
+TEST(Gateway, DrainInstanceStoresWhatWasSentBeforeItReturns) {
+  // What a job sent before it exited is stored before its exit is recorded (the
+  // controller calls DrainInstance first), long before the next flush interval.
+  std::mutex mu;
+  std::vector<MetricPoint> flushed;
+  GatewayOptions o;
+  o.flush_interval_ms = 3600 * 1000;
+  MetricsGateway gw(o, RealClock::Get(), [&](const std::vector<MetricPoint>& p) {
+    std::lock_guard<std::mutex> l(mu);
+    flushed.insert(flushed.end(), p.begin(), p.end());
+  });
+  ASSERT_TRUE(gw.Start().ok());
+  auto port = gw.OpenInstance("j-a.1.0", "j-a", "");
+  ASSERT_TRUE(port.ok());
+  for (int step = 0; step < 50; ++step)
+    SendUdp(*port, "val_loss:" + std::to_string(100 - step) + "|g|#step:" + std::to_string(step));
+  gw.DrainInstance("j-a.1.0");
+  gw.DrainInstance("j-unknown.1.0");  // nothing open: nothing to do
+  std::map<std::string, double> got;
+  {
+    std::lock_guard<std::mutex> l(mu);
+    for (auto& p : flushed) got[p.tags] = p.value;
+  }
+  ASSERT_EQ(got.size(), 50u);
+  EXPECT_EQ(got["job_id:j-a,step:49"], 51);
+  // Stored once: an unchanged gauge is not flushed again.
+  {
+    std::lock_guard<std::mutex> l(mu);
+    flushed.clear();
+  }
+  gw.FlushNow();
+  {
+    std::lock_guard<std::mutex> l(mu);
+    EXPECT_TRUE(flushed.empty());
+  }
+  gw.Shutdown();
+}
+
 }  // namespace
 }  // namespace kiln

@@ -95,10 +95,17 @@ TEST(Aggregator, CountersGaugesTimersSets) {
   EXPECT_EQ(got["lat.p99"], 99);
   EXPECT_EQ(got["lat.min"], 1);
   EXPECT_EQ(got["lat.max"], 100);
-  // After a flush counters reset, gauges persist, idle timers emit nothing.
-  auto again = a.Flush(2000);
+  // After a flush nothing idle is emitted again: counters reset, timers and sets
+  // empty, and a gauge that was not set keeps its value without a new point.
+  EXPECT_TRUE(a.Flush(2000).empty());
+  // A relative update starts from the kept value.
+  StatsdSample rel;
+  ASSERT_EQ(ParseStatsdLine("temp:+5|g", &rel), StatsdError::kOk);
+  a.Add("j-1", attr, rel);
+  auto again = a.Flush(3000);
   ASSERT_EQ(again.size(), 1u);
   EXPECT_EQ(again[0].name, "temp");
+  EXPECT_EQ(again[0].value, 20);
 }
 
 TEST(Aggregator, AttributionOverridesSelfReportedJobTag) {

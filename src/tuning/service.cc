@@ -3,8 +3,11 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
+#include <optional>
 #include <regex>
+#include <string_view>
 
 namespace kiln::tuning {
 
@@ -137,6 +140,68 @@ std::vector<double> TuningService::Curve(const Job& trial, const std::string& re
   return c.values;
 }
 
+std::vector<double> StatsdObjectiveCurve(const std::vector<MetricPoint>& points, TimeMs since) {
+  std::map<double, std::pair<TimeMs, double>> by_step;
+  std::vector<std::pair<TimeMs, double>> untagged;
+  for (const auto& p : points) {
+    if (p.stat != "value" || p.time < since || !std::isfinite(p.value)) continue;
+    std::optional<double> step;
+    size_t pos = 0;
+    while (pos <= p.tags.size()) {
+      size_t end = p.tags.find(',', pos);
+      if (end == std::string::npos) end = p.tags.size();
+      std::string_view tag(p.tags.data() + pos, end - pos);
+      for (std::string_view key : {"step:", "epoch:"}) {
+        if (tag.substr(0, key.size()) != key) continue;
+        std::string v(tag.substr(key.size()));
+        char* stop = nullptr;
+        double d = strtod(v.c_str(), &stop);
+        if (!v.empty() && stop == v.c_str() + v.size() && std::isfinite(d)) step = d;
+      }
+      pos = end + 1;
+    }
+    if (!step) {
+      untagged.emplace_back(p.time, p.value);
+      continue;
+    }
+    auto [it, inserted] = by_step.try_emplace(*step, p.time, p.value);
+    if (!inserted && p.time >= it->second.first) it->second = {p.time, p.value};
+  }
+  std::vector<double> curve;
+  if (!by_step.empty()) {
+    curve.reserve(by_step.size());
+    for (const auto& [step, tv] : by_step) curve.push_back(tv.second);
+    return curve;
+  }
+  std::stable_sort(untagged.begin(), untagged.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  curve.reserve(untagged.size());
+  for (const auto& tv : untagged) curve.push_back(tv.second);
+  return curve;
+}
+
+std::vector<double> TuningService::StatsdCurve(const Job& trial, const std::string& metric) {
+  {
+    std::lock_guard<std::mutex> l(cursors_mu_);
+    auto done = statsd_final_.find(trial.id);
+    if (done != statsd_final_.end()) return done->second;
+  }
+  // A retry starts its curve again: only points since its first instance launched.
+  TimeMs since = 0;
+  if (trial.attempt > 1)
+    for (const auto& in : trial.instances)
+      if (in.index == 0 && in.attempt == trial.attempt) since = in.launched_at;
+  auto points = store_.JobMetrics(trial.id, metric);
+  if (!points.ok()) return {};
+  auto curve = StatsdObjectiveCurve(*points, since);
+  // The gateway stores an instance's metrics before its exit is recorded, so an
+  // ended trial's curve is final.
+  if (IsTerminal(trial.status)) {
+    std::lock_guard<std::mutex> l(cursors_mu_);
+    statsd_final_[trial.id] = curve;
+  }
+  return curve;
+}
+
 Result<std::vector<TrialView>> TuningService::Trials(const TuningJob& job) {
   std::string regex;
   for (const auto& [n, re] : job.spec.trial.metric_definitions)
@@ -158,7 +223,8 @@ Result<std::vector<TrialView>> TuningService::Trials(const TuningJob& job) {
       t.hyperparameters = j.spec.hyperparameters;
       t.created = j.created_at;
       t.ended = j.ended_at;
-      t.curve = Curve(j, regex);
+      t.curve = job.spec.objective_source == ObjectiveSource::kStatsd ? StatsdCurve(j, job.spec.objective_metric)
+                                                                      : Curve(j, regex);
       t.early_stopped = std::find(job.state.early_stopped.begin(), job.state.early_stopped.end(), t.name) !=
                         job.state.early_stopped.end();
       out.push_back(std::move(t));

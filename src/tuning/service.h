@@ -47,6 +47,7 @@ class TuningService {
  private:
   void Loop();
   std::vector<double> Curve(const Job& trial, const std::string& regex);
+  std::vector<double> StatsdCurve(const Job& trial, const std::string& metric);
   Status Save(const std::string& name, const TuningState& st);
 
   Store& store_;
@@ -64,12 +65,20 @@ class TuningService {
   };
   std::mutex cursors_mu_;                     // Trials() is called by API handlers and by Tick
   std::map<std::string, LogCursor> cursors_;  // GUARDED_BY(cursors_mu_): trial job id -> read position
+  // StatsD curves of ended trials: their metrics were stored before they ended.
+  std::map<std::string, std::vector<double>> statsd_final_;  // GUARDED_BY(cursors_mu_)
   // Finished trials of warm-start parents; a parent has ended, so they never change.
   std::mutex parents_mu_;
   std::map<std::string, std::vector<TrialView>> parent_trials_;  // GUARDED_BY(parents_mu_)
 };
 
 Result<TuningJob> LoadTuningJob(const TuningRecord& r);
+
+// A trial's objective curve from its stored StatsD series of one metric: gauge
+// points ("value") at or after `since` (the current attempt's start). With a
+// `step` (or `epoch`) tag, one value per step in step order, the last one sent for
+// that step; without, one value per flush interval in which the gauge was set.
+std::vector<double> StatsdObjectiveCurve(const std::vector<MetricPoint>& points, TimeMs since);
 
 // Whether `child` may warm start from `parent` (a finished tuning job with the
 // same objective): the number of static plus tuned hyperparameters is the

@@ -132,22 +132,23 @@ json TuningSpec::ToJson() const {
   }
   json t = trial.ToJson();
   t.erase("name");
-  json j = {
-      {"name", name},
-      {"strategy", tuning::ToString(strategy)},
-      {"algorithm", algorithm == BayesianAlgorithm::kGp ? "GP" : "TPE"},
-      {"objective",
-       {{"metric", objective_metric}, {"type", direction == hpo::Direction::kMaximize ? "Maximize" : "Minimize"}}},
-      {"max_trials", max_trials},
-      {"max_parallel", max_parallel},
-      {"max_runtime_seconds", max_runtime_seconds},
-      {"early_stopping", early_stopping == EarlyStopping::kAuto ? "Auto" : "Off"},
-      {"max_not_improving", max_not_improving},
-      {"hyperband", {{"min_resource", min_resource}, {"max_resource", max_resource}}},
-      {"parameters", params},
-      {"trial", t},
-      {"team", team},
-      {"tags", tags}};
+  json j = {{"name", name},
+            {"strategy", tuning::ToString(strategy)},
+            {"algorithm", algorithm == BayesianAlgorithm::kGp ? "GP" : "TPE"},
+            {"objective",
+             {{"metric", objective_metric},
+              {"type", direction == hpo::Direction::kMaximize ? "Maximize" : "Minimize"},
+              {"source", objective_source == ObjectiveSource::kStatsd ? "StatsD" : "Log"}}},
+            {"max_trials", max_trials},
+            {"max_parallel", max_parallel},
+            {"max_runtime_seconds", max_runtime_seconds},
+            {"early_stopping", early_stopping == EarlyStopping::kAuto ? "Auto" : "Off"},
+            {"max_not_improving", max_not_improving},
+            {"hyperband", {{"min_resource", min_resource}, {"max_resource", max_resource}}},
+            {"parameters", params},
+            {"trial", t},
+            {"team", team},
+            {"tags", tags}};
   if (target) j["target"] = *target;
   if (warm_start != WarmStartType::kNone)
     j["warm_start"] = {{"type", tuning::ToString(warm_start)}, {"parents", parents}};
@@ -187,12 +188,23 @@ Result<TuningSpec> ParseTuningSpec(const json& j, const Catalog* catalog) {
   }
   if (!j.contains("objective") || !j["objective"].is_object() || !j["objective"].contains("metric") ||
       !j["objective"]["metric"].is_string() || j["objective"]["metric"].get<std::string>().empty())
-    return InvalidArgument("objective.metric", "objective.metric: required, the name of a metric definition");
+    return InvalidArgument("objective.metric",
+                           "objective.metric: required, the name of a metric definition or a StatsD gauge");
   s.objective_metric = j["objective"]["metric"];
   std::string type = j["objective"].value("type", "Minimize");
   if (type != "Minimize" && type != "Maximize")
     return InvalidArgument("objective.type", "objective.type: must be Minimize or Maximize");
   s.direction = type == "Maximize" ? hpo::Direction::kMaximize : hpo::Direction::kMinimize;
+  std::optional<ObjectiveSource> source;
+  if (j["objective"].contains("source")) {
+    const json& src = j["objective"]["source"];
+    if (!src.is_string() || (src != "Log" && src != "StatsD"))
+      return InvalidArgument("objective.source", "objective.source: must be Log or StatsD");
+    source = src == "StatsD" ? ObjectiveSource::kStatsd : ObjectiveSource::kLog;
+  }
+  for (const auto& [key, value] : j["objective"].items())
+    if (key != "metric" && key != "type" && key != "source")
+      return InvalidArgument("objective." + key, "objective." + key + ": unknown field");
   int64_t v = s.max_trials;
   KILN_RETURN_IF_ERROR(Positive(j, "max_trials", 1, kMaxTrials, &v));
   s.max_trials = static_cast<int>(v);
@@ -319,11 +331,15 @@ Result<TuningSpec> ParseTuningSpec(const json& j, const Catalog* catalog) {
   }
   s.trial = *trial;
   s.trial.name.clear();
-  bool has_metric = false;
-  for (const auto& [n, re] : s.trial.metric_definitions) has_metric = has_metric || n == s.objective_metric;
-  if (!has_metric)
-    return InvalidArgument("objective.metric", "objective.metric: '" + s.objective_metric +
-                                                   "' is not one of the trial's metric_definitions");
+  s.objective_source = source.value_or(ObjectiveSource::kLog);
+  if (s.objective_source == ObjectiveSource::kLog) {
+    bool has_metric = false;
+    for (const auto& [n, re] : s.trial.metric_definitions) has_metric = has_metric || n == s.objective_metric;
+    if (!has_metric)
+      return InvalidArgument("objective.metric", "objective.metric: '" + s.objective_metric +
+                                                     "' is not one of the trial's metric_definitions (or set "
+                                                     "objective.source: StatsD to read the trial's StatsD gauge)");
+  }
   for (const auto& p : s.ranges)
     if (s.trial.hyperparameters.contains(p.name))
       return InvalidArgument("parameters." + p.name,

@@ -26,6 +26,11 @@ enum class EarlyStopping { kOff, kAuto };
 enum class BayesianAlgorithm { kTpe, kGp };
 enum class TuningStatus { kInProgress, kCompleted, kFailed, kStopping, kStopped };
 enum class WarmStartType { kNone, kIdenticalDataAndAlgorithm, kTransferLearning };
+// Where a trial's objective values come from: kLog, the trial's log lines through
+// the metric definition of that name (SageMaker's MetricDefinitions); kStatsd, the
+// StatsD gauge of that name in the trial's stored series, one value per `step`
+// (or `epoch`) tag value, or per flush interval in which it was set when untagged.
+enum class ObjectiveSource { kLog, kStatsd };
 
 const char* ToString(Strategy s);
 const char* ToString(TuningStatus s);
@@ -44,6 +49,7 @@ struct TuningSpec {
   Strategy strategy = Strategy::kBayesian;
   BayesianAlgorithm algorithm = BayesianAlgorithm::kTpe;
   std::string objective_metric;
+  ObjectiveSource objective_source = ObjectiveSource::kLog;
   hpo::Direction direction = hpo::Direction::kMinimize;
   int max_trials = 10;
   int max_parallel = 1;
@@ -66,7 +72,7 @@ struct TuningSpec {
 };
 
 // The native format (YAML/JSON): {name, strategy, algorithm (TPE|GP, Bayesian
-// only), objective: {metric, type},
+// only), objective: {metric, type, source (Log|StatsD)},
 // max_trials, max_parallel, max_runtime_seconds, early_stopping, target,
 // max_not_improving, hyperband: {min_resource, max_resource}, parameters: {name:
 // {type, min, max, scaling, values}}, warm_start: {type, parents}, tags: {key:

@@ -7,6 +7,8 @@
 #include <random>
 #include <set>
 
+#include "compute/fake/fake_backend.h"
+#include "controller/timers.h"
 #include "tuning/service.h"
 
 namespace kiln::tuning {
@@ -211,6 +213,144 @@ TEST(Decide, GpAlgorithmProposesFromTheModelDeterministically) {
     if (!t.curve.empty()) (t.index <= 10 ? first : last) = std::min(t.index <= 10 ? first : last, t.curve[0]);
   EXPECT_LT(last, first);
   EXPECT_LT(last, 0.1);
+}
+
+TEST(TuningSpec, ObjectiveSourceStatsdNeedsNoMetricDefinition) {
+  json j = NativeSpec();
+  j["objective"] = {{"metric", "val_loss"}, {"type", "Minimize"}};
+  auto log = ParseTuningSpec(j, nullptr);
+  ASSERT_FALSE(log.ok());
+  EXPECT_EQ(log.status().field(), "objective.metric");
+  j["objective"]["source"] = "StatsD";
+  auto s = ParseTuningSpec(j, nullptr);
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  EXPECT_EQ(s->objective_source, ObjectiveSource::kStatsd);
+  auto again = ParseTuningSpec(s->ToJson(), nullptr);
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(again->objective_source, ObjectiveSource::kStatsd);
+  EXPECT_EQ(Job().spec.objective_source, ObjectiveSource::kLog);  // a metric definition's name: its log lines
+  j["objective"]["source"] = "Prometheus";
+  EXPECT_EQ(ParseTuningSpec(j, nullptr).status().field(), "objective.source");
+  j["objective"]["source"] = "Log";
+  EXPECT_EQ(ParseTuningSpec(j, nullptr).status().field(), "objective.metric");
+  j["objective"].erase("source");
+  j["objective"]["regex"] = "x";
+  EXPECT_EQ(ParseTuningSpec(j, nullptr).status().field(), "objective.regex");
+}
+
+MetricPoint Point(const std::string& tags, double v, TimeMs t, const std::string& stat = "value") {
+  return {"j-1", "val_loss", tags, stat, t, v};
+}
+
+TEST(StatsdObjectiveCurve, OneValuePerStepInStepOrderLastSentWins) {
+  // As the store returns them: by tags, then time. Step 10 sorts before 2 as text.
+  std::vector<MetricPoint> pts = {
+      Point("job_id:j-1,step:0,team:t", 0.9, 100),       Point("job_id:j-1,step:1,team:t", 0.7, 200),
+      Point("job_id:j-1,step:10,team:t", 0.1, 900),      Point("job_id:j-1,step:2,team:t", 0.6, 300),
+      Point("job_id:j-1,step:2,team:t", 0.5, 400),          // re-sent: the last one counts
+      Point("job_id:j-1,step:2,team:t", 9.0, 400, "p99")};  // not a gauge value
+  EXPECT_EQ(StatsdObjectiveCurve(pts, 0), (std::vector<double>{0.9, 0.7, 0.5, 0.1}));
+  // `epoch` works like `step`; untagged points are ignored once steps are given.
+  std::vector<MetricPoint> ep = {Point("epoch:1,job_id:j-1", 0.4, 50), Point("epoch:0,job_id:j-1", 0.8, 60),
+                                 Point("job_id:j-1", 7.0, 70)};
+  EXPECT_EQ(StatsdObjectiveCurve(ep, 0), (std::vector<double>{0.8, 0.4}));
+}
+
+TEST(StatsdObjectiveCurve, UntaggedIsOneValuePerFlushInTimeOrderSinceTheAttempt) {
+  std::vector<MetricPoint> pts = {Point("env:a,job_id:j-1", 3, 300), Point("job_id:j-1", 1, 100),
+                                  Point("job_id:j-1", 2, 200), Point("job_id:j-1,step:x", 5, 250)};
+  EXPECT_EQ(StatsdObjectiveCurve(pts, 0), (std::vector<double>{1, 2, 5, 3}));  // a bad step is no step
+  EXPECT_EQ(StatsdObjectiveCurve(pts, 250), (std::vector<double>{5, 3}));      // a retry starts again
+  EXPECT_TRUE(StatsdObjectiveCurve({}, 0).empty());
+}
+
+// The tuning service over a real (in-memory SQLite) store, the controller and a
+// fake backend. Trials report their objective as StatsD gauges with step tags; the
+// "gateway" stores them in the controller's before_instance_exit hook, as kilnd's
+// does, so a trial seen ending has all of its values.
+TEST(TuningService, StatsdObjectiveFromStoredSeries) {
+  FakeClock clock;
+  auto store_r = OpenSqliteStore(":memory:");
+  ASSERT_TRUE(store_r.ok());
+  auto store = std::move(store_r.value());
+  Catalog catalog = Catalog::Defaults();
+  FakeBackend backend(clock, 7);
+  backend.SetScript([](const LaunchRequest&) {
+    FakeOutcome o;
+    o.duration_ms = 500;
+    return o;
+  });
+  auto loss = [](double x) { return (x - 0.3) * (x - 0.3); };
+  auto x_of = [&](const std::string& job_id) {
+    return std::stod(store->GetJob(job_id)->spec.hyperparameters["x"].get<std::string>());
+  };
+  ManualTimerService timers(clock);
+  ControllerOptions opts;
+  opts.threading = Threading::kManual;
+  opts.artifacts_dir = "/artifacts";
+  int drained = 0;
+  opts.before_instance_exit = [&](const std::string& instance_id) {
+    std::string job_id = instance_id.substr(0, instance_id.find('.'));
+    double x = x_of(job_id);
+    ASSERT_FALSE(IsTerminal(store->GetJob(job_id)->status));
+    std::string tags = "job_id:" + job_id + ",step:";
+    TimeMs now = clock.NowMs();
+    ASSERT_TRUE(store
+                    ->AppendMetricPoints({{job_id, "val_loss", tags + "2", "value", now, loss(x) + 0.5},
+                                          {job_id, "val_loss", tags + "0", "value", now, loss(x) + 2},
+                                          {job_id, "val_loss", tags + "1", "value", now, loss(x) + 1},
+                                          {job_id, "val_loss", tags + "2", "value", now + 1, loss(x)}})
+                    .ok());
+    ++drained;
+  };
+  Controller ctl(*store, clock, timers, catalog, opts);
+  backend.SetSink(&ctl);
+  ctl.SetBackend(&backend);
+  ASSERT_TRUE(ctl.Start().ok());
+  TuningService svc(*store, ctl, clock, {});
+
+  json spec = NativeSpec();
+  spec["strategy"] = "Random";
+  spec["max_trials"] = 5;
+  spec["objective"] = {{"metric", "val_loss"}, {"type", "Minimize"}, {"source", "StatsD"}};
+  spec["parameters"] = {{"x", {{"type", "Continuous"}, {"min", 0}, {"max", 1}}}};
+  spec["trial"].erase("metric_definitions");
+  auto parsed = ParseTuningSpec(spec, &catalog);
+  ASSERT_TRUE(parsed.ok()) << parsed.status().ToString();
+  ASSERT_TRUE(svc.Create(*parsed).ok());
+  for (int round = 0; round < 200; ++round) {
+    while (ctl.RunOnce()) {
+    }
+    while (backend.DeliverOne(0, 0)) {
+    }
+    while (ctl.RunOnce()) {
+    }
+    ASSERT_TRUE(svc.Tick("tune-x").ok());
+    if (IsTerminal(svc.Get("tune-x")->state.status)) break;
+    clock.Advance(100);
+    backend.AdvanceToNow();
+    timers.FireDue();
+  }
+  auto job = svc.Get("tune-x");
+  ASSERT_TRUE(job.ok());
+  EXPECT_EQ(job->state.status, TuningStatus::kCompleted) << job->state.reason;
+  auto trials = svc.Trials(*job);
+  ASSERT_TRUE(trials.ok());
+  ASSERT_EQ(trials->size(), 5u);
+  EXPECT_EQ(drained, 5);
+  int best = BestTrial(job->spec, *trials);
+  ASSERT_GE(best, 0);
+  double best_loss = 1e9;
+  for (const auto& t : *trials) {
+    double x = std::stod(t.hyperparameters["x"].get<std::string>());
+    ASSERT_EQ(t.curve.size(), 3u) << t.name;
+    EXPECT_DOUBLE_EQ(t.curve[0], loss(x) + 2);
+    EXPECT_DOUBLE_EQ(t.curve[1], loss(x) + 1);
+    EXPECT_DOUBLE_EQ(t.curve[2], loss(x));
+    ASSERT_TRUE(Objective(t).has_value()) << t.name;
+    best_loss = std::min(best_loss, loss(x));
+  }
+  EXPECT_DOUBLE_EQ(*Objective((*trials)[static_cast<size_t>(best)]), best_loss);
 }
 
 TEST(TrialNames, AreDeterministicAndRecognized) {

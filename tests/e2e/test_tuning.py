@@ -33,6 +33,21 @@ for e in range(1, epochs + 1):
 open(os.path.join(os.environ["SM_MODEL_DIR"], "x.txt"), "w").write(str(x))
 '''
 
+# The same learning curve sent as DogStatsD gauges tagged with their step, over
+# the instance's own UDP port (no client library), several steps per flush.
+STATSD_TRIAL_PY = r'''
+import json, os, socket, time
+hp = json.load(open("/opt/ml/input/config/hyperparameters.json"))
+x, y, kind = float(hp["x"]), int(hp["y"]), hp["kind"]
+epochs, pause = int(hp.get("epochs", "5")), float(hp.get("pause", "0.05"))
+base = (x - 0.3) ** 2 + 0.05 * abs(y - 2) + (0.0 if kind == "good" else 0.5)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+addr = (os.environ["STATSD_HOST"], int(os.environ["STATSD_PORT"]))
+for e in range(1, epochs + 1):
+    time.sleep(pause)
+    s.sendto(b"val_loss:%.6f|g|#step:%d\nepochs_done:1|c" % (base + 1.0 / e, e), addr)
+'''
+
 
 class TuningE2E(KilndHarness):
     KILND_ARGS = ["--statsd-flush-ms", "300"]
@@ -224,6 +239,47 @@ class TuningE2E(KilndHarness):
                                                                             algorithm="GP"))
         self.assertEqual(status, 400, body)
         self.assertEqual(body["error"]["field"], "algorithm", body)
+
+    def test_04c_statsd_objective_with_early_stopping(self):
+        # The objective is a StatsD gauge tagged with its step: steps 0.2 s apart
+        # against a 300 ms flush, every one counted, and each trial's last value is
+        # its objective. Trials run 2 s, so the median rule sees the bad ones running.
+        with open(os.path.join(self.code, "statsd_train.py"), "w") as f:
+            f.write(STATSD_TRIAL_PY)
+        name = unique("sd")[:24]
+        spec = self.tuning_spec(name, strategy="Random", early_stopping="Auto", max_trials=10, max_parallel=1,
+                                objective={"metric": "val_loss", "type": "Minimize", "source": "StatsD"})
+        spec["trial"]["command"] = [PYTHON, "/opt/ml/code/statsd_train.py"]
+        spec["trial"]["hyperparameters"] = {"epochs": "10", "pause": "0.2"}
+        del spec["trial"]["metric_definitions"]
+        status, body = self.api("POST", "/v1/tuning-jobs", spec)
+        self.assertEqual(status, 201, body)
+        doc = self.wait_tuning(name)
+        self.assertEqual(doc["status"], "Completed", doc["reason"])
+        self.assertEqual(doc["spec"]["objective"]["source"], "StatsD")
+        self.assertEqual(len(doc["trials"]), 10)
+        self.check_trials(doc, spec)
+        for t in doc["trials"]:
+            hp = t["hyperparameters"]
+            base = (float(hp["x"]) - 0.3) ** 2 + 0.05 * abs(int(hp["y"]) - 2) + (0.0 if hp["kind"] == "good" else 0.5)
+            if t["status"] == "Completed":
+                self.assertEqual(t["steps"], 10, t)
+                self.assertAlmostEqual(t["objective"], base + 1.0 / 10, places=5)
+            else:
+                self.assertTrue(t["early_stopped"], t)
+                self.assertAlmostEqual(t["objective"], base + 1.0 / t["steps"], places=5)
+        objectives = [t["objective"] for t in doc["trials"]]
+        self.assertEqual(doc["best"]["objective"], min(objectives))
+        self.assertTrue(any(t["early_stopped"] for t in doc["trials"]), objectives)
+        # Without a metric definition, the log source is refused, naming the field.
+        spec = self.tuning_spec(unique("bad")[:20], objective={"metric": "val_loss", "type": "Minimize"})
+        status, body = self.api("POST", "/v1/tuning-jobs", spec)
+        self.assertEqual(status, 400, body)
+        self.assertEqual(body["error"]["field"], "objective.metric", body)
+        spec["objective"]["source"] = "Syslog"
+        status, body = self.api("POST", "/v1/tuning-jobs", spec)
+        self.assertEqual(status, 400, body)
+        self.assertEqual(body["error"]["field"], "objective.source", body)
 
     def wait_sagemaker_tuning(self, sm, name):
         """DescribeHyperParameterTuningJob once the tuning job has ended."""
