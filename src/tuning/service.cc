@@ -84,7 +84,8 @@ Result<TuningJob> TuningService::Get(const std::string& name) {
 
 Status TuningService::Stop(const std::string& name) {
   {
-    std::lock_guard<std::mutex> l(mu_);
+    auto lock = JobLock(name);
+    std::lock_guard<std::mutex> l(*lock);
     auto job = Get(name);
     if (!job.ok()) return job.status();
     if (IsTerminal(job->state.status))
@@ -250,8 +251,16 @@ std::vector<TrialView> TuningService::FinishedParentTrials(const std::string& pa
   return parent_trials_.emplace(parent, std::move(finished)).first->second;
 }
 
+std::shared_ptr<std::mutex> TuningService::JobLock(const std::string& name) {
+  std::lock_guard<std::mutex> l(locks_mu_);
+  auto& m = job_locks_[name];
+  if (!m) m = std::make_shared<std::mutex>();
+  return m;
+}
+
 Status TuningService::Tick(const std::string& name) {
-  std::lock_guard<std::mutex> l(mu_);
+  auto lock = JobLock(name);
+  std::lock_guard<std::mutex> l(*lock);
   auto job = Get(name);
   if (!job.ok()) return job.status();
   if (IsTerminal(job->state.status)) return Status::Ok();

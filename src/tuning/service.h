@@ -9,6 +9,7 @@
 #include <atomic>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <thread>
 
@@ -54,7 +55,11 @@ class TuningService {
   Controller& ctl_;
   Clock& clock_;
   ServiceOptions opts_;
-  std::mutex mu_;  // one Tick at a time
+  // One Tick of a tuning job at a time; ticks of different tuning jobs (a GP
+  // proposal can take a few hundred ms) do not wait for each other.
+  std::shared_ptr<std::mutex> JobLock(const std::string& name);
+  std::mutex locks_mu_;
+  std::map<std::string, std::shared_ptr<std::mutex>> job_locks_;  // GUARDED_BY(locks_mu_)
   std::atomic<bool> stop_{false};
   std::thread thread_;
   struct LogCursor {
