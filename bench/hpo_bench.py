@@ -199,12 +199,25 @@ def sample_efficiency(build, seeds, trials, jobs, workloads):
     seconds = {}
     with multiprocessing.Pool(jobs) as pool:
         for i, (engine, workload, seed, best, secs) in enumerate(pool.imap_unordered(one_run, tasks), 1):
-            results.setdefault((engine, workload), []).append(best)
+            results.setdefault((engine, workload), []).append(dict(best, seed=seed))
             seconds[(engine, workload)] = seconds.get((engine, workload), 0) + secs
             print("  [%d/%d] %s %s seed %d: %s (%.1f s)" % (i, len(tasks), engine, workload, seed,
                                                             " ".join("%g" % best[n] for n in sorted(best)), secs),
                   flush=True)
     return results, seconds
+
+
+def median_diff_ci(kiln, optuna, reps=10000, level=0.95):
+    """Bootstrap interval of median(kiln) - median(optuna): seeds resampled with
+    replacement, each engine on its own (one engine's seed s has nothing to do with
+    the other's), a fixed generator so a rerun gives the same interval."""
+    import random
+    rng = random.Random(12345)
+    diffs = sorted(statistics.median(rng.choices(kiln, k=len(kiln))) -
+                   statistics.median(rng.choices(optuna, k=len(optuna))) for _ in range(reps))
+    lo = diffs[int((1 - level) / 2 * reps)]
+    hi = diffs[min(reps - 1, int((1 + level) / 2 * reps))]
+    return lo, hi
 
 
 # ---- sampler cost ----
@@ -340,11 +353,19 @@ def main():
             lines.append("| %s (%s) | %s | %s |" % (w, note, e, " | ".join(fmt(v) for v in med[e])))
         row = []
         for e in ENGINES[:-1]:
-            row.append(", ".join("ahead" if k < o else "tie" if k == o else "behind"
-                                 for k, o in zip(med[e], med["Optuna TPE"])))
+            cells = []
+            for i, n in enumerate(checkpoints):
+                k, o = med[e][i], med["Optuna TPE"][i]
+                lo, hi = median_diff_ci([r[n] for r in results[(e, w)]], [r[n] for r in results[("Optuna TPE", w)]])
+                word = "ahead" if k < o else "tie" if k == o else "behind"
+                cells.append("%s (%s .. %s)" % (word, fmt(lo), fmt(hi)))
+            row.append(", ".join(cells))
         verdicts.append((w, row))
-    lines += ["", "| workload | " + " | ".join("%s vs Optuna at %s trials" % (e, ", ".join(map(str, checkpoints)))
-                                             for e in ENGINES[:-1]) + " |", "|---|" + "---|" * (len(ENGINES) - 1)]
+    lines += ["", "Each engine against Optuna at %s trials: ahead or behind by the medians, and in brackets a 95%% "
+              "bootstrap interval of the difference of the medians (Kiln minus Optuna; below 0 is Kiln ahead; an "
+              "interval that contains 0 means the seeds cannot tell the two apart)." % ", ".join(map(str, checkpoints)),
+              "", "| workload | " + " | ".join("%s vs Optuna" % e for e in ENGINES[:-1]) + " |",
+              "|---|" + "---|" * (len(ENGINES) - 1)]
     lines += ["| %s | %s |" % (w, " | ".join(v)) for w, v in verdicts]
     lines += ["", "Sampler cost: median seconds per proposal (Optuna: `ask` plus the `suggest_*` calls) with %d "
               "completed trials of random configurations and values in the study." % history, "",
@@ -376,6 +397,13 @@ def main():
             fmt(statistics.median(r[k]["best"] for r in es))))
     lines.append("")
     report("\n".join(lines) + "\n", record)
+    if record:
+        # The per-seed values behind the medians, for reanalysis without a rerun.
+        raw = {"%s | %s" % (e, w): sorted(({"seed": r["seed"], **{str(n): r[n] for n in checkpoints}} for r in runs),
+                                          key=lambda r: r["seed"])
+               for (e, w), runs in results.items()}
+        with open(os.path.join(ROOT, "bench", "hpo_raw.json"), "w") as f:
+            json.dump(raw, f, indent=0, sort_keys=True)
 
 
 if __name__ == "__main__":
