@@ -20,6 +20,7 @@
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -139,16 +140,19 @@ std::string HpString(const json& v) {
   return v.is_string() ? v.get<std::string>() : v.dump();
 }
 
-// Runs a helper program (tar, cp) and waits; true on exit status 0.
+// Runs a helper program (tar, cp) and waits; true on exit status 0. The child
+// of a fork here only makes async-signal-safe calls: the phase reporter's thread
+// may hold an allocator or libc lock at the fork, and a malloc in the child
+// (a vector, strdup, putenv) would then wait for it forever.
 bool RunQuiet(std::vector<std::string> args) {
+  std::vector<char*> av;
+  av.reserve(args.size() + 1);
+  for (auto& a : args) av.push_back(a.data());
+  av.push_back(nullptr);
   pid_t pid = fork();
   if (pid == 0) {
     int devnull = open("/dev/null", O_WRONLY);
     dup2(devnull, 1);
-    std::vector<char*> av;
-    av.reserve(args.size() + 1);
-    for (auto& a : args) av.push_back(a.data());
-    av.push_back(nullptr);
     execvp(av[0], av.data());
     _exit(127);
   }
@@ -560,13 +564,34 @@ int RunEntrypoint(int argc, char** argv) {
 
   reporter.Report("Training");
   const int64_t t_start = RealClock::Get().NowMs();
+  // The command's environment, built before the fork (see RunQuiet): ours, with
+  // extra_env's entries replacing those of the same name. The child points
+  // `environ` at it, so execvp also searches the command's PATH.
+  auto name_of = [](const std::string& e) { return std::string_view(e).substr(0, e.find('=')); };
+  std::vector<std::string> env_strings;
+  for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
+    std::string_view entry(*e);
+    const std::string_view name = entry.substr(0, entry.find('='));
+    bool replaced = false;
+    for (const auto& x : extra_env) replaced = replaced || name_of(x) == name;
+    if (!replaced) env_strings.emplace_back(entry);
+  }
+  for (size_t i = 0; i < extra_env.size(); ++i) {
+    bool later = false;  // putenv semantics: the last entry of a name wins
+    for (size_t j = i + 1; j < extra_env.size(); ++j) later = later || name_of(extra_env[j]) == name_of(extra_env[i]);
+    if (!later) env_strings.push_back(extra_env[i]);
+  }
+  std::vector<char*> envp;
+  envp.reserve(env_strings.size() + 1);
+  for (auto& e : env_strings) envp.push_back(e.data());
+  envp.push_back(nullptr);
   pid_t child = fork();
   if (child == 0) {
     sigprocmask(SIG_SETMASK, &old, nullptr);
     setpgid(0, 0);
     dup2(outp[1], 1);
     dup2(errp[1], 2);
-    for (const auto& e : extra_env) putenv(strdup(e.c_str()));
+    environ = envp.data();
     execvp(cmd_argv[0], cmd_argv.data());
     int err = errno;
     ssize_t n = write(execp[1], &err, sizeof(err));
@@ -675,11 +700,12 @@ int RunEntrypoint(int argc, char** argv) {
     reporter.Report("Uploading");
     std::string tmp = output_dir + "/.model.tar.gz.tmp";
     std::string dst = output_dir + "/model.tar.gz";
+    const std::string model_dir = root + "/model";  // before the fork (see RunQuiet)
     pid_t tar = fork();
     if (tar == 0) {
       int devnull = open("/dev/null", O_WRONLY);
       dup2(devnull, 1);
-      execlp("tar", "tar", "-czf", tmp.c_str(), "-C", (root + "/model").c_str(), ".", (char*)nullptr);
+      execlp("tar", "tar", "-czf", tmp.c_str(), "-C", model_dir.c_str(), ".", (char*)nullptr);
       _exit(127);
     }
     int tst = 0;
