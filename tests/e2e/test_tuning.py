@@ -243,34 +243,38 @@ class TuningE2E(KilndHarness):
     def test_04c_statsd_objective_with_early_stopping(self):
         # The objective is a StatsD gauge tagged with its step: steps 0.2 s apart
         # against a 300 ms flush, every one counted, and each trial's last value is
-        # its objective. Trials run 2 s, so the median rule sees the bad ones running.
+        # its objective. A grid in this order runs three good trials, then three
+        # bad ones that the median rule stops while they run (each runs 2 s).
         with open(os.path.join(self.code, "statsd_train.py"), "w") as f:
             f.write(STATSD_TRIAL_PY)
         name = unique("sd")[:24]
-        spec = self.tuning_spec(name, strategy="Random", early_stopping="Auto", max_trials=10, max_parallel=1,
-                                objective={"metric": "val_loss", "type": "Minimize", "source": "StatsD"})
+        xs = ["0.3", "0.32", "0.34", "0.9", "0.95", "1.0"]
+        spec = self.tuning_spec(name, strategy="Grid", early_stopping="Auto", max_trials=6, max_parallel=1,
+                                objective={"metric": "val_loss", "type": "Minimize", "source": "StatsD"},
+                                parameters={"x": {"type": "Categorical", "values": xs}})
         spec["trial"]["command"] = [PYTHON, "/opt/ml/code/statsd_train.py"]
-        spec["trial"]["hyperparameters"] = {"epochs": "10", "pause": "0.2"}
+        spec["trial"]["hyperparameters"] = {"epochs": "10", "pause": "0.2", "y": "2", "kind": "good"}
         del spec["trial"]["metric_definitions"]
         status, body = self.api("POST", "/v1/tuning-jobs", spec)
         self.assertEqual(status, 201, body)
         doc = self.wait_tuning(name)
         self.assertEqual(doc["status"], "Completed", doc["reason"])
         self.assertEqual(doc["spec"]["objective"]["source"], "StatsD")
-        self.assertEqual(len(doc["trials"]), 10)
-        self.check_trials(doc, spec)
-        for t in doc["trials"]:
-            hp = t["hyperparameters"]
-            base = (float(hp["x"]) - 0.3) ** 2 + 0.05 * abs(int(hp["y"]) - 2) + (0.0 if hp["kind"] == "good" else 0.5)
+        trials = sorted(doc["trials"], key=lambda t: t["index"])
+        self.assertEqual([t["hyperparameters"]["x"] for t in trials], xs)
+        for t in trials:
+            base = (float(t["hyperparameters"]["x"]) - 0.3) ** 2
             if t["status"] == "Completed":
                 self.assertEqual(t["steps"], 10, t)
                 self.assertAlmostEqual(t["objective"], base + 1.0 / 10, places=5)
             else:
                 self.assertTrue(t["early_stopped"], t)
                 self.assertAlmostEqual(t["objective"], base + 1.0 / t["steps"], places=5)
-        objectives = [t["objective"] for t in doc["trials"]]
-        self.assertEqual(doc["best"]["objective"], min(objectives))
-        self.assertTrue(any(t["early_stopped"] for t in doc["trials"]), objectives)
+        for t in trials[:3]:
+            self.assertFalse(t["early_stopped"], t)
+        self.assertTrue(any(t["early_stopped"] for t in trials[3:]), trials)
+        self.assertEqual(doc["best"]["name"], trials[0]["name"])
+        self.assertAlmostEqual(doc["best"]["objective"], 0.1, places=5)
         # Without a metric definition, the log source is refused, naming the field.
         spec = self.tuning_spec(unique("bad")[:20], objective={"metric": "val_loss", "type": "Minimize"})
         status, body = self.api("POST", "/v1/tuning-jobs", spec)
