@@ -20,7 +20,6 @@
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <string>
-#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -565,25 +564,19 @@ int RunEntrypoint(int argc, char** argv) {
   reporter.Report("Training");
   const int64_t t_start = RealClock::Get().NowMs();
   // The command's environment, built before the fork (see RunQuiet): ours, with
-  // extra_env's entries replacing those of the same name. The child points
-  // `environ` at it, so execvp also searches the command's PATH.
-  auto name_of = [](const std::string& e) { return std::string_view(e).substr(0, e.find('=')); };
-  std::vector<std::string> env_strings;
-  for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
-    std::string_view entry(*e);
-    const std::string_view name = entry.substr(0, entry.find('='));
-    bool replaced = false;
-    for (const auto& x : extra_env) replaced = replaced || name_of(x) == name;
-    if (!replaced) env_strings.emplace_back(entry);
-  }
-  for (size_t i = 0; i < extra_env.size(); ++i) {
-    bool later = false;  // putenv semantics: the last entry of a name wins
-    for (size_t j = i + 1; j < extra_env.size(); ++j) later = later || name_of(extra_env[j]) == name_of(extra_env[i]);
-    if (!later) env_strings.push_back(extra_env[i]);
-  }
+  // extra_env's entries replacing those of the same name (the last one wins, as
+  // with putenv). The child points `environ` at it, so execvp also searches the
+  // command's PATH.
+  std::map<std::string, std::string> merged_env;
+  auto put = [&](std::string entry) {
+    std::string name = entry.substr(0, entry.find('='));
+    merged_env[name] = std::move(entry);
+  };
+  for (char** e = environ; e != nullptr && *e != nullptr; ++e) put(*e);
+  for (const auto& x : extra_env) put(x);
   std::vector<char*> envp;
-  envp.reserve(env_strings.size() + 1);
-  for (auto& e : env_strings) envp.push_back(e.data());
+  envp.reserve(merged_env.size() + 1);
+  for (auto& [name, entry] : merged_env) envp.push_back(entry.data());
   envp.push_back(nullptr);
   pid_t child = fork();
   if (child == 0) {

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <mutex>
+#include <utility>
 
 namespace kiln {
 namespace {
@@ -23,15 +24,33 @@ void SendUdp(int port, const std::string& payload) {
   close(fd);
 }
 
-TEST(Gateway, AttributesByPortAndCountsBadPackets) {
+// Keeps what the gateway hands its sink (the store in kilnd).
+struct Recorder {
   std::mutex mu;
-  std::vector<MetricPoint> flushed;
+  std::vector<MetricPoint> points;
+  MetricsGateway::Sink Sink() {
+    return [this](const std::vector<MetricPoint>& p) {
+      std::lock_guard<std::mutex> l(mu);
+      points.insert(points.end(), p.begin(), p.end());
+    };
+  }
+  // What was handed over since the last call.
+  std::vector<MetricPoint> Take() {
+    std::lock_guard<std::mutex> l(mu);
+    return std::exchange(points, {});
+  }
+};
+
+// Flushes only when a test asks.
+GatewayOptions NoTimedFlush() {
   GatewayOptions o;
   o.flush_interval_ms = 3600 * 1000;
-  MetricsGateway gw(o, RealClock::Get(), [&](const std::vector<MetricPoint>& p) {
-    std::lock_guard<std::mutex> l(mu);
-    flushed.insert(flushed.end(), p.begin(), p.end());
-  });
+  return o;
+}
+
+TEST(Gateway, AttributesByPortAndCountsBadPackets) {
+  Recorder rec;
+  MetricsGateway gw(NoTimedFlush(), RealClock::Get(), rec.Sink());
   ASSERT_TRUE(gw.Start().ok());
   auto p1 = gw.OpenInstance("j-a.1.0", "j-a", "risk");
   auto p2 = gw.OpenInstance("j-b.1.0", "j-b", "");
@@ -50,10 +69,7 @@ TEST(Gateway, AttributesByPortAndCountsBadPackets) {
   EXPECT_EQ(c.bad_lines["no_value"], 1u);
   EXPECT_EQ(c.bad_lines["not_utf8"], 1u);
   std::map<std::string, double> got;
-  {
-    std::lock_guard<std::mutex> l(mu);
-    for (auto& p : flushed) got[p.job_id + "/" + p.name + "/" + p.stat] = p.value;
-  }
+  for (auto& p : rec.Take()) got[p.job_id + "/" + p.name + "/" + p.stat] = p.value;
   EXPECT_EQ(got["j-a/steps/count"], 3);
   EXPECT_EQ(got["j-a/loss/value"], 0.5);
   EXPECT_EQ(got["j-b/steps/count"], 7);
@@ -67,29 +83,17 @@ TEST(Gateway, AttributesByPortAndCountsBadPackets) {
   prom = gw.PrometheusText();
   EXPECT_EQ(prom.find("job_id=\"j-a\""), std::string::npos) << prom;
   EXPECT_NE(prom.find("job_id=\"j-b\""), std::string::npos) << prom;
-  {
-    std::lock_guard<std::mutex> l(mu);
-    flushed.clear();
-  }
+  rec.Take();
   gw.FlushNow();
-  {
-    std::lock_guard<std::mutex> l(mu);
-    for (auto& p : flushed) EXPECT_NE(p.job_id, "j-a") << "gauge of a released job flushed again";
-  }
+  for (auto& p : rec.Take()) EXPECT_NE(p.job_id, "j-a") << "gauge of a released job flushed again";
   gw.Shutdown();
 }
 
 TEST(Gateway, DrainInstanceStoresWhatWasSentBeforeItReturns) {
   // What a job sent before it exited is stored before its exit is recorded (the
   // controller calls DrainInstance first), long before the next flush interval.
-  std::mutex mu;
-  std::vector<MetricPoint> flushed;
-  GatewayOptions o;
-  o.flush_interval_ms = 3600 * 1000;
-  MetricsGateway gw(o, RealClock::Get(), [&](const std::vector<MetricPoint>& p) {
-    std::lock_guard<std::mutex> l(mu);
-    flushed.insert(flushed.end(), p.begin(), p.end());
-  });
+  Recorder rec;
+  MetricsGateway gw(NoTimedFlush(), RealClock::Get(), rec.Sink());
   ASSERT_TRUE(gw.Start().ok());
   auto port = gw.OpenInstance("j-a.1.0", "j-a", "");
   ASSERT_TRUE(port.ok());
@@ -98,22 +102,12 @@ TEST(Gateway, DrainInstanceStoresWhatWasSentBeforeItReturns) {
   gw.DrainInstance("j-a.1.0");
   gw.DrainInstance("j-unknown.1.0");  // nothing open: nothing to do
   std::map<std::string, double> got;
-  {
-    std::lock_guard<std::mutex> l(mu);
-    for (auto& p : flushed) got[p.tags] = p.value;
-  }
+  for (auto& p : rec.Take()) got[p.tags] = p.value;
   ASSERT_EQ(got.size(), 50u);
   EXPECT_EQ(got["job_id:j-a,step:49"], 51);
   // Stored once: an unchanged gauge is not flushed again.
-  {
-    std::lock_guard<std::mutex> l(mu);
-    flushed.clear();
-  }
   gw.FlushNow();
-  {
-    std::lock_guard<std::mutex> l(mu);
-    EXPECT_TRUE(flushed.empty());
-  }
+  EXPECT_TRUE(rec.Take().empty());
   gw.Shutdown();
 }
 

@@ -531,18 +531,15 @@ class SqliteStore final : public Store {
 
   Status AppendMetricPoints(const std::vector<MetricPoint>& points) override {
     std::lock_guard<std::mutex> l(mu_);
-    KILN_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
-    for (const auto& p : points) {
-      Stmt s(db_, "INSERT INTO metric_points(job_id,name,tags,stat,time_ms,value) VALUES(?,?,?,?,?,?)");
-      s.Bind(1, p.job_id).Bind(2, p.name).Bind(3, p.tags).Bind(4, p.stat).Bind(5, p.time);
-      s.BindDouble(6, p.value);
-      if (s.Step() != SQLITE_DONE) {
-        Status st = Err("insert metric point");
-        Exec("ROLLBACK");
-        return st;
+    return InTransaction([&]() -> Status {
+      for (const auto& p : points) {
+        Stmt s(db_, "INSERT INTO metric_points(job_id,name,tags,stat,time_ms,value) VALUES(?,?,?,?,?,?)");
+        s.Bind(1, p.job_id).Bind(2, p.name).Bind(3, p.tags).Bind(4, p.stat).Bind(5, p.time);
+        s.BindDouble(6, p.value);
+        if (s.Step() != SQLITE_DONE) return Err("insert metric point");
       }
-    }
-    return Exec("COMMIT");
+      return Status::Ok();
+    });
   }
 
   Result<std::vector<MetricPoint>> JobMetrics(const std::string& job_id, const std::string& name) override {

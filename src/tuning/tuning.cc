@@ -195,12 +195,11 @@ Result<TuningSpec> ParseTuningSpec(const json& j, const Catalog* catalog) {
   if (type != "Minimize" && type != "Maximize")
     return InvalidArgument("objective.type", "objective.type: must be Minimize or Maximize");
   s.direction = type == "Maximize" ? hpo::Direction::kMaximize : hpo::Direction::kMinimize;
-  std::optional<ObjectiveSource> source;
   if (j["objective"].contains("source")) {
     const json& src = j["objective"]["source"];
     if (!src.is_string() || (src != "Log" && src != "StatsD"))
       return InvalidArgument("objective.source", "objective.source: must be Log or StatsD");
-    source = src == "StatsD" ? ObjectiveSource::kStatsd : ObjectiveSource::kLog;
+    s.objective_source = src == "StatsD" ? ObjectiveSource::kStatsd : ObjectiveSource::kLog;
   }
   for (const auto& [key, value] : j["objective"].items())
     if (key != "metric" && key != "type" && key != "source")
@@ -331,7 +330,6 @@ Result<TuningSpec> ParseTuningSpec(const json& j, const Catalog* catalog) {
   }
   s.trial = *trial;
   s.trial.name.clear();
-  s.objective_source = source.value_or(ObjectiveSource::kLog);
   if (s.objective_source == ObjectiveSource::kLog) {
     bool has_metric = false;
     for (const auto& [n, re] : s.trial.metric_definitions) has_metric = has_metric || n == s.objective_metric;
