@@ -1,20 +1,36 @@
+// The native API's shared helpers, job submission, and the route groups for
+// health, jobs (with stop), instances, metrics and secrets. Logs and events are in
+// stream_routes.cc, the in-job runtime in runtime_routes.cc, tuning in tuning_routes.cc.
 #include "api/native_api.h"
 
 #include <openssl/sha.h>
-#include <poll.h>
-#include <sys/inotify.h>
-#include <unistd.h>
 
 #include <filesystem>
-#include <fstream>
-#include <regex>
 
+#include "api/http_helpers.h"
 #include "common/fsutil.h"
 #include "common/ids.h"
 
 namespace kiln {
+
+namespace api_internal {
+
+void SendJson(httplib::Response& res, int status, const nlohmann::json& j) {
+  res.status = status;
+  res.set_content(j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), "application/json");
+}
+
+bool BoolParam(const httplib::Request& req, const char* name, bool def) {
+  if (!req.has_param(name)) return def;
+  std::string v = req.get_param_value(name);
+  return v == "1" || v == "true" || v == "yes";
+}
+
+}  // namespace api_internal
+
 namespace {
 
+using api_internal::SendJson;
 using nlohmann::json;
 
 void SendError(httplib::Response& res, const Status& st) {
@@ -23,19 +39,6 @@ void SendError(httplib::Response& res, const Status& st) {
   res.status = HttpStatusFor(st.code());
   res.set_content(json{{"error", e}}.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace),
                   "application/json");
-}
-
-}  // namespace
-
-void SendApiError(httplib::Response& res, const Status& st) {
-  SendError(res, st);
-}
-
-namespace {
-
-void SendJson(httplib::Response& res, int status, const json& j) {
-  res.status = status;
-  res.set_content(j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), "application/json");
 }
 
 // The public view of a job: internal bookkeeping and instance handles stay inside.
@@ -49,28 +52,59 @@ json PublicJob(const Job& job) {
   return j;
 }
 
-std::string SseFrame(const std::string& id, const std::string& type, const std::string& data) {
-  return "id: " + id + "\nevent: " + type + "\ndata: " + data + "\n\n";
-}
-
-int64_t ResumePoint(const httplib::Request& req) {
-  std::string v = req.get_header_value("Last-Event-ID");
-  if (v.empty()) v = req.get_param_value("after");
-  if (v.empty()) return 0;
-  try {
-    return std::stoll(v);
-  } catch (...) {
-    return -1;
+// GET /v1/jobs query parameters: status, name, tag=key=value, limit, page_token.
+Result<ListQuery> ParseListQuery(const httplib::Request& req) {
+  ListQuery q;
+  if (req.has_param("status")) {
+    auto st = ParseJobStatus(req.get_param_value("status"));
+    if (!st) return InvalidArgument("status", "must be one of InProgress, Completed, Failed, Stopping, Stopped");
+    q.status = st;
   }
+  q.name_contains = req.get_param_value("name");
+  if (req.has_param("tag")) {
+    // Read from the raw target: "tag=team=a" is split at its second '=' by the parser.
+    std::string t = req.get_param_value("tag");
+    if (auto pos = req.target.find("tag="); pos != std::string::npos) {
+      auto end = req.target.find('&', pos);
+      t = httplib::detail::decode_url(req.target.substr(pos + 4, end == std::string::npos ? end : end - pos - 4), true);
+    }
+    auto eq = t.find('=');
+    if (eq == std::string::npos || eq == 0) return InvalidArgument("tag", "must be key=value");
+    q.tag_key = t.substr(0, eq);
+    q.tag_value = t.substr(eq + 1);
+  }
+  if (req.has_param("limit")) {
+    try {
+      q.limit = std::stoi(req.get_param_value("limit"));
+    } catch (...) {
+      q.limit = -1;
+    }
+    if (q.limit < 1 || q.limit > 1000) return InvalidArgument("limit", "must be 1..1000");
+  }
+  q.page_token = req.get_param_value("page_token");
+  return q;
 }
 
-bool BoolParam(const httplib::Request& req, const char* name, bool def) {
-  if (!req.has_param(name)) return def;
-  std::string v = req.get_param_value(name);
-  return v == "1" || v == "true" || v == "yes";
+// Points (sorted by name, tags, stat) grouped into series: name + tags + stat.
+json GroupSeries(const std::vector<MetricPoint>& points) {
+  json series = json::array();
+  std::string last;
+  for (const auto& p : points) {
+    std::string key = p.name + "\x1f" + p.tags + "\x1f" + p.stat;
+    if (key != last) {
+      series.push_back({{"name", p.name}, {"tags", p.tags}, {"stat", p.stat}, {"points", json::array()}});
+      last = key;
+    }
+    series.back()["points"].push_back({p.time, p.value});
+  }
+  return series;
 }
 
 }  // namespace
+
+void SendApiError(httplib::Response& res, const Status& st) {
+  SendError(res, st);
+}
 
 std::string Sha256Hex(const std::string& data) {
   unsigned char md[SHA256_DIGEST_LENGTH];
@@ -104,6 +138,7 @@ int HttpStatusFor(Code c) {
     case Code::kUnavailable:
       return 503;
     case Code::kInternal:
+    case Code::kDataLoss:
       return 500;
   }
   return 500;
@@ -140,7 +175,17 @@ Result<Job> NativeApi::Submit(const std::string& body) {
 void NativeApi::Register(httplib::Server& s) {
   if (opts_.tuning) RegisterTuning(s);
   s.set_payload_max_length(opts_.max_body_bytes);
+  RegisterHealthAndCatalog(s);
+  RegisterJobs(s);
+  RegisterMetrics(s);
+  RegisterSecrets(s);
+  RegisterInstances(s);
+  RegisterLogsAndEvents(s);
+  RegisterRuntime(s);
+}
 
+// GET /v1/health, GET /v1/instance-types.
+void NativeApi::RegisterHealthAndCatalog(httplib::Server& s) {
   s.Get("/v1/health", [this](const httplib::Request&, httplib::Response& res) {
     SendJson(res, 200, {{"status", "ok"}, {"version", opts_.version}});
   });
@@ -151,7 +196,10 @@ void NativeApi::Register(httplib::Server& s) {
       arr.push_back({{"name", n}, {"vcpus", t.vcpus}, {"memory_mib", t.memory_mib}, {"gpus", t.gpus}});
     SendJson(res, 200, {{"instance_types", arr}});
   });
+}
 
+// POST /v1/jobs, GET /v1/jobs, GET /v1/jobs/{id}, POST /v1/jobs/{id}/stop.
+void NativeApi::RegisterJobs(httplib::Server& s) {
   s.Post("/v1/jobs", [this](const httplib::Request& req, httplib::Response& res) {
     auto job = Submit(req.body);
     if (!job.ok()) return SendError(res, job.status());
@@ -162,38 +210,9 @@ void NativeApi::Register(httplib::Server& s) {
   });
 
   s.Get("/v1/jobs", [this](const httplib::Request& req, httplib::Response& res) {
-    ListQuery q;
-    if (req.has_param("status")) {
-      auto st = ParseJobStatus(req.get_param_value("status"));
-      if (!st)
-        return SendError(res,
-                         InvalidArgument("status", "must be one of InProgress, Completed, Failed, Stopping, Stopped"));
-      q.status = st;
-    }
-    q.name_contains = req.get_param_value("name");
-    if (req.has_param("tag")) {
-      // Read from the raw target: "tag=team=a" is split at its second '=' by the parser.
-      std::string t = req.get_param_value("tag");
-      if (auto pos = req.target.find("tag="); pos != std::string::npos) {
-        auto end = req.target.find('&', pos);
-        t = httplib::detail::decode_url(req.target.substr(pos + 4, end == std::string::npos ? end : end - pos - 4),
-                                        true);
-      }
-      auto eq = t.find('=');
-      if (eq == std::string::npos || eq == 0) return SendError(res, InvalidArgument("tag", "must be key=value"));
-      q.tag_key = t.substr(0, eq);
-      q.tag_value = t.substr(eq + 1);
-    }
-    if (req.has_param("limit")) {
-      try {
-        q.limit = std::stoi(req.get_param_value("limit"));
-      } catch (...) {
-        q.limit = -1;
-      }
-      if (q.limit < 1 || q.limit > 1000) return SendError(res, InvalidArgument("limit", "must be 1..1000"));
-    }
-    q.page_token = req.get_param_value("page_token");
-    auto page = store_.ListJobs(q);
+    auto q = ParseListQuery(req);
+    if (!q.ok()) return SendError(res, q.status());
+    auto page = store_.ListJobs(*q);
     if (!page.ok()) return SendError(res, page.status());
     json arr = json::array();
     for (const auto& j : page->jobs) arr.push_back(PublicJob(j));
@@ -208,59 +227,38 @@ void NativeApi::Register(httplib::Server& s) {
     SendJson(res, 200, PublicJob(*job));
   });
 
-  // Stop takes no body. Handled before routing so that a POST without a
-  // Content-Length (curl -X POST) is not refused by the body reader.
-  s.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
-    static const std::regex kStop(R"(^/v1/jobs/([^/?]+)/stop$)");
-    static const std::regex kTuningStop(R"(^/v1/tuning-jobs/([A-Za-z0-9-]+)/stop$)");
-    std::smatch m;
-    if (req.method == "POST" && opts_.tuning && std::regex_match(req.path, m, kTuningStop)) {
-      Status st = opts_.tuning->Stop(m[1].str());
-      auto job = st.ok() ? opts_.tuning->Get(m[1].str()) : Result<tuning::TuningJob>(st);
-      if (!job.ok()) {
-        SendError(res, job.status());
-      } else {
-        auto trials = opts_.tuning->Trials(*job);
-        SendJson(res, 202, TuningJobDoc(*job, trials.ok() ? *trials : std::vector<tuning::TrialView>{}));
-      }
-      return httplib::Server::HandlerResponse::Handled;
-    }
-    if (req.method != "POST" || !std::regex_match(req.path, m, kStop))
-      return httplib::Server::HandlerResponse::Unhandled;
-    auto job = ctl_.StopJob(httplib::detail::decode_url(m[1].str(), false));
-    if (!job.ok()) {
-      SendError(res, job.status());
-    } else {
-      SendJson(res, 202, PublicJob(*job));
-    }
-    return httplib::Server::HandlerResponse::Handled;
-  });
+  // Stop takes no body. Registered with the ContentReader overload because httplib
+  // dispatches those routes before it reads a body: a POST without Content-Length
+  // (curl -X POST) is then answered at once, where an ordinary route would wait for
+  // the read timeout and refuse it with 400. The reader is never called, so a body
+  // that is sent is ignored.
+  s.Post(R"(/v1/jobs/([^/?]+)/stop)",
+         [this](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader&) {
+           auto job = ctl_.StopJob(httplib::detail::decode_url(req.matches[1].str(), false));
+           if (!job.ok()) return SendError(res, job.status());
+           SendJson(res, 202, PublicJob(*job));
+         });
+}
 
+// GET /v1/jobs/{id}/metrics (stored series), GET /metrics (Prometheus exposition).
+void NativeApi::RegisterMetrics(httplib::Server& s) {
   s.Get(R"(/v1/jobs/([^/]+)/metrics)", [this](const httplib::Request& req, httplib::Response& res) {
     auto job = store_.GetJob(req.matches[1]);
     if (!job.ok()) return SendError(res, job.status());
     auto points = store_.JobMetrics(job->id, req.get_param_value("name"));
     if (!points.ok()) return SendError(res, points.status());
-    // Group points into series: name + tags + stat.
-    json series = json::array();
-    std::string last;
-    for (const auto& p : *points) {
-      std::string key = p.name + "\x1f" + p.tags + "\x1f" + p.stat;
-      if (key != last) {
-        series.push_back({{"name", p.name}, {"tags", p.tags}, {"stat", p.stat}, {"points", json::array()}});
-        last = key;
-      }
-      series.back()["points"].push_back({p.time, p.value});
-    }
-    SendJson(res, 200, {{"job_id", job->id}, {"series", series}});
+    SendJson(res, 200, {{"job_id", job->id}, {"series", GroupSeries(*points)}});
   });
 
   s.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
     std::string text = opts_.metrics ? opts_.metrics->PrometheusText() : "";
     res.set_content(text, "text/plain; version=0.0.4");
   });
+}
 
-  // Secrets: values go in (raw request body), never come out of the public API.
+// PUT, DELETE /v1/secrets/{team}/{name}; GET /v1/secrets/{team}.
+// Values go in (raw request body), never come out of the public API.
+void NativeApi::RegisterSecrets(httplib::Server& s) {
   s.Put(R"(/v1/secrets/([^/]+)/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
     std::string team = req.matches[1], name = req.matches[2];
     if (!opts_.secrets) return SendError(res, Status(Code::kFailedPrecondition, "kilnd has no master key"));
@@ -287,7 +285,10 @@ void NativeApi::Register(httplib::Server& s) {
     if (!st.ok()) return SendError(res, st);
     SendJson(res, 200, {{"deleted", true}});
   });
+}
 
+// GET /v1/instances[?job=id-or-name]. Backend handles stay inside.
+void NativeApi::RegisterInstances(httplib::Server& s) {
   s.Get(R"(/v1/instances)", [this](const httplib::Request& req, httplib::Response& res) {
     std::string job_id = req.get_param_value("job");
     if (!job_id.empty()) {
@@ -304,252 +305,6 @@ void NativeApi::Register(httplib::Server& s) {
       arr.push_back(j);
     }
     SendJson(res, 200, {{"instances", arr}});
-  });
-
-  // Logs: the instances' output, in launch order. follow=true streams until the job ends.
-  s.Get(R"(/v1/jobs/([^/]+)/logs)", [this](const httplib::Request& req, httplib::Response& res) {
-    auto job = store_.GetJob(req.matches[1]);
-    if (!job.ok()) return SendError(res, job.status());
-    const std::string job_id = job->id;
-    const bool follow = BoolParam(req, "follow", false);
-    auto offsets = std::make_shared<std::map<std::string, std::streamoff>>();
-    res.set_chunked_content_provider(
-        "text/plain; charset=utf-8", [this, job_id, follow, offsets](size_t, httplib::DataSink& sink) {
-          int ino = follow ? inotify_init1(IN_CLOEXEC | IN_NONBLOCK) : -1;
-          std::set<std::string> watched;
-          for (;;) {
-            auto j = store_.GetJob(job_id);
-            if (!j.ok()) break;
-            bool terminal = IsTerminal(j->status);
-            int64_t seen = ctl_.version();
-            for (const auto& in : j->instances) {
-              std::string path = opts_.log_path ? opts_.log_path(in.id) : "";
-              if (path.empty()) continue;
-              if (ino >= 0 && !watched.count(path) && std::filesystem::exists(path)) {
-                inotify_add_watch(ino, path.c_str(), IN_MODIFY);
-                watched.insert(path);
-              }
-              std::ifstream f(path, std::ios::binary);
-              if (!f) continue;
-              auto& off = (*offsets)[path];
-              f.seekg(off);
-              std::string chunk((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-              if (!follow || chunk.empty()) {
-                if (!chunk.empty() && !sink.write(chunk.data(), chunk.size())) goto done;
-                off += static_cast<std::streamoff>(chunk.size());
-                continue;
-              }
-              // Whole lines only while following.
-              auto last_nl = chunk.rfind('\n');
-              if (last_nl == std::string::npos) continue;
-              if (!sink.write(chunk.data(), last_nl + 1)) goto done;
-              off += static_cast<std::streamoff>(last_nl + 1);
-            }
-            if (!follow || terminal || shutting_down_) break;
-            // Wake on a log write (inotify) or a job change (controller), whichever first.
-            pollfd p{ino, POLLIN, 0};
-            if (poll(&p, 1, 100) > 0) {
-              char buf[4096];
-              while (read(ino, buf, sizeof(buf)) > 0) {
-              }
-            } else {
-              ctl_.WaitForChange(seen, 400);
-            }
-          }
-        done:
-          if (ino >= 0) close(ino);
-          sink.done();
-          return true;
-        });
-  });
-
-  auto stream = [this](const httplib::Request& req, httplib::Response& res, const std::string& job_id) {
-    int64_t after = ResumePoint(req);
-    if (after < 0) return SendError(res, InvalidArgument("Last-Event-ID", "must be an integer sequence number"));
-    const bool follow = BoolParam(req, "follow", true);
-    res.set_header("Cache-Control", "no-cache");
-    res.set_chunked_content_provider(
-        "text/event-stream", [this, job_id, after, follow](size_t, httplib::DataSink& sink) {
-          int64_t cursor = after;
-          int idle_ms = 0;
-          for (;;) {
-            int64_t seen = ctl_.version();
-            auto events = job_id.empty() ? store_.EventsAfter(cursor, 500) : store_.JobEventsAfter(job_id, cursor, 500);
-            if (!events.ok()) break;
-            bool ended = false;
-            for (const auto& e : *events) {
-              int64_t id = job_id.empty() ? e.seq : e.job_seq;
-              std::string frame = SseFrame(std::to_string(id), ToString(e.type),
-                                           ToJson(e).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
-              if (!sink.write(frame.data(), frame.size())) goto done;
-              cursor = id;
-              if (!job_id.empty() && !e.status_after.empty() && IsTerminal(*ParseJobStatus(e.status_after)))
-                ended = true;
-            }
-            if (events->size() == 500) continue;
-            if (ended || !follow || shutting_down_) break;
-            if (!job_id.empty()) {
-              auto j = store_.GetJob(job_id);
-              if (j.ok() && IsTerminal(j->status) && j->last_job_seq <= cursor) break;
-            }
-            if (ctl_.WaitForChange(seen, 1000) == seen) {
-              idle_ms += 1000;
-              if (idle_ms >= 15000) {  // keep-alive comment; also detects a gone client
-                idle_ms = 0;
-                if (!sink.write(": keep-alive\n\n", 14)) goto done;
-              }
-            }
-          }
-        done:
-          sink.done();
-          return true;
-        });
-  };
-
-  s.Get(R"(/v1/jobs/([^/]+)/events)", [this, stream](const httplib::Request& req, httplib::Response& res) {
-    auto job = store_.GetJob(req.matches[1]);
-    if (!job.ok()) return SendError(res, job.status());
-    stream(req, res, job->id);
-  });
-  s.Get("/v1/events", [stream](const httplib::Request& req, httplib::Response& res) { stream(req, res, ""); });
-
-  // --- Internal: kiln-entrypoint ---
-  auto authenticate = [this](const httplib::Request& req, Instance* out_inst, Job* out_job) -> Status {
-    std::string auth = req.get_header_value("Authorization");
-    if (auth.rfind("Bearer ", 0) != 0) return Status(Code::kUnauthenticated, "missing bearer token");
-    std::string token = auth.substr(7);
-    auto dot = token.rfind('.');
-    if (dot == std::string::npos) return Status(Code::kUnauthenticated, "malformed token");
-    std::string iid = token.substr(0, dot);
-    if (!tokens_.Verify(iid, token)) return Status(Code::kUnauthenticated, "invalid token");
-    auto inst = store_.GetInstance(iid);
-    if (!inst.ok()) return Status(Code::kUnauthenticated, "token for an unknown instance");
-    auto job = store_.GetJob(inst->job_id);
-    if (!job.ok()) return Status(Code::kUnauthenticated, "token for an unknown job");
-    if (IsTerminal(job->status))
-      return Status(Code::kUnauthenticated, "the job has ended; its token is no longer valid");
-    *out_inst = *inst;
-    *out_job = *job;
-    return Status::Ok();
-  };
-
-  s.Get("/v1/runtime", [this, authenticate](const httplib::Request& req, httplib::Response& res) {
-    Instance in;
-    Job job;
-    Status st = authenticate(req, &in, &job);
-    if (!st.ok()) return SendError(res, st);
-    json hosts = json::array();
-    for (int i = 0; i < job.spec.instance_count; ++i) hosts.push_back("algo-" + std::to_string(i + 1));
-    json channels = json::object();
-    for (const auto& [ch, p] : job.spec.inputs) channels[ch] = p;
-    const InstanceType* t = catalog_.FindType(job.spec.instance_type);
-    // Secrets the job declared, for its team only. A missing one fails the fetch
-    // (and so the job, early) with a reason that names it but shows no value.
-    json secrets = json::object();
-    for (const auto& name : job.spec.secrets) {
-      if (!opts_.secrets) return SendError(res, Status(Code::kFailedPrecondition, "kilnd has no master key"));
-      auto sealed = store_.GetSecret(job.spec.team, name);
-      if (!sealed.ok())
-        return SendError(res,
-                         Status(Code::kFailedPrecondition, "secret " + name + " not found for team " + job.spec.team));
-      auto value = opts_.secrets->Open(*sealed, job.spec.team + "/" + name);
-      if (!value.ok())
-        return SendError(res, Status(Code::kFailedPrecondition, "secret " + name + " of team " + job.spec.team +
-                                                                    " cannot be decrypted with this master key"));
-      secrets[name] = SanitizeUtf8(*value);
-    }
-    json statsd = nullptr;
-    if (opts_.metrics) {
-      std::string host_socket = opts_.metrics_socket_path ? opts_.metrics_socket_path(in.id) : "";
-      auto port = opts_.metrics->OpenInstance(in.id, job.id, job.spec.team, host_socket);
-      // Remembered beside the socket, so a restarted kilnd reopens the same port.
-      if (port.ok() && !host_socket.empty())
-        WriteFileAtomic(host_socket + ".port", std::to_string(*port), 0644, Sync::kNoSync);
-      if (port.ok()) {
-        statsd = {{"host", "127.0.0.1"}, {"port", *port}};
-        statsd["socket"] = host_socket.empty() ? json(nullptr) : json("/opt/ml/.kiln/statsd.sock");
-      }
-    }
-    json doc = {{"job_id", job.id},
-                {"job_name", job.spec.name},
-                {"instance_id", in.id},
-                {"index", in.index},
-                {"attempt", in.attempt},
-                {"hyperparameters", job.spec.hyperparameters},
-                {"environment", job.spec.environment},
-                {"channels", channels},
-                {"num_cpus", t ? static_cast<int>(t->vcpus) : 1},
-                {"num_gpus", t ? t->gpus : 0},
-                {"resource_config",
-                 {{"current_host", "algo-" + std::to_string(in.index + 1)},
-                  {"hosts", hosts},
-                  {"current_instance_type", job.spec.instance_type},
-                  {"network_interface_name", "lo"}}},
-                {"output_dir", job.output_dir},
-                {"statsd", statsd},
-                {"secrets", secrets},
-                {"metric_definitions", job.spec.ToJson()["metric_definitions"]},
-                {"kind", ToString(job.spec.kind)},
-                {"sharded_channels", job.spec.sharded_channels},
-                {"pack_output_data", job.spec.pack_output_data}};
-    // Uploads are staged by the backend at /opt/ml/.kiln/uploads/<i>; the
-    // entrypoint copies local_path there once the command succeeds.
-    json uploads = json::array();
-    for (size_t i = 0; i < job.spec.uploads.size(); ++i)
-      uploads.push_back(
-          {{"local_path", job.spec.uploads[i].local_path}, {"staged", "/opt/ml/.kiln/uploads/" + std::to_string(i)}});
-    doc["uploads"] = uploads;
-    if (const ImageEnv* img = catalog_.FindImage(job.spec.image); img && !img->python.empty())
-      doc["script_mode_python"] = img->python;
-    if (!job.spec.hyperparameters_file.empty()) {
-      // Staged: the entrypoint fetches the file as is, and writes it without parsing.
-      std::error_code ec;
-      doc["hyperparameters"] = nullptr;
-      doc["hyperparameters_url"] = "/v1/runtime/hyperparameters";
-      auto size = std::filesystem::file_size(job.spec.hyperparameters_file, ec);
-      if (!ec) doc["hyperparameters_bytes"] = size;
-    }
-    SendJson(res, 200, doc);
-  });
-
-  s.Get("/v1/runtime/hyperparameters", [this, authenticate](const httplib::Request& req, httplib::Response& res) {
-    Instance in;
-    Job job;
-    Status st = authenticate(req, &in, &job);
-    if (!st.ok()) return SendError(res, st);
-    if (job.spec.hyperparameters_file.empty()) return SendJson(res, 200, job.spec.hyperparameters);
-    auto staged = ReadFile(job.spec.hyperparameters_file);
-    if (!staged.ok())
-      return SendError(res, Status(Code::kFailedPrecondition,
-                                   "staged hyperparameters are missing: " + job.spec.hyperparameters_file));
-    res.status = 200;
-    res.set_content(*staged, "application/json");
-  });
-
-  s.Post("/v1/runtime/events", [this, authenticate](const httplib::Request& req, httplib::Response& res) {
-    Instance in;
-    Job job;
-    Status st = authenticate(req, &in, &job);
-    if (!st.ok()) return SendError(res, st);
-    json body = json::parse(req.body, nullptr, false);
-    if (!body.is_object() || !body.contains("type") || !body["type"].is_string())
-      return SendError(res, InvalidArgument("type", "required string"));
-    std::string phase = body["type"];
-    static const std::set<std::string> kPhases = {"Downloading", "Training", "FirstLine", "Uploading", "Uploaded"};
-    if (!kPhases.count(phase)) return SendError(res, InvalidArgument("type", "unknown phase '" + phase + "'"));
-    Event e;
-    e.job_id = job.id;
-    e.type = EventType::kPhaseReported;
-    e.source = "entrypoint";
-    e.dedup_key = "phase:" + in.id + ":" + phase;
-    e.payload = {{"instance_id", in.id}, {"phase", phase}};
-    if (body.contains("time_ms") && body["time_ms"].is_number_integer()) e.payload["time_ms"] = body["time_ms"];
-    if (body.contains("payload") && body["payload"].is_object())
-      for (auto& [k, v] : body["payload"].items())
-        if (k == "model_artifact") e.payload[k] = v;
-    st = ctl_.Post(e);
-    if (!st.ok()) return SendError(res, st);
-    SendJson(res, 200, {{"ack", true}});
   });
 }
 

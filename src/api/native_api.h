@@ -3,10 +3,14 @@
 
 #include <atomic>
 #include <functional>
+#include <ios>
+#include <map>
+#include <set>
 #include <string>
 
 #include "api/tokens.h"
 #include "controller/controller.h"
+#include "jobs/runtime_doc.h"
 #include "metrics/gateway.h"
 #include "secrets/secret_box.h"
 #include "tuning/service.h"
@@ -41,7 +45,34 @@ class NativeApi {
   Result<Job> Submit(const std::string& body);
 
  private:
-  void RegisterTuning(httplib::Server& server);
+  // One per route group; Register calls each once. Each says its routes.
+  void RegisterHealthAndCatalog(httplib::Server& server);  // native_api.cc
+  void RegisterJobs(httplib::Server& server);              // native_api.cc
+  void RegisterInstances(httplib::Server& server);         // native_api.cc
+  void RegisterMetrics(httplib::Server& server);           // native_api.cc
+  void RegisterSecrets(httplib::Server& server);           // native_api.cc
+  void RegisterLogsAndEvents(httplib::Server& server);     // stream_routes.cc
+  void RegisterRuntime(httplib::Server& server);           // runtime_routes.cc (in-job, instance tokens)
+  void RegisterTuning(httplib::Server& server);            // tuning_routes.cc
+
+  // Log tailing (stream_routes.cc). Offsets are per log path, kept across provider calls.
+  using LogOffsets = std::map<std::string, std::streamoff>;
+  // Writes the job's logs to `sink` until done (not following: once; following: until
+  // the job ends, kilnd shuts down or the client goes away).
+  void TailLogs(const std::string& job_id, bool follow, int inotify_fd, LogOffsets& offsets, httplib::DataSink& sink);
+  // One pass over the job's instances' logs; false when the client has gone away.
+  bool CopyNewLogOutput(const Job& job, bool follow, int inotify_fd, std::set<std::string>& watched,
+                        LogOffsets& offsets, httplib::DataSink& sink);
+  // Server-Sent Events (stream_routes.cc): the global log when `job_id` is empty,
+  // else one job's events.
+  void StreamEvents(const httplib::Request& req, httplib::Response& res, const std::string& job_id);
+  void WriteEvents(const std::string& job_id, int64_t after, bool follow, httplib::DataSink& sink);
+
+  // In-job runtime (runtime_routes.cc).
+  // The declared secrets of `job`, opened for its team: {name: value}.
+  Result<std::map<std::string, std::string>> OpenJobSecrets(const Job& job);
+  // Opens the instance's StatsD port; null when kilnd has no metrics gateway or it fails.
+  std::optional<RuntimeStatsd> OpenStatsd(const Instance& in, const Job& job);
 
   Controller& ctl_;
   Store& store_;

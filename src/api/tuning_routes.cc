@@ -1,8 +1,10 @@
 // /v1/tuning-jobs: create, list, describe (with trials), stop.
+#include "api/http_helpers.h"
 #include "api/native_api.h"
 
 namespace kiln {
 
+using api_internal::SendJson;
 using nlohmann::json;
 using tuning::TrialView;
 using tuning::TuningJob;
@@ -81,7 +83,18 @@ void NativeApi::RegisterTuning(httplib::Server& s) {
     if (!trials.ok()) return SendApiError(res, trials.status());
     res.set_content(TuningJobDoc(*job, *trials).dump(), "application/json");
   });
-  // POST /v1/tuning-jobs/{name}/stop is served by the pre-routing handler (no body needed).
+  // Stop takes no body: the ContentReader overload is dispatched before httplib reads
+  // one, so a POST without Content-Length is answered at once (see the job stop route
+  // in native_api.cc).
+  s.Post(R"(/v1/tuning-jobs/([A-Za-z0-9-]+)/stop)",
+         [svc](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader&) {
+           const std::string name = req.matches[1].str();
+           Status st = svc->Stop(name);
+           auto job = st.ok() ? svc->Get(name) : Result<TuningJob>(st);
+           if (!job.ok()) return SendApiError(res, job.status());
+           auto trials = svc->Trials(*job);
+           SendJson(res, 202, TuningJobDoc(*job, trials.ok() ? *trials : std::vector<TrialView>{}));
+         });
 }
 
 }  // namespace kiln

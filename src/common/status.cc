@@ -22,6 +22,8 @@ const char* CodeName(Code c) {
       return "Unavailable";
     case Code::kInternal:
       return "Internal";
+    case Code::kDataLoss:
+      return "DataLoss";
   }
   return "Unknown";
 }

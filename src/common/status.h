@@ -2,7 +2,8 @@
 // Errors are values. A Status says what the caller should do next through its code:
 //   kInvalidArgument / kNotFound / kAlreadyExists / kPayloadTooLarge: fix the request;
 //   kUnavailable: retry the call later; kFailedPrecondition: fix state first;
-//   kInternal: a bug or an unexpected environment failure.
+//   kInternal: a bug or an unexpected environment failure;
+//   kDataLoss: stored data cannot be decoded: retrying will not help, repair it.
 #include <optional>
 #include <string>
 #include <utility>
@@ -20,11 +21,14 @@ enum class Code {
   kFailedPrecondition,
   kUnavailable,
   kInternal,
+  kDataLoss,
 };
 
 const char* CodeName(Code c);
 
-class Status {
+// [[nodiscard]]: a dropped Status is a lost error. Where ignoring one is right, say
+// why with IgnoreError().
+class [[nodiscard]] Status {
  public:
   Status() = default;
   Status(Code code, std::string message, std::string field = {})
@@ -36,6 +40,8 @@ class Status {
   // For validation errors: the offending field as a dotted path ("instance.count").
   const std::string& field() const { return field_; }
   std::string ToString() const;
+  // Marks a deliberate drop (the caller has nothing better to do with the error).
+  void IgnoreError() const {}
 
  private:
   Code code_ = Code::kOk;
@@ -52,12 +58,15 @@ inline Status NotFound(std::string msg) {
 inline Status Internal(std::string msg) {
   return Status(Code::kInternal, std::move(msg));
 }
+inline Status DataLoss(std::string msg) {
+  return Status(Code::kDataLoss, std::move(msg));
+}
 inline Status Unavailable(std::string msg) {
   return Status(Code::kUnavailable, std::move(msg));
 }
 
 template <typename T>
-class Result {
+class [[nodiscard]] Result {
  public:
   Result(T value) : v_(std::move(value)) {}         // NOLINT(google-explicit-constructor)
   Result(Status status) : v_(std::move(status)) {}  // NOLINT(google-explicit-constructor)
@@ -74,6 +83,7 @@ class Result {
   T& operator*() & { return value(); }
   const T& operator*() const& { return value(); }
   T&& operator*() && { return std::move(*this).value(); }
+  void IgnoreError() const {}
 
  private:
   std::variant<T, Status> v_;

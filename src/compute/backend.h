@@ -20,6 +20,7 @@
 
 #include "common/status.h"
 #include "jobs/catalog.h"
+#include "jobs/events.h"
 #include "jobs/model.h"
 
 namespace kiln {
@@ -100,8 +101,10 @@ class BackendRegistry {
   std::map<std::string, Factory> factories_;
 };
 
-// Builds the InstanceExited event a backend posts.
-Event ExitEvent(const std::string& job_id, const std::string& instance_id, int exit_code, int signal, bool oom,
-                const std::string& failure, const std::string& model_artifact, TimeMs now);
+// Builds the InstanceExited event a backend posts (dedup key "exit:<instance_id>").
+Event ExitEvent(const std::string& job_id, const ExitReport& report, TimeMs now);
+// The InstanceExited event of an instance whose end nobody recorded: exit code -1,
+// failure "InstanceLost: <why>".
+Event LostEvent(const std::string& job_id, const std::string& instance_id, const std::string& why, TimeMs now);
 
 }  // namespace kiln

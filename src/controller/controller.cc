@@ -1,10 +1,29 @@
 #include "controller/controller.h"
 
+#include <algorithm>
 #include <cstdio>
+#include <optional>
 
+#include "common/check.h"
 #include "common/ids.h"
 
 namespace kiln {
+
+TimeMs RequeueDelayMs(int failures) {
+  TimeMs d = kRequeueBaseMs;
+  for (int i = 1; i < failures && d < kRequeueMaxMs; ++i) d *= 2;
+  return std::min(d, kRequeueMaxMs);
+}
+
+bool IsRetryable(Code code) {
+  switch (code) {
+    case Code::kUnavailable:
+    case Code::kInternal:
+      return true;
+    default:
+      return false;
+  }
+}
 
 Controller::Controller(Store& store, Clock& clock, TimerService& timers, const Catalog& catalog, ControllerOptions opts)
     : store_(store), clock_(clock), timers_(timers), catalog_(catalog), opts_(std::move(opts)) {}
@@ -17,21 +36,30 @@ Status Controller::Start() {
   auto ids = store_.JobsNeedingAttention();
   if (!ids.ok()) return ids.status();
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     for (const auto& id : *ids) resync_.insert(id);
   }
   for (const auto& id : *ids) Enqueue(id);
-  if (opts_.threading == Threading::kThreaded) worker_ = std::thread([this] { WorkerLoop(); });
+  if (opts_.threading == Threading::kThreaded) {
+    worker_ = std::thread([this] { WorkerLoop(); });
+    for (int i = 0; i < std::max(1, opts_.launch_threads); ++i) launchers_.emplace_back([this] { LauncherLoop(); });
+  }
   return Status::Ok();
 }
 
 void Controller::Shutdown() {
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     stop_ = true;
   }
   cv_.notify_all();
+  launch_cv_.notify_all();
   if (worker_.joinable()) worker_.join();
+  // A launch in flight finishes (Launch returns quickly or within its own bound)
+  // and posts its result; queued ones are left: a restart re-issues them.
+  for (auto& t : launchers_)
+    if (t.joinable()) t.join();
+  launchers_.clear();
 }
 
 Result<Job> Controller::CreateJob(const JobSpec& spec) {
@@ -69,9 +97,10 @@ Result<Job> Controller::StopJob(const std::string& id_or_name) {
 
 Status Controller::Post(Event e) {
   if (e.time == 0) e.time = clock_.NowMs();
-  if (e.type == EventType::kInstanceExited && opts_.before_instance_exit && e.payload.contains("instance_id") &&
-      e.payload["instance_id"].is_string())
-    opts_.before_instance_exit(e.payload["instance_id"].get<std::string>());
+  if (e.type == EventType::kInstanceExited && opts_.before_instance_exit) {
+    std::string instance_id = PayloadInstanceId(e.payload);
+    if (!instance_id.empty()) opts_.before_instance_exit(instance_id);
+  }
   auto r = store_.AppendEvent(std::move(e));
   if (!r.ok()) {
     if (r.status().code() == Code::kAlreadyExists) return Status::Ok();  // duplicate: harmless
@@ -83,7 +112,7 @@ Status Controller::Post(Event e) {
 
 void Controller::Enqueue(const std::string& job_id) {
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     if (!queued_.insert(job_id).second) return;
     queue_.push_back(job_id);
   }
@@ -91,13 +120,26 @@ void Controller::Enqueue(const std::string& job_id) {
 }
 
 bool Controller::RunOnce() {
+  std::optional<PendingLaunch> launch;
   std::string id;
   {
-    std::lock_guard<std::mutex> l(mu_);
-    if (queue_.empty()) return false;
-    id = queue_.front();
-    queue_.pop_front();
-    queued_.erase(id);
+    MutexLock l(mu_);
+    if (!launches_.empty()) {
+      launch = std::move(launches_.front());
+      launches_.pop_front();
+    } else if (!queue_.empty()) {
+      id = queue_.front();
+      queue_.pop_front();
+      queued_.erase(id);
+    } else {
+      return false;
+    }
+  }
+  if (launch) {
+    RunLaunch(launch->req, launch->precondition);
+    MutexLock l(mu_);
+    launching_.erase(launch->req.instance_id);
+    return true;
   }
   Process(id);
   return true;
@@ -106,13 +148,28 @@ bool Controller::RunOnce() {
 void Controller::Process(const std::string& id) {
   Status st = Reconcile(id);
   if (!st.ok()) {
-    fprintf(stderr, "kilnd: reconcile %s: %s (will retry)\n", id.c_str(), st.ToString().c_str());
-    timers_.Schedule(clock_.NowMs() + 500, "requeue:" + id, [this, id] { Enqueue(id); });
+    int failures;
+    {
+      MutexLock l(mu_);
+      failures = ++failures_[id];
+      if (!IsRetryable(st.code())) failures_.erase(id);
+    }
+    if (!IsRetryable(st.code())) {
+      dropped_keys_.fetch_add(1);
+      fprintf(stderr, "kilnd: reconcile %s: %s (not retried until a new event arrives)\n", id.c_str(),
+              st.ToString().c_str());
+      return;
+    }
+    TimeMs delay = RequeueDelayMs(failures);
+    fprintf(stderr, "kilnd: reconcile %s: %s (retry %d in %lld ms)\n", id.c_str(), st.ToString().c_str(), failures,
+            static_cast<long long>(delay));
+    timers_.Schedule(clock_.NowMs() + delay, "requeue:" + id, [this, id] { Enqueue(id); });
     return;
   }
   bool resync;
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
+    failures_.erase(id);
     resync = resync_.erase(id) > 0;
   }
   if (!resync) return;
@@ -122,7 +179,7 @@ void Controller::Process(const std::string& id) {
   if (pending.ok() && pending->empty()) {
     RecoverInstances(id);
   } else {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     resync_.insert(id);  // the posted event has queued the job again
   }
 }
@@ -131,14 +188,30 @@ void Controller::WorkerLoop() {
   for (;;) {
     std::string id;
     {
-      std::unique_lock<std::mutex> l(mu_);
-      cv_.wait(l, [&] { return stop_ || !queue_.empty(); });
+      MutexLock l(mu_);
+      cv_.wait(l.native(), [&]() NO_THREAD_SAFETY_ANALYSIS { return stop_ || !queue_.empty(); });
       if (stop_) return;
       id = queue_.front();
       queue_.pop_front();
       queued_.erase(id);
     }
     Process(id);
+  }
+}
+
+void Controller::LauncherLoop() {
+  for (;;) {
+    PendingLaunch launch;
+    {
+      MutexLock l(mu_);
+      launch_cv_.wait(l.native(), [&]() NO_THREAD_SAFETY_ANALYSIS { return stop_ || !launches_.empty(); });
+      if (stop_) return;
+      launch = std::move(launches_.front());
+      launches_.pop_front();
+    }
+    RunLaunch(launch.req, launch.precondition);
+    MutexLock l(mu_);
+    launching_.erase(launch.req.instance_id);
   }
 }
 
@@ -191,30 +264,11 @@ void Controller::Execute(const Job& job, const Action& a) {
       req.output_dir = job.output_dir;
       req.api_url = opts_.api_url;
       req.token = opts_.token_for ? opts_.token_for(in->id) : "";
-      Result<std::string> h = Status(Code::kUnavailable, "not tried");
+      Status precondition;
       if (!img)
-        h = Status(Code::kInvalidArgument,
-                   "ImageNotFound: image '" + job.spec.image + "' is not in kilnd's image catalog (config: images)");
-      // Launch is idempotent, so an ambiguous failure is retried as is.
-      for (int tries = 0; img && tries < 3; ++tries) {
-        h = backend_->Launch(req);
-        if (h.ok() || h.status().code() != Code::kUnavailable) break;
-      }
-      Event e;
-      e.job_id = job.id;
-      e.source = "backend";
-      e.time = clock_.NowMs();
-      if (h.ok()) {
-        e.type = EventType::kInstanceLaunched;
-        e.dedup_key = "launched:" + in->id;
-        e.payload = {{"instance_id", in->id}, {"handle", *h}};
-      } else {
-        e.type = EventType::kInstanceLaunchFailed;
-        e.dedup_key = "launchfailed:" + in->id;
-        e.payload = {{"instance_id", in->id}, {"reason", h.status().message()}};
-      }
-      Status st = Post(e);
-      if (!st.ok()) fprintf(stderr, "kilnd: post launch result: %s\n", st.ToString().c_str());
+        precondition = Status(Code::kInvalidArgument, "ImageNotFound: image '" + job.spec.image +
+                                                          "' is not in kilnd's image catalog (config: images)");
+      StartLaunch(std::move(req), precondition);
       return;
     }
     case ActionType::kStop: {
@@ -231,6 +285,46 @@ void Controller::Execute(const Job& job, const Action& a) {
   }
 }
 
+void Controller::StartLaunch(LaunchRequest req, Status precondition) {
+  {
+    MutexLock l(mu_);
+    // One launch per instance at a time; the running one posts the result.
+    if (!launching_.insert(req.instance_id).second) return;
+    launches_.push_back({std::move(req), std::move(precondition)});
+  }
+  launch_cv_.notify_one();
+}
+
+void Controller::RunLaunch(const LaunchRequest& req, const Status& precondition) {
+  KILN_CHECK(backend_ != nullptr, "a launch was queued without a backend");
+  Result<std::string> h = precondition.ok() ? Result<std::string>(Status(Code::kUnavailable, "not tried"))
+                                            : Result<std::string>(precondition);
+  // Launch is idempotent, so an ambiguous failure is retried as is.
+  for (int tries = 0; precondition.ok() && tries < 3; ++tries) {
+    h = backend_->Launch(req);
+    if (h.ok() || h.status().code() != Code::kUnavailable) break;
+  }
+  Event e;
+  e.job_id = req.job_id;
+  e.source = "backend";
+  e.time = clock_.NowMs();
+  if (h.ok()) {
+    e.type = EventType::kInstanceLaunched;
+    e.dedup_key = "launched:" + req.instance_id;
+    e.payload = ToJson(LaunchedReport{req.instance_id, *h});
+  } else {
+    e.type = EventType::kInstanceLaunchFailed;
+    e.dedup_key = "launchfailed:" + req.instance_id;
+    e.payload = ToJson(LaunchFailedReport{req.instance_id, h.status().message()});
+  }
+  PostOrLog(std::move(e), "launch result");
+}
+
+void Controller::PostOrLog(Event e, const char* what) {
+  Status st = Post(std::move(e));
+  if (!st.ok()) fprintf(stderr, "kilnd: post %s: %s\n", what, st.ToString().c_str());
+}
+
 void Controller::ScheduleTimers(const Job& job) {
   for (const auto& t : PendingTimers(job)) {
     std::string job_id = job.id;
@@ -243,7 +337,7 @@ void Controller::ScheduleTimers(const Job& job) {
       e.source = "timer";
       e.time = clock_.NowMs();
       e.dedup_key = key;
-      Post(e);
+      PostOrLog(std::move(e), "timer");
     });
   }
 }
@@ -260,12 +354,16 @@ void Controller::RecoverInstances(const std::string& job_id) {
     } else if (in.state == InstanceState::kRunning) {
       Status st = backend_->Recover(in.id, in.handle);
       if (st.code() == Code::kNotFound) {
-        Post(ExitEvent(job->id, in.id, -1, 0, false,
-                       "InstanceLost: the instance disappeared while kilnd was down (" + st.message() + ")", "",
-                       clock_.NowMs()));
+        PostOrLog(LostEvent(job->id, in.id, "the instance disappeared while kilnd was down (" + st.message() + ")",
+                            clock_.NowMs()),
+                  "lost instance");
+      } else if (!st.ok()) {
+        fprintf(stderr, "kilnd: recover %s: %s\n", in.id.c_str(), st.ToString().c_str());
       }
-      if (job->status == JobStatus::kStopping && in.stop_sent)
-        backend_->Stop(in.id, in.handle, job->spec.stop_grace_seconds * 1000);
+      if (job->status == JobStatus::kStopping && in.stop_sent) {
+        Status stop = backend_->Stop(in.id, in.handle, job->spec.stop_grace_seconds * 1000);
+        if (!stop.ok()) fprintf(stderr, "kilnd: stop %s: %s\n", in.id.c_str(), stop.ToString().c_str());
+      }
     }
   }
 }
@@ -275,7 +373,7 @@ void Controller::Resync() {
   if (!ids.ok()) return;
   for (const auto& id : *ids) {
     {
-      std::lock_guard<std::mutex> l(mu_);
+      MutexLock l(mu_);
       resync_.insert(id);
     }
     Enqueue(id);

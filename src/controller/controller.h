@@ -1,20 +1,32 @@
 #pragma once
 // The controller: the only writer of job state.
 //
-// Threading: in kThreaded mode one worker thread reconciles job keys from a queue;
-// Post/CreateJob/StopJob may be called from any thread. In kManual mode nothing
-// runs until the caller calls RunOnce (the simulation harness does).
+// Threading: in kThreaded mode one worker thread reconciles job keys from a queue,
+// and launches run on a pool of launcher threads (ControllerOptions::launch_threads),
+// so a slow backend Launch never stalls the reconciler or other jobs. Post,
+// CreateJob and StopJob may be called from any thread. In kManual mode nothing
+// runs until the caller calls RunOnce (the simulation harness does): RunOnce runs
+// one queued launch, or else reconciles one job key.
 // A job key is reconciled by one thread at a time, and reconciling is idempotent:
 // it folds only unapplied events and every action is idempotent.
+//
+// Errors: a reconcile that fails with a retryable code (kUnavailable, kInternal,
+// kAborted-like store contention) is requeued with exponential backoff
+// (kRequeueBaseMs doubling to kRequeueMaxMs); a terminal one (kNotFound: the job is
+// gone; kDataLoss: its stored record cannot be decoded) is logged once and the key
+// dropped until a new event arrives for it.
 #include <atomic>
 #include <condition_variable>
 #include <deque>
+#include <map>
 #include <mutex>
 #include <set>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "common/clock.h"
+#include "common/thread_annotations.h"
 #include "compute/backend.h"
 #include "controller/timers.h"
 #include "jobs/catalog.h"
@@ -36,7 +48,16 @@ struct ControllerOptions {
   // Called before an instance's exit is recorded, e.g. to store the metrics it
   // sent last: whoever sees the job end sees all of them.
   std::function<void(const std::string& instance_id)> before_instance_exit;
+  // kThreaded: how many launches may run at once.
+  int launch_threads = 4;
 };
+
+inline constexpr TimeMs kRequeueBaseMs = 500;
+inline constexpr TimeMs kRequeueMaxMs = 60000;
+// The delay before the `failures`-th consecutive retry of a job key (1-based).
+TimeMs RequeueDelayMs(int failures);
+// Whether a reconcile error is worth retrying.
+bool IsRetryable(Code code);
 
 class Controller final : public EventSink {
  public:
@@ -56,8 +77,11 @@ class Controller final : public EventSink {
   // Persists `e` (dropping duplicates by dedup_key) and queues its job.
   Status Post(Event e) override;
 
-  // kManual: reconciles the next queued job. False when the queue is empty.
+  // kManual: runs the next queued launch, or else reconciles the next queued job.
+  // False when both queues are empty.
   bool RunOnce();
+  // Jobs whose reconcile failed terminally and were dropped (tests, /metrics).
+  int64_t dropped_keys() const { return dropped_keys_.load(); }
   // Safety net: asks the backend to confirm every live instance.
   void Resync();
 
@@ -67,13 +91,24 @@ class Controller final : public EventSink {
   int64_t WaitForChange(int64_t seen, int timeout_ms);
 
  private:
-  void Enqueue(const std::string& job_id);
-  void Process(const std::string& job_id);
-  void WorkerLoop();
+  void Enqueue(const std::string& job_id) EXCLUDES(mu_);
+  void Process(const std::string& job_id) EXCLUDES(mu_);
+  void WorkerLoop() EXCLUDES(mu_);
+  void LauncherLoop() EXCLUDES(mu_);
   Status Reconcile(const std::string& job_id);
-  void Execute(const Job& job, const Action& a);
+  void Execute(const Job& job, const Action& a) EXCLUDES(mu_);
+  // Queues a launch of `req` (once per instance id while one is in flight).
+  void StartLaunch(LaunchRequest req, Status precondition) EXCLUDES(mu_);
+  // Runs a launch (retrying kUnavailable) and posts its result.
+  void RunLaunch(const LaunchRequest& req, const Status& precondition);
   void ScheduleTimers(const Job& job);
   void RecoverInstances(const std::string& job_id);
+  void PostOrLog(Event e, const char* what);
+
+  struct PendingLaunch {
+    LaunchRequest req;
+    Status precondition;  // not ok: post a launch failure without calling the backend
+  };
 
   Store& store_;
   Clock& clock_;
@@ -82,13 +117,19 @@ class Controller final : public EventSink {
   ControllerOptions opts_;
   ComputeBackend* backend_ = nullptr;
 
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<std::string> queue_;  // GUARDED_BY(mu_)
-  std::set<std::string> queued_;   // GUARDED_BY(mu_)
-  std::set<std::string> resync_;   // GUARDED_BY(mu_): jobs whose instances to re-check
-  bool stop_ = false;              // GUARDED_BY(mu_)
+  Mutex mu_;
+  std::condition_variable cv_;         // the worker: queue_ or stop_
+  std::condition_variable launch_cv_;  // the launchers: launches_ or stop_
+  std::deque<std::string> queue_ GUARDED_BY(mu_);
+  std::set<std::string> queued_ GUARDED_BY(mu_);
+  std::set<std::string> resync_ GUARDED_BY(mu_);         // jobs whose instances to re-check
+  std::map<std::string, int> failures_ GUARDED_BY(mu_);  // job -> consecutive reconcile failures
+  std::deque<PendingLaunch> launches_ GUARDED_BY(mu_);
+  std::set<std::string> launching_ GUARDED_BY(mu_);  // instance ids queued or in flight
+  bool stop_ GUARDED_BY(mu_) = false;
   std::thread worker_;
+  std::vector<std::thread> launchers_;
+  std::atomic<int64_t> dropped_keys_{0};
 
   std::atomic<int64_t> version_{0};
   std::mutex change_mu_;

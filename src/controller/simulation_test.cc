@@ -1,5 +1,6 @@
 // Deterministic simulation of the controller: a fake clock, the fault-injecting
-// fake backend, an in-memory SQLite store, and controller crashes. Each history
+// fake backend, the in-memory fake store (and, for fewer histories, SQLite), and
+// controller crashes. Each history
 // is a random interleaving of reconciles, event deliveries (reordered, duplicated,
 // lost), clock advances, stop requests, resyncs and kilnd restarts. After each
 // history the invariants must hold.
@@ -9,6 +10,7 @@
 
 #include "compute/fake/fake_backend.h"
 #include "controller/controller.h"
+#include "store/memory_store.h"
 
 namespace kiln {
 namespace {
@@ -25,15 +27,22 @@ struct SimResult {
   int steps = 0;
 };
 
-SimResult RunHistory(uint64_t seed) {
+enum class StoreKind { kFake, kSqlite };
+
+std::unique_ptr<Store> NewStore(StoreKind kind) {
+  if (kind == StoreKind::kFake) return NewMemoryStore();
+  auto store = OpenSqliteStore(":memory:");
+  EXPECT_TRUE(store.ok());
+  return std::move(store.value());
+}
+
+SimResult RunHistory(uint64_t seed, StoreKind kind) {
   std::mt19937_64 rng(seed);
   auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
   auto chance = [&](double p) { return std::uniform_real_distribution<double>(0, 1)(rng) < p; };
 
   FakeClock clock;
-  auto store_r = OpenSqliteStore(":memory:");
-  EXPECT_TRUE(store_r.ok());
-  auto store = std::move(store_r.value());
+  auto store = NewStore(kind);
   Catalog catalog = Catalog::Defaults();
   FakeBackend backend(clock, seed * 7919 + 1);
   FakeFaults faults;
@@ -118,7 +127,8 @@ SimResult RunHistory(uint64_t seed) {
       EXPECT_TRUE(ctl->Start().ok());
       res.crashes++;
     }
-    if (all_terminal() && !backend.AnyRunning()) break;
+    // Checked every 8th step: reading every job back costs more than a step.
+    if (res.steps % 8 == 0 && all_terminal() && !backend.AnyRunning()) break;
     // Drain: when nothing is queued, let time pass and the safety net run.
     if (!ctl->RunOnce()) {
       if (++idle_rounds % 50 == 0) {
@@ -202,23 +212,44 @@ SimResult RunHistory(uint64_t seed) {
   return res;
 }
 
-TEST(Simulation, ThousandsOfRandomHistoriesKeepInvariants) {
-  const char* env = getenv("KILN_SIM_HISTORIES");
-  int n = env ? atoi(env) : 2000;
+void RunHistories(StoreKind kind, const char* count_env, int default_count) {
+  const char* env = getenv(count_env);
+  int n = env ? atoi(env) : default_count;
   uint64_t base = getenv("KILN_SIM_SEED") ? strtoull(getenv("KILN_SIM_SEED"), nullptr, 10) : 1;
   int crashes = 0, jobs = 0;
   for (int i = 0; i < n; ++i) {
-    auto r = RunHistory(base + i);
+    auto r = RunHistory(base + i, kind);
     crashes += r.crashes;
     jobs += r.jobs;
-    if (HasFailure()) {
+    if (::testing::Test::HasFailure()) {
       ADD_FAILURE() << "first failing seed: " << base + i;
       break;
     }
   }
-  RecordProperty("crashes", crashes);
   EXPECT_GT(crashes, n / 4);  // the harness really exercises restarts
   printf("histories=%d jobs=%d controller crashes=%d\n", n, jobs, crashes);
+}
+
+// The controller against the fake store: many histories (KILN_SIM_HISTORIES).
+TEST(Simulation, ThousandsOfRandomHistoriesKeepInvariants) {
+  RunHistories(StoreKind::kFake, "KILN_SIM_HISTORIES", 5000);
+}
+
+// The same against SQLite, fewer: the real store's transactions under the same
+// crashes (KILN_SIM_SQLITE_HISTORIES).
+TEST(Simulation, RandomHistoriesOnSqliteKeepInvariants) {
+  RunHistories(StoreKind::kSqlite, "KILN_SIM_SQLITE_HISTORIES", 300);
+}
+
+TEST(Requeue, BackoffDoublesToTheCapAndErrorsAreClassified) {
+  EXPECT_EQ(RequeueDelayMs(1), kRequeueBaseMs);
+  EXPECT_EQ(RequeueDelayMs(2), 2 * kRequeueBaseMs);
+  EXPECT_EQ(RequeueDelayMs(4), 8 * kRequeueBaseMs);
+  EXPECT_EQ(RequeueDelayMs(100), kRequeueMaxMs);
+  EXPECT_TRUE(IsRetryable(Code::kUnavailable));
+  EXPECT_TRUE(IsRetryable(Code::kInternal));
+  EXPECT_FALSE(IsRetryable(Code::kNotFound));
+  EXPECT_FALSE(IsRetryable(Code::kDataLoss));
 }
 
 }  // namespace

@@ -1,5 +1,7 @@
 #include "entrypoint/context.h"
 
+#include "common/sandbox_paths.h"
+
 namespace kiln {
 
 const char* ToString(RuntimeContext c) {
@@ -35,8 +37,8 @@ DetectedContext DetectContext(const std::function<const char*(const char*)>& env
             "unknown KILN_RUNTIME=" + v + " (expected kiln-local, kiln-slurm, sagemaker, kubernetes or dev)"};
   }
   if (set("TRAINING_JOB_NAME")) return {RuntimeContext::kSageMaker, "TRAINING_JOB_NAME"};
-  if (exists("/opt/ml/config/processingjobconfig.json"))
-    return {RuntimeContext::kSageMaker, "/opt/ml/config/processingjobconfig.json"};
+  if (exists(sandbox::kSageMakerProcessingConfigFile))
+    return {RuntimeContext::kSageMaker, sandbox::kSageMakerProcessingConfigFile};
   if (set("SLURM_JOB_ID") && set("KILN_API_URL")) return {RuntimeContext::kKilnSlurm, "SLURM_JOB_ID"};
   if (set("KUBERNETES_SERVICE_HOST")) return {RuntimeContext::kKubernetes, "KUBERNETES_SERVICE_HOST"};
   if (exists("/var/run/secrets/kubernetes.io/serviceaccount/token"))

@@ -18,6 +18,7 @@
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <regex>
 #include <string>
 #include <thread>
@@ -25,8 +26,11 @@
 
 #include "common/clock.h"
 #include "common/fsutil.h"
+#include "common/sandbox_paths.h"
 #include "entrypoint/context.h"
+#include "entrypoint/contract.h"
 #include "entrypoint/http_client.h"
+#include "jobs/runtime_doc.h"
 
 namespace kiln {
 namespace {
@@ -129,16 +133,6 @@ class Reporter {
   std::thread thread_;
 };
 
-std::string ToUpperName(const std::string& s) {
-  std::string o;
-  for (char c : s) o.push_back(isalnum(static_cast<unsigned char>(c)) ? static_cast<char>(toupper(c)) : '_');
-  return o;
-}
-
-std::string HpString(const json& v) {
-  return v.is_string() ? v.get<std::string>() : v.dump();
-}
-
 // Runs a helper program (tar, cp) and waits; true on exit status 0. The child
 // of a fork here only makes async-signal-safe calls: the phase reporter's thread
 // may hold an allocator or libc lock at the fork, and a malloc in the child
@@ -161,121 +155,24 @@ bool RunQuiet(std::vector<std::string> args) {
   return WIFEXITED(st) && WEXITSTATUS(st) == 0;
 }
 
-// A hyperparameter value as the SageMaker toolkit sees it: JSON-decoded when it
-// is a JSON document ("\"train.py\"" -> train.py, "0.1" -> 0.1), else the string.
-json DecodeHp(const json& v) {
-  if (!v.is_string()) return v;
-  json d = json::parse(v.get<std::string>(), nullptr, false);
-  return d.is_discarded() ? v : d;
-}
-
-// Script mode, as sagemaker-training-toolkit runs it: the command is `train`, the
-// image is a framework image (kilnd says which interpreter), and the
-// hyperparameters name the user's program. Runs `python <program> --k v ...`
-// from /opt/ml/code with the toolkit's SM_USER_ARGS / SM_HPS.
-bool ScriptMode(const json& rt, const std::string& root, std::vector<std::string>& cmd, std::vector<std::string>& env) {
-  const std::string python = rt.value("script_mode_python", "");
-  const json hps = rt.value("hyperparameters", json::object());
-  if (python.empty() || cmd != std::vector<std::string>{"train"} || !hps.is_object() ||
-      !hps.contains("sagemaker_program"))
-    return false;
-  json program = DecodeHp(hps["sagemaker_program"]);
-  std::string prog = program.is_string() ? program.get<std::string>() : program.dump();
-  json user_args = json::array();
-  json decoded = json::object();
-  for (auto& [k, v] : hps.items()) {
-    if (k.rfind("sagemaker_", 0) == 0) continue;
-    json d = DecodeHp(v);
-    decoded[k] = d;
-    user_args.push_back("--" + k);
-    user_args.push_back(d.is_string() ? d.get<std::string>() : d.dump());
-  }
-  cmd = {python, prog};
-  for (const auto& a : user_args) cmd.push_back(a);
-  env.push_back("SM_USER_ARGS=" + user_args.dump());
-  env.push_back("SM_HPS=" + decoded.dump());
-  for (auto& [k, v] : decoded.items()) env.push_back("SM_HP_" + ToUpperName(k) + "=" + HpString(v));
-  env.push_back("SM_USER_ENTRY_POINT=" + prog);
-  env.push_back("SM_MODULE_NAME=" + prog.substr(0, prog.rfind('.')));
-  env.push_back("SM_MODULE_DIR=" + root + "/code");
-  env.push_back("SM_FRAMEWORK_MODULE=");
-  env.push_back("PYTHONUNBUFFERED=1");
-  return true;
-}
-
-// SM_TRAINING_ENV: everything above as one JSON document, keyed as
-// sagemaker-training-toolkit writes it. Later entries of `env` win (script mode
-// overrides SM_HPS and SM_USER_ARGS).
-std::string TrainingEnv(const json& rt, const std::vector<std::string>& env) {
-  std::map<std::string, std::string> sm;
-  for (const auto& e : env) {
-    size_t eq = e.find('=');
-    if (e.rfind("SM_", 0) == 0 && eq != std::string::npos) sm[e.substr(3, eq - 3)] = e.substr(eq + 1);
-  }
-  auto as_json = [&](const char* k, json dflt) {
-    auto it = sm.find(k);
-    if (it == sm.end()) return dflt;
-    json j = json::parse(it->second, nullptr, false);
-    return j.is_discarded() ? json(it->second) : j;
-  };
-  auto str = [&](const char* k) { return sm.count(k) ? sm[k] : std::string(); };
-  json channel_dirs = json::object();
-  for (const auto& [k, v] : sm)
-    if (k.rfind("CHANNEL_", 0) == 0) {
-      std::string ch = k.substr(8);
-      for (auto& c : ch) c = static_cast<char>(tolower(static_cast<unsigned char>(c)));
-      channel_dirs[ch] = v;
-    }
-  json hosts = as_json("HOSTS", json::array({"algo-1"}));
-  json te = {
-      {"additional_framework_parameters", json::object()},
-      {"channel_input_dirs", channel_dirs},
-      {"current_host", str("CURRENT_HOST")},
-      {"current_instance_type", str("CURRENT_INSTANCE_TYPE")},
-      {"framework_module", str("FRAMEWORK_MODULE")},
-      {"hosts", hosts},
-      {"hyperparameters", as_json("HPS", json::object())},
-      {"input_config_dir", str("INPUT_CONFIG_DIR")},
-      {"input_data_config", as_json("INPUT_DATA_CONFIG", json::object())},
-      {"input_dir", str("INPUT_DIR")},
-      {"is_master", str("CURRENT_HOST") == (hosts.empty() ? std::string("algo-1") : hosts[0].get<std::string>())},
-      {"job_name", rt.value("job_name", "")},
-      {"log_level", 20},
-      {"master_hostname", hosts.empty() ? std::string("algo-1") : hosts[0].get<std::string>()},
-      {"model_dir", str("MODEL_DIR")},
-      {"module_dir", str("MODULE_DIR")},
-      {"module_name", str("MODULE_NAME")},
-      {"network_interface_name", str("NETWORK_INTERFACE_NAME")},
-      {"num_cpus", atoi(str("NUM_CPUS").c_str())},
-      {"num_gpus", atoi(str("NUM_GPUS").c_str())},
-      {"output_data_dir", str("OUTPUT_DATA_DIR")},
-      {"output_dir", str("OUTPUT_DIR")},
-      {"output_intermediate_dir", str("OUTPUT_INTERMEDIATE_DIR")},
-      {"resource_config", as_json("RESOURCE_CONFIG", json::object())},
-      {"user_entry_point", str("USER_ENTRY_POINT")}};
-  return "SM_TRAINING_ENV=" + te.dump();
-}
-
 // MetricDefinitions: regexes over the job's output lines. A match becomes a StatsD
 // gauge sent to the job's gateway port, so log metrics and StatsD metrics land in
 // the same series model.
 class LogMetrics {
  public:
-  void Configure(const json& rt) {
-    const json defs = rt.value("metric_definitions", json::array());
-    const json statsd = rt.value("statsd", json());
-    if (defs.empty() || !statsd.is_object()) return;
-    for (const auto& d : defs) {
+  void Configure(const RuntimeDoc& rt) {
+    if (rt.metric_definitions.empty() || !rt.statsd) return;
+    for (const auto& d : rt.metric_definitions) {
       try {
-        defs_.emplace_back(d.value("name", ""), std::regex(d.value("regex", "")));
+        defs_.emplace_back(d.name, std::regex(d.regex));
       } catch (const std::regex_error&) {
       }
     }
     fd_ = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     sockaddr_in a{};
     a.sin_family = AF_INET;
-    a.sin_port = htons(static_cast<uint16_t>(statsd.value("port", 0)));
-    inet_pton(AF_INET, statsd.value("host", std::string("127.0.0.1")).c_str(), &a.sin_addr);
+    a.sin_port = htons(static_cast<uint16_t>(rt.statsd->port));
+    inet_pton(AF_INET, rt.statsd->host.c_str(), &a.sin_addr);
     if (connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
       close(fd_);
       fd_ = -1;
@@ -310,108 +207,7 @@ class LogMetrics {
   int fd_ = -1;
 };
 
-enum class ContractFiles { kWrite, kSkip };
-constexpr size_t kMaxHyperparameterEnvBytes = 256 << 10;
-
-// Writes the contract files (unless the platform already did) and returns the
-// extra environment for the user command.
-std::vector<std::string> WriteContract(const json& rt, const std::string& root, ContractFiles files,
-                                       const std::string& staged_hyperparameters) {
-  std::vector<std::string> env;
-  // Staged (large) hyperparameters arrive raw and are written as they are; they
-  // are too big for SM_HP_* anyway, so they are never parsed here.
-  const bool staged = !staged_hyperparameters.empty();
-  const json hps = staged ? json::object() : rt.value("hyperparameters", json::object());
-  const std::string hps_text = staged ? staged_hyperparameters : hps.dump();
-  const bool write = files == ContractFiles::kWrite;
-  if (write) {
-    MakeDirs(root + "/input/config");
-    MakeDirs(root + "/model");
-    MakeDirs(root + "/output/data");
-    MakeDirs(root + "/checkpoints");
-    WriteFileAtomic(root + "/input/config/hyperparameters.json", hps_text, 0644, Sync::kNoSync);
-  }
-  json rc = rt.value("resource_config", json::object());
-  if (write) WriteFileAtomic(root + "/input/config/resourceconfig.json", rc.dump(), 0644, Sync::kNoSync);
-  json idc = json::object();
-  json channels = json::array();
-  const json chans = rt.value("channels", json::object());
-  for (auto& [ch, src] : chans.items()) {
-    std::string dst = root;
-    dst.append("/input/data/").append(ch);
-    if (write && (!fs::exists(dst) || fs::is_empty(dst))) {
-      // Not provided by the backend (e.g. no sandbox): copy it in.
-      std::error_code ec;
-      fs::create_directories(dst, ec);
-      std::string s = src.get<std::string>();
-      if (fs::is_directory(s))
-        fs::copy(s, dst, fs::copy_options::recursive | fs::copy_options::skip_existing, ec);
-      else
-        fs::copy(s, dst + "/" + fs::path(s).filename().string(), fs::copy_options::skip_existing, ec);
-    }
-    const json sharded = rt.value("sharded_channels", json::array());
-    const bool is_sharded = std::find(sharded.begin(), sharded.end(), json(ch)) != sharded.end();
-    idc[ch] = {{"TrainingInputMode", "File"},
-               {"S3DistributionType", is_sharded ? "ShardedByS3Key" : "FullyReplicated"},
-               {"RecordWrapperType", "None"}};
-    channels.push_back(ch);
-    env.push_back("SM_CHANNEL_" + ToUpperName(ch) + "=" + dst);
-  }
-  if (write) WriteFileAtomic(root + "/input/config/inputdataconfig.json", idc.dump(), 0644, Sync::kNoSync);
-  // Secrets become environment variables of the user command only; nothing logs them.
-  const json secrets = rt.value("secrets", json::object());
-  for (auto& [k, v] : secrets.items())
-    if (v.is_string()) env.push_back(k + "=" + v.get<std::string>());
-  const json user_env = rt.value("environment", json::object());
-  for (auto& [k, v] : user_env.items()) env.push_back(k + "=" + HpString(v));
-  json hosts = rc.value("hosts", json::array({"algo-1"}));
-  // SM_HP_* and SM_HPS as the SageMaker toolkit sets them, unless they would
-  // not fit in a process environment: then hyperparameters.json is the source.
-  if (!staged && hps_text.size() <= kMaxHyperparameterEnvBytes) {
-    for (auto& [k, v] : hps.items()) env.push_back("SM_HP_" + ToUpperName(k) + "=" + HpString(v));
-    env.push_back("SM_HPS=" + hps_text);
-    json user_args = json::array();
-    for (auto& [k, v] : hps.items()) {
-      if (k.rfind("sagemaker_", 0) == 0) continue;
-      user_args.push_back("--" + k);
-      user_args.push_back(HpString(v));
-    }
-    env.push_back("SM_USER_ARGS=" + user_args.dump());
-  } else {
-    Log("hyperparameters are " + std::to_string(hps_text.size()) + " bytes: SM_HP_*/SM_HPS not set, read " + root +
-        "/input/config/hyperparameters.json");
-  }
-  env.push_back("SM_CHANNELS=" + channels.dump());
-  env.push_back("SM_MODEL_DIR=" + root + "/model");
-  env.push_back("SM_OUTPUT_DIR=" + root + "/output");
-  env.push_back("SM_OUTPUT_DATA_DIR=" + root + "/output/data");
-  env.push_back("SM_INPUT_DIR=" + root + "/input");
-  env.push_back("SM_INPUT_CONFIG_DIR=" + root + "/input/config");
-  env.push_back("SM_CHECKPOINT_DIR=" + root + "/checkpoints");
-  env.push_back("SM_CURRENT_HOST=" + rc.value("current_host", std::string("algo-1")));
-  env.push_back("SM_HOSTS=" + hosts.dump());
-  env.push_back("SM_NUM_CPUS=" + std::to_string(rt.value("num_cpus", 1)));
-  env.push_back("SM_NUM_GPUS=" + std::to_string(rt.value("num_gpus", 0)));
-  env.push_back("SM_RESOURCE_CONFIG=" + rc.dump());
-  env.push_back("SM_NETWORK_INTERFACE_NAME=" + rc.value("network_interface_name", std::string("lo")));
-  env.push_back("SM_CURRENT_INSTANCE_TYPE=" + rc.value("current_instance_type", std::string()));
-  env.push_back("SM_OUTPUT_INTERMEDIATE_DIR=" + root + "/output/intermediate");
-  env.push_back("SM_LOG_LEVEL=20");
-  env.push_back("SM_FRAMEWORK_PARAMS={}");
-  // StatsD and DogStatsD clients report to kilnd's gateway, attributed to this job.
-  const json statsd = rt.value("statsd", json());
-  if (statsd.is_object()) {
-    std::string host = statsd.value("host", "127.0.0.1"), port = std::to_string(statsd.value("port", 8125));
-    env.push_back("STATSD_HOST=" + host);
-    env.push_back("STATSD_PORT=" + port);
-    env.push_back("DD_AGENT_HOST=" + host);
-    env.push_back("DD_DOGSTATSD_PORT=" + port);
-    std::string sock = statsd["socket"].is_string() ? statsd["socket"].get<std::string>() : "";
-    if (!sock.empty() && fs::exists(sock)) env.push_back("DD_DOGSTATSD_SOCKET=" + sock);
-  }
-  env.push_back("SM_INPUT_DATA_CONFIG=" + idc.dump());
-  return env;
-}
+// --- Phase 1: fetch the runtime document from kilnd ---
 
 // GET with retries (kilnd may be restarting); a 4xx answer is final.
 Result<std::string> FetchWithRetry(const ApiTarget& api, const std::string& token, const std::string& path) {
@@ -435,23 +231,359 @@ Result<std::string> FetchWithRetry(const ApiTarget& api, const std::string& toke
   return Unavailable("could not fetch " + path + " from kilnd within 60 s: " + last);
 }
 
-Result<json> FetchRuntime(const ApiTarget& api, const std::string& token) {
+struct FetchedRuntime {
+  RuntimeDoc doc;
+  // The staged hyperparameters, raw (never parsed: they may be megabytes); "" when
+  // the document has them inline.
+  std::string staged_hyperparameters;
+};
+
+Result<FetchedRuntime> FetchRuntime(const ApiTarget& api, const std::string& token) {
   auto body = FetchWithRetry(api, token, "/v1/runtime");
   if (!body.ok()) return body.status();
   json j = json::parse(*body, nullptr, false);
   if (!j.is_object()) return Internal("kilnd sent an unreadable runtime document");
-  return j;
+  auto doc = RuntimeDocFromJson(j);
+  if (!doc.ok()) return Internal("kilnd sent an unreadable runtime document: " + doc.status().message());
+  FetchedRuntime out{std::move(*doc), ""};
+  if (out.doc.staged_hyperparameters) {
+    auto raw = FetchWithRetry(api, token, out.doc.staged_hyperparameters->url);
+    if (!raw.ok()) return raw.status();
+    out.staged_hyperparameters = std::move(*raw);
+  }
+  return out;
 }
 
-// The staged hyperparameters, raw (no parse): they may be megabytes.
-Result<std::string> FetchRaw(const ApiTarget& api, const std::string& token, const std::string& path) {
-  return FetchWithRetry(api, token, path);
-}
+// --- Failure text and exit record ---
 
+// Writes the failure text (docs/runtime-contract.md §7), unless the command wrote
+// one. It is the job's last word, so a failure to write it goes to the job's log.
 void WriteFailure(const std::string& root, const std::string& text) {
-  if (fs::exists(root + "/output/failure") && fs::file_size(root + "/output/failure") > 0) return;
-  MakeDirs(root + "/output");
-  WriteFileAtomic(root + "/output/failure", text.substr(0, 1024), 0644, Sync::kNoSync);
+  const std::string path = sandbox::Rebase(root, sandbox::kFailureFile);
+  std::error_code ec;
+  const auto size = fs::file_size(path, ec);
+  if (!ec && size > 0) return;
+  Status st = MakeDirs(sandbox::Rebase(root, sandbox::kOutputDir));
+  if (st.ok()) st = WriteFileAtomic(path, text.substr(0, 1024), 0644, Sync::kNoSync);
+  if (!st.ok()) Log("could not write the failure reason to " + path + ": " + st.message());
+}
+
+// .kiln/exit.json: kiln-supervisor's record of how the command ended.
+Status WriteExitRecord(const std::string& root, const json& record) {
+  KILN_RETURN_IF_ERROR(MakeDirs(sandbox::Rebase(root, sandbox::kKilnDir)));
+  return WriteFileAtomic(sandbox::Rebase(root, sandbox::kExitFile), record.dump(), 0644, Sync::kNoSync);
+}
+
+std::string ExitRecordError(const std::string& root, const Status& st) {
+  return "ContractWriteFailed: could not write " + sandbox::Rebase(root, sandbox::kExitFile) + ": " + st.message();
+}
+
+// The instance fails before its command starts: `reason` is logged and becomes the
+// failure text, and exit.json says exit code 1.
+int FailBeforeCommand(const std::string& root, const std::string& reason) {
+  Log(reason);
+  WriteFailure(root, reason);
+  if (Status st = WriteExitRecord(root, json{{"exit_code", 1}, {"signal", 0}}); !st.ok())
+    Log(ExitRecordError(root, st));  // the failure text above already says why it failed
+  return 1;
+}
+
+// --- Phase 3: lay out the contract ---
+
+// Writes what PrepareContract planned. Channel copies are best effort: they stand
+// in for a backend's binds (no sandbox), and a channel left empty is the job's to see.
+Status WriteContractPlan(const ContractPlan& plan) {
+  for (const auto& line : plan.log_lines) Log(line);
+  for (const auto& dir : plan.directories) KILN_RETURN_IF_ERROR(MakeDirs(dir));
+  for (const auto& f : plan.files) {
+    Status st = WriteFileAtomic(f.path, f.content, 0644, Sync::kNoSync);
+    if (!st.ok()) return Internal("could not write " + f.path + ": " + st.message());
+  }
+  for (const auto& c : plan.channel_copies) {
+    std::error_code ec;
+    if (fs::exists(c.destination, ec) && !fs::is_empty(c.destination, ec)) continue;
+    fs::create_directories(c.destination, ec);
+    if (fs::is_directory(c.source, ec))
+      fs::copy(c.source, c.destination, fs::copy_options::recursive | fs::copy_options::skip_existing, ec);
+    else
+      fs::copy(c.source, c.destination + "/" + fs::path(c.source).filename().string(), fs::copy_options::skip_existing,
+               ec);
+  }
+  return Status::Ok();
+}
+
+// Script mode's source archive (sagemaker_submit_directory), bound in by the backend,
+// unpacked into /opt/ml/code. The error is the failure text.
+Status UnpackSourceArchive(const std::string& root) {
+  const std::string archive = sandbox::Rebase(root, sandbox::kSourceArchive);
+  const std::string code = sandbox::Rebase(root, sandbox::kCodeDir);
+  std::error_code ec;
+  if (!fs::exists(archive, ec)) return Status::Ok();
+  Status st = MakeDirs(code);
+  if (!st.ok()) Log(st.message());
+  if (!st.ok() || !RunQuiet({"tar", "-xzf", archive, "-C", code}))
+    return Internal("SourceUnpackFailed: could not unpack sagemaker_submit_directory into " + code);
+  return Status::Ok();
+}
+
+// --- Phase 4: run the user command ---
+
+struct CommandPipes {
+  int out[2] = {-1, -1};
+  int err[2] = {-1, -1};
+  int exec[2] = {-1, -1};  // the child's execvp errno, if it fails; CLOEXEC closes it on success
+};
+
+bool OpenPipes(CommandPipes& p) {
+  return pipe2(p.out, O_CLOEXEC) == 0 && pipe2(p.err, O_CLOEXEC) == 0 && pipe2(p.exec, O_CLOEXEC) == 0;
+}
+
+struct Spawned {
+  pid_t pid = -1;
+  int exec_errno = 0;  // why execvp failed; 0 when the command started
+};
+
+// Starts the command in its own process group, stdout and stderr into `pipes`. Its
+// argv and environ are built before the fork (see RunQuiet); the child points
+// `environ` at the prepared array, so execvp also searches the command's PATH.
+Spawned SpawnCommand(std::vector<std::string>& cmd, std::vector<std::string>& env, const sigset_t& child_mask,
+                     CommandPipes& pipes) {
+  std::vector<char*> argv;
+  argv.reserve(cmd.size() + 1);
+  for (auto& c : cmd) argv.push_back(c.data());
+  argv.push_back(nullptr);
+  std::vector<char*> envp;
+  envp.reserve(env.size() + 1);
+  for (auto& e : env) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  Spawned s;
+  s.pid = fork();
+  if (s.pid == 0) {
+    sigprocmask(SIG_SETMASK, &child_mask, nullptr);
+    setpgid(0, 0);
+    dup2(pipes.out[1], 1);
+    dup2(pipes.err[1], 2);
+    environ = envp.data();
+    execvp(argv[0], argv.data());
+    int err = errno;
+    ssize_t n = write(pipes.exec[1], &err, sizeof(err));
+    (void)n;
+    _exit(127);
+  }
+  close(pipes.out[1]);
+  close(pipes.err[1]);
+  close(pipes.exec[1]);
+  if (read(pipes.exec[0], &s.exec_errno, sizeof(s.exec_errno)) != sizeof(s.exec_errno)) s.exec_errno = 0;
+  close(pipes.exec[0]);
+  return s;
+}
+
+// Where the command's output lines go: our stdout/stderr (the job log), the
+// FirstLine report, the log metrics, and the tail of stderr for the failure text.
+class LineSink {
+ public:
+  LineSink(Reporter& reporter, LogMetrics& metrics) : reporter_(reporter), metrics_(metrics) {}
+  // `which`: 0 for stdout, 1 for stderr.
+  void Emit(int which, const std::string& line) {
+    if (!first_line_) {
+      first_line_ = true;
+      reporter_.Report("FirstLine");
+    }
+    metrics_.Match(line);
+    std::string l = line + "\n";
+    ssize_t n = write(which == 0 ? 1 : 2, l.data(), l.size());
+    (void)n;
+    if (which == 1) {
+      stderr_tail_.push_back(line);
+      if (stderr_tail_.size() > 20) stderr_tail_.pop_front();
+    }
+  }
+  const std::deque<std::string>& stderr_tail() const { return stderr_tail_; }
+
+ private:
+  Reporter& reporter_;
+  LogMetrics& metrics_;
+  bool first_line_ = false;
+  std::deque<std::string> stderr_tail_;
+};
+
+// Reads what is there on one of the command's pipes and emits its complete lines;
+// at end of file, the partial last line too, and the pipe is closed (fd = -1).
+void DrainPipe(pollfd& p, int which, std::string& partial, LineSink& sink) {
+  char buf[65536];
+  ssize_t r = read(p.fd, buf, sizeof(buf));
+  if (r <= 0) {
+    if (!partial.empty()) sink.Emit(which, partial);
+    partial.clear();
+    close(p.fd);
+    p.fd = -1;
+    return;
+  }
+  partial.append(buf, static_cast<size_t>(r));
+  size_t pos;
+  while ((pos = partial.find('\n')) != std::string::npos) {
+    sink.Emit(which, partial.substr(0, pos));
+    partial.erase(0, pos + 1);
+  }
+}
+
+// Handles the pending signals: SIGCHLD reaps everything (pid 1 of the sandbox) and
+// notes the command's wait status; any other is forwarded to the command.
+void HandleSignals(int sfd, pid_t child, int& status, bool& exited) {
+  signalfd_siginfo si;
+  while (read(sfd, &si, sizeof(si)) == sizeof(si)) {
+    if (si.ssi_signo != SIGCHLD) {
+      Log(std::string("forwarding ") + strsignal(static_cast<int>(si.ssi_signo)) + " to the job");
+      kill(-child, static_cast<int>(si.ssi_signo));
+      kill(child, static_cast<int>(si.ssi_signo));
+      continue;
+    }
+    for (;;) {
+      int st;
+      pid_t w = waitpid(-1, &st, WNOHANG);
+      if (w <= 0) break;
+      if (w == child) {
+        status = st;
+        exited = true;
+      }
+    }
+  }
+}
+
+// Pumps the command's output until it has exited and its pipes are closed (or, once
+// it has exited, 200 ms pass without output: a daemonized grandchild may hold them).
+// Returns its wait status.
+int WaitForCommand(pid_t child, CommandPipes& pipes, int sfd, LineSink& sink) {
+  std::string partial[2];
+  int status = 0;
+  bool exited = false;
+  pollfd fds[3] = {{pipes.out[0], POLLIN, 0}, {pipes.err[0], POLLIN, 0}, {sfd, POLLIN, 0}};
+  while (!exited || fds[0].fd >= 0 || fds[1].fd >= 0) {
+    int n = poll(fds, 3, exited ? 200 : -1);
+    if (n < 0 && errno == EINTR) continue;
+    if (n == 0 && exited) break;
+    for (int i = 0; i < 2; ++i)
+      if (fds[i].fd >= 0 && (fds[i].revents & (POLLIN | POLLHUP | POLLERR))) DrainPipe(fds[i], i, partial[i], sink);
+    if (fds[2].revents & POLLIN) HandleSignals(sfd, child, status, exited);
+  }
+  if (!exited) waitpid(child, &status, 0);
+  return status;
+}
+
+struct CommandExit {
+  int exit_code = 0;  // 128+N after signal N; 127/126 when it could not be executed
+  int signal = 0;
+};
+
+// How the command ended; writes the failure text for an exec failure or a
+// non-zero exit with stderr output, and logs the exit.
+CommandExit SettleExit(const std::string& root, const std::string& argv0, int wait_status, int exec_errno,
+                       const std::deque<std::string>& stderr_tail, int64_t t_start) {
+  CommandExit e;
+  if (WIFEXITED(wait_status)) e.exit_code = WEXITSTATUS(wait_status);
+  if (WIFSIGNALED(wait_status)) {
+    e.signal = WTERMSIG(wait_status);
+    e.exit_code = 128 + e.signal;
+  }
+  if (exec_errno) {
+    e.exit_code = exec_errno == ENOENT ? 127 : 126;
+    std::string why = exec_errno == ENOENT ? "CommandNotFound: '" + argv0 + "' was not found"
+                                           : "CommandNotExecutable: '" + argv0 + "': " + strerror(exec_errno);
+    Log(why);
+    WriteFailure(root, why);
+  } else if (e.exit_code != 0 && !stderr_tail.empty()) {
+    std::string tail;
+    for (auto& l : stderr_tail) tail += l + "\n";
+    if (tail.size() > 1024) tail = tail.substr(tail.size() - 1024);
+    WriteFailure(root, tail);
+  }
+  Log("command exited with code " + std::to_string(e.exit_code) +
+      (e.signal ? " (signal " + std::to_string(e.signal) + ")" : "") + " after " +
+      std::to_string(RealClock::Get().NowMs() - t_start) + " ms");
+  return e;
+}
+
+// --- Phase 5: pack and upload the outputs ---
+
+// Packs `dir` into <output_dir>/<name> through a temporary file; the archive's path,
+// or "" when tar or the rename failed.
+std::string PackDirectory(const std::string& dir, const std::string& output_dir, const std::string& name) {
+  const std::string tmp = output_dir + "/." + name + ".tmp";
+  std::string dst = output_dir + "/" + name;
+  if (!RunQuiet({"tar", "-czf", tmp, "-C", dir, "."}) || rename(tmp.c_str(), dst.c_str()) != 0) return "";
+  return dst;
+}
+
+// Instance 0's model.tar.gz (and output.tar.gz), then every instance's uploads, once
+// the command exited 0; a failure sets exit_code to 1 with an UploadFailed text.
+// Returns the model artifact's URI, or "".
+std::string PackOutputs(const std::string& root, const RuntimeDoc& rt, bool upload_model, int& exit_code,
+                        Reporter& reporter) {
+  std::string model_artifact;
+  const bool packs = exit_code == 0 && rt.index == 0 && !rt.output_dir.empty();
+  if (upload_model && packs) {
+    reporter.Report("Uploading");
+    std::string dst = PackDirectory(sandbox::Rebase(root, sandbox::kModelDir), rt.output_dir, "model.tar.gz");
+    if (!dst.empty()) {
+      model_artifact = "file://" + dst;
+      reporter.Report("Uploaded", {{"model_artifact", model_artifact}});
+    } else {
+      Log(std::string("packing ") + sandbox::kModelDir + " failed");
+      WriteFailure(
+          root, StrCat("UploadFailed: could not pack ", sandbox::kModelDir, " into ", rt.output_dir, "/model.tar.gz"));
+      exit_code = 1;
+    }
+  }
+  if (exit_code == 0 && packs && rt.pack_output_data &&
+      PackDirectory(sandbox::Rebase(root, sandbox::kOutputDataDir), rt.output_dir, "output.tar.gz").empty()) {
+    WriteFailure(root, StrCat("UploadFailed: could not pack ", sandbox::kOutputDataDir, " into ", rt.output_dir,
+                              "/output.tar.gz"));
+    exit_code = 1;
+  }
+  // Outputs (ProcessingOutputs, EndOfJob): copied out once the command succeeded.
+  for (const auto& u : rt.uploads) {
+    if (exit_code != 0) break;
+    const std::string local = sandbox::Rebase(root, u.local_path), staged = sandbox::Rebase(root, u.staged);
+    std::error_code ec;
+    if (local.empty() || staged.empty() || !fs::is_directory(local, ec)) continue;
+    if (!RunQuiet({"cp", "-a", "--", local + "/.", staged + "/"})) {
+      WriteFailure(root, "UploadFailed: could not copy " + u.local_path + " to its output location");
+      exit_code = 1;
+    }
+  }
+  return model_artifact;
+}
+
+// Writes exit.json: `record` plus the exit code and signal. Without it the
+// supervisor knows only our exit status, so a failure to write it fails the instance
+// rather than let it complete without its model artifact.
+void RecordExit(const std::string& root, json record, CommandExit& ended) {
+  record["exit_code"] = ended.exit_code;
+  record["signal"] = ended.signal;
+  Status st = WriteExitRecord(root, record);
+  if (st.ok()) return;
+  const std::string reason = ExitRecordError(root, st);
+  Log(reason);
+  WriteFailure(root, reason);
+  if (ended.exit_code == 0) ended.exit_code = 1;
+}
+
+// Blocks the signals we handle before any thread exists, so that they reach the
+// signalfd instead of a helper thread. Returns the signalfd; `old` is the mask to
+// give the command back.
+int BlockHandledSignals(sigset_t& old) {
+  sigset_t mask;
+  sigemptyset(&mask);
+  for (int s : {SIGTERM, SIGINT, SIGHUP, SIGCHLD, SIGUSR1, SIGUSR2}) sigaddset(&mask, s);
+  sigprocmask(SIG_BLOCK, &mask, &old);
+  return signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+}
+
+// kiln-entrypoint's own environment, as NAME=value entries.
+std::vector<std::string> OwnEnvironment() {
+  std::vector<std::string> env;
+  for (char** e = environ; e != nullptr && *e != nullptr; ++e) env.emplace_back(*e);
+  return env;
 }
 
 }  // namespace
@@ -463,16 +595,12 @@ int RunEntrypoint(int argc, char** argv) {
     Log("usage: kiln-entrypoint [--] command [args...]");
     return 2;
   }
-  // Block the signals we handle before any thread exists, so that they reach the
-  // signalfd instead of a helper thread.
-  sigset_t mask, old;
-  sigemptyset(&mask);
-  for (int s : {SIGTERM, SIGINT, SIGHUP, SIGCHLD, SIGUSR1, SIGUSR2}) sigaddset(&mask, s);
-  sigprocmask(SIG_BLOCK, &mask, &old);
-  int sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
-  const std::string root = Env("KILN_ML_ROOT", "/opt/ml");
+  sigset_t old;
+  const int sfd = BlockHandledSignals(old);
+  const std::string root = Env("KILN_ML_ROOT", sandbox::kRoot);
   const std::string api_url = Env("KILN_API_URL");
   const std::string token = Env("KILN_TOKEN");
+  const bool verbose = getenv("KILN_ENTRYPOINT_VERBOSE") != nullptr;
   bool bad_override = false;
   const DetectedContext ctx = DetectContext(
       getenv, [](const std::string& p) { return fs::exists(p); }, &bad_override);
@@ -480,9 +608,8 @@ int RunEntrypoint(int argc, char** argv) {
     Log(ctx.marker);
     return 2;
   }
-  setenv("KILN_RUNTIME", ToString(ctx.context), 1);
   const ContextPlan plan = PlanFor(ctx.context, !api_url.empty());
-  if (getenv("KILN_ENTRYPOINT_VERBOSE")) Log(std::string("context ") + ToString(ctx.context) + " (" + ctx.marker + ")");
+  if (verbose) Log(std::string("context ") + ToString(ctx.context) + " (" + ctx.marker + ")");
   if (api_url.rfind("https://", 0) == 0) {
     // The in-instance client speaks plain HTTP (kilnd on loopback or the cluster
     // network); TLS to kilnd is not supported yet.
@@ -495,247 +622,59 @@ int RunEntrypoint(int argc, char** argv) {
   ApiTarget api = api_url.empty() ? ApiTarget{} : ParseUrl(api_url);
   Reporter reporter(plan.report_phases ? api : ApiTarget{}, token);
 
-  std::vector<std::string> extra_env;
-  LogMetrics log_metrics;
-  std::string output_dir;
-  int index = 0;
-  std::vector<std::string> cmd(argv + first, argv + argc);
-  json uploads = json::array();
-  bool pack_output_data = false;
+  // Phases 1 and 2: fetch the runtime document, prepare the contract.
+  ContractInput in;
+  in.context = ctx.context;
+  in.files = plan.write_contract ? ContractFiles::kWrite : ContractFiles::kSkip;
+  in.root = root;
+  in.command.assign(argv + first, argv + argc);
+  in.base_environment = OwnEnvironment();
+  std::optional<RuntimeDoc> runtime;
   if (plan.fetch_runtime) {
     reporter.Report("Downloading");
-    auto rt = FetchRuntime(api, token);
-    if (!rt.ok()) {
-      std::string msg = "RuntimeFetchFailed: " + rt.status().message();
-      Log(msg);
-      WriteFailure(root, msg);
-      MakeDirs(root + "/.kiln");
-      WriteFileAtomic(root + "/.kiln/exit.json", json{{"exit_code", 1}, {"signal", 0}}.dump(), 0644, Sync::kNoSync);
-      return 1;
-    }
-    std::string staged;
-    if (rt->contains("hyperparameters_url") && (*rt)["hyperparameters_url"].is_string()) {
-      auto raw = FetchRaw(api, token, (*rt)["hyperparameters_url"].get<std::string>());
-      if (!raw.ok()) {
-        std::string msg = "RuntimeFetchFailed: " + raw.status().message();
-        Log(msg);
-        WriteFailure(root, msg);
-        MakeDirs(root + "/.kiln");
-        WriteFileAtomic(root + "/.kiln/exit.json", json{{"exit_code", 1}, {"signal", 0}}.dump(), 0644, Sync::kNoSync);
-        return 1;
-      }
-      staged = std::move(*raw);
-    }
-    extra_env = WriteContract(*rt, root, plan.write_contract ? ContractFiles::kWrite : ContractFiles::kSkip, staged);
-    log_metrics.Configure(*rt);
-    output_dir = rt->value("output_dir", "");
-    index = rt->value("index", 0);
-    uploads = rt->value("uploads", json::array());
-    pack_output_data = rt->value("pack_output_data", false);
-    // Script mode's source archive (sagemaker_submit_directory), bound in by the backend.
-    if (fs::exists(root + "/.kiln/sourcedir.tar.gz")) {
-      MakeDirs(root + "/code");
-      if (!RunQuiet({"tar", "-xzf", root + "/.kiln/sourcedir.tar.gz", "-C", root + "/code"})) {
-        std::string msg = "SourceUnpackFailed: could not unpack sagemaker_submit_directory into " + root + "/code";
-        Log(msg);
-        WriteFailure(root, msg);
-        MakeDirs(root + "/.kiln");
-        WriteFileAtomic(root + "/.kiln/exit.json", json{{"exit_code", 1}, {"signal", 0}}.dump(), 0644, Sync::kNoSync);
-        return 1;
-      }
-    }
-    if (ScriptMode(*rt, root, cmd, extra_env) && getenv("KILN_ENTRYPOINT_VERBOSE"))
-      Log("script mode: " + cmd[0] + " " + cmd[1]);
-    extra_env.push_back(TrainingEnv(*rt, extra_env));
+    auto fetched = FetchRuntime(api, token);
+    if (!fetched.ok()) return FailBeforeCommand(root, "RuntimeFetchFailed: " + fetched.status().message());
+    runtime = fetched->doc;
+    const std::string socket = runtime->statsd ? runtime->statsd->socket.value_or("") : "";
+    std::error_code ec;
+    in.statsd_socket_exists = !socket.empty() && fs::exists(socket, ec);
+    in.runtime = std::move(fetched->doc);
+    in.staged_hyperparameters = std::move(fetched->staged_hyperparameters);
   }
-  std::vector<char*> cmd_argv;
-  cmd_argv.reserve(cmd.size() + 1);
-  for (auto& c : cmd) cmd_argv.push_back(c.data());
-  cmd_argv.push_back(nullptr);
+  ContractPlan contract = PrepareContract(std::move(in));
 
-  // The user command: stdout/stderr through pipes so lines are seen (first-line
-  // timing, failure tail); exec failure reported through a CLOEXEC pipe.
-  int outp[2], errp[2], execp[2];
-  if (pipe2(outp, O_CLOEXEC) || pipe2(errp, O_CLOEXEC) || pipe2(execp, O_CLOEXEC)) {
+  // Phase 3: lay it out.
+  if (Status st = WriteContractPlan(contract); !st.ok())
+    return FailBeforeCommand(root, "ContractWriteFailed: " + st.message());
+  LogMetrics log_metrics;
+  if (runtime) {
+    log_metrics.Configure(*runtime);
+    if (Status st = UnpackSourceArchive(root); !st.ok()) return FailBeforeCommand(root, st.message());
+  }
+  if (contract.script_mode && verbose) Log("script mode: " + contract.command[0] + " " + contract.command[1]);
+
+  // Phase 4: run the command, its output lines into the job log.
+  CommandPipes pipes;
+  if (!OpenPipes(pipes)) {
     Log("pipe failed");
     return 1;
   }
-
   reporter.Report("Training");
   const int64_t t_start = RealClock::Get().NowMs();
-  // The command's environment, built before the fork (see RunQuiet): ours, with
-  // extra_env's entries replacing those of the same name (the last one wins, as
-  // with putenv). The child points `environ` at it, so execvp also searches the
-  // command's PATH.
-  std::map<std::string, std::string> merged_env;
-  auto put = [&](std::string entry) {
-    std::string name = entry.substr(0, entry.find('='));
-    merged_env[name] = std::move(entry);
-  };
-  for (char** e = environ; e != nullptr && *e != nullptr; ++e) put(*e);
-  for (const auto& x : extra_env) put(x);
-  std::vector<char*> envp;
-  envp.reserve(merged_env.size() + 1);
-  for (auto& [name, entry] : merged_env) envp.push_back(entry.data());
-  envp.push_back(nullptr);
-  pid_t child = fork();
-  if (child == 0) {
-    sigprocmask(SIG_SETMASK, &old, nullptr);
-    setpgid(0, 0);
-    dup2(outp[1], 1);
-    dup2(errp[1], 2);
-    environ = envp.data();
-    execvp(cmd_argv[0], cmd_argv.data());
-    int err = errno;
-    ssize_t n = write(execp[1], &err, sizeof(err));
-    (void)n;
-    _exit(127);
-  }
-  close(outp[1]);
-  close(errp[1]);
-  close(execp[1]);
-  int exec_errno = 0;
-  if (read(execp[0], &exec_errno, sizeof(exec_errno)) != sizeof(exec_errno)) exec_errno = 0;
-  close(execp[0]);
+  const Spawned child = SpawnCommand(contract.command, contract.environment, old, pipes);
+  LineSink sink(reporter, log_metrics);
+  const int wait_status = WaitForCommand(child.pid, pipes, sfd, sink);
+  CommandExit ended = SettleExit(root, contract.command[0], wait_status, child.exec_errno, sink.stderr_tail(), t_start);
 
-  std::deque<std::string> stderr_tail;
-  std::string partial[2];
-  bool first_line = false;
-  int status = 0;
-  bool exited = false;
-  int open_pipes = 2;
-  pollfd fds[3] = {{outp[0], POLLIN, 0}, {errp[0], POLLIN, 0}, {sfd, POLLIN, 0}};
-  auto emit = [&](int which, const std::string& line) {
-    if (!first_line) {
-      first_line = true;
-      reporter.Report("FirstLine");
-    }
-    log_metrics.Match(line);
-    std::string l = line + "\n";
-    ssize_t n = write(which == 0 ? 1 : 2, l.data(), l.size());
-    (void)n;
-    if (which == 1) {
-      stderr_tail.push_back(line);
-      if (stderr_tail.size() > 20) stderr_tail.pop_front();
-    }
-  };
-  while (!exited || open_pipes > 0) {
-    int n = poll(fds, 3, exited ? 200 : -1);
-    if (n < 0 && errno == EINTR) continue;
-    if (n == 0 && exited) break;  // pipes held open by a daemonized grandchild
-    for (int i = 0; i < 2; ++i) {
-      if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
-      char buf[65536];
-      ssize_t r = read(fds[i].fd, buf, sizeof(buf));
-      if (r <= 0) {
-        if (!partial[i].empty()) emit(i, partial[i]);
-        partial[i].clear();
-        close(fds[i].fd);
-        fds[i].fd = -1;
-        --open_pipes;
-        continue;
-      }
-      partial[i].append(buf, static_cast<size_t>(r));
-      size_t pos;
-      while ((pos = partial[i].find('\n')) != std::string::npos) {
-        emit(i, partial[i].substr(0, pos));
-        partial[i].erase(0, pos + 1);
-      }
-    }
-    if (fds[2].revents & POLLIN) {
-      signalfd_siginfo si;
-      while (read(sfd, &si, sizeof(si)) == sizeof(si)) {
-        if (si.ssi_signo == SIGCHLD) {
-          // pid 1 of the sandbox: reap everything, remember the user command.
-          for (;;) {
-            int st;
-            pid_t w = waitpid(-1, &st, WNOHANG);
-            if (w <= 0) break;
-            if (w == child) {
-              status = st;
-              exited = true;
-            }
-          }
-        } else {
-          Log(std::string("forwarding ") + strsignal(static_cast<int>(si.ssi_signo)) + " to the job");
-          kill(-child, static_cast<int>(si.ssi_signo));
-          kill(child, static_cast<int>(si.ssi_signo));
-        }
-      }
-    }
+  // Phase 5: pack and upload the outputs, record the exit.
+  json record = json::object();
+  if (runtime) {
+    std::string model_artifact = PackOutputs(root, *runtime, plan.upload_model, ended.exit_code, reporter);
+    if (!model_artifact.empty()) record["model_artifact"] = model_artifact;
   }
-  if (!exited) {
-    waitpid(child, &status, 0);
-  }
-  int exit_code = 0, sig = 0;
-  if (WIFEXITED(status)) exit_code = WEXITSTATUS(status);
-  if (WIFSIGNALED(status)) {
-    sig = WTERMSIG(status);
-    exit_code = 128 + sig;
-  }
-  if (exec_errno) {
-    exit_code = exec_errno == ENOENT ? 127 : 126;
-    std::string why = exec_errno == ENOENT ? "CommandNotFound: '" + cmd[0] + "' was not found"
-                                           : "CommandNotExecutable: '" + cmd[0] + "': " + strerror(exec_errno);
-    Log(why);
-    WriteFailure(root, why);
-  } else if (exit_code != 0 && !stderr_tail.empty()) {
-    std::string tail;
-    for (auto& l : stderr_tail) tail += l + "\n";
-    if (tail.size() > 1024) tail = tail.substr(tail.size() - 1024);
-    WriteFailure(root, tail);
-  }
-  Log("command exited with code " + std::to_string(exit_code) + (sig ? " (signal " + std::to_string(sig) + ")" : "") +
-      " after " + std::to_string(RealClock::Get().NowMs() - t_start) + " ms");
-
-  json result = {{"exit_code", exit_code}, {"signal", sig}};
-  if (plan.upload_model && exit_code == 0 && index == 0 && !output_dir.empty()) {
-    reporter.Report("Uploading");
-    std::string tmp = output_dir + "/.model.tar.gz.tmp";
-    std::string dst = output_dir + "/model.tar.gz";
-    const std::string model_dir = root + "/model";  // before the fork (see RunQuiet)
-    pid_t tar = fork();
-    if (tar == 0) {
-      int devnull = open("/dev/null", O_WRONLY);
-      dup2(devnull, 1);
-      execlp("tar", "tar", "-czf", tmp.c_str(), "-C", model_dir.c_str(), ".", (char*)nullptr);
-      _exit(127);
-    }
-    int tst = 0;
-    while (waitpid(tar, &tst, 0) < 0 && errno == EINTR) {
-    }
-    if (WIFEXITED(tst) && WEXITSTATUS(tst) == 0 && rename(tmp.c_str(), dst.c_str()) == 0) {
-      result["model_artifact"] = "file://" + dst;
-      reporter.Report("Uploaded", {{"model_artifact", "file://" + dst}});
-    } else {
-      Log("packing /opt/ml/model failed");
-      WriteFailure(root, "UploadFailed: could not pack /opt/ml/model into " + dst);
-      result["exit_code"] = exit_code = 1;
-    }
-  }
-  if (exit_code == 0 && pack_output_data && index == 0 && !output_dir.empty()) {
-    std::string tmp = output_dir + "/.output.tar.gz.tmp", dst = output_dir + "/output.tar.gz";
-    if (!RunQuiet({"tar", "-czf", tmp, "-C", root + "/output/data", "."}) || rename(tmp.c_str(), dst.c_str()) != 0) {
-      WriteFailure(root, "UploadFailed: could not pack /opt/ml/output/data into " + dst);
-      result["exit_code"] = exit_code = 1;
-    }
-  }
-  // Outputs (ProcessingOutputs, EndOfJob): copied out once the command succeeded.
-  for (const auto& u : uploads) {
-    if (exit_code != 0) break;
-    std::string local = u.value("local_path", ""), staged = u.value("staged", "");
-    if (local.rfind("/opt/ml/", 0) == 0) local = StrCat(root, local.substr(7));
-    if (staged.rfind("/opt/ml/", 0) == 0) staged = StrCat(root, staged.substr(7));
-    if (local.empty() || staged.empty() || !fs::is_directory(local)) continue;
-    if (!RunQuiet({"cp", "-a", "--", local + "/.", staged + "/"})) {
-      WriteFailure(root, "UploadFailed: could not copy " + u.value("local_path", "") + " to its output location");
-      result["exit_code"] = exit_code = 1;
-    }
-  }
-  MakeDirs(root + "/.kiln");
-  WriteFileAtomic(root + "/.kiln/exit.json", result.dump(), 0644, Sync::kNoSync);
+  RecordExit(root, record, ended);
   reporter.Flush(10000);
-  return exit_code;
+  return ended.exit_code;
 }
 
 }  // namespace kiln

@@ -227,19 +227,172 @@ double NormalQuantile(double p) {
          (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1);
 }
 
+// A uniform point of the unit cube.
+std::vector<double> RandomPoint(size_t dims, std::mt19937_64& rng) {
+  std::uniform_real_distribution<double> uniform(0, 1);
+  std::vector<double> u(dims);
+  for (double& v : u) v = uniform(rng);
+  return u;
+}
+
+std::vector<std::vector<double>> SnappedPoints(const std::vector<const Trial*>& trials, const Snapper& snap) {
+  std::vector<std::vector<double>> out;
+  out.reserve(trials.size());
+  for (const Trial* t : trials) {
+    out.push_back(t->u);
+    snap(out.back());
+  }
+  return out;
+}
+
+// Log expected improvement over the incumbent, under the posterior given the
+// observations and, as constant liars, the running trials.
+class Acquisition {
+ public:
+  // `x`, `y`: the observations (y as the model sees it); `pending`: the running trials' points.
+  Acquisition(const std::vector<std::vector<double>>& x, const VectorXd& y, const std::vector<size_t>& cats,
+              const Hyper& h, const std::vector<std::vector<double>>& pending, GpOptions::Improvement improvement)
+      : post_(x, y, cats, h) {
+    VectorXd var_obs;
+    post_.Predict(x, mu_obs_, var_obs);
+    const bool observed = improvement == GpOptions::Improvement::kObserved;
+    best_ = observed ? y.minCoeff() : mu_obs_.minCoeff();
+    extra_var_ = observed ? std::exp(h.log_noise) : 0.0;
+    if (pending.empty()) return;
+    // A constant liar: a running trial counts as an average result (the
+    // observations' mean, 0 after standardising), or at the model's prediction
+    // where that is worse. Believing an optimistic prediction would leave the
+    // mean's slope beside the running trial, and the next proposal next to it.
+    VectorXd mu_p, var_p;
+    post_.Predict(pending, mu_p, var_p);
+    mu_p = mu_p.cwiseMax(0.0);
+    VectorXd y2(y.size() + mu_p.size());
+    y2 << y, mu_p;
+    std::vector<std::vector<double>> x2 = x;
+    x2.insert(x2.end(), pending.begin(), pending.end());
+    post_ = Posterior(std::move(x2), y2, cats, h);
+  }
+
+  // The posterior mean at each observation (before the liars joined).
+  const VectorXd& observed_mean() const { return mu_obs_; }
+
+  std::vector<double> Score(const std::vector<std::vector<double>>& pts) const {
+    VectorXd m, v;
+    post_.Predict(pts, m, v);
+    std::vector<double> s(pts.size());
+    for (size_t i = 0; i < pts.size(); ++i)
+      s[i] = LogEi(best_, m(static_cast<Eigen::Index>(i)), v(static_cast<Eigen::Index>(i)) + extra_var_);
+    return s;
+  }
+
+ private:
+  Posterior post_;
+  VectorXd mu_obs_;
+  double best_ = 0;
+  double extra_var_ = 0;
+};
+
+// Maximises the acquisition: uniform candidates and perturbations of the best
+// observations, then a local search from the five best candidates. It draws
+// from `rng` in a fixed order, so a seed gives one proposal.
+class CandidateSearch {
+ public:
+  CandidateSearch(const Acquisition& acq, const Snapper& snap, const std::vector<size_t>& cats, const Hyper& h,
+                  std::mt19937_64& rng)
+      : acq_(acq), snap_(snap), cats_(cats), h_(h), rng_(rng) {}
+
+  // `x`: the observations' points.
+  std::vector<double> Run(const std::vector<std::vector<double>>& x, int random_candidates, int local_candidates) {
+    const std::vector<std::vector<double>> cand = Candidates(x, random_candidates, local_candidates);
+    return LocalSearch(cand, acq_.Score(cand));
+  }
+
+ private:
+  // Candidates: uniform points, and perturbations of the best observations
+  // scaled by each dimension's length scale.
+  std::vector<std::vector<double>> Candidates(const std::vector<std::vector<double>>& x, int random_candidates,
+                                              int local_candidates) {
+    const VectorXd& mu_obs = acq_.observed_mean();
+    std::vector<size_t> order(x.size());
+    std::iota(order.begin(), order.end(), 0);
+    std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+      return mu_obs(static_cast<Eigen::Index>(a)) < mu_obs(static_cast<Eigen::Index>(b));
+    });
+    const size_t top = std::min<size_t>(order.size(), 10);
+    std::vector<std::vector<double>> cand;
+    cand.reserve(static_cast<size_t>(random_candidates) + static_cast<size_t>(local_candidates));
+    for (int i = 0; i < random_candidates; ++i) {
+      cand.push_back(RandomPoint(cats_.size(), rng_));
+      snap_(cand.back());
+    }
+    for (int i = 0; i < local_candidates; ++i) cand.push_back(Perturb(x[order[static_cast<size_t>(i) % top]], 0.2));
+    return cand;
+  }
+
+  // Local search from the five best candidates (scores `s`): perturbations with
+  // a shrinking step, kept when they improve.
+  std::vector<double> LocalSearch(const std::vector<std::vector<double>>& cand, const std::vector<double>& s) {
+    std::vector<size_t> idx(cand.size());
+    std::iota(idx.begin(), idx.end(), 0);
+    const size_t starts = std::min<size_t>(5, idx.size());
+    std::partial_sort(idx.begin(), idx.begin() + static_cast<std::ptrdiff_t>(starts), idx.end(),
+                      [&](size_t a, size_t b) { return s[a] > s[b]; });
+    std::vector<double> best_u = cand[idx[0]];
+    double best_s = s[idx[0]];
+    for (size_t k = 0; k < starts; ++k) {
+      std::vector<double> cur = cand[idx[k]];
+      double cur_s = s[idx[k]];
+      for (double scale : {0.1, 0.03, 0.01}) {
+        std::vector<std::vector<double>> batch(16);
+        for (auto& b : batch) b = Perturb(cur, scale);
+        std::vector<double> bs = acq_.Score(batch);
+        for (size_t i = 0; i < batch.size(); ++i)
+          if (bs[i] > cur_s) {
+            cur_s = bs[i];
+            cur = batch[i];
+          }
+      }
+      if (cur_s > best_s) {
+        best_s = cur_s;
+        best_u = cur;
+      }
+    }
+    return best_u;
+  }
+
+  // `from` moved by `scale` times each dimension's length scale; a category
+  // changes with probability 1/dims.
+  std::vector<double> Perturb(const std::vector<double>& from, double scale) {
+    std::vector<double> u = from;
+    for (size_t d = 0; d < u.size(); ++d) {
+      if (cats_[d] > 0) {
+        if (uniform_(rng_) < 1.0 / static_cast<double>(u.size())) u[d] = uniform_(rng_);
+        continue;
+      }
+      const double step = std::clamp(scale * std::exp(h_.log_ls[d]), 0.005, 0.3);
+      // Reflected at the ends: clamping would pile candidates onto the bounds.
+      double v = u[d] + step * std::normal_distribution<double>(0, 1)(rng_);
+      v = v < 0 ? -v : v >= 1 ? 2 - v : v;
+      u[d] = std::clamp(v, 0.0, std::nextafter(1.0, 0.0));
+    }
+    snap_(u);
+    return u;
+  }
+
+  const Acquisition& acq_;
+  const Snapper& snap_;
+  const std::vector<size_t>& cats_;
+  const Hyper& h_;
+  std::mt19937_64& rng_;
+  std::uniform_real_distribution<double> uniform_{0, 1};
+};
+
 class GpSampler final : public Sampler {
  public:
   explicit GpSampler(GpOptions o) : o_(o) {}
 
   std::vector<double> Suggest(const SearchSpace& space, const std::vector<Trial>& history, Direction dir,
                               std::mt19937_64& rng) override {
-    const Snapper snap(space);
-    std::uniform_real_distribution<double> uniform(0, 1);
-    auto random_point = [&] {
-      std::vector<double> u(space.size());
-      for (double& v : u) v = uniform(rng);
-      return u;
-    };
     std::vector<const Trial*> done, pending;
     for (const auto& t : history) {
       if (t.u.size() != space.size()) continue;
@@ -248,32 +401,38 @@ class GpSampler final : public Sampler {
       else if (t.state == TrialState::kRunning)
         pending.push_back(&t);
     }
-    if (static_cast<int>(done.size()) < std::max(o_.startup_trials, 2) || space.size() == 0) return random_point();
+    if (static_cast<int>(done.size()) < std::max(o_.startup_trials, 2) || space.size() == 0)
+      return RandomPoint(space.size(), rng);
     const double sign = dir == Direction::kMinimize ? 1 : -1;
     done = Subset(done, sign);
 
+    const Snapper snap(space);
     const std::vector<size_t> cats = CategoryCounts(space);
-    auto snapped = [&](const Trial* t) {
-      std::vector<double> u = t->u;
-      snap(u);
-      return u;
-    };
-    std::vector<std::vector<double>> x;
-    x.reserve(done.size() + pending.size());
-    const auto n = static_cast<Eigen::Index>(done.size());
-    VectorXd y(n);
-    for (Eigen::Index i = 0; i < n; ++i) {
-      x.push_back(snapped(done[static_cast<size_t>(i)]));
-      y(i) = sign * done[static_cast<size_t>(i)]->objective;
-    }
-    // Transform and standardise the objective. Auto: the untransformed or the log
-    // objective, whichever the model explains better (marginal likelihood with the
-    // transform's Jacobian, so the two compare).
+    const std::vector<std::vector<double>> x = SnappedPoints(done, snap);
+    VectorXd y(static_cast<Eigen::Index>(done.size()));
+    for (size_t i = 0; i < done.size(); ++i) y(static_cast<Eigen::Index>(i)) = sign * done[i]->objective;
+    const FittedObjective fit = FitObjective(x, cats, y);
+    if (fit.h.log_ls.empty()) return RandomPoint(space.size(), rng);
+    const Acquisition acq(x, fit.y, cats, fit.h, SnappedPoints(pending, snap), o_.improvement);
+    return CandidateSearch(acq, snap, cats, fit.h, rng).Run(x, o_.random_candidates, o_.local_candidates);
+  }
+
+ private:
+  struct FittedObjective {
+    Hyper h;     // no length scales: no fit (the objective is constant)
+    VectorXd y;  // the objective as the model sees it: transformed and standardised
+  };
+
+  // Transforms and standardises the objective `raw` at `x` and fits the kernel.
+  // Auto: the untransformed or the log objective, whichever the model explains
+  // better (marginal likelihood with the transform's Jacobian, so the two compare).
+  FittedObjective FitObjective(const std::vector<std::vector<double>>& x, const std::vector<size_t>& cats,
+                               const VectorXd& raw) const {
+    const Eigen::Index n = raw.size();
     std::vector<GpOptions::Warp> warps = {o_.warp};
     if (o_.warp == GpOptions::Warp::kAuto) warps = {GpOptions::Warp::kNone, GpOptions::Warp::kLog};
-    const VectorXd raw = y;
     const Model model(x, cats);
-    Hyper h;
+    FittedObjective fit{{}, raw};
     double best_score = -INFINITY;
     for (GpOptions::Warp w : warps) {
       VectorXd yw = raw;
@@ -289,107 +448,13 @@ class GpSampler final : public Sampler {
       Hyper fitted = model.Fit(yw, o_.fit_iterations, &lp);
       if (lp + jacobian > best_score || warps.size() == 1) {
         best_score = lp + jacobian;
-        h = fitted;
-        y = yw;
+        fit.h = fitted;
+        fit.y = yw;
       }
     }
-    if (h.log_ls.empty()) return random_point();
-
-    Posterior post(x, y, cats, h);
-    VectorXd mu_obs, var_obs;
-    post.Predict(x, mu_obs, var_obs);
-    const bool observed = o_.improvement == GpOptions::Improvement::kObserved;
-    const double best = observed ? y.minCoeff() : mu_obs.minCoeff();
-    const double extra_var = observed ? std::exp(h.log_noise) : 0.0;
-    if (!pending.empty()) {
-      // A constant liar: a running trial counts as an average result (the
-      // observations' mean, 0 after standardising), or at the model's prediction
-      // where that is worse. Believing an optimistic prediction would leave the
-      // mean's slope beside the running trial, and the next proposal next to it.
-      std::vector<std::vector<double>> p;
-      p.reserve(pending.size());
-      for (const Trial* t : pending) p.push_back(snapped(t));
-      VectorXd mu_p, var_p;
-      post.Predict(p, mu_p, var_p);
-      mu_p = mu_p.cwiseMax(0.0);
-      VectorXd y2(n + mu_p.size());
-      y2 << y, mu_p;
-      x.insert(x.end(), p.begin(), p.end());
-      post = Posterior(x, y2, cats, h);
-    }
-    auto score = [&](const std::vector<std::vector<double>>& pts) {
-      VectorXd m, v;
-      post.Predict(pts, m, v);
-      std::vector<double> s(pts.size());
-      for (size_t i = 0; i < pts.size(); ++i)
-        s[i] = LogEi(best, m(static_cast<Eigen::Index>(i)), v(static_cast<Eigen::Index>(i)) + extra_var);
-      return s;
-    };
-
-    // Candidates: uniform points, and perturbations of the best observations
-    // scaled by each dimension's length scale.
-    std::vector<size_t> order(static_cast<size_t>(n));
-    std::iota(order.begin(), order.end(), 0);
-    std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
-      return mu_obs(static_cast<Eigen::Index>(a)) < mu_obs(static_cast<Eigen::Index>(b));
-    });
-    const size_t top = std::min<size_t>(order.size(), 10);
-    auto perturb = [&](const std::vector<double>& from, double scale) {
-      std::vector<double> u = from;
-      for (size_t d = 0; d < u.size(); ++d) {
-        if (cats[d] > 0) {
-          if (uniform(rng) < 1.0 / static_cast<double>(u.size())) u[d] = uniform(rng);
-          continue;
-        }
-        const double step = std::clamp(scale * std::exp(h.log_ls[d]), 0.005, 0.3);
-        // Reflected at the ends: clamping would pile candidates onto the bounds.
-        double v = u[d] + step * std::normal_distribution<double>(0, 1)(rng);
-        v = v < 0 ? -v : v >= 1 ? 2 - v : v;
-        u[d] = std::clamp(v, 0.0, std::nextafter(1.0, 0.0));
-      }
-      snap(u);
-      return u;
-    };
-    std::vector<std::vector<double>> cand;
-    cand.reserve(static_cast<size_t>(o_.random_candidates) + static_cast<size_t>(o_.local_candidates));
-    for (int i = 0; i < o_.random_candidates; ++i) {
-      cand.push_back(random_point());
-      snap(cand.back());
-    }
-    for (int i = 0; i < o_.local_candidates; ++i) cand.push_back(perturb(x[order[static_cast<size_t>(i) % top]], 0.2));
-    std::vector<double> s = score(cand);
-
-    // Local search from the five best candidates: perturbations with a shrinking
-    // step, kept when they improve.
-    std::vector<size_t> idx(cand.size());
-    std::iota(idx.begin(), idx.end(), 0);
-    const size_t starts = std::min<size_t>(5, idx.size());
-    std::partial_sort(idx.begin(), idx.begin() + static_cast<std::ptrdiff_t>(starts), idx.end(),
-                      [&](size_t a, size_t b) { return s[a] > s[b]; });
-    std::vector<double> best_u = cand[idx[0]];
-    double best_s = s[idx[0]];
-    for (size_t k = 0; k < starts; ++k) {
-      std::vector<double> cur = cand[idx[k]];
-      double cur_s = s[idx[k]];
-      for (double scale : {0.1, 0.03, 0.01}) {
-        std::vector<std::vector<double>> batch(16);
-        for (auto& b : batch) b = perturb(cur, scale);
-        std::vector<double> bs = score(batch);
-        for (size_t i = 0; i < batch.size(); ++i)
-          if (bs[i] > cur_s) {
-            cur_s = bs[i];
-            cur = batch[i];
-          }
-      }
-      if (cur_s > best_s) {
-        best_s = cur_s;
-        best_u = cur;
-      }
-    }
-    return best_u;
+    return fit;
   }
 
- private:
   // Transforms y in place; returns the log of the transform's Jacobian (0 where
   // it has none: the rank transform).
   static double Warp(VectorXd& y, GpOptions::Warp warp) {

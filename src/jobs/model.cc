@@ -1,5 +1,7 @@
 #include "jobs/model.h"
 
+#include <utility>
+
 namespace kiln {
 
 using nlohmann::json;
@@ -221,9 +223,11 @@ Result<Job> JobFromJson(const json& j) {
   Job job;
   try {
     job.id = j.at("id");
-    auto spec = ParseSpec(j.at("spec"), nullptr);
-    if (!spec.ok()) return Internal("corrupt stored spec: " + spec.status().ToString());
-    job.spec = spec.value();
+    // The spec was validated when it came in; a stored one is only decoded, so a
+    // rule tightened since then never makes an old job unreadable.
+    auto spec = DecodeStoredSpec(j.at("spec"));
+    if (!spec.ok()) return DataLoss("job " + job.id + ": " + spec.status().message());
+    job.spec = std::move(spec).value();
     job.status = ParseJobStatus(j.at("status")).value_or(JobStatus::kFailed);
     job.secondary = ParseSecondary(j.at("secondary_status")).value_or(SecondaryStatus::kFailed);
     job.failure_reason = j.value("failure_reason", "");
@@ -247,7 +251,7 @@ Result<Job> JobFromJson(const json& j) {
     job.exit_message = j.value("exit_message", "");
     job.last_job_seq = j.value("last_job_seq", int64_t{0});
   } catch (const json::exception& e) {
-    return Internal(std::string("corrupt job record: ") + e.what());
+    return DataLoss(std::string("corrupt job record: ") + e.what());
   }
   return job;
 }

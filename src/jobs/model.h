@@ -113,6 +113,9 @@ struct Event {
 };
 
 nlohmann::json ToJson(const Job& j);
+// Decodes a job record written by ToJson(const Job&). The spec is decoded with
+// DecodeStoredSpec, never re-validated. A record that cannot be decoded (not an
+// object, a missing or mistyped field) is kDataLoss.
 Result<Job> JobFromJson(const nlohmann::json& j);
 nlohmann::json ToJson(const Instance& i);
 Instance InstanceFromJson(const nlohmann::json& j);

@@ -1,7 +1,15 @@
 #pragma once
-// The job spec users submit (YAML or JSON, converted to JSON by the caller), and
-// its validation. ParseSpec refuses the first problem it finds with a Status whose
-// field() is the dotted path ("instance.count") and whose message says why.
+// The job spec users submit (YAML or JSON, converted to JSON by the caller), its
+// validation, and its stored form. Three ways in, by where the spec comes from:
+//   ParseSpec(json, catalog)   untrusted input (API bodies, CLI spec files): decode
+//                              and validate; the first problem is a
+//                              kInvalidArgument Status whose field() is the dotted
+//                              path ("instance.count") and whose message says why.
+//   ValidateSpec(spec, catalog) the same rules on a JobSpec built in code (the
+//                              SageMaker translators, tuning trials).
+//   DecodeStoredSpec(json)     the store's own JobSpec::ToJson() output: typed reads,
+//                              no validation, so tightening a rule never turns a
+//                              stored job into a corrupt one.
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -22,12 +30,16 @@ struct DataMount {
   std::string source;  // absolute host path (file or directory)
   std::string target;  // absolute path inside the instance, under /opt/ml
   Distribution distribution = Distribution::kFullyReplicated;
+
+  friend bool operator==(const DataMount&, const DataMount&) = default;
 };
 
 // A directory copied out of the instance after the command succeeds.
 struct OutputUpload {
   std::string local_path;   // inside the instance, under /opt/ml
   std::string destination;  // absolute host directory
+
+  friend bool operator==(const OutputUpload&, const OutputUpload&) = default;
 };
 
 struct JobSpec {
@@ -68,6 +80,7 @@ struct JobSpec {
   std::string tuning_job;
 
   nlohmann::json ToJson() const;
+  friend bool operator==(const JobSpec&, const JobSpec&) = default;
 };
 
 inline constexpr int kMaxInstanceCount = 64;
@@ -78,9 +91,36 @@ inline constexpr size_t kMaxTags = 50;
 inline constexpr size_t kMaxTagKeyLength = 128;
 inline constexpr size_t kMaxTagValueLength = 256;
 
-// Validates `j` against the schema and, unless null, `catalog` (instance types and
-// images). Pure: paths are checked for shape (absolute or file://) only; existence
-// is the caller's business. Stored specs are re-read with catalog == nullptr.
+// Decodes and validates an untrusted spec against the schema and `catalog`
+// (instance types and images). Refuses the fields only kilnd sets
+// (hyperparameters_file, sagemaker, tuning_job) as unknown. Pure: paths are checked
+// for shape (absolute or file://) only; existence is the caller's business. Fields
+// are checked in a fixed order (unknown fields, kind, name, image, command, ...,
+// the ValidateSpec order; entries of a list or map in turn) and the first bad one
+// is reported: a shape error from decoding, else the rule ValidateSpec would break
+// first. Thread-safe.
+Result<JobSpec> ParseSpec(const nlohmann::json& j, const Catalog& catalog);
+
+// The semantic rules of ParseSpec (name, ranges, counts, lengths, paths, channel
+// and secret names, metric regexes, catalog membership unless `catalog` is null) on
+// a spec built in code, with the same field() and messages; Ok or the first
+// kInvalidArgument. Every spec ParseSpec returns passes it. Thread-safe.
+Status ValidateSpec(const JobSpec& spec, const Catalog* catalog);
+
+// The inverse of JobSpec::ToJson(), for specs read back from the store: typed reads
+// and no validation, so a spec stored under older, looser rules still decodes.
+// Unknown fields are ignored and missing optional ones keep JobSpec's defaults;
+// only name and command are required. A missing required field, a wrong type, an
+// unknown enum spelling or an integer out of its C++ type's range is kDataLoss
+// (the record cannot be repaired by retrying). Thread-safe.
+Result<JobSpec> DecodeStoredSpec(const nlohmann::json& j);
+
+// DEPRECATED: the old single entry point, kept only until its callers move:
+//   catalog != nullptr: same as ParseSpec(j, *catalog);
+//   catalog == nullptr: ParseSpec's rules without the catalog checks, and also
+//     accepting hyperparameters_file, sagemaker and tuning_job (it used to re-read
+//     stored specs). Untrusted input should use ParseSpec(j, catalog), stored specs
+//     DecodeStoredSpec, specs built in code ValidateSpec.
 Result<JobSpec> ParseSpec(const nlohmann::json& j, const Catalog* catalog);
 
 bool IsValidJobName(const std::string& name);

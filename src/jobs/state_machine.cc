@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "common/fsutil.h"
+#include "jobs/events.h"
 
 namespace kiln {
 namespace {
@@ -126,18 +127,15 @@ void SettleAttempt(Job& job, TimeMs now, TransitionResult& r) {
   Finish(job, JobStatus::kFailed, SecondaryStatus::kFailed, now, job.failure_reason);
 }
 
-void MarkExited(Job& job, Instance& in, const json& p, TimeMs now, TransitionResult& r) {
+void MarkExited(Job& job, Instance& in, const ExitReport& x, TimeMs now, TransitionResult& r) {
   in.state = InstanceState::kExited;
-  in.exit_code = p.value("exit_code", -1);
-  in.signal = p.value("signal", 0);
-  in.oom = p.value("oom", false);
-  in.failure = p.value("failure", "");
-  in.failure = TruncateUtf8(in.failure, 1024);
+  in.exit_code = x.exit_code;
+  in.signal = x.signal;
+  in.oom = x.oom;
+  in.failure = TruncateUtf8(x.failure, 1024);
   in.exited_at = now;
-  if (p.contains("model_artifact") && p["model_artifact"].is_string() && !Failed(in) && in.index == 0)
-    job.model_artifact = p["model_artifact"];
-  if (p.contains("message") && p["message"].is_string() && in.index == 0)
-    job.exit_message = TruncateUtf8(p["message"].get<std::string>(), 1024);
+  if (!x.model_artifact.empty() && !Failed(in) && in.index == 0) job.model_artifact = x.model_artifact;
+  if (!x.message.empty() && in.index == 0) job.exit_message = TruncateUtf8(x.message, 1024);
   r.actions.push_back({ActionType::kCleanup, in.id, 0});
 }
 
@@ -157,8 +155,7 @@ std::string InstanceId(const std::string& job_id, int attempt, int index) {
 TransitionResult Transition(Job& job, const Event& e) {
   TransitionResult r;
   const TimeMs now = e.time;
-  const json& p = e.payload;
-  std::string iid = p.is_object() ? p.value("instance_id", "") : "";
+  std::string iid = PayloadInstanceId(e.payload);
   Instance* in = iid.empty() ? nullptr : job.FindInstance(iid);
 
   switch (e.type) {
@@ -181,8 +178,10 @@ TransitionResult Transition(Job& job, const Event& e) {
         return stray;
       }
       if (in->state != InstanceState::kLaunching) return Ignore("instance already launched");
+      auto launched = LaunchedReportFromJson(e.payload);
+      if (!launched.ok()) return Ignore("malformed launch report: " + launched.status().message());
       in->state = InstanceState::kRunning;
-      in->handle = p.value("handle", "");
+      in->handle = launched->handle;
       if (in->attempt == job.attempt && !job.phase_times.count("InstanceReady")) job.phase_times["InstanceReady"] = now;
       // A stop that arrived while launching applies now.
       bool peer_failed = false;
@@ -198,8 +197,11 @@ TransitionResult Transition(Job& job, const Event& e) {
     case EventType::kInstanceLaunchFailed: {
       if (!in) return Ignore("unknown instance");
       if (in->state == InstanceState::kExited) return Ignore("instance already exited");
-      json q = {{"exit_code", -1}, {"failure", "LaunchFailed: " + p.value("reason", std::string("unknown"))}};
-      MarkExited(job, *in, q, now, r);
+      auto failed = LaunchFailedReportFromJson(e.payload);
+      ExitReport x;
+      x.instance_id = in->id;
+      x.failure = "LaunchFailed: " + (failed.ok() ? failed->reason : failed.status().message());
+      MarkExited(job, *in, x, now, r);
       if (IsTerminal(job.status) || in->attempt != job.attempt) return r;
       StopLive(job, r);
       if (AllExited(job)) SettleAttempt(job, now, r);
@@ -209,25 +211,39 @@ TransitionResult Transition(Job& job, const Event& e) {
       if (!in) return Ignore("unknown instance");
       if (in->attempt != job.attempt || job.status != JobStatus::kInProgress)
         return Ignore("phase report for a job or attempt that is no longer running");
-      std::string phase = p.value("phase", "");
-      TimeMs at = p.value("time_ms", now);
-      if (!job.phase_times.count(phase)) job.phase_times[phase] = at;
+      auto report = PhaseReportFromJson(e.payload);
+      if (!report.ok()) return Ignore("malformed phase report: " + report.status().message());
+      TimeMs at = report->time_ms.value_or(now);
+      job.phase_times.emplace(ToString(report->phase), at);  // the first time it was reached
       SecondaryStatus target;
-      if (phase == "Downloading")
-        target = SecondaryStatus::kDownloading;
-      else if (phase == "Training")
-        target = SecondaryStatus::kTraining;
-      else if (phase == "Uploading")
-        target = SecondaryStatus::kUploading;
-      else
-        return r;  // FirstLine, Uploaded: timings only
+      switch (report->phase) {
+        case Phase::kDownloading:
+          target = SecondaryStatus::kDownloading;
+          break;
+        case Phase::kTraining:
+          target = SecondaryStatus::kTraining;
+          break;
+        case Phase::kUploading:
+          target = SecondaryStatus::kUploading;
+          break;
+        case Phase::kFirstLine:
+        case Phase::kUploaded:
+          return r;  // timings only
+      }
       if (PhaseRank(target) > PhaseRank(job.secondary)) SetSecondary(job, target, at, "");
       return r;
     }
     case EventType::kInstanceExited: {
       if (!in) return Ignore("unknown instance");
       if (in->state == InstanceState::kExited) return Ignore("duplicate exit");
-      MarkExited(job, *in, p, now, r);
+      auto exit = ExitReportFromJson(e.payload);
+      if (!exit.ok()) {
+        // Still an exit: the instance is gone. Record it as one whose status is unknown.
+        ExitReport unknown;
+        unknown.failure = "InstanceLost: unreadable exit report (" + exit.status().message() + ")";
+        exit = unknown;
+      }
+      MarkExited(job, *in, *exit, now, r);
       if (IsTerminal(job.status) || in->attempt != job.attempt) return r;
       if (Failed(*in) && job.status == JobStatus::kInProgress) StopLive(job, r);
       if (AllExited(job)) SettleAttempt(job, now, r);

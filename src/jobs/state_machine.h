@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "jobs/events.h"
 #include "jobs/model.h"
 
 namespace kiln {
@@ -28,14 +29,12 @@ struct TransitionResult {
   std::string note;     // why it did not apply
 };
 
-// Payloads by event type:
-//   JobCreated: {}                       (job already holds the spec)
-//   InstanceLaunched: {instance_id, handle}
-//   InstanceLaunchFailed: {instance_id, reason}
-//   PhaseReported: {instance_id, phase: Downloading|Training|FirstLine|Uploading|Uploaded, model_artifact?}
-//   InstanceExited: {instance_id, exit_code, signal, oom, failure, memory_mib, model_artifact?}
-//   StopRequested: {}
-//   MaxRuntimeTimer: {}
+// Payloads by event type: the structs of jobs/events.h, decoded by their codecs
+// (JobCreated, StopRequested and MaxRuntimeTimer carry none):
+//   InstanceLaunched: LaunchedReport     InstanceLaunchFailed: LaunchFailedReport
+//   PhaseReported: PhaseReport           InstanceExited: ExitReport
+// A payload that does not decode is recorded and ignored (an exit still ends its
+// instance, as InstanceLost).
 TransitionResult Transition(Job& job, const Event& event);
 
 struct TimerSpec {

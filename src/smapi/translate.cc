@@ -322,7 +322,10 @@ Result<JobSpec> ProcessingSpec(const json& req, const Context& c, const std::str
   return Recheck(s);
 }
 
-Result<tuning::TuningSpec> TuningSpecFromRequest(const json& req, const Context& c, const std::string& team) {
+namespace {
+
+// What of a CreateHyperParameterTuningJob request Kiln does not take.
+Status CheckTuningRequest(const json& req) {
   if (req.contains("TrainingJobDefinitions"))
     return Unsupported("TrainingJobDefinitions",
                        "multiple training job definitions are not supported; use TrainingJobDefinition");
@@ -330,15 +333,18 @@ Result<tuning::TuningSpec> TuningSpecFromRequest(const json& req, const Context&
     return InvalidArgument("TrainingJobDefinition", "TrainingJobDefinition: required");
   const json& cfg = req["HyperParameterTuningJobConfig"];
   const json& def = req["TrainingJobDefinition"];
-  const std::string name = req["HyperParameterTuningJobName"];
   if (!cfg.contains("HyperParameterTuningJobObjective"))
     return InvalidArgument("HyperParameterTuningJobConfig.HyperParameterTuningJobObjective",
                            "HyperParameterTuningJobConfig.HyperParameterTuningJobObjective: required");
-  const json& obj = cfg["HyperParameterTuningJobObjective"];
   for (const char* unsupported : {"HyperParameterRanges", "HyperParameterTuningResourceConfig", "TuningObjective"})
     if (def.contains(unsupported))
       return Unsupported(std::string("TrainingJobDefinition.") + unsupported, "not supported by Kiln");
-  // The trial template: a CreateTrainingJob request made of the definition.
+  return Status::Ok();
+}
+
+// The trial template: a CreateTrainingJob request made of the definition.
+Result<json> TrainingRequestOf(const json& req, const std::string& name) {
+  const json& def = req["TrainingJobDefinition"];
   json train = {{"TrainingJobName", name},
                 {"RoleArn", def["RoleArn"]},
                 {"AlgorithmSpecification", def["AlgorithmSpecification"]},
@@ -350,16 +356,28 @@ Result<tuning::TuningSpec> TuningSpecFromRequest(const json& req, const Context&
          {"ResourceConfig", "InputDataConfig", "CheckpointConfig", "RetryStrategy", "VpcConfig",
           "EnableNetworkIsolation", "EnableInterContainerTrafficEncryption", "EnableManagedSpotTraining"});
   if (def.contains("StaticHyperParameters")) train["HyperParameters"] = def["StaticHyperParameters"];
-  JobSpec tagged;  // the request's tags, checked here so that errors name Tags, not the trial definition
-  KILN_RETURN_IF_ERROR(Tags(req, &tagged));
   if (req.contains("Tags")) train["Tags"] = req["Tags"];
-  auto trial = TrainingSpec(train, c, team);
-  if (!trial.ok()) {
-    std::string f = "TrainingJobDefinition." + trial.status().field();
-    return InvalidArgument(f, "TrainingJobDefinition: " + trial.status().message());
+  return train;
+}
+
+// An Integer or Continuous range at `f` as a native one; SageMaker sends the
+// bounds as strings.
+Result<json> NativeNumericRange(const json& r, const std::string& kind, const std::string& f) {
+  json p = {{"type", kind == "IntegerParameterRanges" ? "Integer" : "Continuous"},
+            {"scaling", r.value("ScalingType", "Auto")}};
+  for (const char* b : {"MinValue", "MaxValue"}) {
+    std::string v = r[b];
+    char* end = nullptr;
+    double d = strtod(v.c_str(), &end);
+    if (end == v.c_str() || *end != '\0' || !std::isfinite(d))
+      return InvalidArgument(StrCat(f, ".", b), StrCat(f, ".", b, ": '", v, "' is not a number"));
+    p[std::string(b) == "MinValue" ? "min" : "max"] = d;
   }
-  json t = trial->ToJson();
-  t.erase("name");
+  return p;
+}
+
+// ParameterRanges as the native spec's parameters.
+Result<json> NativeParameters(const json& cfg) {
   json params = json::object();
   const json& pr = cfg.value("ParameterRanges", json::object());
   for (const char* kind : {"IntegerParameterRanges", "ContinuousParameterRanges", "CategoricalParameterRanges"}) {
@@ -374,19 +392,20 @@ Result<tuning::TuningSpec> TuningSpecFromRequest(const json& req, const Context&
         params[n] = {{"type", "Categorical"}, {"values", r["Values"]}};
         continue;
       }
-      json p = {{"type", std::string(kind) == "IntegerParameterRanges" ? "Integer" : "Continuous"},
-                {"scaling", r.value("ScalingType", "Auto")}};
-      for (const char* b : {"MinValue", "MaxValue"}) {
-        std::string v = r[b];
-        char* end = nullptr;
-        double d = strtod(v.c_str(), &end);
-        if (end == v.c_str() || *end != '\0' || !std::isfinite(d))
-          return InvalidArgument(StrCat(f, ".", b), StrCat(f, ".", b, ": '", v, "' is not a number"));
-        p[std::string(b) == "MinValue" ? "min" : "max"] = d;
-      }
-      params[n] = p;
+      auto p = NativeNumericRange(r, kind, f);
+      if (!p.ok()) return p.status();
+      params[n] = *p;
     }
   }
+  return params;
+}
+
+// The native tuning spec (tuning::ParseTuningSpec validates it) of the request,
+// given its translated parts.
+json NativeTuningSpec(const json& req, const std::string& name, const std::string& team, const json& params,
+                      const json& trial, const std::map<std::string, std::string>& tags) {
+  const json& cfg = req["HyperParameterTuningJobConfig"];
+  const json& obj = cfg["HyperParameterTuningJobObjective"];
   json native = {{"name", name},
                  {"strategy", cfg["Strategy"]},
                  {"objective", {{"metric", obj["MetricName"]}, {"type", obj["Type"]}}},
@@ -395,7 +414,7 @@ Result<tuning::TuningSpec> TuningSpecFromRequest(const json& req, const Context&
                  {"early_stopping", cfg.value("TrainingJobEarlyStoppingType", "Off")},
                  {"parameters", params},
                  {"team", team},
-                 {"trial", t}};
+                 {"trial", trial}};
   if (cfg["ResourceLimits"].contains("MaxRuntimeInSeconds"))
     native["max_runtime_seconds"] = cfg["ResourceLimits"]["MaxRuntimeInSeconds"];
   if (cfg.contains("TuningJobCompletionCriteria")) {
@@ -417,30 +436,54 @@ Result<tuning::TuningSpec> TuningSpecFromRequest(const json& req, const Context&
   }
   // The tuning job keeps the request's tags as its own (the trials have them too,
   // through the trial template); they live in spec.tags, which AddTags/DeleteTags change.
-  native["tags"] = tagged.tags;
+  native["tags"] = tags;
   native["sagemaker"] = req;
   native["sagemaker"].erase("Tags");
-  auto spec = tuning::ParseTuningSpec(native, nullptr);
-  if (!spec.ok()) {
-    static const std::map<std::string, std::string> kFields = {
-        {"objective.metric", "HyperParameterTuningJobConfig.HyperParameterTuningJobObjective.MetricName"},
-        {"max_trials", "HyperParameterTuningJobConfig.ResourceLimits.MaxNumberOfTrainingJobs"},
-        {"max_parallel", "HyperParameterTuningJobConfig.ResourceLimits.MaxParallelTrainingJobs"},
-        {"early_stopping", "HyperParameterTuningJobConfig.TrainingJobEarlyStoppingType"},
-        {"warm_start.parents", "WarmStartConfig.ParentHyperParameterTuningJobs"},
-        {"warm_start.type", "WarmStartConfig.WarmStartType"}};
-    std::string f = spec.status().field();
-    auto it = kFields.find(f);
-    if (it != kFields.end())
-      f = it->second;
-    else if (f.rfind("parameters.", 0) == 0)
-      f = "HyperParameterTuningJobConfig.ParameterRanges";
-    else if (f.rfind("hyperband.", 0) == 0)
-      f = "HyperParameterTuningJobConfig.StrategyConfig.HyperbandStrategyConfig";
-    else if (f.rfind("tags", 0) == 0)
-      f = "Tags";
-    return InvalidArgument(f, f + ": " + spec.status().message());
+  return native;
+}
+
+// An error of the native spec, naming the request's field instead.
+Status RequestError(const Status& native) {
+  static const std::map<std::string, std::string> kFields = {
+      {"objective.metric", "HyperParameterTuningJobConfig.HyperParameterTuningJobObjective.MetricName"},
+      {"max_trials", "HyperParameterTuningJobConfig.ResourceLimits.MaxNumberOfTrainingJobs"},
+      {"max_parallel", "HyperParameterTuningJobConfig.ResourceLimits.MaxParallelTrainingJobs"},
+      {"early_stopping", "HyperParameterTuningJobConfig.TrainingJobEarlyStoppingType"},
+      {"warm_start.parents", "WarmStartConfig.ParentHyperParameterTuningJobs"},
+      {"warm_start.type", "WarmStartConfig.WarmStartType"}};
+  std::string f = native.field();
+  auto it = kFields.find(f);
+  if (it != kFields.end())
+    f = it->second;
+  else if (f.rfind("parameters.", 0) == 0)
+    f = "HyperParameterTuningJobConfig.ParameterRanges";
+  else if (f.rfind("hyperband.", 0) == 0)
+    f = "HyperParameterTuningJobConfig.StrategyConfig.HyperbandStrategyConfig";
+  else if (f.rfind("tags", 0) == 0)
+    f = "Tags";
+  return InvalidArgument(f, f + ": " + native.message());
+}
+
+}  // namespace
+
+Result<tuning::TuningSpec> TuningSpecFromRequest(const json& req, const Context& c, const std::string& team) {
+  KILN_RETURN_IF_ERROR(CheckTuningRequest(req));
+  const std::string name = req["HyperParameterTuningJobName"];
+  auto train = TrainingRequestOf(req, name);
+  if (!train.ok()) return train.status();
+  JobSpec tagged;  // the request's tags, checked here so that errors name Tags, not the trial definition
+  KILN_RETURN_IF_ERROR(Tags(req, &tagged));
+  auto trial = TrainingSpec(*train, c, team);
+  if (!trial.ok()) {
+    std::string f = "TrainingJobDefinition." + trial.status().field();
+    return InvalidArgument(f, "TrainingJobDefinition: " + trial.status().message());
   }
+  json t = trial->ToJson();
+  t.erase("name");
+  auto params = NativeParameters(req["HyperParameterTuningJobConfig"]);
+  if (!params.ok()) return params.status();
+  auto spec = tuning::ParseTuningSpec(NativeTuningSpec(req, name, team, *params, t, tagged.tags), nullptr);
+  if (!spec.ok()) return RequestError(spec.status());
   return spec;
 }
 

@@ -163,7 +163,7 @@ class SqliteStore final : public Store {
       Status st = Exec(kMigrations[v]);
       if (st.ok()) st = Exec(("UPDATE schema_version SET version=" + std::to_string(v + 1)).c_str());
       if (!st.ok()) {
-        Exec("ROLLBACK");
+        Rollback();
         return Internal("migration " + std::to_string(v + 1) + " failed: " + st.message());
       }
       KILN_RETURN_IF_ERROR(Exec("COMMIT"));
@@ -202,7 +202,7 @@ class SqliteStore final : public Store {
     KILN_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
     auto r = AppendLocked(e);
     if (!r.ok()) {
-      Exec("ROLLBACK");
+      Rollback();
       return r;
     }
     KILN_RETURN_IF_ERROR(Exec("COMMIT"));
@@ -652,7 +652,7 @@ class SqliteStore final : public Store {
     KILN_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
     Status st = body();
     if (!st.ok()) {
-      Exec("ROLLBACK");
+      Rollback();
       return st;
     }
     return Exec("COMMIT");
@@ -666,6 +666,13 @@ class SqliteStore final : public Store {
       return Internal(std::string("sqlite: ") + m);
     }
     return Status::Ok();
+  }
+  // After a failed statement inside a transaction. The caller returns that
+  // statement's error; a rollback that fails too is logged (SQLite then rolls the
+  // transaction back itself when the connection next begins one or closes).
+  void Rollback() {
+    Status st = Exec("ROLLBACK");
+    if (!st.ok()) fprintf(stderr, "kilnd: store: rollback: %s\n", st.ToString().c_str());
   }
   Status Err(const char* what) { return Internal(std::string("sqlite ") + what + ": " + sqlite3_errmsg(db_)); }
 

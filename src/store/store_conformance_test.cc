@@ -6,6 +6,7 @@
 #include <filesystem>
 
 #include "jobs/state_machine.h"
+#include "store/memory_store.h"
 #include "store/store.h"
 
 namespace kiln {
@@ -29,24 +30,29 @@ Event Created() {
   return e;
 }
 
+// "sqlite_memory": SQLite ":memory:"; "sqlite_file": SQLite on a temporary file;
+// "fake": NewMemoryStore().
 class StoreConformance : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
-    path_ =
-        GetParam() == "memory"
-            ? ":memory:"
-            : (std::filesystem::temp_directory_path() / ("kiln-store-" + std::to_string(getpid()) + ".db")).string();
-    if (path_ != ":memory:") std::filesystem::remove(path_);
-    auto s = OpenSqliteStore(path_);
+    if (GetParam() == "fake") {
+      store_ = NewMemoryStore();
+      return;
+    }
+    if (GetParam() == "sqlite_file") {
+      path_ = (std::filesystem::temp_directory_path() / ("kiln-store-" + std::to_string(getpid()) + ".db")).string();
+      std::filesystem::remove(path_);
+    }
+    auto s = OpenSqliteStore(path_.empty() ? ":memory:" : path_);
     ASSERT_TRUE(s.ok()) << s.status().ToString();
     store_ = std::move(s.value());
   }
   void TearDown() override {
     store_.reset();
-    if (path_ != ":memory:")
+    if (!path_.empty())
       for (auto suffix : {"", "-wal", "-shm"}) std::filesystem::remove(path_ + suffix);
   }
-  std::string path_;
+  std::string path_;  // sqlite_file only
   std::unique_ptr<Store> store_;
 };
 
@@ -284,7 +290,176 @@ TEST_P(StoreConformance, AttentionListsLiveJobs) {
   ASSERT_EQ(ids->size(), 1u);
 }
 
-INSTANTIATE_TEST_SUITE_P(Sqlite, StoreConformance, ::testing::Values("memory", "file"));
+TEST_P(StoreConformance, RejectedCreateEventLeavesNothing) {
+  Event created = Created();
+  created.dedup_key = "create:x";
+  ASSERT_TRUE(store_->CreateJob(MakeJob("j-1", "a", 10), created).ok());
+  EXPECT_EQ(store_->CreateJob(MakeJob("j-2", "b", 11), created).code(), Code::kAlreadyExists);
+  EXPECT_EQ(store_->GetJob("j-2").status().code(), Code::kNotFound);
+  EXPECT_EQ(store_->GetJob("b").status().code(), Code::kNotFound);
+  created.dedup_key = "create:y";
+  ASSERT_TRUE(store_->CreateJob(MakeJob("j-2", "b", 11), created).ok());
+  auto un = store_->UnappliedEvents("j-2");
+  ASSERT_TRUE(un.ok());
+  ASSERT_EQ(un->size(), 1u);
+  EXPECT_EQ((*un)[0].job_seq, 1);
+  EXPECT_EQ((*un)[0].job_id, "j-2");
+}
+
+TEST_P(StoreConformance, GetJobPrefersIdOverName) {
+  ASSERT_TRUE(store_->CreateJob(MakeJob("j-1", "b", 10), Created()).ok());
+  ASSERT_TRUE(store_->CreateJob(MakeJob("b", "c", 11), Created()).ok());
+  auto j = store_->GetJob("b");
+  ASSERT_TRUE(j.ok());
+  EXPECT_EQ(j->spec.name, "c");
+  EXPECT_EQ(store_->GetJob("c")->id, "b");
+  EXPECT_EQ(store_->GetJob("nope").status().code(), Code::kNotFound);
+}
+
+TEST_P(StoreConformance, StreamsSeeAppliedEventsOnly) {
+  ASSERT_TRUE(store_->CreateJob(MakeJob("j-1", "a", 10), Created()).ok());
+  ASSERT_TRUE(store_->CreateJob(MakeJob("j-2", "b", 11), Created()).ok());
+  Event e;
+  e.job_id = "j-1";
+  e.type = EventType::kStopRequested;
+  e.payload = {{"reason", "user"}, {"n", 3}};
+  e.dedup_key = "k";
+  ASSERT_TRUE(store_->AppendEvent(e).ok());
+  e.job_id = "j-2";
+  EXPECT_EQ(store_->AppendEvent(e).status().code(), Code::kAlreadyExists);  // dedup keys are global
+  auto un1 = store_->UnappliedEvents("j-1");
+  auto un2 = store_->UnappliedEvents("j-2");
+  ASSERT_EQ(un1->size(), 2u);
+  ASSERT_EQ(un2->size(), 1u);
+  EXPECT_EQ((*un1)[1].payload, e.payload);
+  EXPECT_EQ((*un1)[1].job_seq, 2);
+  EXPECT_TRUE((*un1)[1].status_after.empty());
+  const int64_t s1 = (*un1)[0].seq, s2 = (*un2)[0].seq, s3 = (*un1)[1].seq;
+  ASSERT_LT(s1, s2);
+  ASSERT_LT(s2, s3);
+
+  Job j1 = *store_->GetJob("j-1");
+  for (auto& ev : *un1) {
+    ev.status_after = "InProgress";
+    ev.secondary_after = "Starting";
+  }
+  ASSERT_TRUE(store_->CommitTransition(j1, *un1).ok());
+  // The global stream stops at j-2's unapplied event; the job stream does not wait.
+  auto all = store_->EventsAfter(0, 100);
+  ASSERT_EQ(all->size(), 1u);
+  EXPECT_EQ((*all)[0].seq, s1);
+  EXPECT_EQ((*all)[0].secondary_after, "Starting");
+  auto job1 = store_->JobEventsAfter("j-1", 0, 100);
+  ASSERT_EQ(job1->size(), 2u);
+  EXPECT_EQ((*job1)[1].type, EventType::kStopRequested);
+  EXPECT_EQ((*job1)[1].payload, e.payload);
+  EXPECT_EQ(store_->JobEventsAfter("j-1", 1, 100)->size(), 1u);
+  EXPECT_EQ(store_->JobEventsAfter("j-1", 0, 1)->size(), 1u);
+  EXPECT_TRUE(store_->JobEventsAfter("j-2", 0, 100)->empty());
+  EXPECT_TRUE(store_->UnappliedEvents("j-1")->empty());
+
+  // A terminal job with an unapplied event still needs attention.
+  Job j2 = *store_->GetJob("j-2");
+  j2.status = JobStatus::kCompleted;
+  ASSERT_TRUE(store_->CommitTransition(j2, {}).ok());
+  j1.status = JobStatus::kFailed;
+  ASSERT_TRUE(store_->CommitTransition(j1, {}).ok());
+  auto ids = store_->JobsNeedingAttention();
+  ASSERT_TRUE(ids.ok());
+  EXPECT_EQ(*ids, (std::vector<std::string>{"j-2"}));
+  (*un2)[0].status_after = "Completed";
+  ASSERT_TRUE(store_->CommitTransition(j2, *un2).ok());
+  EXPECT_TRUE(store_->JobsNeedingAttention()->empty());
+  all = store_->EventsAfter(0, 100);
+  ASSERT_EQ(all->size(), 3u);
+  EXPECT_EQ((*all)[1].status_after, "Completed");
+  EXPECT_EQ(store_->EventsAfter(0, 2)->size(), 2u);
+  auto tail = store_->EventsAfter(s2, 100);
+  ASSERT_EQ(tail->size(), 1u);
+  EXPECT_EQ((*tail)[0].seq, s3);
+}
+
+TEST_P(StoreConformance, TransitionsUpsertInstances) {
+  Job j = MakeJob("j-1", "a", 10);
+  ASSERT_TRUE(store_->CreateJob(j, Created()).ok());
+  for (int i = 0; i < 2; ++i) {
+    Instance in;
+    in.id = "j-1.1." + std::to_string(i);
+    in.job_id = "j-1";
+    in.index = i;
+    in.handle = "h" + std::to_string(i);
+    j.instances.push_back(in);
+  }
+  ASSERT_TRUE(store_->CommitTransition(j, {}).ok());
+  j.instances[0].state = InstanceState::kExited;
+  j.instances[0].exit_code = 3;
+  ASSERT_TRUE(store_->CommitTransition(j, {}).ok());
+  auto list = store_->ListInstances("j-1");
+  ASSERT_TRUE(list.ok());
+  ASSERT_EQ(list->size(), 2u);
+  EXPECT_EQ((*list)[0].id, "j-1.1.1");  // newest first, by first save
+  EXPECT_EQ((*list)[1].exit_code, 3);
+  EXPECT_EQ(store_->ListInstances("")->size(), 2u);
+  EXPECT_TRUE(store_->ListInstances("j-2")->empty());
+  auto in = store_->GetInstance("j-1.1.0");
+  ASSERT_TRUE(in.ok());
+  EXPECT_EQ(in->state, InstanceState::kExited);
+  EXPECT_EQ(in->handle, "h0");
+  EXPECT_EQ(store_->GetInstance("nope").status().code(), Code::kNotFound);
+  auto got = store_->GetJob("j-1");
+  ASSERT_EQ(got->instances.size(), 2u);
+  EXPECT_EQ(got->instances[0].exit_code, 3);
+}
+
+TEST_P(StoreConformance, ListOrdersByStatusAndFiltersByTeam) {
+  const std::vector<std::pair<JobStatus, std::string>> jobs = {{JobStatus::kInProgress, "ads"},
+                                                               {JobStatus::kCompleted, "risk"},
+                                                               {JobStatus::kFailed, "ads"},
+                                                               {JobStatus::kCompleted, "ads"},
+                                                               {JobStatus::kStopping, "risk"}};
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    Job j = MakeJob("j-" + std::to_string(i), "n" + std::to_string(i), 1000 + static_cast<TimeMs>(i));
+    j.spec.team = jobs[i].second;
+    ASSERT_TRUE(store_->CreateJob(j, Created()).ok());
+    j.status = jobs[i].first;
+    ASSERT_TRUE(store_->CommitTransition(j, {}).ok());
+  }
+  auto ids = [&](ListQuery q) {
+    std::vector<std::string> out;
+    for (int guard = 0; guard < 20; ++guard) {
+      auto p = store_->ListJobs(q);
+      EXPECT_TRUE(p.ok()) << p.status().ToString();
+      if (!p.ok()) break;
+      for (auto& j : p->jobs) out.push_back(j.id);
+      if (p->next_page_token.empty()) break;
+      q.page_token = p->next_page_token;
+    }
+    return out;
+  };
+  ListQuery q;
+  q.limit = 2;
+  q.order = ListOrder::kStatusAsc;  // Completed, Failed, InProgress, Stopping; newest first within
+  EXPECT_EQ(ids(q), (std::vector<std::string>{"j-3", "j-1", "j-2", "j-0", "j-4"}));
+  q.order = ListOrder::kStatusDesc;
+  EXPECT_EQ(ids(q), (std::vector<std::string>{"j-4", "j-0", "j-2", "j-3", "j-1"}));
+  q.order = ListOrder::kNameDesc;
+  q.team = "ads";
+  EXPECT_EQ(ids(q), (std::vector<std::string>{"j-3", "j-2", "j-0"}));
+  q.order = ListOrder::kNewestFirst;
+  q.status = JobStatus::kCompleted;
+  EXPECT_EQ(ids(q), (std::vector<std::string>{"j-3"}));
+  ListQuery all;
+  all.limit = 5;
+  auto page = store_->ListJobs(all);
+  ASSERT_TRUE(page.ok());
+  EXPECT_EQ(page->jobs.size(), 5u);
+  EXPECT_TRUE(page->next_page_token.empty());
+}
+
+INSTANTIATE_TEST_SUITE_P(Store, StoreConformance, ::testing::Values("sqlite_memory", "sqlite_file", "fake"),
+                         [](const ::testing::TestParamInfo<std::string>& info) { return info.param; });
+
+// SQLite only: the fake keeps nothing across instances.
 
 TEST(SqliteStore, SurvivesReopen) {
   auto path = (std::filesystem::temp_directory_path() / ("kiln-reopen-" + std::to_string(getpid()) + ".db")).string();

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <optional>
 #include <regex>
 #include <string_view>
@@ -12,6 +13,20 @@
 namespace kiln::tuning {
 
 using nlohmann::json;
+
+namespace {
+
+// A stop that fails is logged, not returned: the decision is already saved, and
+// while the tuning job is live the next tick stops its running trials again
+// (Decide repeats the stop of every trial it has early-stopped or is ending).
+void StopTrial(Controller& ctl, const std::string& tuning, const std::string& trial) {
+  auto stopped = ctl.StopJob(trial);
+  if (!stopped.ok())
+    fprintf(stderr, "kilnd: tuning %s: stopping trial %s: %s\n", tuning.c_str(), trial.c_str(),
+            stopped.status().ToString().c_str());
+}
+
+}  // namespace
 
 Result<TuningJob> LoadTuningJob(const TuningRecord& r) {
   json spec = json::parse(r.spec, nullptr, false);
@@ -282,8 +297,8 @@ Status TuningService::Tick(const std::string& name) {
     if (IsTerminal(st.status)) st.ended = clock_.NowMs();
   }
   if (!d.early_stop.empty() || d.status) KILN_RETURN_IF_ERROR(Save(name, st));
-  for (const auto& n : d.early_stop) (void)ctl_.StopJob(n);
-  for (const auto& n : d.stop) (void)ctl_.StopJob(n);
+  for (const auto& n : d.early_stop) StopTrial(ctl_, name, n);
+  for (const auto& n : d.stop) StopTrial(ctl_, name, n);
   if (IsTerminal(st.status)) return Status::Ok();
   for (const auto& launch : d.launch) {
     auto created = ctl_.CreateJob(TrialSpec(job->spec, launch));
@@ -297,7 +312,7 @@ Status TuningService::Tick(const std::string& name) {
       st.reason = "trial name " + launch.name + " is taken by a job that is not a trial of this tuning job";
       st.ended = clock_.NowMs();
       for (const auto& t : *trials)
-        if (!IsTerminal(t.status)) (void)ctl_.StopJob(t.name);
+        if (!IsTerminal(t.status)) StopTrial(ctl_, name, t.name);
       return Save(name, st);
     }
   }

@@ -37,13 +37,21 @@ Status FakeBackend::Cleanup(const std::string& id, const std::string&) {
   return Status::Ok();
 }
 
+ExitReport FakeBackend::Report(const std::string& id, const FakeOutcome& o) {
+  ExitReport r;
+  r.instance_id = id;
+  r.exit_code = o.exit_code;
+  r.signal = o.signal;
+  r.oom = o.oom;
+  if (o.exit_code == 0) r.model_artifact = "/fake/" + id + "/model.tar.gz";
+  return r;
+}
+
 Status FakeBackend::Recover(const std::string& id, const std::string&) {
   auto it = inst_.find(id);
   if (it == inst_.end()) return NotFound("no fake instance " + id);
   if (it->second.exited) {
-    const auto& o = it->second.outcome;
-    outbox_.push_back(ExitEvent(it->second.job_id, id, o.exit_code, o.signal, o.oom, "",
-                                o.exit_code == 0 ? "/fake/" + id + "/model.tar.gz" : "", clock_.NowMs()));
+    outbox_.push_back(ExitEvent(it->second.job_id, Report(id, it->second.outcome), clock_.NowMs()));
   }
   return Status::Ok();
 }
@@ -53,9 +61,7 @@ void FakeBackend::AdvanceToNow() {
   for (auto& [id, in] : inst_) {
     if (in.exited || in.ends_at > now) continue;
     in.exited = true;
-    const auto& o = in.outcome;
-    outbox_.push_back(ExitEvent(in.job_id, id, o.exit_code, o.signal, o.oom, "",
-                                o.exit_code == 0 ? "/fake/" + id + "/model.tar.gz" : "", in.ends_at));
+    outbox_.push_back(ExitEvent(in.job_id, Report(id, in.outcome), in.ends_at));
   }
 }
 
@@ -66,8 +72,10 @@ bool FakeBackend::DeliverOne(double dup, double drop) {
   Event e = outbox_[i];
   outbox_.erase(outbox_.begin() + static_cast<long>(i));
   if (u(rng_) < drop) return true;
-  sink_->Post(e);
-  if (u(rng_) < dup) sink_->Post(e);
+  // A delivery the sink refuses is lost, as a dropped one is: the simulation checks
+  // that the resync repairs both.
+  sink_->Post(e).IgnoreError();
+  if (u(rng_) < dup) sink_->Post(e).IgnoreError();
   return true;
 }
 

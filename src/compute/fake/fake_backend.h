@@ -56,6 +56,8 @@ class FakeBackend final : public ComputeBackend {
   const std::map<std::string, Inst>& instances() const { return inst_; }
 
  private:
+  static ExitReport Report(const std::string& id, const FakeOutcome& o);
+
   Clock& clock_;
   std::mt19937_64 rng_;
   EventSink* sink_ = nullptr;

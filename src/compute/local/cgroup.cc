@@ -57,14 +57,15 @@ Result<InstanceCgroup> InstanceCgroup::Create(const std::string& name, int64_t m
     g.v2_ = true;
     std::string parent = "/sys/fs/cgroup/kiln";
     KILN_RETURN_IF_ERROR(MkdirP(parent));
-    WriteValue("/sys/fs/cgroup/cgroup.subtree_control", "+memory +cpu");
-    WriteValue(parent + "/cgroup.subtree_control", "+memory +cpu");
+    // Best effort: already enabled on most hosts; if not, the limit writes below fail.
+    WriteValue("/sys/fs/cgroup/cgroup.subtree_control", "+memory +cpu").IgnoreError();
+    WriteValue(parent + "/cgroup.subtree_control", "+memory +cpu").IgnoreError();
     std::string d = parent + "/" + name;
     KILN_RETURN_IF_ERROR(MkdirP(d));
     g.dirs_.push_back(d);
     g.memory_dir_ = d;
     KILN_RETURN_IF_ERROR(WriteValue(d + "/memory.max", std::to_string(memory_bytes)));
-    WriteValue(d + "/memory.swap.max", "0");
+    WriteValue(d + "/memory.swap.max", "0").IgnoreError();  // absent without swap accounting
     KILN_RETURN_IF_ERROR(WriteValue(d + "/cpu.max", std::to_string(quota) + " " + std::to_string(period)));
     return g;
   }
@@ -77,8 +78,9 @@ Result<InstanceCgroup> InstanceCgroup::Create(const std::string& name, int64_t m
   g.dirs_.push_back(mem);
   g.memory_dir_ = mem;
   KILN_RETURN_IF_ERROR(WriteValue(mem + "/memory.limit_in_bytes", std::to_string(memory_bytes)));
-  WriteValue(mem + "/memory.memsw.limit_in_bytes", std::to_string(memory_bytes));  // no swap escape
-  WriteValue(mem + "/memory.swappiness", "0");
+  // No swap escape, where the kernel has swap accounting (absent without it).
+  WriteValue(mem + "/memory.memsw.limit_in_bytes", std::to_string(memory_bytes)).IgnoreError();
+  WriteValue(mem + "/memory.swappiness", "0").IgnoreError();
   if (Exists("/sys/fs/cgroup/cpu/cpu.cfs_quota_us")) {
     std::string cpu = "/sys/fs/cgroup/cpu/kiln";
     KILN_RETURN_IF_ERROR(MkdirP(cpu));

@@ -16,6 +16,8 @@
 #include <nlohmann/json.hpp>
 
 #include "common/fsutil.h"
+#include "common/sandbox_paths.h"
+#include "compute/local/protocol.h"
 #include "compute/local/supervisor.h"
 
 extern char** environ;
@@ -24,8 +26,6 @@ namespace kiln {
 
 using nlohmann::json;
 namespace fs = std::filesystem;
-
-constexpr const char* kSandboxEntrypoint = "/opt/ml/.kiln/bin/kiln-entrypoint";
 
 // The files of `root` (recursively, sorted) that instance `index` of `count`
 // receives when a channel is ShardedByS3Key: every count-th object.
@@ -104,7 +104,7 @@ Status LocalBackend::Init() {
   KILN_RETURN_IF_ERROR(MakeDirs(opts_.instances_dir));
   // bwrap needs the mount point on the (read-only) host root.
   std::error_code ec;
-  fs::create_directories("/opt/ml", ec);
+  fs::create_directories(sandbox::kRoot, ec);
   if (access(opts_.bwrap_path.c_str(), X_OK) != 0)
     return Status(Code::kFailedPrecondition,
                   "bubblewrap not found at " + opts_.bwrap_path + " (apt install bubblewrap)");
@@ -136,29 +136,29 @@ std::vector<std::string> LocalBackend::SandboxArgv(const LaunchRequest& req, con
   } else {
     a.insert(a.end(), {"--ro-bind", "/", "/"});
   }
-  a.insert(a.end(), {"--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--bind", dir + "/ml", "/opt/ml"});
+  a.insert(a.end(), {"--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--bind", dir + "/ml", sandbox::kRoot});
   // The entrypoint is bound in, so it runs whatever the image and wherever the
   // binary lives (a host /tmp, say, is hidden by the sandbox's private /tmp).
-  a.insert(a.end(), {"--ro-bind", opts_.entrypoint_path, kSandboxEntrypoint});
-  if (!req.spec.code_dir.empty()) a.insert(a.end(), {"--ro-bind", req.spec.code_dir, "/opt/ml/code"});
+  a.insert(a.end(), {"--ro-bind", opts_.entrypoint_path, sandbox::kEntrypointBinary});
+  if (!req.spec.code_dir.empty()) a.insert(a.end(), {"--ro-bind", req.spec.code_dir, sandbox::kCodeDir});
   const int n = req.spec.instance_count;
   for (const auto& [ch, path] : req.spec.inputs) {
-    std::string target = "/opt/ml/input/data/" + ch;
+    std::string target = StrCat(sandbox::kInputDataDir, "/", ch);
     const auto& sc = req.spec.sharded_channels;
     bool sharded = std::find(sc.begin(), sc.end(), ch) != sc.end();
     BindData(a, path, target, sharded ? Distribution::kShardedByKey : Distribution::kFullyReplicated, req.index, n);
   }
   for (const auto& m : req.spec.mounts) BindData(a, m.source, m.target, m.distribution, req.index, n);
   for (size_t i = 0; i < req.spec.uploads.size(); ++i)
-    a.insert(a.end(), {"--bind", req.spec.uploads[i].destination, "/opt/ml/.kiln/uploads/" + std::to_string(i)});
-  if (!req.spec.checkpoint_dir.empty()) a.insert(a.end(), {"--bind", req.spec.checkpoint_dir, "/opt/ml/checkpoints"});
-  if (!req.spec.code_archive.empty())
-    a.insert(a.end(), {"--ro-bind", req.spec.code_archive, "/opt/ml/.kiln/sourcedir.tar.gz"});
+    a.insert(a.end(), {"--bind", req.spec.uploads[i].destination, sandbox::kUploadsPrefix + std::to_string(i)});
+  if (!req.spec.checkpoint_dir.empty())
+    a.insert(a.end(), {"--bind", req.spec.checkpoint_dir, sandbox::kCheckpointsDir});
+  if (!req.spec.code_archive.empty()) a.insert(a.end(), {"--ro-bind", req.spec.code_archive, sandbox::kSourceArchive});
   a.insert(a.end(), {"--ro-bind", dir + "/hosts", "/etc/hosts"});
   a.insert(a.end(), {"--bind", req.output_dir, req.output_dir});
   a.insert(a.end(), {"--unshare-pid", "--unshare-ipc", "--unshare-uts", "--hostname",
                      "algo-" + std::to_string(req.index + 1), "--as-pid-1", "--die-with-parent", "--json-status-fd",
-                     "3", "--chdir", "/opt/ml/code", "--", kSandboxEntrypoint, "--"});
+                     "3", "--chdir", sandbox::kCodeDir, "--", sandbox::kEntrypointBinary, "--"});
   for (const auto& p : req.image.prefix) a.push_back(p);
   for (const auto& c : req.spec.command) a.push_back(c);
   return a;
@@ -189,7 +189,7 @@ Result<std::string> LocalBackend::Launch(const LaunchRequest& req) {
                                                " is not readable: " + std::string(strerror(errno)));
   for (const auto& u : req.spec.uploads) {
     KILN_RETURN_IF_ERROR(MakeDirs(u.destination));
-    KILN_RETURN_IF_ERROR(MakeDirs(dir + "/ml" + u.local_path.substr(strlen("/opt/ml"))));
+    KILN_RETURN_IF_ERROR(MakeDirs(sandbox::Rebase(dir + "/ml", u.local_path)));
   }
   if (!req.spec.checkpoint_dir.empty()) KILN_RETURN_IF_ERROR(MakeDirs(req.spec.checkpoint_dir));
   KILN_RETURN_IF_ERROR(
@@ -207,15 +207,16 @@ Result<std::string> LocalBackend::Launch(const LaunchRequest& req) {
       "KILN_API_URL=" + req.api_url,
       "KILN_TOKEN=" + req.token,
   };
-  json launch = {{"instance_id", req.instance_id},
-                 {"argv", SandboxArgv(req, dir)},
-                 {"env", env},
-                 {"memory_bytes", req.type.memory_mib * 1024 * 1024},
-                 {"cpus", req.type.vcpus},
-                 {"grace_ms", req.spec.stop_grace_seconds * 1000},
-                 {"log", dir + "/output.log"},
-                 {"cwd", "/"}};
-  KILN_RETURN_IF_ERROR(WriteFileAtomic(dir + "/launch.json", launch.dump(), 0644, Sync::kNoSync));
+  supervisor::LaunchFile launch;
+  launch.instance_id = req.instance_id;
+  launch.argv = SandboxArgv(req, dir);
+  launch.env = std::move(env);
+  launch.memory_bytes = req.type.memory_mib * 1024 * 1024;
+  launch.cpus = req.type.vcpus;
+  launch.grace_ms = req.spec.stop_grace_seconds * 1000;
+  launch.log = dir + "/" + supervisor::kLogFile;
+  KILN_RETURN_IF_ERROR(
+      WriteFileAtomic(dir + "/" + supervisor::kLaunchFile, supervisor::Encode(launch), 0644, Sync::kNoSync));
 
   int ready[2];
   if (pipe2(ready, O_CLOEXEC) != 0) return Internal(std::string("pipe: ") + strerror(errno));
@@ -262,12 +263,12 @@ Result<std::string> LocalBackend::Launch(const LaunchRequest& req) {
     waitpid(pid, nullptr, WNOHANG);
     return Status(Code::kUnavailable, "kiln-supervisor did not answer within 10 s");
   }
-  std::string answer = n > 0 ? std::string(buf, static_cast<size_t>(n)) : "";
-  if (answer.rfind("ok", 0) != 0 && answer.rfind("busy", 0) != 0) {
+  supervisor::ReadyAnswer answer = supervisor::DecodeReady(n > 0 ? std::string(buf, static_cast<size_t>(n)) : "");
+  if (answer.kind == supervisor::ReadyKind::kError) {
     waitpid(pid, nullptr, WNOHANG);
-    return Internal("kiln-supervisor failed to start: " + (answer.empty() ? std::string("no answer") : answer));
+    return Internal("kiln-supervisor failed to start: " + answer.error);
   }
-  if (answer.rfind("busy", 0) == 0) {  // raced with an earlier supervisor: report that one
+  if (answer.kind == supervisor::ReadyKind::kBusy) {  // raced with an earlier supervisor: report that one
     waitpid(pid, nullptr, 0);
     return Adopt(req);
   }
@@ -277,16 +278,15 @@ Result<std::string> LocalBackend::Launch(const LaunchRequest& req) {
 }
 
 std::string LocalBackend::Handle(int pid, unsigned long long start, const std::string& dir, const std::string& job_id) {
-  return json{{"pid", pid}, {"start", start}, {"dir", dir}, {"job_id", job_id}}.dump();
+  return supervisor::Encode(supervisor::Handle{pid, start, dir, job_id});
 }
 
 Result<std::pair<int, unsigned long long>> LocalBackend::SupervisorOf(const std::string& dir) {
-  auto pidfile = ReadFile(dir + "/supervisor.pid");
-  if (!pidfile.ok()) return pidfile.status();
-  int pid = 0;
-  unsigned long long start = 0;
-  if (sscanf(pidfile->c_str(), "%d %llu", &pid, &start) != 2) return Internal("malformed " + dir + "/supervisor.pid");
-  return std::make_pair(pid, start);
+  auto text = ReadFile(dir + "/" + supervisor::kPidFile);
+  if (!text.ok()) return text.status();
+  auto pidfile = supervisor::DecodePidFile(*text);
+  if (!pidfile.ok()) return Internal(dir + ": " + pidfile.status().message());
+  return std::make_pair(pidfile->pid, pidfile->start);
 }
 
 Result<std::string> LocalBackend::Adopt(const LaunchRequest& req) {
@@ -351,23 +351,17 @@ void LocalBackend::EpollLoop() {
 }
 
 void LocalBackend::Finished(const std::string& id, const std::string& job_id, int pid) {
-  auto text = ReadFile(Dir(id) + "/status.json");
-  json st = text.ok() ? json::parse(*text, nullptr, false) : json();
+  auto text = ReadFile(Dir(id) + "/" + supervisor::kStatusFile);
+  auto status = text.ok() ? supervisor::DecodeStatusFile(*text) : Result<supervisor::StatusFile>(text.status());
   Event e;
-  if (!st.is_object()) {
-    e = ExitEvent(
-        job_id, id, -1, 0, false,
-        "InstanceLost: the instance supervisor exited without recording a status (see " + Dir(id) + "/supervisor.log)",
-        "", clock_.NowMs());
+  if (!status.ok()) {
+    std::string why = text.ok()
+                          ? "the instance supervisor recorded an unreadable status (" + status.status().message() + ")"
+                          : "the instance supervisor exited without recording a status";
+    e = LostEvent(job_id, id, why + " (see " + Dir(id) + "/" + supervisor::kSupervisorLog + ")", clock_.NowMs());
   } else {
-    std::string artifact = st.contains("model_artifact") && st["model_artifact"].is_string()
-                               ? st["model_artifact"].get<std::string>()
-                               : "";
-    e = ExitEvent(job_id, id, st.value("exit_code", -1), st.value("signal", 0), st.value("oom", false),
-                  st.value("failure", ""), artifact, st.value("ended_ms", clock_.NowMs()));
-    if (st.contains("peak_memory_bytes")) e.payload["peak_memory_bytes"] = st["peak_memory_bytes"];
-    if (st.contains("message") && st["message"].is_string() && !st["message"].get<std::string>().empty())
-      e.payload["message"] = st["message"];
+    status->exit.instance_id = id;
+    e = ExitEvent(job_id, status->exit, status->ended_ms ? status->ended_ms : clock_.NowMs());
   }
   Status s = sink_.Post(e);
   if (!s.ok()) fprintf(stderr, "kilnd: local backend: post exit of %s: %s\n", id.c_str(), s.ToString().c_str());
@@ -375,11 +369,12 @@ void LocalBackend::Finished(const std::string& id, const std::string& job_id, in
 
 Status LocalBackend::Stop(const std::string& id, const std::string& handle, int64_t grace_ms) {
   const std::string dir = Dir(id);
-  if (access((dir + "/status.json").c_str(), F_OK) == 0) return Status::Ok();
+  if (access((dir + "/" + supervisor::kStatusFile).c_str(), F_OK) == 0) return Status::Ok();
   auto sup = SupervisorOf(dir);
   if (!sup.ok()) return Status::Ok();
   auto [pid, start] = *sup;
-  KILN_RETURN_IF_ERROR(WriteFileAtomic(dir + "/stop", std::to_string(grace_ms), 0644, Sync::kNoSync));
+  KILN_RETURN_IF_ERROR(
+      WriteFileAtomic(dir + "/" + supervisor::kStopFile, std::to_string(grace_ms), 0644, Sync::kNoSync));
   if (pid > 0 && ProcessStartTime(pid) == start) kill(pid, SIGTERM);
   return Status::Ok();
 }
@@ -391,21 +386,18 @@ Status LocalBackend::Cleanup(const std::string& id, const std::string&) {
 }
 
 Status LocalBackend::Recover(const std::string& id, const std::string& handle) {
-  json h = json::parse(handle, nullptr, false);
-  if (!h.is_object()) return NotFound("unreadable handle for " + id);
-  std::string job_id = h.value("job_id", "");
-  if (access((Dir(id) + "/status.json").c_str(), F_OK) == 0) {
+  auto h = supervisor::DecodeHandle(handle);
+  if (!h.ok()) return NotFound("unreadable handle for " + id + ": " + h.status().message());
+  if (access((Dir(id) + "/" + supervisor::kStatusFile).c_str(), F_OK) == 0) {
     // Ended: report it even if a watch is still registered, so a missed pidfd
     // notification is repaired by the resync. A duplicate exit is dropped by its
     // dedup key.
-    Finished(id, job_id, h.value("pid", 0));
+    Finished(id, h->job_id, h->pid);
     return Status::Ok();
   }
-  int pid = h.value("pid", 0);
-  unsigned long long start = h.value("start", 0ULL);
-  if (pid <= 0 || ProcessStartTime(pid) != start)
-    return NotFound("supervisor of " + id + " (pid " + std::to_string(pid) + ") is gone and left no status");
-  return WatchPid(id, job_id, pid, start);
+  if (h->pid <= 0 || ProcessStartTime(h->pid) != h->start)
+    return NotFound("supervisor of " + id + " (pid " + std::to_string(h->pid) + ") is gone and left no status");
+  return WatchPid(id, h->job_id, h->pid, h->start);
 }
 
 }  // namespace kiln

@@ -15,11 +15,11 @@
 
 #include "common/clock.h"
 #include "common/fsutil.h"
+#include "common/sandbox_paths.h"
 #include "compute/local/cgroup.h"
+#include "compute/local/protocol.h"
 
 namespace kiln {
-
-using nlohmann::json;
 
 unsigned long long ProcessStartTime(int pid) {
   std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
@@ -37,10 +37,18 @@ unsigned long long ProcessStartTime(int pid) {
 
 namespace {
 
-void Ready(int& fd, const std::string& msg) {
+using supervisor::LaunchFile;
+using supervisor::ReadyAnswer;
+using supervisor::ReadyKind;
+using supervisor::StatusFile;
+
+// Answers on the ready pipe once; later calls do nothing. A kilnd that died
+// meanwhile must not kill us with SIGPIPE: the write fails with EPIPE instead.
+void Ready(int& fd, const ReadyAnswer& answer) {
   if (fd < 0) return;
+  std::string msg = supervisor::Encode(answer);
   ssize_t n = write(fd, msg.data(), msg.size());
-  (void)n;
+  (void)n;  // nobody left to tell if the pipe is gone
   close(fd);
   fd = -1;
 }
@@ -55,122 +63,83 @@ std::string ReadHead(const std::string& path, size_t max) {
   return s;
 }
 
-}  // namespace
-
-int RunSupervisor(const std::string& dir, int ready_fd) {
-  int lock = open((dir + "/lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  if (lock < 0 || flock(lock, LOCK_EX | LOCK_NB) != 0) {
-    Ready(ready_fd, "busy\n");
-    return 0;
-  }
-  if (access((dir + "/status.json").c_str(), F_OK) == 0) {  // already ran to completion
-    Ready(ready_fd, "busy\n");
-    return 0;
-  }
-  auto launch_text = ReadFile(dir + "/launch.json");
-  json launch = launch_text.ok() ? json::parse(*launch_text, nullptr, false) : json();
-  if (launch.is_discarded() || !launch.is_object()) {
-    Ready(ready_fd, "err cannot read launch.json\n");
-    return 1;
-  }
-  WriteFileAtomic(dir + "/supervisor.pid",
-                  std::to_string(getpid()) + " " + std::to_string(ProcessStartTime(getpid())) + "\n", 0644,
-                  Sync::kNoSync);
-
-  std::string instance_id = launch.value("instance_id", "x");
-  json status = {{"exit_code", -1}, {"signal", 0}, {"oom", false}, {"failure", ""}};
-  const TimeMs started = RealClock::Get().NowMs();
-  status["started_ms"] = started;
-
-  auto cg =
-      InstanceCgroup::Create(instance_id, launch.value("memory_bytes", int64_t{1} << 30), launch.value("cpus", 1.0));
-  if (!cg.ok()) status["limits_warning"] = cg.status().message();
-
-  sigset_t mask;
-  sigemptyset(&mask);
-  sigaddset(&mask, SIGTERM);
-  sigaddset(&mask, SIGINT);
-  sigaddset(&mask, SIGCHLD);
-  sigaddset(&mask, SIGALRM);
-  sigaddset(&mask, SIGHUP);
-  sigprocmask(SIG_BLOCK, &mask, nullptr);
-  int sfd = signalfd(-1, &mask, SFD_CLOEXEC);
-
-  int statusp[2];
-  if (pipe2(statusp, O_CLOEXEC) != 0) {
-    Ready(ready_fd, "err pipe\n");
-    return 1;
-  }
-  std::string log = launch.value("log", dir + "/output.log");
-  std::vector<std::string> argv = launch.value("argv", std::vector<std::string>{});
-  std::vector<std::string> env = launch.value("env", std::vector<std::string>{});
-  if (argv.empty()) {
-    Ready(ready_fd, "err empty argv\n");
-    return 1;
-  }
-  Ready(ready_fd, "ok\n");
-
-  pid_t child = fork();
-  if (child == 0) {
-    sigprocmask(SIG_UNBLOCK, &mask, nullptr);
-    if (cg.ok()) cg->JoinSelf();
-    int out = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    int in = open("/dev/null", O_RDONLY);
-    dup2(in, 0);
-    dup2(out, 1);
-    dup2(out, 2);
-    dup2(statusp[1], 3);  // bwrap --json-status-fd 3
-    std::vector<char*> av, ev;
-    for (auto& a : argv) av.push_back(a.data());
-    av.push_back(nullptr);
-    for (auto& e : env) ev.push_back(e.data());
-    ev.push_back(nullptr);
-    std::string wd = launch.value("cwd", "/");
-    if (chdir(wd.c_str()) != 0) chdir("/");
-    execve(av[0], av.data(), ev.data());
-    dprintf(2, "kiln-supervisor: exec %s: %s\n", av[0], strerror(errno));
-    _exit(127);
-  }
-  close(statusp[1]);
-  // The sandbox's init pid (the entrypoint), from bwrap's status stream.
-  pid_t init_pid = 0;
-  std::string status_buf;
-  int sp = statusp[0];
-  fcntl(sp, F_SETFL, O_NONBLOCK);
-  auto pump_status = [&] {
+// The sandbox's init pid (the entrypoint), read from bwrap's --json-status-fd stream.
+class BwrapStatus {
+ public:
+  explicit BwrapStatus(int fd) : fd_(fd) { fcntl(fd_, F_SETFL, O_NONBLOCK); }
+  void Pump() {
     char buf[512];
     ssize_t n;
-    while ((n = read(sp, buf, sizeof(buf))) > 0) status_buf.append(buf, static_cast<size_t>(n));
-    auto pos = status_buf.find("\"child-pid\"");
-    if (!init_pid && pos != std::string::npos) {
-      auto colon = status_buf.find(':', pos);
-      if (colon != std::string::npos) init_pid = atoi(status_buf.c_str() + colon + 1);
+    while ((n = read(fd_, buf, sizeof(buf))) > 0 && buf_.size() < (1 << 16)) buf_.append(buf, static_cast<size_t>(n));
+    auto pos = buf_.find("\"child-pid\"");
+    if (!init_pid_ && pos != std::string::npos) {
+      auto colon = buf_.find(':', pos);
+      if (colon != std::string::npos) init_pid_ = atoi(buf_.c_str() + colon + 1);
     }
-  };
+  }
+  pid_t init_pid() const { return init_pid_; }
 
+ private:
+  int fd_;
+  std::string buf_;
+  pid_t init_pid_ = 0;
+};
+
+// Forks and execs the sandbox command; its stdout/stderr go to the log, fd 3 is
+// bwrap's status pipe. Everything the child needs is prepared before the fork.
+pid_t SpawnSandbox(const LaunchFile& launch, const Result<InstanceCgroup>& cg, const sigset_t& mask,
+                   int status_write_fd) {
+  std::vector<std::string> argv = launch.argv, env = launch.env;
+  std::vector<char*> av, ev;
+  for (auto& a : argv) av.push_back(a.data());
+  av.push_back(nullptr);
+  for (auto& e : env) ev.push_back(e.data());
+  ev.push_back(nullptr);
+  pid_t child = fork();
+  if (child != 0) return child;
+  sigprocmask(SIG_UNBLOCK, &mask, nullptr);
+  signal(SIGPIPE, SIG_DFL);
+  if (cg.ok() && !cg->JoinSelf().ok()) dprintf(2, "kiln-supervisor: cannot join the instance's cgroups\n");
+  int out = open(launch.log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+  int in = open("/dev/null", O_RDONLY);
+  dup2(in, 0);
+  dup2(out, 1);
+  dup2(out, 2);
+  dup2(status_write_fd, 3);  // bwrap --json-status-fd 3
+  if (chdir(launch.cwd.c_str()) != 0 && chdir("/") != 0) _exit(127);
+  execve(av[0], av.data(), ev.data());
+  dprintf(2, "kiln-supervisor: exec %s: %s\n", av[0], strerror(errno));
+  _exit(127);
+}
+
+struct WaitOutcome {
   int wstatus = 0;
-  bool stopping = false, killed = false;
+  bool stopping = false;  // a stop was requested
+  bool killed = false;    // the grace period ran out: SIGKILL
+};
+
+// Waits for the sandbox to end, turning SIGTERM/SIGINT/SIGHUP into a graceful stop
+// (SIGTERM to the sandbox's init, SIGKILL when the grace period of the stop file,
+// or of launch.json, runs out).
+WaitOutcome WaitForSandbox(const std::string& dir, const LaunchFile& launch, pid_t child, int sfd, BwrapStatus& bwrap) {
+  WaitOutcome w;
   for (;;) {
     struct signalfd_siginfo si;
     ssize_t n = read(sfd, &si, sizeof(si));
     if (n != sizeof(si)) continue;
-    pump_status();
+    bwrap.Pump();
     if (si.ssi_signo == SIGCHLD) {
-      pid_t w = waitpid(child, &wstatus, WNOHANG);
-      if (w == child) break;
+      if (waitpid(child, &w.wstatus, WNOHANG) == child) return w;
     } else if (si.ssi_signo == SIGALRM) {
-      killed = true;
-      if (init_pid > 0) kill(init_pid, SIGKILL);
+      w.killed = true;
+      if (bwrap.init_pid() > 0) kill(bwrap.init_pid(), SIGKILL);
       kill(child, SIGKILL);
-    } else if (!stopping) {  // SIGTERM / SIGINT / SIGHUP: stop with grace
-      stopping = true;
-      int64_t grace = launch.value("grace_ms", int64_t{120000});
-      std::string g = ReadHead(dir + "/stop", 32);
+    } else if (!w.stopping) {
+      w.stopping = true;
+      int64_t grace = launch.grace_ms;
+      std::string g = ReadHead(dir + "/" + supervisor::kStopFile, 32);
       if (!g.empty()) grace = atoll(g.c_str());
-      if (init_pid > 0)
-        kill(init_pid, SIGTERM);
-      else
-        kill(child, SIGTERM);
+      kill(bwrap.init_pid() > 0 ? bwrap.init_pid() : child, SIGTERM);
       if (grace <= 0) grace = 1;
       struct itimerval it {};
       it.it_value.tv_sec = grace / 1000;
@@ -178,36 +147,99 @@ int RunSupervisor(const std::string& dir, int ready_fd) {
       setitimer(ITIMER_REAL, &it, nullptr);
     }
   }
-  pump_status();
-  // Entrypoint's own account of the user command, when it got to write one.
-  json ep = json::parse(ReadHead(dir + "/ml/.kiln/exit.json", 1 << 16), nullptr, false);
-  if (ep.is_object()) {
-    status["exit_code"] = ep.value("exit_code", -1);
-    status["signal"] = ep.value("signal", 0);
-    if (ep.contains("model_artifact")) status["model_artifact"] = ep["model_artifact"];
-  } else if (WIFEXITED(wstatus)) {
-    int code = WEXITSTATUS(wstatus);
-    status["exit_code"] = code;
-    if (code > 128 && code < 160) status["signal"] = code - 128;
-  } else if (WIFSIGNALED(wstatus)) {
-    status["exit_code"] = 128 + WTERMSIG(wstatus);
-    status["signal"] = WTERMSIG(wstatus);
+}
+
+// The exit report: the entrypoint's own account of the user command when it got
+// to write one (exit.json), else the sandbox's wait status.
+ExitReport ExitOf(const std::string& dir, const LaunchFile& launch, const WaitOutcome& w) {
+  ExitReport x;
+  auto ep = ExitReportFromJson(
+      nlohmann::json::parse(ReadHead(sandbox::Rebase(dir + "/ml", sandbox::kExitFile), 1 << 16), nullptr, false));
+  if (ep.ok()) {
+    x = *ep;
+  } else if (WIFEXITED(w.wstatus)) {
+    x.exit_code = WEXITSTATUS(w.wstatus);
+    if (x.exit_code > 128 && x.exit_code < 160) x.signal = x.exit_code - 128;
+  } else if (WIFSIGNALED(w.wstatus)) {
+    x.exit_code = 128 + WTERMSIG(w.wstatus);
+    x.signal = WTERMSIG(w.wstatus);
   }
-  if (killed && status["signal"] == 0) {
-    status["signal"] = SIGKILL;
-    status["exit_code"] = 137;
+  if (w.killed && x.signal == 0) {
+    x.signal = SIGKILL;
+    x.exit_code = 137;
   }
+  x.instance_id = launch.instance_id;
+  x.failure = SanitizeUtf8(ReadHead(sandbox::Rebase(dir + "/ml", sandbox::kFailureFile), 1024));
+  x.message = SanitizeUtf8(ReadHead(sandbox::Rebase(dir + "/ml", sandbox::kMessageFile), 1024));
+  return x;
+}
+
+}  // namespace
+
+int RunSupervisor(const std::string& dir, int ready_fd) {
+  // A kilnd killed while we answer must not take us with it: a write to the closed
+  // ready pipe fails with EPIPE instead. The sandbox gets the default back.
+  signal(SIGPIPE, SIG_IGN);
+  int lock = open((dir + "/" + supervisor::kLockFile).c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (lock < 0 || flock(lock, LOCK_EX | LOCK_NB) != 0) {
+    Ready(ready_fd, {ReadyKind::kBusy, ""});
+    return 0;
+  }
+  if (access((dir + "/" + supervisor::kStatusFile).c_str(), F_OK) == 0) {  // already ran to completion
+    Ready(ready_fd, {ReadyKind::kBusy, ""});
+    return 0;
+  }
+  auto text = ReadFile(dir + "/" + supervisor::kLaunchFile);
+  auto launch = text.ok() ? supervisor::DecodeLaunchFile(*text) : Result<LaunchFile>(text.status());
+  if (!launch.ok()) {
+    Ready(ready_fd, {ReadyKind::kError, "cannot read launch.json: " + launch.status().message()});
+    return 1;
+  }
+  // The pid file is what makes Launch idempotent: without it, say so and stop.
+  Status pid_written = WriteFileAtomic(dir + "/" + supervisor::kPidFile,
+                                       supervisor::Encode(supervisor::PidFile{getpid(), ProcessStartTime(getpid())}),
+                                       0644, Sync::kNoSync);
+  if (!pid_written.ok()) {
+    Ready(ready_fd, {ReadyKind::kError, "cannot write supervisor.pid: " + pid_written.message()});
+    return 1;
+  }
+  StatusFile status;
+  status.started_ms = RealClock::Get().NowMs();
+  auto cg = InstanceCgroup::Create(launch->instance_id, launch->memory_bytes, launch->cpus);
+  if (!cg.ok()) status.limits_warning = cg.status().message();
+
+  sigset_t mask;
+  sigemptyset(&mask);
+  for (int sig : {SIGTERM, SIGINT, SIGCHLD, SIGALRM, SIGHUP}) sigaddset(&mask, sig);
+  sigprocmask(SIG_BLOCK, &mask, nullptr);
+  int sfd = signalfd(-1, &mask, SFD_CLOEXEC);
+  int statusp[2];
+  if (sfd < 0 || pipe2(statusp, O_CLOEXEC) != 0) {
+    Ready(ready_fd, {ReadyKind::kError, std::string("signalfd/pipe: ") + strerror(errno)});
+    return 1;
+  }
+  Ready(ready_fd, {ReadyKind::kOk, ""});
+
+  pid_t child = SpawnSandbox(*launch, cg, mask, statusp[1]);
+  close(statusp[1]);
+  BwrapStatus bwrap(statusp[0]);
+  WaitOutcome w = WaitForSandbox(dir, *launch, child, sfd, bwrap);
+  bwrap.Pump();
+  status.exit = ExitOf(dir, *launch, w);
   if (cg.ok()) {
-    status["oom"] = cg->OomKilled();
-    status["peak_memory_bytes"] = cg->PeakMemoryBytes();
+    status.exit.oom = cg->OomKilled();
+    status.exit.peak_memory_bytes = cg->PeakMemoryBytes();
     cg->Destroy();
   }
-  status["failure"] = SanitizeUtf8(ReadHead(dir + "/ml/output/failure", 1024));
-  status["message"] = SanitizeUtf8(ReadHead(dir + "/ml/output/message", 1024));
-  status["ended_ms"] = RealClock::Get().NowMs();
-  status["stopped"] = stopping;
-  WriteFileAtomic(dir + "/status.json", status.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), 0644,
-                  Sync::kNoSync);
+  status.ended_ms = RealClock::Get().NowMs();
+  status.stopped = w.stopping;
+  Status written =
+      WriteFileAtomic(dir + "/" + supervisor::kStatusFile, supervisor::Encode(status), 0644, Sync::kNoSync);
+  if (!written.ok()) {
+    // kilnd reports the instance lost (no status.json); say why in supervisor.log.
+    fprintf(stderr, "kiln-supervisor: cannot record the exit: %s\n", written.ToString().c_str());
+    return 1;
+  }
   return 0;
 }
 

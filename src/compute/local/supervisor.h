@@ -1,15 +1,13 @@
 #pragma once
 // kiln-supervisor: one per instance, a session leader that outlives kilnd.
 //
-// Reads <dir>/launch.json, takes an exclusive lock on <dir>/lock (a second
-// supervisor for the same instance exits at once, so an instance never starts
-// twice), sets up cgroups, runs the sandbox command with stdout/stderr appended to
-// the log, and on exit writes <dir>/status.json:
-//   {"exit_code", "signal", "oom", "failure", "model_artifact", "started_ms", "ended_ms", "peak_memory_bytes"}
-// SIGTERM starts a stop: the sandbox's init gets SIGTERM, and SIGKILL after the
-// grace period from <dir>/stop (milliseconds) or launch.json's default.
-// If `ready_fd` >= 0, writes "ok\n" (or "busy\n" / "err <msg>\n") to it once the
-// lock is held and the pid file written, then closes it.
+// The protocol (launch.json, status.json, supervisor.pid, stop, the ready pipe) is
+// PROTOCOL.md and protocol.h. In short: takes an exclusive lock on <dir>/lock (a
+// second supervisor for the same instance answers "busy" and exits, so an instance
+// never starts twice), writes supervisor.pid, answers "ok" on `ready_fd` (if >= 0),
+// runs the sandbox command in the instance's cgroups with stdout/stderr appended to
+// the log, and when it ends writes status.json. SIGTERM starts a stop: the
+// sandbox's init gets SIGTERM, and SIGKILL after the grace period.
 #include <string>
 
 namespace kiln {

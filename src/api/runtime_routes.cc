@@ -1,0 +1,188 @@
+// The in-job runtime API, called by kiln-entrypoint inside an instance with its
+// instance token: GET /v1/runtime, GET /v1/runtime/hyperparameters, POST /v1/runtime/events.
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <optional>
+
+#include "api/http_helpers.h"
+#include "api/native_api.h"
+#include "common/fsutil.h"
+#include "common/sandbox_paths.h"
+#include "jobs/events.h"
+#include "jobs/runtime_doc.h"
+
+namespace kiln {
+namespace {
+
+using api_internal::SendJson;
+using nlohmann::json;
+
+// The instance a token was issued to, and its job.
+struct RuntimeCaller {
+  Instance instance;
+  Job job;
+};
+
+// Checks "Authorization: Bearer <instance_id>.<mac>". Every failure is
+// kUnauthenticated; a job that has ended no longer authenticates its instances.
+Result<RuntimeCaller> Authenticate(const httplib::Request& req, const TokenIssuer& tokens, Store& store) {
+  std::string auth = req.get_header_value("Authorization");
+  if (auth.rfind("Bearer ", 0) != 0) return Status(Code::kUnauthenticated, "missing bearer token");
+  std::string token = auth.substr(7);
+  auto dot = token.rfind('.');
+  if (dot == std::string::npos) return Status(Code::kUnauthenticated, "malformed token");
+  std::string iid = token.substr(0, dot);
+  if (!tokens.Verify(iid, token)) return Status(Code::kUnauthenticated, "invalid token");
+  auto inst = store.GetInstance(iid);
+  if (!inst.ok()) return Status(Code::kUnauthenticated, "token for an unknown instance");
+  auto job = store.GetJob(inst->job_id);
+  if (!job.ok()) return Status(Code::kUnauthenticated, "token for an unknown job");
+  if (IsTerminal(job->status)) return Status(Code::kUnauthenticated, "the job has ended; its token is no longer valid");
+  return RuntimeCaller{*inst, *job};
+}
+
+// The GET /v1/runtime document: everything the entrypoint needs to set up /opt/ml.
+RuntimeDoc BuildRuntimeDoc(const Instance& in, const Job& job, const Catalog& catalog,
+                           std::map<std::string, std::string> secrets, std::optional<RuntimeStatsd> statsd) {
+  const JobSpec& spec = job.spec;
+  RuntimeDoc doc;
+  doc.job_id = job.id;
+  doc.job_name = spec.name;
+  doc.instance_id = in.id;
+  doc.index = in.index;
+  doc.attempt = in.attempt;
+  doc.kind = spec.kind;
+  if (spec.hyperparameters_file.empty()) {
+    doc.hyperparameters = spec.hyperparameters;
+  } else {
+    // Staged: the entrypoint fetches the file as is, and writes it without parsing.
+    StagedHyperparameters staged{"/v1/runtime/hyperparameters", std::nullopt};
+    std::error_code ec;
+    auto size = std::filesystem::file_size(spec.hyperparameters_file, ec);
+    if (!ec) staged.bytes = size;
+    doc.staged_hyperparameters = staged;
+  }
+  doc.environment = spec.environment;
+  doc.channels = spec.inputs;
+  doc.sharded_channels = spec.sharded_channels;
+  const InstanceType* t = catalog.FindType(spec.instance_type);
+  doc.num_cpus = t ? static_cast<int>(t->vcpus) : 1;
+  doc.num_gpus = t ? t->gpus : 0;
+  doc.resource_config.current_host = "algo-" + std::to_string(in.index + 1);
+  for (int i = 0; i < spec.instance_count; ++i) doc.resource_config.hosts.push_back("algo-" + std::to_string(i + 1));
+  doc.resource_config.current_instance_type = spec.instance_type;
+  doc.resource_config.network_interface_name = "lo";
+  doc.output_dir = job.output_dir;
+  doc.statsd = std::move(statsd);
+  doc.secrets = std::move(secrets);
+  for (const auto& [name, regex] : spec.metric_definitions) doc.metric_definitions.push_back({name, regex});
+  doc.pack_output_data = spec.pack_output_data;
+  // Uploads are staged by the backend at /opt/ml/.kiln/uploads/<i>; the entrypoint
+  // copies local_path there once the command succeeds.
+  for (size_t i = 0; i < spec.uploads.size(); ++i)
+    doc.uploads.push_back({spec.uploads[i].local_path, sandbox::kUploadsPrefix + std::to_string(i)});
+  if (const ImageEnv* img = catalog.FindImage(spec.image); img && !img->python.empty())
+    doc.script_mode_python = img->python;
+  return doc;
+}
+
+// A POST /v1/runtime/events body, {"type": phase, "time_ms"?, "payload"?}, as a
+// kPhaseReported event. Posting it twice is harmless: the dedup key names the phase.
+Result<Event> ParsePhaseReport(const std::string& raw, const Instance& in, const Job& job) {
+  json body = json::parse(raw, nullptr, false);
+  if (!body.is_object() || !body.contains("type") || !body["type"].is_string())
+    return InvalidArgument("type", "required string");
+  std::string phase_name = body["type"];
+  std::optional<Phase> phase = ParsePhase(phase_name);
+  if (!phase) return InvalidArgument("type", "unknown phase '" + phase_name + "'");
+  Event e;
+  e.job_id = job.id;
+  e.type = EventType::kPhaseReported;
+  e.source = "entrypoint";
+  e.dedup_key = "phase:" + in.id + ":" + phase_name;
+  PhaseReport report;
+  report.instance_id = in.id;
+  report.phase = *phase;
+  if (body.contains("time_ms") && body["time_ms"].is_number_integer()) report.time_ms = body["time_ms"].get<TimeMs>();
+  if (body.contains("payload") && body["payload"].is_object() && body["payload"].contains("model_artifact") &&
+      body["payload"]["model_artifact"].is_string())
+    report.model_artifact = body["payload"]["model_artifact"].get<std::string>();
+  e.payload = ToJson(report);
+  return e;
+}
+
+}  // namespace
+
+void NativeApi::RegisterRuntime(httplib::Server& s) {
+  s.Get("/v1/runtime", [this](const httplib::Request& req, httplib::Response& res) {
+    auto caller = Authenticate(req, tokens_, store_);
+    if (!caller.ok()) return SendApiError(res, caller.status());
+    // Secrets before StatsD: a job that cannot get its secrets gets no port either.
+    auto secrets = OpenJobSecrets(caller->job);
+    if (!secrets.ok()) return SendApiError(res, secrets.status());
+    auto statsd = OpenStatsd(caller->instance, caller->job);
+    SendJson(res, 200,
+             ToJson(BuildRuntimeDoc(caller->instance, caller->job, catalog_, std::move(*secrets), std::move(statsd))));
+  });
+
+  s.Get("/v1/runtime/hyperparameters", [this](const httplib::Request& req, httplib::Response& res) {
+    auto caller = Authenticate(req, tokens_, store_);
+    if (!caller.ok()) return SendApiError(res, caller.status());
+    const JobSpec& spec = caller->job.spec;
+    if (spec.hyperparameters_file.empty()) return SendJson(res, 200, spec.hyperparameters);
+    auto staged = ReadFile(spec.hyperparameters_file);
+    if (!staged.ok())
+      return SendApiError(
+          res, Status(Code::kFailedPrecondition, "staged hyperparameters are missing: " + spec.hyperparameters_file));
+    res.status = 200;
+    res.set_content(*staged, "application/json");
+  });
+
+  s.Post("/v1/runtime/events", [this](const httplib::Request& req, httplib::Response& res) {
+    auto caller = Authenticate(req, tokens_, store_);
+    if (!caller.ok()) return SendApiError(res, caller.status());
+    auto event = ParsePhaseReport(req.body, caller->instance, caller->job);
+    if (!event.ok()) return SendApiError(res, event.status());
+    Status st = ctl_.Post(std::move(*event));
+    if (!st.ok()) return SendApiError(res, st);
+    SendJson(res, 200, {{"ack", true}});
+  });
+}
+
+// Secrets the job declared, for its team only. A missing one fails the fetch (and
+// so the job, early) with a reason that names it but shows no value.
+Result<std::map<std::string, std::string>> NativeApi::OpenJobSecrets(const Job& job) {
+  std::map<std::string, std::string> secrets;
+  for (const auto& name : job.spec.secrets) {
+    if (!opts_.secrets) return Status(Code::kFailedPrecondition, "kilnd has no master key");
+    auto sealed = store_.GetSecret(job.spec.team, name);
+    if (!sealed.ok())
+      return Status(Code::kFailedPrecondition, "secret " + name + " not found for team " + job.spec.team);
+    auto value = opts_.secrets->Open(*sealed, job.spec.team + "/" + name);
+    if (!value.ok())
+      return Status(Code::kFailedPrecondition,
+                    "secret " + name + " of team " + job.spec.team + " cannot be decrypted with this master key");
+    secrets[name] = SanitizeUtf8(*value);
+  }
+  return secrets;
+}
+
+std::optional<RuntimeStatsd> NativeApi::OpenStatsd(const Instance& in, const Job& job) {
+  if (!opts_.metrics) return std::nullopt;
+  std::string host_socket = opts_.metrics_socket_path ? opts_.metrics_socket_path(in.id) : "";
+  auto port = opts_.metrics->OpenInstance(in.id, job.id, job.spec.team, host_socket);
+  if (!port.ok()) return std::nullopt;
+  if (!host_socket.empty()) {
+    // Remembered beside the socket, so a restarted kilnd reopens the same port. Without
+    // it the job still runs and reports now; only a restart would move its port.
+    Status st = WriteFileAtomic(host_socket + ".port", std::to_string(*port), 0644, Sync::kNoSync);
+    if (!st.ok())
+      fprintf(stderr, "kilnd: remembering the StatsD port of %s: %s\n", in.id.c_str(), st.ToString().c_str());
+  }
+  RuntimeStatsd statsd{"127.0.0.1", *port, std::nullopt};
+  if (!host_socket.empty()) statsd.socket = sandbox::kStatsdSocket;
+  return statsd;
+}
+
+}  // namespace kiln

@@ -1,0 +1,92 @@
+#pragma once
+// The protocol between kilnd's local backend and kiln-supervisor: the files in an
+// instance directory and the ready pipe. PROTOCOL.md (beside this file) states the
+// MUST rules; these structs and codecs are the only readers and writers.
+//
+// Versioning: every file carries "version". Version 1 is the first format (written
+// before the field existed, so an absent version reads as 1). A reader accepts
+// every version up to kProtocolVersion, so a kilnd upgraded while instances run
+// re-adopts supervisors started by the previous build and reads their status.json;
+// it refuses a newer version (kFailedPrecondition) rather than misread it.
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/clock.h"
+#include "common/status.h"
+#include "jobs/events.h"
+
+namespace kiln::supervisor {
+
+inline constexpr int kProtocolVersion = 1;
+
+// Names of the files in an instance directory.
+inline constexpr const char* kLaunchFile = "launch.json";  // kilnd -> supervisor, before the spawn
+inline constexpr const char* kStatusFile = "status.json";  // supervisor -> kilnd, once, when the instance ended
+inline constexpr const char* kPidFile = "supervisor.pid";  // "<pid> <starttime>\n", before "ok"
+inline constexpr const char* kStopFile = "stop";           // kilnd -> supervisor: grace ms, before SIGTERM
+inline constexpr const char* kLockFile = "lock";           // flock: one supervisor per instance
+inline constexpr const char* kLogFile = "output.log";      // the instance's stdout+stderr
+inline constexpr const char* kSupervisorLog = "supervisor.log";
+
+// launch.json: what to run and under which limits.
+struct LaunchFile {
+  int version = kProtocolVersion;
+  std::string instance_id;
+  std::vector<std::string> argv;  // argv[0] is an absolute path; never empty
+  std::vector<std::string> env;   // "NAME=value"
+  int64_t memory_bytes = int64_t{1} << 30;
+  double cpus = 1.0;
+  int64_t grace_ms = 120000;  // SIGTERM -> SIGKILL, unless the stop file says otherwise
+  std::string log;            // absolute path of the output log
+  std::string cwd = "/";
+};
+std::string Encode(const LaunchFile& f);
+// kInvalidArgument (naming the field) for a malformed file, kFailedPrecondition for
+// a newer version.
+Result<LaunchFile> DecodeLaunchFile(const std::string& text);
+
+// status.json: how the instance ended. `exit` is the ExitReport kilnd posts (its
+// instance_id is the launch file's).
+struct StatusFile {
+  int version = kProtocolVersion;
+  ExitReport exit;
+  TimeMs started_ms = 0;
+  TimeMs ended_ms = 0;
+  bool stopped = false;        // the supervisor was asked to stop the instance
+  std::string limits_warning;  // why the cgroup limits could not be applied, "" if they were
+};
+std::string Encode(const StatusFile& f);
+Result<StatusFile> DecodeStatusFile(const std::string& text);
+
+// supervisor.pid: the supervisor's pid and its start time (/proc/<pid>/stat field
+// 22), so a recycled pid is never mistaken for it.
+struct PidFile {
+  int pid = 0;
+  unsigned long long start = 0;
+};
+std::string Encode(const PidFile& f);
+Result<PidFile> DecodePidFile(const std::string& text);
+
+// The one line a supervisor writes on its ready pipe.
+enum class ReadyKind { kOk, kBusy, kError };
+struct ReadyAnswer {
+  ReadyKind kind = ReadyKind::kError;
+  std::string error;  // kError: why
+};
+std::string Encode(const ReadyAnswer& a);
+// Anything else than "ok", "busy" or "err <why>" (including "") is a kError.
+ReadyAnswer DecodeReady(const std::string& line);
+
+// The backend's opaque handle, persisted by kilnd.
+struct Handle {
+  int pid = 0;
+  unsigned long long start = 0;
+  std::string dir;
+  std::string job_id;
+};
+std::string Encode(const Handle& h);
+Result<Handle> DecodeHandle(const std::string& text);
+
+}  // namespace kiln::supervisor
