@@ -149,7 +149,7 @@ Result<Job> NativeApi::Submit(const std::string& body) {
     return Status(Code::kPayloadTooLarge, "request body exceeds " + std::to_string(opts_.max_body_bytes) + " bytes");
   json j = json::parse(body, nullptr, false);
   if (j.is_discarded()) return InvalidArgument("", "request body is not valid JSON");
-  auto spec = ParseSpec(j, &catalog_);
+  auto spec = ParseSpec(j, catalog_);
   if (!spec.ok()) return spec.status();
   // Existence checks belong here, before anything is written.
   namespace fs = std::filesystem;

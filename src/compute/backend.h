@@ -1,17 +1,30 @@
 #pragma once
 // ComputeBackend: where instances run.
 //
-// Contract:
-//  - All methods are thread-safe and return quickly (no waiting for a job).
+// Contract (every backend; src/compute/conformance_test.cc checks it):
+//  - Threads: every method may be called from any thread, concurrently, including
+//    concurrent calls for different instances. The controller never runs two
+//    Launches of the same instance id at once.
+//  - Blocking: Stop, Cleanup, Recover, LogPath and MetricsSocketPath return quickly
+//    (no waiting for an instance to end). Launch may block while the instance is
+//    being set up (the local backend waits for its supervisor, at most 10 s); the
+//    controller calls it from launcher threads, never from the reconciler.
 //  - Launch is idempotent per instance id: a second Launch for an id that exists
-//    returns the same handle and starts nothing.
+//    returns the same handle and starts nothing. Errors: kUnavailable = transient,
+//    nothing may or may not have started, retry the same Launch; kInvalidArgument =
+//    the request cannot run (its field named), nothing started; anything else =
+//    the launch failed, nothing runs.
 //  - Outcomes arrive as events through the EventSink given at construction:
-//    InstanceExited exactly when the instance has ended (at least once; the sink
-//    deduplicates by dedup_key "exit:<instance_id>").
-//  - Stop and Cleanup are idempotent; for an unknown instance they return Ok.
-//  - Recover re-attaches to an instance after a kilnd restart from its persisted
-//    handle; if the instance ended while kilnd was down it emits InstanceExited with
-//    the recorded exit status. kNotFound if the handle names nothing the backend knows.
+//    InstanceExited (payload ExitReport) exactly when the instance has ended, at
+//    least once; the sink deduplicates by dedup_key "exit:<instance_id>".
+//  - Stop (SIGTERM, SIGKILL after grace_ms) and Cleanup are idempotent; for an
+//    unknown instance they return Ok.
+//  - Recover re-attaches to an instance from its persisted handle, possibly on a
+//    new backend object after a kilnd restart (when the backend declares
+//    kSurvivesControllerRestart; without it the controller declares such instances
+//    lost). If the instance ended meanwhile it posts InstanceExited with the
+//    recorded exit status. kNotFound if the handle names nothing the backend knows
+//    (the controller then declares the instance lost).
 #include <functional>
 #include <map>
 #include <memory>
@@ -25,7 +38,12 @@
 
 namespace kiln {
 
-// Receives events from backends. Thread-safe. Implemented by the controller.
+// Receives events from backends. Implemented by the controller.
+// Contract: thread-safe; Post may be called from any thread, including a backend's
+// own threads, and must not be called with a backend lock held that Launch/Stop
+// also take. Ok = the event is durable (or was a duplicate by dedup_key, dropped);
+// any error = not recorded: the poster may retry, and the controller's resync
+// re-asks the backend (Recover) for exits that were never recorded.
 class EventSink {
  public:
   virtual ~EventSink() = default;
@@ -45,6 +63,8 @@ struct LaunchRequest {
   std::string token;       // bearer token for this instance
 };
 
+// What a backend can do, declared as data. The controller reads
+// kSurvivesControllerRestart (whether Recover can re-attach after a restart).
 enum class Capability { kSurvivesControllerRestart, kMemoryLimits, kCpuLimits, kPidNamespace };
 
 class ComputeBackend {

@@ -2,15 +2,19 @@
 // a small harness that knows how to build a request for a behaviour and how to
 // wait for events (the fake needs its clock driven; real backends just wait).
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <filesystem>
+#include <fstream>
 #include <mutex>
 
 #include "common/ids.h"
 #include "compute/fake/fake_backend.h"
 #include "compute/local/local_backend.h"
+#include "compute/local/supervisor.h"
 
 namespace kiln {
 namespace {
@@ -55,6 +59,10 @@ class Harness {
   virtual LaunchRequest Request(Behavior b) = 0;
   // Lets time pass until `id` has an exit event (or the deadline passes).
   virtual std::optional<Event> WaitExit(const std::string& id) = 0;
+  // Replaces the backend object with a fresh one on the same state, as a kilnd
+  // restart does. Only backends whose state lives outside the object can.
+  virtual bool CanRestart() const { return false; }
+  virtual void Restart() {}
   CollectingSink sink;
 };
 
@@ -106,11 +114,10 @@ class LocalHarness : public Harness {
  public:
   LocalHarness() {
     dir_ = "/tmp/kiln-conformance-" + std::to_string(getpid()) + "-" + NewId("d");
-    LocalBackendOptions o;
-    o.instances_dir = dir_ + "/instances";
-    o.supervisor_path = std::string(KILN_BIN_DIR) + "/kiln-supervisor";
-    o.entrypoint_path = std::string(KILN_BIN_DIR) + "/kiln-entrypoint";
-    local_ = std::make_unique<LocalBackend>(o, sink, RealClock::Get());
+    opts_.instances_dir = dir_ + "/instances";
+    opts_.supervisor_path = std::string(KILN_BIN_DIR) + "/kiln-supervisor";
+    opts_.entrypoint_path = std::string(KILN_BIN_DIR) + "/kiln-entrypoint";
+    local_ = std::make_unique<LocalBackend>(opts_, sink, RealClock::Get());
     init_ = local_->Init();
   }
   ~LocalHarness() override {
@@ -118,7 +125,14 @@ class LocalHarness : public Harness {
     std::filesystem::remove_all(dir_);
   }
   Status init() const { return init_; }
+  std::string instances_dir() const { return dir_ + "/instances"; }
   ComputeBackend& backend() override { return *local_; }
+  bool CanRestart() const override { return true; }
+  void Restart() override {
+    local_.reset();
+    local_ = std::make_unique<LocalBackend>(opts_, sink, RealClock::Get());
+    init_ = local_->Init();
+  }
   LaunchRequest Request(Behavior b) override {
     auto r = BaseRequest(b == Behavior::kExit0   ? std::vector<std::string>{"/bin/true"}
                          : b == Behavior::kExit3 ? std::vector<std::string>{"/bin/sh", "-c", "exit 3"}
@@ -135,6 +149,7 @@ class LocalHarness : public Harness {
 
  private:
   std::string dir_;
+  LocalBackendOptions opts_;
   std::unique_ptr<LocalBackend> local_;
   Status init_;
 };
@@ -213,7 +228,80 @@ TEST_P(Conformance, RecoverAfterExitReportsTheExitAgain) {
   for (auto& e : h_->sink.ExitsFor(r.instance_id)) EXPECT_EQ(e.payload["exit_code"], 3);
 }
 
+TEST_P(Conformance, DeclaresItsCapabilities) {
+  auto caps = h_->backend().Capabilities();
+  // Every backend here keeps its instances running across a kilnd restart, which
+  // the controller relies on to call Recover rather than declare them lost.
+  EXPECT_NE(std::find(caps.begin(), caps.end(), Capability::kSurvivesControllerRestart), caps.end());
+}
+
+// A restarted kilnd has a new backend object: it must re-attach from the handle
+// alone, see the instance end, and stop it.
+TEST_P(Conformance, RecoversARunningInstanceWithAFreshBackendObject) {
+  if (!h_->CanRestart()) GTEST_SKIP() << "the fake keeps its instances in the backend object";
+  auto r = h_->Request(Behavior::kRunLong);
+  auto h = h_->backend().Launch(r);
+  ASSERT_TRUE(h.ok());
+  h_->Restart();
+  ASSERT_TRUE(h_->backend().Recover(r.instance_id, *h).ok());
+  ASSERT_TRUE(h_->backend().Stop(r.instance_id, *h, 1000).ok());
+  auto e = h_->WaitExit(r.instance_id);
+  ASSERT_TRUE(e);
+  EXPECT_TRUE(e->payload["signal"] == 15 || e->payload["signal"] == 9) << e->payload.dump();
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, Conformance, ::testing::Values("fake", "local"));
+
+// A kilnd upgraded while instances run: a supervisor started by the previous build
+// (files without "version") is re-adopted, and its status.json is read. The
+// "supervisor" here is a shell that writes the previous build's status.json.
+TEST(LocalBackendUpgrade, ReadoptsASupervisorOfThePreviousBuild) {
+  LocalHarness h;
+  if (geteuid() != 0 || !h.init().ok()) GTEST_SKIP() << "local backend needs root and bwrap";
+  const std::string id = NewId("j") + ".1.0";
+  const std::string dir = h.instances_dir() + "/" + id;
+  std::filesystem::create_directories(dir);
+  const std::string old_status =
+      R"({"exit_code":7,"signal":0,"oom":false,"failure":"old build","started_ms":1,"ended_ms":2,"stopped":false})";
+  pid_t pid = fork();
+  if (pid == 0) {
+    execl("/bin/sh", "sh", "-c", ("sleep 1; printf '%s' '" + old_status + "' > " + dir + "/status.json").c_str(),
+          nullptr);
+    _exit(127);
+  }
+  ASSERT_GT(pid, 0);
+  unsigned long long start = 0;
+  for (int i = 0; i < 100 && !start; ++i) start = ProcessStartTime(pid);
+  {
+    std::ofstream f(dir + "/supervisor.pid");
+    f << pid << " " << start << "\n";
+  }
+  const std::string handle = "{\"pid\":" + std::to_string(pid) + ",\"start\":" + std::to_string(start) + ",\"dir\":\"" +
+                             dir + "\",\"job_id\":\"j-old\"}";
+  ASSERT_TRUE(h.backend().Recover(id, handle).ok());
+  auto e = h.WaitExit(id);
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->payload["exit_code"], 7);
+  EXPECT_EQ(e->payload["failure"], "old build");
+  EXPECT_EQ(e->job_id, "j-old");
+}
+
+// A status.json of a newer protocol is not misread: the instance is reported lost
+// with the reason.
+TEST(LocalBackendUpgrade, ANewerStatusFileIsReportedNotMisread) {
+  LocalHarness h;
+  if (geteuid() != 0 || !h.init().ok()) GTEST_SKIP() << "local backend needs root and bwrap";
+  const std::string id = NewId("j") + ".1.0";
+  const std::string dir = h.instances_dir() + "/" + id;
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir + "/status.json") << R"({"version":99,"exit_code":0})";
+  ASSERT_TRUE(h.backend().Recover(id, R"({"pid":1,"start":1,"dir":"x","job_id":"j-new"})").ok());
+  auto e = h.WaitExit(id);
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->payload["exit_code"], -1);
+  EXPECT_NE(e->payload["failure"].get<std::string>().find("protocol version 99"), std::string::npos)
+      << e->payload.dump();
+}
 
 }  // namespace
 }  // namespace kiln

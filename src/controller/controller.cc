@@ -346,12 +346,21 @@ void Controller::RecoverInstances(const std::string& job_id) {
   if (!backend_) return;
   auto job = store_.GetJob(job_id);
   if (!job.ok() || IsTerminal(job->status)) return;
+  const auto caps = backend_->Capabilities();
+  const bool survives_restart =
+      std::find(caps.begin(), caps.end(), Capability::kSurvivesControllerRestart) != caps.end();
   for (const auto& in : job->instances) {
     if (in.attempt != job->attempt) continue;
     if (in.state == InstanceState::kLaunching) {
       // The launch may or may not have happened before the crash; Launch is idempotent.
       Execute(*job, {ActionType::kLaunch, in.id, 0});
     } else if (in.state == InstanceState::kRunning) {
+      if (!survives_restart) {
+        // The backend says its instances die with kilnd: nothing to re-attach to.
+        PostOrLog(LostEvent(job->id, in.id, "the backend's instances do not survive a kilnd restart", clock_.NowMs()),
+                  "lost instance");
+        continue;
+      }
       Status st = backend_->Recover(in.id, in.handle);
       if (st.code() == Code::kNotFound) {
         PostOrLog(LostEvent(job->id, in.id, "the instance disappeared while kilnd was down (" + st.message() + ")",

@@ -58,6 +58,79 @@ void ReopenMetrics(Store& store, ComputeBackend& backend, MetricsGateway& metric
   }
 }
 
+// kilnd's config file (YAML or JSON); {} without one.
+Result<json> LoadConfig(const std::string& path) {
+  if (path.empty()) return json::object();
+  auto text = ReadFile(path);
+  if (!text.ok()) return text.status();
+  auto parsed = ParseYamlOrJson(*text);
+  if (!parsed.ok()) return InvalidArgument("config", path + ": " + parsed.status().message());
+  return *parsed;
+}
+
+// Binds `listen` ("host:port", port 0 = any); returns the bound "host:port".
+Result<std::string> Bind(httplib::Server& server, const std::string& listen) {
+  std::string host = listen;
+  int port = 8470;
+  if (auto colon = listen.rfind(':'); colon != std::string::npos) {
+    host = listen.substr(0, colon);
+    port = atoi(listen.c_str() + colon + 1);
+  }
+  int bound = port == 0 ? server.bind_to_any_port(host) : (server.bind_to_port(host, port) ? port : -1);
+  if (bound <= 0) return Unavailable("cannot listen on " + listen);
+  return host + ":" + std::to_string(bound);
+}
+
+// Every backend this build has, by name (explicit registration, no static init).
+void RegisterBackends(BackendRegistry& registry, const KilndOptions& o, const std::string& data) {
+  registry.Register("local", [&o, data](EventSink& sink) -> Result<std::unique_ptr<ComputeBackend>> {
+    LocalBackendOptions lo;
+    lo.instances_dir = data + "/instances";
+    lo.supervisor_path = o.bin_dir + "/kiln-supervisor";
+    lo.entrypoint_path = o.bin_dir + "/kiln-entrypoint";
+    auto b = std::make_unique<LocalBackend>(lo, sink, RealClock::Get());
+    KILN_RETURN_IF_ERROR(b->Init());
+    return std::unique_ptr<ComputeBackend>(std::move(b));
+  });
+}
+
+// Errors httplib answers itself (no route, body too large, unparsable request) in
+// the API's error shape.
+void InstallErrorHandler(httplib::Server& server) {
+  server.set_error_handler([](const httplib::Request&, httplib::Response& res) {
+    if (!res.body.empty()) return;
+    std::string code = res.status == 413 ? "PayloadTooLarge" : res.status == 404 ? "NotFound" : "BadRequest";
+    std::string msg = res.status == 413   ? "request body too large"
+                      : res.status == 404 ? "no such route"
+                                          : "bad request";
+    json e = {{"error", {{"code", code}, {"message", msg}, {"field", nullptr}}}};
+    res.set_content(e.dump(), "application/json");
+  });
+}
+
+// Serves until SIGTERM/SIGINT, with the controller's slow safety-net resync every
+// `resync_seconds` on its own thread.
+void ServeUntilSignal(httplib::Server& server, Controller& controller, int resync_seconds) {
+  g_server = &server;
+  signal(SIGTERM, OnSignal);
+  signal(SIGINT, OnSignal);
+  signal(SIGPIPE, SIG_IGN);
+  std::mutex resync_mu;
+  std::condition_variable resync_cv;
+  bool stopping = false;
+  std::thread resync([&] {
+    std::unique_lock<std::mutex> l(resync_mu);
+    while (!resync_cv.wait_for(l, std::chrono::seconds(resync_seconds), [&] { return stopping; })) controller.Resync();
+  });
+  server.listen_after_bind();
+  {
+    std::lock_guard<std::mutex> l(resync_mu);
+    stopping = true;
+  }
+  resync_cv.notify_all();
+  resync.join();
+}
+
 }  // namespace
 
 int RunKilnd(const KilndOptions& o) {
@@ -69,14 +142,9 @@ int RunKilnd(const KilndOptions& o) {
   if (Status st = MakeDirs(data); !st.ok()) return fail(st);
   if (Status st = MakeDirs(data + "/artifacts"); !st.ok()) return fail(st);
 
-  json config = json::object();
-  if (!o.config_path.empty()) {
-    auto text = ReadFile(o.config_path);
-    if (!text.ok()) return fail(text.status());
-    auto parsed = ParseYamlOrJson(*text);
-    if (!parsed.ok()) return fail(InvalidArgument("config", o.config_path + ": " + parsed.status().message()));
-    config = *parsed;
-  }
+  auto loaded = LoadConfig(o.config_path);
+  if (!loaded.ok()) return fail(loaded.status());
+  const json& config = *loaded;
   auto catalog = Catalog::FromJson(config);
   if (!catalog.ok()) return fail(catalog.status());
 
@@ -92,15 +160,9 @@ int RunKilnd(const KilndOptions& o) {
   httplib::Server server;
   server.new_task_queue = [] { return new httplib::ThreadPool(64); };
   server.set_tcp_nodelay(true);
-  std::string host = o.listen;
-  int port = 8470;
-  if (auto colon = o.listen.rfind(':'); colon != std::string::npos) {
-    host = o.listen.substr(0, colon);
-    port = atoi(o.listen.c_str() + colon + 1);
-  }
-  int bound = port == 0 ? server.bind_to_any_port(host) : (server.bind_to_port(host, port) ? port : -1);
-  if (bound <= 0) return fail(Unavailable("cannot listen on " + o.listen));
-  const std::string addr = host + ":" + std::to_string(bound);
+  auto bound = Bind(server, o.listen);
+  if (!bound.ok()) return fail(bound.status());
+  const std::string addr = *bound;
   const std::string api_url = "http://" + addr;
 
   GatewayOptions gopts;
@@ -123,17 +185,7 @@ int RunKilnd(const KilndOptions& o) {
   Controller controller(**store, RealClock::Get(), timers, *catalog, copts);
 
   BackendRegistry registry;
-  LocalBackend* local = nullptr;
-  registry.Register("local", [&](EventSink& sink) -> Result<std::unique_ptr<ComputeBackend>> {
-    LocalBackendOptions lo;
-    lo.instances_dir = data + "/instances";
-    lo.supervisor_path = o.bin_dir + "/kiln-supervisor";
-    lo.entrypoint_path = o.bin_dir + "/kiln-entrypoint";
-    auto b = std::make_unique<LocalBackend>(lo, sink, RealClock::Get());
-    KILN_RETURN_IF_ERROR(b->Init());
-    local = b.get();
-    return std::unique_ptr<ComputeBackend>(std::move(b));
-  });
+  RegisterBackends(registry, o, data);
   auto backend = registry.Create(o.backend, controller);
   if (!backend.ok()) return fail(backend.status());
   controller.SetBackend(backend->get());
@@ -168,47 +220,19 @@ int RunKilnd(const KilndOptions& o) {
   smapi::SageMakerApi sagemaker(controller, **store, keys, RealClock::Get(), sopts);
   sagemaker.SetTuning(&tuner);
   sagemaker.Register(server);
-  server.set_error_handler([](const httplib::Request&, httplib::Response& res) {
-    if (!res.body.empty()) return;
-    std::string code = res.status == 413 ? "PayloadTooLarge" : res.status == 404 ? "NotFound" : "BadRequest";
-    std::string msg = res.status == 413   ? "request body too large"
-                      : res.status == 404 ? "no such route"
-                                          : "bad request";
-    json e = {{"error", {{"code", code}, {"message", msg}, {"field", nullptr}}}};
-    res.set_content(e.dump(), "application/json");
-  });
+  InstallErrorHandler(server);
 
   if (Status st = controller.Start(); !st.ok()) return fail(st);
   tuner.Start();  // resumes live tuning jobs from the store
   ReopenMetrics(**store, *be, metrics);
 
-  g_server = &server;
-  signal(SIGTERM, OnSignal);
-  signal(SIGINT, OnSignal);
-  signal(SIGPIPE, SIG_IGN);
-
-  std::mutex resync_mu;
-  std::condition_variable resync_cv;
-  bool stopping = false;
-  std::thread resync([&] {
-    std::unique_lock<std::mutex> l(resync_mu);
-    while (!resync_cv.wait_for(l, std::chrono::seconds(o.resync_seconds), [&] { return stopping; }))
-      controller.Resync();
-  });
-
   if (Status st = WriteFileAtomic(data + "/kilnd.addr", addr + "\n"); !st.ok()) return fail(st);
   fprintf(stderr, "kilnd: listening on %s (data dir %s, backend %s)\n", api_url.c_str(), data.c_str(),
           o.backend.c_str());
-  server.listen_after_bind();
+  ServeUntilSignal(server, controller, o.resync_seconds);
 
   fprintf(stderr, "kilnd: shutting down; running instances keep running and are re-adopted on restart\n");
   api.Shutdown();
-  {
-    std::lock_guard<std::mutex> l(resync_mu);
-    stopping = true;
-  }
-  resync_cv.notify_all();
-  resync.join();
   tuner.Shutdown();
   controller.Shutdown();
   metrics.Shutdown();

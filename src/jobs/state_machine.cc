@@ -146,6 +146,33 @@ TransitionResult Ignore(std::string why) {
   return r;
 }
 
+// PhaseReported for a running instance of the current attempt: records the
+// phase's first time and moves the secondary status forward (never back).
+TransitionResult ApplyPhase(Job& job, const json& payload, TimeMs now) {
+  TransitionResult r;
+  auto report = PhaseReportFromJson(payload);
+  if (!report.ok()) return Ignore("malformed phase report: " + report.status().message());
+  TimeMs at = report->time_ms.value_or(now);
+  job.phase_times.emplace(ToString(report->phase), at);  // the first time it was reached
+  SecondaryStatus target;
+  switch (report->phase) {
+    case Phase::kDownloading:
+      target = SecondaryStatus::kDownloading;
+      break;
+    case Phase::kTraining:
+      target = SecondaryStatus::kTraining;
+      break;
+    case Phase::kUploading:
+      target = SecondaryStatus::kUploading;
+      break;
+    case Phase::kFirstLine:
+    case Phase::kUploaded:
+      return r;  // timings only
+  }
+  if (PhaseRank(target) > PhaseRank(job.secondary)) SetSecondary(job, target, at, "");
+  return r;
+}
+
 }  // namespace
 
 std::string InstanceId(const std::string& job_id, int attempt, int index) {
@@ -211,27 +238,7 @@ TransitionResult Transition(Job& job, const Event& e) {
       if (!in) return Ignore("unknown instance");
       if (in->attempt != job.attempt || job.status != JobStatus::kInProgress)
         return Ignore("phase report for a job or attempt that is no longer running");
-      auto report = PhaseReportFromJson(e.payload);
-      if (!report.ok()) return Ignore("malformed phase report: " + report.status().message());
-      TimeMs at = report->time_ms.value_or(now);
-      job.phase_times.emplace(ToString(report->phase), at);  // the first time it was reached
-      SecondaryStatus target;
-      switch (report->phase) {
-        case Phase::kDownloading:
-          target = SecondaryStatus::kDownloading;
-          break;
-        case Phase::kTraining:
-          target = SecondaryStatus::kTraining;
-          break;
-        case Phase::kUploading:
-          target = SecondaryStatus::kUploading;
-          break;
-        case Phase::kFirstLine:
-        case Phase::kUploaded:
-          return r;  // timings only
-      }
-      if (PhaseRank(target) > PhaseRank(job.secondary)) SetSecondary(job, target, at, "");
-      return r;
+      return ApplyPhase(job, e.payload, now);
     }
     case EventType::kInstanceExited: {
       if (!in) return Ignore("unknown instance");

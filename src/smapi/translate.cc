@@ -101,9 +101,10 @@ Status MaxRuntime(const json& req, int64_t limit, JobSpec* s) {
 }
 
 // Native validation of the translated spec, for whatever the model cannot say.
+// The translated spec is built directly; it is validated once, here, by the same
+// rules as a native spec (no JSON round trip).
 Result<JobSpec> Recheck(const JobSpec& s) {
-  auto again = ParseSpec(s.ToJson(), nullptr);
-  if (!again.ok()) return again.status();
+  KILN_RETURN_IF_ERROR(ValidateSpec(s, nullptr));
   return s;
 }
 

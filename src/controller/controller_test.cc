@@ -1,0 +1,143 @@
+// Controller unit tests with BackendWrapper-based fault injection (in the spirit of
+// LevelDB's FaultInjectionTestEnv): the fake backend wrapped to fail or to declare
+// fewer capabilities, driven step by step in kManual mode with a fake clock.
+#include "controller/controller.h"
+
+#include <gtest/gtest.h>
+
+#include "compute/fake/fake_backend.h"
+#include "store/memory_store.h"
+
+namespace kiln {
+namespace {
+
+// Fails the first `failures` Launch calls with kUnavailable, starting nothing.
+class FlakyLaunches : public BackendWrapper {
+ public:
+  FlakyLaunches(ComputeBackend& target, int failures) : BackendWrapper(target), failures_(failures) {}
+  Result<std::string> Launch(const LaunchRequest& r) override {
+    ++calls_;
+    if (failures_-- > 0) return Status(Code::kUnavailable, "injected: launch timed out");
+    return BackendWrapper::Launch(r);
+  }
+  int calls() const { return calls_; }
+
+ private:
+  int failures_;
+  int calls_ = 0;
+};
+
+// A backend whose instances do not survive a kilnd restart.
+class NoRestartCapability : public BackendWrapper {
+ public:
+  using BackendWrapper::BackendWrapper;
+  std::vector<Capability> Capabilities() const override { return {}; }
+};
+
+class ControllerTest : public ::testing::Test {
+ protected:
+  ControllerTest() : store_(NewMemoryStore()), fake_(clock_, 7) {
+    fake_.SetScript([](const LaunchRequest&) {
+      FakeOutcome o;
+      o.duration_ms = 1000;
+      return o;
+    });
+  }
+  void StartController(ComputeBackend& backend) {
+    timers_ = std::make_unique<ManualTimerService>(clock_);
+    ControllerOptions opts;
+    opts.threading = Threading::kManual;
+    opts.artifacts_dir = "/artifacts";
+    ctl_ = std::make_unique<Controller>(*store_, clock_, *timers_, catalog_, opts);
+    fake_.SetSink(ctl_.get());
+    ctl_->SetBackend(&backend);
+    ASSERT_TRUE(ctl_->Start().ok());
+  }
+  // Runs queued work, delivers the fake's events and lets time pass until idle.
+  void Settle(int rounds = 50) {
+    for (int i = 0; i < rounds; ++i) {
+      while (ctl_->RunOnce()) {
+      }
+      clock_.Advance(500);
+      fake_.AdvanceToNow();
+      while (fake_.DeliverOne(0, 0)) {
+      }
+      timers_->FireDue();
+    }
+  }
+  Job CreateJob(const std::string& name) {
+    JobSpec s;
+    s.name = name;
+    s.command = {"train"};
+    auto j = ctl_->CreateJob(s);
+    EXPECT_TRUE(j.ok());
+    return *j;
+  }
+
+  FakeClock clock_;
+  Catalog catalog_ = Catalog::Defaults();
+  std::unique_ptr<Store> store_;
+  FakeBackend fake_;
+  std::unique_ptr<ManualTimerService> timers_;
+  std::unique_ptr<Controller> ctl_;
+};
+
+TEST_F(ControllerTest, UnavailableLaunchesAreRetriedAndTheJobCompletes) {
+  FlakyLaunches flaky(fake_, 2);
+  StartController(flaky);
+  Job job = CreateJob("flaky");
+  Settle();
+  auto got = store_->GetJob(job.id);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->status, JobStatus::kCompleted) << got->failure_reason;
+  EXPECT_EQ(flaky.calls(), 3);
+}
+
+TEST_F(ControllerTest, ALaunchThatStaysUnavailableFailsTheInstance) {
+  FlakyLaunches flaky(fake_, 100);
+  StartController(flaky);
+  Job job = CreateJob("down");
+  Settle();
+  auto got = store_->GetJob(job.id);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->status, JobStatus::kFailed);
+  EXPECT_NE(got->failure_reason.find("LaunchFailed: injected: launch timed out"), std::string::npos)
+      << got->failure_reason;
+  EXPECT_EQ(flaky.calls(), 3);  // three tries, then the failure is recorded
+}
+
+TEST_F(ControllerTest, WithoutSurvivesRestartARunningInstanceIsLostOnRestart) {
+  NoRestartCapability backend(fake_);
+  StartController(backend);
+  Job job = CreateJob("no-restart");
+  while (ctl_->RunOnce()) {
+  }
+  auto running = store_->GetJob(job.id);
+  ASSERT_TRUE(running.ok());
+  ASSERT_EQ(running->instances.size(), 1u);
+  ASSERT_EQ(running->instances[0].state, InstanceState::kRunning);
+  ctl_.reset();  // kill -9
+  StartController(backend);
+  while (ctl_->RunOnce()) {
+  }
+  auto got = store_->GetJob(job.id);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->status, JobStatus::kFailed);
+  EXPECT_NE(got->failure_reason.find("InstanceLost"), std::string::npos) << got->failure_reason;
+}
+
+TEST_F(ControllerTest, WithSurvivesRestartARunningInstanceIsRecovered) {
+  StartController(fake_);
+  Job job = CreateJob("survivor");
+  while (ctl_->RunOnce()) {
+  }
+  ctl_.reset();  // kill -9
+  StartController(fake_);
+  Settle();
+  auto got = store_->GetJob(job.id);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->status, JobStatus::kCompleted) << got->failure_reason;
+}
+
+}  // namespace
+}  // namespace kiln
