@@ -43,6 +43,9 @@ class SCOPED_CAPABILITY MutexLock {
   MutexLock(const MutexLock&) = delete;
   MutexLock& operator=(const MutexLock&) = delete;
   std::unique_lock<std::mutex>& native() { return lock_; }
+  // Gives the lock up for a stretch (a callback that may take it again), then back.
+  void Unlock() RELEASE() { lock_.unlock(); }
+  void Lock() ACQUIRE() { lock_.lock(); }
 
  private:
   std::unique_lock<std::mutex> lock_;

@@ -6,7 +6,7 @@ ThreadTimerService::ThreadTimerService(Clock& clock) : clock_(clock), thread_([t
 
 ThreadTimerService::~ThreadTimerService() {
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     stop_ = true;
   }
   cv_.notify_all();
@@ -15,7 +15,7 @@ ThreadTimerService::~ThreadTimerService() {
 
 void ThreadTimerService::Schedule(TimeMs at, const std::string& key, std::function<void()> fn) {
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     if (!keys_.insert(key).second) return;
     due_.emplace(at, std::make_pair(key, std::move(fn)));
   }
@@ -23,24 +23,24 @@ void ThreadTimerService::Schedule(TimeMs at, const std::string& key, std::functi
 }
 
 void ThreadTimerService::Loop() {
-  std::unique_lock<std::mutex> l(mu_);
+  MutexLock l(mu_);
   while (!stop_) {
     if (due_.empty()) {
-      cv_.wait(l);
+      cv_.wait(l.native());
       continue;
     }
     TimeMs now = clock_.NowMs();
     auto it = due_.begin();
     if (it->first > now) {
-      cv_.wait_for(l, std::chrono::milliseconds(std::min<TimeMs>(it->first - now, 60000)));
+      cv_.wait_for(l.native(), std::chrono::milliseconds(std::min<TimeMs>(it->first - now, 60000)));
       continue;
     }
     auto fn = std::move(it->second.second);
     keys_.erase(it->second.first);
     due_.erase(it);
-    l.unlock();
+    l.Unlock();
     fn();
-    l.lock();
+    l.Lock();
   }
 }
 

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "common/clock.h"
+#include "common/thread_annotations.h"
 
 namespace kiln {
 
@@ -30,11 +31,11 @@ class ThreadTimerService final : public TimerService {
  private:
   void Loop();
   Clock& clock_;
-  std::mutex mu_;
+  Mutex mu_;
   std::condition_variable cv_;
-  std::multimap<TimeMs, std::pair<std::string, std::function<void()>>> due_;  // GUARDED_BY(mu_)
-  std::set<std::string> keys_;                                                // GUARDED_BY(mu_)
-  bool stop_ = false;                                                         // GUARDED_BY(mu_)
+  std::multimap<TimeMs, std::pair<std::string, std::function<void()>>> due_ GUARDED_BY(mu_);
+  std::set<std::string> keys_ GUARDED_BY(mu_);
+  bool stop_ GUARDED_BY(mu_) = false;
   std::thread thread_;
 };
 

@@ -30,6 +30,7 @@
 #include "entrypoint/context.h"
 #include "entrypoint/contract.h"
 #include "entrypoint/http_client.h"
+#include "jobs/events.h"
 #include "jobs/runtime_doc.h"
 
 namespace kiln {
@@ -268,10 +269,11 @@ void WriteFailure(const std::string& root, const std::string& text) {
   if (!st.ok()) Log("could not write the failure reason to " + path + ": " + st.message());
 }
 
-// .kiln/exit.json: kiln-supervisor's record of how the command ended.
-Status WriteExitRecord(const std::string& root, const json& record) {
+// .kiln/exit.json: kiln-supervisor's record of how the command ended, the
+// ExitReport that becomes the InstanceExited payload (jobs/events.h).
+Status WriteExitRecord(const std::string& root, const ExitReport& record) {
   KILN_RETURN_IF_ERROR(MakeDirs(sandbox::Rebase(root, sandbox::kKilnDir)));
-  return WriteFileAtomic(sandbox::Rebase(root, sandbox::kExitFile), record.dump(), 0644, Sync::kNoSync);
+  return WriteFileAtomic(sandbox::Rebase(root, sandbox::kExitFile), ToJson(record).dump(), 0644, Sync::kNoSync);
 }
 
 std::string ExitRecordError(const std::string& root, const Status& st) {
@@ -283,7 +285,9 @@ std::string ExitRecordError(const std::string& root, const Status& st) {
 int FailBeforeCommand(const std::string& root, const std::string& reason) {
   Log(reason);
   WriteFailure(root, reason);
-  if (Status st = WriteExitRecord(root, json{{"exit_code", 1}, {"signal", 0}}); !st.ok())
+  ExitReport failed;
+  failed.exit_code = 1;
+  if (Status st = WriteExitRecord(root, failed); !st.ok())
     Log(ExitRecordError(root, st));  // the failure text above already says why it failed
   return 1;
 }
@@ -557,9 +561,9 @@ std::string PackOutputs(const std::string& root, const RuntimeDoc& rt, bool uplo
 // Writes exit.json: `record` plus the exit code and signal. Without it the
 // supervisor knows only our exit status, so a failure to write it fails the instance
 // rather than let it complete without its model artifact.
-void RecordExit(const std::string& root, json record, CommandExit& ended) {
-  record["exit_code"] = ended.exit_code;
-  record["signal"] = ended.signal;
+void RecordExit(const std::string& root, ExitReport record, CommandExit& ended) {
+  record.exit_code = ended.exit_code;
+  record.signal = ended.signal;
   Status st = WriteExitRecord(root, record);
   if (st.ok()) return;
   const std::string reason = ExitRecordError(root, st);
@@ -667,10 +671,10 @@ int RunEntrypoint(int argc, char** argv) {
   CommandExit ended = SettleExit(root, contract.command[0], wait_status, child.exec_errno, sink.stderr_tail(), t_start);
 
   // Phase 5: pack and upload the outputs, record the exit.
-  json record = json::object();
+  ExitReport record;
   if (runtime) {
     std::string model_artifact = PackOutputs(root, *runtime, plan.upload_model, ended.exit_code, reporter);
-    if (!model_artifact.empty()) record["model_artifact"] = model_artifact;
+    record.model_artifact = model_artifact;
   }
   RecordExit(root, record, ended);
   reporter.Flush(10000);

@@ -18,19 +18,10 @@
 
 #include "common/check.h"
 #include "common/thread_annotations.h"
+#include "store/page_token.h"
 
 namespace kiln {
 namespace {
-
-// std::stoll's acceptance (what sqlite_store.cc parses page tokens with), as a value.
-std::optional<int64_t> ParseInt64(const std::string& s) {
-  const char* begin = s.c_str();
-  char* end = nullptr;
-  errno = 0;
-  long long v = std::strtoll(begin, &end, 10);
-  if (end == begin || errno == ERANGE) return std::nullopt;
-  return static_cast<int64_t>(v);
-}
 
 // SQL LIMIT: negative means no limit.
 size_t SqlLimit(int64_t limit) {
@@ -72,26 +63,12 @@ class MemoryStore final : public Store {
   }
 
   Result<JobPage> ListJobs(const ListQuery& q) override {
-    const bool keyset = q.order == ListOrder::kNewestFirst || q.order == ListOrder::kOldestFirst;
-    // Keyset orders page by "<created_ms>:<id>"; the others by "o:<offset>".
-    int64_t tok_ms = 0, offset = 0;
-    std::string tok_id;
-    if (!q.page_token.empty()) {
-      auto colon = q.page_token.find(':');
-      const std::string head = q.page_token.substr(0, colon);
-      if (colon == std::string::npos || (!keyset && head != "o"))
-        return InvalidArgument("page_token", "malformed page token");
-      auto n = ParseInt64(keyset ? head : q.page_token.substr(colon + 1));
-      if (!n) return InvalidArgument("page_token", "malformed page token");
-      if (keyset) {
-        tok_ms = *n;
-        tok_id = q.page_token.substr(colon + 1);
-      } else if (*n < 0) {
-        return InvalidArgument("page_token", "malformed page token");
-      } else {
-        offset = *n;
-      }
-    }
+    auto cursor = ParsePageToken(q);
+    if (!cursor.ok()) return cursor.status();
+    const bool keyset = cursor->keyset;
+    const int64_t offset = cursor->offset;
+    const TimeMs tok_ms = cursor->created_ms;
+    const std::string& tok_id = cursor->id;
     const size_t limit = q.limit <= 0 ? 50 : static_cast<size_t>(std::min(q.limit, 1000));
 
     MutexLock l(mu_);
@@ -123,8 +100,8 @@ class MemoryStore final : public Store {
     if (rows.size() > limit) {
       rows.pop_back();
       const JobRecord& last = *rows.back();
-      page.next_page_token = keyset ? std::to_string(last.created_ms) + ":" + last.job.id
-                                    : "o:" + std::to_string(offset + static_cast<int64_t>(limit));
+      page.next_page_token = keyset ? KeysetPageToken(last.created_ms, last.job.id)
+                                    : OffsetPageToken(offset + static_cast<int64_t>(limit));
     }
     page.jobs.reserve(rows.size());
     for (const JobRecord* r : rows) page.jobs.push_back(r->job);

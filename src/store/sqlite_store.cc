@@ -5,6 +5,7 @@
 
 #include <mutex>
 
+#include "store/page_token.h"
 #include "store/store.h"
 
 namespace kiln {
@@ -230,32 +231,15 @@ class SqliteStore final : public Store {
     if (q.created_before > 0) sql += " AND j.created_ms < ?10";
     if (!q.name_prefix.empty()) sql += " AND substr(j.name, 1, length(?11)) = ?11";
     if (!q.team.empty()) sql += " AND json_extract(j.state, '$.spec.team') = ?13";
-    const bool keyset = q.order == ListOrder::kNewestFirst || q.order == ListOrder::kOldestFirst;
-    int64_t tok_ms = 0, offset = 0;
-    std::string tok_id;
-    if (!q.page_token.empty()) {
-      // Keyset orders page by "<created_ms>:<id>"; the others by "o:<offset>".
-      auto colon = q.page_token.find(':');
-      const std::string head = q.page_token.substr(0, colon);
-      if (colon == std::string::npos || (!keyset && head != "o"))
-        return InvalidArgument("page_token", "malformed page token");
-      int64_t n = 0;
-      try {
-        n = std::stoll(keyset ? head : q.page_token.substr(colon + 1));
-      } catch (...) {
-        return InvalidArgument("page_token", "malformed page token");
-      }
-      if (keyset) {
-        tok_ms = n;
-        tok_id = q.page_token.substr(colon + 1);
-        sql += q.order == ListOrder::kNewestFirst ? " AND (j.created_ms < ?5 OR (j.created_ms = ?5 AND j.id < ?6))"
-                                                  : " AND (j.created_ms > ?5 OR (j.created_ms = ?5 AND j.id > ?6))";
-      } else if (n < 0) {
-        return InvalidArgument("page_token", "malformed page token");
-      } else {
-        offset = n;
-      }
-    }
+    auto cursor = ParsePageToken(q);
+    if (!cursor.ok()) return cursor.status();
+    const bool keyset = cursor->keyset;
+    const int64_t offset = cursor->offset;
+    const int64_t tok_ms = cursor->created_ms;
+    const std::string tok_id = cursor->id;
+    if (cursor->present && keyset)
+      sql += q.order == ListOrder::kNewestFirst ? " AND (j.created_ms < ?5 OR (j.created_ms = ?5 AND j.id < ?6))"
+                                                : " AND (j.created_ms > ?5 OR (j.created_ms = ?5 AND j.id > ?6))";
     switch (q.order) {
       case ListOrder::kNewestFirst:
         sql += " ORDER BY j.created_ms DESC, j.id DESC";
@@ -295,13 +279,13 @@ class SqliteStore final : public Store {
     std::string last_tok;
     while (s.Step() == SQLITE_ROW) {
       if (static_cast<int>(page.jobs.size()) == limit) {
-        page.next_page_token = keyset ? last_tok : "o:" + std::to_string(offset + limit);
+        page.next_page_token = keyset ? last_tok : OffsetPageToken(offset + limit);
         break;
       }
       auto j = ParseJob(s.Text(0));
       if (!j.ok()) return j.status();
       page.jobs.push_back(std::move(j.value()));
-      last_tok = std::to_string(s.Int(1)) + ":" + s.Text(2);
+      last_tok = KeysetPageToken(s.Int(1), s.Text(2));
     }
     return page;
   }

@@ -87,7 +87,7 @@ LocalBackend::LocalBackend(LocalBackendOptions opts, EventSink& sink, Clock& clo
 LocalBackend::~LocalBackend() {
   if (loop_.joinable()) {
     {
-      std::lock_guard<std::mutex> l(mu_);
+      MutexLock l(mu_);
       stop_ = true;
     }
     uint64_t one = 1;
@@ -95,6 +95,7 @@ LocalBackend::~LocalBackend() {
     (void)n;
     loop_.join();
   }
+  MutexLock l(mu_);  // the loop has ended; the lock only satisfies the analysis
   for (auto& [fd, w] : watches_) close(fd);
   if (epfd_ >= 0) close(epfd_);
   if (wake_fd_ >= 0) close(wake_fd_);
@@ -299,7 +300,7 @@ Result<std::string> LocalBackend::Adopt(const LaunchRequest& req) {
 
 Status LocalBackend::WatchPid(const std::string& id, const std::string& job_id, int pid, unsigned long long start) {
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     if (watched_ids_.count(id)) return Status::Ok();
   }
   int fd = PidfdOpen(pid);
@@ -309,7 +310,7 @@ Status LocalBackend::WatchPid(const std::string& id, const std::string& job_id, 
     Finished(id, job_id, pid);
     return Status::Ok();
   }
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   watched_ids_.insert(id);
   watches_[fd] = {id, Watch{job_id, pid, fd}};
   epoll_event ev{};
@@ -327,14 +328,14 @@ void LocalBackend::EpollLoop() {
     for (int i = 0; i < n; ++i) {
       int fd = evs[i].data.fd;
       if (fd == wake_fd_) {
-        std::lock_guard<std::mutex> l(mu_);
+        MutexLock l(mu_);
         if (stop_) return;
         continue;
       }
       std::string id;
       Watch w{};
       {
-        std::lock_guard<std::mutex> l(mu_);
+        MutexLock l(mu_);
         auto it = watches_.find(fd);
         if (it == watches_.end()) continue;
         id = it->second.first;

@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "common/clock.h"
+#include "common/thread_annotations.h"
 #include "compute/backend.h"
 
 namespace kiln {
@@ -55,12 +56,12 @@ class LocalBackend final : public ComputeBackend {
   Clock& clock_;
   int epfd_ = -1;
   int wake_fd_ = -1;
-  std::mutex mu_;
-  std::map<int, std::pair<std::string, Watch>> watches_;  // GUARDED_BY(mu_): pidfd -> (instance, watch)
-  std::set<std::string> watched_ids_;                     // GUARDED_BY(mu_)
-  std::mutex launch_mu_;                                  // serializes Launch of one id
+  Mutex mu_;
+  std::map<int, std::pair<std::string, Watch>> watches_ GUARDED_BY(mu_);  // pidfd -> (instance, watch)
+  std::set<std::string> watched_ids_ GUARDED_BY(mu_);
+  std::mutex launch_mu_;  // serializes Launches (the adopt-or-spawn decision)
   std::thread loop_;
-  bool stop_ = false;
+  bool stop_ GUARDED_BY(mu_) = false;
 };
 
 }  // namespace kiln

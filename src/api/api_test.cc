@@ -1,0 +1,152 @@
+// The native API's routes over real HTTP on loopback, against the in-memory fake
+// store, a manual controller and the fake backend: status codes, error fields,
+// the in-job runtime document and its token checks, phase reports.
+#include <gtest/gtest.h>
+#include <httplib.h>
+
+#include <thread>
+
+#include "api/native_api.h"
+#include "compute/fake/fake_backend.h"
+#include "store/memory_store.h"
+
+namespace kiln {
+namespace {
+
+using nlohmann::json;
+
+class ApiTest : public ::testing::Test {
+ protected:
+  ApiTest() : store_(NewMemoryStore()), fake_(clock_, 3), timers_(clock_), tokens_("test-secret") {
+    ControllerOptions copts;
+    copts.threading = Threading::kManual;
+    copts.artifacts_dir = "/artifacts";
+    copts.token_for = [this](const std::string& id) { return tokens_.For(id); };
+    ctl_ = std::make_unique<Controller>(*store_, clock_, timers_, catalog_, copts);
+    fake_.SetSink(ctl_.get());
+    ctl_->SetBackend(&fake_);
+    EXPECT_TRUE(ctl_->Start().ok());
+    api_ = std::make_unique<NativeApi>(*ctl_, *store_, catalog_, tokens_, NativeApiOptions{});
+    api_->Register(server_);
+    port_ = server_.bind_to_any_port("127.0.0.1");
+    thread_ = std::thread([this] { server_.listen_after_bind(); });
+    while (!server_.is_running()) std::this_thread::yield();
+  }
+  ~ApiTest() override {
+    api_->Shutdown();
+    server_.stop();
+    thread_.join();
+  }
+  httplib::Client Client() { return httplib::Client("127.0.0.1", port_); }
+  void Drain() {
+    while (ctl_->RunOnce()) {
+    }
+  }
+  static json Body(const httplib::Result& r) { return json::parse(r->body, nullptr, false); }
+
+  FakeClock clock_;
+  Catalog catalog_ = Catalog::Defaults();
+  std::unique_ptr<Store> store_;
+  FakeBackend fake_;
+  ManualTimerService timers_;
+  TokenIssuer tokens_;
+  std::unique_ptr<Controller> ctl_;
+  std::unique_ptr<NativeApi> api_;
+  httplib::Server server_;
+  int port_ = 0;
+  std::thread thread_;
+};
+
+TEST_F(ApiTest, HealthAnswers) {
+  auto r = Client().Get("/v1/health");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(Body(r)["status"], "ok");
+}
+
+TEST_F(ApiTest, AnInvalidSpecIsRefusedWithItsFieldAndCreatesNothing) {
+  auto r = Client().Post("/v1/jobs", R"({"name":"bad","command":["x"],"instance":{"count":0}})", "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 400);
+  EXPECT_EQ(Body(r)["error"]["field"], "instance.count") << r->body;
+  EXPECT_EQ(store_->GetJob("bad").status().code(), Code::kNotFound);
+  auto garbage = Client().Post("/v1/jobs", "{not json", "application/json");
+  ASSERT_TRUE(garbage);
+  EXPECT_EQ(garbage->status, 400);
+}
+
+TEST_F(ApiTest, SubmitDescribeDuplicateAndStop) {
+  auto c = Client();
+  auto r = c.Post("/v1/jobs", R"({"name":"train-1","command":["/bin/true"]})", "application/json");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 201) << r->body;
+  const std::string id = Body(r)["id"];
+  EXPECT_EQ(r->get_header_value("Location"), "/v1/jobs/" + id);
+  auto dup = c.Post("/v1/jobs", R"({"name":"train-1","command":["/bin/true"]})", "application/json");
+  ASSERT_TRUE(dup);
+  EXPECT_EQ(dup->status, 409);
+  auto got = c.Get("/v1/jobs/train-1");
+  ASSERT_TRUE(got);
+  EXPECT_EQ(got->status, 200);
+  EXPECT_EQ(Body(got)["id"], id);
+  auto missing = c.Get("/v1/jobs/nope");
+  ASSERT_TRUE(missing);
+  EXPECT_EQ(missing->status, 404);
+  Drain();
+  auto stop = c.Post("/v1/jobs/" + id + "/stop");
+  ASSERT_TRUE(stop);
+  EXPECT_EQ(stop->status, 202) << stop->body;
+  EXPECT_EQ(Body(stop)["status"], "Stopping") << stop->body;
+}
+
+TEST_F(ApiTest, TheRuntimeDocumentNeedsTheInstancesTokenAndDecodes) {
+  auto c = Client();
+  auto r =
+      c.Post("/v1/jobs", R"({"name":"rt","command":["/bin/true"],"instance":{"count":2},"hyperparameters":{"lr":0.1}})",
+             "application/json");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 201) << r->body;
+  Drain();  // instances exist once JobCreated is folded
+  auto job = store_->GetJob("rt");
+  ASSERT_TRUE(job.ok());
+  ASSERT_EQ(job->instances.size(), 2u);
+  const Instance& in = job->instances[1];
+
+  auto anonymous = c.Get("/v1/runtime");
+  ASSERT_TRUE(anonymous);
+  EXPECT_EQ(anonymous->status, 401);
+  httplib::Headers forged = {{"Authorization", "Bearer " + in.id + ".forged"}};
+  auto bad = c.Get("/v1/runtime", forged);
+  ASSERT_TRUE(bad);
+  EXPECT_EQ(bad->status, 401);
+
+  httplib::Headers auth = {{"Authorization", "Bearer " + tokens_.For(in.id)}};
+  auto doc = c.Get("/v1/runtime", auth);
+  ASSERT_TRUE(doc);
+  ASSERT_EQ(doc->status, 200) << doc->body;
+  auto decoded = RuntimeDocFromJson(Body(doc));
+  ASSERT_TRUE(decoded.ok()) << decoded.status().ToString();
+  EXPECT_EQ(decoded->job_name, "rt");
+  EXPECT_EQ(decoded->instance_id, in.id);
+  EXPECT_EQ(decoded->index, 1);
+  EXPECT_EQ(decoded->resource_config.current_host, "algo-2");
+  EXPECT_EQ(decoded->resource_config.hosts, (std::vector<std::string>{"algo-1", "algo-2"}));
+  EXPECT_EQ(decoded->hyperparameters["lr"], 0.1);
+  EXPECT_FALSE(decoded->statsd.has_value());  // this kilnd has no metrics gateway
+
+  // A phase report becomes a typed PhaseReported event; an unknown phase is a 400.
+  auto phase = c.Post("/v1/runtime/events", auth, R"({"type":"Training","time_ms":5})", "application/json");
+  ASSERT_TRUE(phase);
+  EXPECT_EQ(phase->status, 200) << phase->body;
+  auto unknown = c.Post("/v1/runtime/events", auth, R"({"type":"Dancing"})", "application/json");
+  ASSERT_TRUE(unknown);
+  EXPECT_EQ(unknown->status, 400);
+  EXPECT_EQ(Body(unknown)["error"]["field"], "type");
+  Drain();
+  auto after = store_->GetJob("rt");
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(after->phase_times.count("Training"), 1u);
+}
+
+}  // namespace
+}  // namespace kiln
