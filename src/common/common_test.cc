@@ -1,4 +1,9 @@
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
 
 #include "common/clock.h"
 #include "common/fsutil.h"
@@ -46,4 +51,51 @@ TEST(FsUtil, FileUri) {
   EXPECT_EQ(*FileUriToPath("/a/b"), "/a/b");
   EXPECT_FALSE(FileUriToPath("s3://b/k").ok());
 }
+
+class HostileDir : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root_ = std::filesystem::temp_directory_path() / ("kiln-hostile-" + std::to_string(getpid()));
+    std::filesystem::remove_all(root_);
+    std::filesystem::create_directories(root_ / "ml" / "output");
+    std::ofstream(root_ / "secret") << "TOPSECRET";
+  }
+  void TearDown() override { std::filesystem::remove_all(root_); }
+  std::string ml() const { return (root_ / "ml").string(); }
+  std::filesystem::path root_;
+};
+
+TEST_F(HostileDir, ReadFileBeneathReadsPlainFilesBounded) {
+  std::ofstream(root_ / "ml" / "output" / "failure") << "boom: 0123456789";
+  auto r = ReadFileBeneath(ml(), "output/failure", 4);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(*r, "boom");
+  EXPECT_EQ(ReadFileBeneath(ml(), "output/absent", 10).status().code(), Code::kNotFound);
+}
+
+TEST_F(HostileDir, ReadFileBeneathRefusesSymlinksEscapesAndFifos) {
+  std::filesystem::create_symlink(root_ / "secret", root_ / "ml" / "output" / "failure");
+  auto link = ReadFileBeneath(ml(), "output/failure", 100);
+  EXPECT_EQ(link.status().code(), Code::kFailedPrecondition);
+  std::filesystem::create_symlink("../../ml/output/x", root_ / "ml" / "output" / "inner");
+  EXPECT_FALSE(ReadFileBeneath(ml(), "output/inner", 100).ok());  // even a link that stays inside
+  EXPECT_EQ(ReadFileBeneath(ml(), "../secret", 100).status().code(), Code::kFailedPrecondition);
+  std::filesystem::create_symlink(root_, root_ / "ml" / "dirlink");
+  EXPECT_FALSE(ReadFileBeneath(ml(), "dirlink/secret", 100).ok());
+  ASSERT_EQ(mkfifo((root_ / "ml" / "output" / "message").c_str(), 0644), 0);
+  EXPECT_EQ(ReadFileBeneath(ml(), "output/message", 100).status().code(), Code::kFailedPrecondition);
+}
+
+TEST_F(HostileDir, WriteFileAtomicDoesNotWriteThroughAPlantedTempName) {
+  const std::string target = (root_ / "ml" / "port").string();
+  std::filesystem::create_symlink(root_ / "secret", target + ".tmp." + std::to_string(getpid()));
+  ASSERT_TRUE(WriteFileAtomic(target, "8125", 0644, Sync::kNoSync).ok());
+  std::ifstream secret(root_ / "secret");
+  std::string content((std::istreambuf_iterator<char>(secret)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(content, "TOPSECRET");
+  auto written = ReadFileBeneath(ml(), "port", 100);
+  ASSERT_TRUE(written.ok());
+  EXPECT_EQ(*written, "8125");
+}
+
 }  // namespace kiln

@@ -1,6 +1,9 @@
 #include "common/fsutil.h"
 
 #include <fcntl.h>
+#include <linux/openat2.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -14,7 +17,11 @@ namespace kiln {
 
 Status WriteFileAtomic(const std::string& path, const std::string& data, int mode, Sync sync) {
   std::string tmp = path + ".tmp." + std::to_string(getpid());
-  int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+  // The directory may be one a job writes to (its /opt/ml): never write through a
+  // file or symlink someone planted at the temporary name. unlink removes a planted
+  // name itself, and O_EXCL | O_NOFOLLOW refuses one planted again in between.
+  unlink(tmp.c_str());
+  int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
   if (fd < 0) return Internal("open " + tmp + ": " + strerror(errno));
   size_t off = 0;
   while (off < data.size()) {
@@ -69,6 +76,42 @@ Result<std::string> FileUriToPath(const std::string& uri) {
   if (uri.rfind("file://", 0) == 0) return uri.substr(7);
   if (uri.find("://") != std::string::npos) return Status(Code::kInvalidArgument, "unsupported URI scheme in " + uri);
   return uri;
+}
+
+}  // namespace kiln
+
+namespace kiln {
+
+Result<std::string> ReadFileBeneath(const std::string& root, const std::string& relative, size_t max) {
+  int dir = open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (dir < 0) return NotFound(root + ": " + strerror(errno));
+  struct open_how how {};
+  how.flags = O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC;
+  how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+  int fd = static_cast<int>(syscall(SYS_openat2, dir, relative.c_str(), &how, sizeof(how)));
+  int err = errno;
+  close(dir);
+  if (fd < 0) {
+    if (err == ENOENT) return NotFound(root + "/" + relative + " does not exist");
+    return Status(Code::kFailedPrecondition,
+                  root + "/" + relative + " refused (" + strerror(err) + "): it is not a plain file beneath " + root);
+  }
+  struct stat st {};
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    close(fd);
+    return Status(Code::kFailedPrecondition, root + "/" + relative + " is not a regular file");
+  }
+  std::string out(max, '\0');
+  size_t got = 0;
+  while (got < max) {
+    ssize_t n = read(fd, out.data() + got, max - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    got += static_cast<size_t>(n);
+  }
+  close(fd);
+  out.resize(got);
+  return out;
 }
 
 }  // namespace kiln

@@ -13,6 +13,13 @@ enum class Sync {
 Status WriteFileAtomic(const std::string& path, const std::string& data, int mode = 0644, Sync sync = Sync::kFsync);
 Result<std::string> ReadFile(const std::string& path);
 Status MakeDirs(const std::string& path);
+// Reads at most `max` bytes of the regular file `relative` under the directory
+// `root`, for files a job may have planted: the path is resolved beneath `root`
+// and never through a symlink or a magic link (openat2 RESOLVE_BENEATH |
+// RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS), and anything but a regular file is
+// refused. kNotFound if absent; kFailedPrecondition for a symlink, an escape or a
+// non-regular file (a FIFO would block a reader that trusted it).
+Result<std::string> ReadFileBeneath(const std::string& root, const std::string& relative, size_t max);
 // Strips "file://" from a URI; plain paths pass through. Other schemes fail.
 Result<std::string> FileUriToPath(const std::string& uri);
 // Replaces invalid UTF-8 sequences with U+FFFD, so text from programs (stderr

@@ -286,6 +286,24 @@ TEST(LocalBackendUpgrade, ReadoptsASupervisorOfThePreviousBuild) {
   EXPECT_EQ(e->job_id, "j-old");
 }
 
+// Attack: a job plants a symlink at /opt/ml/output/failure pointing at a host file
+// that its sandbox can also see (its own output directory, bound at the same
+// path). The supervisor, reading the failure text on the host, must not follow it.
+TEST(LocalBackendHostileFiles, AFailureSymlinkDoesNotLeakTheFileItPointsAt) {
+  LocalHarness h;
+  if (geteuid() != 0 || !h.init().ok()) GTEST_SKIP() << "local backend needs root and bwrap";
+  auto r = h.Request(Behavior::kExit0);
+  std::filesystem::create_directories(r.output_dir);
+  const std::string secret = r.output_dir + "/secret.txt";
+  std::ofstream(secret) << "TOPSECRET host file";
+  r.spec.command = {"/bin/sh", "-c", "ln -s " + secret + " /opt/ml/output/failure; exit 1"};
+  ASSERT_TRUE(h.backend().Launch(r).ok());
+  auto e = h.WaitExit(r.instance_id);
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->payload["exit_code"], 1);
+  EXPECT_EQ(e->payload["failure"].get<std::string>().find("TOPSECRET"), std::string::npos) << e->payload.dump();
+}
+
 // A status.json of a newer protocol is not misread: the instance is reported lost
 // with the reason.
 TEST(LocalBackendUpgrade, ANewerStatusFileIsReportedNotMisread) {

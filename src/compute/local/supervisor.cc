@@ -53,12 +53,29 @@ void Ready(int& fd, const ReadyAnswer& answer) {
   fd = -1;
 }
 
+// The first `max` bytes of a file in the instance's own directory (kilnd wrote it).
 std::string ReadHead(const std::string& path, size_t max) {
   std::ifstream f(path, std::ios::binary);
   if (!f) return "";
   std::string s(max, '\0');
   f.read(s.data(), static_cast<std::streamsize>(max));
   s.resize(static_cast<size_t>(f.gcount()));
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
+// The first `max` bytes of a file the job may have written, under its /opt/ml (the
+// instance's ml/ directory): resolved beneath it, never through a symlink the job
+// planted, regular files only. "" if absent or refused.
+std::string ReadJobFile(const std::string& dir, const char* sandbox_path, size_t max) {
+  const std::string relative = std::string(sandbox_path).substr(std::string(sandbox::kRoot).size() + 1);
+  auto text = ReadFileBeneath(dir + "/ml", relative, max);
+  if (!text.ok()) {
+    if (text.status().code() != Code::kNotFound)
+      fprintf(stderr, "kiln-supervisor: %s\n", text.status().message().c_str());
+    return "";
+  }
+  std::string s = std::move(*text);
   while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
   return s;
 }
@@ -153,8 +170,7 @@ WaitOutcome WaitForSandbox(const std::string& dir, const LaunchFile& launch, pid
 // to write one (exit.json), else the sandbox's wait status.
 ExitReport ExitOf(const std::string& dir, const LaunchFile& launch, const WaitOutcome& w) {
   ExitReport x;
-  auto ep = ExitReportFromJson(
-      nlohmann::json::parse(ReadHead(sandbox::Rebase(dir + "/ml", sandbox::kExitFile), 1 << 16), nullptr, false));
+  auto ep = ExitReportFromJson(nlohmann::json::parse(ReadJobFile(dir, sandbox::kExitFile, 1 << 16), nullptr, false));
   if (ep.ok()) {
     x = *ep;
   } else if (WIFEXITED(w.wstatus)) {
@@ -169,8 +185,8 @@ ExitReport ExitOf(const std::string& dir, const LaunchFile& launch, const WaitOu
     x.exit_code = 137;
   }
   x.instance_id = launch.instance_id;
-  x.failure = SanitizeUtf8(ReadHead(sandbox::Rebase(dir + "/ml", sandbox::kFailureFile), 1024));
-  x.message = SanitizeUtf8(ReadHead(sandbox::Rebase(dir + "/ml", sandbox::kMessageFile), 1024));
+  x.failure = SanitizeUtf8(ReadJobFile(dir, sandbox::kFailureFile, 1024));
+  x.message = SanitizeUtf8(ReadJobFile(dir, sandbox::kMessageFile, 1024));
   return x;
 }
 
