@@ -53,6 +53,11 @@ void Ready(int& fd, const ReadyAnswer& answer) {
   fd = -1;
 }
 
+std::string TrimTrailing(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
 // The first `max` bytes of a file in the instance's own directory (kilnd wrote it).
 std::string ReadHead(const std::string& path, size_t max) {
   std::ifstream f(path, std::ios::binary);
@@ -60,8 +65,7 @@ std::string ReadHead(const std::string& path, size_t max) {
   std::string s(max, '\0');
   f.read(s.data(), static_cast<std::streamsize>(max));
   s.resize(static_cast<size_t>(f.gcount()));
-  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
-  return s;
+  return TrimTrailing(std::move(s));
 }
 
 // The first `max` bytes of a file the job may have written, under its /opt/ml (the
@@ -75,9 +79,7 @@ std::string ReadJobFile(const std::string& dir, const char* sandbox_path, size_t
       fprintf(stderr, "kiln-supervisor: %s\n", text.status().message().c_str());
     return "";
   }
-  std::string s = std::move(*text);
-  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
-  return s;
+  return TrimTrailing(std::move(*text));
 }
 
 // The sandbox's init pid (the entrypoint), read from bwrap's --json-status-fd stream.
@@ -172,7 +174,11 @@ ExitReport ExitOf(const std::string& dir, const LaunchFile& launch, const WaitOu
   ExitReport x;
   auto ep = ExitReportFromJson(nlohmann::json::parse(ReadJobFile(dir, sandbox::kExitFile, 1 << 16), nullptr, false));
   if (ep.ok()) {
-    x = *ep;
+    // Only what the entrypoint records: exit.json lies in the job's /opt/ml, so
+    // the rest (oom, peak memory, failure, message) never comes from it.
+    x.exit_code = ep->exit_code;
+    x.signal = ep->signal;
+    x.model_artifact = ep->model_artifact;
   } else if (WIFEXITED(w.wstatus)) {
     x.exit_code = WEXITSTATUS(w.wstatus);
     if (x.exit_code > 128 && x.exit_code < 160) x.signal = x.exit_code - 128;
