@@ -38,6 +38,9 @@ class NativeApi {
   NativeApi(Controller& ctl, Store& store, const Catalog& catalog, const TokenIssuer& tokens, NativeApiOptions opts)
       : ctl_(ctl), store_(store), catalog_(catalog), tokens_(tokens), opts_(std::move(opts)) {}
   void Register(httplib::Server& server);
+  // Only the in-job runtime routes (/v1/runtime, instance tokens): what kilnd
+  // serves on the runtime socket that sandboxes reach.
+  void RegisterRuntimeOnly(httplib::Server& server) { RegisterRuntime(server); }
   // Ends open streams (on shutdown).
   void Shutdown() { shutting_down_ = true; }
 

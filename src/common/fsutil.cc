@@ -82,6 +82,73 @@ Result<std::string> FileUriToPath(const std::string& uri) {
 
 namespace kiln {
 
+Result<int> OpenPathBeneath(const std::string& root, const std::string& relative) {
+  int dir = open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (dir < 0) return NotFound(root + ": " + strerror(errno));
+  if (relative.empty()) return dir;
+  struct open_how how {};
+  how.flags = O_PATH | O_CLOEXEC;
+  how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+  int fd = static_cast<int>(syscall(SYS_openat2, dir, relative.c_str(), &how, sizeof(how)));
+  int err = errno;
+  close(dir);
+  if (fd >= 0) {
+    struct stat st {};
+    // O_PATH without O_NOFOLLOW would return a final symlink itself; refuse it.
+    if (fstat(fd, &st) == 0 && S_ISLNK(st.st_mode)) {
+      close(fd);
+      return Status(Code::kFailedPrecondition, root + "/" + relative + " is a symlink");
+    }
+    return fd;
+  }
+  if (err == ENOENT) return NotFound(root + "/" + relative + ": no such file or directory");
+  return Status(Code::kFailedPrecondition, root + "/" + relative + ": refused (" + strerror(err) +
+                                               "; symlinks and paths leaving the root are not followed)");
+}
+
+Status MakeDirsBeneath(const std::string& root, const std::string& relative, const DirOwner& owner, OwnLeaf leaf) {
+  int dir = open(root.c_str(), O_DIRECTORY | O_CLOEXEC);
+  if (dir < 0) return NotFound(root + ": " + strerror(errno));
+  std::string walked = root;
+  size_t pos = 0;
+  Status result = Status::Ok();
+  while (pos <= relative.size()) {
+    size_t slash = relative.find('/', pos);
+    if (slash == std::string::npos) slash = relative.size();
+    std::string comp = relative.substr(pos, slash - pos);
+    pos = slash + 1;
+    if (comp.empty() || comp == ".") {
+      if (slash == relative.size()) break;
+      continue;
+    }
+    walked += "/" + comp;
+    if (comp == "..") {
+      result = InvalidArgument("path", walked + ": '..' is not allowed");
+      break;
+    }
+    const bool last = slash >= relative.size();
+    bool created = mkdirat(dir, comp.c_str(), 0755) == 0;
+    if (!created && errno != EEXIST) {
+      result = Internal("mkdir " + walked + ": " + strerror(errno));
+      break;
+    }
+    int next = openat(dir, comp.c_str(), O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (next < 0) {
+      result = Status(Code::kFailedPrecondition,
+                      walked + " is not a directory (" + strerror(errno) + "; symlinks are not followed)");
+      break;
+    }
+    close(dir);
+    dir = next;
+    if ((created || (last && leaf == OwnLeaf::kAlways)) && fchown(dir, owner.uid, owner.gid) != 0) {
+      result = Internal("chown " + walked + ": " + strerror(errno));
+      break;
+    }
+  }
+  close(dir);
+  return result;
+}
+
 Result<std::string> ReadFileBeneath(const std::string& root, const std::string& relative, size_t max) {
   int dir = open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
   if (dir < 0) return NotFound(root + ": " + strerror(errno));

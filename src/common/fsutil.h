@@ -1,4 +1,5 @@
 #pragma once
+#include <cstdint>
 #include <string>
 
 #include "common/status.h"
@@ -20,6 +21,23 @@ Status MakeDirs(const std::string& path);
 // refused. kNotFound if absent; kFailedPrecondition for a symlink, an escape or a
 // non-regular file (a FIFO would block a reader that trusted it).
 Result<std::string> ReadFileBeneath(const std::string& root, const std::string& relative, size_t max);
+// Opens `relative` beneath `root` (O_PATH, for a bind or an fchown) the same way:
+// no symlink, no magic link, no escape. "" opens root itself. The caller closes
+// the descriptor. kNotFound if absent; kFailedPrecondition for a symlink or escape.
+Result<int> OpenPathBeneath(const std::string& root, const std::string& relative);
+// Who owns the directories MakeDirsBeneath creates.
+struct DirOwner {
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+};
+enum class OwnLeaf {
+  kCreatedOnly,  // chown only the directories this call created
+  kAlways,       // also chown the last directory if it already existed
+};
+// Creates `relative` beneath `root` one component at a time, never following a
+// symlink (a component that is one is kFailedPrecondition), and gives the
+// directories it creates (and the leaf, with kAlways) to `owner`. Mode 0755.
+Status MakeDirsBeneath(const std::string& root, const std::string& relative, const DirOwner& owner, OwnLeaf leaf);
 // Strips "file://" from a URI; plain paths pass through. Other schemes fail.
 Result<std::string> FileUriToPath(const std::string& uri);
 // Replaces invalid UTF-8 sequences with U+FFFD, so text from programs (stderr

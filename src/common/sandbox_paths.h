@@ -41,7 +41,18 @@ inline constexpr char kSageMakerProcessingConfigFile[] = "/opt/ml/config/process
 inline constexpr char kKilnDir[] = "/opt/ml/.kiln";
 inline constexpr char kEntrypointBinary[] = "/opt/ml/.kiln/bin/kiln-entrypoint";
 inline constexpr char kSourceArchive[] = "/opt/ml/.kiln/sourcedir.tar.gz";  // spec.code_archive
-inline constexpr char kStatsdSocket[] = "/opt/ml/.kiln/statsd.sock";
+// kilnd's sockets, outside /opt/ml so the job cannot replace or redirect them: the
+// runtime API (only /v1/runtime) and the instance's own StatsD datagram socket.
+inline constexpr char kRunDir[] = "/run/kiln";
+// Directories are bound, not the sockets: a kilnd restarted while the instance
+// runs binds a new socket at the same path, which the instance then sees.
+inline constexpr char kRuntimeDir[] = "/run/kiln/api";
+inline constexpr char kRuntimeSocket[] = "/run/kiln/api/runtime.sock";
+inline constexpr char kMetricsDir[] = "/run/kiln/metrics";
+inline constexpr char kStatsdSocket[] = "/run/kiln/metrics/statsd.sock";
+// The UDP port a private-network instance's StatsD clients send to on 127.0.0.1;
+// kiln-entrypoint relays it to kStatsdSocket.
+inline constexpr int kStatsdRelayPort = 8125;
 inline constexpr char kExitFile[] = "/opt/ml/.kiln/exit.json";
 // spec.uploads[i] is staged at kUploadsPrefix + std::to_string(i).
 inline constexpr char kUploadsPrefix[] = "/opt/ml/.kiln/uploads/";

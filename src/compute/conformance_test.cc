@@ -122,7 +122,7 @@ class LocalHarness : public Harness {
   }
   ~LocalHarness() override {
     local_.reset();
-    std::filesystem::remove_all(dir_);
+    if (!getenv("KILN_KEEP_TEST_DIRS")) std::filesystem::remove_all(dir_);  // kept for debugging when set
   }
   Status init() const { return init_; }
   std::string instances_dir() const { return dir_ + "/instances"; }

@@ -1,16 +1,22 @@
 #include "daemon/daemon.h"
 
+#include <fcntl.h>
 #include <httplib.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <condition_variable>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
 #include <thread>
 
 #include "api/native_api.h"
+#include "api/unix_server.h"
 #include "auth/access_keys.h"
 #include "cli/spec_file.h"
 #include "common/fsutil.h"
@@ -82,16 +88,86 @@ Result<std::string> Bind(httplib::Server& server, const std::string& listen) {
 }
 
 // Every backend this build has, by name (explicit registration, no static init).
-void RegisterBackends(BackendRegistry& registry, const KilndOptions& o, const std::string& data) {
-  registry.Register("local", [&o, data](EventSink& sink) -> Result<std::unique_ptr<ComputeBackend>> {
-    LocalBackendOptions lo;
+void RegisterBackends(BackendRegistry& registry, const KilndOptions& o, const std::string& data,
+                      const LocalBackendOptions& sandbox) {
+  registry.Register("local", [&o, data, sandbox](EventSink& sink) -> Result<std::unique_ptr<ComputeBackend>> {
+    LocalBackendOptions lo = sandbox;
     lo.instances_dir = data + "/instances";
     lo.supervisor_path = o.bin_dir + "/kiln-supervisor";
     lo.entrypoint_path = o.bin_dir + "/kiln-entrypoint";
+    lo.data_dir = data;
+    lo.runtime_socket = data + "/run/runtime.sock";
     auto b = std::make_unique<LocalBackend>(lo, sink, RealClock::Get());
     KILN_RETURN_IF_ERROR(b->Init());
     return std::unique_ptr<ComputeBackend>(std::move(b));
   });
+}
+
+// The config's "sandbox" section (docs/operations.md): whose uid jobs run as,
+// their network, their process limit.
+Result<LocalBackendOptions> SandboxOptions(const json& config) {
+  LocalBackendOptions lo;
+  const json sb = config.value("sandbox", json::object());
+  if (!sb.is_object()) return InvalidArgument("sandbox", "sandbox must be a mapping");
+  const std::string user = sb.value("user", "unprivileged");
+  if (user != "unprivileged" && user != "root")
+    return InvalidArgument("sandbox.user", "sandbox.user must be unprivileged or root");
+  lo.user = user == "root" ? SandboxUser::kRoot : SandboxUser::kUnprivileged;
+  const std::string network = sb.value("network", "private");
+  if (network != "private" && network != "host")
+    return InvalidArgument("sandbox.network", "sandbox.network must be private or host");
+  lo.network = network == "host" ? supervisor::NetworkMode::kHost : supervisor::NetworkMode::kPrivate;
+  for (auto [key, out] : {std::pair{"uid", &lo.job_uid}, std::pair{"gid", &lo.job_gid}}) {
+    if (!sb.contains(key)) continue;
+    if (!sb[key].is_number_unsigned() || sb[key].get<uint64_t>() == 0 || sb[key].get<uint64_t>() >= 4294967295u)
+      return InvalidArgument(std::string("sandbox.") + key, std::string("sandbox.") + key + " must be 1..4294967294");
+    *out = sb[key].get<uint32_t>();
+  }
+  if (sb.contains("pids_max")) {
+    if (!sb["pids_max"].is_number_unsigned())
+      return InvalidArgument("sandbox.pids_max", "sandbox.pids_max must be a non-negative integer");
+    lo.pids_max = sb["pids_max"].get<int64_t>();
+  }
+  return lo;
+}
+
+// bwrap resolves the paths of the binds under the data dir as the jobs' user, so
+// each directory above the data dir must let that user through (x for it). A
+// mkdtemp parent (0700) does not: say so at start rather than fail every job.
+Status CheckJobUserReaches(const std::string& data, uint32_t uid, uint32_t gid) {
+  for (std::filesystem::path p = std::filesystem::path(data).parent_path(); !p.empty();
+       p = p == p.root_path() ? std::filesystem::path() : p.parent_path()) {
+    struct stat st {};
+    if (stat(p.c_str(), &st) != 0) continue;
+    const bool through = (st.st_uid == uid && (st.st_mode & S_IXUSR)) || (st.st_gid == gid && (st.st_mode & S_IXGRP)) ||
+                         (st.st_mode & S_IXOTH);
+    if (!through)
+      return Status(Code::kFailedPrecondition,
+                    "the jobs' user (uid " + std::to_string(uid) + ") cannot reach the data dir " + data + ": " +
+                        p.string() + " is not searchable by it (chmod o+x " + p.string() +
+                        ", or put the data dir elsewhere)");
+    if (p == p.root_path()) break;
+  }
+  return Status::Ok();
+}
+
+// One kilnd per data dir: a second one would run every instance twice. The lock
+// is held (and released by the kernel) for the life of the process.
+Result<int> LockDataDir(const std::string& data) {
+  const std::string path = data + "/kilnd.lock";
+  int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0) return Unavailable("cannot open " + path + ": " + strerror(errno));
+  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    char pid[32] = {0};
+    ssize_t n = pread(fd, pid, sizeof(pid) - 1, 0);
+    close(fd);
+    return Status(Code::kFailedPrecondition, "another kilnd (pid " + std::string(n > 0 ? pid : "?") +
+                                                 ") is using the data dir " + data);
+  }
+  std::string me = std::to_string(getpid());
+  if (ftruncate(fd, 0) != 0 || pwrite(fd, me.data(), me.size(), 0) < 0)
+    fprintf(stderr, "kilnd: cannot record the pid in %s\n", path.c_str());
+  return fd;
 }
 
 // Errors httplib answers itself (no route, body too large, unparsable request) in
@@ -140,11 +216,25 @@ int RunKilnd(const KilndOptions& o) {
   };
   const std::string data = std::filesystem::absolute(o.data_dir).lexically_normal().string();
   if (Status st = MakeDirs(data); !st.ok()) return fail(st);
+  auto loaded_config = LoadConfig(o.config_path);
+  if (!loaded_config.ok()) return fail(loaded_config.status());
+  auto sandbox = SandboxOptions(*loaded_config);
+  if (!sandbox.ok()) return fail(sandbox.status());
+  // Root's, traversable only by the jobs' group (bwrap resolves the paths of the
+  // binds it is handed as the job's user) and hidden in every sandbox: no host
+  // user can reach kiln.db or the keys, and they are 0600 besides.
+  const gid_t data_group = sandbox->user == SandboxUser::kUnprivileged ? sandbox->job_gid : 0;
+  if (data_group != 0) {
+    if (Status st = CheckJobUserReaches(data, sandbox->job_uid, sandbox->job_gid); !st.ok()) return fail(st);
+  }
+  if (chown(data.c_str(), 0, data_group) != 0 || chmod(data.c_str(), data_group ? 0710 : 0700) != 0)
+    return fail(Internal("chmod " + data + ": " + strerror(errno)));
+  auto lock = LockDataDir(data);
+  if (!lock.ok()) return fail(lock.status());
   if (Status st = MakeDirs(data + "/artifacts"); !st.ok()) return fail(st);
+  if (Status st = MakeDirs(data + "/run"); !st.ok()) return fail(st);
 
-  auto loaded = LoadConfig(o.config_path);
-  if (!loaded.ok()) return fail(loaded.status());
-  const json& config = *loaded;
+  const json& config = *loaded_config;
   auto catalog = Catalog::FromJson(config);
   if (!catalog.ok()) return fail(catalog.status());
 
@@ -154,6 +244,12 @@ int RunKilnd(const KilndOptions& o) {
   auto box = SecretBox::LoadOrCreate(o.master_key_path.empty() ? data + "/master.key" : o.master_key_path);
   if (!box.ok()) return fail(box.status());
 
+  // SQLite creates the database (and its -wal and -shm, with the same mode) 0644.
+  for (const char* f : {"/kiln.db", "/kiln.db-wal", "/kiln.db-shm", "/credentials"}) {
+    const std::string p = data + f;
+    if (std::string(f) == "/kiln.db") close(open(p.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+    chmod(p.c_str(), 0600);  // absent ones: nothing to do
+  }
   auto store = OpenSqliteStore(data + "/kiln.db", o.durable_fsync ? Durability::kFull : Durability::kNormal);
   if (!store.ok()) return fail(store.status());
 
@@ -185,7 +281,7 @@ int RunKilnd(const KilndOptions& o) {
   Controller controller(**store, RealClock::Get(), timers, *catalog, copts);
 
   BackendRegistry registry;
-  RegisterBackends(registry, o, data);
+  RegisterBackends(registry, o, data, *sandbox);
   auto backend = registry.Create(o.backend, controller);
   if (!backend.ok()) return fail(backend.status());
   controller.SetBackend(backend->get());
@@ -222,6 +318,11 @@ int RunKilnd(const KilndOptions& o) {
   sagemaker.Register(server);
   InstallErrorHandler(server);
 
+  // The runtime API for sandboxes with a network of their own: only /v1/runtime.
+  UnixHttpServer runtime_server;
+  api.RegisterRuntimeOnly(runtime_server);
+  if (Status st = runtime_server.Start(data + "/run/runtime.sock"); !st.ok()) return fail(st);
+
   if (Status st = controller.Start(); !st.ok()) return fail(st);
   tuner.Start();  // resumes live tuning jobs from the store
   ReopenMetrics(**store, *be, metrics);
@@ -233,6 +334,7 @@ int RunKilnd(const KilndOptions& o) {
 
   fprintf(stderr, "kilnd: shutting down; running instances keep running and are re-adopted on restart\n");
   api.Shutdown();
+  runtime_server.Shutdown();
   tuner.Shutdown();
   controller.Shutdown();
   metrics.Shutdown();

@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -57,6 +58,10 @@ struct ApiTarget {
 
 ApiTarget ParseUrl(const std::string& url) {
   ApiTarget t;
+  if (url.rfind("unix:", 0) == 0) {  // kilnd's runtime socket: the host is the whole URL
+    t.host = url;
+    return t;
+  }
   std::string rest = url.rfind("http://", 0) == 0 ? url.substr(7) : url;
   auto slash = rest.find('/');
   if (slash != std::string::npos) rest = rest.substr(0, slash);
@@ -592,6 +597,57 @@ std::vector<std::string> OwnEnvironment() {
 
 }  // namespace
 
+// In an instance with a network of its own, the StatsD gateway's UDP port is on
+// the host, out of reach: the entrypoint binds the same port on the instance's
+// loopback and forwards each datagram to the instance's socket (bound in by the
+// backend), so clients configured by STATSD_HOST/STATSD_PORT work unchanged. On
+// the host network the gateway already holds the port, the bind fails, and
+// nothing is relayed.
+class StatsdRelay {
+ public:
+  ~StatsdRelay() {
+    if (udp_ >= 0) close(udp_);
+    if (unix_ >= 0) close(unix_);
+  }
+  bool Open(int port, const std::string& socket_path) {
+    if (port <= 0 || socket_path.empty() || socket_path.size() >= sizeof(sockaddr_un::sun_path)) return false;
+    udp_ = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (udp_ < 0 || bind(udp_, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) return false;
+    path_ = socket_path;
+    unix_ = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    return unix_ >= 0;
+  }
+  // After the command's fork: the thread must not hold a lock the child needs.
+  void Start() {
+    if (udp_ < 0 || unix_ < 0) return;
+    // sendto by path every time: a kilnd restarted meanwhile has bound a new socket there.
+    sockaddr_un ua{};
+    ua.sun_family = AF_UNIX;
+    memcpy(ua.sun_path, path_.data(), path_.size());
+    std::thread([udp = udp_, ux = unix_, ua] {
+      char buf[65536];
+      for (;;) {
+        ssize_t n = recv(udp, buf, sizeof(buf), 0);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return;
+        ssize_t sent = sendto(ux, buf, static_cast<size_t>(n), MSG_NOSIGNAL, reinterpret_cast<const sockaddr*>(&ua),
+                              sizeof(ua));
+        (void)sent;  // a full gateway queue, or kilnd restarting, drops it, as UDP would
+      }
+    }).detach();
+    udp_ = unix_ = -1;  // the thread owns them until the process ends
+  }
+
+ private:
+  int udp_ = -1;
+  int unix_ = -1;
+  std::string path_;
+};
+
 int RunEntrypoint(int argc, char** argv) {
   int first = 1;
   if (first < argc && std::string(argv[first]) == "--") ++first;
@@ -634,6 +690,8 @@ int RunEntrypoint(int argc, char** argv) {
   in.command.assign(argv + first, argv + argc);
   in.base_environment = OwnEnvironment();
   std::optional<RuntimeDoc> runtime;
+  StatsdRelay relay;
+  bool relay_open = false;
   if (plan.fetch_runtime) {
     reporter.Report("Downloading");
     auto fetched = FetchRuntime(api, token);
@@ -642,6 +700,7 @@ int RunEntrypoint(int argc, char** argv) {
     const std::string socket = runtime->statsd ? runtime->statsd->socket.value_or("") : "";
     std::error_code ec;
     in.statsd_socket_exists = !socket.empty() && fs::exists(socket, ec);
+    if (in.statsd_socket_exists) relay_open = relay.Open(runtime->statsd->port, socket);
     in.runtime = std::move(fetched->doc);
     in.staged_hyperparameters = std::move(fetched->staged_hyperparameters);
   }
@@ -666,6 +725,7 @@ int RunEntrypoint(int argc, char** argv) {
   reporter.Report("Training");
   const int64_t t_start = RealClock::Get().NowMs();
   const Spawned child = SpawnCommand(contract.command, contract.environment, old, pipes);
+  if (relay_open) relay.Start();
   LineSink sink(reporter, log_metrics);
   const int wait_status = WaitForCommand(child.pid, pipes, sfd, sink);
   CommandExit ended = SettleExit(root, contract.command[0], wait_status, child.exec_errno, sink.stderr_tail(), t_start);

@@ -6,6 +6,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -24,6 +25,14 @@ class Fd {
   }
   Fd(const Fd&) = delete;
   Fd& operator=(const Fd&) = delete;
+  Fd& operator=(Fd&& o) noexcept {
+    if (this != &o) {
+      if (fd_ >= 0) close(fd_);
+      fd_ = o.fd_;
+      o.fd_ = -1;
+    }
+    return *this;
+  }
   int get() const { return fd_; }
 
  private:
@@ -68,17 +77,35 @@ Result<HttpResponse> HttpCall(const std::string& host, int port, const std::stri
                               const std::map<std::string, std::string>& headers, const std::string& body,
                               int timeout_ms) {
   const int64_t deadline = MonotonicNs() + int64_t{timeout_ms} * 1000000;
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  addrinfo* ai = nullptr;
-  if (getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &ai) != 0 || !ai)
-    return Unavailable("cannot resolve " + host);
-  Fd fd(socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-  int rc = fd.get() < 0 ? -1 : connect(fd.get(), ai->ai_addr, ai->ai_addrlen);
-  freeaddrinfo(ai);
-  if (fd.get() < 0) return Unavailable(std::string("socket: ") + strerror(errno));
-  if (rc != 0 && errno != EINPROGRESS) return Unavailable(std::string("connect: ") + strerror(errno));
+  // "unix:<path>": kilnd's runtime socket, bound into the instance (its own
+  // network namespace reaches nothing else of the host).
+  const bool unix_socket = host.rfind("unix:", 0) == 0;
+  int rc = -1;
+  Fd fd(-1);
+  if (unix_socket) {
+    sockaddr_un ua{};
+    ua.sun_family = AF_UNIX;
+    const std::string path = host.substr(5);
+    if (path.empty() || path.size() >= sizeof(ua.sun_path)) return Unavailable("bad socket path " + path);
+    memcpy(ua.sun_path, path.data(), path.size());
+    fd = Fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    rc = fd.get() < 0 ? -1 : connect(fd.get(), reinterpret_cast<sockaddr*>(&ua), sizeof(ua));
+    if (fd.get() < 0) return Unavailable(std::string("socket: ") + strerror(errno));
+    if (rc != 0 && errno != EINPROGRESS && errno != EAGAIN)
+      return Unavailable("connect " + path + ": " + strerror(errno));
+  } else {
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    addrinfo* ai = nullptr;
+    if (getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &ai) != 0 || !ai)
+      return Unavailable("cannot resolve " + host);
+    fd = Fd(socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    rc = fd.get() < 0 ? -1 : connect(fd.get(), ai->ai_addr, ai->ai_addrlen);
+    freeaddrinfo(ai);
+    if (fd.get() < 0) return Unavailable(std::string("socket: ") + strerror(errno));
+    if (rc != 0 && errno != EINPROGRESS) return Unavailable(std::string("connect: ") + strerror(errno));
+  }
   if (rc != 0) {
     if (!WaitFor(fd.get(), POLLOUT, deadline)) return Unavailable("connect timed out");
     int err = 0;
@@ -87,9 +114,10 @@ Result<HttpResponse> HttpCall(const std::string& host, int port, const std::stri
     if (err) return Unavailable(std::string("connect: ") + strerror(err));
   }
   int one = 1;
-  setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  if (!unix_socket) setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 
-  std::string req = method + " " + path + " HTTP/1.1\r\nHost: " + host + "\r\nConnection: close\r\n";
+  std::string req = method + " " + path + " HTTP/1.1\r\nHost: " + (unix_socket ? std::string("localhost") : host) +
+                    "\r\nConnection: close\r\n";
   for (const auto& [k, v] : headers) req.append(k).append(": ").append(v).append("\r\n");
   if (!body.empty() || method == "POST" || method == "PUT")
     req += "Content-Length: " + std::to_string(body.size()) + "\r\n";

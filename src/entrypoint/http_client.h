@@ -19,6 +19,7 @@ struct HttpResponse {
   std::string body;
 };
 
+// `host` "unix:<path>" connects to a Unix socket (port ignored).
 // kUnavailable on connection failures and timeouts (retry); kInternal on a
 // malformed response.
 Result<HttpResponse> HttpCall(const std::string& host, int port, const std::string& method, const std::string& path,

@@ -5,6 +5,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -105,6 +106,9 @@ Result<int> MetricsGateway::OpenInstance(const std::string& instance_id, const s
       int ufd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
       if (ufd >= 0 && bind(ufd, reinterpret_cast<sockaddr*>(&ua), sizeof(ua)) == 0) {
         SetReceiveBuffer(ufd, opts_.receive_buffer_bytes);
+        // The instance's unprivileged user sends to it; the directory it lies in
+        // is reachable only through that instance's sandbox.
+        chmod(unix_socket_path.c_str(), 0666);
         s.unix_fd = ufd;
         s.unix_path = unix_socket_path;
       } else if (ufd >= 0) {

@@ -91,6 +91,9 @@ class KilndHarness(unittest.TestCase):
         # kiln-entrypoint snapshot (kilnd runs it from the host path next to itself).
         base = os.environ.get("KILN_E2E_TMPDIR", "/var/tmp")
         cls.tmp = tempfile.mkdtemp(prefix="kiln-e2e-", dir=base if os.path.isdir(base) else None)
+        # Jobs run as an unprivileged user: it must reach the code and inputs here
+        # (mkdtemp makes the directory 0700).
+        os.chmod(cls.tmp, 0o755)
         cls.snapshot_binaries()
         cls.data = os.path.join(cls.tmp, "data")
         os.makedirs(cls.data)

@@ -49,7 +49,8 @@ Status MkdirP(const std::string& p) {
 
 }  // namespace
 
-Result<InstanceCgroup> InstanceCgroup::Create(const std::string& name, int64_t memory_bytes, double cpus) {
+Result<InstanceCgroup> InstanceCgroup::Create(const std::string& name, int64_t memory_bytes, double cpus,
+                                              int64_t pids_max) {
   InstanceCgroup g;
   const int64_t period = 100000;
   const int64_t quota = static_cast<int64_t>(cpus * period);
@@ -58,8 +59,8 @@ Result<InstanceCgroup> InstanceCgroup::Create(const std::string& name, int64_t m
     std::string parent = "/sys/fs/cgroup/kiln";
     KILN_RETURN_IF_ERROR(MkdirP(parent));
     // Best effort: already enabled on most hosts; if not, the limit writes below fail.
-    WriteValue("/sys/fs/cgroup/cgroup.subtree_control", "+memory +cpu").IgnoreError();
-    WriteValue(parent + "/cgroup.subtree_control", "+memory +cpu").IgnoreError();
+    WriteValue("/sys/fs/cgroup/cgroup.subtree_control", "+memory +cpu +pids").IgnoreError();
+    WriteValue(parent + "/cgroup.subtree_control", "+memory +cpu +pids").IgnoreError();
     std::string d = parent + "/" + name;
     KILN_RETURN_IF_ERROR(MkdirP(d));
     g.dirs_.push_back(d);
@@ -67,6 +68,7 @@ Result<InstanceCgroup> InstanceCgroup::Create(const std::string& name, int64_t m
     KILN_RETURN_IF_ERROR(WriteValue(d + "/memory.max", std::to_string(memory_bytes)));
     WriteValue(d + "/memory.swap.max", "0").IgnoreError();  // absent without swap accounting
     KILN_RETURN_IF_ERROR(WriteValue(d + "/cpu.max", std::to_string(quota) + " " + std::to_string(period)));
+    if (pids_max > 0) KILN_RETURN_IF_ERROR(WriteValue(d + "/pids.max", std::to_string(pids_max)));
     return g;
   }
   if (!Exists("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
@@ -90,6 +92,14 @@ Result<InstanceCgroup> InstanceCgroup::Create(const std::string& name, int64_t m
     KILN_RETURN_IF_ERROR(WriteValue(cpu + "/cpu.cfs_period_us", std::to_string(period)));
     KILN_RETURN_IF_ERROR(WriteValue(cpu + "/cpu.cfs_quota_us", std::to_string(quota)));
   }
+  if (pids_max > 0 && Exists("/sys/fs/cgroup/pids/cgroup.procs")) {
+    std::string pids = "/sys/fs/cgroup/pids/kiln";
+    KILN_RETURN_IF_ERROR(MkdirP(pids));
+    pids += "/" + name;
+    KILN_RETURN_IF_ERROR(MkdirP(pids));
+    g.dirs_.push_back(pids);
+    KILN_RETURN_IF_ERROR(WriteValue(pids + "/pids.max", std::to_string(pids_max)));
+  }
   return g;
 }
 
@@ -108,8 +118,25 @@ int64_t InstanceCgroup::PeakMemoryBytes() const {
   return v.empty() ? 0 : atoll(v.c_str());
 }
 
+int InstanceCgroup::RemoveLeftover(const std::string& name) {
+  if (name.empty() || name.find('/') != std::string::npos || name[0] == '.') return 0;
+  InstanceCgroup g;
+  for (const char* parent : {"/sys/fs/cgroup/kiln/", "/sys/fs/cgroup/memory/kiln/", "/sys/fs/cgroup/cpu/kiln/",
+                             "/sys/fs/cgroup/pids/kiln/"}) {
+    std::string d = parent + name;
+    if (Exists(d)) g.dirs_.push_back(d);
+  }
+  g.Destroy();
+  int removed = 0;
+  for (const auto& d : g.dirs_) removed += Exists(d) ? 0 : 1;
+  return removed;
+}
+
 void InstanceCgroup::Destroy() const {
   for (const auto& d : dirs_) {
+    // cgroup.kill (v2, Linux 5.14+) kills the whole group at once, forks in flight
+    // included; else each process listed.
+    if (WriteValue(d + "/cgroup.kill", "1").ok()) continue;
     std::istringstream procs(ReadAll(d + "/cgroup.procs"));
     int pid;
     while (procs >> pid) kill(pid, SIGKILL);

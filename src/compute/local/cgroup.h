@@ -1,6 +1,6 @@
 #pragma once
-// CPU and memory limits for one instance, on cgroup v2 or the v1 memory and cpu
-// hierarchies (hybrid hosts). Not thread-safe; one per instance.
+// CPU, memory and process-count limits for one instance, on cgroup v2 or the v1
+// memory, cpu and pids hierarchies (hybrid hosts). Not thread-safe; one per instance.
 #include <string>
 #include <vector>
 
@@ -11,7 +11,12 @@ namespace kiln {
 class InstanceCgroup {
  public:
   // Creates the groups under "kiln/<name>". kUnavailable if no usable hierarchy.
-  static Result<InstanceCgroup> Create(const std::string& name, int64_t memory_bytes, double cpus);
+  // `pids_max` 0 sets no process limit.
+  static Result<InstanceCgroup> Create(const std::string& name, int64_t memory_bytes, double cpus,
+                                       int64_t pids_max = 0);
+  // The groups of an instance whose supervisor died without removing them (kill -9):
+  // kills what is left in them and removes them. Returns how many groups it removed.
+  static int RemoveLeftover(const std::string& name);
   // Moves the calling process into the groups (call in the child before exec).
   Status JoinSelf() const;
   bool OomKilled() const;

@@ -10,13 +10,18 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <sys/stat.h>
+
 #include <algorithm>
+#include <functional>
+#include <optional>
 #include <cstring>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "common/fsutil.h"
 #include "common/sandbox_paths.h"
+#include "compute/local/cgroup.h"
 #include "compute/local/protocol.h"
 #include "compute/local/supervisor.h"
 
@@ -28,16 +33,18 @@ using nlohmann::json;
 namespace fs = std::filesystem;
 
 // The files of `root` (recursively, sorted) that instance `index` of `count`
-// receives when a channel is ShardedByS3Key: every count-th object.
+// receives when a channel is ShardedByS3Key: every count-th object. Symlinks are
+// neither followed nor bound (a job may have planted them in a shared prefix).
 static std::vector<std::string> ShardFiles(const std::string& root, int index, int count) {
   std::vector<std::string> files;
   std::error_code ec;
-  if (fs::is_regular_file(root, ec)) {
+  if (fs::symlink_status(root, ec).type() == fs::file_type::regular) {
     files.push_back("");
   } else {
     for (auto it = fs::recursive_directory_iterator(root, ec); !ec && it != fs::recursive_directory_iterator();
          it.increment(ec))
-      if (it->is_regular_file(ec)) files.push_back(fs::relative(it->path(), root, ec).string());
+      if (it->symlink_status(ec).type() == fs::file_type::regular)
+        files.push_back(fs::relative(it->path(), root, ec).string());
   }
   std::sort(files.begin(), files.end());
   std::vector<std::string> mine;
@@ -46,35 +53,82 @@ static std::vector<std::string> ShardFiles(const std::string& root, int index, i
   return mine;
 }
 
+static uint32_t Fnv(const std::string& s) {
+  uint32_t h = 2166136261u;
+  for (char c : s) h = (h ^ static_cast<unsigned char>(c)) * 16777619u;
+  return h;
+}
+
+static std::string Hex(uint64_t v, int digits) {
+  static const char* const kDigits = "0123456789abcdef";
+  std::string out(static_cast<size_t>(digits), '0');
+  for (int i = digits - 1; i >= 0; --i, v >>= 4) out[static_cast<size_t>(i)] = kDigits[v & 15];
+  return out;
+}
+
+// The subnet of a multi-instance job on its bridge: 10.<a>.<b>.0/24, from the job id.
+static std::string JobSubnet(const std::string& job_id) {
+  uint32_t h = Fnv(job_id);
+  return "10." + std::to_string((h >> 8) % 256) + "." + std::to_string(h % 256) + ".";
+}
+
+// How algo-N resolve inside an instance. Own network: a single instance is
+// itself (127.0.1.1); a multi-instance job's instances sit on its bridge at
+// 10.a.b.N. Host network (SandboxUser::kRoot hosts): per-job loopback addresses.
+static std::string HostsFile(const std::string& job_id, int count, supervisor::NetworkMode network) {
+  std::string net;
+  if (network == supervisor::NetworkMode::kPrivate) {
+    net = count > 1 ? JobSubnet(job_id) : "127.0.1.";
+  } else {
+    uint32_t h = Fnv(job_id);
+    net = "127." + std::to_string(1 + h % 254) + "." + std::to_string(1 + (h >> 8) % 254) + ".";
+  }
+  std::string out = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n";
+  for (int i = 0; i < count; ++i) out += net + std::to_string(i + 1) + "\talgo-" + std::to_string(i + 1) + "\n";
+  return out;
+}
+
+// `path` relative to `root` if it lies beneath it (lexically), else nullopt.
+static std::optional<std::string> Beneath(const std::string& root, const std::string& path) {
+  if (root.empty()) return std::nullopt;
+  std::string r = fs::path(root).lexically_normal().string();
+  std::string p = fs::path(path).lexically_normal().string();
+  while (r.size() > 1 && r.back() == '/') r.pop_back();
+  if (p == r) return std::string();
+  if (p.size() > r.size() && p.compare(0, r.size(), r) == 0 && p[r.size()] == '/') return p.substr(r.size() + 1);
+  return std::nullopt;
+}
+
+void LocalBackend::AddBind(SandboxCommand& c, const std::string& source, const std::string& dest,
+                           bool writable) const {
+  if (auto rel = Beneath(opts_.data_dir, source)) {
+    c.argv.insert(c.argv.end(), {writable ? "--bind-fd" : "--ro-bind-fd",
+                                 "{fd:" + std::to_string(c.fd_binds.size()) + "}", dest});
+    c.fd_binds.push_back({opts_.data_dir, *rel});
+    return;
+  }
+  c.argv.insert(c.argv.end(), {writable ? "--bind" : "--ro-bind", source, dest});
+}
+
 // Binds `source` at `target` read-only: all of it, or this instance's shard.
-static void BindData(std::vector<std::string>& a, const std::string& source, const std::string& target, Distribution d,
-                     int index, int count) {
+static void BindData(const std::function<void(const std::string&, const std::string&)>& bind,
+                     const std::string& source, const std::string& target, Distribution d, int index, int count,
+                     std::vector<std::string>& a) {
   std::error_code ec;
+  const bool file = fs::symlink_status(source, ec).type() == fs::file_type::regular;
   if (d == Distribution::kFullyReplicated || count <= 1) {
     // An object (a file) lands inside the target directory, as S3 downloads do.
-    a.insert(a.end(), {"--ro-bind", source,
-                       fs::is_regular_file(source, ec) ? target + "/" + fs::path(source).filename().string() : target});
+    bind(source, file ? target + "/" + fs::path(source).filename().string() : target);
     return;
   }
   a.insert(a.end(), {"--dir", target});
   for (const auto& rel : ShardFiles(source, index, count)) {
     if (rel.empty()) {
-      a.insert(a.end(), {"--ro-bind", source, target + "/" + fs::path(source).filename().string()});
+      bind(source, target + "/" + fs::path(source).filename().string());
     } else {
-      a.insert(a.end(), {"--ro-bind", StrCat(source, "/", rel), StrCat(target, "/", rel)});
+      bind(StrCat(source, "/", rel), StrCat(target, "/", rel));
     }
   }
-}
-
-// Each job gets its own loopback addresses 127.X.Y.<index+1>, so algo-N resolve
-// inside every instance of the job (instances share the host's network).
-static std::string HostsFile(const std::string& job_id, int count) {
-  uint32_t h = 2166136261u;
-  for (char c : job_id) h = (h ^ static_cast<unsigned char>(c)) * 16777619u;
-  std::string net = "127." + std::to_string(1 + h % 254) + "." + std::to_string(1 + (h >> 8) % 254) + ".";
-  std::string out = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n";
-  for (int i = 0; i < count; ++i) out += net + std::to_string(i + 1) + "\talgo-" + std::to_string(i + 1) + "\n";
-  return out;
 }
 
 static int PidfdOpen(int pid) {
@@ -130,39 +184,104 @@ std::string LocalBackend::LogPath(const std::string& id) const {
   return Dir(id) + "/output.log";
 }
 
-std::vector<std::string> LocalBackend::SandboxArgv(const LaunchRequest& req, const std::string& dir) const {
-  std::vector<std::string> a = {opts_.bwrap_path};
+SandboxCommand LocalBackend::SandboxArgv(const LaunchRequest& req, const std::string& dir) const {
+  SandboxCommand c;
+  auto& a = c.argv;
+  a.push_back(opts_.bwrap_path);
   if (req.image.kind == ImageKind::kRootfs) {
-    a.insert(a.end(), {"--ro-bind", req.image.rootfs, "/"});
+    AddBind(c, req.image.rootfs, "/", false);
   } else {
     a.insert(a.end(), {"--ro-bind", "/", "/"});
   }
-  a.insert(a.end(), {"--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--bind", dir + "/ml", sandbox::kRoot});
+  a.insert(a.end(), {"--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--tmpfs", "/run"});
+  // Nothing of kilnd's: its data dir is an empty tmpfs here (wherever it lives);
+  // the binds below that come from it are opened by the supervisor.
+  if (!opts_.data_dir.empty()) a.insert(a.end(), {"--tmpfs", opts_.data_dir});
+  a.insert(a.end(), {"--bind-fd", "{fd:" + std::to_string(c.fd_binds.size()) + "}", sandbox::kRoot});
+  c.fd_binds.push_back({dir, "ml"});
   // The entrypoint is bound in, so it runs whatever the image and wherever the
   // binary lives (a host /tmp, say, is hidden by the sandbox's private /tmp).
-  a.insert(a.end(), {"--ro-bind", opts_.entrypoint_path, sandbox::kEntrypointBinary});
-  if (!req.spec.code_dir.empty()) a.insert(a.end(), {"--ro-bind", req.spec.code_dir, sandbox::kCodeDir});
+  const fs::path entrypoint(opts_.entrypoint_path);
+  a.insert(a.end(), {"--ro-bind-fd", "{fd:" + std::to_string(c.fd_binds.size()) + "}", sandbox::kEntrypointBinary});
+  c.fd_binds.push_back({entrypoint.parent_path().string(), entrypoint.filename().string()});
+  if (!req.spec.code_dir.empty()) AddBind(c, req.spec.code_dir, sandbox::kCodeDir, false);
   const int n = req.spec.instance_count;
+  auto ro = [&](const std::string& src, const std::string& dst) { AddBind(c, src, dst, false); };
   for (const auto& [ch, path] : req.spec.inputs) {
     std::string target = StrCat(sandbox::kInputDataDir, "/", ch);
     const auto& sc = req.spec.sharded_channels;
     bool sharded = std::find(sc.begin(), sc.end(), ch) != sc.end();
-    BindData(a, path, target, sharded ? Distribution::kShardedByKey : Distribution::kFullyReplicated, req.index, n);
+    BindData(ro, path, target, sharded ? Distribution::kShardedByKey : Distribution::kFullyReplicated, req.index, n,
+             a);
   }
-  for (const auto& m : req.spec.mounts) BindData(a, m.source, m.target, m.distribution, req.index, n);
+  for (const auto& m : req.spec.mounts) BindData(ro, m.source, m.target, m.distribution, req.index, n, a);
   for (size_t i = 0; i < req.spec.uploads.size(); ++i)
-    a.insert(a.end(), {"--bind", req.spec.uploads[i].destination, sandbox::kUploadsPrefix + std::to_string(i)});
-  if (!req.spec.checkpoint_dir.empty())
-    a.insert(a.end(), {"--bind", req.spec.checkpoint_dir, sandbox::kCheckpointsDir});
-  if (!req.spec.code_archive.empty()) a.insert(a.end(), {"--ro-bind", req.spec.code_archive, sandbox::kSourceArchive});
-  a.insert(a.end(), {"--ro-bind", dir + "/hosts", "/etc/hosts"});
-  a.insert(a.end(), {"--bind", req.output_dir, req.output_dir});
-  a.insert(a.end(), {"--unshare-pid", "--unshare-ipc", "--unshare-uts", "--hostname",
-                     "algo-" + std::to_string(req.index + 1), "--as-pid-1", "--die-with-parent", "--json-status-fd",
-                     "3", "--chdir", sandbox::kCodeDir, "--", sandbox::kEntrypointBinary, "--"});
+    AddBind(c, req.spec.uploads[i].destination, sandbox::kUploadsPrefix + std::to_string(i), true);
+  if (!req.spec.checkpoint_dir.empty()) AddBind(c, req.spec.checkpoint_dir, sandbox::kCheckpointsDir, true);
+  if (!req.spec.code_archive.empty()) AddBind(c, req.spec.code_archive, sandbox::kSourceArchive, false);
+  a.insert(a.end(), {"--ro-bind-fd", "{fd:" + std::to_string(c.fd_binds.size()) + "}", "/etc/hosts"});
+  c.fd_binds.push_back({dir, "hosts"});
+  AddBind(c, req.output_dir, req.output_dir, true);
+  // kilnd's sockets: this instance's StatsD socket directory, and the runtime API.
+  a.insert(a.end(), {"--ro-bind-fd", "{fd:" + std::to_string(c.fd_binds.size()) + "}", sandbox::kMetricsDir});
+  c.fd_binds.push_back({dir, "sock"});
+  if (!opts_.runtime_socket.empty()) {
+    const fs::path sock(opts_.runtime_socket);
+    a.insert(a.end(), {"--ro-bind-fd", "{fd:" + std::to_string(c.fd_binds.size()) + "}", sandbox::kRuntimeDir});
+    c.fd_binds.push_back({sock.parent_path().string(), ""});
+  }
+  a.insert(a.end(), {"--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"});
+  // The job's user: a user namespace of its own mapping only its uid, no
+  // capabilities, and no further user namespaces inside.
+  if (Unprivileged()) a.insert(a.end(), {"--unshare-user", "--disable-userns"});
+  a.insert(a.end(), {"--seccomp", "{seccomp}", "--hostname", "algo-" + std::to_string(req.index + 1), "--as-pid-1",
+                     "--die-with-parent", "--json-status-fd", "3", "--chdir", sandbox::kCodeDir, "--",
+                     sandbox::kEntrypointBinary, "--"});
   for (const auto& p : req.image.prefix) a.push_back(p);
-  for (const auto& c : req.spec.command) a.push_back(c);
-  return a;
+  for (const auto& cmd : req.spec.command) a.push_back(cmd);
+  return c;
+}
+
+Status LocalBackend::MakeJobDir(const std::string& path) const {
+  const DirOwner owner{Unprivileged() ? opts_.job_uid : 0, Unprivileged() ? opts_.job_gid : 0};
+  if (auto rel = Beneath(opts_.data_dir, path)) return MakeDirsBeneath(opts_.data_dir, *rel, owner, OwnLeaf::kAlways);
+  // A host path the job's spec names: the user's own, symlinks and all. Only the
+  // directories created here become the job's; an existing one keeps its owner
+  // and permissions (the job writes there only if they let it).
+  std::vector<std::string> missing;
+  std::error_code ec;
+  for (fs::path p = fs::path(path).lexically_normal(); !p.empty() && p != p.root_path() && !fs::exists(p, ec);
+       p = p.parent_path())
+    missing.push_back(p.string());
+  KILN_RETURN_IF_ERROR(MakeDirs(path));
+  if (owner.uid == 0) return Status::Ok();
+  for (const auto& m : missing)
+    if (fchownat(AT_FDCWD, m.c_str(), owner.uid, owner.gid, AT_SYMLINK_NOFOLLOW) != 0)
+      return Internal("chown " + m + ": " + strerror(errno));
+  return Status::Ok();
+}
+
+Status LocalBackend::PrepareInstanceDir(const LaunchRequest& req, const std::string& dir) const {
+  KILN_RETURN_IF_ERROR(MakeDirs(dir));
+  const DirOwner owner{Unprivileged() ? opts_.job_uid : 0, Unprivileged() ? opts_.job_gid : 0};
+  // Root's, and only traversable by the jobs' group: bwrap resolves the paths of
+  // the binds the supervisor opened (ml/, sock/) as the job's user. launch.json
+  // (the instance's token) and the other files in it are 0600.
+  if (chown(dir.c_str(), 0, owner.gid) != 0 || chmod(dir.c_str(), 0710) != 0)
+    return Internal("chmod " + dir + ": " + strerror(errno));
+  for (const char* sub : {"ml/input/config", "ml/input/data", "ml/model", "ml/output/data", "ml/code",
+                          "ml/checkpoints", "ml/.kiln/bin"})
+    KILN_RETURN_IF_ERROR(MakeDirsBeneath(dir, sub, owner, OwnLeaf::kCreatedOnly));
+  // The job's /opt/ml: its user's alone.
+  if (chmod((dir + "/ml").c_str(), 0700) != 0) return Internal("chmod " + dir + "/ml: " + strerror(errno));
+  KILN_RETURN_IF_ERROR(MakeDirsBeneath(dir, "sock", DirOwner{}, OwnLeaf::kCreatedOnly));
+  for (const auto& [ch, path] : req.spec.inputs) {
+    KILN_RETURN_IF_ERROR(MakeDirsBeneath(dir, "ml/input/data/" + ch, owner, OwnLeaf::kCreatedOnly));
+    if (access(path.c_str(), R_OK) != 0)
+      return InvalidArgument("inputs." + ch,
+                             "input path " + path + " is not readable: " + std::string(strerror(errno)));
+  }
+  return Status::Ok();
 }
 
 Result<std::string> LocalBackend::Launch(const LaunchRequest& req) {
@@ -170,17 +289,7 @@ Result<std::string> LocalBackend::Launch(const LaunchRequest& req) {
   const std::string dir = Dir(req.instance_id);
   // Idempotent: a supervisor that already started owns the instance.
   if (auto adopted = Adopt(req); adopted.ok()) return adopted;
-  for (const char* sub : {"/ml/input/config", "/ml/input/data", "/ml/model", "/ml/output/data", "/ml/code",
-                          "/ml/checkpoints", "/ml/.kiln/bin"})
-    KILN_RETURN_IF_ERROR(MakeDirs(dir + sub));
-  for (const auto& [ch, path] : req.spec.inputs) {
-    std::string channel_dir = dir;
-    channel_dir.append("/ml/input/data/").append(ch);
-    KILN_RETURN_IF_ERROR(MakeDirs(channel_dir));
-    if (access(path.c_str(), R_OK) != 0)
-      return InvalidArgument("inputs." + ch,
-                             "input path " + path + " is not readable: " + std::string(strerror(errno)));
-  }
+  KILN_RETURN_IF_ERROR(PrepareInstanceDir(req, dir));
   for (size_t i = 0; i < req.spec.mounts.size(); ++i)
     if (access(req.spec.mounts[i].source.c_str(), R_OK) != 0)
       return InvalidArgument("mounts[" + std::to_string(i) + "]",
@@ -188,14 +297,16 @@ Result<std::string> LocalBackend::Launch(const LaunchRequest& req) {
   if (!req.spec.code_archive.empty() && access(req.spec.code_archive.c_str(), R_OK) != 0)
     return InvalidArgument("code_archive", "source archive " + req.spec.code_archive +
                                                " is not readable: " + std::string(strerror(errno)));
+  const DirOwner owner{Unprivileged() ? opts_.job_uid : 0, Unprivileged() ? opts_.job_gid : 0};
   for (const auto& u : req.spec.uploads) {
-    KILN_RETURN_IF_ERROR(MakeDirs(u.destination));
-    KILN_RETURN_IF_ERROR(MakeDirs(sandbox::Rebase(dir + "/ml", u.local_path)));
+    KILN_RETURN_IF_ERROR(MakeJobDir(u.destination));
+    auto local = Beneath(sandbox::kRoot, u.local_path);
+    if (local && !local->empty()) KILN_RETURN_IF_ERROR(MakeDirsBeneath(dir + "/ml", *local, owner, OwnLeaf::kCreatedOnly));
   }
-  if (!req.spec.checkpoint_dir.empty()) KILN_RETURN_IF_ERROR(MakeDirs(req.spec.checkpoint_dir));
-  KILN_RETURN_IF_ERROR(
-      WriteFileAtomic(dir + "/hosts", HostsFile(req.job_id, req.spec.instance_count), 0644, Sync::kNoSync));
-  KILN_RETURN_IF_ERROR(MakeDirs(req.output_dir));
+  if (!req.spec.checkpoint_dir.empty()) KILN_RETURN_IF_ERROR(MakeJobDir(req.spec.checkpoint_dir));
+  KILN_RETURN_IF_ERROR(WriteFileAtomic(dir + "/hosts", HostsFile(req.job_id, req.spec.instance_count, opts_.network),
+                                       0644, Sync::kNoSync));
+  KILN_RETURN_IF_ERROR(MakeJobDir(req.output_dir));
 
   std::vector<std::string> env = {
       "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -205,19 +316,30 @@ Result<std::string> LocalBackend::Launch(const LaunchRequest& req) {
       "KILN_JOB_ID=" + req.job_id,
       "KILN_JOB_NAME=" + req.spec.name,
       "KILN_INSTANCE_ID=" + req.instance_id,
-      "KILN_API_URL=" + req.api_url,
+      "KILN_API_URL=" + (opts_.runtime_socket.empty() ? req.api_url : StrCat("unix:", sandbox::kRuntimeDir, "/", fs::path(opts_.runtime_socket).filename().string())),
       "KILN_TOKEN=" + req.token,
   };
   supervisor::LaunchFile launch;
   launch.instance_id = req.instance_id;
-  launch.argv = SandboxArgv(req, dir);
+  SandboxCommand command = SandboxArgv(req, dir);
+  launch.argv = std::move(command.argv);
+  launch.fd_binds = std::move(command.fd_binds);
   launch.env = std::move(env);
+  launch.uid = owner.uid;
+  launch.gid = owner.gid;
+  launch.seccomp = true;
+  launch.pids_max = opts_.pids_max;
+  launch.network = opts_.network;
+  if (opts_.network == supervisor::NetworkMode::kPrivate && req.spec.instance_count > 1)
+    launch.link = supervisor::JobLink{"kb" + Hex(Fnv(req.job_id), 8), "kv" + Hex(Fnv(req.instance_id), 8) +
+                                                                          Hex(Fnv(req.instance_id + "#") & 0xff, 2),
+                                      JobSubnet(req.job_id) + std::to_string(req.index + 1), 24};
   launch.memory_bytes = req.type.memory_mib * 1024 * 1024;
   launch.cpus = req.type.vcpus;
   launch.grace_ms = req.spec.stop_grace_seconds * 1000;
   launch.log = dir + "/" + supervisor::kLogFile;
   KILN_RETURN_IF_ERROR(
-      WriteFileAtomic(dir + "/" + supervisor::kLaunchFile, supervisor::Encode(launch), 0644, Sync::kNoSync));
+      WriteFileAtomic(dir + "/" + supervisor::kLaunchFile, supervisor::Encode(launch), 0600, Sync::kNoSync));
 
   int ready[2];
   if (pipe2(ready, O_CLOEXEC) != 0) return Internal(std::string("pipe: ") + strerror(errno));
@@ -226,7 +348,7 @@ Result<std::string> LocalBackend::Launch(const LaunchRequest& req) {
   posix_spawn_file_actions_adddup2(&fa, ready[1], 3);
   posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
   std::string slog = dir + "/supervisor.log";
-  posix_spawn_file_actions_addopen(&fa, 1, slog.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+  posix_spawn_file_actions_addopen(&fa, 1, slog.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW, 0600);
   posix_spawn_file_actions_adddup2(&fa, 1, 2);
   // The supervisor outlives kilnd: it must not hold kilnd's sockets (client
   // connections, the listener) or any other descriptor a library left inheritable.
@@ -359,6 +481,7 @@ void LocalBackend::Finished(const std::string& id, const std::string& job_id, in
     std::string why = text.ok()
                           ? "the instance supervisor recorded an unreadable status (" + status.status().message() + ")"
                           : "the instance supervisor exited without recording a status";
+    InstanceCgroup::RemoveLeftover(id);  // its supervisor died before it could
     e = LostEvent(job_id, id, why + " (see " + Dir(id) + "/" + supervisor::kSupervisorLog + ")", clock_.NowMs());
   } else {
     status->exit.instance_id = id;
@@ -396,8 +519,11 @@ Status LocalBackend::Recover(const std::string& id, const std::string& handle) {
     Finished(id, h->job_id, h->pid);
     return Status::Ok();
   }
-  if (h->pid <= 0 || ProcessStartTime(h->pid) != h->start)
+  if (h->pid <= 0 || ProcessStartTime(h->pid) != h->start) {
+    // A supervisor killed with its instance leaves the instance's cgroups behind.
+    InstanceCgroup::RemoveLeftover(id);
     return NotFound("supervisor of " + id + " (pid " + std::to_string(h->pid) + ") is gone and left no status");
+  }
   return WatchPid(id, h->job_id, h->pid, h->start);
 }
 

@@ -7,14 +7,40 @@
 #include "common/clock.h"
 #include "common/thread_annotations.h"
 #include "compute/backend.h"
+#include "compute/local/protocol.h"
 
 namespace kiln {
+
+// Whose uid a job's processes run as.
+enum class SandboxUser {
+  kUnprivileged,  // job_uid/job_gid, in a user namespace of its own, no capabilities (the default)
+  kRoot,          // the supervisor's (root): for hosts without user namespaces; not a security boundary
+};
 
 struct LocalBackendOptions {
   std::string instances_dir;    // <data-dir>/instances
   std::string supervisor_path;  // kiln-supervisor binary
   std::string entrypoint_path;  // kiln-entrypoint binary
   std::string bwrap_path = "/usr/bin/bwrap";
+  // kilnd's data dir: hidden in every sandbox (a tmpfs over it); binds of paths
+  // under it are opened by the root supervisor beneath it, never through a symlink.
+  std::string data_dir;
+  // kilnd's runtime API socket (only /v1/runtime); its directory, which holds
+  // nothing else, is bound at sandbox::kRuntimeDir.
+  // "" keeps the job on the host network with KILN_API_URL as given.
+  std::string runtime_socket;
+  SandboxUser user = SandboxUser::kUnprivileged;
+  uint32_t job_uid = 2000000000;  // not in /etc/passwd on any sane host
+  uint32_t job_gid = 2000000000;
+  supervisor::NetworkMode network = supervisor::NetworkMode::kPrivate;
+  int64_t pids_max = 4096;  // per instance; 0: none
+};
+
+// The sandbox command for one instance: bwrap's argv, with "{fd:i}" tokens for
+// binds the supervisor opens itself, and "{seccomp}".
+struct SandboxCommand {
+  std::vector<std::string> argv;
+  std::vector<supervisor::FdBind> fd_binds;
 };
 
 // See README.md. Thread-safe.
@@ -31,10 +57,12 @@ class LocalBackend final : public ComputeBackend {
   Status Cleanup(const std::string& id, const std::string& handle) override;
   Status Recover(const std::string& id, const std::string& handle) override;
   std::string LogPath(const std::string& id) const override;
-  std::string MetricsSocketPath(const std::string& id) const override { return Dir(id) + "/ml/.kiln/statsd.sock"; }
+  // In the instance's root-owned sock/ directory (bound read-only at
+  // sandbox::kMetricsDir), out of the job's reach to replace or redirect.
+  std::string MetricsSocketPath(const std::string& id) const override { return Dir(id) + "/sock/statsd.sock"; }
 
   // The sandbox command line for a request (exposed for tests and docs).
-  std::vector<std::string> SandboxArgv(const LaunchRequest& req, const std::string& dir) const;
+  SandboxCommand SandboxArgv(const LaunchRequest& req, const std::string& dir) const;
 
  private:
   struct Watch {
@@ -43,6 +71,15 @@ class LocalBackend final : public ComputeBackend {
     int pidfd;
   };
   std::string Dir(const std::string& id) const { return opts_.instances_dir + "/" + id; }
+  // Adds a bind of `source` at `dest`: through a descriptor the supervisor opens
+  // when `source` is under the data dir, else a path bwrap opens as the job's user.
+  void AddBind(SandboxCommand& c, const std::string& source, const std::string& dest, bool writable) const;
+  // Creates a directory the job writes to (output, checkpoints, uploads) and gives
+  // it to the job's user: beneath the data dir without following symlinks (and
+  // the leaf always), elsewhere only the directories this call creates.
+  Status MakeJobDir(const std::string& path) const;
+  Status PrepareInstanceDir(const LaunchRequest& req, const std::string& dir) const;
+  bool Unprivileged() const { return opts_.user == SandboxUser::kUnprivileged; }
   // A supervisor that already started for this instance: watch it, return its handle.
   Result<std::string> Adopt(const LaunchRequest& req);
   static Result<std::pair<int, unsigned long long>> SupervisorOf(const std::string& dir);

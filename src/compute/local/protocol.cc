@@ -26,6 +26,45 @@ Result<json> ParseVersioned(const std::string& text, const char* what) {
   return j;
 }
 
+json FdBindsJson(const std::vector<FdBind>& binds) {
+  json a = json::array();
+  for (const auto& b : binds) a.push_back({{"root", b.root}, {"relative", b.relative}});
+  return a;
+}
+
+Status DecodeIsolation(const json& j, LaunchFile& f) {
+  KILN_RETURN_IF_ERROR(ReadField(j, "uid", f.uid));
+  KILN_RETURN_IF_ERROR(ReadField(j, "gid", f.gid));
+  std::string network = "host";
+  KILN_RETURN_IF_ERROR(ReadField(j, "network", network));
+  if (network != "host" && network != "private") return InvalidArgument("network", "network must be host or private");
+  f.network = network == "private" ? NetworkMode::kPrivate : NetworkMode::kHost;
+  if (j.contains("link") && !j["link"].is_null()) {
+    JobLink l;
+    KILN_RETURN_IF_ERROR(RequireField(j["link"], "bridge", l.bridge));
+    KILN_RETURN_IF_ERROR(RequireField(j["link"], "host_veth", l.host_veth));
+    KILN_RETURN_IF_ERROR(RequireField(j["link"], "address", l.address));
+    KILN_RETURN_IF_ERROR(ReadField(j["link"], "prefix_len", l.prefix_len));
+    if (l.bridge.empty() || l.bridge.size() > 15 || l.host_veth.empty() || l.host_veth.size() > 13)
+      return InvalidArgument("link", "interface names must be 1..15 (bridge) and 1..13 (veth) characters");
+    if (l.prefix_len < 8 || l.prefix_len > 30) return InvalidArgument("link.prefix_len", "prefix_len must be 8..30");
+    f.link = std::move(l);
+  }
+  KILN_RETURN_IF_ERROR(ReadField(j, "seccomp", f.seccomp));
+  KILN_RETURN_IF_ERROR(ReadField(j, "pids_max", f.pids_max));
+  if (j.contains("fd_binds") && !j["fd_binds"].is_null()) {
+    if (!j["fd_binds"].is_array()) return InvalidArgument("fd_binds", "fd_binds must be an array");
+    for (const auto& b : j["fd_binds"]) {
+      FdBind fb;
+      KILN_RETURN_IF_ERROR(RequireField(b, "root", fb.root));
+      KILN_RETURN_IF_ERROR(ReadField(b, "relative", fb.relative));
+      if (fb.root.empty() || fb.root[0] != '/') return InvalidArgument("fd_binds", "fd_binds roots must be absolute");
+      f.fd_binds.push_back(std::move(fb));
+    }
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 std::string Encode(const LaunchFile& f) {
@@ -37,13 +76,26 @@ std::string Encode(const LaunchFile& f) {
                {"cpus", f.cpus},
                {"grace_ms", f.grace_ms},
                {"log", f.log},
-               {"cwd", f.cwd}});
+               {"cwd", f.cwd},
+               {"uid", f.uid},
+               {"gid", f.gid},
+               {"network", f.network == NetworkMode::kPrivate ? "private" : "host"},
+               {"link", f.link ? json{{"bridge", f.link->bridge},
+                                      {"host_veth", f.link->host_veth},
+                                      {"address", f.link->address},
+                                      {"prefix_len", f.link->prefix_len}}
+                               : json(nullptr)},
+               {"seccomp", f.seccomp},
+               {"pids_max", f.pids_max},
+               {"fd_binds", FdBindsJson(f.fd_binds)}});
 }
 
 Result<LaunchFile> DecodeLaunchFile(const std::string& text) {
   auto j = ParseVersioned(text, kLaunchFile);
   if (!j.ok()) return j.status();
   LaunchFile f;
+  f.version = 1;  // files written before the field existed
+  KILN_RETURN_IF_ERROR(ReadField(*j, "version", f.version));
   KILN_RETURN_IF_ERROR(RequireField(*j, "instance_id", f.instance_id));
   KILN_RETURN_IF_ERROR(RequireField(*j, "argv", f.argv));
   if (f.argv.empty() || f.argv[0].empty() || f.argv[0][0] != '/')
@@ -54,6 +106,7 @@ Result<LaunchFile> DecodeLaunchFile(const std::string& text) {
   KILN_RETURN_IF_ERROR(ReadField(*j, "grace_ms", f.grace_ms));
   KILN_RETURN_IF_ERROR(RequireField(*j, "log", f.log));
   KILN_RETURN_IF_ERROR(ReadField(*j, "cwd", f.cwd));
+  KILN_RETURN_IF_ERROR(DecodeIsolation(*j, f));
   return f;
 }
 
@@ -72,6 +125,8 @@ Result<StatusFile> DecodeStatusFile(const std::string& text) {
   auto j = ParseVersioned(text, kStatusFile);
   if (!j.ok()) return j.status();
   StatusFile f;
+  f.version = 1;
+  KILN_RETURN_IF_ERROR(ReadField(*j, "version", f.version));
   auto exit = ExitReportFromJson(*j);
   if (!exit.ok()) return exit.status();
   f.exit = std::move(*exit);

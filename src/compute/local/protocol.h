@@ -19,7 +19,9 @@
 
 namespace kiln::supervisor {
 
-inline constexpr int kProtocolVersion = 1;
+// 2: launch.json gains `user`, `network`, `seccomp`, `pids_max` and `fd_binds`
+// (the sandbox runs unprivileged in its own network namespace).
+inline constexpr int kProtocolVersion = 2;
 
 // Names of the files in an instance directory.
 inline constexpr const char* kLaunchFile = "launch.json";  // kilnd -> supervisor, before the spawn
@@ -29,6 +31,30 @@ inline constexpr const char* kStopFile = "stop";           // kilnd -> superviso
 inline constexpr const char* kLockFile = "lock";           // flock: one supervisor per instance
 inline constexpr const char* kLogFile = "output.log";      // the instance's stdout+stderr
 inline constexpr const char* kSupervisorLog = "supervisor.log";
+
+// A bind the supervisor opens itself, as root, before it drops privileges: a
+// path under kilnd's data dir, which the job's user cannot reach. `root` is
+// trusted (kilnd's own directory, opened following symlinks); `relative` is
+// resolved beneath it without following any symlink (a job may have planted one).
+// The supervisor replaces the argv token "{fd:<index>}" with the open descriptor.
+struct FdBind {
+  std::string root;
+  std::string relative;  // "" binds root itself
+};
+
+// The network an instance gets.
+enum class NetworkMode {
+  kHost,     // the host's network (version 1 files)
+  kPrivate,  // a network namespace of its own: loopback only, or one veth on its job's bridge
+};
+
+// The job's own interface on its job's bridge (multi-instance jobs in kPrivate).
+struct JobLink {
+  std::string bridge;       // host bridge of the job ("kb" + hash); created if missing
+  std::string host_veth;    // host end, attached to the bridge
+  std::string address;      // the instance's IPv4 address on the link
+  int prefix_len = 24;
+};
 
 // launch.json: what to run and under which limits.
 struct LaunchFile {
@@ -41,6 +67,14 @@ struct LaunchFile {
   int64_t grace_ms = 120000;  // SIGTERM -> SIGKILL, unless the stop file says otherwise
   std::string log;            // absolute path of the output log
   std::string cwd = "/";
+  // Version 2. Defaults keep version 1's meaning.
+  uint32_t uid = 0;  // the sandbox runs as this host uid/gid (0: as the supervisor)
+  uint32_t gid = 0;
+  NetworkMode network = NetworkMode::kHost;
+  std::optional<JobLink> link;     // kPrivate only
+  bool seccomp = false;            // "{seccomp}" in argv becomes the filter's descriptor
+  int64_t pids_max = 0;            // 0: no limit
+  std::vector<FdBind> fd_binds;    // "{fd:<i>}" in argv
 };
 std::string Encode(const LaunchFile& f);
 // kInvalidArgument (naming the field) for a malformed file, kFailedPrecondition for

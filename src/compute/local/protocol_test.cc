@@ -27,6 +27,48 @@ TEST(Protocol, LaunchFileRoundTrips) {
   EXPECT_EQ(back->log, f.log);
   EXPECT_EQ(back->cwd, "/");
   EXPECT_EQ(back->version, kProtocolVersion);
+  EXPECT_EQ(back->network, NetworkMode::kHost);  // version 1's meaning when unset
+  EXPECT_EQ(back->uid, 0U);
+  EXPECT_FALSE(back->seccomp);
+}
+
+TEST(Protocol, IsolationRoundTrips) {
+  LaunchFile f;
+  f.instance_id = "j-1.1.0";
+  f.argv = {"/usr/bin/bwrap", "--bind-fd", "{fd:0}", "/opt/ml"};
+  f.log = "/l";
+  f.uid = 2000000000;
+  f.gid = 2000000000;
+  f.network = NetworkMode::kPrivate;
+  f.link = JobLink{"kb0123abcd", "kv0123abcdef", "10.1.2.3", 24};
+  f.seccomp = true;
+  f.pids_max = 512;
+  f.fd_binds = {{"/data/instances/j-1.1.0", "ml"}, {"/usr/lib/kiln", ""}};
+  auto back = DecodeLaunchFile(Encode(f));
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(back->uid, f.uid);
+  EXPECT_EQ(back->gid, f.gid);
+  EXPECT_EQ(back->network, NetworkMode::kPrivate);
+  ASSERT_TRUE(back->link.has_value());
+  EXPECT_EQ(back->link->bridge, "kb0123abcd");
+  EXPECT_EQ(back->link->host_veth, "kv0123abcdef");
+  EXPECT_EQ(back->link->address, "10.1.2.3");
+  EXPECT_TRUE(back->seccomp);
+  EXPECT_EQ(back->pids_max, 512);
+  ASSERT_EQ(back->fd_binds.size(), 2U);
+  EXPECT_EQ(back->fd_binds[0].root, "/data/instances/j-1.1.0");
+  EXPECT_EQ(back->fd_binds[0].relative, "ml");
+}
+
+TEST(Protocol, MalformedIsolationNamesTheField) {
+  const std::string head = R"({"instance_id":"i","argv":["/x"],"log":"/l",)";
+  EXPECT_EQ(DecodeLaunchFile(head + R"("network":"bridge"})").status().field(), "network");
+  EXPECT_EQ(DecodeLaunchFile(head + R"("uid":-1})").status().field(), "uid");
+  EXPECT_EQ(DecodeLaunchFile(head + R"("fd_binds":[{"root":"rel"}]})").status().field(), "fd_binds");
+  EXPECT_EQ(DecodeLaunchFile(head + R"("link":{"bridge":"a-name-that-is-too-long","host_veth":"v","address":"x"}})")
+                .status()
+                .field(),
+            "link");
 }
 
 // launch.json and status.json exactly as the build before versioning wrote them.
@@ -81,7 +123,7 @@ TEST(Protocol, StatusFileRoundTrips) {
 TEST(Protocol, NewerVersionsAreRefusedNotMisread) {
   auto s = DecodeStatusFile(R"({"version":99,"exit_code":0})");
   EXPECT_EQ(s.status().code(), Code::kFailedPrecondition);
-  auto l = DecodeLaunchFile(R"({"version":2,"instance_id":"i","argv":["/x"],"log":"/l"})");
+  auto l = DecodeLaunchFile(R"({"version":3,"instance_id":"i","argv":["/x"],"log":"/l"})");
   EXPECT_EQ(l.status().code(), Code::kFailedPrecondition);
 }
 

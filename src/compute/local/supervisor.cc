@@ -1,6 +1,7 @@
 #include "compute/local/supervisor.h"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/file.h>
 #include <sys/signalfd.h>
@@ -17,6 +18,7 @@
 #include "common/fsutil.h"
 #include "common/sandbox_paths.h"
 #include "compute/local/cgroup.h"
+#include "compute/local/isolation.h"
 #include "compute/local/protocol.h"
 
 namespace kiln {
@@ -104,31 +106,150 @@ class BwrapStatus {
   pid_t init_pid_ = 0;
 };
 
-// Forks and execs the sandbox command; its stdout/stderr go to the log, fd 3 is
-// bwrap's status pipe. Everything the child needs is prepared before the fork.
-pid_t SpawnSandbox(const LaunchFile& launch, const Result<InstanceCgroup>& cg, const sigset_t& mask,
-                   int status_write_fd) {
-  std::vector<std::string> argv = launch.argv, env = launch.env;
+// What the sandbox's process needs that the supervisor prepares as root before
+// the fork: the descriptors bwrap binds or loads, and argv with their numbers.
+struct SandboxSetup {
+  std::vector<std::string> argv;
+  std::vector<int> fds;  // fd binds, then the seccomp filter; all >= 10
+  ~SandboxSetup() {
+    for (int fd : fds) close(fd);
+  }
+};
+
+// Moves `fd` to 10 or above (the child dup2s onto 0..3), close-on-exec.
+int Park(int fd) {
+  int high = fcntl(fd, F_DUPFD_CLOEXEC, 10);
+  close(fd);
+  return high;
+}
+
+// Opens the launch file's fd binds (beneath their roots, no symlinks) and the
+// seccomp filter, and writes their numbers into argv.
+Status PrepareSandbox(const LaunchFile& launch, SandboxSetup& out) {
+  std::vector<std::string> binds;
+  for (const auto& b : launch.fd_binds) {
+    auto fd = OpenPathBeneath(b.root, b.relative);
+    if (!fd.ok()) return fd.status();
+    out.fds.push_back(Park(*fd));
+    binds.push_back(std::to_string(out.fds.back()));
+  }
+  std::string seccomp;
+  if (launch.seccomp) {
+    auto fd = isolation::DefaultSeccompFilter();
+    if (!fd.ok()) return fd.status();
+    out.fds.push_back(Park(*fd));
+    seccomp = std::to_string(out.fds.back());
+  }
+  for (const auto& a : launch.argv) {
+    if (a == "{seccomp}") {
+      if (seccomp.empty()) return InvalidArgument("argv", "{seccomp} without seccomp: true");
+      out.argv.push_back(seccomp);
+    } else if (a.rfind("{fd:", 0) == 0 && a.back() == '}') {
+      size_t i = strtoul(a.c_str() + 4, nullptr, 10);
+      if (i >= binds.size()) return InvalidArgument("argv", a + " names no fd bind");
+      out.argv.push_back(binds[i]);
+    } else {
+      out.argv.push_back(a);
+    }
+  }
+  return Status::Ok();
+}
+
+// The pipes between the supervisor and its child while the child sets up.
+struct ChildPipes {
+  int status_write = -1;    // bwrap's --json-status-fd, fd 3 in the child
+  int netns_ready = -1;     // child -> parent: "in its own network namespace"
+  int link_ready = -1;      // parent -> child: "your interface is there" (read end)
+  int error_write = -1;     // child -> parent: why setup failed (closed by exec)
+};
+
+[[noreturn]] void ChildFail(int error_fd, const std::string& why) {
+  std::string msg = "SandboxSetupFailed: " + why;
+  ssize_t n = write(error_fd, msg.data(), msg.size());
+  (void)n;
+  _exit(127);
+}
+
+// In the child, as root: its cgroups, its network namespace, then the job's user;
+// then exec. Everything it needs was prepared before the fork.
+[[noreturn]] void RunChild(const LaunchFile& launch, const Result<InstanceCgroup>& cg, const sigset_t& mask,
+                           const ChildPipes& p, std::vector<char*>& av, std::vector<char*>& ev,
+                           const std::vector<int>& keep) {
+  sigprocmask(SIG_UNBLOCK, &mask, nullptr);
+  signal(SIGPIPE, SIG_DFL);
+  if (cg.ok() && !cg->JoinSelf().ok()) dprintf(2, "kiln-supervisor: cannot join the instance's cgroups\n");
+  int out = open(launch.log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW, 0600);
+  int in = open("/dev/null", O_RDONLY);
+  dup2(in, 0);
+  dup2(out, 1);
+  dup2(out, 2);
+  dup2(p.status_write, 3);  // bwrap --json-status-fd 3
+  for (int fd : keep) fcntl(fd, F_SETFD, 0);  // bwrap inherits the binds and the filter
+  if (launch.network == supervisor::NetworkMode::kPrivate) {
+    if (unshare(CLONE_NEWNET) != 0) ChildFail(p.error_write, std::string("unshare(CLONE_NEWNET): ") + strerror(errno));
+    if (Status up = isolation::BringLoopbackUp(); !up.ok()) ChildFail(p.error_write, up.message());
+    if (launch.link) {
+      char c = 'n';
+      if (write(p.netns_ready, &c, 1) != 1 || read(p.link_ready, &c, 1) != 1 || c != 'y')
+        ChildFail(p.error_write, "the job's network link could not be created (see supervisor.log)");
+      if (Status link = isolation::ConfigureJobInterface(*launch.link); !link.ok())
+        ChildFail(p.error_write, link.message());
+    }
+  }
+  if (launch.uid != 0) {
+    if (Status drop = isolation::DropPrivileges(launch.uid, launch.gid); !drop.ok())
+      ChildFail(p.error_write, drop.message());
+  }
+  if (chdir(launch.cwd.c_str()) != 0 && chdir("/") != 0) ChildFail(p.error_write, "chdir");
+  execve(av[0], av.data(), ev.data());
+  ChildFail(p.error_write, std::string("exec ") + av[0] + ": " + strerror(errno));
+}
+
+// Forks the sandbox; its stdout/stderr go to the log, fd 3 is bwrap's status
+// pipe. Returns the child, and in `setup_error` why it could not start the
+// sandbox (then the child has exited 127).
+pid_t SpawnSandbox(const LaunchFile& launch, SandboxSetup& setup, const Result<InstanceCgroup>& cg,
+                   const sigset_t& mask, int status_write_fd, std::string& setup_error) {
+  std::vector<std::string> argv = setup.argv, env = launch.env;
   std::vector<char*> av, ev;
   for (auto& a : argv) av.push_back(a.data());
   av.push_back(nullptr);
   for (auto& e : env) ev.push_back(e.data());
   ev.push_back(nullptr);
+  int netns[2], link[2], err[2];
+  if (pipe2(netns, O_CLOEXEC) != 0 || pipe2(link, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) {
+    setup_error = std::string("SandboxSetupFailed: pipe: ") + strerror(errno);
+    return -1;
+  }
+  ChildPipes p{status_write_fd, netns[1], link[0], err[1]};
   pid_t child = fork();
-  if (child != 0) return child;
-  sigprocmask(SIG_UNBLOCK, &mask, nullptr);
-  signal(SIGPIPE, SIG_DFL);
-  if (cg.ok() && !cg->JoinSelf().ok()) dprintf(2, "kiln-supervisor: cannot join the instance's cgroups\n");
-  int out = open(launch.log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-  int in = open("/dev/null", O_RDONLY);
-  dup2(in, 0);
-  dup2(out, 1);
-  dup2(out, 2);
-  dup2(status_write_fd, 3);  // bwrap --json-status-fd 3
-  if (chdir(launch.cwd.c_str()) != 0 && chdir("/") != 0) _exit(127);
-  execve(av[0], av.data(), ev.data());
-  dprintf(2, "kiln-supervisor: exec %s: %s\n", av[0], strerror(errno));
-  _exit(127);
+  if (child == 0) RunChild(launch, cg, mask, p, av, ev, setup.fds);
+  close(netns[1]);
+  close(link[0]);
+  close(err[1]);
+  if (child > 0 && launch.network == supervisor::NetworkMode::kPrivate && launch.link) {
+    char c = 0;
+    if (read(netns[0], &c, 1) == 1) {
+      Status made = isolation::CreateJobLink(*launch.link, child);
+      if (!made.ok()) fprintf(stderr, "kiln-supervisor: %s\n", made.ToString().c_str());
+      c = made.ok() ? 'y' : 'n';
+      ssize_t n = write(link[1], &c, 1);
+      (void)n;
+    }
+  }
+  close(netns[0]);
+  close(link[1]);
+  // Until exec closes it (or the child writes why it could not get there).
+  char buf[1024];
+  ssize_t n;
+  while ((n = read(err[0], buf, sizeof(buf))) != 0) {
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) break;
+    setup_error.append(buf, static_cast<size_t>(n));
+  }
+  close(err[0]);
+  if (child < 0) setup_error = std::string("SandboxSetupFailed: fork: ") + strerror(errno);
+  return child;
 }
 
 struct WaitOutcome {
@@ -170,8 +291,15 @@ WaitOutcome WaitForSandbox(const std::string& dir, const LaunchFile& launch, pid
 
 // The exit report: the entrypoint's own account of the user command when it got
 // to write one (exit.json), else the sandbox's wait status.
-ExitReport ExitOf(const std::string& dir, const LaunchFile& launch, const WaitOutcome& w) {
+ExitReport ExitOf(const std::string& dir, const LaunchFile& launch, const WaitOutcome& w,
+                  const std::string& setup_error) {
   ExitReport x;
+  if (!setup_error.empty()) {  // the job never ran
+    x.instance_id = launch.instance_id;
+    x.exit_code = 127;
+    x.failure = SanitizeUtf8(TruncateUtf8(setup_error, 1024));
+    return x;
+  }
   auto ep = ExitReportFromJson(nlohmann::json::parse(ReadJobFile(dir, sandbox::kExitFile, 1 << 16), nullptr, false));
   if (ep.ok()) {
     // Only what the entrypoint records: exit.json lies in the job's /opt/ml, so
@@ -227,7 +355,14 @@ int RunSupervisor(const std::string& dir, int ready_fd) {
   }
   StatusFile status;
   status.started_ms = RealClock::Get().NowMs();
-  auto cg = InstanceCgroup::Create(launch->instance_id, launch->memory_bytes, launch->cpus);
+  // Opened as root, before anything runs: a bind the job could redirect (a
+  // symlink planted under kilnd's data dir) fails the launch instead.
+  SandboxSetup setup;
+  if (Status prepared = PrepareSandbox(*launch, setup); !prepared.ok()) {
+    Ready(ready_fd, {ReadyKind::kError, "sandbox setup: " + prepared.message()});
+    return 1;
+  }
+  auto cg = InstanceCgroup::Create(launch->instance_id, launch->memory_bytes, launch->cpus, launch->pids_max);
   if (!cg.ok()) status.limits_warning = cg.status().message();
 
   sigset_t mask;
@@ -242,17 +377,20 @@ int RunSupervisor(const std::string& dir, int ready_fd) {
   }
   Ready(ready_fd, {ReadyKind::kOk, ""});
 
-  pid_t child = SpawnSandbox(*launch, cg, mask, statusp[1]);
+  std::string setup_error;
+  pid_t child = SpawnSandbox(*launch, setup, cg, mask, statusp[1], setup_error);
   close(statusp[1]);
   BwrapStatus bwrap(statusp[0]);
-  WaitOutcome w = WaitForSandbox(dir, *launch, child, sfd, bwrap);
+  WaitOutcome w;
+  if (child > 0) w = WaitForSandbox(dir, *launch, child, sfd, bwrap);
   bwrap.Pump();
-  status.exit = ExitOf(dir, *launch, w);
+  status.exit = ExitOf(dir, *launch, w, setup_error);
   if (cg.ok()) {
     status.exit.oom = cg->OomKilled();
     status.exit.peak_memory_bytes = cg->PeakMemoryBytes();
     cg->Destroy();
   }
+  if (launch->link) isolation::RemoveIdleBridge(launch->link->bridge);
   status.ended_ms = RealClock::Get().NowMs();
   status.stopped = w.stopping;
   Status written =

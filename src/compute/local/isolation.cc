@@ -1,0 +1,202 @@
+#include "compute/local/isolation.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <seccomp.h>
+#include <sched.h>
+#include <spawn.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <dirent.h>
+
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+extern char** environ;
+
+namespace kiln::isolation {
+namespace {
+
+Status Errno(const std::string& what) {
+  return Internal(what + ": " + strerror(errno));
+}
+
+// Runs `ip` with `args`; its output goes to the supervisor's log.
+Status Ip(std::vector<std::string> args) {
+  static const char* const kCandidates[] = {"/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"};
+  const char* ip = nullptr;
+  for (const char* c : kCandidates)
+    if (access(c, X_OK) == 0) {
+      ip = c;
+      break;
+    }
+  if (!ip) return Status(Code::kFailedPrecondition, "ip (iproute2) not found; apt install iproute2");
+  args.insert(args.begin(), ip);
+  std::vector<char*> av;
+  av.reserve(args.size() + 1);
+  for (auto& a : args) av.push_back(a.data());
+  av.push_back(nullptr);
+  pid_t pid = 0;
+  int rc = posix_spawn(&pid, ip, nullptr, nullptr, av.data(), environ);
+  if (rc != 0) return Internal(std::string("spawn ip: ") + strerror(rc));
+  int st = 0;
+  while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+  }
+  if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+    std::string line;
+    for (size_t i = 1; i < args.size(); ++i) line += " " + args[i];
+    return Internal("ip" + line + " failed");
+  }
+  return Status::Ok();
+}
+
+bool Exists(const std::string& path) {
+  struct stat st {};
+  return stat(path.c_str(), &st) == 0;
+}
+
+class Socket {
+ public:
+  Socket() : fd_(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0)) {}
+  ~Socket() {
+    if (fd_ >= 0) close(fd_);
+  }
+  Socket(const Socket&) = delete;
+  Socket& operator=(const Socket&) = delete;
+  int fd() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+Status SetUp(int sock, const char* name) {
+  ifreq ifr {};
+  strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
+  if (ioctl(sock, SIOCGIFFLAGS, &ifr) != 0) return Errno(std::string("SIOCGIFFLAGS ") + name);
+  ifr.ifr_flags = static_cast<short>(ifr.ifr_flags | IFF_UP | IFF_RUNNING);
+  if (ioctl(sock, SIOCSIFFLAGS, &ifr) != 0) return Errno(std::string("SIOCSIFFLAGS ") + name);
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<int> DefaultSeccompFilter() {
+  scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+  if (!ctx) return Internal("seccomp_init failed");
+  const uint32_t deny = SCMP_ACT_ERRNO(EPERM);
+  // Denied outright: nothing a training or processing job needs, each a way out of
+  // the sandbox or into the kernel's attack surface.
+  static const char* const kDenied[] = {
+      "mount", "umount", "umount2", "pivot_root", "chroot", "fsopen", "fsconfig", "fsmount", "fspick", "move_mount",
+      "open_tree", "mount_setattr", "setns", "unshare", "init_module", "finit_module", "delete_module",
+      "create_module", "query_module", "get_kernel_syms", "kexec_load", "kexec_file_load", "add_key",
+      "request_key", "keyctl", "bpf", "perf_event_open", "userfaultfd", "io_uring_setup", "io_uring_enter",
+      "io_uring_register", "swapon", "swapoff", "reboot", "acct", "quotactl", "quotactl_fd", "settimeofday",
+      "clock_settime", "clock_adjtime", "adjtimex", "stime", "syslog", "lookup_dcookie", "open_by_handle_at",
+      "name_to_handle_at", "nfsservctl", "uselib", "ustat", "sysfs", "_sysctl", "vhangup", "iopl", "ioperm",
+      "kcmp"};
+  auto fail = [&](const std::string& what) {
+    seccomp_release(ctx);
+    return Internal("seccomp: " + what);
+  };
+  for (const char* name : kDenied) {
+    int nr = seccomp_syscall_resolve_name(name);
+    if (nr == __NR_SCMP_ERROR) continue;  // not on this architecture
+    if (seccomp_rule_add(ctx, deny, nr, 0) != 0) return fail(std::string("rule for ") + name);
+  }
+  // clone with any namespace flag (a new user namespace above all) is denied, one
+  // rule per flag. clone3 passes its flags in memory the filter cannot read: it
+  // answers ENOSYS, and libc falls back to clone, which these rules check.
+  for (uint64_t flag : {CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET,
+                        CLONE_NEWCGROUP}) {
+    if (seccomp_rule_add(ctx, deny, SCMP_SYS(clone), 1, SCMP_A0(SCMP_CMP_MASKED_EQ, flag, flag)) != 0)
+      return fail("rule for clone");
+  }
+  if (seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0) != 0) return fail("rule for clone3");
+  // Raw and packet sockets need CAP_NET_RAW, which a job never has; AF_NETLINK
+  // stays open for getifaddrs.
+  int fd = memfd_create("kiln-seccomp", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (fd < 0) return fail(std::string("memfd_create: ") + strerror(errno));
+  if (seccomp_export_bpf(ctx, fd) != 0) {
+    close(fd);
+    return fail("export");
+  }
+  seccomp_release(ctx);
+  if (lseek(fd, 0, SEEK_SET) != 0 || fcntl(fd, F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK) != 0) {
+    close(fd);
+    return Errno("seal seccomp filter");
+  }
+  return fd;
+}
+
+Status BringLoopbackUp() {
+  Socket s;
+  if (s.fd() < 0) return Errno("socket");
+  return SetUp(s.fd(), "lo");
+}
+
+Status CreateJobLink(const supervisor::JobLink& link, pid_t child) {
+  if (!Exists("/sys/class/net/" + link.bridge)) {
+    Status made = Ip({"link", "add", link.bridge, "type", "bridge"});
+    // Another instance of the job may have created it meanwhile.
+    if (!made.ok() && !Exists("/sys/class/net/" + link.bridge)) return made;
+  }
+  KILN_RETURN_IF_ERROR(Ip({"link", "set", link.bridge, "up"}));
+  KILN_RETURN_IF_ERROR(Ip({"link", "add", link.host_veth, "type", "veth", "peer", "name", link.host_veth + "c",
+                           "netns", std::to_string(child)}));
+  return Ip({"link", "set", link.host_veth, "master", link.bridge, "up"});
+}
+
+Status ConfigureJobInterface(const supervisor::JobLink& link) {
+  Socket s;
+  if (s.fd() < 0) return Errno("socket");
+  ifreq ifr {};
+  const std::string peer = link.host_veth + "c";
+  strncpy(ifr.ifr_name, peer.c_str(), IFNAMSIZ - 1);
+  strncpy(ifr.ifr_newname, kJobInterface, IFNAMSIZ - 1);
+  if (ioctl(s.fd(), SIOCSIFNAME, &ifr) != 0) return Errno("rename " + peer);
+  ifreq addr {};
+  strncpy(addr.ifr_name, kJobInterface, IFNAMSIZ - 1);
+  auto* sin = reinterpret_cast<sockaddr_in*>(&addr.ifr_addr);
+  sin->sin_family = AF_INET;
+  if (inet_pton(AF_INET, link.address.c_str(), &sin->sin_addr) != 1)
+    return InvalidArgument("link.address", "not an IPv4 address: " + link.address);
+  if (ioctl(s.fd(), SIOCSIFADDR, &addr) != 0) return Errno("SIOCSIFADDR");
+  ifreq mask {};
+  strncpy(mask.ifr_name, kJobInterface, IFNAMSIZ - 1);
+  auto* msin = reinterpret_cast<sockaddr_in*>(&mask.ifr_netmask);
+  msin->sin_family = AF_INET;
+  msin->sin_addr.s_addr = htonl(~uint32_t{0} << (32 - link.prefix_len));
+  if (ioctl(s.fd(), SIOCSIFNETMASK, &mask) != 0) return Errno("SIOCSIFNETMASK");
+  return SetUp(s.fd(), kJobInterface);
+}
+
+void RemoveIdleBridge(const std::string& bridge) {
+  const std::string ports = "/sys/class/net/" + bridge + "/brif";
+  if (!Exists(ports)) return;
+  bool empty = true;
+  if (DIR* d = opendir(ports.c_str())) {
+    while (dirent* e = readdir(d))
+      if (e->d_name[0] != '.') empty = false;
+    closedir(d);
+  }
+  if (empty) Ip({"link", "del", bridge}).IgnoreError();  // a starting instance may just have joined it
+}
+
+Status DropPrivileges(uint32_t uid, uint32_t gid) {
+  if (setgroups(0, nullptr) != 0) return Errno("setgroups");
+  if (setresgid(gid, gid, gid) != 0) return Errno("setresgid");
+  if (setresuid(uid, uid, uid) != 0) return Errno("setresuid");
+  return Status::Ok();
+}
+
+}  // namespace kiln::isolation

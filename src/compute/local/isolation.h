@@ -1,0 +1,42 @@
+#pragma once
+// The pieces of an instance's isolation that kiln-supervisor sets up as root
+// before it drops to the job's user and execs bubblewrap: the seccomp filter, the
+// instance's network namespace (loopback, and for multi-instance jobs one veth on
+// the job's bridge), and the privilege drop. See README.md for the whole model.
+#include <sys/types.h>
+
+#include <string>
+
+#include "common/status.h"
+#include "compute/local/protocol.h"
+
+namespace kiln::isolation {
+
+// The name the instance's end of its job link gets inside its namespace.
+inline constexpr char kJobInterface[] = "eth0";
+
+// A compiled seccomp-bpf program (Docker's default profile in spirit: no mount,
+// no kernel modules, keyrings, kexec, bpf, perf, userfaultfd, io_uring, clock or
+// swap changes, no new namespaces) in a sealed memfd positioned at 0, ready for
+// bwrap's --seccomp. Syscalls it denies fail with EPERM.
+Result<int> DefaultSeccompFilter();
+
+// Inside a fresh network namespace: brings "lo" up.
+Status BringLoopbackUp();
+
+// On the host, for a child that already unshared its network namespace: creates
+// the job's bridge if missing, a veth pair whose host end joins the bridge and
+// whose other end (named link.host_veth + "c") moves into the child's namespace.
+Status CreateJobLink(const supervisor::JobLink& link, pid_t child);
+
+// Inside the child's namespace: renames link.host_veth + "c" to kJobInterface,
+// gives it link.address/prefix_len and brings it up.
+Status ConfigureJobInterface(const supervisor::JobLink& link);
+
+// Deletes the job's bridge when no port is left on it (its instances have ended).
+void RemoveIdleBridge(const std::string& bridge);
+
+// setgroups({}), setresgid, setresuid: irreversibly the job's user.
+Status DropPrivileges(uint32_t uid, uint32_t gid);
+
+}  // namespace kiln::isolation
