@@ -128,6 +128,16 @@ Result<LocalBackendOptions> SandboxOptions(const json& config) {
       return InvalidArgument("sandbox.pids_max", "sandbox.pids_max must be a non-negative integer");
     lo.pids_max = sb["pids_max"].get<int64_t>();
   }
+  if (sb.contains("writable_roots")) {
+    const json& roots = sb["writable_roots"];
+    if (!roots.is_array()) return InvalidArgument("sandbox.writable_roots", "sandbox.writable_roots must be a list");
+    lo.writable_roots.clear();
+    for (const auto& r : roots) {
+      if (!r.is_string() || r.get<std::string>().empty() || r.get<std::string>()[0] != '/' || r.get<std::string>() == "/")
+        return InvalidArgument("sandbox.writable_roots", "each writable root must be an absolute path other than /");
+      lo.writable_roots.push_back(r.get<std::string>());
+    }
+  }
   return lo;
 }
 

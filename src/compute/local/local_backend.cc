@@ -197,6 +197,11 @@ SandboxCommand LocalBackend::SandboxArgv(const LaunchRequest& req, const std::st
   // Nothing of kilnd's: its data dir is an empty tmpfs here (wherever it lives);
   // the binds below that come from it are opened by the supervisor.
   if (!opts_.data_dir.empty()) a.insert(a.end(), {"--tmpfs", opts_.data_dir});
+  // Nor the host's home directories.
+  for (const char* home : {"/home", "/root"}) {
+    std::error_code ec;
+    if (req.image.kind != ImageKind::kRootfs && fs::is_directory(home, ec)) a.insert(a.end(), {"--tmpfs", home});
+  }
   a.insert(a.end(), {"--bind-fd", "{fd:" + std::to_string(c.fd_binds.size()) + "}", sandbox::kRoot});
   c.fd_binds.push_back({dir, "ml"});
   // The entrypoint is bound in, so it runs whatever the image and wherever the
@@ -242,23 +247,48 @@ SandboxCommand LocalBackend::SandboxArgv(const LaunchRequest& req, const std::st
   return c;
 }
 
+// The data dir's areas that hold users' data (S3-style buckets, native outputs):
+// the only part of it a bind may come from.
+static bool InUserData(const std::string& data_dir, const std::string& rel) {
+  for (const char* area : {"s3", "artifacts"})
+    if (rel == area || rel.rfind(std::string(area) + "/", 0) == 0) return true;
+  (void)data_dir;
+  return false;
+}
+
+Status LocalBackend::CheckHostPaths(const LaunchRequest& req) const {
+  auto check = [&](const std::string& field, const std::string& path) -> Status {
+    if (path.empty()) return Status::Ok();
+    auto rel = Beneath(opts_.data_dir, path);
+    if (rel && !InUserData(opts_.data_dir, *rel))
+      return InvalidArgument(field, path + " is inside kilnd's data dir; jobs may only use its s3/ and artifacts/");
+    return Status::Ok();
+  };
+  KILN_RETURN_IF_ERROR(check("code_dir", req.spec.code_dir));
+  KILN_RETURN_IF_ERROR(check("code_archive", req.spec.code_archive));
+  KILN_RETURN_IF_ERROR(check("checkpoint_dir", req.spec.checkpoint_dir));
+  KILN_RETURN_IF_ERROR(check("output", req.output_dir));
+  if (req.image.kind == ImageKind::kRootfs) KILN_RETURN_IF_ERROR(check("image", req.image.rootfs));
+  for (const auto& [ch, path] : req.spec.inputs) KILN_RETURN_IF_ERROR(check("inputs." + ch, path));
+  for (size_t i = 0; i < req.spec.mounts.size(); ++i)
+    KILN_RETURN_IF_ERROR(check("mounts[" + std::to_string(i) + "]", req.spec.mounts[i].source));
+  for (size_t i = 0; i < req.spec.uploads.size(); ++i)
+    KILN_RETURN_IF_ERROR(check("uploads[" + std::to_string(i) + "]", req.spec.uploads[i].destination));
+  return Status::Ok();
+}
+
 Status LocalBackend::MakeJobDir(const std::string& path) const {
   const DirOwner owner{Unprivileged() ? opts_.job_uid : 0, Unprivileged() ? opts_.job_gid : 0};
   if (auto rel = Beneath(opts_.data_dir, path)) return MakeDirsBeneath(opts_.data_dir, *rel, owner, OwnLeaf::kAlways);
-  // A host path the job's spec names: the user's own, symlinks and all. Only the
-  // directories created here become the job's; an existing one keeps its owner
-  // and permissions (the job writes there only if they let it).
-  std::vector<std::string> missing;
-  std::error_code ec;
-  for (fs::path p = fs::path(path).lexically_normal(); !p.empty() && p != p.root_path() && !fs::exists(p, ec);
-       p = p.parent_path())
-    missing.push_back(p.string());
-  KILN_RETURN_IF_ERROR(MakeDirs(path));
-  if (owner.uid == 0) return Status::Ok();
-  for (const auto& m : missing)
-    if (fchownat(AT_FDCWD, m.c_str(), owner.uid, owner.gid, AT_SYMLINK_NOFOLLOW) != 0)
-      return Internal("chown " + m + ": " + strerror(errno));
-  return Status::Ok();
+  // A host path the spec names: beneath a writable root, never through a symlink
+  // (anyone may plant one in /tmp). Only the directories created here become the
+  // job's; an existing one keeps its owner (the job writes there only if it may).
+  for (const auto& root : opts_.writable_roots)
+    if (auto rel = Beneath(root, path)) return MakeDirsBeneath(root, *rel, owner, OwnLeaf::kCreatedOnly);
+  std::string roots;
+  for (const auto& r : opts_.writable_roots) roots += (roots.empty() ? "" : ", ") + r;
+  return InvalidArgument("output", path + " is not under a directory jobs may write to (" + roots +
+                                       ", or kilnd's s3/ and artifacts/; see sandbox.writable_roots)");
 }
 
 Status LocalBackend::PrepareInstanceDir(const LaunchRequest& req, const std::string& dir) const {
@@ -289,6 +319,7 @@ Result<std::string> LocalBackend::Launch(const LaunchRequest& req) {
   const std::string dir = Dir(req.instance_id);
   // Idempotent: a supervisor that already started owns the instance.
   if (auto adopted = Adopt(req); adopted.ok()) return adopted;
+  KILN_RETURN_IF_ERROR(CheckHostPaths(req));
   KILN_RETURN_IF_ERROR(PrepareInstanceDir(req, dir));
   for (size_t i = 0; i < req.spec.mounts.size(); ++i)
     if (access(req.spec.mounts[i].source.c_str(), R_OK) != 0)

@@ -34,6 +34,10 @@ struct LocalBackendOptions {
   uint32_t job_gid = 2000000000;
   supervisor::NetworkMode network = supervisor::NetworkMode::kPrivate;
   int64_t pids_max = 4096;  // per instance; 0: none
+  // Host directories outside the data dir where a job's output, checkpoint and
+  // upload directories may be (kilnd creates them as root): beneath one of these
+  // and never through a symlink. The data dir's s3/ and artifacts/ always are.
+  std::vector<std::string> writable_roots = {"/tmp", "/var/tmp"};
 };
 
 // The sandbox command for one instance: bwrap's argv, with "{fd:i}" tokens for
@@ -79,6 +83,9 @@ class LocalBackend final : public ComputeBackend {
   // the leaf always), elsewhere only the directories this call creates.
   Status MakeJobDir(const std::string& path) const;
   Status PrepareInstanceDir(const LaunchRequest& req, const std::string& dir) const;
+  // Refuses a request naming kilnd's own files (kiln.db, keys, other instances)
+  // as a bind source: binds under the data dir are opened by root.
+  Status CheckHostPaths(const LaunchRequest& req) const;
   bool Unprivileged() const { return opts_.user == SandboxUser::kUnprivileged; }
   // A supervisor that already started for this instance: watch it, return its handle.
   Result<std::string> Adopt(const LaunchRequest& req);

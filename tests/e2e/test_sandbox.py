@@ -1,0 +1,344 @@
+"""The sandbox as a security boundary, tried as an attacker would: a probe job
+attempts every escape we know of (capabilities, remounts, new namespaces,
+kernel interfaces, kilnd's API and files, another instance's metrics, the pids
+limit) and reports each; every one must be blocked. Other tests plant symlinks
+where kilnd or the supervisor reads or creates files on a job's behalf."""
+import json
+import os
+import tempfile
+import time
+import unittest
+
+from test_kilnd import KilndHarness, unique, DEADLINE_S
+
+PIDS_MAX = 64
+
+# kilnd's config for this class: a small pids limit, so forking past it is quick.
+_CONFIG_DIR = tempfile.mkdtemp(prefix="kiln-sandbox-config-", dir="/var/tmp")
+os.chmod(_CONFIG_DIR, 0o755)
+_CONFIG = os.path.join(_CONFIG_DIR, "kilnd.yaml")
+with open(_CONFIG, "w") as _f:
+    _f.write("sandbox:\n  pids_max: %d\n" % PIDS_MAX)
+
+# Runs inside the job as its user. Prints one JSON line: {probe: "blocked: ..." or
+# "ESCAPED: ..."}. Each probe is independent; an exception in one is a result.
+PROBE = r'''
+import ctypes, ctypes.util, errno, json, os, signal, socket, subprocess, sys, time
+libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+data = os.environ["PROBE_DATA_DIR"]
+results = {}
+
+def probe(name):
+    def wrap(fn):
+        try:
+            results[name] = fn()
+        except Exception as e:  # the attempt itself failing is "blocked"
+            results[name] = "blocked: %s: %s" % (type(e).__name__, e)
+        return fn
+    return wrap
+
+def syscall_blocked(nr, *args):
+    r = libc.syscall(nr, *args)
+    err = ctypes.get_errno()
+    return ("blocked: errno %d" % err) if r == -1 else "ESCAPED: syscall %d returned %d" % (nr, r)
+
+@probe("capabilities")
+def _():
+    st = dict(l.split(":", 1) for l in open("/proc/self/status") if ":" in l)
+    caps = {k: int(st[k].strip(), 16) for k in ("CapEff", "CapPrm", "CapBnd", "CapAmb")}
+    if any(caps.values()):
+        return "ESCAPED: %s" % caps
+    if st["NoNewPrivs"].strip() != "1" or st["Seccomp"].strip() != "2":
+        return "ESCAPED: NoNewPrivs=%s Seccomp=%s" % (st["NoNewPrivs"].strip(), st["Seccomp"].strip())
+    return "blocked: no capabilities, no_new_privs, seccomp filter"
+
+@probe("host_uid")
+def _():
+    # Which host uid this is, the test reads from the owner of this file on the host.
+    open("/opt/ml/output/data/owner-probe", "w").write(str(os.getuid()))
+    return "blocked: wrote owner-probe as uid %d (inside)" % os.getuid()
+
+@probe("remount_root_rw")
+def _():
+    r = subprocess.run(["mount", "-o", "remount,bind,rw", "/"], capture_output=True, text=True)
+    if r.returncode == 0:
+        return "ESCAPED: remounted /"
+    return "blocked: rc %d" % r.returncode
+
+@probe("write_host_root")
+def _():
+    open("/etc/kiln-sandbox-probe", "w").write("x")
+    return "ESCAPED: wrote /etc/kiln-sandbox-probe"
+
+@probe("mount_proc_and_sysfs")
+def _():
+    os.makedirs("/tmp/p", exist_ok=True)
+    for fs in ("proc", "sysfs", "tmpfs"):
+        if libc.mount(fs.encode(), b"/tmp/p", fs.encode(), 0, None) == 0:
+            return "ESCAPED: mounted " + fs
+    return "blocked: errno %d" % ctypes.get_errno()
+
+@probe("new_user_namespace")
+def _():
+    if libc.unshare(0x10000000) == 0:  # CLONE_NEWUSER
+        return "ESCAPED: unshare(CLONE_NEWUSER)"
+    return "blocked: errno %d" % ctypes.get_errno()
+
+@probe("new_mount_namespace")
+def _():
+    if libc.unshare(0x00020000) == 0:  # CLONE_NEWNS
+        return "ESCAPED: unshare(CLONE_NEWNS)"
+    return "blocked: errno %d" % ctypes.get_errno()
+
+@probe("kernel_interfaces")
+def _():
+    # x86_64: init_module 175, keyctl 250, perf_event_open 298, bpf 321, io_uring_setup 425, kexec_load 246
+    out = []
+    for name, nr in (("init_module", 175), ("keyctl", 250), ("perf_event_open", 298), ("bpf", 321),
+                     ("io_uring_setup", 425), ("kexec_load", 246)):
+        r = syscall_blocked(nr, 0, 0, 0, 0, 0)
+        if r.startswith("ESCAPED"):
+            return "ESCAPED: " + name
+        out.append(name)
+    return "blocked: " + ", ".join(out)
+
+@probe("raw_socket")
+def _():
+    socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    return "ESCAPED: raw socket"
+
+@probe("host_processes_visible")
+def _():
+    comms = []
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                comms.append(open("/proc/%s/comm" % p).read().strip())
+            except OSError:
+                pass
+    bad = [c for c in comms if c in ("kilnd", "kiln-supervisor", "systemd", "init", "sshd")]
+    if bad:
+        return "ESCAPED: sees %s" % bad
+    return "blocked: sees only %d processes of its own" % len(comms)
+
+@probe("ptrace_outside")
+def _():
+    # Pids 1.. are the sandbox's own; the host's are not in this pid namespace.
+    return syscall_blocked(101, 16, int(os.environ["PROBE_KILND_PID"]), 0, 0)  # PTRACE_ATTACH
+
+@probe("kilnd_tcp_api")
+def _():
+    host, port = os.environ["PROBE_KILND_ADDR"].rsplit(":", 1)
+    s = socket.create_connection((host, int(port)), timeout=2)
+    s.sendall(b"GET /v1/jobs HTTP/1.0\r\n\r\n")
+    return "ESCAPED: reached kilnd at %s: %r" % (os.environ["PROBE_KILND_ADDR"], s.recv(64))
+
+@probe("kilnd_api_on_runtime_socket")
+def _():
+    path = os.environ["KILN_API_URL"][len("unix:"):]
+    out = []
+    for target in ("/v1/jobs", "/v1/health", "/v1/secrets", "/api/v1/sagemaker"):
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(path)
+        s.sendall(("GET %s HTTP/1.0\r\n\r\n" % target).encode())
+        status = s.recv(64).split(b" ")[1]
+        s.close()
+        if status != b"404":
+            return "ESCAPED: %s answered %s on the runtime socket" % (target, status)
+        out.append(target)
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(path)
+    s.sendall(b"GET /v1/runtime HTTP/1.0\r\n\r\n")
+    status = s.recv(64).split(b" ")[1]
+    if status != b"401":
+        return "ESCAPED: /v1/runtime without a token answered %s" % status
+    return "blocked: only /v1/runtime, with a token (404 for %s)" % out
+
+@probe("outside_network")
+def _():
+    socket.create_connection(("1.1.1.1", 53), timeout=2)
+    return "ESCAPED: reached 1.1.1.1"
+
+@probe("data_dir_files")
+def _():
+    iid = os.environ["KILN_INSTANCE_ID"]
+    paths = [os.path.join(data, f) for f in ("kiln.db", "master.key", "secret.key", "credentials", "kilnd.lock")]
+    paths += [os.path.join(data, "instances", iid, "launch.json"), os.path.join(data, "run")]
+    paths += ["/proc/1/root" + p for p in paths]
+    for p in paths:
+        try:
+            if os.path.isdir(p) and os.listdir(p):
+                return "ESCAPED: listed %s: %s" % (p, os.listdir(p))
+            with open(p, "rb") as f:
+                return "ESCAPED: read %s: %r" % (p, f.read(16))
+        except OSError:
+            pass
+    seen = []
+    for root, dirs, files in os.walk(data):
+        seen += [os.path.join(root, f) for f in files]
+    if seen:
+        return "ESCAPED: files visible under the data dir: %s" % seen[:5]
+    return "blocked: %d paths refused; the data dir is empty here" % len(paths)
+
+@probe("host_home_dirs")
+def _():
+    for d in ("/root", "/home"):
+        try:
+            entries = os.listdir(d)
+        except OSError:
+            continue
+        if entries:
+            return "ESCAPED: listed %s: %s" % (d, entries[:5])
+    return "blocked"
+
+@probe("other_instance_statsd")
+def _():
+    port = int(os.environ["PROBE_VICTIM_PORT"])
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for _ in range(20):
+        s.sendto(b"injected_by_probe:1|g", ("127.0.0.1", port))
+    return "blocked: sent (the victim's series must not show it)"
+
+@probe("pids_limit")
+def _():
+    limit = int(os.environ["PROBE_PIDS_MAX"])
+    kids = []
+    try:
+        for _ in range(limit * 3):
+            pid = os.fork()
+            if pid == 0:
+                time.sleep(30)
+                os._exit(0)
+            kids.append(pid)
+    except OSError:
+        pass
+    n = len(kids)
+    for k in kids:
+        os.kill(k, signal.SIGKILL)
+        os.waitpid(k, 0)
+    if n >= limit:
+        return "ESCAPED: forked %d processes (limit %d)" % (n, limit)
+    return "blocked: fork failed after %d processes (limit %d)" % (n, limit)
+
+print("PROBES " + json.dumps(results), flush=True)
+'''
+
+
+class SandboxE2E(KilndHarness):
+    KILND_ARGS = ["--config", _CONFIG, "--statsd-flush-ms", "200"]
+
+    @classmethod
+    def tearDownClass(cls):
+        super().tearDownClass()
+        import shutil
+        shutil.rmtree(_CONFIG_DIR, ignore_errors=True)
+
+    def run_job(self, name, command, **kw):
+        job = self.wait_terminal(self.submit(self.spec(unique(name), command, **kw))["id"])
+        return job
+
+    def metrics(self, job_id):
+        st, body = self.api("GET", "/v1/jobs/%s/metrics" % job_id)
+        self.assertEqual(st, 200, body)
+        return {s["name"] for s in body["series"]}
+
+    def test_01_every_probe_is_blocked(self):
+        # A victim instance with a StatsD port of its own, for the probe to aim at.
+        victim = self.submit(self.spec(unique("victim"), [
+            "/usr/bin/python3", "-c",
+            "from statsd.defaults.env import statsd\nimport time\nstatsd.gauge('victim_own', 1)\ntime.sleep(60)"]))
+        port_file = os.path.join(self.data, "instances", victim["id"] + ".1.0", "sock", "statsd.sock.port")
+        deadline = time.monotonic() + DEADLINE_S
+        while time.monotonic() < deadline and not os.path.exists(port_file):
+            time.sleep(0.05)
+        with open(port_file) as f:
+            victim_port = f.read().strip()
+        env = {"PROBE_DATA_DIR": self.data, "PROBE_KILND_ADDR": self.addr, "PROBE_VICTIM_PORT": victim_port,
+               "PROBE_KILND_PID": str(self.proc.pid), "PROBE_PIDS_MAX": str(PIDS_MAX)}
+        job = self.run_job("probe", ["/usr/bin/python3", "-c", PROBE], environment=env)
+        log = self.logs(job["id"])
+        self.assertEqual(job["status"], "Completed", log[-3000:])
+        line = [l for l in log.splitlines() if "PROBES " in l]
+        self.assertTrue(line, log[-3000:])
+        results = json.loads(line[-1].split("PROBES ", 1)[1])
+        expected = {"capabilities", "host_uid", "remount_root_rw", "write_host_root", "mount_proc_and_sysfs",
+                    "new_user_namespace", "new_mount_namespace", "kernel_interfaces", "raw_socket",
+                    "host_processes_visible", "ptrace_outside", "kilnd_tcp_api", "kilnd_api_on_runtime_socket",
+                    "outside_network", "data_dir_files", "host_home_dirs", "other_instance_statsd", "pids_limit"}
+        self.assertEqual(set(results), expected)
+        escaped = {k: v for k, v in results.items() if not v.startswith("blocked")}
+        self.assertEqual(escaped, {}, json.dumps(results, indent=1))
+        self.assertFalse(os.path.exists("/etc/kiln-sandbox-probe"))
+        owner = os.stat(os.path.join(self.data, "instances", job["id"] + ".1.0", "ml", "output", "data",
+                                     "owner-probe")).st_uid
+        self.assertNotEqual(owner, 0, "the job's files are owned by host root")
+        # The victim's series hold only what it sent itself.
+        deadline = time.monotonic() + DEADLINE_S
+        while time.monotonic() < deadline and "victim_own" not in self.metrics(victim["id"]):
+            time.sleep(0.1)
+        time.sleep(0.5)  # two flush intervals: an injected point would have landed
+        self.assertEqual(self.metrics(victim["id"]), {"victim_own"})
+        self.api("POST", "/v1/jobs/%s/stop" % victim["id"])
+        self.wait_terminal(victim["id"])
+
+    def test_02_failure_message_and_exit_symlinks_leak_nothing(self):
+        secret = open(os.path.join(self.data, "secret.key")).read()
+        for target in (os.path.join(self.data, "secret.key"), "/etc/shadow"):
+            cmd = ("ln -s %s /opt/ml/output/failure; ln -s %s /opt/ml/output/message; "
+                   "mkdir -p /opt/ml/.kiln; rm -f /opt/ml/.kiln/exit.json; ln -s %s /opt/ml/.kiln/exit.json; exit 3"
+                   % (target, target, target))
+            job = self.run_job("plant", ["/bin/sh", "-c", cmd])
+            self.assertEqual(job["status"], "Failed", job)
+            reason = job["failure_reason"]
+            self.assertNotIn(secret[:16], reason)
+            self.assertNotIn("root:", reason)
+            self.assertEqual(job["exit_code"], 3, job)  # the planted exit.json was not read either
+
+    def test_03_checkpoint_symlink_does_not_redirect_a_later_job(self):
+        base = os.path.join(self.tmp, "ckpt-" + unique("c"))  # kilnd creates it, for the job's user
+        # Job A owns the checkpoint directory and plants a link to /etc in it.
+        job = self.run_job("ckpt-a", ["/bin/sh", "-c", "ln -s /etc /opt/ml/checkpoints/evil"], checkpoint_dir=base)
+        self.assertEqual(job["status"], "Completed", self.logs(job["id"]))
+        self.assertTrue(os.path.islink(os.path.join(base, "evil")))
+        # Job B's checkpoint path goes through that link: refused, nothing created in /etc.
+        job = self.run_job("ckpt-b", ["/bin/sh", "-c", "touch /opt/ml/checkpoints/pwned"],
+                           checkpoint_dir=os.path.join(base, "evil", "kiln-probe-dir"))
+        self.assertEqual(job["status"], "Failed", job)
+        self.assertIn("symlink", job["failure_reason"])
+        self.assertFalse(os.path.exists("/etc/kiln-probe-dir"))
+
+    def test_04_sharded_channel_does_not_bind_a_planted_symlink(self):
+        d = os.path.join(self.tmp, unique("shard"))
+        os.makedirs(d)
+        for i in range(2):
+            with open(os.path.join(d, "part-%d.txt" % i), "w") as f:
+                f.write("x")
+        os.symlink("/etc/shadow", os.path.join(d, "part-9-link.txt"))
+        spec = self.spec(unique("sharded"), ["/bin/sh", "-c",
+                                            "ls /opt/ml/input/data/train; cat /opt/ml/input/data/train/* | head -c 100"],
+                         inputs={"train": d}, instance={"type": "local.small", "count": 2})
+        spec["sharded_channels"] = ["train"]
+        job = self.wait_terminal(self.submit(spec)["id"])
+        self.assertEqual(job["status"], "Completed", job)
+        log = self.logs(job["id"])
+        self.assertIn("part-0.txt", log)
+        self.assertIn("part-1.txt", log)
+        self.assertNotIn("part-9-link", log)
+        self.assertNotIn("root:", log)
+
+    def test_05_paths_inside_kilnd_data_dir_are_refused(self):
+        for field, value in (("code_dir", self.data), ("inputs", {"k": os.path.join(self.data, "secret.key")}),
+                             ("checkpoint_dir", os.path.join(self.data, "instances"))):
+            job = self.run_job("datadir", ["/bin/cat", "/opt/ml/input/data/k/secret.key"], **{field: value})
+            self.assertEqual(job["status"], "Failed", job)
+            self.assertIn("data dir", job["failure_reason"], job)
+
+    def test_06_output_outside_writable_roots_is_refused(self):
+        job = self.run_job("outside", ["/bin/true"], output="file:///etc/kiln-probe-out")
+        self.assertEqual(job["status"], "Failed", job)
+        self.assertIn("writable_roots", job["failure_reason"], job)
+        self.assertFalse(os.path.exists("/etc/kiln-probe-out"))
+
+
+if __name__ == "__main__":
+    unittest.main()
