@@ -140,6 +140,8 @@ int HttpStatusFor(Code c) {
     case Code::kInternal:
     case Code::kDataLoss:
       return 500;
+    case Code::kResourceExhausted:
+      return 429;
   }
   return 500;
 }

@@ -98,4 +98,45 @@ TEST_F(HostileDir, WriteFileAtomicDoesNotWriteThroughAPlantedTempName) {
   EXPECT_EQ(*written, "8125");
 }
 
+TEST_F(HostileDir, OpenPathBeneathRefusesSymlinksAndEscapes) {
+  auto plain = OpenPathBeneath(root_.string(), "ml/output");
+  ASSERT_TRUE(plain.ok()) << plain.status().ToString();
+  close(*plain);
+  auto self = OpenPathBeneath(ml(), "");
+  ASSERT_TRUE(self.ok());
+  close(*self);
+  std::filesystem::create_symlink(root_ / "secret", root_ / "ml" / "link");
+  EXPECT_EQ(OpenPathBeneath(ml(), "link").status().code(), Code::kFailedPrecondition);
+  std::filesystem::create_symlink("/etc", root_ / "ml" / "etc");
+  EXPECT_EQ(OpenPathBeneath(ml(), "etc/passwd").status().code(), Code::kFailedPrecondition);
+  EXPECT_EQ(OpenPathBeneath(ml(), "../secret").status().code(), Code::kFailedPrecondition);
+  EXPECT_EQ(OpenPathBeneath(ml(), "absent").status().code(), Code::kNotFound);
+}
+
+TEST_F(HostileDir, MakeDirsBeneathNeverFollowsALink) {
+  std::filesystem::create_directories(root_ / "elsewhere");
+  std::filesystem::create_symlink(root_ / "elsewhere", root_ / "ml" / "ckpt");
+  Status s = MakeDirsBeneath(ml(), "ckpt/job/output", DirOwner{}, OwnLeaf::kCreatedOnly);
+  EXPECT_EQ(s.code(), Code::kFailedPrecondition) << s.ToString();
+  EXPECT_FALSE(std::filesystem::exists(root_ / "elsewhere" / "job"));
+  EXPECT_EQ(MakeDirsBeneath(ml(), "a/../../x", DirOwner{}, OwnLeaf::kCreatedOnly).code(), Code::kInvalidArgument);
+  EXPECT_FALSE(std::filesystem::exists(root_ / "x"));
+}
+
+TEST_F(HostileDir, MakeDirsBeneathGivesWhatItCreatesToTheOwner) {
+  if (geteuid() != 0) GTEST_SKIP() << "chown needs root";
+  std::filesystem::create_directories(root_ / "ml" / "existing");
+  const DirOwner owner{12345, 23456};
+  ASSERT_TRUE(MakeDirsBeneath(ml(), "existing/new/leaf", owner, OwnLeaf::kCreatedOnly).ok());
+  struct stat st {};
+  ASSERT_EQ(stat((root_ / "ml" / "existing").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 0U);  // there before: keeps its owner
+  ASSERT_EQ(stat((root_ / "ml" / "existing" / "new" / "leaf").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 12345U);
+  EXPECT_EQ(st.st_gid, 23456U);
+  ASSERT_TRUE(MakeDirsBeneath(ml(), "existing", owner, OwnLeaf::kAlways).ok());
+  ASSERT_EQ(stat((root_ / "ml" / "existing").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 12345U);  // kAlways: the leaf too
+}
+
 }  // namespace kiln

@@ -24,6 +24,8 @@ const char* CodeName(Code c) {
       return "Internal";
     case Code::kDataLoss:
       return "DataLoss";
+    case Code::kResourceExhausted:
+      return "ResourceExhausted";
   }
   return "Unknown";
 }

@@ -22,6 +22,7 @@ enum class Code {
   kUnavailable,
   kInternal,
   kDataLoss,
+  kResourceExhausted,  // no capacity now; the same request may succeed later
 };
 
 const char* CodeName(Code c);

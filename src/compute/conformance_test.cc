@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <condition_variable>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <mutex>
 
@@ -112,9 +113,12 @@ class FakeHarness : public Harness {
 
 class LocalHarness : public Harness {
  public:
-  LocalHarness() {
+  // `data_dir`: the backend treats the harness directory as kilnd's data dir.
+  enum class DataDir { kNone, kHarnessDir };
+  explicit LocalHarness(DataDir data = DataDir::kNone) {
     dir_ = "/tmp/kiln-conformance-" + std::to_string(getpid()) + "-" + NewId("d");
     opts_.instances_dir = dir_ + "/instances";
+    if (data == DataDir::kHarnessDir) opts_.data_dir = dir_;
     opts_.supervisor_path = std::string(KILN_BIN_DIR) + "/kiln-supervisor";
     opts_.entrypoint_path = std::string(KILN_BIN_DIR) + "/kiln-entrypoint";
     local_ = std::make_unique<LocalBackend>(opts_, sink, RealClock::Get());
@@ -126,8 +130,14 @@ class LocalHarness : public Harness {
   }
   Status init() const { return init_; }
   std::string instances_dir() const { return dir_ + "/instances"; }
+  const std::string& dir() const { return dir_; }
   ComputeBackend& backend() override { return *local_; }
   bool CanRestart() const override { return true; }
+  // Recreates the backend with changed options.
+  void Reconfigure(const std::function<void(LocalBackendOptions&)>& change) {
+    change(opts_);
+    Restart();
+  }
   void Restart() override {
     local_.reset();
     local_ = std::make_unique<LocalBackend>(opts_, sink, RealClock::Get());
@@ -137,7 +147,7 @@ class LocalHarness : public Harness {
     auto r = BaseRequest(b == Behavior::kExit0   ? std::vector<std::string>{"/bin/true"}
                          : b == Behavior::kExit3 ? std::vector<std::string>{"/bin/sh", "-c", "exit 3"}
                                                  : std::vector<std::string>{"/bin/sleep", "600"});
-    r.output_dir = dir_ + "/out/" + r.job_id;
+    r.output_dir = dir_ + "/artifacts/" + r.job_id;
     return r;
   }
   std::optional<Event> WaitExit(const std::string& id) override {
@@ -302,6 +312,75 @@ TEST(LocalBackendHostileFiles, AFailureSymlinkDoesNotLeakTheFileItPointsAt) {
   ASSERT_TRUE(e);
   EXPECT_EQ(e->payload["exit_code"], 1);
   EXPECT_EQ(e->payload["failure"].get<std::string>().find("TOPSECRET"), std::string::npos) << e->payload.dump();
+}
+
+// Attack: a job that owns an S3-style prefix in kilnd's data dir plants a link to
+// /etc there; a later job names the link as its input. Binds under the data dir
+// are opened by the root supervisor, beneath the data dir and never through a
+// symlink: the launch fails, naming the symlink, and nothing of /etc is bound.
+TEST(LocalBackendHostileFiles, AnInputLinkInTheDataDirIsNotBound) {
+  LocalHarness h(LocalHarness::DataDir::kHarnessDir);
+  if (geteuid() != 0 || !h.init().ok()) GTEST_SKIP() << "local backend needs root and bwrap";
+  std::filesystem::create_directories(h.dir() + "/s3/bucket");
+  std::filesystem::create_symlink("/etc", h.dir() + "/s3/bucket/train");
+  auto r = h.Request(Behavior::kExit0);
+  r.spec.inputs["train"] = h.dir() + "/s3/bucket/train";
+  auto launched = h.backend().Launch(r);
+  ASSERT_FALSE(launched.ok());
+  EXPECT_EQ(launched.status().code(), Code::kFailedPrecondition);  // not retried
+  EXPECT_NE(launched.status().message().find("symlink"), std::string::npos) << launched.status().ToString();
+}
+
+// kilnd's own files are never a bind source, whatever the spec says.
+TEST(LocalBackendHostileFiles, PathsInsideKilndsOwnFilesAreRefused) {
+  LocalHarness h(LocalHarness::DataDir::kHarnessDir);
+  if (geteuid() != 0 || !h.init().ok()) GTEST_SKIP() << "local backend needs root and bwrap";
+  std::ofstream(h.dir() + "/secret.key") << "TOPSECRET";
+  auto r = h.Request(Behavior::kExit0);
+  r.spec.inputs["k"] = h.dir() + "/secret.key";
+  auto launched = h.backend().Launch(r);
+  EXPECT_EQ(launched.status().code(), Code::kInvalidArgument);
+  EXPECT_EQ(launched.status().field(), "inputs.k");
+  auto r2 = h.Request(Behavior::kExit0);
+  r2.spec.checkpoint_dir = "/etc/kiln-conformance";  // not under a writable root
+  EXPECT_EQ(h.backend().Launch(r2).status().code(), Code::kInvalidArgument);
+  EXPECT_FALSE(std::filesystem::exists("/etc/kiln-conformance"));
+}
+
+// Admission control: whole jobs up to the declared capacity; the rest refused
+// for now (kResourceExhausted, the controller queues them), or for good when a
+// job can never fit. An instance that ends gives its job's share back.
+TEST(LocalBackendAdmission, AdmitsWholeJobsUpToTheDeclaredCapacity) {
+  LocalHarness h;
+  if (geteuid() != 0 || !h.init().ok()) GTEST_SKIP() << "local backend needs root and bwrap";
+  h.Reconfigure([](LocalBackendOptions& o) {
+    o.capacity_vcpus = 2;
+    o.capacity_memory_mib = 4096;
+  });
+  auto a = h.Request(Behavior::kRunLong);
+  auto a_handle = h.backend().Launch(a);
+  ASSERT_TRUE(a_handle.ok()) << a_handle.status().ToString();
+  auto b = h.Request(Behavior::kRunLong);
+  b.spec.instance_count = 2;  // 2 x 1 vCPU: fits the host, not next to a
+  auto refused = h.backend().Launch(b);
+  EXPECT_EQ(refused.status().code(), Code::kResourceExhausted) << refused.status().ToString();
+  auto c = h.Request(Behavior::kExit0);
+  c.spec.instance_count = 3;  // never fits
+  EXPECT_EQ(h.backend().Launch(c).status().code(), Code::kInvalidArgument);
+  ASSERT_TRUE(h.backend().Stop(a.instance_id, *a_handle, 1000).ok());
+  ASSERT_TRUE(h.WaitExit(a.instance_id));
+  auto b0 = h.backend().Launch(b);
+  ASSERT_TRUE(b0.ok()) << b0.status().ToString();
+  auto b1 = b;
+  b1.instance_id = b.job_id + ".1.1";
+  b1.index = 1;
+  auto b1_handle = h.backend().Launch(b1);  // rides on its job's reservation
+  ASSERT_TRUE(b1_handle.ok()) << b1_handle.status().ToString();
+  EXPECT_EQ(h.backend().Launch(h.Request(Behavior::kExit0)).status().code(), Code::kResourceExhausted);
+  ASSERT_TRUE(h.backend().Stop(b.instance_id, *b0, 1000).ok());
+  ASSERT_TRUE(h.backend().Stop(b1.instance_id, *b1_handle, 1000).ok());
+  ASSERT_TRUE(h.WaitExit(b.instance_id));
+  ASSERT_TRUE(h.WaitExit(b1.instance_id));
 }
 
 // A status.json of a newer protocol is not misread: the instance is reported lost

@@ -136,7 +136,7 @@ bool Controller::RunOnce() {
     }
   }
   if (launch) {
-    RunLaunch(launch->req, launch->precondition);
+    if (RunLaunch(launch->req, launch->precondition) == LaunchOutcome::kWaiting) return true;
     MutexLock l(mu_);
     launching_.erase(launch->req.instance_id);
     return true;
@@ -209,7 +209,7 @@ void Controller::LauncherLoop() {
       launch = std::move(launches_.front());
       launches_.pop_front();
     }
-    RunLaunch(launch.req, launch.precondition);
+    if (RunLaunch(launch.req, launch.precondition) == LaunchOutcome::kWaiting) continue;
     MutexLock l(mu_);
     launching_.erase(launch.req.instance_id);
   }
@@ -232,7 +232,18 @@ Status Controller::Reconcile(const std::string& job_id) {
     e.status_after = ToString(job->status);
     e.secondary_after = ToString(job->secondary);
   }
+  bool instance_ended = false;
+  for (const auto& e : *events)
+    instance_ended |= e.type == EventType::kInstanceExited || e.type == EventType::kInstanceLaunchFailed;
   KILN_RETURN_IF_ERROR(store_.CommitTransition(*job, *events));
+  if (instance_ended) RetryWaitingLaunches();
+  if (job->status == JobStatus::kStopping || IsTerminal(job->status)) {
+    // A stop reaches an instance still waiting for capacity here (the state
+    // machine stops launched instances only): it never launches.
+    for (const auto& in : job->instances)
+      if (in.state == InstanceState::kLaunching)
+        CancelWaitingLaunch(job->id, in.id, "StoppedBeforeLaunch: stopped while waiting for capacity");
+  }
   version_.fetch_add(1);
   { std::lock_guard<std::mutex> l(change_mu_); }
   change_cv_.notify_all();
@@ -272,6 +283,8 @@ void Controller::Execute(const Job& job, const Action& a) {
       return;
     }
     case ActionType::kStop: {
+      if (CancelWaitingLaunch(job.id, a.instance_id, "StoppedBeforeLaunch: stopped while waiting for capacity"))
+        return;
       Status st = backend_->Stop(a.instance_id, handle, a.grace_ms);
       if (!st.ok()) fprintf(stderr, "kilnd: stop %s: %s\n", a.instance_id.c_str(), st.ToString().c_str());
       return;
@@ -295,7 +308,44 @@ void Controller::StartLaunch(LaunchRequest req, Status precondition) {
   launch_cv_.notify_one();
 }
 
-void Controller::RunLaunch(const LaunchRequest& req, const Status& precondition) {
+void Controller::RetryWaitingLaunches() {
+  {
+    MutexLock l(mu_);
+    ++capacity_epoch_;
+    if (waiting_.empty()) return;
+    for (auto& w : waiting_) launches_.push_back(std::move(w));
+    waiting_.clear();
+  }
+  launch_cv_.notify_all();
+}
+
+bool Controller::CancelWaitingLaunch(const std::string& job_id, const std::string& instance_id,
+                                     const std::string& why) {
+  {
+    MutexLock l(mu_);
+    auto it = std::find_if(waiting_.begin(), waiting_.end(),
+                           [&](const PendingLaunch& w) { return w.req.instance_id == instance_id; });
+    if (it == waiting_.end()) return false;
+    waiting_.erase(it);
+    launching_.erase(instance_id);
+  }
+  Event e;
+  e.job_id = job_id;
+  e.source = "backend";
+  e.time = clock_.NowMs();
+  e.type = EventType::kInstanceLaunchFailed;
+  e.dedup_key = "launchfailed:" + instance_id;
+  e.payload = ToJson(LaunchFailedReport{instance_id, why});
+  PostOrLog(std::move(e), "cancelled launch");
+  return true;
+}
+
+Controller::LaunchOutcome Controller::RunLaunch(const LaunchRequest& req, const Status& precondition) {
+  int64_t epoch = 0;
+  {
+    MutexLock l(mu_);
+    epoch = capacity_epoch_;
+  }
   KILN_CHECK(backend_ != nullptr, "a launch was queued without a backend");
   Result<std::string> h = precondition.ok() ? Result<std::string>(Status(Code::kUnavailable, "not tried"))
                                             : Result<std::string>(precondition);
@@ -308,6 +358,23 @@ void Controller::RunLaunch(const LaunchRequest& req, const Status& precondition)
   e.job_id = req.job_id;
   e.source = "backend";
   e.time = clock_.NowMs();
+  if (!h.ok() && h.status().code() == Code::kResourceExhausted) {
+    // Admission control: shown as Pending with the reason; launched when capacity frees.
+    e.type = EventType::kInstanceQueued;
+    e.dedup_key = "queued:" + req.instance_id;
+    e.payload = ToJson(LaunchFailedReport{req.instance_id, h.status().message()});
+    PostOrLog(std::move(e), "queued launch");
+    bool park = false;
+    {
+      MutexLock l(mu_);
+      // An instance that ended while the backend refused this one: try again at once.
+      park = capacity_epoch_ == epoch && !stop_;
+      if (park) waiting_.push_back({req, precondition});
+      else launches_.push_back({req, precondition});
+    }
+    if (!park) launch_cv_.notify_one();
+    return LaunchOutcome::kWaiting;
+  }
   if (h.ok()) {
     e.type = EventType::kInstanceLaunched;
     e.dedup_key = "launched:" + req.instance_id;
@@ -318,6 +385,7 @@ void Controller::RunLaunch(const LaunchRequest& req, const Status& precondition)
     e.payload = ToJson(LaunchFailedReport{req.instance_id, h.status().message()});
   }
   PostOrLog(std::move(e), "launch result");
+  return LaunchOutcome::kDone;
 }
 
 void Controller::PostOrLog(Event e, const char* what) {

@@ -99,8 +99,18 @@ class Controller final : public EventSink {
   void Execute(const Job& job, const Action& a) EXCLUDES(mu_);
   // Queues a launch of `req` (once per instance id while one is in flight).
   void StartLaunch(LaunchRequest req, Status precondition) EXCLUDES(mu_);
-  // Runs a launch (retrying kUnavailable) and posts its result.
-  void RunLaunch(const LaunchRequest& req, const Status& precondition);
+  // Runs a launch (retrying kUnavailable) and posts its result. kWaiting: the
+  // backend had no capacity; the launch is parked in waiting_ (still in
+  // launching_) until an instance ends.
+  enum class LaunchOutcome { kDone, kWaiting };
+  LaunchOutcome RunLaunch(const LaunchRequest& req, const Status& precondition) EXCLUDES(mu_);
+  // An instance ended somewhere: capacity may have freed, so the parked
+  // launches run again (in the order they arrived).
+  void RetryWaitingLaunches() EXCLUDES(mu_);
+  // A stop for an instance still waiting for capacity: it never launches; its
+  // launch fails with `why`. False if it was not waiting.
+  bool CancelWaitingLaunch(const std::string& job_id, const std::string& instance_id, const std::string& why)
+      EXCLUDES(mu_);
   void ScheduleTimers(const Job& job);
   void RecoverInstances(const std::string& job_id);
   void PostOrLog(Event e, const char* what);
@@ -125,7 +135,9 @@ class Controller final : public EventSink {
   std::set<std::string> resync_ GUARDED_BY(mu_);         // jobs whose instances to re-check
   std::map<std::string, int> failures_ GUARDED_BY(mu_);  // job -> consecutive reconcile failures
   std::deque<PendingLaunch> launches_ GUARDED_BY(mu_);
-  std::set<std::string> launching_ GUARDED_BY(mu_);  // instance ids queued or in flight
+  std::set<std::string> launching_ GUARDED_BY(mu_);  // instance ids queued, in flight or waiting
+  std::deque<PendingLaunch> waiting_ GUARDED_BY(mu_);  // refused for capacity; retried when one ends
+  int64_t capacity_epoch_ GUARDED_BY(mu_) = 0;        // RetryWaitingLaunches calls so far
   bool stop_ GUARDED_BY(mu_) = false;
   std::thread worker_;
   std::vector<std::thread> launchers_;

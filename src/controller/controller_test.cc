@@ -34,6 +34,33 @@ class NoRestartCapability : public BackendWrapper {
   std::vector<Capability> Capabilities() const override { return {}; }
 };
 
+// Admission control in miniature: room for one job at a time. Launches of any
+// other job are refused with kResourceExhausted until the admitted job's instance
+// exits (seen on its way from the fake backend to the controller).
+class OneJobAtATime : public BackendWrapper, public EventSink {
+ public:
+  explicit OneJobAtATime(ComputeBackend& target) : BackendWrapper(target) {}
+  void SetController(EventSink* ctl) { ctl_ = ctl; }
+  Result<std::string> Launch(const LaunchRequest& r) override {
+    if (!admitted_.empty() && admitted_ != r.job_id) {
+      ++refused_;
+      return Status(Code::kResourceExhausted, "the job needs 1 vCPUs; 1 of 1 are in use");
+    }
+    admitted_ = r.job_id;
+    return BackendWrapper::Launch(r);
+  }
+  Status Post(Event e) override {
+    if (e.type == EventType::kInstanceExited && e.job_id == admitted_) admitted_.clear();
+    return ctl_->Post(std::move(e));
+  }
+  int refused() const { return refused_; }
+
+ private:
+  EventSink* ctl_ = nullptr;
+  std::string admitted_;
+  int refused_ = 0;
+};
+
 class ControllerTest : public ::testing::Test {
  protected:
   ControllerTest() : store_(NewMemoryStore()), fake_(clock_, 7) {
@@ -91,6 +118,57 @@ TEST_F(ControllerTest, UnavailableLaunchesAreRetriedAndTheJobCompletes) {
   ASSERT_TRUE(got.ok());
   EXPECT_EQ(got->status, JobStatus::kCompleted) << got->failure_reason;
   EXPECT_EQ(flaky.calls(), 3);
+}
+
+TEST_F(ControllerTest, AJobWithoutCapacityWaitsPendingAndRunsWhenAnotherEnds) {
+  OneJobAtATime slot(fake_);
+  StartController(slot);
+  slot.SetController(ctl_.get());
+  fake_.SetSink(&slot);
+  Job first = CreateJob("first");
+  Job second = CreateJob("second");
+  // Before the first ends: the second waits, Pending, with the backend's reason.
+  while (ctl_->RunOnce()) {
+  }
+  while (ctl_->RunOnce()) {
+  }
+  auto waiting = store_->GetJob(second.id);
+  ASSERT_TRUE(waiting.ok());
+  EXPECT_EQ(waiting->status, JobStatus::kInProgress);
+  EXPECT_EQ(waiting->secondary, SecondaryStatus::kPending);
+  EXPECT_EQ(waiting->transitions.back().message, "Waiting for capacity: the job needs 1 vCPUs; 1 of 1 are in use");
+  EXPECT_EQ(slot.refused(), 1);
+  Settle();
+  for (const Job& j : {first, second}) {
+    auto got = store_->GetJob(j.id);
+    ASSERT_TRUE(got.ok());
+    EXPECT_EQ(got->status, JobStatus::kCompleted) << j.spec.name << ": " << got->failure_reason;
+  }
+  EXPECT_EQ(slot.refused(), 1);  // retried once, when the first ended: no polling
+}
+
+TEST_F(ControllerTest, AJobStoppedWhileWaitingForCapacityStopsWithoutLaunching) {
+  OneJobAtATime slot(fake_);
+  fake_.SetScript([](const LaunchRequest&) {
+    FakeOutcome o;
+    o.duration_ms = 3600 * 1000;  // holds the capacity for an hour
+    return o;
+  });
+  StartController(slot);
+  slot.SetController(ctl_.get());
+  fake_.SetSink(&slot);
+  Job first = CreateJob("holder");
+  Job second = CreateJob("waiter");
+  Settle(4);
+  ASSERT_TRUE(ctl_->StopJob(second.id).ok());
+  Settle(4);
+  auto got = store_->GetJob(second.id);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->status, JobStatus::kStopped) << got->failure_reason;
+  EXPECT_EQ(slot.refused(), 1);
+  auto holder = store_->GetJob(first.id);
+  ASSERT_TRUE(holder.ok());
+  EXPECT_EQ(holder->status, JobStatus::kInProgress);
 }
 
 TEST_F(ControllerTest, ALaunchThatStaysUnavailableFailsTheInstance) {

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cerrno>
@@ -127,6 +128,25 @@ Result<LocalBackendOptions> SandboxOptions(const json& config) {
     if (!sb["pids_max"].is_number_unsigned())
       return InvalidArgument("sandbox.pids_max", "sandbox.pids_max must be a non-negative integer");
     lo.pids_max = sb["pids_max"].get<int64_t>();
+  }
+  // Capacity: by default 4 vCPUs of quota per core (CPU is time-shared) and the
+  // host's memory (limits are hard; overcommitting them invites the host OOM killer).
+  lo.capacity_vcpus = 4.0 * static_cast<double>(std::max<long>(1, sysconf(_SC_NPROCESSORS_ONLN)));
+  lo.capacity_memory_mib = static_cast<int64_t>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGESIZE) / (1024 * 1024);
+  if (sb.contains("capacity")) {
+    const json& c = sb["capacity"];
+    if (!c.is_object()) return InvalidArgument("sandbox.capacity", "sandbox.capacity must be a mapping");
+    if (c.contains("vcpus")) {
+      if (!c["vcpus"].is_number() || c["vcpus"].get<double>() < 0)
+        return InvalidArgument("sandbox.capacity.vcpus", "sandbox.capacity.vcpus must be a number >= 0 (0: no limit)");
+      lo.capacity_vcpus = c["vcpus"].get<double>();
+    }
+    if (c.contains("memory_mib")) {
+      if (!c["memory_mib"].is_number_unsigned())
+        return InvalidArgument("sandbox.capacity.memory_mib",
+                               "sandbox.capacity.memory_mib must be an integer >= 0 (0: no limit)");
+      lo.capacity_memory_mib = c["memory_mib"].get<int64_t>();
+    }
   }
   if (sb.contains("writable_roots")) {
     const json& roots = sb["writable_roots"];

@@ -99,12 +99,14 @@ const char* ToString(EventType t) {
       return "StopRequested";
     case EventType::kMaxRuntimeTimer:
       return "MaxRuntimeTimer";
+    case EventType::kInstanceQueued:
+      return "InstanceQueued";
   }
   return "?";
 }
 
 std::optional<EventType> ParseEventType(const std::string& s) {
-  for (int i = 0; i <= static_cast<int>(EventType::kMaxRuntimeTimer); ++i) {
+  for (int i = 0; i <= static_cast<int>(EventType::kInstanceQueued); ++i) {
     auto v = static_cast<EventType>(i);
     if (s == ToString(v)) return v;
   }

@@ -94,6 +94,7 @@ enum class EventType {
   kInstanceExited,
   kStopRequested,
   kMaxRuntimeTimer,
+  kInstanceQueued,  // the backend has no capacity for it yet (LaunchFailedReport: the reason)
 };
 const char* ToString(EventType t);
 std::optional<EventType> ParseEventType(const std::string& s);

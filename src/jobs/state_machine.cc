@@ -209,6 +209,8 @@ TransitionResult Transition(Job& job, const Event& e) {
       if (!launched.ok()) return Ignore("malformed launch report: " + launched.status().message());
       in->state = InstanceState::kRunning;
       in->handle = launched->handle;
+      if (job.secondary == SecondaryStatus::kPending && job.status == JobStatus::kInProgress)
+        SetSecondary(job, SecondaryStatus::kStarting, now, "Launching requested instances");
       if (in->attempt == job.attempt && !job.phase_times.count("InstanceReady")) job.phase_times["InstanceReady"] = now;
       // A stop that arrived while launching applies now.
       bool peer_failed = false;
@@ -232,6 +234,18 @@ TransitionResult Transition(Job& job, const Event& e) {
       if (IsTerminal(job.status) || in->attempt != job.attempt) return r;
       StopLive(job, r);
       if (AllExited(job)) SettleAttempt(job, now, r);
+      return r;
+    }
+    case EventType::kInstanceQueued: {
+      // Admission control: the instance waits for capacity. Shown as Pending with
+      // the backend's reason until it launches (or the job is stopped).
+      if (!in) return Ignore("unknown instance");
+      if (in->state != InstanceState::kLaunching || in->attempt != job.attempt || IsTerminal(job.status) ||
+          job.status == JobStatus::kStopping)
+        return Ignore("queued report for an instance that is no longer waiting");
+      auto queued = LaunchFailedReportFromJson(e.payload);
+      SetSecondary(job, SecondaryStatus::kPending, now,
+                   "Waiting for capacity: " + (queued.ok() ? queued->reason : queued.status().message()));
       return r;
     }
     case EventType::kPhaseReported: {

@@ -18,7 +18,7 @@ _CONFIG_DIR = tempfile.mkdtemp(prefix="kiln-sandbox-config-", dir="/var/tmp")
 os.chmod(_CONFIG_DIR, 0o755)
 _CONFIG = os.path.join(_CONFIG_DIR, "kilnd.yaml")
 with open(_CONFIG, "w") as _f:
-    _f.write("sandbox:\n  pids_max: %d\n" % PIDS_MAX)
+    _f.write("sandbox:\n  pids_max: %d\n  capacity: {vcpus: 2, memory_mib: 8192}\n" % PIDS_MAX)
 
 # Runs inside the job as its user. Prints one JSON line: {probe: "blocked: ..." or
 # "ESCAPED: ..."}. Each probe is independent; an exception in one is a result.
@@ -338,6 +338,26 @@ class SandboxE2E(KilndHarness):
         self.assertEqual(job["status"], "Failed", job)
         self.assertIn("writable_roots", job["failure_reason"], job)
         self.assertFalse(os.path.exists("/etc/kiln-probe-out"))
+
+    def test_07_jobs_beyond_capacity_wait_pending_then_run(self):
+        # The host declares 2 vCPUs: two local.small jobs run, the third waits.
+        wait_go = ["/bin/sh", "-c", "while [ ! -e /opt/ml/output/data/go ]; do sleep 0.05; done"]
+        a = self.submit(self.spec(unique("cap-a"), wait_go))
+        b = self.submit(self.spec(unique("cap-b"), wait_go))
+        for j in (a, b):
+            self.wait_job(j["id"], lambda x: x["instances"] and x["instances"][0]["state"] == "Running", "running")
+        c = self.submit(self.spec(unique("cap-c"), ["/bin/true"]))
+        c = self.wait_job(c["id"], lambda x: x["secondary_status"] == "Pending", "pending")
+        self.assertIn("Waiting for capacity", c["transitions"][-1]["message"], c)
+        self.assertEqual(c["instances"][0]["state"], "Launching", c)
+        for j in (a, b):
+            open(os.path.join(self.data, "instances", j["id"] + ".1.0", "ml", "output", "data", "go"), "w").close()
+        for j in (a, b, c):
+            self.assertEqual(self.wait_terminal(j["id"])["status"], "Completed", j["id"])
+        # A job that can never fit is refused with the reason.
+        big = self.run_job("cap-big", ["/bin/true"], instance={"type": "local.small", "count": 3})
+        self.assertEqual(big["status"], "Failed", big)
+        self.assertIn("sandbox.capacity", big["failure_reason"], big)
 
 
 if __name__ == "__main__":

@@ -256,6 +256,63 @@ static bool InUserData(const std::string& data_dir, const std::string& rel) {
   return false;
 }
 
+static std::string Amount(double vcpus, int64_t memory_mib) {
+  char buf[96];
+  snprintf(buf, sizeof(buf), "%g vCPUs and %lld MiB", vcpus, static_cast<long long>(memory_mib));
+  return buf;
+}
+
+Status LocalBackend::Admit(const LaunchRequest& req) {
+  const int count = std::max(1, req.spec.instance_count);
+  const double vcpus = req.type.vcpus * count;
+  const int64_t memory = req.type.memory_mib * count;
+  const bool limited = opts_.capacity_vcpus > 0 || opts_.capacity_memory_mib > 0;
+  auto over = [&](double v, int64_t m) {
+    return (opts_.capacity_vcpus > 0 && v > opts_.capacity_vcpus + 1e-9) ||
+           (opts_.capacity_memory_mib > 0 && m > opts_.capacity_memory_mib);
+  };
+  if (limited && over(vcpus, memory))
+    return InvalidArgument("instance", "the job needs " + Amount(vcpus, memory) + " (" + std::to_string(count) + " x " +
+                                           req.type.name + "); this host gives jobs at most " +
+                                           Amount(opts_.capacity_vcpus, opts_.capacity_memory_mib) +
+                                           " (sandbox.capacity)");
+  MutexLock l(mu_);
+  if (auto it = shares_.find(req.job_id); it != shares_.end()) {
+    it->second.live.insert(req.instance_id);
+    return Status::Ok();
+  }
+  if (limited && over(used_vcpus_ + vcpus, used_memory_mib_ + memory))
+    return Status(Code::kResourceExhausted, "the job needs " + Amount(vcpus, memory) + "; " +
+                                                Amount(used_vcpus_, used_memory_mib_) + " of " +
+                                                Amount(opts_.capacity_vcpus, opts_.capacity_memory_mib) +
+                                                " are in use");
+  shares_[req.job_id] = JobShare{vcpus, memory, {req.instance_id}};
+  used_vcpus_ += vcpus;
+  used_memory_mib_ += memory;
+  return Status::Ok();
+}
+
+void LocalBackend::Account(const std::string& job_id, const std::string& instance_id, double vcpus,
+                           int64_t memory_mib, ShareOf of) {
+  MutexLock l(mu_);
+  auto [it, inserted] = shares_.try_emplace(job_id);
+  if (!it->second.live.insert(instance_id).second) return;
+  if (!inserted && of == ShareOf::kWholeJob) return;  // within the job's reservation
+  it->second.vcpus += vcpus;
+  it->second.memory_mib += memory_mib;
+  used_vcpus_ += vcpus;
+  used_memory_mib_ += memory_mib;
+}
+
+void LocalBackend::Release(const std::string& job_id, const std::string& instance_id) {
+  MutexLock l(mu_);
+  auto it = shares_.find(job_id);
+  if (it == shares_.end() || it->second.live.erase(instance_id) == 0 || !it->second.live.empty()) return;
+  used_vcpus_ -= it->second.vcpus;
+  used_memory_mib_ -= it->second.memory_mib;
+  shares_.erase(it);
+}
+
 Status LocalBackend::CheckHostPaths(const LaunchRequest& req) const {
   auto check = [&](const std::string& field, const std::string& path) -> Status {
     if (path.empty()) return Status::Ok();
@@ -320,6 +377,13 @@ Result<std::string> LocalBackend::Launch(const LaunchRequest& req) {
   // Idempotent: a supervisor that already started owns the instance.
   if (auto adopted = Adopt(req); adopted.ok()) return adopted;
   KILN_RETURN_IF_ERROR(CheckHostPaths(req));
+  KILN_RETURN_IF_ERROR(Admit(req));
+  Result<std::string> launched = Spawn(req, dir);
+  if (!launched.ok()) Release(req.job_id, req.instance_id);
+  return launched;
+}
+
+Result<std::string> LocalBackend::Spawn(const LaunchRequest& req, const std::string& dir) {
   KILN_RETURN_IF_ERROR(PrepareInstanceDir(req, dir));
   for (size_t i = 0; i < req.spec.mounts.size(); ++i)
     if (access(req.spec.mounts[i].source.c_str(), R_OK) != 0)
@@ -420,7 +484,10 @@ Result<std::string> LocalBackend::Launch(const LaunchRequest& req) {
   supervisor::ReadyAnswer answer = supervisor::DecodeReady(n > 0 ? std::string(buf, static_cast<size_t>(n)) : "");
   if (answer.kind == supervisor::ReadyKind::kError) {
     waitpid(pid, nullptr, WNOHANG);
-    return Internal("kiln-supervisor failed to start: " + answer.error);
+    // A bind it refused (a symlink planted under the data dir) will be refused
+    // again: not worth a retry.
+    const Code code = answer.error.rfind("sandbox setup:", 0) == 0 ? Code::kFailedPrecondition : Code::kInternal;
+    return Status(code, "kiln-supervisor failed to start: " + answer.error);
   }
   if (answer.kind == supervisor::ReadyKind::kBusy) {  // raced with an earlier supervisor: report that one
     waitpid(pid, nullptr, 0);
@@ -447,6 +514,8 @@ Result<std::string> LocalBackend::Adopt(const LaunchRequest& req) {
   const std::string dir = Dir(req.instance_id);
   auto sup = SupervisorOf(dir);
   if (!sup.ok()) return sup.status();
+  Account(req.job_id, req.instance_id, req.type.vcpus * std::max(1, req.spec.instance_count),
+          req.type.memory_mib * std::max(1, req.spec.instance_count), ShareOf::kWholeJob);
   KILN_RETURN_IF_ERROR(WatchPid(req.instance_id, req.job_id, sup->first, sup->second));
   return Handle(sup->first, sup->second, dir, req.job_id);
 }
@@ -518,6 +587,7 @@ void LocalBackend::Finished(const std::string& id, const std::string& job_id, in
     status->exit.instance_id = id;
     e = ExitEvent(job_id, status->exit, status->ended_ms ? status->ended_ms : clock_.NowMs());
   }
+  Release(job_id, id);  // before the exit is posted: the controller retries waiting launches on it
   Status s = sink_.Post(e);
   if (!s.ok()) fprintf(stderr, "kilnd: local backend: post exit of %s: %s\n", id.c_str(), s.ToString().c_str());
 }
@@ -554,6 +624,11 @@ Status LocalBackend::Recover(const std::string& id, const std::string& handle) {
     // A supervisor killed with its instance leaves the instance's cgroups behind.
     InstanceCgroup::RemoveLeftover(id);
     return NotFound("supervisor of " + id + " (pid " + std::to_string(h->pid) + ") is gone and left no status");
+  }
+  // Still running: it holds its share of the host (as launch.json declared it).
+  if (auto text = ReadFile(Dir(id) + "/" + supervisor::kLaunchFile); text.ok()) {
+    if (auto launch = supervisor::DecodeLaunchFile(*text); launch.ok())
+      Account(h->job_id, id, launch->cpus, launch->memory_bytes / (1024 * 1024), ShareOf::kOneInstance);
   }
   return WatchPid(id, h->job_id, h->pid, h->start);
 }

@@ -38,6 +38,11 @@ struct LocalBackendOptions {
   // upload directories may be (kilnd creates them as root): beneath one of these
   // and never through a symlink. The data dir's s3/ and artifacts/ always are.
   std::vector<std::string> writable_roots = {"/tmp", "/var/tmp"};
+  // What the host gives jobs, summed over the instance types of running
+  // instances; 0: no limit. A job is admitted whole (all its instances) or
+  // not at all; one that can never fit is refused.
+  double capacity_vcpus = 0;
+  int64_t capacity_memory_mib = 0;
 };
 
 // The sandbox command for one instance: bwrap's argv, with "{fd:i}" tokens for
@@ -87,8 +92,22 @@ class LocalBackend final : public ComputeBackend {
   // as a bind source: binds under the data dir are opened by root.
   Status CheckHostPaths(const LaunchRequest& req) const;
   bool Unprivileged() const { return opts_.user == SandboxUser::kUnprivileged; }
+  // Admission control. Admit reserves the whole job's share at its first
+  // instance (kResourceExhausted if it does not fit now, kInvalidArgument if it
+  // never can); its later instances ride on the reservation. Release gives
+  // the share back when the job's last live instance ends.
+  Status Admit(const LaunchRequest& req) EXCLUDES(mu_);
+  // Counts an instance found running (adopted, recovered). kWholeJob: the
+  // amounts are the job's (its other instances ride on them); kOneInstance:
+  // this instance's own, added to its job's share.
+  enum class ShareOf { kWholeJob, kOneInstance };
+  void Account(const std::string& job_id, const std::string& instance_id, double vcpus, int64_t memory_mib,
+               ShareOf of) EXCLUDES(mu_);
+  void Release(const std::string& job_id, const std::string& instance_id) EXCLUDES(mu_);
   // A supervisor that already started for this instance: watch it, return its handle.
   Result<std::string> Adopt(const LaunchRequest& req);
+  // Launch after admission: prepares the instance directory and starts its supervisor.
+  Result<std::string> Spawn(const LaunchRequest& req, const std::string& dir);
   static Result<std::pair<int, unsigned long long>> SupervisorOf(const std::string& dir);
   static std::string Handle(int pid, unsigned long long start, const std::string& dir, const std::string& job_id);
   Status WatchPid(const std::string& id, const std::string& job_id, int pid, unsigned long long start);
@@ -106,6 +125,14 @@ class LocalBackend final : public ComputeBackend {
   std::mutex launch_mu_;  // serializes Launches (the adopt-or-spawn decision)
   std::thread loop_;
   bool stop_ GUARDED_BY(mu_) = false;
+  struct JobShare {
+    double vcpus = 0;
+    int64_t memory_mib = 0;
+    std::set<std::string> live;  // its admitted instances that have not ended
+  };
+  std::map<std::string, JobShare> shares_ GUARDED_BY(mu_);  // job id -> its reservation
+  double used_vcpus_ GUARDED_BY(mu_) = 0;
+  int64_t used_memory_mib_ GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace kiln
