@@ -5,6 +5,8 @@ limit) and reports each; every one must be blocked. Other tests plant symlinks
 where kilnd or the supervisor reads or creates files on a job's behalf."""
 import json
 import os
+import signal
+import subprocess
 import tempfile
 import time
 import unittest
@@ -358,6 +360,48 @@ class SandboxE2E(KilndHarness):
         big = self.run_job("cap-big", ["/bin/true"], instance={"type": "local.small", "count": 3})
         self.assertEqual(big["status"], "Failed", big)
         self.assertIn("sandbox.capacity", big["failure_reason"], big)
+
+
+class DiskFullE2E(KilndHarness):
+    """kilnd's data dir on a small ext4 of its own (64 MiB, 10% reserved for root):
+    a job fills it. Jobs run unprivileged, so the root reserve is kilnd's: the
+    job fails as OutOfDisk, kilnd records it and restarts on the full disk, and
+    once space is freed the next job runs."""
+
+    @classmethod
+    def start_kilnd(cls, listen="127.0.0.1:0"):
+        if not os.path.ismount(cls.data):
+            img = os.path.join(cls.tmp, "data.img")
+            subprocess.run(["truncate", "-s", "64M", img], check=True)
+            subprocess.run(["mkfs.ext4", "-q", "-F", "-m", "10", img], check=True)
+            subprocess.run(["mount", "-o", "loop", img, cls.data], check=True)
+        super(DiskFullE2E, cls).start_kilnd(listen)
+
+    @classmethod
+    def kill_leftover_instances(cls):
+        super(DiskFullE2E, cls).kill_leftover_instances()
+        if os.path.ismount(cls.data):
+            subprocess.run(["umount", cls.data], check=False)
+
+    def test_a_job_that_fills_the_disk_fails_as_out_of_disk_and_kilnd_keeps_working(self):
+        fill = self.submit(self.spec(unique("fill"), [
+            "/bin/sh", "-c", "dd if=/dev/zero of=/opt/ml/output/data/fill bs=1M count=200 2>&1; exit 1"]))
+        fill = self.wait_terminal(fill["id"])
+        self.assertEqual(fill["status"], "Failed", fill)
+        self.assertTrue(fill["failure_reason"].startswith("OutOfDisk: "), fill["failure_reason"])
+        # kilnd restarts on the full disk, with its records intact.
+        self.stop_kilnd(signal.SIGTERM)
+        self.start_kilnd()
+        self.assertEqual(self.get_job(fill["id"])["status"], "Failed")
+        # A second filler fails the same way: the disk is still full for jobs.
+        again = self.wait_terminal(self.submit(self.spec(unique("fill2"), [
+            "/bin/sh", "-c", "dd if=/dev/zero of=/opt/ml/output/data/fill bs=1M count=200 2>&1; exit 1"]))["id"])
+        self.assertTrue(again["failure_reason"].startswith("OutOfDisk: "), again["failure_reason"])
+        for j in (fill, again):
+            os.unlink(os.path.join(self.data, "instances", j["id"] + ".1.0", "ml", "output", "data", "fill"))
+        ok = self.wait_terminal(self.submit(self.spec(unique("after"), [
+            "/bin/sh", "-c", "dd if=/dev/zero of=/opt/ml/model/weights bs=1M count=8"]))["id"])
+        self.assertEqual(ok["status"], "Completed", ok)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <sys/file.h>
 #include <sys/signalfd.h>
+#include <sys/statvfs.h>
 #include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -289,6 +290,10 @@ WaitOutcome WaitForSandbox(const std::string& dir, const LaunchFile& launch, pid
   }
 }
 
+// Below this much space free to unprivileged users, a failed job is reported as
+// out of disk.
+constexpr uint64_t kDiskFullBytes = 1 << 20;
+
 // The exit report: the entrypoint's own account of the user command when it got
 // to write one (exit.json), else the sandbox's wait status.
 ExitReport ExitOf(const std::string& dir, const LaunchFile& launch, const WaitOutcome& w,
@@ -321,6 +326,14 @@ ExitReport ExitOf(const std::string& dir, const LaunchFile& launch, const WaitOu
   x.instance_id = launch.instance_id;
   x.failure = SanitizeUtf8(ReadJobFile(dir, sandbox::kFailureFile, 1024));
   x.message = SanitizeUtf8(ReadJobFile(dir, sandbox::kMessageFile, 1024));
+  // A job that failed on a disk with nothing left for it (jobs run unprivileged,
+  // so the filesystem's root reserve still holds kilnd's own writes): say so.
+  struct statvfs fs {};
+  if (x.exit_code != 0 && statvfs((dir + "/ml").c_str(), &fs) == 0 &&
+      static_cast<uint64_t>(fs.f_bavail) * fs.f_frsize < kDiskFullBytes) {
+    std::string why = "OutOfDisk: the filesystem of the instance's /opt/ml (" + dir + ") has no space left for jobs";
+    x.failure = TruncateUtf8(x.failure.empty() ? why : why + "; the job said: " + x.failure, 1024);
+  }
   return x;
 }
 
