@@ -180,7 +180,9 @@ Status ConfigureJobInterface(const supervisor::JobLink& link) {
   return SetUp(s.fd(), kJobInterface);
 }
 
-void RemoveIdleBridge(const std::string& bridge) {
+void RemoveJobLink(const supervisor::JobLink& link) {
+  if (Exists("/sys/class/net/" + link.host_veth)) Ip({"link", "del", link.host_veth}).IgnoreError();  // gone meanwhile
+  const std::string& bridge = link.bridge;
   const std::string ports = "/sys/class/net/" + bridge + "/brif";
   if (!Exists(ports)) return;
   bool empty = true;

@@ -33,8 +33,10 @@ Status CreateJobLink(const supervisor::JobLink& link, pid_t child);
 // gives it link.address/prefix_len and brings it up.
 Status ConfigureJobInterface(const supervisor::JobLink& link);
 
-// Deletes the job's bridge when no port is left on it (its instances have ended).
-void RemoveIdleBridge(const std::string& bridge);
+// When an instance has ended: deletes its veth pair (the kernel would, but only
+// once its network namespace is torn down, later), then the job's bridge if no
+// port is left on it.
+void RemoveJobLink(const supervisor::JobLink& link);
 
 // setgroups({}), setresgid, setresuid: irreversibly the job's user.
 Status DropPrivileges(uint32_t uid, uint32_t gid);

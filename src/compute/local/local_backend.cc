@@ -22,6 +22,7 @@
 #include "common/fsutil.h"
 #include "common/sandbox_paths.h"
 #include "compute/local/cgroup.h"
+#include "compute/local/isolation.h"
 #include "compute/local/protocol.h"
 #include "compute/local/supervisor.h"
 
@@ -582,6 +583,7 @@ void LocalBackend::Finished(const std::string& id, const std::string& job_id, in
                           ? "the instance supervisor recorded an unreadable status (" + status.status().message() + ")"
                           : "the instance supervisor exited without recording a status";
     InstanceCgroup::RemoveLeftover(id);  // its supervisor died before it could
+    RemoveLeftoverLink(id);
     e = LostEvent(job_id, id, why + " (see " + Dir(id) + "/" + supervisor::kSupervisorLog + ")", clock_.NowMs());
   } else {
     status->exit.instance_id = id;
@@ -610,6 +612,13 @@ Status LocalBackend::Cleanup(const std::string& id, const std::string&) {
   return Status::Ok();
 }
 
+void LocalBackend::RemoveLeftoverLink(const std::string& id) const {
+  auto text = ReadFile(Dir(id) + "/" + supervisor::kLaunchFile);
+  if (!text.ok()) return;
+  auto launch = supervisor::DecodeLaunchFile(*text);
+  if (launch.ok() && launch->link) isolation::RemoveJobLink(*launch->link);
+}
+
 Status LocalBackend::Recover(const std::string& id, const std::string& handle) {
   auto h = supervisor::DecodeHandle(handle);
   if (!h.ok()) return NotFound("unreadable handle for " + id + ": " + h.status().message());
@@ -621,8 +630,10 @@ Status LocalBackend::Recover(const std::string& id, const std::string& handle) {
     return Status::Ok();
   }
   if (h->pid <= 0 || ProcessStartTime(h->pid) != h->start) {
-    // A supervisor killed with its instance leaves the instance's cgroups behind.
+    // A supervisor killed with its instance leaves the instance's cgroups (and,
+    // for a multi-instance job, its veth and the job's bridge) behind.
     InstanceCgroup::RemoveLeftover(id);
+    RemoveLeftoverLink(id);
     return NotFound("supervisor of " + id + " (pid " + std::to_string(h->pid) + ") is gone and left no status");
   }
   // Still running: it holds its share of the host (as launch.json declared it).

@@ -106,6 +106,8 @@ class LocalBackend final : public ComputeBackend {
   void Release(const std::string& job_id, const std::string& instance_id) EXCLUDES(mu_);
   // A supervisor that already started for this instance: watch it, return its handle.
   Result<std::string> Adopt(const LaunchRequest& req);
+  // The veth and idle bridge of an instance whose supervisor died (from its launch.json).
+  void RemoveLeftoverLink(const std::string& id) const;
   // Launch after admission: prepares the instance directory and starts its supervisor.
   Result<std::string> Spawn(const LaunchRequest& req, const std::string& dir);
   static Result<std::pair<int, unsigned long long>> SupervisorOf(const std::string& dir);

@@ -403,7 +403,7 @@ int RunSupervisor(const std::string& dir, int ready_fd) {
     status.exit.peak_memory_bytes = cg->PeakMemoryBytes();
     cg->Destroy();
   }
-  if (launch->link) isolation::RemoveIdleBridge(launch->link->bridge);
+  if (launch->link) isolation::RemoveJobLink(*launch->link);
   status.ended_ms = RealClock::Get().NowMs();
   status.stopped = w.stopping;
   Status written =
