@@ -111,6 +111,34 @@ class ChaosE2E(KilndHarness):
         self.assertEqual(sorted(set(glob.glob("/sys/class/net/kb*")) - bridges_before), [],
                          "leaked bridges (seed %d)" % seed)
 
+    def test_a_killed_supervisor_leaves_no_process_or_cgroup(self):
+        job = self.submit(self.spec(unique("orphan"), ["/bin/sh", "-c", "echo started; exec sleep 300"]))
+        self.wait_log(job["id"], "started")
+        iid = job["id"] + ".1.0"
+        with open(os.path.join(self.data, "instances", iid, "supervisor.pid")) as f:
+            pid = int(f.read().split()[0])
+        cgroups = glob.glob("/sys/fs/cgroup/kiln/" + iid) + glob.glob("/sys/fs/cgroup/*/kiln/" + iid)
+        self.assertTrue(cgroups)
+        with open(os.path.join(cgroups[0], "cgroup.procs")) as f:
+            members = [int(p) for p in f.read().split()]
+        self.assertTrue(members)
+        os.kill(pid, signal.SIGKILL)
+        j = self.wait_terminal(job["id"])
+        self.assertEqual(j["status"], "Failed", j)
+        self.assertIn("InstanceLost", j["failure_reason"], j)
+        deadline = time.monotonic() + DEADLINE_S
+        while any(os.path.exists(g) for g in cgroups) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertEqual([g for g in cgroups if os.path.exists(g)], [])
+        def running(p):  # a zombie waiting for init to reap it has ended
+            try:
+                with open("/proc/%d/stat" % p) as f:
+                    return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+            except OSError:
+                return False
+        alive = [p for p in members if running(p)]
+        self.assertEqual(alive, [], "the sandbox outlived its supervisor")
+
 
 if __name__ == "__main__":
     unittest.main()
