@@ -383,6 +383,48 @@ TEST(LocalBackendAdmission, AdmitsWholeJobsUpToTheDeclaredCapacity) {
   ASSERT_TRUE(h.WaitExit(b1.instance_id));
 }
 
+// Team namespaces: a job reads only its team's data and writes only its team's
+// write paths; a team without a namespace uses none.
+TEST(LocalBackendTeams, AJobUsesOnlyItsTeamsData) {
+  LocalHarness h(LocalHarness::DataDir::kHarnessDir);
+  if (geteuid() != 0 || !h.init().ok()) GTEST_SKIP() << "local backend needs root and bwrap";
+  const std::string a = h.dir() + "/s3/team-a-bucket", b = h.dir() + "/s3/team-b-bucket";
+  const std::string shared = h.dir() + "/s3/shared-datasets";
+  for (const auto& d : {a, b, shared}) std::filesystem::create_directories(d);
+  h.Reconfigure([&](LocalBackendOptions& o) {
+    o.teams["a"] = TeamData{{a}, {shared}};
+    o.teams["b"] = TeamData{{b}, {}};
+  });
+  auto as_team = [&](const std::string& team) {
+    auto r = h.Request(Behavior::kExit0);
+    r.spec.team = team;
+    r.output_dir = h.dir() + "/artifacts/" + r.spec.name + "/output";  // its own default output
+    return r;
+  };
+  auto reads_other = as_team("a");
+  reads_other.spec.inputs["train"] = b;
+  auto refused = h.backend().Launch(reads_other);
+  EXPECT_EQ(refused.status().code(), Code::kInvalidArgument);
+  EXPECT_EQ(refused.status().field(), "inputs.train");
+  auto writes_shared = as_team("a");
+  writes_shared.spec.checkpoint_dir = shared + "/ckpt";  // readable, not writable
+  EXPECT_EQ(h.backend().Launch(writes_shared).status().field(), "checkpoint_dir");
+  auto writes_other = as_team("a");
+  writes_other.output_dir = b + "/model/output";
+  EXPECT_EQ(h.backend().Launch(writes_other).status().field(), "output");
+  EXPECT_FALSE(std::filesystem::exists(b + "/model"));
+  EXPECT_EQ(h.backend().Launch(as_team("c")).status().field(), "team");
+  auto own = as_team("a");
+  own.spec.inputs["train"] = a;
+  own.spec.inputs["shared"] = shared;
+  own.spec.checkpoint_dir = a + "/ckpt";
+  auto launched = h.backend().Launch(own);
+  ASSERT_TRUE(launched.ok()) << launched.status().ToString();
+  auto e = h.WaitExit(own.instance_id);
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->payload["exit_code"], 0);
+}
+
 // A status.json of a newer protocol is not misread: the instance is reported lost
 // with the reason.
 TEST(LocalBackendUpgrade, ANewerStatusFileIsReportedNotMisread) {

@@ -106,7 +106,41 @@ void RegisterBackends(BackendRegistry& registry, const KilndOptions& o, const st
 
 // The config's "sandbox" section (docs/operations.md): whose uid jobs run as,
 // their network, their process limit.
-Result<LocalBackendOptions> SandboxOptions(const json& config) {
+// sandbox.teams.<team>: {buckets, read_buckets, write_paths, read_paths}.
+Result<std::map<std::string, TeamData>> TeamNamespaces(const json& teams, const smapi::S3Map& s3) {
+  std::map<std::string, TeamData> out;
+  if (!teams.is_object()) return InvalidArgument("sandbox.teams", "sandbox.teams must map team names to their data");
+  for (const auto& [team, t] : teams.items()) {
+    const std::string f = "sandbox.teams." + team;
+    if (!t.is_object()) return InvalidArgument(f, f + " must be a mapping");
+    TeamData d;
+    auto strings = [&](const char* key, std::vector<std::string>& into, bool buckets) -> Status {
+      if (!t.contains(key)) return Status::Ok();
+      if (!t[key].is_array()) return InvalidArgument(f + "." + key, f + "." + key + " must be a list");
+      for (const auto& v : t[key]) {
+        if (!v.is_string()) return InvalidArgument(f + "." + key, f + "." + key + " must hold strings");
+        std::string path = v.get<std::string>();
+        if (buckets) {
+          auto p = s3.ToPath("s3://" + path + "/", f + "." + key);
+          if (!p.ok()) return p.status();
+          path = *p;
+        }
+        if (path.empty() || path[0] != '/' || path == "/")
+          return InvalidArgument(f + "." + key, f + "." + key + ": each path must be absolute, other than /");
+        into.push_back(std::filesystem::path(path).lexically_normal().string());
+      }
+      return Status::Ok();
+    };
+    KILN_RETURN_IF_ERROR(strings("buckets", d.write_paths, true));
+    KILN_RETURN_IF_ERROR(strings("write_paths", d.write_paths, false));
+    KILN_RETURN_IF_ERROR(strings("read_buckets", d.read_paths, true));
+    KILN_RETURN_IF_ERROR(strings("read_paths", d.read_paths, false));
+    out[team] = std::move(d);
+  }
+  return out;
+}
+
+Result<LocalBackendOptions> SandboxOptions(const json& config, const smapi::S3Map& s3) {
   LocalBackendOptions lo;
   const json sb = config.value("sandbox", json::object());
   if (!sb.is_object()) return InvalidArgument("sandbox", "sandbox must be a mapping");
@@ -148,6 +182,11 @@ Result<LocalBackendOptions> SandboxOptions(const json& config) {
       lo.capacity_memory_mib = c["memory_mib"].get<int64_t>();
     }
   }
+  if (sb.contains("teams")) {
+    auto teams = TeamNamespaces(sb["teams"], s3);
+    if (!teams.ok()) return teams.status();
+    lo.teams = std::move(*teams);
+  }
   if (sb.contains("writable_roots")) {
     const json& roots = sb["writable_roots"];
     if (!roots.is_array()) return InvalidArgument("sandbox.writable_roots", "sandbox.writable_roots must be a list");
@@ -158,6 +197,10 @@ Result<LocalBackendOptions> SandboxOptions(const json& config) {
       lo.writable_roots.push_back(r.get<std::string>());
     }
   }
+  // Where S3-style outputs and checkpoints go: the S3 root, and any bucket
+  // mapped elsewhere (created beneath these, never through a symlink).
+  lo.writable_roots.push_back(s3.root());
+  for (const auto& [bucket, dir] : s3.buckets()) lo.writable_roots.push_back(dir);
   return lo;
 }
 
@@ -248,7 +291,10 @@ int RunKilnd(const KilndOptions& o) {
   if (Status st = MakeDirs(data); !st.ok()) return fail(st);
   auto loaded_config = LoadConfig(o.config_path);
   if (!loaded_config.ok()) return fail(loaded_config.status());
-  auto sandbox = SandboxOptions(*loaded_config);
+  auto s3 = smapi::S3Map::FromConfig(loaded_config->value("s3", json()), data + "/s3");
+  if (!s3.ok()) return fail(s3.status());
+  if (Status st = MakeDirs(s3->root()); !st.ok()) return fail(st);
+  auto sandbox = SandboxOptions(*loaded_config, *s3);
   if (!sandbox.ok()) return fail(sandbox.status());
   // Root's, traversable only by the jobs' group (bwrap resolves the paths of the
   // binds it is handed as the job's user) and hidden in every sandbox: no host
@@ -339,10 +385,7 @@ int RunKilnd(const KilndOptions& o) {
   sopts.ctx.region = sm.value("region", "us-east-1");
   sopts.ctx.account = sm.value("account", "000000000000");
   sopts.ctx.catalog = &*catalog;
-  auto s3 = smapi::S3Map::FromConfig(config.value("s3", json()), data + "/s3");
-  if (!s3.ok()) return fail(s3.status());
   sopts.ctx.s3 = *s3;
-  if (Status st = MakeDirs(s3->root()); !st.ok()) return fail(st);
   smapi::SageMakerApi sagemaker(controller, **store, keys, RealClock::Get(), sopts);
   sagemaker.SetTuning(&tuner);
   sagemaker.Register(server);

@@ -21,6 +21,8 @@ class S3Map {
   // s3://bucket/key -> local path. `field` names the request member in errors.
   Result<std::string> ToPath(const std::string& uri, const std::string& field) const;
   const std::string& root() const { return root_; }
+  // Buckets mapped to a directory of their own (config), by name.
+  const std::map<std::string, std::string>& buckets() const { return buckets_; }
 
  private:
   std::string root_;

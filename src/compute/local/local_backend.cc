@@ -314,6 +314,42 @@ void LocalBackend::Release(const std::string& job_id, const std::string& instanc
   shares_.erase(it);
 }
 
+Status LocalBackend::CheckTeamPaths(const LaunchRequest& req) const {
+  if (opts_.teams.empty()) return Status::Ok();
+  const std::string& team = req.spec.team;
+  auto it = opts_.teams.find(team);
+  if (it == opts_.teams.end())
+    return InvalidArgument("team", "team " + team + " has no data namespace on this host (sandbox.teams)");
+  const TeamData& data = it->second;
+  auto within = [](const std::vector<std::string>& roots, const std::string& path) {
+    for (const auto& r : roots)
+      if (Beneath(r, path)) return true;
+    return false;
+  };
+  auto read = [&](const std::string& field, const std::string& path) -> Status {
+    if (path.empty() || within(data.write_paths, path) || within(data.read_paths, path)) return Status::Ok();
+    return InvalidArgument(field, path + " is not in team " + team + "'s data (sandbox.teams." + team + ")");
+  };
+  auto write = [&](const std::string& field, const std::string& path) -> Status {
+    if (path.empty() || within(data.write_paths, path)) return Status::Ok();
+    return InvalidArgument(field, path + " is not writable by team " + team + " (sandbox.teams." + team +
+                                      ".write_paths and buckets)");
+  };
+  KILN_RETURN_IF_ERROR(read("code_dir", req.spec.code_dir));
+  KILN_RETURN_IF_ERROR(read("code_archive", req.spec.code_archive));
+  for (const auto& [ch, path] : req.spec.inputs) KILN_RETURN_IF_ERROR(read("inputs." + ch, path));
+  for (size_t i = 0; i < req.spec.mounts.size(); ++i)
+    KILN_RETURN_IF_ERROR(read("mounts[" + std::to_string(i) + "]", req.spec.mounts[i].source));
+  KILN_RETURN_IF_ERROR(write("checkpoint_dir", req.spec.checkpoint_dir));
+  for (size_t i = 0; i < req.spec.uploads.size(); ++i)
+    KILN_RETURN_IF_ERROR(write("uploads[" + std::to_string(i) + "]", req.spec.uploads[i].destination));
+  // The job's own default output (artifacts/<name>/output) is its alone.
+  const std::string own_output = opts_.data_dir + "/artifacts/" + req.spec.name + "/output";
+  if (!opts_.data_dir.empty() && fs::path(req.output_dir).lexically_normal() == fs::path(own_output).lexically_normal())
+    return Status::Ok();
+  return write("output", req.output_dir);
+}
+
 Status LocalBackend::CheckHostPaths(const LaunchRequest& req) const {
   auto check = [&](const std::string& field, const std::string& path) -> Status {
     if (path.empty()) return Status::Ok();
@@ -322,6 +358,7 @@ Status LocalBackend::CheckHostPaths(const LaunchRequest& req) const {
       return InvalidArgument(field, path + " is inside kilnd's data dir; jobs may only use its s3/ and artifacts/");
     return Status::Ok();
   };
+  KILN_RETURN_IF_ERROR(CheckTeamPaths(req));
   KILN_RETURN_IF_ERROR(check("code_dir", req.spec.code_dir));
   KILN_RETURN_IF_ERROR(check("code_archive", req.spec.code_archive));
   KILN_RETURN_IF_ERROR(check("checkpoint_dir", req.spec.checkpoint_dir));

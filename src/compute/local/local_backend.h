@@ -11,6 +11,13 @@
 
 namespace kiln {
 
+// The host paths one team's jobs may use (sandbox.teams; S3 buckets resolved to
+// their directories). Everything is beneath one of these, never through "..".
+struct TeamData {
+  std::vector<std::string> write_paths;  // read and write (the team's buckets, scratch)
+  std::vector<std::string> read_paths;   // read only (shared datasets)
+};
+
 // Whose uid a job's processes run as.
 enum class SandboxUser {
   kUnprivileged,  // job_uid/job_gid, in a user namespace of its own, no capabilities (the default)
@@ -43,6 +50,11 @@ struct LocalBackendOptions {
   // not at all; one that can never fit is refused.
   double capacity_vcpus = 0;
   int64_t capacity_memory_mib = 0;
+  // Data namespaces by team. Empty: one team, no restriction beyond the rules
+  // above. Otherwise a job may read only its team's paths and write only its
+  // team's write paths (and its own default output under artifacts/); a team
+  // not listed may use none.
+  std::map<std::string, TeamData> teams;
 };
 
 // The sandbox command for one instance: bwrap's argv, with "{fd:i}" tokens for
@@ -91,6 +103,8 @@ class LocalBackend final : public ComputeBackend {
   // Refuses a request naming kilnd's own files (kiln.db, keys, other instances)
   // as a bind source: binds under the data dir are opened by root.
   Status CheckHostPaths(const LaunchRequest& req) const;
+  // sandbox.teams: the job's team's paths only.
+  Status CheckTeamPaths(const LaunchRequest& req) const;
   bool Unprivileged() const { return opts_.user == SandboxUser::kUnprivileged; }
   // Admission control. Admit reserves the whole job's share at its first
   // instance (kResourceExhausted if it does not fit now, kInvalidArgument if it
