@@ -24,6 +24,9 @@ struct NativeApiOptions {
   std::function<std::string(const std::string& instance_id)> log_path;
   MetricsGateway* metrics = nullptr;  // optional
   std::function<std::string(const std::string& instance_id)> metrics_socket_path;
+  // kNone when instances have a network of their own: they get only their Unix
+  // socket, and their entrypoint relays sandbox::kStatsdRelayPort to it.
+  HostUdpPort statsd_udp = HostUdpPort::kOpen;
   const SecretBox* secrets = nullptr;  // optional: without it, jobs cannot use secrets
   // Hyperparameters larger than this are staged as a file under `staging_dir`
   // at submit and fetched from there, so job records stay small.

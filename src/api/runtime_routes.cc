@@ -171,7 +171,10 @@ Result<std::map<std::string, std::string>> NativeApi::OpenJobSecrets(const Job& 
 std::optional<RuntimeStatsd> NativeApi::OpenStatsd(const Instance& in, const Job& job) {
   if (!opts_.metrics) return std::nullopt;
   std::string host_socket = opts_.metrics_socket_path ? opts_.metrics_socket_path(in.id) : "";
-  auto port = opts_.metrics->OpenInstance(in.id, job.id, job.spec.team, host_socket);
+  const bool own_network = opts_.statsd_udp == HostUdpPort::kNone && !host_socket.empty();
+  auto port = opts_.metrics->OpenInstance(in.id, job.id, job.spec.team, host_socket,
+                                          own_network ? sandbox::kStatsdRelayPort : 0,
+                                          own_network ? HostUdpPort::kNone : HostUdpPort::kOpen);
   if (!port.ok()) return std::nullopt;
   if (!host_socket.empty()) {
     // Remembered beside the socket, so a restarted kilnd reopens the same port. Without

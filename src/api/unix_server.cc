@@ -18,8 +18,8 @@ Status UnixHttpServer::Start(const std::string& path) {
   sockaddr_un ua{};
   ua.sun_family = AF_UNIX;
   if (path.empty() || path.size() >= sizeof(ua.sun_path))
-    return InvalidArgument("runtime_socket", "socket path must be 1.." + std::to_string(sizeof(ua.sun_path) - 1) +
-                                                 " bytes: " + path);
+    return InvalidArgument("runtime_socket",
+                           "socket path must be 1.." + std::to_string(sizeof(ua.sun_path) - 1) + " bytes: " + path);
   memcpy(ua.sun_path, path.data(), path.size());
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return Unavailable(std::string("socket: ") + strerror(errno));

@@ -8,8 +8,8 @@
 #include <algorithm>
 #include <condition_variable>
 #include <filesystem>
-#include <functional>
 #include <fstream>
+#include <functional>
 #include <mutex>
 
 #include "common/ids.h"

@@ -283,8 +283,7 @@ void Controller::Execute(const Job& job, const Action& a) {
       return;
     }
     case ActionType::kStop: {
-      if (CancelWaitingLaunch(job.id, a.instance_id, "StoppedBeforeLaunch: stopped while waiting for capacity"))
-        return;
+      if (CancelWaitingLaunch(job.id, a.instance_id, "StoppedBeforeLaunch: stopped while waiting for capacity")) return;
       Status st = backend_->Stop(a.instance_id, handle, a.grace_ms);
       if (!st.ok()) fprintf(stderr, "kilnd: stop %s: %s\n", a.instance_id.c_str(), st.ToString().c_str());
       return;
@@ -369,8 +368,10 @@ Controller::LaunchOutcome Controller::RunLaunch(const LaunchRequest& req, const 
       MutexLock l(mu_);
       // An instance that ended while the backend refused this one: try again at once.
       park = capacity_epoch_ == epoch && !stop_;
-      if (park) waiting_.push_back({req, precondition});
-      else launches_.push_back({req, precondition});
+      if (park)
+        waiting_.push_back({req, precondition});
+      else
+        launches_.push_back({req, precondition});
     }
     if (!park) launch_cv_.notify_one();
     return LaunchOutcome::kWaiting;

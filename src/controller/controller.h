@@ -135,9 +135,9 @@ class Controller final : public EventSink {
   std::set<std::string> resync_ GUARDED_BY(mu_);         // jobs whose instances to re-check
   std::map<std::string, int> failures_ GUARDED_BY(mu_);  // job -> consecutive reconcile failures
   std::deque<PendingLaunch> launches_ GUARDED_BY(mu_);
-  std::set<std::string> launching_ GUARDED_BY(mu_);  // instance ids queued, in flight or waiting
+  std::set<std::string> launching_ GUARDED_BY(mu_);    // instance ids queued, in flight or waiting
   std::deque<PendingLaunch> waiting_ GUARDED_BY(mu_);  // refused for capacity; retried when one ends
-  int64_t capacity_epoch_ GUARDED_BY(mu_) = 0;        // RetryWaitingLaunches calls so far
+  int64_t capacity_epoch_ GUARDED_BY(mu_) = 0;         // RetryWaitingLaunches calls so far
   bool stop_ GUARDED_BY(mu_) = false;
   std::thread worker_;
   std::vector<std::thread> launchers_;

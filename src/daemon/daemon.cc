@@ -9,8 +9,8 @@
 
 #include <algorithm>
 #include <atomic>
-#include <condition_variable>
 #include <cerrno>
+#include <condition_variable>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -47,7 +47,7 @@ Result<std::string> LoadOrCreateSecret(const std::string& path) {
 
 // Instances that outlived a kilnd restart keep sending metrics to the port and
 // socket they were given: open them again.
-void ReopenMetrics(Store& store, ComputeBackend& backend, MetricsGateway& metrics) {
+void ReopenMetrics(Store& store, ComputeBackend& backend, MetricsGateway& metrics, HostUdpPort udp) {
   auto ids = store.JobsNeedingAttention();
   if (!ids.ok()) return;
   for (const auto& id : *ids) {
@@ -58,7 +58,7 @@ void ReopenMetrics(Store& store, ComputeBackend& backend, MetricsGateway& metric
       std::string sock = backend.MetricsSocketPath(in.id);
       auto port = ReadFile(sock + ".port");
       if (sock.empty() || !port.ok()) continue;  // never fetched its runtime
-      auto r = metrics.OpenInstance(in.id, job->id, job->spec.team, sock, atoi(port->c_str()));
+      auto r = metrics.OpenInstance(in.id, job->id, job->spec.team, sock, atoi(port->c_str()), udp);
       if (!r.ok())
         fprintf(stderr, "kilnd: reopening metrics of %s: %s\n", in.id.c_str(), r.status().ToString().c_str());
     }
@@ -192,7 +192,8 @@ Result<LocalBackendOptions> SandboxOptions(const json& config, const smapi::S3Ma
     if (!roots.is_array()) return InvalidArgument("sandbox.writable_roots", "sandbox.writable_roots must be a list");
     lo.writable_roots.clear();
     for (const auto& r : roots) {
-      if (!r.is_string() || r.get<std::string>().empty() || r.get<std::string>()[0] != '/' || r.get<std::string>() == "/")
+      if (!r.is_string() || r.get<std::string>().empty() || r.get<std::string>()[0] != '/' ||
+          r.get<std::string>() == "/")
         return InvalidArgument("sandbox.writable_roots", "each writable root must be an absolute path other than /");
       lo.writable_roots.push_back(r.get<std::string>());
     }
@@ -215,10 +216,10 @@ Status CheckJobUserReaches(const std::string& data, uint32_t uid, uint32_t gid) 
     const bool through = (st.st_uid == uid && (st.st_mode & S_IXUSR)) || (st.st_gid == gid && (st.st_mode & S_IXGRP)) ||
                          (st.st_mode & S_IXOTH);
     if (!through)
-      return Status(Code::kFailedPrecondition,
-                    "the jobs' user (uid " + std::to_string(uid) + ") cannot reach the data dir " + data + ": " +
-                        p.string() + " is not searchable by it (chmod o+x " + p.string() +
-                        ", or put the data dir elsewhere)");
+      return Status(Code::kFailedPrecondition, "the jobs' user (uid " + std::to_string(uid) +
+                                                   ") cannot reach the data dir " + data + ": " + p.string() +
+                                                   " is not searchable by it (chmod o+x " + p.string() +
+                                                   ", or put the data dir elsewhere)");
     if (p == p.root_path()) break;
   }
   return Status::Ok();
@@ -234,8 +235,8 @@ Result<int> LockDataDir(const std::string& data) {
     char pid[32] = {0};
     ssize_t n = pread(fd, pid, sizeof(pid) - 1, 0);
     close(fd);
-    return Status(Code::kFailedPrecondition, "another kilnd (pid " + std::string(n > 0 ? pid : "?") +
-                                                 ") is using the data dir " + data);
+    return Status(Code::kFailedPrecondition,
+                  "another kilnd (pid " + std::string(n > 0 ? pid : "?") + ") is using the data dir " + data);
   }
   std::string me = std::to_string(getpid());
   if (ftruncate(fd, 0) != 0 || pwrite(fd, me.data(), me.size(), 0) < 0)
@@ -367,6 +368,12 @@ int RunKilnd(const KilndOptions& o) {
   aopts.log_path = [be](const std::string& id) { return be->LogPath(id); };
   aopts.metrics_socket_path = [be](const std::string& id) { return be->MetricsSocketPath(id); };
   aopts.metrics = &metrics;
+  // Instances in a network namespace of their own reach the gateway through
+  // their socket only: no host port anyone on the host could write into.
+  const HostUdpPort statsd_udp = o.backend == "local" && sandbox->network == supervisor::NetworkMode::kPrivate
+                                     ? HostUdpPort::kNone
+                                     : HostUdpPort::kOpen;
+  aopts.statsd_udp = statsd_udp;
   aopts.staging_dir = data + "/artifacts/.staged-hyperparameters";
   aopts.secrets = &*box;
   tuning::ServiceOptions topts;
@@ -398,7 +405,7 @@ int RunKilnd(const KilndOptions& o) {
 
   if (Status st = controller.Start(); !st.ok()) return fail(st);
   tuner.Start();  // resumes live tuning jobs from the store
-  ReopenMetrics(**store, *be, metrics);
+  ReopenMetrics(**store, *be, metrics, statsd_udp);
 
   if (Status st = WriteFileAtomic(data + "/kilnd.addr", addr + "\n"); !st.ok()) return fail(st);
   fprintf(stderr, "kilnd: listening on %s (data dir %s, backend %s)\n", api_url.c_str(), data.c_str(),

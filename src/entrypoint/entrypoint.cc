@@ -634,8 +634,8 @@ class StatsdRelay {
         ssize_t n = recv(udp, buf, sizeof(buf), 0);
         if (n < 0 && errno == EINTR) continue;
         if (n < 0) return;
-        ssize_t sent = sendto(ux, buf, static_cast<size_t>(n), MSG_NOSIGNAL, reinterpret_cast<const sockaddr*>(&ua),
-                              sizeof(ua));
+        ssize_t sent =
+            sendto(ux, buf, static_cast<size_t>(n), MSG_NOSIGNAL, reinterpret_cast<const sockaddr*>(&ua), sizeof(ua));
         (void)sent;  // a full gateway queue, or kilnd restarting, drops it, as UDP would
       }
     }).detach();

@@ -73,7 +73,8 @@ void MetricsGateway::Watch(int fd) {
 }
 
 Result<int> MetricsGateway::OpenInstance(const std::string& instance_id, const std::string& job_id,
-                                         const std::string& team, const std::string& unix_socket_path, int port) {
+                                         const std::string& team, const std::string& unix_socket_path, int port,
+                                         HostUdpPort udp) {
   std::lock_guard<std::mutex> l(mu_);
   if (auto it = sources_.find(instance_id); it != sources_.end()) return it->second.port;
   Source s;
@@ -83,20 +84,26 @@ Result<int> MetricsGateway::OpenInstance(const std::string& instance_id, const s
   s.attribution = {{"job_id", job_id}};
   if (!team.empty()) s.attribution.emplace_back("team", team);
   s.attribution_canonical = CanonicalTags(s.attribution);
-  s.udp_fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  if (s.udp_fd < 0) return Unavailable(std::string("socket: ") + strerror(errno));
-  SetReceiveBuffer(s.udp_fd, opts_.receive_buffer_bytes);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  socklen_t len = sizeof(addr);
-  if (bind(s.udp_fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
-      getsockname(s.udp_fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    close(s.udp_fd);
-    return Unavailable(std::string("bind statsd port: ") + strerror(errno));
+  if (udp == HostUdpPort::kNone) {
+    if (unix_socket_path.empty())
+      return InvalidArgument("unix_socket_path", "an instance without a UDP port needs a socket");
+    s.port = port;
+  } else {
+    s.udp_fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (s.udp_fd < 0) return Unavailable(std::string("socket: ") + strerror(errno));
+    SetReceiveBuffer(s.udp_fd, opts_.receive_buffer_bytes);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    socklen_t len = sizeof(addr);
+    if (bind(s.udp_fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+        getsockname(s.udp_fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+      close(s.udp_fd);
+      return Unavailable(std::string("bind statsd port: ") + strerror(errno));
+    }
+    s.port = ntohs(addr.sin_port);
   }
-  s.port = ntohs(addr.sin_port);
   if (!unix_socket_path.empty()) {
     sockaddr_un ua{};
     ua.sun_family = AF_UNIX;
@@ -116,8 +123,12 @@ Result<int> MetricsGateway::OpenInstance(const std::string& instance_id, const s
       }
     }
   }
-  owner_[s.udp_fd] = instance_id;
-  Watch(s.udp_fd);
+  if (s.udp_fd < 0 && s.unix_fd < 0)
+    return Unavailable("cannot bind the StatsD socket " + unix_socket_path + ": " + strerror(errno));
+  if (s.udp_fd >= 0) {
+    owner_[s.udp_fd] = instance_id;
+    Watch(s.udp_fd);
+  }
   if (s.unix_fd >= 0) {
     owner_[s.unix_fd] = instance_id;
     Watch(s.unix_fd);

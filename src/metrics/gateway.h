@@ -37,6 +37,13 @@ struct GatewayCounters {
   std::map<std::string, uint64_t> bad_lines;  // by reason
 };
 
+// Whether an instance gets a UDP port on the host's loopback.
+enum class HostUdpPort {
+  kOpen,  // instances on the host network send there
+  kNone,  // instances with a network of their own cannot reach it, and any host
+          // process could write into their series through it: Unix socket only
+};
+
 class MetricsGateway {
  public:
   using Sink = std::function<void(const std::vector<MetricPoint>&)>;
@@ -48,9 +55,12 @@ class MetricsGateway {
   // Opens (or returns the already open) UDP port for an instance, and a Unix
   // datagram socket at `unix_socket_path` unless empty. Idempotent.
   // `port` > 0 asks for that UDP port (re-adopting an instance after a restart:
-  // it keeps sending where it was told to).
+  // it keeps sending where it was told to). With HostUdpPort::kNone no UDP port
+  // is opened (`unix_socket_path` must be given) and `port` is returned as is:
+  // the port the instance's own relay listens on inside its namespace.
   Result<int> OpenInstance(const std::string& instance_id, const std::string& job_id, const std::string& team,
-                           const std::string& unix_socket_path = "", int port = 0);
+                           const std::string& unix_socket_path = "", int port = 0,
+                           HostUdpPort udp = HostUdpPort::kOpen);
   // Stops receiving for an instance after one more flush.
   void CloseInstance(const std::string& instance_id);
 

@@ -6,8 +6,10 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <mutex>
 #include <utility>
 
@@ -87,6 +89,35 @@ TEST(Gateway, AttributesByPortAndCountsBadPackets) {
   gw.FlushNow();
   for (auto& p : rec.Take()) EXPECT_NE(p.job_id, "j-a") << "gauge of a released job flushed again";
   gw.Shutdown();
+}
+
+// An instance with a network of its own gets its Unix socket only: no host UDP
+// port that any host process could write into its series through.
+TEST(Gateway, AnInstanceWithoutAHostPortIsReachedOnlyThroughItsSocket) {
+  Recorder rec;
+  MetricsGateway gw(NoTimedFlush(), RealClock::Get(), rec.Sink());
+  ASSERT_TRUE(gw.Start().ok());
+  const std::string path = "/tmp/kiln-gw-test-" + std::to_string(getpid()) + ".sock";
+  EXPECT_EQ(gw.OpenInstance("j-x.1.0", "j-x", "", "", 8125, HostUdpPort::kNone).status().code(),
+            Code::kInvalidArgument);
+  auto port = gw.OpenInstance("j-a.1.0", "j-a", "", path, 8125, HostUdpPort::kNone);
+  ASSERT_TRUE(port.ok()) << port.status().ToString();
+  EXPECT_EQ(*port, 8125);  // the relay's port inside the instance, not one on the host
+  int fd = socket(AF_UNIX, SOCK_DGRAM, 0);
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  strncpy(a.sun_path, path.c_str(), sizeof(a.sun_path) - 1);
+  const std::string payload = "steps:2|c";
+  ASSERT_EQ(sendto(fd, payload.data(), payload.size(), 0, reinterpret_cast<sockaddr*>(&a), sizeof(a)),
+            static_cast<ssize_t>(payload.size()));
+  close(fd);
+  gw.DrainInstance("j-a.1.0");
+  auto got = rec.Take();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].job_id, "j-a");
+  EXPECT_EQ(got[0].value, 2);
+  gw.Shutdown();
+  unlink(path.c_str());
 }
 
 TEST(Gateway, DrainInstanceStoresWhatWasSentBeforeItReturns) {

@@ -1,12 +1,13 @@
 #include "compute/local/isolation.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <net/if.h>
 #include <netinet/in.h>
-#include <seccomp.h>
 #include <sched.h>
+#include <seccomp.h>
 #include <spawn.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -14,8 +15,6 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include <dirent.h>
 
 #include <cerrno>
 #include <cstring>
@@ -79,7 +78,7 @@ class Socket {
 };
 
 Status SetUp(int sock, const char* name) {
-  ifreq ifr {};
+  ifreq ifr{};
   strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
   if (ioctl(sock, SIOCGIFFLAGS, &ifr) != 0) return Errno(std::string("SIOCGIFFLAGS ") + name);
   ifr.ifr_flags = static_cast<short>(ifr.ifr_flags | IFF_UP | IFF_RUNNING);
@@ -95,15 +94,61 @@ Result<int> DefaultSeccompFilter() {
   const uint32_t deny = SCMP_ACT_ERRNO(EPERM);
   // Denied outright: nothing a training or processing job needs, each a way out of
   // the sandbox or into the kernel's attack surface.
-  static const char* const kDenied[] = {
-      "mount", "umount", "umount2", "pivot_root", "chroot", "fsopen", "fsconfig", "fsmount", "fspick", "move_mount",
-      "open_tree", "mount_setattr", "setns", "unshare", "init_module", "finit_module", "delete_module",
-      "create_module", "query_module", "get_kernel_syms", "kexec_load", "kexec_file_load", "add_key",
-      "request_key", "keyctl", "bpf", "perf_event_open", "userfaultfd", "io_uring_setup", "io_uring_enter",
-      "io_uring_register", "swapon", "swapoff", "reboot", "acct", "quotactl", "quotactl_fd", "settimeofday",
-      "clock_settime", "clock_adjtime", "adjtimex", "stime", "syslog", "lookup_dcookie", "open_by_handle_at",
-      "name_to_handle_at", "nfsservctl", "uselib", "ustat", "sysfs", "_sysctl", "vhangup", "iopl", "ioperm",
-      "kcmp"};
+  static const char* const kDenied[] = {"mount",
+                                        "umount",
+                                        "umount2",
+                                        "pivot_root",
+                                        "chroot",
+                                        "fsopen",
+                                        "fsconfig",
+                                        "fsmount",
+                                        "fspick",
+                                        "move_mount",
+                                        "open_tree",
+                                        "mount_setattr",
+                                        "setns",
+                                        "unshare",
+                                        "init_module",
+                                        "finit_module",
+                                        "delete_module",
+                                        "create_module",
+                                        "query_module",
+                                        "get_kernel_syms",
+                                        "kexec_load",
+                                        "kexec_file_load",
+                                        "add_key",
+                                        "request_key",
+                                        "keyctl",
+                                        "bpf",
+                                        "perf_event_open",
+                                        "userfaultfd",
+                                        "io_uring_setup",
+                                        "io_uring_enter",
+                                        "io_uring_register",
+                                        "swapon",
+                                        "swapoff",
+                                        "reboot",
+                                        "acct",
+                                        "quotactl",
+                                        "quotactl_fd",
+                                        "settimeofday",
+                                        "clock_settime",
+                                        "clock_adjtime",
+                                        "adjtimex",
+                                        "stime",
+                                        "syslog",
+                                        "lookup_dcookie",
+                                        "open_by_handle_at",
+                                        "name_to_handle_at",
+                                        "nfsservctl",
+                                        "uselib",
+                                        "ustat",
+                                        "sysfs",
+                                        "_sysctl",
+                                        "vhangup",
+                                        "iopl",
+                                        "ioperm",
+                                        "kcmp"};
   auto fail = [&](const std::string& what) {
     seccomp_release(ctx);
     return Internal("seccomp: " + what);
@@ -116,8 +161,8 @@ Result<int> DefaultSeccompFilter() {
   // clone with any namespace flag (a new user namespace above all) is denied, one
   // rule per flag. clone3 passes its flags in memory the filter cannot read: it
   // answers ENOSYS, and libc falls back to clone, which these rules check.
-  for (uint64_t flag : {CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET,
-                        CLONE_NEWCGROUP}) {
+  for (uint64_t flag :
+       {CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET, CLONE_NEWCGROUP}) {
     if (seccomp_rule_add(ctx, deny, SCMP_SYS(clone), 1, SCMP_A0(SCMP_CMP_MASKED_EQ, flag, flag)) != 0)
       return fail("rule for clone");
   }
@@ -151,27 +196,27 @@ Status CreateJobLink(const supervisor::JobLink& link, pid_t child) {
     if (!made.ok() && !Exists("/sys/class/net/" + link.bridge)) return made;
   }
   KILN_RETURN_IF_ERROR(Ip({"link", "set", link.bridge, "up"}));
-  KILN_RETURN_IF_ERROR(Ip({"link", "add", link.host_veth, "type", "veth", "peer", "name", link.host_veth + "c",
-                           "netns", std::to_string(child)}));
+  KILN_RETURN_IF_ERROR(Ip({"link", "add", link.host_veth, "type", "veth", "peer", "name", link.host_veth + "c", "netns",
+                           std::to_string(child)}));
   return Ip({"link", "set", link.host_veth, "master", link.bridge, "up"});
 }
 
 Status ConfigureJobInterface(const supervisor::JobLink& link) {
   Socket s;
   if (s.fd() < 0) return Errno("socket");
-  ifreq ifr {};
+  ifreq ifr{};
   const std::string peer = link.host_veth + "c";
   strncpy(ifr.ifr_name, peer.c_str(), IFNAMSIZ - 1);
   strncpy(ifr.ifr_newname, kJobInterface, IFNAMSIZ - 1);
   if (ioctl(s.fd(), SIOCSIFNAME, &ifr) != 0) return Errno("rename " + peer);
-  ifreq addr {};
+  ifreq addr{};
   strncpy(addr.ifr_name, kJobInterface, IFNAMSIZ - 1);
   auto* sin = reinterpret_cast<sockaddr_in*>(&addr.ifr_addr);
   sin->sin_family = AF_INET;
   if (inet_pton(AF_INET, link.address.c_str(), &sin->sin_addr) != 1)
     return InvalidArgument("link.address", "not an IPv4 address: " + link.address);
   if (ioctl(s.fd(), SIOCSIFADDR, &addr) != 0) return Errno("SIOCSIFADDR");
-  ifreq mask {};
+  ifreq mask{};
   strncpy(mask.ifr_name, kJobInterface, IFNAMSIZ - 1);
   auto* msin = reinterpret_cast<sockaddr_in*>(&mask.ifr_netmask);
   msin->sin_family = AF_INET;

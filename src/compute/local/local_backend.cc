@@ -6,18 +6,17 @@
 #include <spawn.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <sys/stat.h>
-
 #include <algorithm>
-#include <functional>
-#include <optional>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "common/fsutil.h"
 #include "common/sandbox_paths.h"
@@ -100,11 +99,10 @@ static std::optional<std::string> Beneath(const std::string& root, const std::st
   return std::nullopt;
 }
 
-void LocalBackend::AddBind(SandboxCommand& c, const std::string& source, const std::string& dest,
-                           bool writable) const {
+void LocalBackend::AddBind(SandboxCommand& c, const std::string& source, const std::string& dest, bool writable) const {
   if (auto rel = Beneath(opts_.data_dir, source)) {
-    c.argv.insert(c.argv.end(), {writable ? "--bind-fd" : "--ro-bind-fd",
-                                 "{fd:" + std::to_string(c.fd_binds.size()) + "}", dest});
+    c.argv.insert(c.argv.end(),
+                  {writable ? "--bind-fd" : "--ro-bind-fd", "{fd:" + std::to_string(c.fd_binds.size()) + "}", dest});
     c.fd_binds.push_back({opts_.data_dir, *rel});
     return;
   }
@@ -112,9 +110,8 @@ void LocalBackend::AddBind(SandboxCommand& c, const std::string& source, const s
 }
 
 // Binds `source` at `target` read-only: all of it, or this instance's shard.
-static void BindData(const std::function<void(const std::string&, const std::string&)>& bind,
-                     const std::string& source, const std::string& target, Distribution d, int index, int count,
-                     std::vector<std::string>& a) {
+static void BindData(const std::function<void(const std::string&, const std::string&)>& bind, const std::string& source,
+                     const std::string& target, Distribution d, int index, int count, std::vector<std::string>& a) {
   std::error_code ec;
   const bool file = fs::symlink_status(source, ec).type() == fs::file_type::regular;
   if (d == Distribution::kFullyReplicated || count <= 1) {
@@ -217,8 +214,7 @@ SandboxCommand LocalBackend::SandboxArgv(const LaunchRequest& req, const std::st
     std::string target = StrCat(sandbox::kInputDataDir, "/", ch);
     const auto& sc = req.spec.sharded_channels;
     bool sharded = std::find(sc.begin(), sc.end(), ch) != sc.end();
-    BindData(ro, path, target, sharded ? Distribution::kShardedByKey : Distribution::kFullyReplicated, req.index, n,
-             a);
+    BindData(ro, path, target, sharded ? Distribution::kShardedByKey : Distribution::kFullyReplicated, req.index, n, a);
   }
   for (const auto& m : req.spec.mounts) BindData(ro, m.source, m.target, m.distribution, req.index, n, a);
   for (size_t i = 0; i < req.spec.uploads.size(); ++i)
@@ -283,18 +279,17 @@ Status LocalBackend::Admit(const LaunchRequest& req) {
     return Status::Ok();
   }
   if (limited && over(used_vcpus_ + vcpus, used_memory_mib_ + memory))
-    return Status(Code::kResourceExhausted, "the job needs " + Amount(vcpus, memory) + "; " +
-                                                Amount(used_vcpus_, used_memory_mib_) + " of " +
-                                                Amount(opts_.capacity_vcpus, opts_.capacity_memory_mib) +
-                                                " are in use");
+    return Status(Code::kResourceExhausted,
+                  "the job needs " + Amount(vcpus, memory) + "; " + Amount(used_vcpus_, used_memory_mib_) + " of " +
+                      Amount(opts_.capacity_vcpus, opts_.capacity_memory_mib) + " are in use");
   shares_[req.job_id] = JobShare{vcpus, memory, {req.instance_id}};
   used_vcpus_ += vcpus;
   used_memory_mib_ += memory;
   return Status::Ok();
 }
 
-void LocalBackend::Account(const std::string& job_id, const std::string& instance_id, double vcpus,
-                           int64_t memory_mib, ShareOf of) {
+void LocalBackend::Account(const std::string& job_id, const std::string& instance_id, double vcpus, int64_t memory_mib,
+                           ShareOf of) {
   MutexLock l(mu_);
   auto [it, inserted] = shares_.try_emplace(job_id);
   if (!it->second.live.insert(instance_id).second) return;
@@ -332,8 +327,8 @@ Status LocalBackend::CheckTeamPaths(const LaunchRequest& req) const {
   };
   auto write = [&](const std::string& field, const std::string& path) -> Status {
     if (path.empty() || within(data.write_paths, path)) return Status::Ok();
-    return InvalidArgument(field, path + " is not writable by team " + team + " (sandbox.teams." + team +
-                                      ".write_paths and buckets)");
+    return InvalidArgument(
+        field, path + " is not writable by team " + team + " (sandbox.teams." + team + ".write_paths and buckets)");
   };
   KILN_RETURN_IF_ERROR(read("code_dir", req.spec.code_dir));
   KILN_RETURN_IF_ERROR(read("code_archive", req.spec.code_archive));
@@ -394,8 +389,8 @@ Status LocalBackend::PrepareInstanceDir(const LaunchRequest& req, const std::str
   // (the instance's token) and the other files in it are 0600.
   if (chown(dir.c_str(), 0, owner.gid) != 0 || chmod(dir.c_str(), 0710) != 0)
     return Internal("chmod " + dir + ": " + strerror(errno));
-  for (const char* sub : {"ml/input/config", "ml/input/data", "ml/model", "ml/output/data", "ml/code",
-                          "ml/checkpoints", "ml/.kiln/bin"})
+  for (const char* sub :
+       {"ml/input/config", "ml/input/data", "ml/model", "ml/output/data", "ml/code", "ml/checkpoints", "ml/.kiln/bin"})
     KILN_RETURN_IF_ERROR(MakeDirsBeneath(dir, sub, owner, OwnLeaf::kCreatedOnly));
   // The job's /opt/ml: its user's alone.
   if (chmod((dir + "/ml").c_str(), 0700) != 0) return Internal("chmod " + dir + "/ml: " + strerror(errno));
@@ -434,7 +429,8 @@ Result<std::string> LocalBackend::Spawn(const LaunchRequest& req, const std::str
   for (const auto& u : req.spec.uploads) {
     KILN_RETURN_IF_ERROR(MakeJobDir(u.destination));
     auto local = Beneath(sandbox::kRoot, u.local_path);
-    if (local && !local->empty()) KILN_RETURN_IF_ERROR(MakeDirsBeneath(dir + "/ml", *local, owner, OwnLeaf::kCreatedOnly));
+    if (local && !local->empty())
+      KILN_RETURN_IF_ERROR(MakeDirsBeneath(dir + "/ml", *local, owner, OwnLeaf::kCreatedOnly));
   }
   if (!req.spec.checkpoint_dir.empty()) KILN_RETURN_IF_ERROR(MakeJobDir(req.spec.checkpoint_dir));
   KILN_RETURN_IF_ERROR(WriteFileAtomic(dir + "/hosts", HostsFile(req.job_id, req.spec.instance_count, opts_.network),
@@ -449,7 +445,9 @@ Result<std::string> LocalBackend::Spawn(const LaunchRequest& req, const std::str
       "KILN_JOB_ID=" + req.job_id,
       "KILN_JOB_NAME=" + req.spec.name,
       "KILN_INSTANCE_ID=" + req.instance_id,
-      "KILN_API_URL=" + (opts_.runtime_socket.empty() ? req.api_url : StrCat("unix:", sandbox::kRuntimeDir, "/", fs::path(opts_.runtime_socket).filename().string())),
+      "KILN_API_URL=" + (opts_.runtime_socket.empty() ? req.api_url
+                                                      : StrCat("unix:", sandbox::kRuntimeDir, "/",
+                                                               fs::path(opts_.runtime_socket).filename().string())),
       "KILN_TOKEN=" + req.token,
   };
   supervisor::LaunchFile launch;
@@ -464,8 +462,8 @@ Result<std::string> LocalBackend::Spawn(const LaunchRequest& req, const std::str
   launch.pids_max = opts_.pids_max;
   launch.network = opts_.network;
   if (opts_.network == supervisor::NetworkMode::kPrivate && req.spec.instance_count > 1)
-    launch.link = supervisor::JobLink{"kb" + Hex(Fnv(req.job_id), 8), "kv" + Hex(Fnv(req.instance_id), 8) +
-                                                                          Hex(Fnv(req.instance_id + "#") & 0xff, 2),
+    launch.link = supervisor::JobLink{"kb" + Hex(Fnv(req.job_id), 8),
+                                      "kv" + Hex(Fnv(req.instance_id), 8) + Hex(Fnv(req.instance_id + "#") & 0xff, 2),
                                       JobSubnet(req.job_id) + std::to_string(req.index + 1), 24};
   launch.memory_bytes = req.type.memory_mib * 1024 * 1024;
   launch.cpus = req.type.vcpus;

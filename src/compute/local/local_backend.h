@@ -115,8 +115,8 @@ class LocalBackend final : public ComputeBackend {
   // amounts are the job's (its other instances ride on them); kOneInstance:
   // this instance's own, added to its job's share.
   enum class ShareOf { kWholeJob, kOneInstance };
-  void Account(const std::string& job_id, const std::string& instance_id, double vcpus, int64_t memory_mib,
-               ShareOf of) EXCLUDES(mu_);
+  void Account(const std::string& job_id, const std::string& instance_id, double vcpus, int64_t memory_mib, ShareOf of)
+      EXCLUDES(mu_);
   void Release(const std::string& job_id, const std::string& instance_id) EXCLUDES(mu_);
   // A supervisor that already started for this instance: watch it, return its handle.
   Result<std::string> Adopt(const LaunchRequest& req);

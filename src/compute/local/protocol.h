@@ -50,9 +50,9 @@ enum class NetworkMode {
 
 // The job's own interface on its job's bridge (multi-instance jobs in kPrivate).
 struct JobLink {
-  std::string bridge;       // host bridge of the job ("kb" + hash); created if missing
-  std::string host_veth;    // host end, attached to the bridge
-  std::string address;      // the instance's IPv4 address on the link
+  std::string bridge;     // host bridge of the job ("kb" + hash); created if missing
+  std::string host_veth;  // host end, attached to the bridge
+  std::string address;    // the instance's IPv4 address on the link
   int prefix_len = 24;
 };
 
@@ -71,10 +71,10 @@ struct LaunchFile {
   uint32_t uid = 0;  // the sandbox runs as this host uid/gid (0: as the supervisor)
   uint32_t gid = 0;
   NetworkMode network = NetworkMode::kHost;
-  std::optional<JobLink> link;     // kPrivate only
-  bool seccomp = false;            // "{seccomp}" in argv becomes the filter's descriptor
-  int64_t pids_max = 0;            // 0: no limit
-  std::vector<FdBind> fd_binds;    // "{fd:<i>}" in argv
+  std::optional<JobLink> link;   // kPrivate only
+  bool seccomp = false;          // "{seccomp}" in argv becomes the filter's descriptor
+  int64_t pids_max = 0;          // 0: no limit
+  std::vector<FdBind> fd_binds;  // "{fd:<i>}" in argv
 };
 std::string Encode(const LaunchFile& f);
 // kInvalidArgument (naming the field) for a malformed file, kFailedPrecondition for

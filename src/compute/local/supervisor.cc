@@ -158,10 +158,10 @@ Status PrepareSandbox(const LaunchFile& launch, SandboxSetup& out) {
 
 // The pipes between the supervisor and its child while the child sets up.
 struct ChildPipes {
-  int status_write = -1;    // bwrap's --json-status-fd, fd 3 in the child
-  int netns_ready = -1;     // child -> parent: "in its own network namespace"
-  int link_ready = -1;      // parent -> child: "your interface is there" (read end)
-  int error_write = -1;     // child -> parent: why setup failed (closed by exec)
+  int status_write = -1;  // bwrap's --json-status-fd, fd 3 in the child
+  int netns_ready = -1;   // child -> parent: "in its own network namespace"
+  int link_ready = -1;    // parent -> child: "your interface is there" (read end)
+  int error_write = -1;   // child -> parent: why setup failed (closed by exec)
 };
 
 [[noreturn]] void ChildFail(int error_fd, const std::string& why) {
@@ -184,7 +184,7 @@ struct ChildPipes {
   dup2(in, 0);
   dup2(out, 1);
   dup2(out, 2);
-  dup2(p.status_write, 3);  // bwrap --json-status-fd 3
+  dup2(p.status_write, 3);                    // bwrap --json-status-fd 3
   for (int fd : keep) fcntl(fd, F_SETFD, 0);  // bwrap inherits the binds and the filter
   if (launch.network == supervisor::NetworkMode::kPrivate) {
     if (unshare(CLONE_NEWNET) != 0) ChildFail(p.error_write, std::string("unshare(CLONE_NEWNET): ") + strerror(errno));
