@@ -3,10 +3,15 @@
 // the in-job runtime document and its token checks, phase reports.
 #include <gtest/gtest.h>
 #include <httplib.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
+#include <cstring>
 #include <thread>
 
 #include "api/native_api.h"
+#include "api/unix_server.h"
 #include "compute/fake/fake_backend.h"
 #include "store/memory_store.h"
 
@@ -56,6 +61,41 @@ class ApiTest : public ::testing::Test {
   int port_ = 0;
   std::thread thread_;
 };
+
+// GET `path` over the Unix socket at `socket_path`; the status code, or -1.
+int UnixGet(const std::string& socket_path, const std::string& path, const std::string& auth = "") {
+  int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  strncpy(a.sun_path, socket_path.c_str(), sizeof(a.sun_path) - 1);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
+    close(fd);
+    return -1;
+  }
+  std::string req = "GET " + path + " HTTP/1.0\r\n" + (auth.empty() ? "" : "Authorization: " + auth + "\r\n") + "\r\n";
+  if (write(fd, req.data(), req.size()) != static_cast<ssize_t>(req.size())) {
+    close(fd);
+    return -1;
+  }
+  char buf[64] = {0};
+  ssize_t n = read(fd, buf, sizeof(buf) - 1);
+  close(fd);
+  return n > 12 ? atoi(buf + 9) : -1;
+}
+
+// The runtime socket that sandboxes reach serves the in-job routes and nothing else.
+TEST_F(ApiTest, TheRuntimeSocketServesOnlyTheRuntimeRoutes) {
+  UnixHttpServer runtime;
+  api_->RegisterRuntimeOnly(runtime);
+  const std::string path = "/tmp/kiln-api-test-" + std::to_string(getpid()) + ".sock";
+  ASSERT_TRUE(runtime.Start(path).ok());
+  EXPECT_EQ(UnixGet(path, "/v1/health"), 404);
+  EXPECT_EQ(UnixGet(path, "/v1/jobs"), 404);
+  EXPECT_EQ(UnixGet(path, "/v1/runtime"), 401);
+  EXPECT_EQ(UnixGet(path, "/v1/runtime", "Bearer j-nope.1.0.deadbeef"), 401);
+  runtime.Shutdown();
+  EXPECT_EQ(UnixGet(path, "/v1/runtime"), -1);  // the socket file is gone
+}
 
 TEST_F(ApiTest, HealthAnswers) {
   auto r = Client().Get("/v1/health");
