@@ -27,6 +27,10 @@ struct NativeApiOptions {
   // kNone when instances have a network of their own: they get only their Unix
   // socket, and their entrypoint relays sandbox::kStatsdRelayPort to it.
   HostUdpPort statsd_udp = HostUdpPort::kOpen;
+  // The interface a multi-instance job's instances reach each other on
+  // (resourceconfig.json's network_interface_name): "eth0" on the local
+  // backend's job links, "lo" on the host network.
+  std::string job_interface = "lo";
   const SecretBox* secrets = nullptr;  // optional: without it, jobs cannot use secrets
   // Hyperparameters larger than this are staged as a file under `staging_dir`
   // at submit and fetched from there, so job records stay small.

@@ -43,7 +43,7 @@ Result<RuntimeCaller> Authenticate(const httplib::Request& req, const TokenIssue
 }
 
 // The GET /v1/runtime document: everything the entrypoint needs to set up /opt/ml.
-RuntimeDoc BuildRuntimeDoc(const Instance& in, const Job& job, const Catalog& catalog,
+RuntimeDoc BuildRuntimeDoc(const Instance& in, const Job& job, const Catalog& catalog, const std::string& job_interface,
                            std::map<std::string, std::string> secrets, std::optional<RuntimeStatsd> statsd) {
   const JobSpec& spec = job.spec;
   RuntimeDoc doc;
@@ -72,7 +72,8 @@ RuntimeDoc BuildRuntimeDoc(const Instance& in, const Job& job, const Catalog& ca
   doc.resource_config.current_host = "algo-" + std::to_string(in.index + 1);
   for (int i = 0; i < spec.instance_count; ++i) doc.resource_config.hosts.push_back("algo-" + std::to_string(i + 1));
   doc.resource_config.current_instance_type = spec.instance_type;
-  doc.resource_config.network_interface_name = "lo";
+  // The interface its peers are reached on: loopback alone, or the job's link.
+  doc.resource_config.network_interface_name = spec.instance_count > 1 ? job_interface : "lo";
   doc.output_dir = job.output_dir;
   doc.statsd = std::move(statsd);
   doc.secrets = std::move(secrets);
@@ -123,7 +124,8 @@ void NativeApi::RegisterRuntime(httplib::Server& s) {
     if (!secrets.ok()) return SendApiError(res, secrets.status());
     auto statsd = OpenStatsd(caller->instance, caller->job);
     SendJson(res, 200,
-             ToJson(BuildRuntimeDoc(caller->instance, caller->job, catalog_, std::move(*secrets), std::move(statsd))));
+             ToJson(BuildRuntimeDoc(caller->instance, caller->job, catalog_, opts_.job_interface, std::move(*secrets),
+                                    std::move(statsd))));
   });
 
   s.Get("/v1/runtime/hyperparameters", [this](const httplib::Request& req, httplib::Response& res) {

@@ -22,6 +22,7 @@
 #include "cli/spec_file.h"
 #include "common/fsutil.h"
 #include "common/ids.h"
+#include "compute/local/isolation.h"
 #include "compute/local/local_backend.h"
 #include "controller/controller.h"
 #include "smapi/server.h"
@@ -374,6 +375,7 @@ int RunKilnd(const KilndOptions& o) {
                                      ? HostUdpPort::kNone
                                      : HostUdpPort::kOpen;
   aopts.statsd_udp = statsd_udp;
+  if (statsd_udp == HostUdpPort::kNone) aopts.job_interface = isolation::kJobInterface;
   aopts.staging_dir = data + "/artifacts/.staged-hyperparameters";
   aopts.secrets = &*box;
   tuning::ServiceOptions topts;

@@ -317,7 +317,10 @@ class SandboxE2E(KilndHarness):
                 f.write("x")
         os.symlink("/etc/shadow", os.path.join(d, "part-9-link.txt"))
         spec = self.spec(unique("sharded"), ["/bin/sh", "-c",
-                                            "ls /opt/ml/input/data/train; cat /opt/ml/input/data/train/* | head -c 100"],
+                                            "ls /opt/ml/input/data/train; cat /opt/ml/input/data/train/* | head -c 100; "
+                                            "/usr/bin/python3 -c \"import json; print('IFACE', json.load(open("
+                                            "'/opt/ml/input/config/resourceconfig.json'))['network_interface_name'], "
+                                            "open('/sys/class/net/eth0/operstate').read().strip())\""],
                          inputs={"train": d}, instance={"type": "local.small", "count": 2})
         spec["sharded_channels"] = ["train"]
         job = self.wait_terminal(self.submit(spec)["id"])
@@ -326,6 +329,7 @@ class SandboxE2E(KilndHarness):
         self.assertIn("part-0.txt", log)
         self.assertIn("part-1.txt", log)
         self.assertNotIn("part-9-link", log)
+        self.assertIn("IFACE eth0 up", log)  # peers are reached on the job's link, and the contract says so
         self.assertNotIn("root:", log)
 
     def test_05_paths_inside_kilnd_data_dir_are_refused(self):
