@@ -111,7 +111,9 @@ void RegisterBackends(BackendRegistry& registry, const KilndOptions& o, const st
 Result<std::map<std::string, TeamData>> TeamNamespaces(const json& teams, const smapi::S3Map& s3) {
   std::map<std::string, TeamData> out;
   if (!teams.is_object()) return InvalidArgument("sandbox.teams", "sandbox.teams must map team names to their data");
-  for (const auto& [team, t] : teams.items()) {
+  for (const auto& item : teams.items()) {
+    const std::string& team = item.key();
+    const json& t = item.value();  // (structured bindings cannot be captured by clang 14's lambdas)
     const std::string f = "sandbox.teams." + team;
     if (!t.is_object()) return InvalidArgument(f, f + " must be a mapping");
     TeamData d;
@@ -282,6 +284,39 @@ void ServeUntilSignal(httplib::Server& server, Controller& controller, int resyn
   resync.join();
 }
 
+// The data dir: root's, traversable only by the jobs' group (bwrap resolves the
+// paths of the binds it is handed as the job's user) and hidden in every sandbox,
+// so no host user can reach kiln.db or the keys (0600 besides); locked for this
+// kilnd. Returns the lock's descriptor, held for the life of the process.
+Result<int> PrepareDataDir(const std::string& data, const LocalBackendOptions& sandbox) {
+  const gid_t data_group = sandbox.user == SandboxUser::kUnprivileged ? sandbox.job_gid : 0;
+  if (data_group != 0) KILN_RETURN_IF_ERROR(CheckJobUserReaches(data, sandbox.job_uid, sandbox.job_gid));
+  if (chown(data.c_str(), 0, data_group) != 0 || chmod(data.c_str(), data_group ? 0710 : 0700) != 0)
+    return Internal("chmod " + data + ": " + strerror(errno));
+  auto lock = LockDataDir(data);
+  if (!lock.ok()) return lock.status();
+  KILN_RETURN_IF_ERROR(MakeDirs(data + "/artifacts"));
+  KILN_RETURN_IF_ERROR(MakeDirs(data + "/run"));
+  return lock;
+}
+
+// SQLite creates the database (and its -wal and -shm, with the same mode) 0644;
+// the credentials file holds the admin's access key.
+void RestrictDatabaseFiles(const std::string& data) {
+  for (const char* f : {"/kiln.db", "/kiln.db-wal", "/kiln.db-shm", "/credentials"}) {
+    const std::string p = data + f;
+    if (std::string(f) == "/kiln.db") close(open(p.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+    chmod(p.c_str(), 0600);  // absent ones: nothing to do
+  }
+}
+
+// Instances in a network namespace of their own reach the gateway through their
+// socket only: no host port anyone on the host could write into.
+HostUdpPort StatsdUdpFor(const KilndOptions& o, const LocalBackendOptions& sandbox) {
+  const bool own_network = o.backend == "local" && sandbox.network == supervisor::NetworkMode::kPrivate;
+  return own_network ? HostUdpPort::kNone : HostUdpPort::kOpen;
+}
+
 }  // namespace
 
 int RunKilnd(const KilndOptions& o) {
@@ -298,19 +333,8 @@ int RunKilnd(const KilndOptions& o) {
   if (Status st = MakeDirs(s3->root()); !st.ok()) return fail(st);
   auto sandbox = SandboxOptions(*loaded_config, *s3);
   if (!sandbox.ok()) return fail(sandbox.status());
-  // Root's, traversable only by the jobs' group (bwrap resolves the paths of the
-  // binds it is handed as the job's user) and hidden in every sandbox: no host
-  // user can reach kiln.db or the keys, and they are 0600 besides.
-  const gid_t data_group = sandbox->user == SandboxUser::kUnprivileged ? sandbox->job_gid : 0;
-  if (data_group != 0) {
-    if (Status st = CheckJobUserReaches(data, sandbox->job_uid, sandbox->job_gid); !st.ok()) return fail(st);
-  }
-  if (chown(data.c_str(), 0, data_group) != 0 || chmod(data.c_str(), data_group ? 0710 : 0700) != 0)
-    return fail(Internal("chmod " + data + ": " + strerror(errno)));
-  auto lock = LockDataDir(data);
+  auto lock = PrepareDataDir(data, *sandbox);
   if (!lock.ok()) return fail(lock.status());
-  if (Status st = MakeDirs(data + "/artifacts"); !st.ok()) return fail(st);
-  if (Status st = MakeDirs(data + "/run"); !st.ok()) return fail(st);
 
   const json& config = *loaded_config;
   auto catalog = Catalog::FromJson(config);
@@ -322,12 +346,7 @@ int RunKilnd(const KilndOptions& o) {
   auto box = SecretBox::LoadOrCreate(o.master_key_path.empty() ? data + "/master.key" : o.master_key_path);
   if (!box.ok()) return fail(box.status());
 
-  // SQLite creates the database (and its -wal and -shm, with the same mode) 0644.
-  for (const char* f : {"/kiln.db", "/kiln.db-wal", "/kiln.db-shm", "/credentials"}) {
-    const std::string p = data + f;
-    if (std::string(f) == "/kiln.db") close(open(p.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
-    chmod(p.c_str(), 0600);  // absent ones: nothing to do
-  }
+  RestrictDatabaseFiles(data);
   auto store = OpenSqliteStore(data + "/kiln.db", o.durable_fsync ? Durability::kFull : Durability::kNormal);
   if (!store.ok()) return fail(store.status());
 
@@ -369,11 +388,7 @@ int RunKilnd(const KilndOptions& o) {
   aopts.log_path = [be](const std::string& id) { return be->LogPath(id); };
   aopts.metrics_socket_path = [be](const std::string& id) { return be->MetricsSocketPath(id); };
   aopts.metrics = &metrics;
-  // Instances in a network namespace of their own reach the gateway through
-  // their socket only: no host port anyone on the host could write into.
-  const HostUdpPort statsd_udp = o.backend == "local" && sandbox->network == supervisor::NetworkMode::kPrivate
-                                     ? HostUdpPort::kNone
-                                     : HostUdpPort::kOpen;
+  const HostUdpPort statsd_udp = StatsdUdpFor(o, *sandbox);
   aopts.statsd_udp = statsd_udp;
   if (statsd_udp == HostUdpPort::kNone) aopts.job_interface = isolation::kJobInterface;
   aopts.staging_dir = data + "/artifacts/.staged-hyperparameters";
