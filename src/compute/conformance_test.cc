@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <condition_variable>
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -15,6 +16,7 @@
 #include "common/ids.h"
 #include "compute/fake/fake_backend.h"
 #include "compute/local/local_backend.h"
+#include "compute/local/protocol.h"
 #include "compute/local/supervisor.h"
 
 namespace kiln {
@@ -423,6 +425,43 @@ TEST(LocalBackendTeams, AJobUsesOnlyItsTeamsData) {
   auto e = h.WaitExit(own.instance_id);
   ASSERT_TRUE(e);
   EXPECT_EQ(e->payload["exit_code"], 0);
+}
+
+// The handshake survives kilnd's death (PROTOCOL.md rule 5): a supervisor whose
+// ready pipe has no reader (kilnd killed right as it answers) gets EPIPE, not
+// SIGPIPE, runs the instance anyway and records its exit. Deterministic: the read
+// end is closed before the supervisor starts.
+TEST(LocalBackendFaults, ASupervisorWhoseKilndDiedAtTheHandshakeStillRunsTheInstance) {
+  LocalHarness h;
+  if (geteuid() != 0 || !h.init().ok()) GTEST_SKIP() << "local backend needs root and bwrap";
+  const std::string dir = h.instances_dir() + "/" + NewId("j") + ".1.0";
+  std::filesystem::create_directories(dir);
+  supervisor::LaunchFile launch;  // no sandbox: the protocol is what is under test
+  launch.instance_id = "j-handshake.1.0";
+  launch.argv = {"/bin/sh", "-c", "exit 5"};
+  launch.log = dir + "/output.log";
+  std::ofstream(dir + "/launch.json") << supervisor::Encode(launch);
+  int ready[2];
+  ASSERT_EQ(pipe(ready), 0);
+  close(ready[0]);  // kilnd is gone
+  pid_t pid = fork();
+  if (pid == 0) {
+    dup2(ready[1], 3);
+    // As kilnd starts it: SIGPIPE at its default (death), which the supervisor must override.
+    signal(SIGPIPE, SIG_DFL);
+    execl((std::string(KILN_BIN_DIR) + "/kiln-supervisor").c_str(), "kiln-supervisor", "--dir", dir.c_str(),
+          "--ready-fd", "3", nullptr);
+    _exit(127);
+  }
+  close(ready[1]);
+  int st = 0;
+  ASSERT_EQ(waitpid(pid, &st, 0), pid);
+  ASSERT_TRUE(WIFEXITED(st)) << "the supervisor died of signal " << WTERMSIG(st);
+  std::ifstream f(dir + "/status.json");
+  std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  auto status = supervisor::DecodeStatusFile(text);
+  ASSERT_TRUE(status.ok()) << text;
+  EXPECT_EQ(status->exit.exit_code, 5);
 }
 
 // A status.json of a newer protocol is not misread: the instance is reported lost
