@@ -163,6 +163,7 @@ Status LocalBackend::Init() {
                   "bubblewrap not found at " + opts_.bwrap_path + " (apt install bubblewrap)");
   if (access(opts_.supervisor_path.c_str(), X_OK) != 0)
     return Status(Code::kFailedPrecondition, "kiln-supervisor not found at " + opts_.supervisor_path);
+  if (Unprivileged()) KILN_RETURN_IF_ERROR(CheckUserNamespaces());
   epfd_ = epoll_create1(EPOLL_CLOEXEC);
   wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   epoll_event ev{};
@@ -170,6 +171,24 @@ Status LocalBackend::Init() {
   ev.data.fd = wake_fd_;
   epoll_ctl(epfd_, EPOLL_CTL_ADD, wake_fd_, &ev);
   loop_ = std::thread([this] { EpollLoop(); });
+  return Status::Ok();
+}
+
+// Reads a small integer from a /proc/sys file; -1 if absent.
+static int64_t ProcSysValue(const char* path) {
+  auto text = ReadFile(path);
+  return text.ok() ? atoll(text->c_str()) : -1;
+}
+
+Status LocalBackend::CheckUserNamespaces() {
+  const int64_t max = ProcSysValue("/proc/sys/user/max_user_namespaces");
+  const int64_t debian = ProcSysValue("/proc/sys/kernel/unprivileged_userns_clone");  // Debian's switch
+  if (max == 0 || debian == 0)
+    return Status(Code::kFailedPrecondition,
+                  "jobs run as an unprivileged user in a user namespace of their own, and this kernel does not allow "
+                  "those (user.max_user_namespaces=" +
+                      std::to_string(max) + ", kernel.unprivileged_userns_clone=" + std::to_string(debian) +
+                      "): enable them (sysctl), or set sandbox.user: root (not a security boundary)");
   return Status::Ok();
 }
 

@@ -106,6 +106,9 @@ class LocalBackend final : public ComputeBackend {
   // sandbox.teams: the job's team's paths only.
   Status CheckTeamPaths(const LaunchRequest& req) const;
   bool Unprivileged() const { return opts_.user == SandboxUser::kUnprivileged; }
+  // kFailedPrecondition, saying what to do, when the kernel refuses unprivileged
+  // user namespaces (every job would fail in bwrap otherwise).
+  static Status CheckUserNamespaces();
   // Admission control. Admit reserves the whole job's share at its first
   // instance (kResourceExhausted if it does not fit now, kInvalidArgument if it
   // never can); its later instances ride on the reservation. Release gives
