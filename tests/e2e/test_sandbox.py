@@ -5,6 +5,7 @@ limit) and reports each; every one must be blocked. Other tests plant symlinks
 where kilnd or the supervisor reads or creates files on a job's behalf."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -14,6 +15,10 @@ import unittest
 from test_kilnd import KilndHarness, unique, DEADLINE_S
 
 PIDS_MAX = 64
+
+
+def tearDownModule():
+    shutil.rmtree(_CONFIG_DIR, ignore_errors=True)
 
 # kilnd's config for this class: a small pids limit, so forking past it is quick.
 _CONFIG_DIR = tempfile.mkdtemp(prefix="kiln-sandbox-config-", dir="/var/tmp")
@@ -229,12 +234,6 @@ print("PROBES " + json.dumps(results), flush=True)
 class SandboxE2E(KilndHarness):
     KILND_ARGS = ["--config", _CONFIG, "--statsd-flush-ms", "200"]
 
-    @classmethod
-    def tearDownClass(cls):
-        super().tearDownClass()
-        import shutil
-        shutil.rmtree(_CONFIG_DIR, ignore_errors=True)
-
     def run_job(self, name, command, **kw):
         job = self.wait_terminal(self.submit(self.spec(unique(name), command, **kw))["id"])
         return job
@@ -406,6 +405,61 @@ class DiskFullE2E(KilndHarness):
         ok = self.wait_terminal(self.submit(self.spec(unique("after"), [
             "/bin/sh", "-c", "dd if=/dev/zero of=/opt/ml/model/weights bs=1M count=8"]))["id"])
         self.assertEqual(ok["status"], "Completed", ok)
+
+
+_TEAMS_CONFIG = os.path.join(_CONFIG_DIR, "teams.yaml")
+with open(_TEAMS_CONFIG, "w") as _f:
+    _f.write("sandbox:\n  teams:\n"
+             "    default: {buckets: [default-data]}\n"
+             "    risk: {buckets: [risk-data]}\n"
+             "    ml: {buckets: [ml-data], read_buckets: [shared-datasets]}\n")
+
+
+class TeamsE2E(KilndHarness):
+    """sandbox.teams: one team's job cannot read or write another team's bucket
+    (S3-style, under the data dir's s3/), may read but not write a shared one."""
+    KILND_ARGS = ["--config", _TEAMS_CONFIG]
+
+    def bucket(self, name):
+        d = os.path.join(self.data, "s3", name)
+        os.makedirs(d, exist_ok=True)
+        return d
+
+    def test_cross_team_reads_and_writes_are_refused(self):
+        risk, ml, shared = self.bucket("risk-data"), self.bucket("ml-data"), self.bucket("shared-datasets")
+        with open(os.path.join(risk, "model.tar.gz"), "w") as f:
+            f.write("risk's model")
+        with open(os.path.join(shared, "iris.csv"), "w") as f:
+            f.write("5.1,3.5\n")
+        cases = [
+            ("reads another team's bucket", {"inputs": {"train": risk}}, "inputs.train", "is not in team ml's data"),
+            ("writes another team's bucket", {"checkpoint_dir": os.path.join(risk, "ckpt")}, "checkpoint_dir",
+             "is not writable by team ml"),
+            ("outputs into another team's bucket", {"output": "file://" + risk}, "output", "is not writable by team ml"),
+            ("writes a shared bucket", {"checkpoint_dir": os.path.join(shared, "ckpt")}, "checkpoint_dir",
+             "is not writable by team ml"),
+        ]
+        for what, extra, _field, reason in cases:
+            job = self.wait_terminal(self.submit(self.spec(unique("xteam"), [
+                "/bin/sh", "-c", "cat /opt/ml/input/data/train/model.tar.gz; echo pwned > /opt/ml/checkpoints/x"],
+                team="ml", **extra))["id"])
+            self.assertEqual(job["status"], "Failed", what)
+            self.assertIn(reason, job["failure_reason"], what)
+        with open(os.path.join(risk, "model.tar.gz")) as f:
+            self.assertEqual(f.read(), "risk's model")
+        self.assertFalse(os.path.exists(os.path.join(risk, "ckpt")))
+        # Its own bucket and the shared one (read only) work.
+        job = self.wait_terminal(self.submit(self.spec(unique("ownteam"), [
+            "/bin/sh", "-c", "cat /opt/ml/input/data/shared/iris.csv && echo ok > /opt/ml/checkpoints/mine"],
+            team="ml", inputs={"shared": shared}, checkpoint_dir=os.path.join(ml, "ckpt")))["id"])
+        self.assertEqual(job["status"], "Completed", self.logs(job["id"]))
+        self.assertIn("5.1,3.5", self.logs(job["id"]))
+        with open(os.path.join(ml, "ckpt", "mine")) as f:
+            self.assertEqual(f.read(), "ok\n")
+        # A team the host has no namespace for runs nothing.
+        job = self.wait_terminal(self.submit(self.spec(unique("noteam"), ["/bin/true"], team="intruders"))["id"])
+        self.assertEqual(job["status"], "Failed", job)
+        self.assertIn("has no data namespace", job["failure_reason"])
 
 
 if __name__ == "__main__":
