@@ -206,6 +206,25 @@ def _():
         s.sendto(b"injected_by_probe:1|g", ("127.0.0.1", port))
     return "blocked: sent (the victim's series must not show it)"
 
+@probe("inherited_descriptors")
+def _():
+    # Nothing of kilnd's or the supervisor's beyond stdio reaches the job: a
+    # directory descriptor from outside would let it openat() its way out.
+    import stat
+    for pid in ("1", "self"):
+        for fd in os.listdir("/proc/%s/fd" % pid):
+            path = "/proc/%s/fd/%s" % (pid, fd)
+            try:
+                target = os.readlink(path)
+                st = os.stat(path)
+            except OSError:
+                continue
+            if stat.S_ISDIR(st.st_mode) and not target.startswith("/proc"):
+                return "ESCAPED: pid %s holds directory fd %s -> %s" % (pid, fd, target)
+            if int(fd) > 2 and data in target:
+                return "ESCAPED: pid %s holds fd %s -> %s" % (pid, fd, target)
+    return "blocked: only stdio and the entrypoint's own pipes and sockets"
+
 @probe("pids_limit")
 def _():
     limit = int(os.environ["PROBE_PIDS_MAX"])
@@ -265,7 +284,8 @@ class SandboxE2E(KilndHarness):
         expected = {"capabilities", "host_uid", "remount_root_rw", "write_host_root", "mount_proc_and_sysfs",
                     "new_user_namespace", "new_mount_namespace", "kernel_interfaces", "raw_socket",
                     "host_processes_visible", "ptrace_outside", "kilnd_tcp_api", "kilnd_api_on_runtime_socket",
-                    "outside_network", "data_dir_files", "host_home_dirs", "other_instance_statsd", "pids_limit"}
+                    "outside_network", "data_dir_files", "host_home_dirs", "other_instance_statsd", "pids_limit",
+                    "inherited_descriptors"}
         self.assertEqual(set(results), expected)
         escaped = {k: v for k, v in results.items() if not v.startswith("blocked")}
         self.assertEqual(escaped, {}, json.dumps(results, indent=1))

@@ -184,7 +184,10 @@ struct ChildPipes {
   dup2(in, 0);
   dup2(out, 1);
   dup2(out, 2);
-  dup2(p.status_write, 3);                    // bwrap --json-status-fd 3
+  dup2(p.status_write, 3);  // bwrap --json-status-fd 3
+  // Nothing else of ours reaches the sandbox: 0-3 above, the binds and the filter.
+  if (out > 3) close(out);
+  if (in > 3) close(in);
   for (int fd : keep) fcntl(fd, F_SETFD, 0);  // bwrap inherits the binds and the filter
   if (launch.network == supervisor::NetworkMode::kPrivate) {
     if (unshare(CLONE_NEWNET) != 0) ChildFail(p.error_write, std::string("unshare(CLONE_NEWNET): ") + strerror(errno));
