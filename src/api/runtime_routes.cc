@@ -133,7 +133,11 @@ void NativeApi::RegisterRuntime(httplib::Server& s) {
     if (!caller.ok()) return SendApiError(res, caller.status());
     const JobSpec& spec = caller->job.spec;
     if (spec.hyperparameters_file.empty()) return SendJson(res, 200, spec.hyperparameters);
-    auto staged = ReadFile(spec.hyperparameters_file);
+    // Only a file kilnd staged: in the staging directory, never through a symlink.
+    const std::filesystem::path file(spec.hyperparameters_file);
+    auto staged = file.parent_path() == std::filesystem::path(opts_.staging_dir)
+                      ? ReadFileBeneath(opts_.staging_dir, file.filename().string(), opts_.max_body_bytes)
+                      : Result<std::string>(Status(Code::kFailedPrecondition, "not a staged file"));
     if (!staged.ok())
       return SendApiError(
           res, Status(Code::kFailedPrecondition, "staged hyperparameters are missing: " + spec.hyperparameters_file));

@@ -352,11 +352,19 @@ class SandboxE2E(KilndHarness):
         self.assertNotIn("root:", log)
 
     def test_05_paths_inside_kilnd_data_dir_are_refused(self):
+        # Spelled plainly, through the /proc/self/root magic link, or through a
+        # symlink outside the data dir: kilnd's files are never bound.
+        link = os.path.join(self.tmp, unique("to-instances"))
+        os.symlink(os.path.join(self.data, "instances"), link)
         for field, value in (("code_dir", self.data), ("inputs", {"k": os.path.join(self.data, "secret.key")}),
-                             ("checkpoint_dir", os.path.join(self.data, "instances"))):
+                             ("checkpoint_dir", os.path.join(self.data, "instances")),
+                             ("inputs", {"k": "/proc/self/root" + os.path.join(self.data, "instances")}),
+                             ("inputs", {"k": link}), ("code_dir", link),
+                             ("checkpoint_dir", os.path.join(self.data, "artifacts", ".staged-hyperparameters")),
+                             ("checkpoint_dir", os.path.join(self.data, "s3"))):
             job = self.run_job("datadir", ["/bin/cat", "/opt/ml/input/data/k/secret.key"], **{field: value})
             self.assertEqual(job["status"], "Failed", job)
-            self.assertIn("data dir", job["failure_reason"], job)
+            self.assertRegex(job["failure_reason"], "data dir|magic link", job)
 
     def test_06_output_outside_writable_roots_is_refused(self):
         job = self.run_job("outside", ["/bin/true"], output="file:///etc/kiln-probe-out")

@@ -99,14 +99,40 @@ static std::optional<std::string> Beneath(const std::string& root, const std::st
   return std::nullopt;
 }
 
-void LocalBackend::AddBind(SandboxCommand& c, const std::string& source, const std::string& dest, bool writable) const {
-  if (auto rel = Beneath(opts_.data_dir, source)) {
-    c.argv.insert(c.argv.end(),
-                  {writable ? "--bind-fd" : "--ro-bind-fd", "{fd:" + std::to_string(c.fd_binds.size()) + "}", dest});
-    c.fd_binds.push_back({opts_.data_dir, *rel});
+void LocalBackend::AddBind(SandboxCommand& c, const std::string& source, const std::string& dest, bool writable,
+                           const std::string& team) const {
+  c.argv.insert(c.argv.end(),
+                {writable ? "--bind-fd" : "--ro-bind-fd", "{fd:" + std::to_string(c.fd_binds.size()) + "}", dest});
+  supervisor::FdBind b;
+  if (auto rel = Beneath(opts_.data_dir, source)) {  // beneath the data dir, no symlinks
+    b.root = opts_.data_dir;
+    b.relative = *rel;
+    c.fd_binds.push_back(std::move(b));
     return;
   }
-  c.argv.insert(c.argv.end(), {writable ? "--bind" : "--ro-bind", source, dest});
+  if (writable) {  // beneath the root it was created under, no symlinks (a job may own the parent)
+    std::vector<std::string> roots = opts_.writable_roots;
+    if (auto t = opts_.teams.find(team); t != opts_.teams.end()) roots = t->second.write_paths;
+    for (const auto& root : roots)
+      if (auto rel = Beneath(root, source)) {
+        b.root = fs::path(root).lexically_normal().string();
+        b.relative = *rel;
+        c.fd_binds.push_back(std::move(b));
+        return;
+      }
+  }
+  // A host path the spec named: opened as the job's user, judged by its real path.
+  b.root = "/";
+  b.relative = fs::path(source).lexically_normal().relative_path().string();
+  b.as_job_user = true;
+  b.forbidden = opts_.data_dir;
+  if (auto t = opts_.teams.find(team); t != opts_.teams.end()) {
+    b.allowed = t->second.write_paths;
+    b.allowed.insert(b.allowed.end(), t->second.read_paths.begin(), t->second.read_paths.end());
+  } else if (!opts_.teams.empty()) {
+    b.allowed = {"/nonexistent-team-namespace"};  // refused earlier by CheckTeamPaths anyway
+  }
+  c.fd_binds.push_back(std::move(b));
 }
 
 // Binds `source` at `target` read-only: all of it, or this instance's shard.
@@ -206,7 +232,7 @@ SandboxCommand LocalBackend::SandboxArgv(const LaunchRequest& req, const std::st
   auto& a = c.argv;
   a.push_back(opts_.bwrap_path);
   if (req.image.kind == ImageKind::kRootfs) {
-    AddBind(c, req.image.rootfs, "/", false);
+    a.insert(a.end(), {"--ro-bind", req.image.rootfs, "/"});  // the admin's image
   } else {
     a.insert(a.end(), {"--ro-bind", "/", "/"});
   }
@@ -226,9 +252,9 @@ SandboxCommand LocalBackend::SandboxArgv(const LaunchRequest& req, const std::st
   const fs::path entrypoint(opts_.entrypoint_path);
   a.insert(a.end(), {"--ro-bind-fd", "{fd:" + std::to_string(c.fd_binds.size()) + "}", sandbox::kEntrypointBinary});
   c.fd_binds.push_back({entrypoint.parent_path().string(), entrypoint.filename().string()});
-  if (!req.spec.code_dir.empty()) AddBind(c, req.spec.code_dir, sandbox::kCodeDir, false);
+  if (!req.spec.code_dir.empty()) AddBind(c, req.spec.code_dir, sandbox::kCodeDir, false, req.spec.team);
   const int n = req.spec.instance_count;
-  auto ro = [&](const std::string& src, const std::string& dst) { AddBind(c, src, dst, false); };
+  auto ro = [&](const std::string& src, const std::string& dst) { AddBind(c, src, dst, false, req.spec.team); };
   for (const auto& [ch, path] : req.spec.inputs) {
     std::string target = StrCat(sandbox::kInputDataDir, "/", ch);
     const auto& sc = req.spec.sharded_channels;
@@ -237,12 +263,13 @@ SandboxCommand LocalBackend::SandboxArgv(const LaunchRequest& req, const std::st
   }
   for (const auto& m : req.spec.mounts) BindData(ro, m.source, m.target, m.distribution, req.index, n, a);
   for (size_t i = 0; i < req.spec.uploads.size(); ++i)
-    AddBind(c, req.spec.uploads[i].destination, sandbox::kUploadsPrefix + std::to_string(i), true);
-  if (!req.spec.checkpoint_dir.empty()) AddBind(c, req.spec.checkpoint_dir, sandbox::kCheckpointsDir, true);
-  if (!req.spec.code_archive.empty()) AddBind(c, req.spec.code_archive, sandbox::kSourceArchive, false);
+    AddBind(c, req.spec.uploads[i].destination, sandbox::kUploadsPrefix + std::to_string(i), true, req.spec.team);
+  if (!req.spec.checkpoint_dir.empty())
+    AddBind(c, req.spec.checkpoint_dir, sandbox::kCheckpointsDir, true, req.spec.team);
+  if (!req.spec.code_archive.empty()) AddBind(c, req.spec.code_archive, sandbox::kSourceArchive, false, req.spec.team);
   a.insert(a.end(), {"--ro-bind-fd", "{fd:" + std::to_string(c.fd_binds.size()) + "}", "/etc/hosts"});
   c.fd_binds.push_back({dir, "hosts"});
-  AddBind(c, req.output_dir, req.output_dir, true);
+  AddBind(c, req.output_dir, req.output_dir, true, req.spec.team);
   // kilnd's sockets: this instance's StatsD socket directory, and the runtime API.
   a.insert(a.end(), {"--ro-bind-fd", "{fd:" + std::to_string(c.fd_binds.size()) + "}", sandbox::kMetricsDir});
   c.fd_binds.push_back({dir, "sock"});
@@ -265,11 +292,21 @@ SandboxCommand LocalBackend::SandboxArgv(const LaunchRequest& req, const std::st
 
 // The data dir's areas that hold users' data (S3-style buckets, native outputs):
 // the only part of it a bind may come from.
-static bool InUserData(const std::string& data_dir, const std::string& rel) {
-  for (const char* area : {"s3", "artifacts"})
-    if (rel == area || rel.rfind(std::string(area) + "/", 0) == 0) return true;
-  (void)data_dir;
-  return false;
+// Inside one bucket (s3/<bucket>/...) or one job's artifacts
+// (artifacts/<name>/...): never an area's root, never a dot-named entry (kilnd's
+// own, such as artifacts/.staged-hyperparameters).
+static bool InUserData(const std::string& rel) {
+  std::vector<std::string> parts;
+  for (size_t pos = 0; pos <= rel.size();) {
+    size_t slash = rel.find('/', pos);
+    if (slash == std::string::npos) slash = rel.size();
+    parts.push_back(rel.substr(pos, slash - pos));
+    pos = slash + 1;
+  }
+  if (parts.size() < 2 || (parts[0] != "s3" && parts[0] != "artifacts")) return false;
+  for (size_t i = 1; i < parts.size(); ++i)
+    if (parts[i].empty() || parts[i][0] == '.') return false;
+  return true;
 }
 
 static std::string Amount(double vcpus, int64_t memory_mib) {
@@ -368,8 +405,10 @@ Status LocalBackend::CheckHostPaths(const LaunchRequest& req) const {
   auto check = [&](const std::string& field, const std::string& path) -> Status {
     if (path.empty()) return Status::Ok();
     auto rel = Beneath(opts_.data_dir, path);
-    if (rel && !InUserData(opts_.data_dir, *rel))
-      return InvalidArgument(field, path + " is inside kilnd's data dir; jobs may only use its s3/ and artifacts/");
+    if (rel && !InUserData(*rel))
+      return InvalidArgument(field, path +
+                                        " is inside kilnd's data dir; jobs may only use paths in its buckets "
+                                        "(s3/<bucket>/...) and artifacts/<name>/...");
     return Status::Ok();
   };
   KILN_RETURN_IF_ERROR(CheckTeamPaths(req));
@@ -388,7 +427,10 @@ Status LocalBackend::CheckHostPaths(const LaunchRequest& req) const {
 
 Status LocalBackend::MakeJobDir(const std::string& path) const {
   const DirOwner owner{Unprivileged() ? opts_.job_uid : 0, Unprivileged() ? opts_.job_gid : 0};
-  if (auto rel = Beneath(opts_.data_dir, path)) return MakeDirsBeneath(opts_.data_dir, *rel, owner, OwnLeaf::kAlways);
+  // Only what this launch creates becomes the job's: an existing directory (another
+  // job's output, a bucket's root) keeps its owner.
+  if (auto rel = Beneath(opts_.data_dir, path))
+    return MakeDirsBeneath(opts_.data_dir, *rel, owner, OwnLeaf::kCreatedOnly);
   // A host path the spec names: beneath a writable root, never through a symlink
   // (anyone may plant one in /tmp). Only the directories created here become the
   // job's; an existing one keeps its owner (the job writes there only if it may).

@@ -94,7 +94,8 @@ class LocalBackend final : public ComputeBackend {
   std::string Dir(const std::string& id) const { return opts_.instances_dir + "/" + id; }
   // Adds a bind of `source` at `dest`: through a descriptor the supervisor opens
   // when `source` is under the data dir, else a path bwrap opens as the job's user.
-  void AddBind(SandboxCommand& c, const std::string& source, const std::string& dest, bool writable) const;
+  void AddBind(SandboxCommand& c, const std::string& source, const std::string& dest, bool writable,
+               const std::string& team) const;
   // Creates a directory the job writes to (output, checkpoints, uploads) and gives
   // it to the job's user: beneath the data dir without following symlinks (and
   // the leaf always), elsewhere only the directories this call creates.

@@ -28,7 +28,13 @@ Result<json> ParseVersioned(const std::string& text, const char* what) {
 
 json FdBindsJson(const std::vector<FdBind>& binds) {
   json a = json::array();
-  for (const auto& b : binds) a.push_back({{"root", b.root}, {"relative", b.relative}});
+  for (const auto& b : binds) {
+    json j = {{"root", b.root}, {"relative", b.relative}};
+    if (b.as_job_user) j["as_job_user"] = true;
+    if (!b.forbidden.empty()) j["forbidden"] = b.forbidden;
+    if (!b.allowed.empty()) j["allowed"] = b.allowed;
+    a.push_back(std::move(j));
+  }
   return a;
 }
 
@@ -58,6 +64,9 @@ Status DecodeIsolation(const json& j, LaunchFile& f) {
       FdBind fb;
       KILN_RETURN_IF_ERROR(RequireField(b, "root", fb.root));
       KILN_RETURN_IF_ERROR(ReadField(b, "relative", fb.relative));
+      KILN_RETURN_IF_ERROR(ReadField(b, "as_job_user", fb.as_job_user));
+      KILN_RETURN_IF_ERROR(ReadField(b, "forbidden", fb.forbidden));
+      KILN_RETURN_IF_ERROR(ReadField(b, "allowed", fb.allowed));
       if (fb.root.empty() || fb.root[0] != '/') return InvalidArgument("fd_binds", "fd_binds roots must be absolute");
       f.fd_binds.push_back(std::move(fb));
     }

@@ -37,9 +37,18 @@ inline constexpr const char* kSupervisorLog = "supervisor.log";
 // trusted (kilnd's own directory, opened following symlinks); `relative` is
 // resolved beneath it without following any symlink (a job may have planted one).
 // The supervisor replaces the argv token "{fd:<index>}" with the open descriptor.
+//
+// `as_job_user`: a host path the spec named (code, inputs). Opened with the
+// job's fsuid/fsgid (so only what the job's user may reach), following symlinks
+// but no magic links; then its real path must not lie under `forbidden` (kilnd's
+// data dir) and, when `allowed` is not empty, must lie under one of `allowed`
+// (the team's paths).
 struct FdBind {
   std::string root;
   std::string relative;  // "" binds root itself
+  bool as_job_user = false;
+  std::string forbidden;
+  std::vector<std::string> allowed;
 };
 
 // The network an instance gets.

@@ -1,11 +1,15 @@
 #include "compute/local/supervisor.h"
 
 #include <fcntl.h>
+#include <grp.h>
+#include <linux/openat2.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/file.h>
+#include <sys/fsuid.h>
 #include <sys/signalfd.h>
 #include <sys/statvfs.h>
+#include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -124,12 +128,56 @@ int Park(int fd) {
   return high;
 }
 
-// Opens the launch file's fd binds (beneath their roots, no symlinks) and the
-// seccomp filter, and writes their numbers into argv.
+bool Under(const std::string& root, const std::string& path) {
+  if (root.empty()) return false;
+  std::string r = root;
+  while (r.size() > 1 && r.back() == '/') r.pop_back();
+  return path == r || (path.size() > r.size() && path.compare(0, r.size(), r) == 0 && path[r.size()] == '/');
+}
+
+// A host path the spec named, opened as the job's user would reach it (fsuid and
+// fsgid are the job's while it opens), with symlinks but no magic links; then
+// judged by where it really is, not by how it was spelled.
+Result<int> OpenAsJobUser(const LaunchFile& launch, const supervisor::FdBind& b) {
+  const std::string path = b.relative.empty() ? b.root : (b.root == "/" ? "/" + b.relative : b.root + "/" + b.relative);
+  struct open_how how {};
+  how.flags = O_PATH | O_CLOEXEC;
+  how.resolve = RESOLVE_NO_MAGICLINKS;
+  setgroups(0, nullptr);  // the job has none; root's must not open doors for it
+  setfsgid(launch.gid);
+  setfsuid(launch.uid);
+  int fd = static_cast<int>(syscall(SYS_openat2, AT_FDCWD, path.c_str(), &how, sizeof(how)));
+  int err = errno;
+  setfsuid(0);
+  setfsgid(0);
+  if (fd < 0)
+    return Status(
+        Code::kFailedPrecondition,
+        path + ": " +
+            (err == ELOOP ? std::string("refused: a magic link (/proc/<pid>/root, /proc/<pid>/fd) or a symlink "
+                                        "loop")
+                          : std::string(strerror(err))) +
+            " (opened as the job's user)");
+  char real[PATH_MAX + 1] = {0};
+  ssize_t n = readlink(("/proc/self/fd/" + std::to_string(fd)).c_str(), real, PATH_MAX);
+  std::string where = n > 0 ? std::string(real, static_cast<size_t>(n)) : "";
+  bool allowed = b.allowed.empty();
+  for (const auto& a : b.allowed) allowed |= Under(a, where);
+  if (where.empty() || where[0] != '/' || Under(b.forbidden, where) || !allowed) {
+    close(fd);
+    return Status(Code::kFailedPrecondition,
+                  path + " resolves to " + (where.empty() ? "?" : where) +
+                      (Under(b.forbidden, where) ? ", inside kilnd's data dir" : ", outside the team's data"));
+  }
+  return fd;
+}
+
+// Opens the launch file's fd binds (beneath their roots, no symlinks; or as the
+// job's user) and the seccomp filter, and writes their numbers into argv.
 Status PrepareSandbox(const LaunchFile& launch, SandboxSetup& out) {
   std::vector<std::string> binds;
   for (const auto& b : launch.fd_binds) {
-    auto fd = OpenPathBeneath(b.root, b.relative);
+    auto fd = b.as_job_user ? OpenAsJobUser(launch, b) : OpenPathBeneath(b.root, b.relative);
     if (!fd.ok()) return fd.status();
     out.fds.push_back(Park(*fd));
     binds.push_back(std::to_string(out.fds.back()));
@@ -141,8 +189,14 @@ Status PrepareSandbox(const LaunchFile& launch, SandboxSetup& out) {
     out.fds.push_back(Park(*fd));
     seccomp = std::to_string(out.fds.back());
   }
+  bool command = false;  // after "--": the user's command, never rewritten
   for (const auto& a : launch.argv) {
-    if (a == "{seccomp}") {
+    if (command) {
+      out.argv.push_back(a);
+    } else if (a == "--") {
+      command = true;
+      out.argv.push_back(a);
+    } else if (a == "{seccomp}") {
       if (seccomp.empty()) return InvalidArgument("argv", "{seccomp} without seccomp: true");
       out.argv.push_back(seccomp);
     } else if (a.rfind("{fd:", 0) == 0 && a.back() == '}') {
