@@ -240,9 +240,13 @@ Status Controller::Reconcile(const std::string& job_id) {
   if (job->status == JobStatus::kStopping || IsTerminal(job->status)) {
     // A stop reaches an instance still waiting for capacity here (the state
     // machine stops launched instances only): it never launches.
-    for (const auto& in : job->instances)
-      if (in.state == InstanceState::kLaunching)
-        CancelWaitingLaunch(job->id, in.id, "StoppedBeforeLaunch: stopped while waiting for capacity");
+    for (const auto& in : job->instances) {
+      if (in.state != InstanceState::kLaunching) continue;
+      if (CancelWaitingLaunch(job->id, in.id, "StoppedBeforeLaunch: stopped while waiting for capacity")) continue;
+      // Queued or in flight: it sees this before it starts or parks.
+      MutexLock l(mu_);
+      if (launching_.count(in.id)) cancelled_.insert(in.id);
+    }
   }
   version_.fetch_add(1);
   { std::lock_guard<std::mutex> l(change_mu_); }
@@ -339,7 +343,27 @@ bool Controller::CancelWaitingLaunch(const std::string& job_id, const std::strin
   return true;
 }
 
+bool Controller::TakeCancelled(const std::string& instance_id) {
+  MutexLock l(mu_);
+  return cancelled_.erase(instance_id) > 0;
+}
+
+void Controller::PostStoppedBeforeLaunch(const std::string& job_id, const std::string& instance_id) {
+  Event e;
+  e.job_id = job_id;
+  e.source = "backend";
+  e.time = clock_.NowMs();
+  e.type = EventType::kInstanceLaunchFailed;
+  e.dedup_key = "launchfailed:" + instance_id;
+  e.payload = ToJson(LaunchFailedReport{instance_id, "StoppedBeforeLaunch: stopped while waiting for capacity"});
+  PostOrLog(std::move(e), "cancelled launch");
+}
+
 Controller::LaunchOutcome Controller::RunLaunch(const LaunchRequest& req, const Status& precondition) {
+  if (TakeCancelled(req.instance_id)) {
+    PostStoppedBeforeLaunch(req.job_id, req.instance_id);
+    return LaunchOutcome::kDone;
+  }
   int64_t epoch = 0;
   {
     MutexLock l(mu_);
@@ -358,6 +382,10 @@ Controller::LaunchOutcome Controller::RunLaunch(const LaunchRequest& req, const 
   e.source = "backend";
   e.time = clock_.NowMs();
   if (!h.ok() && h.status().code() == Code::kResourceExhausted) {
+    if (TakeCancelled(req.instance_id)) {  // stopped while the backend was refusing it
+      PostStoppedBeforeLaunch(req.job_id, req.instance_id);
+      return LaunchOutcome::kDone;
+    }
     // Admission control: shown as Pending with the reason; launched when capacity frees.
     e.type = EventType::kInstanceQueued;
     e.dedup_key = "queued:" + req.instance_id;
@@ -377,6 +405,7 @@ Controller::LaunchOutcome Controller::RunLaunch(const LaunchRequest& req, const 
     return LaunchOutcome::kWaiting;
   }
   if (h.ok()) {
+    TakeCancelled(req.instance_id);  // launched after all: the state machine stops it (launched while stopping)
     e.type = EventType::kInstanceLaunched;
     e.dedup_key = "launched:" + req.instance_id;
     e.payload = ToJson(LaunchedReport{req.instance_id, *h});

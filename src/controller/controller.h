@@ -138,6 +138,12 @@ class Controller final : public EventSink {
   std::set<std::string> launching_ GUARDED_BY(mu_);    // instance ids queued, in flight or waiting
   std::deque<PendingLaunch> waiting_ GUARDED_BY(mu_);  // refused for capacity; retried when one ends
   int64_t capacity_epoch_ GUARDED_BY(mu_) = 0;         // RetryWaitingLaunches calls so far
+  // Instances stopped while their launch was queued or in flight (not parked):
+  // their launch ends as StoppedBeforeLaunch instead of starting or waiting.
+  std::set<std::string> cancelled_ GUARDED_BY(mu_);
+  // True (and forgets it) if `instance_id`'s launch was cancelled.
+  bool TakeCancelled(const std::string& instance_id) EXCLUDES(mu_);
+  void PostStoppedBeforeLaunch(const std::string& job_id, const std::string& instance_id);
   bool stop_ GUARDED_BY(mu_) = false;
   std::thread worker_;
   std::vector<std::thread> launchers_;

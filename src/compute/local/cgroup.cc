@@ -68,7 +68,9 @@ Result<InstanceCgroup> InstanceCgroup::Create(const std::string& name, int64_t m
     KILN_RETURN_IF_ERROR(WriteValue(d + "/memory.max", std::to_string(memory_bytes)));
     WriteValue(d + "/memory.swap.max", "0").IgnoreError();  // absent without swap accounting
     KILN_RETURN_IF_ERROR(WriteValue(d + "/cpu.max", std::to_string(quota) + " " + std::to_string(period)));
-    if (pids_max > 0) KILN_RETURN_IF_ERROR(WriteValue(d + "/pids.max", std::to_string(pids_max)));
+    // Without the pids controller (not delegated here) the limit is missing, not
+    // every limit: the supervisor records the warning.
+    if (pids_max > 0 && !WriteValue(d + "/pids.max", std::to_string(pids_max)).ok()) g.pids_missing_ = true;
     return g;
   }
   if (!Exists("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
@@ -98,7 +100,9 @@ Result<InstanceCgroup> InstanceCgroup::Create(const std::string& name, int64_t m
     pids += "/" + name;
     KILN_RETURN_IF_ERROR(MkdirP(pids));
     g.dirs_.push_back(pids);
-    KILN_RETURN_IF_ERROR(WriteValue(pids + "/pids.max", std::to_string(pids_max)));
+    if (!WriteValue(pids + "/pids.max", std::to_string(pids_max)).ok()) g.pids_missing_ = true;
+  } else if (pids_max > 0) {
+    g.pids_missing_ = true;
   }
   return g;
 }

@@ -24,11 +24,14 @@ class InstanceCgroup {
   // Kills anything left and removes the groups.
   void Destroy() const;
   const std::vector<std::string>& dirs() const { return dirs_; }
+  // The pids limit was asked for and could not be set (no pids controller).
+  bool pids_missing() const { return pids_missing_; }
 
  private:
   std::vector<std::string> dirs_;
   std::string memory_dir_;
   bool v2_ = false;
+  bool pids_missing_ = false;
 };
 
 }  // namespace kiln

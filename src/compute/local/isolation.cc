@@ -189,15 +189,28 @@ Status BringLoopbackUp() {
   return SetUp(s.fd(), "lo");
 }
 
+// No IPv6 on a job link: link-local fe80:: addresses would put the host (its
+// services listening on [::]) within the instances' reach.
+void DisableIpv6(const std::string& ifname) {
+  const std::string path = "/proc/sys/net/ipv6/conf/" + ifname + "/disable_ipv6";
+  int fd = open(path.c_str(), O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return;  // no IPv6 in this kernel: nothing to disable
+  ssize_t n = write(fd, "1", 1);
+  (void)n;
+  close(fd);
+}
+
 Status CreateJobLink(const supervisor::JobLink& link, pid_t child) {
   if (!Exists("/sys/class/net/" + link.bridge)) {
     Status made = Ip({"link", "add", link.bridge, "type", "bridge"});
     // Another instance of the job may have created it meanwhile.
     if (!made.ok() && !Exists("/sys/class/net/" + link.bridge)) return made;
   }
+  DisableIpv6(link.bridge);
   KILN_RETURN_IF_ERROR(Ip({"link", "set", link.bridge, "up"}));
   KILN_RETURN_IF_ERROR(Ip({"link", "add", link.host_veth, "type", "veth", "peer", "name", link.host_veth + "c", "netns",
                            std::to_string(child)}));
+  DisableIpv6(link.host_veth);
   return Ip({"link", "set", link.host_veth, "master", link.bridge, "up"});
 }
 
@@ -209,6 +222,7 @@ Status ConfigureJobInterface(const supervisor::JobLink& link) {
   strncpy(ifr.ifr_name, peer.c_str(), IFNAMSIZ - 1);
   strncpy(ifr.ifr_newname, kJobInterface, IFNAMSIZ - 1);
   if (ioctl(s.fd(), SIOCSIFNAME, &ifr) != 0) return Errno("rename " + peer);
+  DisableIpv6(kJobInterface);
   ifreq addr{};
   strncpy(addr.ifr_name, kJobInterface, IFNAMSIZ - 1);
   auto* sin = reinterpret_cast<sockaddr_in*>(&addr.ifr_addr);

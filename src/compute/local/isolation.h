@@ -38,6 +38,9 @@ Status ConfigureJobInterface(const supervisor::JobLink& link);
 // port is left on it.
 void RemoveJobLink(const supervisor::JobLink& link);
 
+// Turns IPv6 off on an interface of the current network namespace (no-op without IPv6).
+void DisableIpv6(const std::string& ifname);
+
 // setgroups({}), setresgid, setresuid: irreversibly the job's user.
 Status DropPrivileges(uint32_t uid, uint32_t gid);
 

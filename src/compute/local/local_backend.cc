@@ -338,7 +338,7 @@ Status LocalBackend::Admit(const LaunchRequest& req) {
     return Status(Code::kResourceExhausted,
                   "the job needs " + Amount(vcpus, memory) + "; " + Amount(used_vcpus_, used_memory_mib_) + " of " +
                       Amount(opts_.capacity_vcpus, opts_.capacity_memory_mib) + " are in use");
-  shares_[req.job_id] = JobShare{vcpus, memory, {req.instance_id}};
+  shares_[req.job_id] = JobShare{vcpus, memory, {req.instance_id}, true};
   used_vcpus_ += vcpus;
   used_memory_mib_ += memory;
   return Status::Ok();
@@ -349,7 +349,9 @@ void LocalBackend::Account(const std::string& job_id, const std::string& instanc
   MutexLock l(mu_);
   auto [it, inserted] = shares_.try_emplace(job_id);
   if (!it->second.live.insert(instance_id).second) return;
-  if (!inserted && of == ShareOf::kWholeJob) return;  // within the job's reservation
+  // Within the job's reservation: a whole-job share covers every instance.
+  if (!inserted && (of == ShareOf::kWholeJob || it->second.whole)) return;
+  if (of == ShareOf::kWholeJob) it->second.whole = true;
   it->second.vcpus += vcpus;
   it->second.memory_mib += memory_mib;
   used_vcpus_ += vcpus;

@@ -149,6 +149,7 @@ class LocalBackend final : public ComputeBackend {
     double vcpus = 0;
     int64_t memory_mib = 0;
     std::set<std::string> live;  // its admitted instances that have not ended
+    bool whole = false;          // the amounts are the whole job's (admitted, or adopted)
   };
   std::map<std::string, JobShare> shares_ GUARDED_BY(mu_);  // job id -> its reservation
   double used_vcpus_ GUARDED_BY(mu_) = 0;

@@ -434,6 +434,7 @@ int RunSupervisor(const std::string& dir, int ready_fd) {
   }
   auto cg = InstanceCgroup::Create(launch->instance_id, launch->memory_bytes, launch->cpus, launch->pids_max);
   if (!cg.ok()) status.limits_warning = cg.status().message();
+  if (cg.ok() && cg->pids_missing()) status.limits_warning = "no pids controller: pids_max is not enforced";
 
   sigset_t mask;
   sigemptyset(&mask);
