@@ -9,6 +9,7 @@
 #include <sched.h>
 #include <seccomp.h>
 #include <spawn.h>
+#include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -200,7 +201,37 @@ void DisableIpv6(const std::string& ifname) {
   close(fd);
 }
 
+// Serializes the instances of one job (their supervisors) around its bridge, so
+// one never deletes it while another is joining it. Held until destroyed.
+class BridgeLock {
+ public:
+  explicit BridgeLock(const std::string& bridge) {
+    mkdir(kDir, 0700);  // root's; exists after the first
+    path_ = std::string(kDir) + "/" + bridge + ".lock";
+    fd_ = open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd_ >= 0) {
+      while (flock(fd_, LOCK_EX) != 0 && errno == EINTR) {
+      }
+    }
+  }
+  ~BridgeLock() {
+    if (fd_ >= 0) close(fd_);  // releases the lock
+  }
+  // Unlinks the lock file (while holding it). A supervisor that opened it just
+  // before locks a file nobody else will: it can only be creating the bridge,
+  // which tolerates a concurrent creator.
+  void Remove() { unlink(path_.c_str()); }
+  BridgeLock(const BridgeLock&) = delete;
+  BridgeLock& operator=(const BridgeLock&) = delete;
+
+ private:
+  static constexpr const char* kDir = "/run/kiln-bridges";
+  std::string path_;
+  int fd_ = -1;
+};
+
 Status CreateJobLink(const supervisor::JobLink& link, pid_t child) {
+  BridgeLock lock(link.bridge);
   if (!Exists("/sys/class/net/" + link.bridge)) {
     Status made = Ip({"link", "add", link.bridge, "type", "bridge"});
     // Another instance of the job may have created it meanwhile.
@@ -242,15 +273,21 @@ Status ConfigureJobInterface(const supervisor::JobLink& link) {
 void RemoveJobLink(const supervisor::JobLink& link) {
   if (Exists("/sys/class/net/" + link.host_veth)) Ip({"link", "del", link.host_veth}).IgnoreError();  // gone meanwhile
   const std::string& bridge = link.bridge;
+  BridgeLock lock(bridge);
   const std::string ports = "/sys/class/net/" + bridge + "/brif";
-  if (!Exists(ports)) return;
+  if (!Exists(ports)) {
+    lock.Remove();
+    return;
+  }
   bool empty = true;
   if (DIR* d = opendir(ports.c_str())) {
     while (dirent* e = readdir(d))
       if (e->d_name[0] != '.') empty = false;
     closedir(d);
   }
-  if (empty) Ip({"link", "del", bridge}).IgnoreError();  // a starting instance may just have joined it
+  if (!empty) return;
+  Ip({"link", "del", bridge}).IgnoreError();
+  lock.Remove();  // the job is done with its bridge: no lock file left behind
 }
 
 Status DropPrivileges(uint32_t uid, uint32_t gid) {
