@@ -82,6 +82,17 @@ Result<std::string> FileUriToPath(const std::string& uri) {
 
 namespace kiln {
 
+std::optional<std::string> RelativeBeneath(const std::string& root, const std::string& path) {
+  if (root.empty()) return std::nullopt;
+  std::string r = std::filesystem::path(root).lexically_normal().string();
+  std::string p = std::filesystem::path(path).lexically_normal().string();
+  while (r.size() > 1 && r.back() == '/') r.pop_back();
+  if (p == r) return std::string();
+  if (r == "/") return p.size() > 1 && p[0] == '/' ? std::optional<std::string>(p.substr(1)) : std::nullopt;
+  if (p.size() > r.size() && p.compare(0, r.size(), r) == 0 && p[r.size()] == '/') return p.substr(r.size() + 1);
+  return std::nullopt;
+}
+
 Result<int> OpenPathBeneath(const std::string& root, const std::string& relative) {
   int dir = open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
   if (dir < 0) return NotFound(root + ": " + strerror(errno));

@@ -1,5 +1,6 @@
 #pragma once
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "common/status.h"
@@ -38,6 +39,9 @@ enum class OwnLeaf {
 // symlink (a component that is one is kFailedPrecondition), and gives the
 // directories it creates (and the leaf, with kAlways) to `owner`. Mode 0755.
 Status MakeDirsBeneath(const std::string& root, const std::string& relative, const DirOwner& owner, OwnLeaf leaf);
+// `path` relative to `root` if it lies beneath it, compared lexically after
+// normalization ("" for root itself); nullopt if not, or if root is empty.
+std::optional<std::string> RelativeBeneath(const std::string& root, const std::string& path);
 // Strips "file://" from a URI; plain paths pass through. Other schemes fail.
 Result<std::string> FileUriToPath(const std::string& uri);
 // Replaces invalid UTF-8 sequences with U+FFFD, so text from programs (stderr

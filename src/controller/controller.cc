@@ -240,13 +240,8 @@ Status Controller::Reconcile(const std::string& job_id) {
   if (job->status == JobStatus::kStopping || IsTerminal(job->status)) {
     // A stop reaches an instance still waiting for capacity here (the state
     // machine stops launched instances only): it never launches.
-    for (const auto& in : job->instances) {
-      if (in.state != InstanceState::kLaunching) continue;
-      if (CancelWaitingLaunch(job->id, in.id, "StoppedBeforeLaunch: stopped while waiting for capacity")) continue;
-      // Queued or in flight: it sees this before it starts or parks.
-      MutexLock l(mu_);
-      if (launching_.count(in.id)) cancelled_.insert(in.id);
-    }
+    for (const auto& in : job->instances)
+      if (in.state == InstanceState::kLaunching) CancelLaunch(job->id, in.id);
   }
   version_.fetch_add(1);
   { std::lock_guard<std::mutex> l(change_mu_); }
@@ -287,7 +282,6 @@ void Controller::Execute(const Job& job, const Action& a) {
       return;
     }
     case ActionType::kStop: {
-      if (CancelWaitingLaunch(job.id, a.instance_id, "StoppedBeforeLaunch: stopped while waiting for capacity")) return;
       Status st = backend_->Stop(a.instance_id, handle, a.grace_ms);
       if (!st.ok()) fprintf(stderr, "kilnd: stop %s: %s\n", a.instance_id.c_str(), st.ToString().c_str());
       return;
@@ -322,25 +316,20 @@ void Controller::RetryWaitingLaunches() {
   launch_cv_.notify_all();
 }
 
-bool Controller::CancelWaitingLaunch(const std::string& job_id, const std::string& instance_id,
-                                     const std::string& why) {
+void Controller::CancelLaunch(const std::string& job_id, const std::string& instance_id) {
   {
     MutexLock l(mu_);
     auto it = std::find_if(waiting_.begin(), waiting_.end(),
                            [&](const PendingLaunch& w) { return w.req.instance_id == instance_id; });
-    if (it == waiting_.end()) return false;
+    if (it == waiting_.end()) {
+      // Queued or in flight: it sees this before it starts or parks.
+      if (launching_.count(instance_id)) cancelled_.insert(instance_id);
+      return;
+    }
     waiting_.erase(it);
     launching_.erase(instance_id);
   }
-  Event e;
-  e.job_id = job_id;
-  e.source = "backend";
-  e.time = clock_.NowMs();
-  e.type = EventType::kInstanceLaunchFailed;
-  e.dedup_key = "launchfailed:" + instance_id;
-  e.payload = ToJson(LaunchFailedReport{instance_id, why});
-  PostOrLog(std::move(e), "cancelled launch");
-  return true;
+  PostStoppedBeforeLaunch(job_id, instance_id);
 }
 
 bool Controller::TakeCancelled(const std::string& instance_id) {

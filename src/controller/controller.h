@@ -107,10 +107,10 @@ class Controller final : public EventSink {
   // An instance ended somewhere: capacity may have freed, so the parked
   // launches run again (in the order they arrived).
   void RetryWaitingLaunches() EXCLUDES(mu_);
-  // A stop for an instance still waiting for capacity: it never launches; its
-  // launch fails with `why`. False if it was not waiting.
-  bool CancelWaitingLaunch(const std::string& job_id, const std::string& instance_id, const std::string& why)
-      EXCLUDES(mu_);
+  // A stop for an instance not launched yet: parked, its launch fails now as
+  // StoppedBeforeLaunch; queued or in flight, it is marked (cancelled_) to end
+  // that way before it starts or parks.
+  void CancelLaunch(const std::string& job_id, const std::string& instance_id) EXCLUDES(mu_);
   void ScheduleTimers(const Job& job);
   void RecoverInstances(const std::string& job_id);
   void PostOrLog(Event e, const char* what);

@@ -88,37 +88,28 @@ static std::string HostsFile(const std::string& job_id, int count, supervisor::N
   return out;
 }
 
-// `path` relative to `root` if it lies beneath it (lexically), else nullopt.
-static std::optional<std::string> Beneath(const std::string& root, const std::string& path) {
-  if (root.empty()) return std::nullopt;
-  std::string r = fs::path(root).lexically_normal().string();
-  std::string p = fs::path(path).lexically_normal().string();
-  while (r.size() > 1 && r.back() == '/') r.pop_back();
-  if (p == r) return std::string();
-  if (p.size() > r.size() && p.compare(0, r.size(), r) == 0 && p[r.size()] == '/') return p.substr(r.size() + 1);
-  return std::nullopt;
+void SandboxCommand::AddFdBind(supervisor::FdBind bind, const std::string& dest, bool writable) {
+  argv.insert(argv.end(),
+              {writable ? "--bind-fd" : "--ro-bind-fd", "{fd:" + std::to_string(fd_binds.size()) + "}", dest});
+  fd_binds.push_back(std::move(bind));
 }
 
 void LocalBackend::AddBind(SandboxCommand& c, const std::string& source, const std::string& dest, bool writable,
                            const std::string& team) const {
-  c.argv.insert(c.argv.end(),
-                {writable ? "--bind-fd" : "--ro-bind-fd", "{fd:" + std::to_string(c.fd_binds.size()) + "}", dest});
   supervisor::FdBind b;
-  if (auto rel = Beneath(opts_.data_dir, source)) {  // beneath the data dir, no symlinks
+  if (auto rel = RelativeBeneath(opts_.data_dir, source)) {  // beneath the data dir, no symlinks
     b.root = opts_.data_dir;
     b.relative = *rel;
-    c.fd_binds.push_back(std::move(b));
-    return;
+    return c.AddFdBind(std::move(b), dest, writable);
   }
   if (writable) {  // beneath the root it was created under, no symlinks (a job may own the parent)
     std::vector<std::string> roots = opts_.writable_roots;
     if (auto t = opts_.teams.find(team); t != opts_.teams.end()) roots = t->second.write_paths;
     for (const auto& root : roots)
-      if (auto rel = Beneath(root, source)) {
+      if (auto rel = RelativeBeneath(root, source)) {
         b.root = fs::path(root).lexically_normal().string();
         b.relative = *rel;
-        c.fd_binds.push_back(std::move(b));
-        return;
+        return c.AddFdBind(std::move(b), dest, writable);
       }
   }
   // A host path the spec named: opened as the job's user, judged by its real path.
@@ -132,7 +123,7 @@ void LocalBackend::AddBind(SandboxCommand& c, const std::string& source, const s
   } else if (!opts_.teams.empty()) {
     b.allowed = {"/nonexistent-team-namespace"};  // refused earlier by CheckTeamPaths anyway
   }
-  c.fd_binds.push_back(std::move(b));
+  c.AddFdBind(std::move(b), dest, writable);
 }
 
 // Binds `source` at `target` read-only: all of it, or this instance's shard.
@@ -245,13 +236,11 @@ SandboxCommand LocalBackend::SandboxArgv(const LaunchRequest& req, const std::st
     std::error_code ec;
     if (req.image.kind != ImageKind::kRootfs && fs::is_directory(home, ec)) a.insert(a.end(), {"--tmpfs", home});
   }
-  a.insert(a.end(), {"--bind-fd", "{fd:" + std::to_string(c.fd_binds.size()) + "}", sandbox::kRoot});
-  c.fd_binds.push_back({dir, "ml"});
+  c.AddFdBind({dir, "ml"}, sandbox::kRoot, true);
   // The entrypoint is bound in, so it runs whatever the image and wherever the
   // binary lives (a host /tmp, say, is hidden by the sandbox's private /tmp).
   const fs::path entrypoint(opts_.entrypoint_path);
-  a.insert(a.end(), {"--ro-bind-fd", "{fd:" + std::to_string(c.fd_binds.size()) + "}", sandbox::kEntrypointBinary});
-  c.fd_binds.push_back({entrypoint.parent_path().string(), entrypoint.filename().string()});
+  c.AddFdBind({entrypoint.parent_path().string(), entrypoint.filename().string()}, sandbox::kEntrypointBinary, false);
   if (!req.spec.code_dir.empty()) AddBind(c, req.spec.code_dir, sandbox::kCodeDir, false, req.spec.team);
   const int n = req.spec.instance_count;
   auto ro = [&](const std::string& src, const std::string& dst) { AddBind(c, src, dst, false, req.spec.team); };
@@ -267,16 +256,12 @@ SandboxCommand LocalBackend::SandboxArgv(const LaunchRequest& req, const std::st
   if (!req.spec.checkpoint_dir.empty())
     AddBind(c, req.spec.checkpoint_dir, sandbox::kCheckpointsDir, true, req.spec.team);
   if (!req.spec.code_archive.empty()) AddBind(c, req.spec.code_archive, sandbox::kSourceArchive, false, req.spec.team);
-  a.insert(a.end(), {"--ro-bind-fd", "{fd:" + std::to_string(c.fd_binds.size()) + "}", "/etc/hosts"});
-  c.fd_binds.push_back({dir, "hosts"});
+  c.AddFdBind({dir, "hosts"}, "/etc/hosts", false);
   AddBind(c, req.output_dir, req.output_dir, true, req.spec.team);
   // kilnd's sockets: this instance's StatsD socket directory, and the runtime API.
-  a.insert(a.end(), {"--ro-bind-fd", "{fd:" + std::to_string(c.fd_binds.size()) + "}", sandbox::kMetricsDir});
-  c.fd_binds.push_back({dir, "sock"});
+  c.AddFdBind({dir, "sock"}, sandbox::kMetricsDir, false);
   if (!opts_.runtime_socket.empty()) {
-    const fs::path sock(opts_.runtime_socket);
-    a.insert(a.end(), {"--ro-bind-fd", "{fd:" + std::to_string(c.fd_binds.size()) + "}", sandbox::kRuntimeDir});
-    c.fd_binds.push_back({sock.parent_path().string(), ""});
+    c.AddFdBind({fs::path(opts_.runtime_socket).parent_path().string(), ""}, sandbox::kRuntimeDir, false);
   }
   a.insert(a.end(), {"--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"});
   // The job's user: a user namespace of its own mapping only its uid, no
@@ -376,7 +361,7 @@ Status LocalBackend::CheckTeamPaths(const LaunchRequest& req) const {
   const TeamData& data = it->second;
   auto within = [](const std::vector<std::string>& roots, const std::string& path) {
     for (const auto& r : roots)
-      if (Beneath(r, path)) return true;
+      if (RelativeBeneath(r, path)) return true;
     return false;
   };
   auto read = [&](const std::string& field, const std::string& path) -> Status {
@@ -406,7 +391,7 @@ Status LocalBackend::CheckTeamPaths(const LaunchRequest& req) const {
 Status LocalBackend::CheckHostPaths(const LaunchRequest& req) const {
   auto check = [&](const std::string& field, const std::string& path) -> Status {
     if (path.empty()) return Status::Ok();
-    auto rel = Beneath(opts_.data_dir, path);
+    auto rel = RelativeBeneath(opts_.data_dir, path);
     if (rel && !InUserData(*rel))
       return InvalidArgument(field, path +
                                         " is inside kilnd's data dir; jobs may only use paths in its buckets "
@@ -431,13 +416,13 @@ Status LocalBackend::MakeJobDir(const std::string& path) const {
   const DirOwner owner{Unprivileged() ? opts_.job_uid : 0, Unprivileged() ? opts_.job_gid : 0};
   // Only what this launch creates becomes the job's: an existing directory (another
   // job's output, a bucket's root) keeps its owner.
-  if (auto rel = Beneath(opts_.data_dir, path))
+  if (auto rel = RelativeBeneath(opts_.data_dir, path))
     return MakeDirsBeneath(opts_.data_dir, *rel, owner, OwnLeaf::kCreatedOnly);
   // A host path the spec names: beneath a writable root, never through a symlink
   // (anyone may plant one in /tmp). Only the directories created here become the
   // job's; an existing one keeps its owner (the job writes there only if it may).
   for (const auto& root : opts_.writable_roots)
-    if (auto rel = Beneath(root, path)) return MakeDirsBeneath(root, *rel, owner, OwnLeaf::kCreatedOnly);
+    if (auto rel = RelativeBeneath(root, path)) return MakeDirsBeneath(root, *rel, owner, OwnLeaf::kCreatedOnly);
   std::string roots;
   for (const auto& r : opts_.writable_roots) roots += (roots.empty() ? "" : ", ") + r;
   return InvalidArgument("output", path + " is not under a directory jobs may write to (" + roots +
@@ -491,7 +476,7 @@ Result<std::string> LocalBackend::Spawn(const LaunchRequest& req, const std::str
   const DirOwner owner{Unprivileged() ? opts_.job_uid : 0, Unprivileged() ? opts_.job_gid : 0};
   for (const auto& u : req.spec.uploads) {
     KILN_RETURN_IF_ERROR(MakeJobDir(u.destination));
-    auto local = Beneath(sandbox::kRoot, u.local_path);
+    auto local = RelativeBeneath(sandbox::kRoot, u.local_path);
     if (local && !local->empty())
       KILN_RETURN_IF_ERROR(MakeDirsBeneath(dir + "/ml", *local, owner, OwnLeaf::kCreatedOnly));
   }

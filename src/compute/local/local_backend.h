@@ -62,6 +62,8 @@ struct LocalBackendOptions {
 struct SandboxCommand {
   std::vector<std::string> argv;
   std::vector<supervisor::FdBind> fd_binds;
+  // Appends "--bind-fd"/"--ro-bind-fd" "{fd:<i>}" `dest` for `bind`.
+  void AddFdBind(supervisor::FdBind bind, const std::string& dest, bool writable);
 };
 
 // See README.md. Thread-safe.

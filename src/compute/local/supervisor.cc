@@ -128,13 +128,6 @@ int Park(int fd) {
   return high;
 }
 
-bool Under(const std::string& root, const std::string& path) {
-  if (root.empty()) return false;
-  std::string r = root;
-  while (r.size() > 1 && r.back() == '/') r.pop_back();
-  return path == r || (path.size() > r.size() && path.compare(0, r.size(), r) == 0 && path[r.size()] == '/');
-}
-
 // A host path the spec named, opened as the job's user would reach it (fsuid and
 // fsgid are the job's while it opens), with symlinks but no magic links; then
 // judged by where it really is, not by how it was spelled.
@@ -162,12 +155,13 @@ Result<int> OpenAsJobUser(const LaunchFile& launch, const supervisor::FdBind& b)
   ssize_t n = readlink(("/proc/self/fd/" + std::to_string(fd)).c_str(), real, PATH_MAX);
   std::string where = n > 0 ? std::string(real, static_cast<size_t>(n)) : "";
   bool allowed = b.allowed.empty();
-  for (const auto& a : b.allowed) allowed |= Under(a, where);
-  if (where.empty() || where[0] != '/' || Under(b.forbidden, where) || !allowed) {
+  for (const auto& a : b.allowed) allowed |= RelativeBeneath(a, where).has_value();
+  if (where.empty() || where[0] != '/' || RelativeBeneath(b.forbidden, where).has_value() || !allowed) {
     close(fd);
     return Status(Code::kFailedPrecondition,
                   path + " resolves to " + (where.empty() ? "?" : where) +
-                      (Under(b.forbidden, where) ? ", inside kilnd's data dir" : ", outside the team's data"));
+                      (RelativeBeneath(b.forbidden, where).has_value() ? ", inside kilnd's data dir"
+                                                                       : ", outside the team's data"));
   }
   return fd;
 }
