@@ -93,6 +93,20 @@ TEST_F(ApiTest, TheRuntimeSocketServesOnlyTheRuntimeRoutes) {
   EXPECT_EQ(UnixGet(path, "/v1/jobs"), 404);
   EXPECT_EQ(UnixGet(path, "/v1/runtime"), 401);
   EXPECT_EQ(UnixGet(path, "/v1/runtime", "Bearer j-nope.1.0.deadbeef"), 401);
+  // A job cannot make kilnd buffer an unbounded body.
+  int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+  sockaddr_un ua{};
+  ua.sun_family = AF_UNIX;
+  strncpy(ua.sun_path, path.c_str(), sizeof(ua.sun_path) - 1);
+  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&ua), sizeof(ua)), 0);
+  const std::string big =
+      "POST /v1/runtime/events HTTP/1.0\r\nContent-Length: " + std::to_string(NativeApi::kRuntimeMaxBodyBytes + 1) +
+      "\r\n\r\n" + std::string(NativeApi::kRuntimeMaxBodyBytes + 1, 'x');
+  ASSERT_EQ(write(fd, big.data(), big.size()), static_cast<ssize_t>(big.size()));
+  char buf[64] = {0};
+  ASSERT_GT(read(fd, buf, sizeof(buf) - 1), 12);
+  close(fd);
+  EXPECT_EQ(atoi(buf + 9), 413) << buf;
   runtime.Shutdown();
   EXPECT_EQ(UnixGet(path, "/v1/runtime"), -1);  // the socket file is gone
 }

@@ -47,7 +47,13 @@ class NativeApi {
   void Register(httplib::Server& server);
   // Only the in-job runtime routes (/v1/runtime, instance tokens): what kilnd
   // serves on the runtime socket that sandboxes reach.
-  void RegisterRuntimeOnly(httplib::Server& server) { RegisterRuntime(server); }
+  // Bodies are bounded: a phase report is a few hundred bytes, and every caller
+  // there is a job.
+  void RegisterRuntimeOnly(httplib::Server& server) {
+    server.set_payload_max_length(kRuntimeMaxBodyBytes);
+    RegisterRuntime(server);
+  }
+  static constexpr size_t kRuntimeMaxBodyBytes = 64u << 10;
   // Ends open streams (on shutdown).
   void Shutdown() { shutting_down_ = true; }
 
