@@ -24,6 +24,7 @@
 #include "common/ids.h"
 #include "compute/local/isolation.h"
 #include "compute/local/local_backend.h"
+#include "compute/local/scratch.h"
 #include "controller/controller.h"
 #include "smapi/server.h"
 #include "store/store.h"
@@ -288,7 +289,60 @@ void ServeUntilSignal(httplib::Server& server, Controller& controller, int resyn
 // paths of the binds it is handed as the job's user) and hidden in every sandbox,
 // so no host user can reach kiln.db or the keys (0600 besides); locked for this
 // kilnd. Returns the lock's descriptor, held for the life of the process.
-Result<int> PrepareDataDir(const std::string& data, const LocalBackendOptions& sandbox) {
+enum class DiskQuota { kAuto, kRequired, kOff };
+struct DiskConfig {
+  DiskQuota quota = DiskQuota::kAuto;
+  int64_t pool_gib = 64;
+  int default_volume_gb = 30;
+};
+
+// sandbox.disk: {quota: auto|required|off, pool_gib, default_volume_gb}.
+Result<DiskConfig> DiskOptions(const json& config) {
+  DiskConfig d;
+  const json disk = config.value("sandbox", json::object()).value("disk", json::object());
+  if (!disk.is_object()) return InvalidArgument("sandbox.disk", "sandbox.disk must be a mapping");
+  const json quota = disk.value("quota", json("auto"));
+  if (quota == "required") {
+    d.quota = DiskQuota::kRequired;
+  } else if (quota == "off" || quota == json(false)) {  // YAML 1.1 reads a bare off as false
+    d.quota = DiskQuota::kOff;
+  } else if (quota != "auto") {
+    return InvalidArgument("sandbox.disk.quota", "sandbox.disk.quota must be auto, required or off");
+  }
+  const json gib = disk.value("pool_gib", json(d.pool_gib));
+  if (!gib.is_number_integer() || gib.get<int64_t>() < 1 || gib.get<int64_t>() > (int64_t{1} << 20))
+    return InvalidArgument("sandbox.disk.pool_gib", "sandbox.disk.pool_gib must be an integer 1..1048576");
+  d.pool_gib = gib.get<int64_t>();
+  const json volume = disk.value("default_volume_gb", json(d.default_volume_gb));
+  if (!volume.is_number_integer() || volume.get<int64_t>() < 1 || volume.get<int64_t>() > kMaxVolumeGb)
+    return InvalidArgument("sandbox.disk.default_volume_gb",
+                           "sandbox.disk.default_volume_gb must be an integer 1.." + std::to_string(kMaxVolumeGb));
+  d.default_volume_gb = static_cast<int>(volume.get<int64_t>());
+  return d;
+}
+
+// Disk quotas (scratch.h): the scratch pool at <data>/scratch, or, with quota:
+// auto, a warning and none where this host cannot have one.
+Status PrepareScratch(const std::string& data, const DiskConfig& disk, LocalBackendOptions& sandbox) {
+  sandbox.default_volume_gb = disk.default_volume_gb;
+  if (disk.quota == DiskQuota::kOff) return Status::Ok();
+  scratch::PoolOptions pool{data + "/scratch", data + "/scratch.img", disk.pool_gib,
+                            sandbox.user == SandboxUser::kUnprivileged ? sandbox.job_gid : 0};
+  Status st = scratch::PreparePool(pool);
+  if (st.ok()) {
+    sandbox.scratch_pool = pool.dir;
+    return Status::Ok();
+  }
+  if (disk.quota == DiskQuota::kRequired)
+    return Status(st.code(), "sandbox.disk.quota is required: " + st.message());
+  fprintf(stderr, "kilnd: WARNING: no disk quotas for jobs (a job can fill the disk of the data dir): %s\n",
+          st.message().c_str());
+  return Status::Ok();
+}
+
+Result<int> PrepareDataDir(const std::string& data, const json& config, LocalBackendOptions& sandbox) {
+  auto disk = DiskOptions(config);
+  if (!disk.ok()) return disk.status();
   const gid_t data_group = sandbox.user == SandboxUser::kUnprivileged ? sandbox.job_gid : 0;
   if (data_group != 0) KILN_RETURN_IF_ERROR(CheckJobUserReaches(data, sandbox.job_uid, sandbox.job_gid));
   if (chown(data.c_str(), 0, data_group) != 0 || chmod(data.c_str(), data_group ? 0710 : 0700) != 0)
@@ -297,6 +351,7 @@ Result<int> PrepareDataDir(const std::string& data, const LocalBackendOptions& s
   if (!lock.ok()) return lock.status();
   KILN_RETURN_IF_ERROR(MakeDirs(data + "/artifacts"));
   KILN_RETURN_IF_ERROR(MakeDirs(data + "/run"));
+  KILN_RETURN_IF_ERROR(PrepareScratch(data, *disk, sandbox));
   return lock;
 }
 
@@ -333,7 +388,7 @@ int RunKilnd(const KilndOptions& o) {
   if (Status st = MakeDirs(s3->root()); !st.ok()) return fail(st);
   auto sandbox = SandboxOptions(*loaded_config, *s3);
   if (!sandbox.ok()) return fail(sandbox.status());
-  auto lock = PrepareDataDir(data, *sandbox);
+  auto lock = PrepareDataDir(data, *loaded_config, *sandbox);
   if (!lock.ok()) return fail(lock.status());
 
   const json& config = *loaded_config;

@@ -59,6 +59,7 @@ struct IntRule {
   int64_t hi;
 };
 constexpr IntRule kInstanceCountRule{"instance.count", 1, kMaxInstanceCount};
+constexpr IntRule kVolumeRule{"instance.volume_gb", 1, kMaxVolumeGb};
 constexpr IntRule kMaxRuntimeRule{"max_runtime_seconds", 1, kMaxRuntimeSeconds};
 constexpr IntRule kRetryAttemptsRule{"retry_attempts", 0, kMaxRetryAttempts};
 constexpr IntRule kStopGraceRule{"stop_grace_seconds", 0, kMaxStopGraceSeconds};
@@ -196,6 +197,7 @@ Status ValidateOptionalHostPath(const std::string& p, const char* field) {
 
 Status ValidateInstance(const JobSpec& s, const Catalog* catalog) {
   KILN_RETURN_IF_ERROR(CheckInt(kInstanceCountRule, s.instance_count));
+  if (s.volume_gb != 0) KILN_RETURN_IF_ERROR(CheckInt(kVolumeRule, s.volume_gb));
   if (catalog && !catalog->FindType(s.instance_type))
     return InvalidArgument("instance.type", "unknown instance type '" + s.instance_type + "'");
   return Status::Ok();
@@ -416,9 +418,10 @@ Status ParseCommand(const json& j, JobSpec* s) {
 
 Status ParseInstance(const json& j, const Catalog* catalog, JobSpec* s) {
   if (const json* in = Field(j, "instance")) {
-    if (!in->is_object()) return InvalidArgument("instance", "must be an object with type and count");
+    if (!in->is_object()) return InvalidArgument("instance", "must be an object with type, count and volume_gb");
     for (auto it = in->begin(); it != in->end(); ++it)
-      if (it.key() != "type" && it.key() != "count") return InvalidArgument("instance." + it.key(), "unknown field");
+      if (it.key() != "type" && it.key() != "count" && it.key() != "volume_gb")
+        return InvalidArgument("instance." + it.key(), "unknown field");
     if (const json* type = Field(*in, "type")) {
       if (!type->is_string()) return InvalidArgument("instance.type", "must be a string");
       s->instance_type = *type;
@@ -427,6 +430,11 @@ Status ParseInstance(const json& j, const Catalog* catalog, JobSpec* s) {
       int64_t c = 0;
       KILN_RETURN_IF_ERROR(DecodeInt(*count, kInstanceCountRule, &c));
       s->instance_count = static_cast<int>(c);
+    }
+    if (const json* volume = Field(*in, "volume_gb")) {
+      int64_t v = 0;
+      KILN_RETURN_IF_ERROR(DecodeInt(*volume, kVolumeRule, &v));
+      s->volume_gb = static_cast<int>(v);
     }
   }
   return ValidateInstance(*s, catalog);
@@ -737,6 +745,7 @@ Status DecodeStoredFields(const json& j, JobSpec* s) {
     if (!in->is_object()) return Corrupt("instance", "is not an object");
     KILN_RETURN_IF_ERROR(ReadOptional(*in, "instance.", "type", &s->instance_type));
     KILN_RETURN_IF_ERROR(ReadOptional(*in, "instance.", "count", &s->instance_count));
+    KILN_RETURN_IF_ERROR(ReadOptional(*in, "instance.", "volume_gb", &s->volume_gb));
   }
   KILN_RETURN_IF_ERROR(ReadOptional(j, "", "hyperparameters", &s->hyperparameters));
   KILN_RETURN_IF_ERROR(ReadOptional(j, "", "hyperparameters_file", &s->hyperparameters_file));
@@ -823,6 +832,7 @@ nlohmann::json JobSpec::ToJson() const {
   j["command"] = command;
   if (!code_dir.empty()) j["code_dir"] = code_dir;
   j["instance"] = {{"type", instance_type}, {"count", instance_count}};
+  if (volume_gb != 0) j["instance"]["volume_gb"] = volume_gb;
   j["hyperparameters"] = hyperparameters;
   if (!hyperparameters_file.empty()) j["hyperparameters_file"] = hyperparameters_file;
   j["environment"] = environment;

@@ -50,6 +50,9 @@ struct JobSpec {
   std::string code_dir;  // absolute path or empty
   std::string instance_type = "ml.m5.large";
   int instance_count = 1;
+  // Each instance's /opt/ml, in GB (SageMaker's VolumeSizeInGB); 0: the
+  // backend's default. The local backend enforces it as a disk quota.
+  int volume_gb = 0;
   nlohmann::json hyperparameters = nlohmann::json::object();
   // Set by kilnd when hyperparameters were too large to keep inline: the staged
   // JSON file in the artifact store (then `hyperparameters` is empty).
@@ -84,6 +87,7 @@ struct JobSpec {
 };
 
 inline constexpr int kMaxInstanceCount = 64;
+inline constexpr int kMaxVolumeGb = 16384;  // SageMaker's limit
 inline constexpr int64_t kMaxRuntimeSeconds = 28 * 24 * 3600;
 inline constexpr int kMaxRetryAttempts = 30;
 inline constexpr int64_t kMaxStopGraceSeconds = 3600;

@@ -44,7 +44,10 @@ Status Tags(const json& req, JobSpec* s) {
   return Status::Ok();
 }
 
-Status Resources(const std::string& field, const std::string& type, int64_t count, const Context& c, JobSpec* s) {
+// InstanceType, InstanceCount and VolumeSizeInGB of a ResourceConfig or ClusterConfig.
+Status Resources(const std::string& field, const json& rc, const Context& c, JobSpec* s) {
+  const std::string type = rc["InstanceType"];
+  const int64_t count = rc["InstanceCount"];
   if (c.catalog && !c.catalog->FindType(type)) {
     std::string known;
     for (const auto& [n, t] : c.catalog->types()) known += (known.empty() ? "" : ", ") + n;
@@ -56,6 +59,13 @@ Status Resources(const std::string& field, const std::string& type, int64_t coun
                            field + ".InstanceCount: at most " + std::to_string(kMaxInstanceCount) + " instances");
   s->instance_type = type;
   s->instance_count = static_cast<int>(count);
+  if (rc.contains("VolumeSizeInGB")) {
+    const int64_t gb = rc["VolumeSizeInGB"];
+    if (gb < 1 || gb > kMaxVolumeGb)
+      return InvalidArgument(field + ".VolumeSizeInGB",
+                             field + ".VolumeSizeInGB: must be 1.." + std::to_string(kMaxVolumeGb));
+    s->volume_gb = static_cast<int>(gb);
+  }
   return Status::Ok();
 }
 
@@ -231,7 +241,7 @@ Result<JobSpec> TrainingSpec(const json& req, const Context& c, const std::strin
   if (!rc.contains("InstanceType") || !rc.contains("InstanceCount"))
     return InvalidArgument("ResourceConfig.InstanceType",
                            "ResourceConfig: InstanceType and InstanceCount are required");
-  KILN_RETURN_IF_ERROR(Resources("ResourceConfig", rc["InstanceType"], rc["InstanceCount"], c, &s));
+  KILN_RETURN_IF_ERROR(Resources("ResourceConfig", rc, c, &s));
   KILN_RETURN_IF_ERROR(MaxRuntime(req, kMaxRuntimeSeconds, &s));
   if (req.contains("RetryStrategy")) s.retry_attempts = req["RetryStrategy"]["MaximumRetryAttempts"];
   if (req.contains("CheckpointConfig")) {
@@ -313,7 +323,7 @@ Result<JobSpec> ProcessingSpec(const json& req, const Context& c, const std::str
     }
   }
   const json& cc = req["ProcessingResources"]["ClusterConfig"];
-  KILN_RETURN_IF_ERROR(Resources("ProcessingResources.ClusterConfig", cc["InstanceType"], cc["InstanceCount"], c, &s));
+  KILN_RETURN_IF_ERROR(Resources("ProcessingResources.ClusterConfig", cc, c, &s));
   s.max_runtime_seconds = 86400;
   KILN_RETURN_IF_ERROR(MaxRuntime(req, 777600, &s));
   KILN_RETURN_IF_ERROR(Tags(req, &s));

@@ -113,7 +113,7 @@ print('done')
         self.wait_metric(job["id"], ("phase", "value"))
         self.stop_kilnd(signal.SIGKILL)
         self.start_kilnd()
-        with open(os.path.join(self.data, "instances", job["id"] + ".1.0", "ml", "output", "data", "go"), "w"):
+        with open(os.path.join(self.scratch_dir(job["id"] + ".1.0"), "output", "data", "go"), "w"):
             pass
         job = self.wait_terminal(job["id"])
         self.assertEqual(job["status"], "Completed", job)

@@ -61,8 +61,8 @@ def _():
 
 @probe("host_uid")
 def _():
-    # Which host uid this is, the test reads from the owner of this file on the host.
-    open("/opt/ml/output/data/owner-probe", "w").write(str(os.getuid()))
+    # Which host uid this is, the test reads from the owner of model.tar.gz on the host.
+    open("/opt/ml/model/owner-probe", "w").write(str(os.getuid()))
     return "blocked: wrote owner-probe as uid %d (inside)" % os.getuid()
 
 @probe("remount_root_rw")
@@ -107,6 +107,25 @@ def _():
         if r.startswith("ESCAPED"):
             return "ESCAPED: " + name
         out.append(name)
+    return "blocked: " + ", ".join(out)
+
+@probe("btrfs_subvolume")
+def _():
+    # A subvolume of its own in /opt/ml would have a qgroup outside the
+    # instance's disk quota. The kernel reads the request as 32 bits: try the
+    # plain one and one with upper bits set.
+    import fcntl
+    fd = os.open("/opt/ml", os.O_RDONLY | os.O_DIRECTORY)
+    out = []
+    for request in (0x5000940e, 0x1_5000940e):  # BTRFS_IOC_SUBVOL_CREATE
+        args = bytearray(4096)
+        args[8:12] = b"nest"
+        try:
+            fcntl.ioctl(fd, request, args)
+            return "ESCAPED: created subvolume /opt/ml/nest (request %#x)" % request
+        except OSError as e:
+            out.append("errno %d" % e.errno)
+    os.close(fd)
     return "blocked: " + ", ".join(out)
 
 @probe("raw_socket")
@@ -285,13 +304,14 @@ class SandboxE2E(KilndHarness):
                     "new_user_namespace", "new_mount_namespace", "kernel_interfaces", "raw_socket",
                     "host_processes_visible", "ptrace_outside", "kilnd_tcp_api", "kilnd_api_on_runtime_socket",
                     "outside_network", "data_dir_files", "host_home_dirs", "other_instance_statsd", "pids_limit",
-                    "inherited_descriptors"}
+                    "inherited_descriptors", "btrfs_subvolume"}
         self.assertEqual(set(results), expected)
         escaped = {k: v for k, v in results.items() if not v.startswith("blocked")}
         self.assertEqual(escaped, {}, json.dumps(results, indent=1))
         self.assertFalse(os.path.exists("/etc/kiln-sandbox-probe"))
-        owner = os.stat(os.path.join(self.data, "instances", job["id"] + ".1.0", "ml", "output", "data",
-                                     "owner-probe")).st_uid
+        # EPERM from the seccomp filter (ENOTTY would mean /opt/ml is not btrfs: not tested).
+        self.assertEqual(results["btrfs_subvolume"], "blocked: errno 1, errno 1", results["btrfs_subvolume"])
+        owner = os.stat(os.path.join(job["output_dir"], "model.tar.gz")).st_uid
         self.assertNotEqual(owner, 0, "the job's files are owned by host root")
         # The victim's series hold only what it sent itself.
         deadline = time.monotonic() + DEADLINE_S
@@ -384,7 +404,7 @@ class SandboxE2E(KilndHarness):
         self.assertIn("Waiting for capacity", c["transitions"][-1]["message"], c)
         self.assertEqual(c["instances"][0]["state"], "Launching", c)
         for j in (a, b):
-            open(os.path.join(self.data, "instances", j["id"] + ".1.0", "ml", "output", "data", "go"), "w").close()
+            open(os.path.join(self.scratch_dir(j["id"] + ".1.0"), "output", "data", "go"), "w").close()
         for j in (a, b, c):
             self.assertEqual(self.wait_terminal(j["id"])["status"], "Completed", j["id"])
         # A job that can never fit is refused with the reason.
@@ -393,11 +413,18 @@ class SandboxE2E(KilndHarness):
         self.assertIn("sandbox.capacity", big["failure_reason"], big)
 
 
+_NO_QUOTA_CONFIG = os.path.join(_CONFIG_DIR, "no-quota.yaml")
+with open(_NO_QUOTA_CONFIG, "w") as _f:
+    _f.write("sandbox:\n  disk: {quota: off}\n")
+
+
 class DiskFullE2E(KilndHarness):
-    """kilnd's data dir on a small ext4 of its own (64 MiB, 10% reserved for root):
-    a job fills it. Jobs run unprivileged, so the root reserve is kilnd's: the
-    job fails as OutOfDisk, kilnd records it and restarts on the full disk, and
-    once space is freed the next job runs."""
+    """Without disk quotas (sandbox.disk.quota: off), kilnd's data dir on a small
+    ext4 of its own (64 MiB, 10% reserved for root): a job fills it. Jobs run
+    unprivileged, so the root reserve is kilnd's: the job fails as OutOfDisk,
+    kilnd records it and restarts on the full disk, and once space is freed the
+    next job runs."""
+    KILND_ARGS = ["--config", _NO_QUOTA_CONFIG]
 
     @classmethod
     def start_kilnd(cls, listen="127.0.0.1:0"):
@@ -433,6 +460,54 @@ class DiskFullE2E(KilndHarness):
         ok = self.wait_terminal(self.submit(self.spec(unique("after"), [
             "/bin/sh", "-c", "dd if=/dev/zero of=/opt/ml/model/weights bs=1M count=8"]))["id"])
         self.assertEqual(ok["status"], "Completed", ok)
+
+
+_QUOTA_CONFIG = os.path.join(_CONFIG_DIR, "quota.yaml")
+with open(_QUOTA_CONFIG, "w") as _f:
+    _f.write("sandbox:\n  disk: {quota: required, pool_gib: 8, default_volume_gb: 2}\n")
+
+FILL = "head -c 1500000000 /dev/zero > /opt/ml/model/big; echo head-rc=$?; exit 1"
+
+
+class DiskQuotaE2E(KilndHarness):
+    """Disk quotas (sandbox.disk.quota: required): each instance's /opt/ml is a
+    subvolume of kilnd's btrfs scratch pool, limited to its volume_gb. A job that
+    writes past it gets EDQUOT and fails as OutOfDisk; a neighbour writing at the
+    same time and the next job are not affected; the volume goes at cleanup."""
+    KILND_ARGS = ["--config", _QUOTA_CONFIG]
+
+    def test_a_job_over_its_volume_fails_as_out_of_disk_and_others_run(self):
+        self.assertTrue(os.path.ismount(os.path.join(self.data, "scratch")))
+        fill = self.submit(self.spec(unique("over"), ["/bin/sh", "-c", FILL],
+                                     instance={"type": "local.small", "count": 1, "volume_gb": 1}))
+        # The default volume (2 GB here) holds what the neighbour writes: 1.2 GB.
+        neighbour = self.submit(self.spec(unique("neighbour"), [
+            "/bin/sh", "-c", "head -c 1200000000 /dev/zero > /opt/ml/model/big && rm /opt/ml/model/big"]))
+        fill = self.wait_terminal(fill["id"])
+        self.assertEqual(fill["status"], "Failed", fill)
+        self.assertTrue(fill["failure_reason"].startswith("OutOfDisk: the instance used all of its volume: 1.0 of 1.0 GB"),
+                        fill["failure_reason"])
+        log = self.logs(fill["id"])
+        self.assertIn("Disk quota exceeded", log)
+        self.assertIn("head-rc=1", log)
+        neighbour = self.wait_terminal(neighbour["id"])
+        self.assertEqual(neighbour["status"], "Completed", (neighbour, self.logs(neighbour["id"])[-2000:]))
+        # The volume goes with the instance; kilnd and the next job are fine.
+        gone = os.path.join(self.data, "scratch", fill["id"] + ".1.0")
+        deadline = time.monotonic() + DEADLINE_S
+        while os.path.exists(gone) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.assertFalse(os.path.exists(gone), "the volume of an ended instance is left")
+        after = self.wait_terminal(self.submit(self.spec(unique("after"), [
+            "/bin/sh", "-c", "head -c 100000000 /dev/zero > /opt/ml/model/weights"]))["id"])
+        self.assertEqual(after["status"], "Completed", after)
+
+    def test_volume_gb_out_of_range_is_refused(self):
+        for bad in (0, 16385, "1"):
+            st, err = self.api("POST", "/v1/jobs", self.spec(unique("badvol"), ["true"],
+                                                             instance={"type": "local.small", "volume_gb": bad}))
+            self.assertEqual(st, 400, err)
+            self.assertEqual(err["error"]["field"], "instance.volume_gb", err)
 
 
 _TEAMS_CONFIG = os.path.join(_CONFIG_DIR, "teams.yaml")

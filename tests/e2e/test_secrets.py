@@ -63,11 +63,10 @@ class SecretsE2E(KilndHarness):
         self.assertIn("secret ONLY_RISK not found for team ads", job["failure_reason"])
 
     def test_token_is_refused_after_the_job_and_for_other_instances(self):
-        spec = self.spec(unique("token"), ["/bin/sh", "-c", 'printf %s "$KILN_TOKEN" > /opt/ml/output/data/token'])
+        spec = self.spec(unique("token"), ["/bin/sh", "-c", 'echo "TOKEN=$KILN_TOKEN"'])
         job = self.wait_terminal(self.submit(spec)["id"])
         self.assertEqual(job["status"], "Completed", job)
-        with open(os.path.join(self.data, "instances", job["id"] + ".1.0", "ml", "output", "data", "token")) as f:
-            token = f.read()
+        token = [l for l in self.logs(job["id"]).splitlines() if l.startswith("TOKEN=")][0][len("TOKEN="):]
         st, body = self.http("GET", "/v1/runtime", headers={"Authorization": "Bearer " + token})
         self.assertEqual(st, 401, body)
         self.assertIn("ended", body)

@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <linux/btrfs.h>
 #include <net/if.h>
 #include <netinet/in.h>
 #include <sched.h>
@@ -168,6 +169,14 @@ Result<int> DefaultSeccompFilter() {
       return fail("rule for clone");
   }
   if (seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0) != 0) return fail("rule for clone3");
+  // New btrfs subvolumes (which an unprivileged user may create where it can
+  // write): each has a qgroup of its own, outside the instance's disk quota.
+  // The kernel reads the request as 32 bits; the rule ignores the upper ones.
+  for (unsigned long request : {BTRFS_IOC_SUBVOL_CREATE, BTRFS_IOC_SUBVOL_CREATE_V2, BTRFS_IOC_SNAP_CREATE,
+                                BTRFS_IOC_SNAP_CREATE_V2, BTRFS_IOC_SNAP_DESTROY, BTRFS_IOC_SNAP_DESTROY_V2}) {
+    if (seccomp_rule_add(ctx, deny, SCMP_SYS(ioctl), 1, SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffULL, request)) != 0)
+      return fail("rule for ioctl");
+  }
   // Raw and packet sockets need CAP_NET_RAW, which a job never has; AF_NETLINK
   // stays open for getifaddrs.
   int fd = memfd_create("kiln-seccomp", MFD_CLOEXEC | MFD_ALLOW_SEALING);

@@ -23,6 +23,7 @@
 #include "compute/local/cgroup.h"
 #include "compute/local/isolation.h"
 #include "compute/local/protocol.h"
+#include "compute/local/scratch.h"
 #include "compute/local/supervisor.h"
 
 extern char** environ;
@@ -236,7 +237,11 @@ SandboxCommand LocalBackend::SandboxArgv(const LaunchRequest& req, const std::st
     std::error_code ec;
     if (req.image.kind != ImageKind::kRootfs && fs::is_directory(home, ec)) a.insert(a.end(), {"--tmpfs", home});
   }
-  c.AddFdBind({dir, "ml"}, sandbox::kRoot, true);
+  if (opts_.scratch_pool.empty()) {
+    c.AddFdBind({dir, "ml"}, sandbox::kRoot, true);
+  } else {
+    c.AddFdBind({opts_.scratch_pool, req.instance_id}, sandbox::kRoot, true);
+  }
   // The entrypoint is bound in, so it runs whatever the image and wherever the
   // binary lives (a host /tmp, say, is hidden by the sandbox's private /tmp).
   const fs::path entrypoint(opts_.entrypoint_path);
@@ -437,14 +442,21 @@ Status LocalBackend::PrepareInstanceDir(const LaunchRequest& req, const std::str
   // (the instance's token) and the other files in it are 0600.
   if (chown(dir.c_str(), 0, owner.gid) != 0 || chmod(dir.c_str(), 0710) != 0)
     return Internal("chmod " + dir + ": " + strerror(errno));
-  for (const char* sub :
-       {"ml/input/config", "ml/input/data", "ml/model", "ml/output/data", "ml/code", "ml/checkpoints", "ml/.kiln/bin"})
-    KILN_RETURN_IF_ERROR(MakeDirsBeneath(dir, sub, owner, OwnLeaf::kCreatedOnly));
-  // The job's /opt/ml: its user's alone.
-  if (chmod((dir + "/ml").c_str(), 0700) != 0) return Internal("chmod " + dir + "/ml: " + strerror(errno));
+  // The job's /opt/ml: its user's alone. With a scratch pool, a subvolume
+  // limited to the instance's volume (beneath the pool root, which is root's).
+  std::string ml_root = dir, ml = "ml";
+  if (!opts_.scratch_pool.empty()) {
+    KILN_RETURN_IF_ERROR(scratch::Create(opts_.scratch_pool, req.instance_id, VolumeBytes(req), owner));
+    ml_root = opts_.scratch_pool;
+    ml = req.instance_id;
+  }
+  for (const char* sub : {"input/config", "input/data", "model", "output/data", "code", "checkpoints", ".kiln/bin"})
+    KILN_RETURN_IF_ERROR(MakeDirsBeneath(ml_root, ml + "/" + sub, owner, OwnLeaf::kCreatedOnly));
+  const std::string ml_dir = ml_root + "/" + ml;
+  if (chmod(ml_dir.c_str(), 0700) != 0) return Internal("chmod " + ml_dir + ": " + strerror(errno));
   KILN_RETURN_IF_ERROR(MakeDirsBeneath(dir, "sock", DirOwner{}, OwnLeaf::kCreatedOnly));
   for (const auto& [ch, path] : req.spec.inputs) {
-    KILN_RETURN_IF_ERROR(MakeDirsBeneath(dir, "ml/input/data/" + ch, owner, OwnLeaf::kCreatedOnly));
+    KILN_RETURN_IF_ERROR(MakeDirsBeneath(ml_root, ml + "/input/data/" + ch, owner, OwnLeaf::kCreatedOnly));
     if (access(path.c_str(), R_OK) != 0)
       return InvalidArgument("inputs." + ch,
                              "input path " + path + " is not readable: " + std::string(strerror(errno)));
@@ -478,7 +490,7 @@ Result<std::string> LocalBackend::Spawn(const LaunchRequest& req, const std::str
     KILN_RETURN_IF_ERROR(MakeJobDir(u.destination));
     auto local = RelativeBeneath(sandbox::kRoot, u.local_path);
     if (local && !local->empty())
-      KILN_RETURN_IF_ERROR(MakeDirsBeneath(dir + "/ml", *local, owner, OwnLeaf::kCreatedOnly));
+      KILN_RETURN_IF_ERROR(MakeDirsBeneath(ScratchDir(req.instance_id), *local, owner, OwnLeaf::kCreatedOnly));
   }
   if (!req.spec.checkpoint_dir.empty()) KILN_RETURN_IF_ERROR(MakeJobDir(req.spec.checkpoint_dir));
   KILN_RETURN_IF_ERROR(WriteFileAtomic(dir + "/hosts", HostsFile(req.job_id, req.spec.instance_count, opts_.network),
@@ -508,6 +520,10 @@ Result<std::string> LocalBackend::Spawn(const LaunchRequest& req, const std::str
   launch.gid = owner.gid;
   launch.seccomp = true;
   launch.pids_max = opts_.pids_max;
+  if (!opts_.scratch_pool.empty()) {
+    launch.scratch = ScratchDir(req.instance_id);
+    launch.volume_bytes = VolumeBytes(req);
+  }
   launch.network = opts_.network;
   if (opts_.network == supervisor::NetworkMode::kPrivate && req.spec.instance_count > 1)
     launch.link = supervisor::JobLink{"kb" + Hex(Fnv(req.job_id), 8),
@@ -690,9 +706,12 @@ Status LocalBackend::Stop(const std::string& id, const std::string& handle, int6
 }
 
 Status LocalBackend::Cleanup(const std::string& id, const std::string&) {
-  // Logs, status and /opt/ml stay for inspection; the supervisor already removed
-  // the cgroups. Large inputs are bind mounts, so nothing was copied.
-  return Status::Ok();
+  // Logs and status stay for inspection; the supervisor already removed the
+  // cgroups. Large inputs are bind mounts, so nothing was copied. /opt/ml stays
+  // too, unless it is a subvolume of the scratch pool: that is the instance's
+  // volume, and like SageMaker's it goes with the instance.
+  if (opts_.scratch_pool.empty()) return Status::Ok();
+  return scratch::Remove(opts_.scratch_pool, id);
 }
 
 void LocalBackend::RemoveLeftoverLink(const std::string& id) const {

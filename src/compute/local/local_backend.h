@@ -55,6 +55,11 @@ struct LocalBackendOptions {
   // team's write paths (and its own default output under artifacts/); a team
   // not listed may use none.
   std::map<std::string, TeamData> teams;
+  // Disk quotas: a btrfs filesystem with quotas on (scratch::PreparePool), where
+  // each instance's /opt/ml is a subvolume limited to its volume size, deleted
+  // at cleanup. "": /opt/ml is the instance directory's ml/, with no quota.
+  std::string scratch_pool;
+  int default_volume_gb = 30;  // for a spec without instance.volume_gb
 };
 
 // The sandbox command for one instance: bwrap's argv, with "{fd:i}" tokens for
@@ -94,6 +99,13 @@ class LocalBackend final : public ComputeBackend {
     int pidfd;
   };
   std::string Dir(const std::string& id) const { return opts_.instances_dir + "/" + id; }
+  // The instance's /opt/ml on the host: its subvolume in the scratch pool, or <dir>/ml.
+  std::string ScratchDir(const std::string& id) const {
+    return opts_.scratch_pool.empty() ? Dir(id) + "/ml" : opts_.scratch_pool + "/" + id;
+  }
+  int64_t VolumeBytes(const LaunchRequest& req) const {
+    return int64_t{req.spec.volume_gb > 0 ? req.spec.volume_gb : opts_.default_volume_gb} * 1000 * 1000 * 1000;
+  }
   // Adds a bind of `source` at `dest`: through a descriptor the supervisor opens
   // when `source` is under the data dir, else a path bwrap opens as the job's user.
   void AddBind(SandboxCommand& c, const std::string& source, const std::string& dest, bool writable,

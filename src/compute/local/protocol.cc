@@ -58,6 +58,9 @@ Status DecodeIsolation(const json& j, LaunchFile& f) {
   }
   KILN_RETURN_IF_ERROR(ReadField(j, "seccomp", f.seccomp));
   KILN_RETURN_IF_ERROR(ReadField(j, "pids_max", f.pids_max));
+  KILN_RETURN_IF_ERROR(ReadField(j, "scratch", f.scratch));
+  KILN_RETURN_IF_ERROR(ReadField(j, "volume_bytes", f.volume_bytes));
+  if (!f.scratch.empty() && f.scratch[0] != '/') return InvalidArgument("scratch", "scratch must be absolute");
   if (j.contains("fd_binds") && !j["fd_binds"].is_null()) {
     if (!j["fd_binds"].is_array()) return InvalidArgument("fd_binds", "fd_binds must be an array");
     for (const auto& b : j["fd_binds"]) {
@@ -96,7 +99,9 @@ std::string Encode(const LaunchFile& f) {
                                : json(nullptr)},
                {"seccomp", f.seccomp},
                {"pids_max", f.pids_max},
-               {"fd_binds", FdBindsJson(f.fd_binds)}});
+               {"fd_binds", FdBindsJson(f.fd_binds)},
+               {"scratch", f.scratch},
+               {"volume_bytes", f.volume_bytes}});
 }
 
 Result<LaunchFile> DecodeLaunchFile(const std::string& text) {

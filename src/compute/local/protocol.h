@@ -84,6 +84,10 @@ struct LaunchFile {
   bool seccomp = false;          // "{seccomp}" in argv becomes the filter's descriptor
   int64_t pids_max = 0;          // 0: no limit
   std::vector<FdBind> fd_binds;  // "{fd:<i>}" in argv
+  // The instance's /opt/ml on the host: "" is <instance dir>/ml. With disk quotas,
+  // a subvolume of the scratch pool limited to `volume_bytes` (0: no quota).
+  std::string scratch;
+  int64_t volume_bytes = 0;
 };
 std::string Encode(const LaunchFile& f);
 // kInvalidArgument (naming the field) for a malformed file, kFailedPrecondition for

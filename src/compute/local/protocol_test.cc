@@ -44,6 +44,8 @@ TEST(Protocol, IsolationRoundTrips) {
   f.seccomp = true;
   f.pids_max = 512;
   f.fd_binds = {{"/data/instances/j-1.1.0", "ml"}, {"/usr/lib/kiln", ""}};
+  f.scratch = "/data/scratch/j-1.1.0";
+  f.volume_bytes = int64_t{30} << 30;
   auto back = DecodeLaunchFile(Encode(f));
   ASSERT_TRUE(back.ok()) << back.status().ToString();
   EXPECT_EQ(back->uid, f.uid);
@@ -58,6 +60,8 @@ TEST(Protocol, IsolationRoundTrips) {
   ASSERT_EQ(back->fd_binds.size(), 2U);
   EXPECT_EQ(back->fd_binds[0].root, "/data/instances/j-1.1.0");
   EXPECT_EQ(back->fd_binds[0].relative, "ml");
+  EXPECT_EQ(back->scratch, f.scratch);
+  EXPECT_EQ(back->volume_bytes, f.volume_bytes);
 }
 
 TEST(Protocol, MalformedIsolationNamesTheField) {
@@ -65,6 +69,7 @@ TEST(Protocol, MalformedIsolationNamesTheField) {
   EXPECT_EQ(DecodeLaunchFile(head + R"("network":"bridge"})").status().field(), "network");
   EXPECT_EQ(DecodeLaunchFile(head + R"("uid":-1})").status().field(), "uid");
   EXPECT_EQ(DecodeLaunchFile(head + R"("fd_binds":[{"root":"rel"}]})").status().field(), "fd_binds");
+  EXPECT_EQ(DecodeLaunchFile(head + R"("scratch":"relative/ml"})").status().field(), "scratch");
   EXPECT_EQ(DecodeLaunchFile(head + R"("link":{"bridge":"a-name-that-is-too-long","host_veth":"v","address":"x"}})")
                 .status()
                 .field(),

@@ -25,6 +25,7 @@
 #include "compute/local/cgroup.h"
 #include "compute/local/isolation.h"
 #include "compute/local/protocol.h"
+#include "compute/local/scratch.h"
 
 namespace kiln {
 
@@ -76,11 +77,11 @@ std::string ReadHead(const std::string& path, size_t max) {
 }
 
 // The first `max` bytes of a file the job may have written, under its /opt/ml (the
-// instance's ml/ directory): resolved beneath it, never through a symlink the job
+// instance's scratch directory): resolved beneath it, never through a symlink the job
 // planted, regular files only. "" if absent or refused.
-std::string ReadJobFile(const std::string& dir, const char* sandbox_path, size_t max) {
+std::string ReadJobFile(const std::string& ml, const char* sandbox_path, size_t max) {
   const std::string relative = std::string(sandbox_path).substr(std::string(sandbox::kRoot).size() + 1);
-  auto text = ReadFileBeneath(dir + "/ml", relative, max);
+  auto text = ReadFileBeneath(ml, relative, max);
   if (!text.ok()) {
     if (text.status().code() != Code::kNotFound)
       fprintf(stderr, "kiln-supervisor: %s\n", text.status().message().c_str());
@@ -345,6 +346,27 @@ WaitOutcome WaitForSandbox(const std::string& dir, const LaunchFile& launch, pid
 // out of disk.
 constexpr uint64_t kDiskFullBytes = 1 << 20;
 
+// Why a failed job may have failed for lack of disk, or "": its volume's quota
+// is used up, or the filesystem of its /opt/ml has nothing left for jobs (jobs
+// run unprivileged, so the root reserve still holds kilnd's own writes).
+std::string OutOfDisk(const std::string& ml, int64_t volume_bytes) {
+  if (volume_bytes > 0) {
+    auto use = scratch::UsageOf(ml);
+    if (use.ok() && use->limit_bytes > 0 && use->used_bytes + kDiskFullBytes >= use->limit_bytes) {
+      char buf[256];
+      snprintf(buf, sizeof(buf),
+               "OutOfDisk: the instance used all of its volume: %.1f of %.1f GB in /opt/ml (instance.volume_gb, "
+               "VolumeSizeInGB)",
+               static_cast<double>(use->used_bytes) / 1e9, static_cast<double>(use->limit_bytes) / 1e9);
+      return buf;
+    }
+  }
+  struct statvfs fs {};
+  if (statvfs(ml.c_str(), &fs) == 0 && static_cast<uint64_t>(fs.f_bavail) * fs.f_frsize < kDiskFullBytes)
+    return "OutOfDisk: the filesystem of the instance's /opt/ml (" + ml + ") has no space left for jobs";
+  return "";
+}
+
 // The exit report: the entrypoint's own account of the user command when it got
 // to write one (exit.json), else the sandbox's wait status.
 ExitReport ExitOf(const std::string& dir, const LaunchFile& launch, const WaitOutcome& w,
@@ -356,7 +378,8 @@ ExitReport ExitOf(const std::string& dir, const LaunchFile& launch, const WaitOu
     x.failure = SanitizeUtf8(TruncateUtf8(setup_error, 1024));
     return x;
   }
-  auto ep = ExitReportFromJson(nlohmann::json::parse(ReadJobFile(dir, sandbox::kExitFile, 1 << 16), nullptr, false));
+  const std::string ml = launch.scratch.empty() ? dir + "/ml" : launch.scratch;
+  auto ep = ExitReportFromJson(nlohmann::json::parse(ReadJobFile(ml, sandbox::kExitFile, 1 << 16), nullptr, false));
   if (ep.ok()) {
     // Only what the entrypoint records: exit.json lies in the job's /opt/ml, so
     // the rest (oom, peak memory, failure, message) never comes from it.
@@ -375,15 +398,11 @@ ExitReport ExitOf(const std::string& dir, const LaunchFile& launch, const WaitOu
     x.exit_code = 137;
   }
   x.instance_id = launch.instance_id;
-  x.failure = SanitizeUtf8(ReadJobFile(dir, sandbox::kFailureFile, 1024));
-  x.message = SanitizeUtf8(ReadJobFile(dir, sandbox::kMessageFile, 1024));
-  // A job that failed on a disk with nothing left for it (jobs run unprivileged,
-  // so the filesystem's root reserve still holds kilnd's own writes): say so.
-  struct statvfs fs {};
-  if (x.exit_code != 0 && statvfs((dir + "/ml").c_str(), &fs) == 0 &&
-      static_cast<uint64_t>(fs.f_bavail) * fs.f_frsize < kDiskFullBytes) {
-    std::string why = "OutOfDisk: the filesystem of the instance's /opt/ml (" + dir + ") has no space left for jobs";
-    x.failure = TruncateUtf8(x.failure.empty() ? why : why + "; the job said: " + x.failure, 1024);
+  x.failure = SanitizeUtf8(ReadJobFile(ml, sandbox::kFailureFile, 1024));
+  x.message = SanitizeUtf8(ReadJobFile(ml, sandbox::kMessageFile, 1024));
+  if (x.exit_code != 0) {
+    const std::string why = OutOfDisk(ml, launch.volume_bytes);
+    if (!why.empty()) x.failure = TruncateUtf8(x.failure.empty() ? why : why + "; the job said: " + x.failure, 1024);
   }
   return x;
 }
