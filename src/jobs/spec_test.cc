@@ -13,7 +13,7 @@ using nlohmann::json;
 json Valid() {
   return json{{"name", "train-1"},
               {"command", {"/usr/bin/python3", "train.py"}},
-              {"instance", {{"type", "ml.m5.large"}, {"count", 2}}},
+              {"instance", {{"type", "ml.m5.large"}, {"count", 2}, {"volume_gb", 50}}},
               {"hyperparameters", {{"lr", 0.1}, {"layers", {1, 2, 3}}}},
               {"environment", {{"A", "1"}}},
               {"inputs", {{"train", "file:///data/train"}}},
@@ -77,6 +77,9 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{R"({"instance": {"count": "2"}})", "instance.count"},
         BadCase{R"({"instance": {"type": "ml.nope"}})", "instance.type"},
         BadCase{R"({"instance": {"cpus": 2}})", "instance.cpus"},
+        BadCase{R"({"instance": {"volume_gb": 0}})", "instance.volume_gb"},
+        BadCase{R"({"instance": {"volume_gb": 16385}})", "instance.volume_gb"},
+        BadCase{R"({"instance": {"volume_gb": "30"}})", "instance.volume_gb"},
         BadCase{R"({"hyperparameters": [1]})", "hyperparameters"},
         BadCase{R"({"environment": {"1BAD": "x"}})", "environment.1BAD"},
         BadCase{R"({"environment": {"OK": {"x": 1}}})", "environment.OK"},
@@ -170,6 +173,7 @@ JobSpec Built() {
   s.command = {"/usr/bin/python3", "train.py"};
   s.instance_type = "ml.m5.large";
   s.instance_count = 2;
+  s.volume_gb = 50;
   s.hyperparameters = {{"lr", 0.1}, {"layers", {1, 2, 3}}};
   s.environment = {{"A", "1"}};
   s.inputs = {{"train", "/data/train"}};

@@ -91,6 +91,7 @@ TEST(Translate, TrainingRequestToSpec) {
   EXPECT_EQ(s->checkpoint_dir, "/data/s3/ckpt/sk-1");
   EXPECT_EQ(s->code_archive, "/data/s3/code/sk/sourcedir.tar.gz");
   EXPECT_EQ(s->instance_count, 2);
+  EXPECT_EQ(s->volume_gb, 1);  // ResourceConfig.VolumeSizeInGB: the instance's disk quota
   EXPECT_EQ(s->max_runtime_seconds, 600);
   EXPECT_EQ(s->tags.at("project"), "iris");
   EXPECT_TRUE(s->pack_output_data);
@@ -147,6 +148,7 @@ TEST(Translate, ProcessingPathsStayUnderProcessing) {
   ASSERT_TRUE(ServiceModel::SageMaker().ValidateInput("CreateProcessingJob", r).ok());
   auto s = ProcessingSpec(r, Ctx(cat), "t");
   ASSERT_TRUE(s.ok()) << s.status().ToString();
+  EXPECT_EQ(s->volume_gb, 1);
   ASSERT_EQ(s->mounts.size(), 1u);
   EXPECT_EQ(s->mounts[0].target, "/opt/ml/processing/input");
   ASSERT_EQ(s->uploads.size(), 1u);
