@@ -72,7 +72,7 @@ class ChaosE2E(KilndHarness):
             for i, name in enumerate(names):
                 multi = i % 10 == 9  # some two-instance jobs: bridges, handshakes in pairs
                 spec = self.spec(name, ["/bin/sh", "-c",
-                                        "echo run-$SM_CURRENT_HOST >> /opt/ml/checkpoints/ran; sleep 0.1"],
+                                        "echo run >> /opt/ml/checkpoints/ran-$SM_CURRENT_HOST; sleep 0.1"],
                                  checkpoint_dir=os.path.join(base, name),
                                  instance={"type": "local.small", "count": 2 if multi else 1})
                 with lock:
@@ -93,9 +93,14 @@ class ChaosE2E(KilndHarness):
         bad = {n: (j["status"], j.get("failure_reason")) for n, j in final.items() if j["status"] != "Completed"}
         self.assertEqual(bad, {}, "lost or failed jobs (seed %d)" % seed)
         for i, name in enumerate(names):
-            with open(os.path.join(base, name, "ran")) as f:
-                runs = sorted(f.read().split())
-            want = ["run-algo-1", "run-algo-2"] if i % 10 == 9 else ["run-algo-1"]
+            # One file per instance (instances share the checkpoint directory,
+            # and like SageMaker's S3 sync the last writer of a file wins); a
+            # second run would have appended a second line to its file.
+            runs = []
+            for ran in sorted(glob.glob(os.path.join(base, name, "ran-*"))):
+                with open(ran) as f:
+                    runs += ["%s:%s" % (os.path.basename(ran), line) for line in f.read().split()]
+            want = ["ran-algo-1:run", "ran-algo-2:run"] if i % 10 == 9 else ["ran-algo-1:run"]
             self.assertEqual(runs, want, "%s ran %s (seed %d)" % (name, runs, seed))
         # Nothing leaked: every instance's cgroups removed, no mount or bridge left.
         iids = [os.path.basename(d) for d in glob.glob(os.path.join(self.data, "instances", "*"))]

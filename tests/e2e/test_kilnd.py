@@ -740,13 +740,13 @@ class KilndE2E(KilndHarness):
         name = unique("logf")
         out = os.path.join(self.tmp, "out-" + name)
         os.makedirs(out)
-        go = os.path.join(out, name, "output", "go")
-        # Lines 1-3, then wait (up to 30 s) for the test to create GO, which it does only
-        # after it has *received* line-3 through the follow stream; then lines 4-5.
+        # Lines 1-3, then wait (up to 30 s) for the test to create GO in the job's
+        # /opt/ml, which it does only after it has *received* line-3 through the
+        # follow stream; then lines 4-5.
         cmd = ("for i in 1 2 3; do echo line-$i; sleep 0.2; done; n=0; "
-               "while [ ! -e %s ] && [ $n -lt 300 ]; do sleep 0.1; n=$((n+1)); done; "
-               "[ -e %s ] || { echo 'never got go' >&2; exit 1; }; "
-               "for i in 4 5; do echo line-$i; sleep 0.2; done") % (go, go)
+               "while [ ! -e /opt/ml/output/data/go ] && [ $n -lt 300 ]; do sleep 0.1; n=$((n+1)); done; "
+               "[ -e /opt/ml/output/data/go ] || { echo 'never got go' >&2; exit 1; }; "
+               "for i in 4 5; do echo line-$i; sleep 0.2; done")
         job = self.submit(self.spec(name, cmd, output="file://" + out))
         jid = job["id"]
         host, port = self.addr.rsplit(":", 1)
@@ -765,7 +765,7 @@ class KilndE2E(KilndHarness):
                     got.append(line)
                 if line == "line-3":
                     self.assertNotIn(self.get_job(jid)["status"], TERMINAL)
-                    open(go, "w").close()
+                    open(os.path.join(self.scratch_dir(jid + ".1.0"), "output", "data", "go"), "w").close()
         finally:
             conn.close()
         self.assertEqual(got, ["line-%d" % i for i in range(1, 6)])
@@ -846,14 +846,14 @@ class KilndE2E(KilndHarness):
         tok = uuid.uuid4().hex[:6]
         out = os.path.join(self.tmp, "out-crash-" + tok)
         os.makedirs(out)
-        go = {k: os.path.join(out, "crash-%s-%s" % (k, tok), "output", "go") for k in ("ok", "fail")}
-        # "ok" and "fail" run until the test creates their GO file (which it does only
-        # once kilnd is dead), so they certainly end while kilnd is down.
-        wait_go = "n=0; while [ ! -e %s ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n+1)); done; "
+        # "ok" and "fail" run until the test creates their GO file in their /opt/ml
+        # (which it does only once kilnd is dead), so they certainly end while kilnd is down.
+        wait_go = ("n=0; while [ ! -e /opt/ml/output/data/go ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n+1)); "
+                   "done; ")
         specs = {
-            "ok": self.spec("crash-ok-" + tok, "echo crash-marker-ok; " + wait_go % go["ok"] + "exit 0",
+            "ok": self.spec("crash-ok-" + tok, "echo crash-marker-ok; " + wait_go + "exit 0",
                             output="file://" + out),
-            "fail": self.spec("crash-fail-" + tok, "echo crash-marker-fail; " + wait_go % go["fail"] + "exit 4",
+            "fail": self.spec("crash-fail-" + tok, "echo crash-marker-fail; " + wait_go + "exit 4",
                               output="file://" + out),
             "long": self.spec("crash-long-" + tok, "echo crash-marker-long; exec sleep 60", stop_grace_seconds=2),
         }
@@ -873,7 +873,7 @@ class KilndE2E(KilndHarness):
         # Crash kilnd while all three run.
         self.stop_kilnd(signal.SIGKILL)
         for k in ("ok", "fail"):
-            open(go[k], "w").close()
+            open(os.path.join(self.scratch_dir(inst[k]), "output", "data", "go"), "w").close()
         deadline = time.monotonic() + DEADLINE_S
         for k in ("ok", "fail"):
             st_file = os.path.join(self.instance_dir(inst[k]), "status.json")

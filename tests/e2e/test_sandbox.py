@@ -337,10 +337,24 @@ class SandboxE2E(KilndHarness):
 
     def test_03_checkpoint_symlink_does_not_redirect_a_later_job(self):
         base = os.path.join(self.tmp, "ckpt-" + unique("c"))  # kilnd creates it, for the job's user
-        # Job A owns the checkpoint directory and plants a link to /etc in it.
-        job = self.run_job("ckpt-a", ["/bin/sh", "-c", "ln -s /etc /opt/ml/checkpoints/evil"], checkpoint_dir=base)
+        # Job A plants a link to /etc among its checkpoints: the supervisor publishes
+        # its checkpoints from its volume, and a symlink is not among what it copies.
+        job = self.run_job("ckpt-a", ["/bin/sh", "-c", "ln -s /etc /opt/ml/checkpoints/evil; "
+                                      "echo kept > /opt/ml/checkpoints/real"], checkpoint_dir=base)
         self.assertEqual(job["status"], "Completed", self.logs(job["id"]))
-        self.assertTrue(os.path.islink(os.path.join(base, "evil")))
+        with open(os.path.join(base, "real")) as f:
+            self.assertEqual(f.read(), "kept\n")
+        self.assertFalse(os.path.lexists(os.path.join(base, "evil")))
+        # Job A' replaces its checkpoint directory by a link to /etc: nothing of /etc
+        # is published, and the job fails saying why.
+        other = os.path.join(self.tmp, "ckpt-" + unique("c"))
+        job = self.run_job("ckpt-a2", ["/bin/sh", "-c", "rm -rf /opt/ml/checkpoints && ln -s /etc /opt/ml/checkpoints"],
+                           checkpoint_dir=other)
+        self.assertEqual(job["status"], "Failed", job)
+        self.assertIn("OutputPublishFailed", job["failure_reason"])
+        self.assertEqual(os.listdir(other), [])
+        # Planted some other way (a kilnd without disk quotas binds checkpoints in place).
+        os.symlink("/etc", os.path.join(base, "evil"))
         # Job B's checkpoint path goes through that link: refused, nothing created in /etc.
         job = self.run_job("ckpt-b", ["/bin/sh", "-c", "touch /opt/ml/checkpoints/pwned"],
                            checkpoint_dir=os.path.join(base, "evil", "kiln-probe-dir"))

@@ -97,11 +97,15 @@ void SandboxCommand::AddFdBind(supervisor::FdBind bind, const std::string& dest,
 
 void LocalBackend::AddBind(SandboxCommand& c, const std::string& source, const std::string& dest, bool writable,
                            const std::string& team) const {
+  c.AddFdBind(BindSource(source, writable, team), dest, writable);
+}
+
+supervisor::FdBind LocalBackend::BindSource(const std::string& source, bool writable, const std::string& team) const {
   supervisor::FdBind b;
   if (auto rel = RelativeBeneath(opts_.data_dir, source)) {  // beneath the data dir, no symlinks
     b.root = opts_.data_dir;
     b.relative = *rel;
-    return c.AddFdBind(std::move(b), dest, writable);
+    return b;
   }
   if (writable) {  // beneath the root it was created under, no symlinks (a job may own the parent)
     std::vector<std::string> roots = opts_.writable_roots;
@@ -110,7 +114,7 @@ void LocalBackend::AddBind(SandboxCommand& c, const std::string& source, const s
       if (auto rel = RelativeBeneath(root, source)) {
         b.root = fs::path(root).lexically_normal().string();
         b.relative = *rel;
-        return c.AddFdBind(std::move(b), dest, writable);
+        return b;
       }
   }
   // A host path the spec named: opened as the job's user, judged by its real path.
@@ -124,7 +128,7 @@ void LocalBackend::AddBind(SandboxCommand& c, const std::string& source, const s
   } else if (!opts_.teams.empty()) {
     b.allowed = {"/nonexistent-team-namespace"};  // refused earlier by CheckTeamPaths anyway
   }
-  c.AddFdBind(std::move(b), dest, writable);
+  return b;
 }
 
 // Binds `source` at `target` read-only: all of it, or this instance's shard.
@@ -256,13 +260,40 @@ SandboxCommand LocalBackend::SandboxArgv(const LaunchRequest& req, const std::st
     BindData(ro, path, target, sharded ? Distribution::kShardedByKey : Distribution::kFullyReplicated, req.index, n, a);
   }
   for (const auto& m : req.spec.mounts) BindData(ro, m.source, m.target, m.distribution, req.index, n, a);
-  for (size_t i = 0; i < req.spec.uploads.size(); ++i)
-    AddBind(c, req.spec.uploads[i].destination, sandbox::kUploadsPrefix + std::to_string(i), true, req.spec.team);
-  if (!req.spec.checkpoint_dir.empty())
-    AddBind(c, req.spec.checkpoint_dir, sandbox::kCheckpointsDir, true, req.spec.team);
+  // What the job writes for the host: with a volume, staged on it (so it counts
+  // against the quota) and published by the supervisor when the job ended;
+  // checkpoints and the output directory are seeded onto it first. Without one,
+  // bound in place.
+  const bool staged = !opts_.scratch_pool.empty();
+  auto in_volume = [](const std::string& path) { return *RelativeBeneath(sandbox::kRoot, path); };
+  for (size_t i = 0; i < req.spec.uploads.size(); ++i) {
+    const std::string at = sandbox::kUploadsPrefix + std::to_string(i);
+    if (staged) {
+      c.publish.push_back({in_volume(at), BindSource(req.spec.uploads[i].destination, true, req.spec.team)});
+    } else {
+      AddBind(c, req.spec.uploads[i].destination, at, true, req.spec.team);
+    }
+  }
+  if (!req.spec.checkpoint_dir.empty()) {
+    if (staged) {
+      const supervisor::FdBind host = BindSource(req.spec.checkpoint_dir, true, req.spec.team);
+      c.seed.push_back({in_volume(sandbox::kCheckpointsDir), host});
+      c.publish.push_back({in_volume(sandbox::kCheckpointsDir), host});
+    } else {
+      AddBind(c, req.spec.checkpoint_dir, sandbox::kCheckpointsDir, true, req.spec.team);
+    }
+  }
   if (!req.spec.code_archive.empty()) AddBind(c, req.spec.code_archive, sandbox::kSourceArchive, false, req.spec.team);
   c.AddFdBind({dir, "hosts"}, "/etc/hosts", false);
-  AddBind(c, req.output_dir, req.output_dir, true, req.spec.team);
+  if (staged) {
+    // The job sees its output directory as it was (a retry, what the last attempt left).
+    const supervisor::FdBind host = BindSource(req.output_dir, true, req.spec.team);
+    c.AddFdBind({opts_.scratch_pool, req.instance_id + "/" + kStagedOutput}, req.output_dir, true);
+    c.seed.push_back({kStagedOutput, host});
+    c.publish.push_back({kStagedOutput, host});
+  } else {
+    AddBind(c, req.output_dir, req.output_dir, true, req.spec.team);
+  }
   // kilnd's sockets: this instance's StatsD socket directory, and the runtime API.
   c.AddFdBind({dir, "sock"}, sandbox::kMetricsDir, false);
   if (!opts_.runtime_socket.empty()) {
@@ -452,6 +483,13 @@ Status LocalBackend::PrepareInstanceDir(const LaunchRequest& req, const std::str
   }
   for (const char* sub : {"input/config", "input/data", "model", "output/data", "code", "checkpoints", ".kiln/bin"})
     KILN_RETURN_IF_ERROR(MakeDirsBeneath(ml_root, ml + "/" + sub, owner, OwnLeaf::kCreatedOnly));
+  if (!opts_.scratch_pool.empty()) {  // staged for the supervisor to publish
+    KILN_RETURN_IF_ERROR(MakeDirsBeneath(ml_root, ml + "/" + kStagedOutput, owner, OwnLeaf::kCreatedOnly));
+    for (size_t i = 0; i < req.spec.uploads.size(); ++i)
+      KILN_RETURN_IF_ERROR(MakeDirsBeneath(
+          ml_root, ml + "/" + *RelativeBeneath(sandbox::kRoot, sandbox::kUploadsPrefix + std::to_string(i)), owner,
+          OwnLeaf::kCreatedOnly));
+  }
   const std::string ml_dir = ml_root + "/" + ml;
   if (chmod(ml_dir.c_str(), 0700) != 0) return Internal("chmod " + ml_dir + ": " + strerror(errno));
   KILN_RETURN_IF_ERROR(MakeDirsBeneath(dir, "sock", DirOwner{}, OwnLeaf::kCreatedOnly));
@@ -515,6 +553,8 @@ Result<std::string> LocalBackend::Spawn(const LaunchRequest& req, const std::str
   SandboxCommand command = SandboxArgv(req, dir);
   launch.argv = std::move(command.argv);
   launch.fd_binds = std::move(command.fd_binds);
+  launch.seed = std::move(command.seed);
+  launch.publish = std::move(command.publish);
   launch.env = std::move(env);
   launch.uid = owner.uid;
   launch.gid = owner.gid;

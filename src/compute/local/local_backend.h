@@ -67,6 +67,7 @@ struct LocalBackendOptions {
 struct SandboxCommand {
   std::vector<std::string> argv;
   std::vector<supervisor::FdBind> fd_binds;
+  std::vector<supervisor::Transfer> seed, publish;  // with a scratch volume (LaunchFile)
   // Appends "--bind-fd"/"--ro-bind-fd" "{fd:<i>}" `dest` for `bind`.
   void AddFdBind(supervisor::FdBind bind, const std::string& dest, bool writable);
 };
@@ -110,6 +111,10 @@ class LocalBackend final : public ComputeBackend {
   // when `source` is under the data dir, else a path bwrap opens as the job's user.
   void AddBind(SandboxCommand& c, const std::string& source, const std::string& dest, bool writable,
                const std::string& team) const;
+  // How the supervisor opens `source` (for a bind, a seed or a publish).
+  supervisor::FdBind BindSource(const std::string& source, bool writable, const std::string& team) const;
+  // Where, in an instance's volume, the job's output directory is staged.
+  static constexpr char kStagedOutput[] = ".kiln/publish/output";
   // Creates a directory the job writes to (output, checkpoints, uploads) and gives
   // it to the job's user: beneath the data dir without following symlinks (and
   // the leaf always), elsewhere only the directories this call creates.

@@ -26,16 +26,53 @@ Result<json> ParseVersioned(const std::string& text, const char* what) {
   return j;
 }
 
+json FdBindJson(const FdBind& b) {
+  json j = {{"root", b.root}, {"relative", b.relative}};
+  if (b.as_job_user) j["as_job_user"] = true;
+  if (!b.forbidden.empty()) j["forbidden"] = b.forbidden;
+  if (!b.allowed.empty()) j["allowed"] = b.allowed;
+  return j;
+}
+
 json FdBindsJson(const std::vector<FdBind>& binds) {
   json a = json::array();
-  for (const auto& b : binds) {
-    json j = {{"root", b.root}, {"relative", b.relative}};
-    if (b.as_job_user) j["as_job_user"] = true;
-    if (!b.forbidden.empty()) j["forbidden"] = b.forbidden;
-    if (!b.allowed.empty()) j["allowed"] = b.allowed;
-    a.push_back(std::move(j));
-  }
+  for (const auto& b : binds) a.push_back(FdBindJson(b));
   return a;
+}
+
+json TransfersJson(const std::vector<Transfer>& transfers) {
+  json a = json::array();
+  for (const auto& t : transfers) a.push_back({{"scratch", t.scratch}, {"host", FdBindJson(t.host)}});
+  return a;
+}
+
+Result<FdBind> DecodeFdBind(const json& b, const char* field) {
+  FdBind fb;
+  if (!b.is_object()) return InvalidArgument(field, std::string(field) + " entries must be objects");
+  KILN_RETURN_IF_ERROR(RequireField(b, "root", fb.root));
+  KILN_RETURN_IF_ERROR(ReadField(b, "relative", fb.relative));
+  KILN_RETURN_IF_ERROR(ReadField(b, "as_job_user", fb.as_job_user));
+  KILN_RETURN_IF_ERROR(ReadField(b, "forbidden", fb.forbidden));
+  KILN_RETURN_IF_ERROR(ReadField(b, "allowed", fb.allowed));
+  if (fb.root.empty() || fb.root[0] != '/') return InvalidArgument(field, std::string(field) + " roots must be absolute");
+  return fb;
+}
+
+Status DecodeTransfers(const json& j, const char* field, std::vector<Transfer>& out) {
+  if (!j.contains(field) || j[field].is_null()) return Status::Ok();
+  if (!j[field].is_array()) return InvalidArgument(field, std::string(field) + " must be an array");
+  for (const auto& t : j[field]) {
+    Transfer tr;
+    if (!t.is_object() || !t.contains("host")) return InvalidArgument(field, std::string(field) + " entries need host");
+    KILN_RETURN_IF_ERROR(RequireField(t, "scratch", tr.scratch));
+    if (tr.scratch.empty() || tr.scratch[0] == '/' || tr.scratch.find("..") != std::string::npos)
+      return InvalidArgument(field, std::string(field) + " scratch paths are relative, without ..");
+    auto host = DecodeFdBind(t["host"], field);
+    if (!host.ok()) return host.status();
+    tr.host = std::move(*host);
+    out.push_back(std::move(tr));
+  }
+  return Status::Ok();
 }
 
 Status DecodeIsolation(const json& j, LaunchFile& f) {
@@ -61,17 +98,16 @@ Status DecodeIsolation(const json& j, LaunchFile& f) {
   KILN_RETURN_IF_ERROR(ReadField(j, "scratch", f.scratch));
   KILN_RETURN_IF_ERROR(ReadField(j, "volume_bytes", f.volume_bytes));
   if (!f.scratch.empty() && f.scratch[0] != '/') return InvalidArgument("scratch", "scratch must be absolute");
+  KILN_RETURN_IF_ERROR(DecodeTransfers(j, "seed", f.seed));
+  KILN_RETURN_IF_ERROR(DecodeTransfers(j, "publish", f.publish));
+  if ((!f.seed.empty() || !f.publish.empty()) && f.scratch.empty())
+    return InvalidArgument("scratch", "seed and publish need a scratch volume");
   if (j.contains("fd_binds") && !j["fd_binds"].is_null()) {
     if (!j["fd_binds"].is_array()) return InvalidArgument("fd_binds", "fd_binds must be an array");
     for (const auto& b : j["fd_binds"]) {
-      FdBind fb;
-      KILN_RETURN_IF_ERROR(RequireField(b, "root", fb.root));
-      KILN_RETURN_IF_ERROR(ReadField(b, "relative", fb.relative));
-      KILN_RETURN_IF_ERROR(ReadField(b, "as_job_user", fb.as_job_user));
-      KILN_RETURN_IF_ERROR(ReadField(b, "forbidden", fb.forbidden));
-      KILN_RETURN_IF_ERROR(ReadField(b, "allowed", fb.allowed));
-      if (fb.root.empty() || fb.root[0] != '/') return InvalidArgument("fd_binds", "fd_binds roots must be absolute");
-      f.fd_binds.push_back(std::move(fb));
+      auto fb = DecodeFdBind(b, "fd_binds");
+      if (!fb.ok()) return fb.status();
+      f.fd_binds.push_back(std::move(*fb));
     }
   }
   return Status::Ok();
@@ -101,7 +137,9 @@ std::string Encode(const LaunchFile& f) {
                {"pids_max", f.pids_max},
                {"fd_binds", FdBindsJson(f.fd_binds)},
                {"scratch", f.scratch},
-               {"volume_bytes", f.volume_bytes}});
+               {"volume_bytes", f.volume_bytes},
+               {"seed", TransfersJson(f.seed)},
+               {"publish", TransfersJson(f.publish)}});
 }
 
 Result<LaunchFile> DecodeLaunchFile(const std::string& text) {

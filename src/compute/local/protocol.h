@@ -51,6 +51,13 @@ struct FdBind {
   std::vector<std::string> allowed;
 };
 
+// A directory copied between the instance's volume (`scratch`, relative to
+// LaunchFile::scratch) and the host (`host`, opened like a bind).
+struct Transfer {
+  std::string scratch;
+  FdBind host;
+};
+
 // The network an instance gets.
 enum class NetworkMode {
   kHost,     // the host's network (version 1 files)
@@ -88,6 +95,11 @@ struct LaunchFile {
   // a subvolume of the scratch pool limited to `volume_bytes` (0: no quota).
   std::string scratch;
   int64_t volume_bytes = 0;
+  // With a volume: what the supervisor copies into it before the sandbox starts
+  // (checkpoints), and out of it after the sandbox ended (outputs, uploads,
+  // checkpoints), as the job's user, never through a symlink.
+  std::vector<Transfer> seed;
+  std::vector<Transfer> publish;
 };
 std::string Encode(const LaunchFile& f);
 // kInvalidArgument (naming the field) for a malformed file, kFailedPrecondition for

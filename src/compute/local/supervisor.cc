@@ -26,6 +26,7 @@
 #include "compute/local/isolation.h"
 #include "compute/local/protocol.h"
 #include "compute/local/scratch.h"
+#include "compute/local/transfer.h"
 
 namespace kiln {
 
@@ -165,6 +166,64 @@ Result<int> OpenAsJobUser(const LaunchFile& launch, const supervisor::FdBind& b)
                                                                        : ", outside the team's data"));
   }
   return fd;
+}
+
+class OwnedFd {
+ public:
+  explicit OwnedFd(int fd) : fd_(fd) {}
+  ~OwnedFd() {
+    if (fd_ >= 0) close(fd_);
+  }
+  OwnedFd(const OwnedFd&) = delete;
+  OwnedFd& operator=(const OwnedFd&) = delete;
+  int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+enum class Direction { kSeed, kPublish };
+
+// Copies the launch file's seed (host -> volume) or publish (volume -> host)
+// transfers, as the job's user: the host side opened like a bind, the volume's
+// side beneath it without symlinks. A volume directory the job removed has
+// nothing to publish.
+Status RunTransfers(const LaunchFile& launch, Direction direction) {
+  const auto& list = direction == Direction::kSeed ? launch.seed : launch.publish;
+  const char* verb = direction == Direction::kSeed ? "seeding" : "publishing";
+  for (const auto& tr : list) {
+    const std::string what = std::string(sandbox::kRoot) + "/" + tr.scratch;
+    auto vol = OpenPathBeneath(launch.scratch, tr.scratch);
+    if (!vol.ok() && vol.status().code() == Code::kNotFound && direction == Direction::kPublish) continue;
+    if (!vol.ok()) return Status(vol.status().code(), std::string(verb) + " " + what + ": " + vol.status().message());
+    OwnedFd volume(*vol);
+    auto h = tr.host.as_job_user ? OpenAsJobUser(launch, tr.host) : OpenPathBeneath(tr.host.root, tr.host.relative);
+    if (!h.ok()) return Status(h.status().code(), std::string(verb) + " " + what + ": " + h.status().message());
+    OwnedFd host(*h);
+    setgroups(0, nullptr);
+    setfsgid(launch.gid);
+    setfsuid(launch.uid);
+    transfer::Totals t;
+    Status st = direction == Direction::kSeed ? transfer::CopyTree(host.get(), volume.get(), {}, &t)
+                                              : transfer::CopyTree(volume.get(), host.get(), {}, &t);
+    setfsuid(0);
+    setfsgid(0);
+    fprintf(stderr, "kiln-supervisor: %s %s: %llu files, %llu bytes, %llu unchanged, %llu skipped%s%s\n", verb,
+            what.c_str(), static_cast<unsigned long long>(t.files), static_cast<unsigned long long>(t.bytes),
+            static_cast<unsigned long long>(t.unchanged), static_cast<unsigned long long>(t.skipped),
+            st.ok() ? "" : ": ", st.ok() ? "" : st.message().c_str());
+    if (!st.ok()) return Status(st.code(), std::string(verb) + " " + what + ": " + st.message());
+  }
+  return Status::Ok();
+}
+
+// Why a transfer failed, as a failure reason.
+std::string TransferFailure(Direction direction, const Status& st) {
+  if (st.code() == Code::kResourceExhausted)
+    return "OutOfDisk: " + st.message() +
+           (direction == Direction::kSeed ? " (the checkpoints do not fit the instance's volume: raise volume_gb)"
+                                          : " (the host has no room for the job's outputs)");
+  return (direction == Direction::kSeed ? "CheckpointSeedFailed: " : "OutputPublishFailed: ") + st.message();
 }
 
 // Opens the launch file's fd binds (beneath their roots, no symlinks; or as the
@@ -462,13 +521,23 @@ int RunSupervisor(const std::string& dir, int ready_fd) {
   Ready(ready_fd, {ReadyKind::kOk, ""});
 
   std::string setup_error;
-  pid_t child = SpawnSandbox(*launch, setup, cg, mask, statusp[1], setup_error);
+  if (Status seeded = RunTransfers(*launch, Direction::kSeed); !seeded.ok())
+    setup_error = TransferFailure(Direction::kSeed, seeded);
+  pid_t child = setup_error.empty() ? SpawnSandbox(*launch, setup, cg, mask, statusp[1], setup_error) : -1;
   close(statusp[1]);
   BwrapStatus bwrap(statusp[0]);
   WaitOutcome w;
   if (child > 0) w = WaitForSandbox(dir, *launch, child, sfd, bwrap);
   bwrap.Pump();
   status.exit = ExitOf(dir, *launch, w, setup_error);
+  if (child > 0) {  // what the job staged on its volume, even if it failed (checkpoints above all)
+    if (Status published = RunTransfers(*launch, Direction::kPublish); !published.ok()) {
+      const std::string why = TransferFailure(Direction::kPublish, published);
+      status.exit.failure =
+          TruncateUtf8(status.exit.failure.empty() ? why : why + "; before that: " + status.exit.failure, 1024);
+      if (status.exit.exit_code == 0) status.exit.exit_code = 1;
+    }
+  }
   if (cg.ok()) {
     status.exit.oom = cg->OomKilled();
     status.exit.peak_memory_bytes = cg->PeakMemoryBytes();
