@@ -144,6 +144,31 @@ Result<std::map<std::string, TeamData>> TeamNamespaces(const json& teams, const 
   return out;
 }
 
+// sandbox.egress: {teams: [...], instance_types: [...], subnet: "a.b.c.d/n"}:
+// who gets outbound access (nobody by default).
+Status EgressOptions(const json& egress, LocalBackendOptions& lo) {
+  if (!egress.is_object()) return InvalidArgument("sandbox.egress", "sandbox.egress must be a mapping");
+  for (const auto& [key, value] : egress.items())
+    if (key != "teams" && key != "instance_types" && key != "subnet")
+      return InvalidArgument("sandbox.egress." + key, "unknown field (teams, instance_types, subnet)");
+  auto names = [&](const char* key, std::set<std::string>& out) -> Status {
+    const json list = egress.value(key, json::array());
+    const std::string f = std::string("sandbox.egress.") + key;
+    if (!list.is_array()) return InvalidArgument(f, f + " must be a list of names");
+    for (const auto& n : list) {
+      if (!n.is_string() || n.get<std::string>().empty()) return InvalidArgument(f, f + " must be a list of names");
+      out.insert(n.get<std::string>());
+    }
+    return Status::Ok();
+  };
+  KILN_RETURN_IF_ERROR(names("teams", lo.egress_teams));
+  KILN_RETURN_IF_ERROR(names("instance_types", lo.egress_instance_types));
+  const json subnet = egress.value("subnet", json(lo.egress_subnet));
+  if (!subnet.is_string()) return InvalidArgument("sandbox.egress.subnet", "sandbox.egress.subnet must be a string");
+  lo.egress_subnet = subnet.get<std::string>();
+  return Status::Ok();
+}
+
 Result<LocalBackendOptions> SandboxOptions(const json& config, const smapi::S3Map& s3) {
   LocalBackendOptions lo;
   const json sb = config.value("sandbox", json::object());
@@ -186,6 +211,7 @@ Result<LocalBackendOptions> SandboxOptions(const json& config, const smapi::S3Ma
       lo.capacity_memory_mib = c["memory_mib"].get<int64_t>();
     }
   }
+  KILN_RETURN_IF_ERROR(EgressOptions(sb.value("egress", json::object()), lo));
   if (sb.contains("teams")) {
     auto teams = TeamNamespaces(sb["teams"], s3);
     if (!teams.ok()) return teams.status();

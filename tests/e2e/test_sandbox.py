@@ -579,5 +579,147 @@ class TeamsE2E(KilndHarness):
         self.assertIn("has no data namespace", job["failure_reason"])
 
 
+
+_EGRESS_CONFIG = os.path.join(_CONFIG_DIR, "egress.yaml")
+with open(_EGRESS_CONFIG, "w") as _f:
+    _f.write("sandbox:\n  egress: {teams: [web], instance_types: [local.medium], subnet: 172.30.0.0/16}\n")
+
+OUTSIDE_NS = "kiln-e2e-outside"
+OUTSIDE_ADDR = "198.51.100.2"  # TEST-NET-2: "another network", reached through the host
+OUTSIDE_PORT = 18080
+
+# A TCP server in the outside namespace: answers each connection with the
+# address it came from.
+OUTSIDE_SERVER = r"""
+import socket
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", %d))
+s.listen(16)
+while True:
+    c, peer = s.accept()
+    c.sendall(("peer=%%s\n" %% peer[0]).encode())
+    c.close()
+""" % OUTSIDE_PORT
+
+# Run inside a job: tries each target (host:port) and prints one JSON line.
+EGRESS_PROBE = r"""
+import json, socket, sys
+out = {}
+for target in sys.argv[1:]:
+    host, port = target.rsplit(":", 1)
+    try:
+        c = socket.create_connection((host, int(port)), timeout=2)
+        out[target] = "connected: " + c.recv(100).decode().strip()
+        c.close()
+    except Exception as e:
+        out[target] = "blocked: %s" % e
+print("EGRESS " + json.dumps(out), flush=True)
+"""
+
+
+def _ip(*args, ns=None):
+    cmd = (["ip", "netns", "exec", ns] if ns else []) + ["ip"] + list(args)
+    subprocess.run(cmd, check=True)
+
+
+class EgressE2E(KilndHarness):
+    """sandbox.egress: instances of the listed teams or instance types reach
+    other networks (NAT through the host); others do not; none reaches the host
+    itself, a link-local address (cloud metadata) or another instance. "Other
+    networks" is a network namespace routed through the host."""
+    KILND_ARGS = ["--config", _EGRESS_CONFIG]
+    server = None
+    forward_before = None
+
+    @classmethod
+    def setUpClass(cls):
+        with open("/proc/sys/net/ipv4/ip_forward") as f:
+            cls.forward_before = f.read().strip()
+        subprocess.run(["ip", "netns", "del", OUTSIDE_NS], check=False, stderr=subprocess.DEVNULL)
+        subprocess.run(["ip", "link", "del", "kvoutside"], check=False, stderr=subprocess.DEVNULL)
+        _ip("netns", "add", OUTSIDE_NS)
+        _ip("link", "add", "kvoutside", "type", "veth", "peer", "name", "kvinside", "netns", OUTSIDE_NS)
+        _ip("addr", "add", "198.51.100.1/24", "dev", "kvoutside")
+        _ip("link", "set", "kvoutside", "up")
+        _ip("addr", "add", OUTSIDE_ADDR + "/24", "dev", "kvinside", ns=OUTSIDE_NS)
+        _ip("link", "set", "kvinside", "up", ns=OUTSIDE_NS)
+        _ip("link", "set", "lo", "up", ns=OUTSIDE_NS)
+        _ip("route", "add", "default", "via", "198.51.100.1", ns=OUTSIDE_NS)
+        cls.server = subprocess.Popen(["ip", "netns", "exec", OUTSIDE_NS, "/usr/bin/python3", "-c", OUTSIDE_SERVER])
+        super(EgressE2E, cls).setUpClass()
+
+    @classmethod
+    def start_kilnd(cls, listen="0.0.0.0:0"):  # on every host address: none may be reachable from a job
+        super(EgressE2E, cls).start_kilnd("0.0.0.0:0")
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            super(EgressE2E, cls).tearDownClass()
+        finally:
+            if cls.server:
+                cls.server.kill()
+                cls.server.wait()
+            subprocess.run(["ip", "netns", "del", OUTSIDE_NS], check=False)
+            subprocess.run(["ip", "link", "del", "kvoutside"], check=False, stderr=subprocess.DEVNULL)
+            subprocess.run(["nft", "delete", "table", "ip", "kiln_egress"], check=False)
+            subprocess.run(["ip", "link", "del", "kegress"], check=False, stderr=subprocess.DEVNULL)
+            with open("/proc/sys/net/ipv4/ip_forward", "w") as f:
+                f.write(cls.forward_before)
+
+    def probe(self, name, targets, **kw):
+        job = self.wait_terminal(self.submit(self.spec(
+            unique(name), ["/usr/bin/python3", "-c", EGRESS_PROBE] + targets, **kw))["id"])
+        log = self.logs(job["id"])
+        self.assertEqual(job["status"], "Completed", log[-2000:])
+        return json.loads([l for l in log.splitlines() if l.startswith("EGRESS ")][-1][len("EGRESS "):])
+
+    def host_targets(self):
+        """kilnd's TCP port on every IPv4 address of the host, the egress gateway's included."""
+        port = self.addr.rsplit(":", 1)[1]
+        out = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True, check=True).stdout
+        addrs = {line.split()[3].split("/")[0] for line in out.splitlines()}
+        return ["%s:%s" % (a, port) for a in sorted(addrs)]
+
+    def test_listed_team_reaches_other_networks_but_not_the_host(self):
+        outside = "%s:%d" % (OUTSIDE_ADDR, OUTSIDE_PORT)
+        hosts = self.host_targets()
+        self.assertIn("172.30.0.1:" + self.addr.rsplit(":", 1)[1], hosts)
+        got = self.probe("egress", [outside, "169.254.169.254:80"] + hosts, team="web")
+        # Masqueraded: the other network sees the host's address on it.
+        self.assertEqual(got[outside], "connected: peer=198.51.100.1", got)
+        leaked = {t: r for t, r in got.items() if t != outside and not r.startswith("blocked")}
+        self.assertEqual(leaked, {}, got)
+
+    def test_listed_instance_type_reaches_other_networks(self):
+        outside = "%s:%d" % (OUTSIDE_ADDR, OUTSIDE_PORT)
+        got = self.probe("egresstype", [outside], instance={"type": "local.medium", "count": 1})
+        self.assertEqual(got[outside], "connected: peer=198.51.100.1", got)
+
+    def test_other_teams_have_no_outbound_access(self):
+        outside = "%s:%d" % (OUTSIDE_ADDR, OUTSIDE_PORT)
+        got = self.probe("noegress", [outside], team="default")
+        self.assertTrue(got[outside].startswith("blocked"), got)
+
+    def test_instances_with_outbound_access_do_not_reach_each_other(self):
+        listener = self.submit(self.spec(unique("egresslisten"), ["/usr/bin/python3", "-c", (
+            "import socket, subprocess\n"
+            "addr = subprocess.run(['ip', '-4', '-o', 'addr', 'show', 'eth1'], capture_output=True, text=True)"
+            ".stdout.split()[3].split('/')[0]\n"
+            "s = socket.socket(); s.bind(('0.0.0.0', 9000)); s.listen(4)\n"
+            "print('LISTENING ' + addr, flush=True)\n"
+            "s.settimeout(30)\n"
+            "try:\n    c, _ = s.accept(); c.sendall(b'reached'); c.close()\nexcept OSError:\n    pass\n")],
+            team="web"))
+        text = self.wait_log(listener["id"], "LISTENING ")
+        addr = [l for l in text.splitlines() if l.startswith("LISTENING ")][-1].split()[1]
+        self.assertTrue(addr.startswith("172.30."), addr)
+        got = self.probe("egresspeer", ["%s:9000" % addr], team="web")
+        self.assertTrue(got["%s:9000" % addr].startswith("blocked"), got)
+        self.api("POST", "/v1/jobs/%s/stop" % listener["id"])
+        self.wait_terminal(listener["id"])
+
+
 if __name__ == "__main__":
     unittest.main()

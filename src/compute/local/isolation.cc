@@ -6,6 +6,7 @@
 #include <grp.h>
 #include <linux/btrfs.h>
 #include <net/if.h>
+#include <net/route.h>
 #include <netinet/in.h>
 #include <sched.h>
 #include <seccomp.h>
@@ -57,6 +58,39 @@ Status Ip(std::vector<std::string> args) {
     for (size_t i = 1; i < args.size(); ++i) line += " " + args[i];
     return Internal("ip" + line + " failed");
   }
+  return Status::Ok();
+}
+
+// Runs argv[0] with `input` on its stdin; its output goes to our stderr.
+Status RunWithInput(std::vector<std::string> args, const std::string& input) {
+  int in[2];
+  if (pipe2(in, O_CLOEXEC) != 0) return Errno("pipe");
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, in[0], 0);
+  std::vector<char*> av;
+  av.reserve(args.size() + 1);
+  for (auto& a : args) av.push_back(a.data());
+  av.push_back(nullptr);
+  pid_t pid = 0;
+  int rc = posix_spawn(&pid, av[0], &fa, nullptr, av.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  close(in[0]);
+  if (rc != 0) {
+    close(in[1]);
+    return Internal("spawn " + args[0] + ": " + strerror(rc));
+  }
+  for (size_t off = 0; off < input.size();) {
+    ssize_t n = write(in[1], input.data() + off, input.size() - off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) break;
+    off += static_cast<size_t>(n);
+  }
+  close(in[1]);
+  int st = 0;
+  while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+  }
+  if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) return Internal(args[0] + " failed (exit status " + std::to_string(st) + ")");
   return Status::Ok();
 }
 
@@ -240,6 +274,16 @@ class BridgeLock {
 };
 
 Status CreateJobLink(const supervisor::JobLink& link, pid_t child) {
+  if (!link.gateway.empty()) {  // kilnd's egress bridge: isolated ports, the host as the only peer
+    if (!Exists("/sys/class/net/" + link.bridge))
+      return Status(Code::kFailedPrecondition, "the egress bridge " + link.bridge + " is missing (restart kilnd)");
+    KILN_RETURN_IF_ERROR(Ip({"link", "add", link.host_veth, "type", "veth", "peer", "name", link.host_veth + "c",
+                             "netns", std::to_string(child)}));
+    DisableIpv6(link.host_veth);
+    KILN_RETURN_IF_ERROR(Ip({"link", "set", link.host_veth, "master", link.bridge}));
+    KILN_RETURN_IF_ERROR(Ip({"link", "set", "dev", link.host_veth, "type", "bridge_slave", "isolated", "on"}));
+    return Ip({"link", "set", link.host_veth, "up"});
+  }
   BridgeLock lock(link.bridge);
   if (!Exists("/sys/class/net/" + link.bridge)) {
     Status made = Ip({"link", "add", link.bridge, "type", "bridge"});
@@ -254,33 +298,94 @@ Status CreateJobLink(const supervisor::JobLink& link, pid_t child) {
   return Ip({"link", "set", link.host_veth, "master", link.bridge, "up"});
 }
 
-Status ConfigureJobInterface(const supervisor::JobLink& link) {
+Status ConfigureJobInterface(const supervisor::JobLink& link, const char* name) {
   Socket s;
   if (s.fd() < 0) return Errno("socket");
   ifreq ifr{};
   const std::string peer = link.host_veth + "c";
   strncpy(ifr.ifr_name, peer.c_str(), IFNAMSIZ - 1);
-  strncpy(ifr.ifr_newname, kJobInterface, IFNAMSIZ - 1);
+  strncpy(ifr.ifr_newname, name, IFNAMSIZ - 1);
   if (ioctl(s.fd(), SIOCSIFNAME, &ifr) != 0) return Errno("rename " + peer);
-  DisableIpv6(kJobInterface);
+  DisableIpv6(name);
   ifreq addr{};
-  strncpy(addr.ifr_name, kJobInterface, IFNAMSIZ - 1);
+  strncpy(addr.ifr_name, name, IFNAMSIZ - 1);
   auto* sin = reinterpret_cast<sockaddr_in*>(&addr.ifr_addr);
   sin->sin_family = AF_INET;
   if (inet_pton(AF_INET, link.address.c_str(), &sin->sin_addr) != 1)
     return InvalidArgument("link.address", "not an IPv4 address: " + link.address);
   if (ioctl(s.fd(), SIOCSIFADDR, &addr) != 0) return Errno("SIOCSIFADDR");
   ifreq mask{};
-  strncpy(mask.ifr_name, kJobInterface, IFNAMSIZ - 1);
+  strncpy(mask.ifr_name, name, IFNAMSIZ - 1);
   auto* msin = reinterpret_cast<sockaddr_in*>(&mask.ifr_netmask);
   msin->sin_family = AF_INET;
   msin->sin_addr.s_addr = htonl(~uint32_t{0} << (32 - link.prefix_len));
   if (ioctl(s.fd(), SIOCSIFNETMASK, &mask) != 0) return Errno("SIOCSIFNETMASK");
-  return SetUp(s.fd(), kJobInterface);
+  KILN_RETURN_IF_ERROR(SetUp(s.fd(), name));
+  if (link.gateway.empty()) return Status::Ok();
+  // The default route, through kilnd's NAT.
+  rtentry route{};
+  auto* dst = reinterpret_cast<sockaddr_in*>(&route.rt_dst);
+  auto* gw = reinterpret_cast<sockaddr_in*>(&route.rt_gateway);
+  auto* genmask = reinterpret_cast<sockaddr_in*>(&route.rt_genmask);
+  dst->sin_family = gw->sin_family = genmask->sin_family = AF_INET;
+  if (inet_pton(AF_INET, link.gateway.c_str(), &gw->sin_addr) != 1)
+    return InvalidArgument("egress.gateway", "not an IPv4 address: " + link.gateway);
+  route.rt_flags = RTF_UP | RTF_GATEWAY;
+  std::string dev = name;
+  route.rt_dev = dev.data();
+  if (ioctl(s.fd(), SIOCADDRT, &route) != 0) return Errno("default route via " + link.gateway);
+  return Status::Ok();
+}
+
+Status PrepareEgress(const EgressNetwork& n) {
+  const std::string sys = "/sys/class/net/" + n.bridge;
+  if (!Exists(sys)) {
+    Status made = Ip({"link", "add", n.bridge, "type", "bridge"});
+    if (!made.ok() && !Exists(sys)) return made;
+  }
+  DisableIpv6(n.bridge);
+  KILN_RETURN_IF_ERROR(Ip({"addr", "replace", n.gateway + "/" + std::to_string(n.prefix_len), "dev", n.bridge}));
+  KILN_RETURN_IF_ERROR(Ip({"link", "set", n.bridge, "up"}));
+  // Routing between the bridge and the host's other interfaces (host-wide).
+  int fd = open("/proc/sys/net/ipv4/ip_forward", O_WRONLY | O_CLOEXEC);
+  if (fd < 0 || write(fd, "1", 1) != 1) {
+    if (fd >= 0) close(fd);
+    return Errno("enable net.ipv4.ip_forward");
+  }
+  close(fd);
+  static const char* const kCandidates[] = {"/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft"};
+  const char* nft = nullptr;
+  for (const char* c : kCandidates)
+    if (access(c, X_OK) == 0) nft = c;
+  if (!nft) return Status(Code::kFailedPrecondition, "nft not found (apt install nftables)");
+  // Instances reach other networks, masqueraded as the host; nothing of the host
+  // itself (input), no link-local address (a cloud's metadata service), no other
+  // instance (the bridge's ports are isolated too), and nothing starts a
+  // connection to them.
+  const std::string b = "\"" + n.bridge + "\"";
+  const std::string rules =
+      "table ip " + std::string(kEgressTable) +
+      " {\n"
+      "  chain input { type filter hook input priority -10; policy accept; iifname " + b + " drop; }\n"
+      "  chain forward { type filter hook forward priority -10; policy accept;\n"
+      "    iifname " + b + " ip daddr 169.254.0.0/16 drop\n"
+      "    iifname " + b + " oifname " + b + " drop\n"
+      "    iifname " + b + " ip saddr != " + n.subnet + " drop\n"
+      "    iifname " + b + " accept\n"
+      "    oifname " + b + " ct state established,related accept\n"
+      "    oifname " + b + " drop\n  }\n"
+      "  chain postrouting { type nat hook postrouting priority 100; policy accept;\n"
+      "    ip saddr " + n.subnet + " oifname != " + b + " masquerade\n  }\n"
+      "}\n";
+  // Replaced whole: delete (if there) and add in one transaction.
+  const std::string script = "table ip " + std::string(kEgressTable) + " {}\ndelete table ip " +
+                             std::string(kEgressTable) + "\n" + rules;
+  return RunWithInput({nft, "-f", "-"}, script);
 }
 
 void RemoveJobLink(const supervisor::JobLink& link) {
   if (Exists("/sys/class/net/" + link.host_veth)) Ip({"link", "del", link.host_veth}).IgnoreError();  // gone meanwhile
+  if (!link.gateway.empty()) return;  // kilnd's egress bridge stays
   const std::string& bridge = link.bridge;
   BridgeLock lock(bridge);
   const std::string ports = "/sys/class/net/" + bridge + "/brif";

@@ -1,5 +1,7 @@
 #include "compute/local/local_backend.h"
 
+#include <arpa/inet.h>
+
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -186,6 +188,7 @@ Status LocalBackend::Init() {
   if (access(opts_.supervisor_path.c_str(), X_OK) != 0)
     return Status(Code::kFailedPrecondition, "kiln-supervisor not found at " + opts_.supervisor_path);
   if (Unprivileged()) KILN_RETURN_IF_ERROR(CheckUserNamespaces());
+  if (!opts_.egress_teams.empty() || !opts_.egress_instance_types.empty()) KILN_RETURN_IF_ERROR(InitEgress());
   epfd_ = epoll_create1(EPOLL_CLOEXEC);
   wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   epoll_event ev{};
@@ -212,6 +215,71 @@ Status LocalBackend::CheckUserNamespaces() {
                       std::to_string(max) + ", kernel.unprivileged_userns_clone=" + std::to_string(debian) +
                       "): enable them (sysctl), or set sandbox.user: root (not a security boundary)");
   return Status::Ok();
+}
+
+static std::string Ipv4(uint32_t host_order) {
+  in_addr a{htonl(host_order)};
+  char buf[INET_ADDRSTRLEN];
+  inet_ntop(AF_INET, &a, buf, sizeof(buf));
+  return buf;
+}
+
+Status LocalBackend::InitEgress() {
+  if (opts_.network != supervisor::NetworkMode::kPrivate)
+    return Status(Code::kFailedPrecondition, "sandbox.egress needs sandbox.network: private");
+  const std::string& cidr = opts_.egress_subnet;
+  const size_t slash = cidr.find('/');
+  in_addr a{};
+  const int prefix = slash == std::string::npos ? -1 : atoi(cidr.c_str() + slash + 1);
+  if (slash == std::string::npos || inet_pton(AF_INET, cidr.substr(0, slash).c_str(), &a) != 1 || prefix < 16 ||
+      prefix > 28)
+    return InvalidArgument("sandbox.egress.subnet", "must be an IPv4 subnet a.b.c.d/16../28, not " + cidr);
+  const uint32_t mask = ~uint32_t{0} << (32 - prefix);
+  egress_base_ = ntohl(a.s_addr) & mask;
+  egress_prefix_ = prefix;
+  isolation::EgressNetwork n;
+  n.gateway = Ipv4(egress_base_ + 1);
+  n.prefix_len = prefix;
+  n.subnet = Ipv4(egress_base_) + "/" + std::to_string(prefix);
+  Status st = isolation::PrepareEgress(n);
+  if (!st.ok()) return Status(Code::kFailedPrecondition, "sandbox.egress: " + st.message());
+  return Status::Ok();
+}
+
+bool LocalBackend::EgressFor(const LaunchRequest& req) const {
+  return egress_base_ != 0 && opts_.network == supervisor::NetworkMode::kPrivate &&
+         (opts_.egress_teams.count(req.spec.team) > 0 || opts_.egress_instance_types.count(req.spec.instance_type) > 0);
+}
+
+Result<supervisor::JobLink> LocalBackend::AllocateEgress(const std::string& instance_id) {
+  const uint32_t size = uint32_t{1} << (32 - egress_prefix_);
+  MutexLock l(mu_);
+  std::set<uint32_t> used;
+  for (const auto& [id, addr] : egress_) used.insert(addr);
+  for (uint32_t i = 0; i < size; ++i) {
+    const uint32_t offset = 2 + (egress_next_ + i) % (size - 3);  // .0 the subnet, .1 the gateway, last broadcast
+    if (used.count(egress_base_ + offset)) continue;
+    egress_next_ = offset - 1;
+    egress_[instance_id] = egress_base_ + offset;
+    return supervisor::JobLink{"kegress", "kx" + Hex(Fnv(instance_id), 8) + Hex(Fnv(instance_id + "#") & 0xff, 2),
+                               Ipv4(egress_base_ + offset), egress_prefix_, Ipv4(egress_base_ + 1)};
+  }
+  return Status(Code::kResourceExhausted, "no address left on the egress subnet " + opts_.egress_subnet);
+}
+
+void LocalBackend::ClaimEgress(const std::string& instance_id) {
+  auto text = ReadFile(Dir(instance_id) + "/" + supervisor::kLaunchFile);
+  if (!text.ok()) return;
+  auto launch = supervisor::DecodeLaunchFile(*text);
+  in_addr a{};
+  if (!launch.ok() || !launch->egress || inet_pton(AF_INET, launch->egress->address.c_str(), &a) != 1) return;
+  MutexLock l(mu_);
+  egress_[instance_id] = ntohl(a.s_addr);
+}
+
+void LocalBackend::FreeEgress(const std::string& instance_id) {
+  MutexLock l(mu_);
+  egress_.erase(instance_id);
 }
 
 std::vector<Capability> LocalBackend::Capabilities() const {
@@ -510,7 +578,10 @@ Result<std::string> LocalBackend::Launch(const LaunchRequest& req) {
   KILN_RETURN_IF_ERROR(CheckHostPaths(req));
   KILN_RETURN_IF_ERROR(Admit(req));
   Result<std::string> launched = Spawn(req, dir);
-  if (!launched.ok()) Release(req.job_id, req.instance_id);
+  if (!launched.ok()) {
+    Release(req.job_id, req.instance_id);
+    FreeEgress(req.instance_id);
+  }
   return launched;
 }
 
@@ -569,6 +640,11 @@ Result<std::string> LocalBackend::Spawn(const LaunchRequest& req, const std::str
     launch.link = supervisor::JobLink{"kb" + Hex(Fnv(req.job_id), 8),
                                       "kv" + Hex(Fnv(req.instance_id), 8) + Hex(Fnv(req.instance_id + "#") & 0xff, 2),
                                       JobSubnet(req.job_id) + std::to_string(req.index + 1), 24};
+  if (EgressFor(req)) {
+    auto egress = AllocateEgress(req.instance_id);
+    if (!egress.ok()) return egress.status();
+    launch.egress = std::move(*egress);
+  }
   launch.memory_bytes = req.type.memory_mib * 1024 * 1024;
   launch.cpus = req.type.vcpus;
   launch.grace_ms = req.spec.stop_grace_seconds * 1000;
@@ -654,6 +730,7 @@ Result<std::string> LocalBackend::Adopt(const LaunchRequest& req) {
   const std::string dir = Dir(req.instance_id);
   auto sup = SupervisorOf(dir);
   if (!sup.ok()) return sup.status();
+  ClaimEgress(req.instance_id);
   Account(req.job_id, req.instance_id, req.type.vcpus * std::max(1, req.spec.instance_count),
           req.type.memory_mib * std::max(1, req.spec.instance_count), ShareOf::kWholeJob);
   KILN_RETURN_IF_ERROR(WatchPid(req.instance_id, req.job_id, sup->first, sup->second));
@@ -729,6 +806,7 @@ void LocalBackend::Finished(const std::string& id, const std::string& job_id, in
     e = ExitEvent(job_id, status->exit, status->ended_ms ? status->ended_ms : clock_.NowMs());
   }
   Release(job_id, id);  // before the exit is posted: the controller retries waiting launches on it
+  FreeEgress(id);
   Status s = sink_.Post(e);
   if (!s.ok()) fprintf(stderr, "kilnd: local backend: post exit of %s: %s\n", id.c_str(), s.ToString().c_str());
 }
@@ -759,6 +837,7 @@ void LocalBackend::RemoveLeftoverLink(const std::string& id) const {
   if (!text.ok()) return;
   auto launch = supervisor::DecodeLaunchFile(*text);
   if (launch.ok() && launch->link) isolation::RemoveJobLink(*launch->link);
+  if (launch.ok() && launch->egress) isolation::RemoveJobLink(*launch->egress);
 }
 
 Status LocalBackend::Recover(const std::string& id, const std::string& handle) {
@@ -778,7 +857,9 @@ Status LocalBackend::Recover(const std::string& id, const std::string& handle) {
     RemoveLeftoverLink(id);
     return NotFound("supervisor of " + id + " (pid " + std::to_string(h->pid) + ") is gone and left no status");
   }
-  // Still running: it holds its share of the host (as launch.json declared it).
+  // Still running: it holds its share of the host (as launch.json declared it),
+  // and its address on the egress bridge.
+  ClaimEgress(id);
   if (auto text = ReadFile(Dir(id) + "/" + supervisor::kLaunchFile); text.ok()) {
     if (auto launch = supervisor::DecodeLaunchFile(*text); launch.ok())
       Account(h->job_id, id, launch->cpus, launch->memory_bytes / (1024 * 1024), ShareOf::kOneInstance);

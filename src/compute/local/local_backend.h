@@ -60,6 +60,12 @@ struct LocalBackendOptions {
   // at cleanup. "": /opt/ml is the instance directory's ml/, with no quota.
   std::string scratch_pool;
   int default_volume_gb = 30;  // for a spec without instance.volume_gb
+  // Outbound access to other networks, off by default: an instance of one of
+  // these teams or instance types gets eth1 on kilnd's egress bridge, NATed to
+  // the host's networks (isolation::PrepareEgress). Needs kPrivate networks.
+  std::set<std::string> egress_teams;
+  std::set<std::string> egress_instance_types;
+  std::string egress_subnet = "172.30.0.0/16";  // /16../28; .1 is the gateway
 };
 
 // The sandbox command for one instance: bwrap's argv, with "{fd:i}" tokens for
@@ -134,6 +140,14 @@ class LocalBackend final : public ComputeBackend {
   // never can); its later instances ride on the reservation. Release gives
   // the share back when the job's last live instance ends.
   Status Admit(const LaunchRequest& req) EXCLUDES(mu_);
+  // Outbound access: whether an instance gets it, and its address on the egress
+  // bridge (next free one; recorded in launch.json and claimed again from there
+  // after a restart; freed when the instance ends).
+  Status InitEgress();
+  bool EgressFor(const LaunchRequest& req) const;
+  Result<supervisor::JobLink> AllocateEgress(const std::string& instance_id) EXCLUDES(mu_);
+  void ClaimEgress(const std::string& instance_id) EXCLUDES(mu_);
+  void FreeEgress(const std::string& instance_id) EXCLUDES(mu_);
   // Counts an instance found running (adopted, recovered). kWholeJob: the
   // amounts are the job's (its other instances ride on them); kOneInstance:
   // this instance's own, added to its job's share.
@@ -171,6 +185,10 @@ class LocalBackend final : public ComputeBackend {
     bool whole = false;          // the amounts are the whole job's (admitted, or adopted)
   };
   std::map<std::string, JobShare> shares_ GUARDED_BY(mu_);  // job id -> its reservation
+  uint32_t egress_base_ = 0;  // the subnet's address, host order (0: no egress)
+  int egress_prefix_ = 0;
+  std::map<std::string, uint32_t> egress_ GUARDED_BY(mu_);  // instance id -> its address
+  uint32_t egress_next_ GUARDED_BY(mu_) = 0;                 // next-fit: addresses are reused last
   double used_vcpus_ GUARDED_BY(mu_) = 0;
   int64_t used_memory_mib_ GUARDED_BY(mu_) = 0;
 };

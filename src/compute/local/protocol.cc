@@ -75,6 +75,29 @@ Status DecodeTransfers(const json& j, const char* field, std::vector<Transfer>& 
   return Status::Ok();
 }
 
+Status DecodeLink(const json& j, const char* key, std::optional<JobLink>& out) {
+  if (!j.contains(key) || j[key].is_null()) return Status::Ok();
+  const std::string k = key;
+  JobLink l;
+  KILN_RETURN_IF_ERROR(RequireField(j[key], "bridge", l.bridge));
+  KILN_RETURN_IF_ERROR(RequireField(j[key], "host_veth", l.host_veth));
+  KILN_RETURN_IF_ERROR(RequireField(j[key], "address", l.address));
+  KILN_RETURN_IF_ERROR(ReadField(j[key], "prefix_len", l.prefix_len));
+  KILN_RETURN_IF_ERROR(ReadField(j[key], "gateway", l.gateway));
+  if (l.bridge.empty() || l.bridge.size() > 15 || l.host_veth.empty() || l.host_veth.size() > 13)
+    return InvalidArgument(k, "interface names must be 1..15 (bridge) and 1..13 (veth) characters");
+  if (l.prefix_len < 8 || l.prefix_len > 30) return InvalidArgument(k + ".prefix_len", "prefix_len must be 8..30");
+  out = std::move(l);
+  return Status::Ok();
+}
+
+json LinkJson(const std::optional<JobLink>& l) {
+  if (!l) return nullptr;
+  json j = {{"bridge", l->bridge}, {"host_veth", l->host_veth}, {"address", l->address}, {"prefix_len", l->prefix_len}};
+  if (!l->gateway.empty()) j["gateway"] = l->gateway;
+  return j;
+}
+
 Status DecodeIsolation(const json& j, LaunchFile& f) {
   KILN_RETURN_IF_ERROR(ReadField(j, "uid", f.uid));
   KILN_RETURN_IF_ERROR(ReadField(j, "gid", f.gid));
@@ -82,17 +105,9 @@ Status DecodeIsolation(const json& j, LaunchFile& f) {
   KILN_RETURN_IF_ERROR(ReadField(j, "network", network));
   if (network != "host" && network != "private") return InvalidArgument("network", "network must be host or private");
   f.network = network == "private" ? NetworkMode::kPrivate : NetworkMode::kHost;
-  if (j.contains("link") && !j["link"].is_null()) {
-    JobLink l;
-    KILN_RETURN_IF_ERROR(RequireField(j["link"], "bridge", l.bridge));
-    KILN_RETURN_IF_ERROR(RequireField(j["link"], "host_veth", l.host_veth));
-    KILN_RETURN_IF_ERROR(RequireField(j["link"], "address", l.address));
-    KILN_RETURN_IF_ERROR(ReadField(j["link"], "prefix_len", l.prefix_len));
-    if (l.bridge.empty() || l.bridge.size() > 15 || l.host_veth.empty() || l.host_veth.size() > 13)
-      return InvalidArgument("link", "interface names must be 1..15 (bridge) and 1..13 (veth) characters");
-    if (l.prefix_len < 8 || l.prefix_len > 30) return InvalidArgument("link.prefix_len", "prefix_len must be 8..30");
-    f.link = std::move(l);
-  }
+  KILN_RETURN_IF_ERROR(DecodeLink(j, "link", f.link));
+  KILN_RETURN_IF_ERROR(DecodeLink(j, "egress", f.egress));
+  if (f.egress && f.egress->gateway.empty()) return InvalidArgument("egress.gateway", "egress needs a gateway");
   KILN_RETURN_IF_ERROR(ReadField(j, "seccomp", f.seccomp));
   KILN_RETURN_IF_ERROR(ReadField(j, "pids_max", f.pids_max));
   KILN_RETURN_IF_ERROR(ReadField(j, "scratch", f.scratch));
@@ -128,11 +143,8 @@ std::string Encode(const LaunchFile& f) {
                {"uid", f.uid},
                {"gid", f.gid},
                {"network", f.network == NetworkMode::kPrivate ? "private" : "host"},
-               {"link", f.link ? json{{"bridge", f.link->bridge},
-                                      {"host_veth", f.link->host_veth},
-                                      {"address", f.link->address},
-                                      {"prefix_len", f.link->prefix_len}}
-                               : json(nullptr)},
+               {"link", LinkJson(f.link)},
+               {"egress", LinkJson(f.egress)},
                {"seccomp", f.seccomp},
                {"pids_max", f.pids_max},
                {"fd_binds", FdBindsJson(f.fd_binds)},

@@ -70,6 +70,9 @@ struct JobLink {
   std::string host_veth;  // host end, attached to the bridge
   std::string address;    // the instance's IPv4 address on the link
   int prefix_len = 24;
+  // Set on the outbound link only: the instance's default route. Its bridge is
+  // kilnd's (never created or deleted by a supervisor) and its ports isolated.
+  std::string gateway;
 };
 
 // launch.json: what to run and under which limits.
@@ -87,7 +90,8 @@ struct LaunchFile {
   uint32_t uid = 0;  // the sandbox runs as this host uid/gid (0: as the supervisor)
   uint32_t gid = 0;
   NetworkMode network = NetworkMode::kHost;
-  std::optional<JobLink> link;   // kPrivate only
+  std::optional<JobLink> link;    // kPrivate only: eth0, the job's bridge
+  std::optional<JobLink> egress;  // kPrivate only: eth1, outbound access through kilnd's NAT
   bool seccomp = false;          // "{seccomp}" in argv becomes the filter's descriptor
   int64_t pids_max = 0;          // 0: no limit
   std::vector<FdBind> fd_binds;  // "{fd:<i>}" in argv

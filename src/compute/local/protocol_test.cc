@@ -44,6 +44,7 @@ TEST(Protocol, IsolationRoundTrips) {
   f.seccomp = true;
   f.pids_max = 512;
   f.fd_binds = {{"/data/instances/j-1.1.0", "ml"}, {"/usr/lib/kiln", ""}};
+  f.egress = JobLink{"kegress", "kx0123abcdef", "172.30.0.7", 16, "172.30.0.1"};
   f.scratch = "/data/scratch/j-1.1.0";
   f.volume_bytes = int64_t{30} << 30;
   auto back = DecodeLaunchFile(Encode(f));
@@ -60,6 +61,10 @@ TEST(Protocol, IsolationRoundTrips) {
   ASSERT_EQ(back->fd_binds.size(), 2U);
   EXPECT_EQ(back->fd_binds[0].root, "/data/instances/j-1.1.0");
   EXPECT_EQ(back->fd_binds[0].relative, "ml");
+  ASSERT_TRUE(back->egress.has_value());
+  EXPECT_EQ(back->egress->gateway, "172.30.0.1");
+  EXPECT_EQ(back->egress->prefix_len, 16);
+  EXPECT_TRUE(back->link->gateway.empty());
   EXPECT_EQ(back->scratch, f.scratch);
   EXPECT_EQ(back->volume_bytes, f.volume_bytes);
 }
@@ -70,6 +75,10 @@ TEST(Protocol, MalformedIsolationNamesTheField) {
   EXPECT_EQ(DecodeLaunchFile(head + R"("uid":-1})").status().field(), "uid");
   EXPECT_EQ(DecodeLaunchFile(head + R"("fd_binds":[{"root":"rel"}]})").status().field(), "fd_binds");
   EXPECT_EQ(DecodeLaunchFile(head + R"("scratch":"relative/ml"})").status().field(), "scratch");
+  EXPECT_EQ(DecodeLaunchFile(head + R"("egress":{"bridge":"kegress","host_veth":"kx1","address":"172.30.0.2"}})")
+                .status()
+                .field(),
+            "egress.gateway");
   EXPECT_EQ(DecodeLaunchFile(head + R"("link":{"bridge":"a-name-that-is-too-long","host_veth":"v","address":"x"}})")
                 .status()
                 .field(),

@@ -300,12 +300,18 @@ struct ChildPipes {
   if (launch.network == supervisor::NetworkMode::kPrivate) {
     if (unshare(CLONE_NEWNET) != 0) ChildFail(p.error_write, std::string("unshare(CLONE_NEWNET): ") + strerror(errno));
     if (Status up = isolation::BringLoopbackUp(); !up.ok()) ChildFail(p.error_write, up.message());
-    if (launch.link) {
+    if (launch.link || launch.egress) {
       char c = 'n';
       if (write(p.netns_ready, &c, 1) != 1 || read(p.link_ready, &c, 1) != 1 || c != 'y')
-        ChildFail(p.error_write, "the job's network link could not be created (see supervisor.log)");
-      if (Status link = isolation::ConfigureJobInterface(*launch.link); !link.ok())
-        ChildFail(p.error_write, link.message());
+        ChildFail(p.error_write, "the instance's network links could not be created (see supervisor.log)");
+      if (launch.link) {
+        if (Status link = isolation::ConfigureJobInterface(*launch.link, isolation::kJobInterface); !link.ok())
+          ChildFail(p.error_write, link.message());
+      }
+      if (launch.egress) {
+        if (Status link = isolation::ConfigureJobInterface(*launch.egress, isolation::kEgressInterface); !link.ok())
+          ChildFail(p.error_write, link.message());
+      }
     }
   }
   if (launch.uid != 0) {
@@ -339,10 +345,11 @@ pid_t SpawnSandbox(const LaunchFile& launch, SandboxSetup& setup, const Result<I
   close(netns[1]);
   close(link[0]);
   close(err[1]);
-  if (child > 0 && launch.network == supervisor::NetworkMode::kPrivate && launch.link) {
+  if (child > 0 && launch.network == supervisor::NetworkMode::kPrivate && (launch.link || launch.egress)) {
     char c = 0;
     if (read(netns[0], &c, 1) == 1) {
-      Status made = isolation::CreateJobLink(*launch.link, child);
+      Status made = launch.link ? isolation::CreateJobLink(*launch.link, child) : Status::Ok();
+      if (made.ok() && launch.egress) made = isolation::CreateJobLink(*launch.egress, child);
       if (!made.ok()) fprintf(stderr, "kiln-supervisor: %s\n", made.ToString().c_str());
       c = made.ok() ? 'y' : 'n';
       ssize_t n = write(link[1], &c, 1);
@@ -544,6 +551,7 @@ int RunSupervisor(const std::string& dir, int ready_fd) {
     cg->Destroy();
   }
   if (launch->link) isolation::RemoveJobLink(*launch->link);
+  if (launch->egress) isolation::RemoveJobLink(*launch->egress);
   status.ended_ms = RealClock::Get().NowMs();
   status.stopped = w.stopping;
   Status written =
