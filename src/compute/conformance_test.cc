@@ -464,6 +464,40 @@ TEST(LocalBackendFaults, ASupervisorWhoseKilndDiedAtTheHandshakeStillRunsTheInst
   EXPECT_EQ(status->exit.exit_code, 5);
 }
 
+// A supervisor that never answers the handshake is killed after 10 s, so the
+// capacity share its launch gives back is really free, and the retry starts a
+// fresh one (no pid file of a dead supervisor to adopt).
+TEST(LocalBackendFaults, ASupervisorThatNeverAnswersIsKilledAndItsShareFreed) {
+  LocalHarness h;
+  if (geteuid() != 0 || !h.init().ok()) GTEST_SKIP() << "local backend needs root and bwrap";
+  const std::string wrapper = h.dir() + "/hanging-supervisor";
+  std::ofstream(wrapper) << "#!/bin/sh\n"
+                            "case \"$2\" in *hang*) echo $$ > \"$2/hung.pid\"; echo 1 > \"$2/supervisor.pid\"; "
+                            "exec sleep 60;; esac\n"
+                            "exec " KILN_BIN_DIR "/kiln-supervisor \"$@\"\n";
+  ASSERT_EQ(chmod(wrapper.c_str(), 0755), 0);
+  h.Reconfigure([&](LocalBackendOptions& o) {
+    o.supervisor_path = wrapper;
+    o.capacity_vcpus = 1;
+  });
+  auto hung = h.Request(Behavior::kExit0);
+  hung.instance_id = hung.job_id + "-hang.1.0";
+  auto refused = h.backend().Launch(hung);
+  ASSERT_EQ(refused.status().code(), Code::kUnavailable) << refused.status().ToString();
+  std::ifstream f(h.instances_dir() + "/" + hung.instance_id + "/hung.pid");
+  pid_t pid = 0;
+  ASSERT_TRUE(f >> pid);
+  EXPECT_NE(kill(pid, 0), 0) << "the supervisor that never answered still runs";
+  EXPECT_FALSE(std::filesystem::exists(h.instances_dir() + "/" + hung.instance_id + "/supervisor.pid"));
+  // Its share is free: a job needing the whole host is admitted and runs.
+  auto next = h.Request(Behavior::kExit0);
+  auto launched = h.backend().Launch(next);
+  ASSERT_TRUE(launched.ok()) << launched.status().ToString();
+  auto e = h.WaitExit(next.instance_id);
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->payload["exit_code"], 0);
+}
+
 // A status.json of a newer protocol is not misread: the instance is reported lost
 // with the reason.
 TEST(LocalBackendUpgrade, ANewerStatusFileIsReportedNotMisread) {

@@ -694,8 +694,15 @@ Result<std::string> LocalBackend::Spawn(const LaunchRequest& req, const std::str
   if (poll(&rp, 1, 10000) > 0) n = read(ready[0], buf, sizeof(buf) - 1);
   close(ready[0]);
   if (n < 0) {
-    waitpid(pid, nullptr, WNOHANG);
-    return Status(Code::kUnavailable, "kiln-supervisor did not answer within 10 s");
+    // Killed, with whatever it started (its cgroup) and its pid file: nothing of
+    // it runs on, so the capacity share Launch gives back is really free, and
+    // the retry starts a fresh supervisor instead of adopting a dead one.
+    kill(pid, SIGKILL);
+    while (waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
+    }
+    InstanceCgroup::RemoveLeftover(req.instance_id);
+    unlink((dir + "/" + supervisor::kPidFile).c_str());
+    return Status(Code::kUnavailable, "kiln-supervisor did not answer within 10 s (it was killed)");
   }
   supervisor::ReadyAnswer answer = supervisor::DecodeReady(n > 0 ? std::string(buf, static_cast<size_t>(n)) : "");
   if (answer.kind == supervisor::ReadyKind::kError) {
