@@ -359,8 +359,7 @@ Status PrepareScratch(const std::string& data, const DiskConfig& disk, LocalBack
     sandbox.scratch_pool = pool.dir;
     return Status::Ok();
   }
-  if (disk.quota == DiskQuota::kRequired)
-    return Status(st.code(), "sandbox.disk.quota is required: " + st.message());
+  if (disk.quota == DiskQuota::kRequired) return Status(st.code(), "sandbox.disk.quota is required: " + st.message());
   fprintf(stderr, "kilnd: WARNING: no disk quotas for jobs (a job can fill the disk of the data dir): %s\n",
           st.message().c_str());
   return Status::Ok();

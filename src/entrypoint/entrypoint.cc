@@ -519,7 +519,10 @@ CommandExit SettleExit(const std::string& root, const std::string& argv0, int wa
 std::string PackDirectory(const std::string& dir, const std::string& output_dir, const std::string& name) {
   const std::string tmp = output_dir + "/." + name + ".tmp";
   std::string dst = output_dir + "/" + name;
-  if (!RunQuiet({"tar", "-czf", tmp, "-C", dir, "."}) || rename(tmp.c_str(), dst.c_str()) != 0) return "";
+  if (!RunQuiet({"tar", "-czf", tmp, "-C", dir, "."}) || rename(tmp.c_str(), dst.c_str()) != 0) {
+    unlink(tmp.c_str());  // no half archive left among the outputs
+    return "";
+  }
   return dst;
 }
 

@@ -90,7 +90,8 @@ Status RunWithInput(std::vector<std::string> args, const std::string& input) {
   int st = 0;
   while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
   }
-  if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) return Internal(args[0] + " failed (exit status " + std::to_string(st) + ")");
+  if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+    return Internal(args[0] + " failed (exit status " + std::to_string(st) + ")");
   return Status::Ok();
 }
 
@@ -363,23 +364,38 @@ Status PrepareEgress(const EgressNetwork& n) {
   // instance (the bridge's ports are isolated too), and nothing starts a
   // connection to them.
   const std::string b = "\"" + n.bridge + "\"";
-  const std::string rules =
-      "table ip " + std::string(kEgressTable) +
-      " {\n"
-      "  chain input { type filter hook input priority -10; policy accept; iifname " + b + " drop; }\n"
-      "  chain forward { type filter hook forward priority -10; policy accept;\n"
-      "    iifname " + b + " ip daddr 169.254.0.0/16 drop\n"
-      "    iifname " + b + " oifname " + b + " drop\n"
-      "    iifname " + b + " ip saddr != " + n.subnet + " drop\n"
-      "    iifname " + b + " accept\n"
-      "    oifname " + b + " ct state established,related accept\n"
-      "    oifname " + b + " drop\n  }\n"
-      "  chain postrouting { type nat hook postrouting priority 100; policy accept;\n"
-      "    ip saddr " + n.subnet + " oifname != " + b + " masquerade\n  }\n"
-      "}\n";
+  const std::string rules = "table ip " + std::string(kEgressTable) +
+                            " {\n"
+                            "  chain input { type filter hook input priority -10; policy accept; iifname " +
+                            b +
+                            " drop; }\n"
+                            "  chain forward { type filter hook forward priority -10; policy accept;\n"
+                            "    iifname " +
+                            b +
+                            " ip daddr 169.254.0.0/16 drop\n"
+                            "    iifname " +
+                            b + " oifname " + b +
+                            " drop\n"
+                            "    iifname " +
+                            b + " ip saddr != " + n.subnet +
+                            " drop\n"
+                            "    iifname " +
+                            b +
+                            " accept\n"
+                            "    oifname " +
+                            b +
+                            " ct state established,related accept\n"
+                            "    oifname " +
+                            b +
+                            " drop\n  }\n"
+                            "  chain postrouting { type nat hook postrouting priority 100; policy accept;\n"
+                            "    ip saddr " +
+                            n.subnet + " oifname != " + b +
+                            " masquerade\n  }\n"
+                            "}\n";
   // Replaced whole: delete (if there) and add in one transaction.
-  const std::string script = "table ip " + std::string(kEgressTable) + " {}\ndelete table ip " +
-                             std::string(kEgressTable) + "\n" + rules;
+  const std::string script =
+      "table ip " + std::string(kEgressTable) + " {}\ndelete table ip " + std::string(kEgressTable) + "\n" + rules;
   return RunWithInput({nft, "-f", "-"}, script);
 }
 

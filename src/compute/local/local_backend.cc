@@ -1,7 +1,6 @@
 #include "compute/local/local_backend.h"
 
 #include <arpa/inet.h>
-
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -562,7 +561,7 @@ Status LocalBackend::PrepareInstanceDir(const LaunchRequest& req, const std::str
   if (chmod(ml_dir.c_str(), 0700) != 0) return Internal("chmod " + ml_dir + ": " + strerror(errno));
   KILN_RETURN_IF_ERROR(MakeDirsBeneath(dir, "sock", DirOwner{}, OwnLeaf::kCreatedOnly));
   for (const auto& [ch, path] : req.spec.inputs) {
-    KILN_RETURN_IF_ERROR(MakeDirsBeneath(ml_root, ml + "/input/data/" + ch, owner, OwnLeaf::kCreatedOnly));
+    KILN_RETURN_IF_ERROR(MakeDirsBeneath(ml_root, StrCat(ml, "/input/data/", ch), owner, OwnLeaf::kCreatedOnly));
     if (access(path.c_str(), R_OK) != 0)
       return InvalidArgument("inputs." + ch,
                              "input path " + path + " is not readable: " + std::string(strerror(errno)));
@@ -585,27 +584,8 @@ Result<std::string> LocalBackend::Launch(const LaunchRequest& req) {
   return launched;
 }
 
-Result<std::string> LocalBackend::Spawn(const LaunchRequest& req, const std::string& dir) {
-  KILN_RETURN_IF_ERROR(PrepareInstanceDir(req, dir));
-  for (size_t i = 0; i < req.spec.mounts.size(); ++i)
-    if (access(req.spec.mounts[i].source.c_str(), R_OK) != 0)
-      return InvalidArgument("mounts[" + std::to_string(i) + "]",
-                             "input path " + req.spec.mounts[i].source + " is not readable: " + strerror(errno));
-  if (!req.spec.code_archive.empty() && access(req.spec.code_archive.c_str(), R_OK) != 0)
-    return InvalidArgument("code_archive", "source archive " + req.spec.code_archive +
-                                               " is not readable: " + std::string(strerror(errno)));
+Result<supervisor::LaunchFile> LocalBackend::LaunchFileFor(const LaunchRequest& req, const std::string& dir) {
   const DirOwner owner{Unprivileged() ? opts_.job_uid : 0, Unprivileged() ? opts_.job_gid : 0};
-  for (const auto& u : req.spec.uploads) {
-    KILN_RETURN_IF_ERROR(MakeJobDir(u.destination));
-    auto local = RelativeBeneath(sandbox::kRoot, u.local_path);
-    if (local && !local->empty())
-      KILN_RETURN_IF_ERROR(MakeDirsBeneath(ScratchDir(req.instance_id), *local, owner, OwnLeaf::kCreatedOnly));
-  }
-  if (!req.spec.checkpoint_dir.empty()) KILN_RETURN_IF_ERROR(MakeJobDir(req.spec.checkpoint_dir));
-  KILN_RETURN_IF_ERROR(WriteFileAtomic(dir + "/hosts", HostsFile(req.job_id, req.spec.instance_count, opts_.network),
-                                       0644, Sync::kNoSync));
-  KILN_RETURN_IF_ERROR(MakeJobDir(req.output_dir));
-
   std::vector<std::string> env = {
       "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
       "HOME=/tmp",
@@ -649,8 +629,34 @@ Result<std::string> LocalBackend::Spawn(const LaunchRequest& req, const std::str
   launch.cpus = req.type.vcpus;
   launch.grace_ms = req.spec.stop_grace_seconds * 1000;
   launch.log = dir + "/" + supervisor::kLogFile;
+  return launch;
+}
+
+Result<std::string> LocalBackend::Spawn(const LaunchRequest& req, const std::string& dir) {
+  KILN_RETURN_IF_ERROR(PrepareInstanceDir(req, dir));
+  for (size_t i = 0; i < req.spec.mounts.size(); ++i)
+    if (access(req.spec.mounts[i].source.c_str(), R_OK) != 0)
+      return InvalidArgument("mounts[" + std::to_string(i) + "]",
+                             "input path " + req.spec.mounts[i].source + " is not readable: " + strerror(errno));
+  if (!req.spec.code_archive.empty() && access(req.spec.code_archive.c_str(), R_OK) != 0)
+    return InvalidArgument("code_archive", "source archive " + req.spec.code_archive +
+                                               " is not readable: " + std::string(strerror(errno)));
+  const DirOwner owner{Unprivileged() ? opts_.job_uid : 0, Unprivileged() ? opts_.job_gid : 0};
+  for (const auto& u : req.spec.uploads) {
+    KILN_RETURN_IF_ERROR(MakeJobDir(u.destination));
+    auto local = RelativeBeneath(sandbox::kRoot, u.local_path);
+    if (local && !local->empty())
+      KILN_RETURN_IF_ERROR(MakeDirsBeneath(ScratchDir(req.instance_id), *local, owner, OwnLeaf::kCreatedOnly));
+  }
+  if (!req.spec.checkpoint_dir.empty()) KILN_RETURN_IF_ERROR(MakeJobDir(req.spec.checkpoint_dir));
+  KILN_RETURN_IF_ERROR(WriteFileAtomic(dir + "/hosts", HostsFile(req.job_id, req.spec.instance_count, opts_.network),
+                                       0644, Sync::kNoSync));
+  KILN_RETURN_IF_ERROR(MakeJobDir(req.output_dir));
+
+  auto launch = LaunchFileFor(req, dir);
+  if (!launch.ok()) return launch.status();
   KILN_RETURN_IF_ERROR(
-      WriteFileAtomic(dir + "/" + supervisor::kLaunchFile, supervisor::Encode(launch), 0600, Sync::kNoSync));
+      WriteFileAtomic(dir + "/" + supervisor::kLaunchFile, supervisor::Encode(*launch), 0600, Sync::kNoSync));
 
   int ready[2];
   if (pipe2(ready, O_CLOEXEC) != 0) return Internal(std::string("pipe: ") + strerror(errno));

@@ -159,6 +159,8 @@ class LocalBackend final : public ComputeBackend {
   Result<std::string> Adopt(const LaunchRequest& req);
   // The veth and idle bridge of an instance whose supervisor died (from its launch.json).
   void RemoveLeftoverLink(const std::string& id) const;
+  // The supervisor's launch.json for a request (allocates its egress address).
+  Result<supervisor::LaunchFile> LaunchFileFor(const LaunchRequest& req, const std::string& dir);
   // Launch after admission: prepares the instance directory and starts its supervisor.
   Result<std::string> Spawn(const LaunchRequest& req, const std::string& dir);
   static Result<std::pair<int, unsigned long long>> SupervisorOf(const std::string& dir);
@@ -185,10 +187,10 @@ class LocalBackend final : public ComputeBackend {
     bool whole = false;          // the amounts are the whole job's (admitted, or adopted)
   };
   std::map<std::string, JobShare> shares_ GUARDED_BY(mu_);  // job id -> its reservation
-  uint32_t egress_base_ = 0;  // the subnet's address, host order (0: no egress)
+  uint32_t egress_base_ = 0;                                // the subnet's address, host order (0: no egress)
   int egress_prefix_ = 0;
   std::map<std::string, uint32_t> egress_ GUARDED_BY(mu_);  // instance id -> its address
-  uint32_t egress_next_ GUARDED_BY(mu_) = 0;                 // next-fit: addresses are reused last
+  uint32_t egress_next_ GUARDED_BY(mu_) = 0;                // next-fit: addresses are reused last
   double used_vcpus_ GUARDED_BY(mu_) = 0;
   int64_t used_memory_mib_ GUARDED_BY(mu_) = 0;
 };

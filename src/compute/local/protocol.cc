@@ -54,7 +54,8 @@ Result<FdBind> DecodeFdBind(const json& b, const char* field) {
   KILN_RETURN_IF_ERROR(ReadField(b, "as_job_user", fb.as_job_user));
   KILN_RETURN_IF_ERROR(ReadField(b, "forbidden", fb.forbidden));
   KILN_RETURN_IF_ERROR(ReadField(b, "allowed", fb.allowed));
-  if (fb.root.empty() || fb.root[0] != '/') return InvalidArgument(field, std::string(field) + " roots must be absolute");
+  if (fb.root.empty() || fb.root[0] != '/')
+    return InvalidArgument(field, std::string(field) + " roots must be absolute");
   return fb;
 }
 

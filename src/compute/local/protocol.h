@@ -92,9 +92,9 @@ struct LaunchFile {
   NetworkMode network = NetworkMode::kHost;
   std::optional<JobLink> link;    // kPrivate only: eth0, the job's bridge
   std::optional<JobLink> egress;  // kPrivate only: eth1, outbound access through kilnd's NAT
-  bool seccomp = false;          // "{seccomp}" in argv becomes the filter's descriptor
-  int64_t pids_max = 0;          // 0: no limit
-  std::vector<FdBind> fd_binds;  // "{fd:<i>}" in argv
+  bool seccomp = false;           // "{seccomp}" in argv becomes the filter's descriptor
+  int64_t pids_max = 0;           // 0: no limit
+  std::vector<FdBind> fd_binds;   // "{fd:<i>}" in argv
   // The instance's /opt/ml on the host: "" is <instance dir>/ml. With disk quotas,
   // a subvolume of the scratch pool limited to `volume_bytes` (0: no quota).
   std::string scratch;

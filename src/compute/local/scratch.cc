@@ -87,8 +87,8 @@ Status Identify(int fd, uint64_t* subvol, std::string* fsid) {
   if (ioctl(fd, BTRFS_IOC_FS_INFO, &info) != 0) return Errno("BTRFS_IOC_FS_INFO");
   char uuid[37];
   const unsigned char* u = info.fsid;
-  snprintf(uuid, sizeof(uuid), "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", u[0], u[1],
-           u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13], u[14], u[15]);
+  snprintf(uuid, sizeof(uuid), "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", u[0], u[1], u[2],
+           u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13], u[14], u[15]);
   *fsid = uuid;
   return Status::Ok();
 }

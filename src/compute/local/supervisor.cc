@@ -191,14 +191,21 @@ enum class Direction { kSeed, kPublish };
 Status RunTransfers(const LaunchFile& launch, Direction direction) {
   const auto& list = direction == Direction::kSeed ? launch.seed : launch.publish;
   const char* verb = direction == Direction::kSeed ? "seeding" : "publishing";
+  Status first = Status::Ok();
   for (const auto& tr : list) {
     const std::string what = std::string(sandbox::kRoot) + "/" + tr.scratch;
     auto vol = OpenPathBeneath(launch.scratch, tr.scratch);
     if (!vol.ok() && vol.status().code() == Code::kNotFound && direction == Direction::kPublish) continue;
-    if (!vol.ok()) return Status(vol.status().code(), std::string(verb) + " " + what + ": " + vol.status().message());
+    auto h = !vol.ok()             ? Result<int>(vol.status())
+             : tr.host.as_job_user ? OpenAsJobUser(launch, tr.host)
+                                   : OpenPathBeneath(tr.host.root, tr.host.relative);
+    if (!h.ok()) {
+      if (vol.ok()) close(*vol);
+      if (first.ok()) first = Status(h.status().code(), std::string(verb) + " " + what + ": " + h.status().message());
+      if (direction == Direction::kSeed) return first;
+      continue;
+    }
     OwnedFd volume(*vol);
-    auto h = tr.host.as_job_user ? OpenAsJobUser(launch, tr.host) : OpenPathBeneath(tr.host.root, tr.host.relative);
-    if (!h.ok()) return Status(h.status().code(), std::string(verb) + " " + what + ": " + h.status().message());
     OwnedFd host(*h);
     setgroups(0, nullptr);
     setfsgid(launch.gid);
@@ -212,16 +219,17 @@ Status RunTransfers(const LaunchFile& launch, Direction direction) {
             what.c_str(), static_cast<unsigned long long>(t.files), static_cast<unsigned long long>(t.bytes),
             static_cast<unsigned long long>(t.unchanged), static_cast<unsigned long long>(t.skipped),
             st.ok() ? "" : ": ", st.ok() ? "" : st.message().c_str());
-    if (!st.ok()) return Status(st.code(), std::string(verb) + " " + what + ": " + st.message());
+    if (!st.ok() && first.ok()) first = Status(st.code(), std::string(verb) + " " + what + ": " + st.message());
+    if (!first.ok() && direction == Direction::kSeed) return first;
   }
-  return Status::Ok();
+  return first;  // publishing goes on past a failure: the other outputs still reach the host
 }
 
 // Why a transfer failed, as a failure reason.
 std::string TransferFailure(Direction direction, const Status& st) {
   if (st.code() == Code::kResourceExhausted)
     return "OutOfDisk: " + st.message() +
-           (direction == Direction::kSeed ? " (the checkpoints do not fit the instance's volume: raise volume_gb)"
+           (direction == Direction::kSeed ? " (what the instance starts with does not fit its volume: raise volume_gb)"
                                           : " (the host has no room for the job's outputs)");
   return (direction == Direction::kSeed ? "CheckpointSeedFailed: " : "OutputPublishFailed: ") + st.message();
 }

@@ -65,6 +65,10 @@ bool SameTime(const timespec& a, const timespec& b) {
   return a.tv_sec == b.tv_sec && a.tv_nsec == b.tv_nsec;
 }
 
+bool Newer(const timespec& a, const timespec& b) {
+  return a.tv_sec > b.tv_sec || (a.tv_sec == b.tv_sec && a.tv_nsec > b.tv_nsec);
+}
+
 Status CopyFile(int src, int dst, const char* name, Totals* t) {
   // O_NONBLOCK: a FIFO swapped in since the listing must not block us.
   Fd in(openat(src, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK));
@@ -75,9 +79,11 @@ Status CopyFile(int src, int dst, const char* name, Totals* t) {
   }
   // Unchanged since the last copy (same size and modification time, which a
   // copy carries over): checkpoints seeded and published again cost nothing.
+  // And the newer file wins: a file seeded at the start and left alone never
+  // overwrites what another instance (or attempt) wrote there since.
   struct stat old {};
-  if (fstatat(dst, name, &old, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(old.st_mode) && old.st_size == st.st_size &&
-      SameTime(old.st_mtim, st.st_mtim)) {
+  if (fstatat(dst, name, &old, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(old.st_mode) &&
+      ((old.st_size == st.st_size && SameTime(old.st_mtim, st.st_mtim)) || Newer(old.st_mtim, st.st_mtim))) {
     ++t->unchanged;
     return Status::Ok();
   }

@@ -23,15 +23,15 @@ struct Limits {
 struct Totals {
   uint64_t files = 0;
   uint64_t bytes = 0;
-  uint64_t unchanged = 0;  // already there with the same size and modification time
-  uint64_t skipped = 0;  // symlinks, special files, entries the destination holds as a symlink
+  uint64_t unchanged = 0;  // already there, as new or newer
+  uint64_t skipped = 0;    // symlinks, special files, entries the destination holds as a symlink
 };
 
 // Copies what is under the directory `src` into the directory `dst` (both
 // descriptors; O_PATH is fine), creating directories and replacing regular
-// files of the same name, unless one of the same size and modification time is
-// there already (a copy carries the modification time over). kResourceExhausted when the destination is out of
-// space or quota; kFailedPrecondition past a limit; kInternal for I/O errors.
+// files of the same name, unless the one there is as new or newer: the same
+// size and modification time (a copy carries it over), or a later one. kResourceExhausted when the destination is out
+// of space or quota; kFailedPrecondition past a limit; kInternal for I/O errors.
 Status CopyTree(int src, int dst, const Limits& limits, Totals* totals);
 
 }  // namespace kiln::transfer

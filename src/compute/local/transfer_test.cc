@@ -88,7 +88,7 @@ TEST_F(CopyTreeTest, NeverWritesThroughASymlinkInTheDestination) {
   Write(src() + "/key", "overwritten");
   fs::create_directories(src() + "/sub");
   Write(src() + "/sub/file", "x");
-  fs::create_symlink(root_ + "/secret/key", dst() + "/key");  // a file's name
+  fs::create_symlink(root_ + "/secret/key", dst() + "/key");        // a file's name
   fs::create_directory_symlink(root_ + "/secret", dst() + "/sub");  // a directory's name
   Totals t;
   ASSERT_TRUE(Copy(&t).ok());
@@ -119,6 +119,22 @@ TEST_F(CopyTreeTest, UnchangedFilesAreNotCopiedAgain) {
   ASSERT_TRUE(Copy(&third).ok());
   EXPECT_EQ(third.files, 1u);
   EXPECT_EQ(Read(dst() + "/ckpt"), "epoch-22");
+}
+
+TEST_F(CopyTreeTest, ANewerFileAtTheDestinationIsKept) {
+  Write(src() + "/latest.pt", "attempt-1");
+  Totals seeded;
+  ASSERT_TRUE(Copy(&seeded).ok());
+  // Another instance publishes a newer file meanwhile; ours, only seeded, is older.
+  Write(dst() + "/latest.pt", "instance-2");
+  struct timespec later[2] = {{0, UTIME_OMIT}, {0, 0}};
+  clock_gettime(CLOCK_REALTIME, &later[1]);
+  later[1].tv_sec += 10;
+  ASSERT_EQ(utimensat(AT_FDCWD, (dst() + "/latest.pt").c_str(), later, 0), 0);
+  Totals t;
+  ASSERT_TRUE(Copy(&t).ok());
+  EXPECT_EQ(Read(dst() + "/latest.pt"), "instance-2");
+  EXPECT_EQ(t.unchanged, 1u);
 }
 
 TEST_F(CopyTreeTest, DepthAndEntryCountAreBounded) {
