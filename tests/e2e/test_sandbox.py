@@ -702,6 +702,42 @@ class EgressE2E(KilndHarness):
         got = self.probe("noegress", [outside], team="default")
         self.assertTrue(got[outside].startswith("blocked"), got)
 
+    def test_sagemaker_network_isolation_takes_outbound_access_away(self):
+        import boto3, botocore.config
+        creds = os.path.join(self.data, "credentials")
+        with open(creds) as f:
+            kv = dict(l.split(" = ", 1) for l in f.read().splitlines() if " = " in l)
+        sm = boto3.session.Session(aws_access_key_id=kv["aws_access_key_id"],
+                                   aws_secret_access_key=kv["aws_secret_access_key"], region_name="us-east-1").client(
+            "sagemaker", endpoint_url="http://" + self.addr,
+            config=botocore.config.Config(retries={"max_attempts": 1}))
+        outside = "%s:%d" % (OUTSIDE_ADDR, OUTSIDE_PORT)
+        # The outcome travels in FailureReason: the probe fails on purpose.
+        probe = ("import socket\n"
+                 "try:\n    c = socket.create_connection(('%s', %d), timeout=2); r = 'connected'\n"
+                 "except Exception as e:\n    r = 'blocked: %%s' %% e\n"
+                 "open('/opt/ml/output/failure', 'w').write('PROBE ' + r)\nraise SystemExit(1)\n"
+                 % (OUTSIDE_ADDR, OUTSIDE_PORT))
+        outcome = {}
+        for isolation in (False, True):
+            name = unique("smisolation")
+            sm.create_training_job(
+                TrainingJobName=name, RoleArn="arn:aws:iam::111122223333:role/kiln",
+                AlgorithmSpecification={"TrainingImage": "host", "TrainingInputMode": "File",
+                                        "ContainerEntrypoint": ["/usr/bin/python3", "-c", probe]},
+                OutputDataConfig={"S3OutputPath": "s3://models/out"},
+                ResourceConfig={"InstanceType": "local.medium", "InstanceCount": 1, "VolumeSizeInGB": 1},
+                StoppingCondition={"MaxRuntimeInSeconds": 60}, EnableNetworkIsolation=isolation)
+            deadline = time.monotonic() + DEADLINE_S
+            while time.monotonic() < deadline:
+                d = sm.describe_training_job(TrainingJobName=name)
+                if d["TrainingJobStatus"] in ("Completed", "Failed", "Stopped"):
+                    break
+                time.sleep(0.2)
+            outcome[isolation] = d.get("FailureReason", "")
+        self.assertIn("PROBE connected", outcome[False], outside)
+        self.assertIn("PROBE blocked", outcome[True], outside)
+
     def test_instances_with_outbound_access_do_not_reach_each_other(self):
         listener = self.submit(self.spec(unique("egresslisten"), ["/usr/bin/python3", "-c", (
             "import socket, subprocess\n"

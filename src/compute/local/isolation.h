@@ -1,8 +1,9 @@
 #pragma once
 // The pieces of an instance's isolation that kiln-supervisor sets up as root
 // before it drops to the job's user and execs bubblewrap: the seccomp filter, the
-// instance's network namespace (loopback, and for multi-instance jobs one veth on
-// the job's bridge), and the privilege drop. See README.md for the whole model.
+// instance's network namespace (loopback; for multi-instance jobs one veth on the
+// job's bridge; with outbound access one veth on kilnd's egress bridge), kilnd's
+// egress network, and the privilege drop. See README.md for the whole model.
 #include <sys/types.h>
 
 #include <string>

@@ -61,7 +61,7 @@ struct Transfer {
 // The network an instance gets.
 enum class NetworkMode {
   kHost,     // the host's network (version 1 files)
-  kPrivate,  // a network namespace of its own: loopback only, or one veth on its job's bridge
+  kPrivate,  // a network namespace of its own: loopback, a veth on its job's bridge, one on the egress bridge
 };
 
 // The job's own interface on its job's bridge (multi-instance jobs in kPrivate).
