@@ -11,7 +11,7 @@ fd binds, admission control).
 Rounds alternate the builds (before, after, before, after) so drift on a shared
 machine hits both. Appends a section to bench/RESULTS.md.
 """
-import argparse, os, shutil, tempfile
+import argparse, os, shutil, subprocess, tempfile
 
 from benchlib import ROOT, heading, machine, pct, report
 from run_bench import Kilnd, bench_latency, bench_throughput
@@ -25,6 +25,9 @@ def measure(build, latency_jobs, jobs):
         thr = bench_throughput(k, jobs) if jobs else None
     finally:
         k.stop()
+        scratch = os.path.join(data, "scratch")  # the disk-quota pool outlives kilnd
+        if os.path.ismount(scratch):
+            subprocess.run(["umount", "-l", scratch], check=False)
         shutil.rmtree(data, ignore_errors=True)
     return lat, thr
 
@@ -37,6 +40,7 @@ def main():
     ap.add_argument("--jobs", type=int, default=2000)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--no-record", action="store_true")
+    ap.add_argument("--title", default="Sandbox hardening: before / after")
     a = ap.parse_args()
     lat = {"before": [], "after": []}
     thr = {"before": [], "after": []}
@@ -53,7 +57,7 @@ def main():
     if thr["before"]:
         b, f = sum(thr["before"]) / len(thr["before"]), sum(thr["after"]) / len(thr["after"])
         rows.append(("throughput, %d trivial jobs" % a.jobs, "%.0f jobs/s" % b, "%.0f jobs/s" % f, "x%.2f" % (f / b)))
-    out = ["", heading("Sandbox hardening: before / after"), "", "Machine: " + machine(),
+    out = ["", heading(a.title), "", "Machine: " + machine(),
            "Before: %s; after: %s; %d rounds of %d latency jobs and %d throughput jobs each, alternating." % (
                a.before, a.after, a.rounds, a.latency_jobs, a.jobs),
            "", "| measure | before | after | difference |", "|---|---|---|---|"]
