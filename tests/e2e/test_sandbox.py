@@ -578,6 +578,51 @@ class TeamsE2E(KilndHarness):
         self.assertEqual(job["status"], "Failed", job)
         self.assertIn("has no data namespace", job["failure_reason"])
 
+    def test_a_team_key_on_the_sagemaker_api_reaches_only_its_teams_buckets(self):
+        import boto3, botocore.config
+        risk, ml = self.bucket("risk-data"), self.bucket("ml-data")
+        os.makedirs(os.path.join(risk, "train"), exist_ok=True)
+        os.makedirs(os.path.join(ml, "train"), exist_ok=True)
+        with open(os.path.join(risk, "train", "secret.csv"), "w") as f:
+            f.write("risk's data")
+        with open(os.path.join(ml, "train", "iris.csv"), "w") as f:
+            f.write("5.1,3.5")
+        out = self.kiln("keys", "create", "--team", "ml", "--json")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        k = json.loads(out.stdout)
+        sm = boto3.session.Session(aws_access_key_id=k["access_key_id"], aws_secret_access_key=k["secret_access_key"],
+                                   region_name="us-east-1").client(
+            "sagemaker", endpoint_url="http://" + self.addr, config=botocore.config.Config(retries={"max_attempts": 1}))
+
+        def train(name, data, output):
+            sm.create_training_job(
+                TrainingJobName=name, RoleArn="arn:aws:iam::111122223333:role/kiln",
+                AlgorithmSpecification={"TrainingImage": "host", "TrainingInputMode": "File",
+                                        "ContainerEntrypoint": ["/bin/sh", "-c", "cat /opt/ml/input/data/train/*"]},
+                InputDataConfig=[{"ChannelName": "train", "DataSource": {"S3DataSource": {
+                    "S3DataType": "S3Prefix", "S3Uri": data}}}],
+                OutputDataConfig={"S3OutputPath": output},
+                ResourceConfig={"InstanceType": "local.small", "InstanceCount": 1, "VolumeSizeInGB": 1},
+                StoppingCondition={"MaxRuntimeInSeconds": 60})
+            deadline = time.monotonic() + DEADLINE_S
+            while time.monotonic() < deadline:
+                d = sm.describe_training_job(TrainingJobName=name)
+                if d["TrainingJobStatus"] in ("Completed", "Failed", "Stopped"):
+                    return d
+                time.sleep(0.2)
+            self.fail("training job %s never ended" % name)
+
+        reads = train(unique("smxread"), "s3://risk-data/train", "s3://ml-data/out")
+        self.assertEqual(reads["TrainingJobStatus"], "Failed", reads)
+        self.assertIn("is not in team ml's data", reads["FailureReason"])
+        writes = train(unique("smxwrite"), "s3://ml-data/train", "s3://risk-data/out")
+        self.assertEqual(writes["TrainingJobStatus"], "Failed", writes)
+        self.assertIn("is not writable by team ml", writes["FailureReason"])
+        self.assertFalse(os.path.exists(os.path.join(risk, "out")))
+        own = train(unique("smown"), "s3://ml-data/train", "s3://ml-data/out")
+        self.assertEqual(own["TrainingJobStatus"], "Completed", own)
+        self.assertTrue(own["ModelArtifacts"]["S3ModelArtifacts"].startswith("s3://ml-data/out/"), own)
+
 
 
 _EGRESS_CONFIG = os.path.join(_CONFIG_DIR, "egress.yaml")
