@@ -10,6 +10,7 @@
 #include "api/http_helpers.h"
 #include "common/fsutil.h"
 #include "common/ids.h"
+#include "common/json_input.h"
 
 namespace kiln {
 
@@ -149,9 +150,9 @@ int HttpStatusFor(Code c) {
 Result<Job> NativeApi::Submit(const std::string& body) {
   if (body.size() > opts_.max_body_bytes)
     return Status(Code::kPayloadTooLarge, "request body exceeds " + std::to_string(opts_.max_body_bytes) + " bytes");
-  json j = json::parse(body, nullptr, false);
-  if (j.is_discarded()) return InvalidArgument("", "request body is not valid JSON");
-  auto spec = ParseSpec(j, catalog_);
+  auto j = ParseUntrustedJson(body);
+  if (!j.ok()) return j.status();
+  auto spec = ParseSpec(*j, catalog_);
   if (!spec.ok()) return spec.status();
   // Existence checks belong here, before anything is written.
   namespace fs = std::filesystem;

@@ -8,6 +8,7 @@
 #include "api/http_helpers.h"
 #include "api/native_api.h"
 #include "common/fsutil.h"
+#include "common/json_input.h"
 #include "common/sandbox_paths.h"
 #include "jobs/events.h"
 #include "jobs/runtime_doc.h"
@@ -91,7 +92,9 @@ RuntimeDoc BuildRuntimeDoc(const Instance& in, const Job& job, const Catalog& ca
 // A POST /v1/runtime/events body, {"type": phase, "time_ms"?, "payload"?}, as a
 // kPhaseReported event. Posting it twice is harmless: the dedup key names the phase.
 Result<Event> ParsePhaseReport(const std::string& raw, const Instance& in, const Job& job) {
-  json body = json::parse(raw, nullptr, false);
+  auto parsed = ParseUntrustedJson(raw);
+  if (!parsed.ok()) return parsed.status();
+  const json& body = *parsed;
   if (!body.is_object() || !body.contains("type") || !body["type"].is_string())
     return InvalidArgument("type", "required string");
   std::string phase_name = body["type"];

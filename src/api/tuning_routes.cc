@@ -1,6 +1,7 @@
 // /v1/tuning-jobs: create, list, describe (with trials), stop.
 #include "api/http_helpers.h"
 #include "api/native_api.h"
+#include "common/json_input.h"
 
 namespace kiln {
 
@@ -50,9 +51,9 @@ json TuningJobDoc(const TuningJob& job, const std::vector<TrialView>& trials) {
 void NativeApi::RegisterTuning(httplib::Server& s) {
   tuning::TuningService* svc = opts_.tuning;
   s.Post("/v1/tuning-jobs", [this, svc](const httplib::Request& req, httplib::Response& res) {
-    json body = json::parse(req.body, nullptr, false);
-    if (body.is_discarded()) return SendApiError(res, InvalidArgument("", "body is not JSON"));
-    auto spec = tuning::ParseTuningSpec(body, &catalog_);
+    auto body = ParseUntrustedJson(req.body);
+    if (!body.ok()) return SendApiError(res, body.status());
+    auto spec = tuning::ParseTuningSpec(*body, &catalog_);
     if (!spec.ok()) return SendApiError(res, spec.status());
     auto job = svc->Create(*spec);
     if (!job.ok()) return SendApiError(res, job.status());

@@ -8,6 +8,7 @@
 #include "common/clock.h"
 #include "common/fsutil.h"
 #include "common/ids.h"
+#include "common/json_input.h"
 #include "common/status.h"
 
 namespace kiln {
@@ -139,4 +140,23 @@ TEST_F(HostileDir, MakeDirsBeneathGivesWhatItCreatesToTheOwner) {
   EXPECT_EQ(st.st_uid, 12345U);  // kAlways: the leaf too
 }
 
+TEST(JsonInput, DepthCountsNestingOutsideStrings) {
+  EXPECT_EQ(JsonDepth("1", 10), 0);
+  EXPECT_EQ(JsonDepth(R"({"a": [1, {"b": []}]})", 10), 4);
+  EXPECT_EQ(JsonDepth(R"({"a": "[[[[{{{{\"[[["})", 10), 1);  // brackets in strings, an escaped quote
+  EXPECT_EQ(JsonDepth(std::string(100000, '['), 65), 65);    // stops early
+}
+
+TEST(JsonInput, ADeepRequestIsRefusedNotParsed) {
+  const int n = 75000;  // crashed kilnd (stack overflow) before the check
+  const std::string deep = R"({"hyperparameters": {"a": )" + std::string(n, '[') + std::string(n, ']') + "}}";
+  auto r = ParseUntrustedJson(deep);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), Code::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("nested deeper than 64 levels"), std::string::npos) << r.status().ToString();
+  std::string at_limit = std::string(64, '[') + std::string(64, ']');
+  EXPECT_TRUE(ParseUntrustedJson(at_limit).ok());
+  EXPECT_FALSE(ParseUntrustedJson("[" + at_limit + "]").ok());
+  EXPECT_EQ(ParseUntrustedJson("{nope").status().message(), "request body is not valid JSON");
+}
 }  // namespace kiln

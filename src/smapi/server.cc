@@ -7,6 +7,7 @@
 
 #include "common/fsutil.h"
 #include "common/ids.h"
+#include "common/json_input.h"
 #include "smapi/service_model.h"
 
 namespace kiln::smapi {
@@ -109,7 +110,8 @@ void SageMakerApi::Register(httplib::Server& server) {
     res.set_content(reply.body.dump(-1, ' ', false, json::error_handler_t::replace), "application/x-amz-json-1.1");
   });
   server.Post("/v1/keys", [this](const httplib::Request& req, httplib::Response& res) {
-    json b = json::parse(req.body, nullptr, false);
+    auto parsed = ParseUntrustedJson(req.body);
+    json b = parsed.ok() ? std::move(*parsed) : json();
     if (!b.is_object() || !b.contains("team") || !b["team"].is_string() || !IsValidJobName(b["team"])) {
       res.status = 400;
       res.set_content(json{{"error",
@@ -189,10 +191,10 @@ Reply SageMakerApi::Handle(const SigV4Request& req) {
     return Error(400, "UnknownOperationException",
                  target.empty() ? "missing X-Amz-Target header" : "unknown target '" + target + "'");
   std::string op = target.substr(strlen(kTargetPrefix));
-  json body = json::parse(req.body.empty() ? std::string("{}") : req.body, nullptr, false);
-  if (body.is_discarded() || !body.is_object())
-    return Error(400, "SerializationException", "request body is not a JSON object");
-  return Dispatch(op, body, caller);
+  auto parsed = ParseUntrustedJson(req.body.empty() ? std::string_view("{}") : std::string_view(req.body));
+  if (!parsed.ok()) return Error(400, "SerializationException", parsed.status().message());
+  if (!parsed->is_object()) return Error(400, "SerializationException", "request body is not a JSON object");
+  return Dispatch(op, *parsed, caller);
 }
 
 Reply SageMakerApi::Dispatch(const std::string& op, const json& body, const AccessKey& caller) {

@@ -505,6 +505,17 @@ class KilndE2E(KilndHarness):
         finally:
             conn.close()
 
+    def test_02a_deep_json_is_refused_and_kilnd_lives(self):
+        # 75,000 levels crashed kilnd (a stack overflow in the JSON parser).
+        n = 75000
+        for path, body in (("/v1/jobs", '{"name":"deep","command":["true"],"hyperparameters":{"a":%s%s}}'),
+                           ("/v1/tuning-jobs", '{"name":"deep","objective":%s%s}')):
+            st, text = self.http("POST", path, (body % ("[" * n, "]" * n)).encode())
+            self.assertEqual(st, 400, text[:300])
+            self.assertIn("nested deeper than 64 levels", text)
+        st, text = self.http("GET", "/v1/health")
+        self.assertEqual(st, 200, text)
+
     def test_02b_error_body_matches_openapi(self):
         # docs/openapi.yaml: every error body is {"error": {"code", "field", "message"}}; code is
         # a Status code name (spec errors and bad query parameters 400 InvalidArgument, duplicate
