@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "auth/access_keys.h"
+#include "auth/replay_guard.h"
 #include "auth/sigv4.h"
 
 namespace kiln {
@@ -214,6 +215,34 @@ TEST(AccessKeys, CreateLookupDelete) {
   EXPECT_EQ(keys.Lookup(k->id).status().code(), Code::kNotFound);
   std::string file = CredentialsFile(*k);
   EXPECT_NE(file.find("aws_access_key_id = " + k->id), std::string::npos);
+}
+
+TEST(ReplayGuard, ASignatureIsAcceptedOnceUntilItExpires) {
+  ReplayGuard g;
+  EXPECT_EQ(g.Use("sig-a", 1000, 0), Claim::kFirst);
+  EXPECT_EQ(g.Use("sig-a", 1000, 500), Claim::kReplayed);
+  EXPECT_EQ(g.Use("sig-b", 1000, 500), Claim::kFirst);
+  // Expired: forgotten (it could no longer verify anyway).
+  EXPECT_EQ(g.Use("sig-c", 3000, 1000), Claim::kFirst);
+  EXPECT_EQ(g.size(), 1u);
+  EXPECT_EQ(g.Use("sig-a", 4000, 1001), Claim::kFirst);
+}
+
+TEST(ReplayGuard, AForgottenSignatureMayBeRetried) {
+  ReplayGuard g;
+  ASSERT_EQ(g.Use("sig", 1000, 0), Claim::kFirst);
+  g.Forget("sig");  // the request failed with a server error
+  EXPECT_EQ(g.Use("sig", 1000, 10), Claim::kFirst);
+  EXPECT_EQ(g.Use("sig", 1000, 20), Claim::kReplayed);
+}
+
+TEST(ReplayGuard, IsBoundedAndRefusesRatherThanForgets) {
+  ReplayGuard g(2);
+  EXPECT_EQ(g.Use("a", 1000, 0), Claim::kFirst);
+  EXPECT_EQ(g.Use("b", 1000, 0), Claim::kFirst);
+  EXPECT_EQ(g.Use("c", 1000, 0), Claim::kFull);
+  EXPECT_EQ(g.Use("a", 1000, 0), Claim::kReplayed);  // still remembered
+  EXPECT_EQ(g.Use("c", 2000, 1000), Claim::kFirst);  // a and b expired
 }
 
 }  // namespace

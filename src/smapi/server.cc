@@ -2,6 +2,8 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
+
 #include <optional>
 #include <utility>
 
@@ -122,7 +124,15 @@ void SageMakerApi::Register(httplib::Server& server) {
                       "application/json");
       return;
     }
-    auto k = keys_.Create(b["team"], b.value("role", "team") == "admin" ? KeyRole::kAdmin : KeyRole::kTeam);
+    const json role = b.value("role", json("team"));
+    if (role != "team" && role != "admin") {  // "superuser" was a team key, silently
+      res.status = 400;
+      res.set_content(
+          json{{"error", {{"code", "InvalidArgument"}, {"field", "role"}, {"message", "role: team or admin"}}}}.dump(),
+          "application/json");
+      return;
+    }
+    auto k = keys_.Create(b["team"], role == "admin" ? KeyRole::kAdmin : KeyRole::kTeam);
     if (!k.ok()) {
       res.status = 500;
       res.set_content(
@@ -161,6 +171,13 @@ void SageMakerApi::Register(httplib::Server& server) {
   });
 }
 
+// The value of header `name` (lower case), "" if absent.
+static std::string HeaderOf(const SigV4Request& req, const char* name) {
+  for (const auto& [k, v] : req.headers)
+    if (strcasecmp(k.c_str(), name) == 0) return v;
+  return "";
+}
+
 Reply SageMakerApi::Handle(const SigV4Request& req) {
   if (req.body.size() > opts_.max_body_bytes)
     return Error(413, "ValidationException",
@@ -184,6 +201,7 @@ Reply SageMakerApi::Handle(const SigV4Request& req) {
       http = 403;
     return Error(http, AwsErrorCode(verified.failure.error), verified.failure.message);
   }
+  if (auto refused = CheckScope(req)) return *refused;
   std::string target;
   for (const auto& [k, v] : req.headers)
     if (k.size() == 12 && strcasecmp(k.c_str(), "X-Amz-Target") == 0) target = v;
@@ -194,7 +212,45 @@ Reply SageMakerApi::Handle(const SigV4Request& req) {
   auto parsed = ParseUntrustedJson(req.body.empty() ? std::string_view("{}") : std::string_view(req.body));
   if (!parsed.ok()) return Error(400, "SerializationException", parsed.status().message());
   if (!parsed->is_object()) return Error(400, "SerializationException", "request body is not a JSON object");
-  return Dispatch(op, *parsed, caller);
+  // A mutating request is carried out once: the same signed request sent again
+  // within the skew window is refused (reads may repeat).
+  const bool mutating = op.rfind("Describe", 0) != 0 && op.rfind("List", 0) != 0;
+  std::string signature;
+  if (mutating) {
+    auto auth = ParseAuthorization(HeaderOf(req, "authorization"));
+    signature = auth.ok() ? auth->signature : "";
+    const TimeMs now = clock_.NowMs();
+    switch (replays_.Use(signature, now + 2 * kMaxClockSkewMs, now)) {
+      case Claim::kFirst:
+        break;
+      case Claim::kReplayed:
+        return Error(403, "InvalidSignatureException",
+                     "this signed request was already carried out; a request that changes something is accepted "
+                     "once (sign it again)");
+      case Claim::kFull:
+        return Error(400, "ThrottlingException", "too many signed requests in the last 30 minutes; retry later");
+    }
+  }
+  Reply reply = Dispatch(op, *parsed, caller);
+  if (mutating && reply.http_status >= 500) replays_.Forget(signature);  // not carried out: a retry is no replay
+  return reply;
+}
+
+std::optional<Reply> SageMakerApi::CheckScope(const SigV4Request& req) const {
+  auto auth = ParseAuthorization(HeaderOf(req, "authorization"));
+  if (!auth.ok()) return Error(400, "IncompleteSignatureException", auth.status().message());
+  if (auth->service != "sagemaker")
+    return Error(403, "InvalidSignatureException",
+                 "Credential should be scoped to correct service: 'sagemaker', not '" + auth->service + "'");
+  if (auth->region != opts_.ctx.region)
+    return Error(403, "InvalidSignatureException",
+                 "Credential should be scoped to a valid region: this Kiln is '" + opts_.ctx.region + "', not '" +
+                     auth->region + "' (sagemaker.region)");
+  // The operation is the target: unsigned, a captured request could be sent as another operation.
+  const auto& sh = auth->signed_headers;
+  if (!HeaderOf(req, "x-amz-target").empty() && std::find(sh.begin(), sh.end(), "x-amz-target") == sh.end())
+    return Error(400, "IncompleteSignatureException", "'X-Amz-Target' must be a signed header");
+  return std::nullopt;
 }
 
 Reply SageMakerApi::Dispatch(const std::string& op, const json& body, const AccessKey& caller) {

@@ -8,10 +8,12 @@
 
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "auth/access_keys.h"
+#include "auth/replay_guard.h"
 #include "auth/sigv4.h"
 #include "controller/controller.h"
 #include "smapi/translate.h"
@@ -44,6 +46,9 @@ class SageMakerApi {
   Reply Dispatch(const std::string& op, const nlohmann::json& body, const AccessKey& caller);
 
  private:
+  // SageMaker's rules on top of a valid SigV4 signature: scoped to this Kiln's
+  // region and to "sagemaker", X-Amz-Target signed. An error reply, or none.
+  std::optional<Reply> CheckScope(const SigV4Request& req) const;
   Result<nlohmann::json> CreateJob(JobKind kind, const nlohmann::json& body, const AccessKey& caller);
   Result<Job> FindJob(JobKind kind, const std::string& name, const AccessKey& caller);
   Result<nlohmann::json> ListJobs(JobKind kind, const nlohmann::json& body, const AccessKey& caller);
@@ -67,6 +72,7 @@ class SageMakerApi {
   Store& store_;
   AccessKeys& keys_;
   Clock& clock_;
+  ReplayGuard replays_;  // signatures of mutating requests, until they expire
   ApiOptions opts_;
   tuning::TuningService* tuning_ = nullptr;
 };

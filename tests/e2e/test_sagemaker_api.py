@@ -107,24 +107,27 @@ else:
 '''
 
 
-def sign_v4(method, host, body, key, secret, target, amz_date=None, region="us-east-1"):
+def sign_v4(method, host, body, key, secret, target, amz_date=None, region="us-east-1", service="sagemaker",
+            sign_target=True):
     """An independent SigV4 signer (hashlib/hmac), for requests botocore would not send."""
     amz_date = amz_date or datetime.datetime.utcnow().strftime("%Y%m%dT%H%M%SZ")
     date = amz_date[:8]
     headers = {"content-type": "application/x-amz-json-1.1", "host": host, "x-amz-date": amz_date}
-    if target is not None:
+    if target is not None and sign_target:
         headers["x-amz-target"] = target
     signed = ";".join(sorted(headers))
     canonical = "\n".join([method, "/", "", "".join("%s:%s\n" % (k, headers[k]) for k in sorted(headers)), signed,
                            hashlib.sha256(body).hexdigest()])
-    scope = "%s/%s/sagemaker/aws4_request" % (date, region)
+    scope = "%s/%s/%s/aws4_request" % (date, region, service)
     sts = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
     k = hmac.new(("AWS4" + secret).encode(), date.encode(), hashlib.sha256).digest()
-    for part in (region, "sagemaker", "aws4_request"):
+    for part in (region, service, "aws4_request"):
         k = hmac.new(k, part.encode(), hashlib.sha256).digest()
     sig = hmac.new(k, sts.encode(), hashlib.sha256).hexdigest()
     headers["authorization"] = "AWS4-HMAC-SHA256 Credential=%s/%s, SignedHeaders=%s, Signature=%s" % (
         key, scope, signed, sig)
+    if target is not None and not sign_target:
+        headers["x-amz-target"] = target  # sent, not signed
     return headers
 
 
@@ -210,10 +213,10 @@ class SageMakerApiE2E(KilndHarness):
         self.fail("processing job %s did not finish" % name)
 
     def raw(self, body, target="SageMaker.ListTrainingJobs", key=None, secret=None, amz_date=None, send_body=None,
-            headers=None):
+            headers=None, **sign):
         body = body if isinstance(body, bytes) else body.encode()
         h = headers if headers is not None else sign_v4("POST", self.addr, body, key or self.key,
-                                                         secret or self.secret, target, amz_date)
+                                                         secret or self.secret, target, amz_date, **sign)
         conn = http.client.HTTPConnection(self.addr, timeout=30)
         conn.request("POST", "/", body=send_body if send_body is not None else body, headers=h)
         r = conn.getresponse()
@@ -253,10 +256,33 @@ class SageMakerApiE2E(KilndHarness):
         tampered = body.replace('"true"', '"false"').encode()
         status, err = self.raw(body, target="SageMaker.CreateTrainingJob", send_body=tampered)
         self.assertEqual((status, err["__type"]), (403, "InvalidSignatureException"))
+        # The scope must be this Kiln's region and the sagemaker service; the target must be signed.
+        status, err = self.raw(body, target="SageMaker.CreateTrainingJob", region="eu-west-1")
+        self.assertEqual((status, err["__type"]), (403, "InvalidSignatureException"))
+        self.assertIn("scoped to a valid region", err["message"])
+        status, err = self.raw(body, target="SageMaker.CreateTrainingJob", service="s3")
+        self.assertEqual((status, err["__type"]), (403, "InvalidSignatureException"))
+        status, err = self.raw(body, target="SageMaker.CreateTrainingJob", sign_target=False)
+        self.assertEqual((status, err["__type"]), (400, "IncompleteSignatureException"))
+        self.assertEqual(self.job_count(), before)
         # The same request signed properly is accepted: the refusals were about the signature.
-        status, ok = self.raw(body, target="SageMaker.CreateTrainingJob")
+        headers = sign_v4("POST", self.addr, body.encode(), self.key, self.secret, "SageMaker.CreateTrainingJob")
+        status, ok = self.raw(body, headers=headers)
         self.assertEqual(status, 200, ok)
         self.assertEqual(self.job_count(), before + 1)
+        # Sent again as it was (a captured request): refused, nothing done.
+        status, err = self.raw(body, headers=headers)
+        self.assertEqual((status, err["__type"]), (403, "InvalidSignatureException"), err)
+        self.assertIn("already carried out", err["message"])
+        # Replaying it as another operation fails the signature (the target is signed).
+        replayed = dict(headers, **{"x-amz-target": "SageMaker.StopTrainingJob"})
+        status, err = self.raw(body, headers=replayed)
+        self.assertEqual((status, err["__type"]), (403, "InvalidSignatureException"), err)
+        self.assertEqual(self.job_count(), before + 1)
+        # Reads may repeat.
+        reads = sign_v4("POST", self.addr, b"{}", self.key, self.secret, "SageMaker.ListTrainingJobs")
+        self.assertEqual(self.raw("{}", headers=reads)[0], 200)
+        self.assertEqual(self.raw("{}", headers=reads)[0], 200)
 
     def test_03_bad_input_gets_aws_errors_and_changes_nothing(self):
         before = self.job_count()
@@ -312,6 +338,7 @@ class SageMakerApiE2E(KilndHarness):
         self.assertEqual((code, msg), ("ValidationException", "Requested resource not found."))
         dup = unique("dup")
         self.call("create_training_job", **self.training_request(dup, ["true"]))
+        time.sleep(1.01)  # not the same signed request (X-Amz-Date has seconds): that would be a replay
         code, _ = self.error_code(self.sm.create_training_job, **self.training_request(dup, ["true"]))
         self.assertEqual(code, "ResourceInUse")
         code, _ = self.error_code(self.sm.stop_training_job, TrainingJobName="no-such-job")

@@ -400,6 +400,7 @@ class TuningE2E(KilndHarness):
         responses.append(("create_hyper_parameter_tuning_job", r))
         arn = r["HyperParameterTuningJobArn"]
         self.assertTrue(arn.endswith("hyper-parameter-tuning-job/" + name))
+        time.sleep(1.01)  # not the same signed request (X-Amz-Date has seconds): that would be a replay
         with self.assertRaises(botocore.exceptions.ClientError) as cm:
             sm.create_hyper_parameter_tuning_job(**req)
         self.assertEqual(cm.exception.response["Error"]["Code"], "ResourceInUse")
