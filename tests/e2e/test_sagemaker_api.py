@@ -565,6 +565,10 @@ class SageMakerApiE2E(KilndHarness):
         self.assertEqual([s["TrainingJobName"] for s in json.loads(out.stdout)["TrainingJobSummaries"]], [name])
 
     def test_12_team_keys_see_only_their_jobs(self):
+        # An unknown role is refused, not silently made a team key.
+        st, err = self.http("POST", "/v1/keys", {"team": "ads", "role": "superuser"})
+        self.assertEqual(st, 400, err)
+        self.assertEqual(json.loads(err)["error"]["field"], "role")
         out = self.kiln("keys", "create", "--team", "ads", "--json")
         self.assertEqual(out.returncode, 0, out.stderr)
         k = json.loads(out.stdout)
