@@ -10,6 +10,7 @@
 #include "common/ids.h"
 #include "common/json_input.h"
 #include "common/status.h"
+#include "common/user_regex.h"
 
 namespace kiln {
 TEST(Status, CarriesFieldAndCode) {
@@ -159,4 +160,30 @@ TEST(JsonInput, ADeepRequestIsRefusedNotParsed) {
   EXPECT_FALSE(ParseUntrustedJson("[" + at_limit + "]").ok());
   EXPECT_EQ(ParseUntrustedJson("{nope").status().message(), "request body is not valid JSON");
 }
+TEST(UserRegex, ExtractsTheFirstGroup) {
+  auto re = UserRegex::Compile(R"(val_loss=([0-9.]+))");
+  ASSERT_TRUE(re.ok()) << re.status().ToString();
+  EXPECT_EQ(re->FirstGroup("epoch 3 val_loss=0.125 acc=0.9"), "0.125");
+  EXPECT_EQ(re->FirstGroup("nothing here"), std::nullopt);
+}
+
+TEST(UserRegex, ABacktrackingPatternRunsInLinearTime) {
+  // std::regex backtracks exponentially here; RE2 answers at once.
+  auto re = UserRegex::Compile("(a+)+$");
+  ASSERT_TRUE(re.ok());
+  const std::string line = std::string(100000, 'a') + "b";
+  EXPECT_EQ(re->FirstGroup(line), std::nullopt);
+  EXPECT_EQ(re->FirstGroup(std::string(50, 'a')), std::string(50, 'a'));
+}
+
+TEST(UserRegex, RefusesWhatRe2CannotRunAndPatternsWithoutAGroup) {
+  auto look = UserRegex::Compile(R"((?=x)(\d+))", "metric_definitions[0].regex");
+  ASSERT_FALSE(look.ok());
+  EXPECT_EQ(look.status().field(), "metric_definitions[0].regex");
+  EXPECT_NE(look.status().message().find("RE2"), std::string::npos) << look.status().message();
+  EXPECT_NE(UserRegex::Compile(R"((a)\1)").status().message().find("RE2"), std::string::npos);  // a backreference
+  EXPECT_EQ(UserRegex::Compile("acc=[0-9.]+").status().message(), "needs a capture group around the value");
+  EXPECT_TRUE(UserRegex::Compile("acc=[0-9.]+", "regex", false).ok());
+}
+
 }  // namespace kiln

@@ -20,7 +20,6 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
-#include <regex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -28,6 +27,7 @@
 #include "common/clock.h"
 #include "common/fsutil.h"
 #include "common/sandbox_paths.h"
+#include "common/user_regex.h"
 #include "entrypoint/context.h"
 #include "entrypoint/contract.h"
 #include "entrypoint/http_client.h"
@@ -169,10 +169,8 @@ class LogMetrics {
   void Configure(const RuntimeDoc& rt) {
     if (rt.metric_definitions.empty() || !rt.statsd) return;
     for (const auto& d : rt.metric_definitions) {
-      try {
-        defs_.emplace_back(d.name, std::regex(d.regex));
-      } catch (const std::regex_error&) {
-      }
+      auto re = UserRegex::Compile(d.regex);
+      if (re.ok()) defs_.emplace_back(d.name, std::move(*re));
     }
     fd_ = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     sockaddr_in a{};
@@ -186,11 +184,11 @@ class LogMetrics {
   }
   void Match(const std::string& line) {
     if (fd_ < 0 || line.size() > 4096) return;
-    std::smatch m;
     for (const auto& [name, re] : defs_) {
-      if (!std::regex_search(line, m, re) || m.size() < 2) continue;
+      auto value = re.FirstGroup(line);
+      if (!value) continue;
       char* end = nullptr;
-      std::string v = m[1].str();
+      const std::string& v = *value;
       double d = strtod(v.c_str(), &end);
       if (end == v.c_str() || !std::isfinite(d)) continue;
       char buf[320];
@@ -209,7 +207,7 @@ class LogMetrics {
   }
 
  private:
-  std::vector<std::pair<std::string, std::regex>> defs_;
+  std::vector<std::pair<std::string, UserRegex>> defs_;
   int fd_ = -1;
 };
 

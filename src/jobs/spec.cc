@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "common/fsutil.h"
+#include "common/user_regex.h"
 
 namespace kiln {
 namespace {
@@ -151,13 +152,8 @@ Status CheckMetricName(const std::string& name, const std::string& f) {
 
 Status CheckMetricRegex(const std::string& regex, const std::string& f) {
   if (regex.empty() || regex.size() > kMaxMetricRegexLength) return InvalidArgument(f + ".regex", kMetricRegexRule);
-  try {
-    std::regex re(regex);
-    if (re.mark_count() < 1) return InvalidArgument(f + ".regex", "needs a capture group around the value");
-  } catch (const std::regex_error& e) {
-    return InvalidArgument(f + ".regex", std::string("not a valid regular expression: ") + e.what());
-  }
-  return Status::Ok();
+  auto re = UserRegex::Compile(regex, f + ".regex");
+  return re.ok() ? Status::Ok() : re.status();
 }
 
 Status CheckSecretCount(size_t n) {

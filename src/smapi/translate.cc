@@ -2,8 +2,9 @@
 
 #include <cmath>
 #include <map>
-#include <regex>
 #include <set>
+
+#include "common/user_regex.h"
 
 namespace kiln::smapi {
 namespace {
@@ -87,12 +88,7 @@ Status MetricDefs(const json& defs, const std::string& field, JobSpec* s) {
   for (size_t i = 0; i < defs.size(); ++i) {
     std::string f = field + "[" + std::to_string(i) + "].Regex";
     std::string re = defs[i]["Regex"];
-    try {
-      std::regex r(re);
-      if (r.mark_count() < 1) return InvalidArgument(f, f + ": the regex needs a capture group around the value");
-    } catch (const std::regex_error& e) {
-      return InvalidArgument(f, f + ": not a valid regular expression: " + e.what());
-    }
+    if (auto r = UserRegex::Compile(re, f); !r.ok()) return InvalidArgument(f, f + ": " + r.status().message());
     s->metric_definitions.emplace_back(defs[i]["Name"], re);
   }
   return Status::Ok();

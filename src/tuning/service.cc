@@ -7,8 +7,9 @@
 #include <cmath>
 #include <cstdio>
 #include <optional>
-#include <regex>
 #include <string_view>
+
+#include "common/user_regex.h"
 
 namespace kiln::tuning {
 
@@ -120,19 +121,21 @@ std::vector<double> TuningService::Curve(const Job& trial, const std::string& re
   std::string path;
   for (const auto& in : trial.instances)
     if (in.index == 0 && in.attempt == trial.attempt && opts_.log_path) path = opts_.log_path(in.id);
-  std::lock_guard<std::mutex> l(cursors_mu_);
-  LogCursor& c = cursors_[trial.id];
+  std::shared_ptr<CursorSlot> slot;
+  {
+    std::lock_guard<std::mutex> l(cursors_mu_);
+    auto& s = cursors_[trial.id];
+    if (!s) s = std::make_shared<CursorSlot>();
+    slot = s;
+  }
+  std::lock_guard<std::mutex> l(slot->mu);
+  LogCursor& c = slot->cursor;
   if (path.empty()) return c.values;
   if (c.path != path) c = LogCursor{path, 0, "", {}};  // a new attempt starts its curve again
+  auto re = UserRegex::Compile(regex);                 // linear time in the line, whatever the pattern
+  if (!re.ok()) return c.values;
   int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return c.values;
-  std::regex re;
-  try {
-    re = std::regex(regex);
-  } catch (const std::regex_error&) {
-    close(fd);
-    return c.values;
-  }
   char buf[65536];
   ssize_t n;
   while ((n = pread(fd, buf, sizeof buf, static_cast<off_t>(c.offset))) > 0) {
@@ -142,12 +145,11 @@ std::vector<double> TuningService::Curve(const Job& trial, const std::string& re
     while ((pos = c.partial.find('\n')) != std::string::npos) {
       std::string line = c.partial.substr(0, pos);
       c.partial.erase(0, pos + 1);
-      std::smatch m;
-      if (line.size() <= 4096 && std::regex_search(line, m, re) && m.size() > 1) {
+      auto value = line.size() <= 4096 ? re->FirstGroup(line) : std::nullopt;
+      if (value) {
         char* end = nullptr;
-        std::string v = m[1].str();
-        double d = strtod(v.c_str(), &end);
-        if (end != v.c_str() && std::isfinite(d)) c.values.push_back(d);
+        double d = strtod(value->c_str(), &end);
+        if (end != value->c_str() && std::isfinite(d)) c.values.push_back(d);
       }
     }
     if (c.partial.size() > (1u << 20)) c.partial.clear();  // a runaway line is not a metric

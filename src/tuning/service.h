@@ -68,8 +68,14 @@ class TuningService {
     std::string partial;
     std::vector<double> values;
   };
-  std::mutex cursors_mu_;                     // Trials() is called by API handlers and by Tick
-  std::map<std::string, LogCursor> cursors_;  // GUARDED_BY(cursors_mu_): trial job id -> read position
+  // One trial's read position, with a lock of its own: reading a log and
+  // matching its lines holds no lock that other tuning calls need.
+  struct CursorSlot {
+    std::mutex mu;
+    LogCursor cursor;  // GUARDED_BY(mu)
+  };
+  std::mutex cursors_mu_;  // Trials() is called by API handlers and by Tick; guards the map only
+  std::map<std::string, std::shared_ptr<CursorSlot>> cursors_;  // GUARDED_BY(cursors_mu_): trial job id -> slot
   // StatsD curves of ended trials: their metrics were stored before they ended.
   std::map<std::string, std::vector<double>> statsd_final_;  // GUARDED_BY(cursors_mu_)
   // Finished trials of warm-start parents; a parent has ended, so they never change.
