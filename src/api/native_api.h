@@ -73,12 +73,20 @@ class NativeApi {
 
   // Log tailing (stream_routes.cc). Offsets are per log path, kept across provider calls.
   using LogOffsets = std::map<std::string, std::streamoff>;
+  // A byte range of the job's whole log (its instances' logs one after the
+  // other), for reads without follow: ?offset=&limit=.
+  struct LogRange {
+    uint64_t skip = 0;             // bytes still to skip
+    uint64_t budget = UINT64_MAX;  // bytes still to send
+  };
   // Writes the job's logs to `sink` until done (not following: once; following: until
   // the job ends, kilnd shuts down or the client goes away).
-  void TailLogs(const std::string& job_id, bool follow, int inotify_fd, LogOffsets& offsets, httplib::DataSink& sink);
-  // One pass over the job's instances' logs; false when the client has gone away.
+  void TailLogs(const std::string& job_id, bool follow, int inotify_fd, LogOffsets& offsets, LogRange& range,
+                httplib::DataSink& sink);
+  // One pass over the job's instances' logs, read and sent 1 MiB at a time (a
+  // reader holds no more, however large the log); false when the client has gone away.
   bool CopyNewLogOutput(const Job& job, bool follow, int inotify_fd, std::set<std::string>& watched,
-                        LogOffsets& offsets, httplib::DataSink& sink);
+                        LogOffsets& offsets, LogRange& range, httplib::DataSink& sink);
   // Server-Sent Events (stream_routes.cc): the global log when `job_id` is empty,
   // else one job's events.
   void StreamEvents(const httplib::Request& req, httplib::Response& res, const std::string& job_id);

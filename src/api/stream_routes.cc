@@ -3,9 +3,14 @@
 #include <sys/inotify.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <string_view>
+#include <vector>
 
 #include "api/http_helpers.h"
 #include "api/native_api.h"
@@ -15,6 +20,9 @@ namespace {
 
 using api_internal::BoolParam;
 using nlohmann::json;
+
+// What one log read holds in memory at a time, however large the log.
+constexpr size_t kLogChunkBytes = 1 << 20;
 
 // Events read from the store per query; a full batch is followed by another at once.
 constexpr int kEventBatch = 500;
@@ -47,10 +55,22 @@ void NativeApi::RegisterLogsAndEvents(httplib::Server& s) {
     if (!job.ok()) return SendApiError(res, job.status());
     const std::string job_id = job->id;
     const bool follow = BoolParam(req, "follow", false);
+    auto range = std::make_shared<LogRange>();
+    for (const char* p : {"offset", "limit"}) {
+      if (!req.has_param(p)) continue;
+      const std::string v = req.get_param_value(p);
+      char* end = nullptr;
+      errno = 0;
+      const unsigned long long n = strtoull(v.c_str(), &end, 10);
+      if (v.empty() || v[0] == '-' || *end != '\0' || errno != 0)
+        return SendApiError(res, InvalidArgument(p, "must be a byte count (a non-negative integer)"));
+      if (follow) return SendApiError(res, InvalidArgument(p, "is for reads without follow"));
+      (std::string(p) == "offset" ? range->skip : range->budget) = n;
+    }
     auto offsets = std::make_shared<LogOffsets>();
-    auto tail = [this, job_id, follow, offsets](size_t, httplib::DataSink& sink) {
+    auto tail = [this, job_id, follow, offsets, range](size_t, httplib::DataSink& sink) {
       int ino = follow ? inotify_init1(IN_CLOEXEC | IN_NONBLOCK) : -1;
-      TailLogs(job_id, follow, ino, *offsets, sink);
+      TailLogs(job_id, follow, ino, *offsets, *range, sink);
       if (ino >= 0) close(ino);
       sink.done();
       return true;
@@ -66,7 +86,7 @@ void NativeApi::RegisterLogsAndEvents(httplib::Server& s) {
   s.Get("/v1/events", [this](const httplib::Request& req, httplib::Response& res) { StreamEvents(req, res, ""); });
 }
 
-void NativeApi::TailLogs(const std::string& job_id, bool follow, int inotify_fd, LogOffsets& offsets,
+void NativeApi::TailLogs(const std::string& job_id, bool follow, int inotify_fd, LogOffsets& offsets, LogRange& range,
                          httplib::DataSink& sink) {
   std::set<std::string> watched;
   for (;;) {
@@ -74,7 +94,7 @@ void NativeApi::TailLogs(const std::string& job_id, bool follow, int inotify_fd,
     if (!j.ok()) return;
     bool terminal = IsTerminal(j->status);
     int64_t seen = ctl_.version();
-    if (!CopyNewLogOutput(*j, follow, inotify_fd, watched, offsets, sink)) return;
+    if (!CopyNewLogOutput(*j, follow, inotify_fd, watched, offsets, range, sink)) return;
     if (!follow || terminal || shutting_down_) return;
     // Wake on a log write (inotify) or a job change (controller), whichever first.
     pollfd p{inotify_fd, POLLIN, 0};
@@ -89,7 +109,8 @@ void NativeApi::TailLogs(const std::string& job_id, bool follow, int inotify_fd,
 }
 
 bool NativeApi::CopyNewLogOutput(const Job& job, bool follow, int inotify_fd, std::set<std::string>& watched,
-                                 LogOffsets& offsets, httplib::DataSink& sink) {
+                                 LogOffsets& offsets, LogRange& range, httplib::DataSink& sink) {
+  std::vector<char> buf(kLogChunkBytes);
   for (const auto& in : job.instances) {
     std::string path = opts_.log_path ? opts_.log_path(in.id) : "";
     if (path.empty()) continue;
@@ -101,17 +122,27 @@ bool NativeApi::CopyNewLogOutput(const Job& job, bool follow, int inotify_fd, st
     if (!f) continue;
     auto& off = offsets[path];
     f.seekg(off);
-    std::string chunk((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-    if (!follow || chunk.empty()) {
-      if (!chunk.empty() && !sink.write(chunk.data(), chunk.size())) return false;
-      off += static_cast<std::streamoff>(chunk.size());
-      continue;
+    while (range.budget > 0) {
+      f.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+      size_t n = static_cast<size_t>(f.gcount());
+      if (n == 0) break;
+      size_t take = n;
+      if (follow) {  // whole lines only while following (a line longer than a chunk goes as it is)
+        size_t nl = std::string_view(buf.data(), n).rfind('\n');
+        if (nl == std::string_view::npos && n < buf.size()) break;
+        if (nl != std::string_view::npos) take = nl + 1;
+      }
+      off += static_cast<std::streamoff>(take);
+      size_t from = 0;
+      if (range.skip > 0) {
+        from = static_cast<size_t>(std::min<uint64_t>(range.skip, take));
+        range.skip -= from;
+      }
+      const size_t send = static_cast<size_t>(std::min<uint64_t>(take - from, range.budget));
+      if (send > 0 && !sink.write(buf.data() + from, send)) return false;
+      range.budget -= send;
+      if (take < n) break;  // the rest is a partial line: next pass
     }
-    // Whole lines only while following.
-    auto last_nl = chunk.rfind('\n');
-    if (last_nl == std::string::npos) continue;
-    if (!sink.write(chunk.data(), last_nl + 1)) return false;
-    off += static_cast<std::streamoff>(last_nl + 1);
   }
   return true;
 }

@@ -783,6 +783,26 @@ class KilndE2E(KilndHarness):
         job = self.get_job(jid)
         self.assertEqual(job["status"], "Completed", "the follow stream ended before the job did: %s" % job)
 
+    def test_10b_logs_in_ranges_and_in_bounded_chunks(self):
+        # 3 MB of numbered lines: more than one 1 MiB read, sent whole and in ranges.
+        cmd = "seq -w 1 300000"
+        job = self.wait_terminal(self.submit(self.spec(unique("logrange"), cmd))["id"])
+        self.assertEqual(job["status"], "Completed", job)
+        want = "".join("%06d\n" % i for i in range(1, 300001))
+        st, text = self.http("GET", "/v1/jobs/%s/logs" % job["id"])
+        self.assertEqual(st, 200)
+        start = text.index("000001\n")
+        self.assertEqual(text[start:start + len(want)], want)
+        for offset, limit in ((start, 14), (start + 7 * 150000, 7), (start + len(want) - 7, 100), (0, 0)):
+            st, part = self.http("GET", "/v1/jobs/%s/logs?offset=%d&limit=%d" % (job["id"], offset, limit))
+            self.assertEqual(st, 200)
+            self.assertEqual(part, text[offset:offset + limit], (offset, limit))
+        st, rest = self.http("GET", "/v1/jobs/%s/logs?offset=%d" % (job["id"], start + len(want) - 7))
+        self.assertEqual(rest, text[start + len(want) - 7:])
+        for bad in ("offset=-1", "limit=x", "offset=1&follow=true"):
+            st, err = self.api("GET", "/v1/jobs/%s/logs?%s" % (job["id"], bad))
+            self.assertEqual(st, 400, err)
+
     def test_11_list_filters_and_pagination(self):
         tok = uuid.uuid4().hex[:8]
         plan = [  # (exit code, tags)
