@@ -75,7 +75,9 @@ Status CheckWarmStartParent(const TuningSpec& child, const TuningSpec& parent) {
 Result<TuningJob> TuningService::Create(const TuningSpec& spec) {
   for (const auto& p : spec.parents) {
     auto parent = Get(p);
-    if (!parent.ok())
+    // Another team's tuning job is one that does not exist: its trials (and their
+    // hyperparameters and objective values) are not this team's to start from.
+    if (!parent.ok() || parent->spec.team != spec.team)
       return InvalidArgument("warm_start.parents", "warm_start.parents: tuning job '" + p + "' not found");
     if (parent->spec.objective_metric != spec.objective_metric || parent->spec.direction != spec.direction)
       return InvalidArgument("warm_start.parents", "warm_start.parents: '" + p + "' optimizes another objective");

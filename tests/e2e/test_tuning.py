@@ -187,6 +187,16 @@ class TuningE2E(KilndHarness):
         self.assertEqual(status, 400, body)  # the parent has not finished
         self.assertEqual(body["error"]["field"], "warm_start.parents")
         self.assertEqual(self.wait_tuning(parent)["status"], "Completed")
+        # Another team's tuning job is one that does not exist: same answer, nothing shown.
+        status, other = self.api("POST", "/v1/tuning-jobs", self.tuning_spec(
+            unique("xteam")[:24], max_trials=1, team="other-team",
+            warm_start={"type": "IdenticalDataAndAlgorithm", "parents": [parent]}))
+        status2, missing = self.api("POST", "/v1/tuning-jobs", self.tuning_spec(
+            unique("xteam")[:24], max_trials=1, team="other-team",
+            warm_start={"type": "IdenticalDataAndAlgorithm", "parents": ["no-such-tuning-job"]}))
+        self.assertEqual((status, status2), (400, 400), (other, missing))
+        self.assertEqual(other["error"]["message"].replace(parent, "X"),
+                         missing["error"]["message"].replace("no-such-tuning-job", "X"))
         status, body = self.api("POST", "/v1/tuning-jobs", self.tuning_spec(
             child, max_trials=2, warm_start={"type": "IdenticalDataAndAlgorithm", "parents": [parent]}))
         self.assertEqual(status, 201, body)
