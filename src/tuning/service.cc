@@ -9,6 +9,7 @@
 #include <optional>
 #include <string_view>
 
+#include "common/ids.h"
 #include "common/user_regex.h"
 
 namespace kiln::tuning {
@@ -87,6 +88,7 @@ Result<TuningJob> TuningService::Create(const TuningSpec& spec) {
   }
   TuningJob job{spec, {}};
   job.state.created = clock_.NowMs();
+  job.state.trial_salt = NewToken().substr(0, 16);  // 64 random bits
   KILN_RETURN_IF_ERROR(store_.CreateTuningJob(
       {spec.name, ToString(job.state.status), job.state.created, spec.ToJson().dump(), job.state.ToJson().dump()}));
   Status st = Tick(spec.name);  // first trials at once

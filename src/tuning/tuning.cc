@@ -1,6 +1,7 @@
 #include "tuning/tuning.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <set>
@@ -435,9 +436,13 @@ Result<TuningSpec> ParseTuningSpec(const json& j, const Catalog* catalog) {
 }
 
 json TuningState::ToJson() const {
-  return {
-      {"status", tuning::ToString(status)}, {"created_ms", created},         {"ended_ms", ended}, {"reason", reason},
-      {"stop_requested", stop_requested},   {"early_stopped", early_stopped}};
+  return {{"status", tuning::ToString(status)},
+          {"created_ms", created},
+          {"ended_ms", ended},
+          {"reason", reason},
+          {"stop_requested", stop_requested},
+          {"early_stopped", early_stopped},
+          {"trial_salt", trial_salt}};
 }
 
 TuningState TuningState::FromJson(const json& j) {
@@ -448,20 +453,31 @@ TuningState TuningState::FromJson(const json& j) {
   s.reason = j.value("reason", "");
   s.stop_requested = j.value("stop_requested", false);
   s.early_stopped = j.value("early_stopped", std::vector<std::string>{});
+  s.trial_salt = j.value("trial_salt", "");
   return s;
 }
 
-std::string TrialName(const std::string& tuning, int index) {
+std::string TrialName(const std::string& tuning, int index, const std::string& salt) {
+  const std::string key =
+      salt.empty() ? tuning + "/" + std::to_string(index) : salt + "/" + tuning + "/" + std::to_string(index);
   char buf[32];
-  snprintf(buf, sizeof buf, "-%03d-%08llx", index,
-           static_cast<unsigned long long>(Fnv(tuning + "/" + std::to_string(index)) & 0xffffffffull));
+  snprintf(buf, sizeof buf, "-%03d-%08llx", index, static_cast<unsigned long long>(Fnv(key) & 0xffffffffull));
   return tuning + buf;
 }
 
+// By shape: "<tuning>-<index>-<8 hex>". Which jobs are trials is the job's
+// tuning_job field (set by kilnd only); the name gives the index.
 int TrialIndex(const std::string& tuning, const std::string& name) {
-  if (name.size() != tuning.size() + 13 || name.compare(0, tuning.size(), tuning) != 0) return 0;
-  int idx = atoi(name.c_str() + tuning.size() + 1);
-  return idx > 0 && TrialName(tuning, idx) == name ? idx : 0;
+  if (name.size() < tuning.size() + 12 || name.compare(0, tuning.size(), tuning) != 0 || name[tuning.size()] != '-')
+    return 0;
+  const std::string rest = name.substr(tuning.size() + 1);
+  const size_t dash = rest.find('-');
+  if (dash == 0 || dash == std::string::npos || dash > 9 || rest.size() - dash - 1 != 8) return 0;
+  for (size_t i = 0; i < rest.size(); ++i)
+    if (i != dash && !(i < dash ? std::isdigit(static_cast<unsigned char>(rest[i]))
+                                : std::isxdigit(static_cast<unsigned char>(rest[i]))))
+      return 0;
+  return atoi(rest.c_str());
 }
 
 std::optional<double> Objective(const TrialView& t) {
@@ -620,16 +636,16 @@ std::vector<hpo::Trial> SamplerHistory(const TuningSpec& s, const hpo::SearchSpa
 // New trials while fewer than `limit` have been launched and fewer than
 // max_parallel are `live`. Each proposal draws from a generator seeded by the
 // tuning job's name and the trial's index, so a restart proposes the same.
-std::vector<TrialLaunch> ProposeTrials(const TuningSpec& s, const hpo::SearchSpace& space, hpo::Sampler& sampler,
-                                       std::vector<hpo::Trial> history, const std::vector<TrialView>& trials, int limit,
-                                       int live) {
+std::vector<TrialLaunch> ProposeTrials(const TuningSpec& s, const std::string& salt, const hpo::SearchSpace& space,
+                                       hpo::Sampler& sampler, std::vector<hpo::Trial> history,
+                                       const std::vector<TrialView>& trials, int limit, int live) {
   std::vector<TrialLaunch> launches;
   int next = 0;
   for (const auto& t : trials) next = std::max(next, t.index);
   for (int n = static_cast<int>(trials.size()); n < limit && live < s.max_parallel; ++n, ++live) {
     TrialLaunch l;
     l.index = ++next;
-    l.name = TrialName(s.name, l.index);
+    l.name = TrialName(s.name, l.index, salt);
     std::mt19937_64 rng(Fnv(s.name) ^ (0x9e3779b97f4a7c15ull * static_cast<uint64_t>(l.index)));
     std::vector<double> u = sampler.Suggest(space, history, s.direction, rng);
     hpo::Config c = space.DecodeAll(u);
@@ -698,7 +714,8 @@ Decision Decide(const TuningJob& job, const std::vector<TrialView>& trials, cons
   if (!space.ok()) return d;
   // Trials being stopped keep their slot until they have ended.
   const int live = static_cast<int>(running.size());
-  d.launch = ProposeTrials(s, *space, *sampler, SamplerHistory(s, *space, trials, warm), trials, limit, live);
+  d.launch = ProposeTrials(s, job.state.trial_salt, *space, *sampler, SamplerHistory(s, *space, trials, warm), trials,
+                           limit, live);
   return d;
 }
 

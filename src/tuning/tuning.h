@@ -87,6 +87,10 @@ struct TuningState {
   std::string reason;  // why it ended (completion criterion, failure, stop)
   bool stop_requested = false;
   std::vector<std::string> early_stopped;  // trials the tuner stopped
+  // A random secret drawn when the tuning job is created: trial names derive
+  // from it, so another team cannot predict (and take) the name of a trial
+  // before the tuner launches it. "" for tuning jobs created before it existed.
+  std::string trial_salt;
 
   nlohmann::json ToJson() const;
   static TuningState FromJson(const nlohmann::json& j);
@@ -109,7 +113,7 @@ struct TrialView {
 };
 
 // The deterministic name of trial `index` (1-based): "<tuning>-<NNN>-<8 hex>".
-std::string TrialName(const std::string& tuning, int index);
+std::string TrialName(const std::string& tuning, int index, const std::string& salt = "");
 // Index of a trial name of `tuning`, or 0.
 int TrialIndex(const std::string& tuning, const std::string& name);
 

@@ -360,8 +360,25 @@ TEST(TrialNames, AreDeterministicAndRecognized) {
   EXPECT_EQ(n, TrialName("tune-x", 7));
   EXPECT_NE(n, TrialName("tune-y", 7));
   EXPECT_EQ(TrialIndex("tune-x", n), 7);
-  EXPECT_EQ(TrialIndex("tune-x", "tune-x-007-00000000"), 0);
+  // By shape (which jobs are trials is their kilnd-set tuning_job field).
+  EXPECT_EQ(TrialIndex("tune-x", "tune-x-007-00000000"), 7);
+  EXPECT_EQ(TrialIndex("tune-x", "tune-x-007-0000000g"), 0);
+  EXPECT_EQ(TrialIndex("tune-x", "tune-x-x07-00000000"), 0);
   EXPECT_EQ(TrialIndex("tune", n), 0);
+}
+
+TEST(TrialNames, ASaltedNameCannotBePredictedFromTheTuningJobsName) {
+  const std::string a = TrialName("tune-x", 7, "0123456789abcdef"), b = TrialName("tune-x", 7, "fedcba9876543210");
+  EXPECT_NE(a, TrialName("tune-x", 7));  // not the name anyone can compute
+  EXPECT_NE(a, b);
+  EXPECT_EQ(a, TrialName("tune-x", 7, "0123456789abcdef"));  // a restart proposes the same
+  EXPECT_EQ(TrialIndex("tune-x", a), 7);
+  TuningJob j = Job();
+  j.state.trial_salt = "0123456789abcdef";
+  Decision d = Decide(j, {}, {}, 1000);
+  ASSERT_FALSE(d.launch.empty());
+  EXPECT_EQ(d.launch[0].name, TrialName(j.spec.name, d.launch[0].index, "0123456789abcdef"));
+  EXPECT_EQ(TuningState::FromJson(j.state.ToJson()).trial_salt, "0123456789abcdef");
 }
 
 TEST(Decide, LaunchesUpToTheParallelLimitAndNeverReusesAnIndex) {

@@ -236,6 +236,26 @@ class TuningE2E(KilndHarness):
         status, body = self.api("POST", "/v1/tuning-jobs", self.tuning_spec(parent))
         self.assertEqual(status, 409, body)
 
+    def test_04c_trial_names_cannot_be_taken_in_advance(self):
+        # Trial names used to derive from the tuning job's name alone: another team
+        # could create a job under the name of the next trial and fail the tuning job.
+        def fnv(text):
+            h = 1469598103934665603
+            for c in text.encode():
+                h = ((h ^ c) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
+            return h
+        name = unique("squat")[:24]
+        for i in (1, 2):
+            squat = "%s-%03d-%08x" % (name, i, fnv("%s/%d" % (name, i)) & 0xFFFFFFFF)
+            st, body = self.api("POST", "/v1/jobs", {"name": squat, "command": ["true"], "team": "squatters",
+                                                     "instance": {"type": "local.small"}})
+            self.assertEqual(st, 201, body)
+        st, body = self.api("POST", "/v1/tuning-jobs", self.tuning_spec(name, max_trials=2, max_parallel=2))
+        self.assertEqual(st, 201, body)
+        done = self.wait_tuning(name)
+        self.assertEqual(done["status"], "Completed", done)
+        self.assertEqual(len(done["trials"]), 2, done)
+
     def test_04b_gaussian_process_algorithm(self):
         # algorithm: GP models the objective once 10 trials have results: trials 11
         # and 12 come from the GP, proposed while others still run.
