@@ -13,31 +13,10 @@
 #include <cstring>
 
 #include "common/clock.h"
+#include "common/fd.h"
 
 namespace kiln {
 namespace {
-
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  Fd& operator=(Fd&& o) noexcept {
-    if (this != &o) {
-      if (fd_ >= 0) close(fd_);
-      fd_ = o.fd_;
-      o.fd_ = -1;
-    }
-    return *this;
-  }
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
 
 bool WaitFor(int fd, short events, int64_t deadline_ns) {
   int64_t left_ms = (deadline_ns - MonotonicNs()) / 1000000;
@@ -81,14 +60,14 @@ Result<HttpResponse> HttpCall(const std::string& host, int port, const std::stri
   // network namespace reaches nothing else of the host).
   const bool unix_socket = host.rfind("unix:", 0) == 0;
   int rc = -1;
-  Fd fd(-1);
+  UniqueFd fd;
   if (unix_socket) {
     sockaddr_un ua{};
     ua.sun_family = AF_UNIX;
     const std::string path = host.substr(5);
     if (path.empty() || path.size() >= sizeof(ua.sun_path)) return Unavailable("bad socket path " + path);
     memcpy(ua.sun_path, path.data(), path.size());
-    fd = Fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    fd = UniqueFd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
     rc = fd.get() < 0 ? -1 : connect(fd.get(), reinterpret_cast<sockaddr*>(&ua), sizeof(ua));
     if (fd.get() < 0) return Unavailable(std::string("socket: ") + strerror(errno));
     if (rc != 0 && errno != EINPROGRESS && errno != EAGAIN)
@@ -100,7 +79,7 @@ Result<HttpResponse> HttpCall(const std::string& host, int port, const std::stri
     addrinfo* ai = nullptr;
     if (getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &ai) != 0 || !ai)
       return Unavailable("cannot resolve " + host);
-    fd = Fd(socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    fd = UniqueFd(socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
     rc = fd.get() < 0 ? -1 : connect(fd.get(), ai->ai_addr, ai->ai_addrlen);
     freeaddrinfo(ai);
     if (fd.get() < 0) return Unavailable(std::string("socket: ") + strerror(errno));

@@ -301,7 +301,8 @@ const std::set<std::string> kKnownFields = {"name",
                                             "uploads",
                                             "checkpoint_dir",
                                             "code_archive",
-                                            "pack_output_data"};
+                                            "pack_output_data",
+                                            "network_isolation"};
 
 bool IsKilnSetField(const std::string& key) {
   return key == "hyperparameters_file" || key == "sagemaker" || key == "tuning_job";
@@ -562,7 +563,8 @@ Status DecodeUploads(const json& u, JobSpec* s) {
   return Status::Ok();
 }
 
-// sharded_channels, mounts, uploads, checkpoint_dir, code_archive, pack_output_data.
+// sharded_channels, mounts, uploads, checkpoint_dir, code_archive, pack_output_data,
+// network_isolation.
 Status ParsePlacement(const json& j, JobSpec* s) {
   if (const json* sc = Field(j, "sharded_channels")) KILN_RETURN_IF_ERROR(DecodeShardedChannels(*sc, s));
   KILN_RETURN_IF_ERROR(ValidateShardedChannels(*s));
@@ -576,9 +578,12 @@ Status ParsePlacement(const json& j, JobSpec* s) {
   if (const json* v = Field(j, "code_archive"))
     KILN_RETURN_IF_ERROR(DecodeHostPath(*v, "code_archive", &s->code_archive));
   KILN_RETURN_IF_ERROR(ValidateOptionalHostPath(s->code_archive, "code_archive"));
-  if (const json* v = Field(j, "pack_output_data")) {
-    if (!v->is_boolean()) return InvalidArgument("pack_output_data", "must be true or false");
-    s->pack_output_data = *v;
+  for (auto [key, field] :
+       {std::pair{"pack_output_data", &s->pack_output_data}, std::pair{"network_isolation", &s->network_isolation}}) {
+    if (const json* v = Field(j, key)) {
+      if (!v->is_boolean()) return InvalidArgument(key, "must be true or false");
+      *field = *v;
+    }
   }
   return Status::Ok();
 }
@@ -762,6 +767,7 @@ Status DecodeStoredFields(const json& j, JobSpec* s) {
   KILN_RETURN_IF_ERROR(ReadOptional(j, "", "checkpoint_dir", &s->checkpoint_dir));
   KILN_RETURN_IF_ERROR(ReadOptional(j, "", "code_archive", &s->code_archive));
   KILN_RETURN_IF_ERROR(ReadOptional(j, "", "pack_output_data", &s->pack_output_data));
+  KILN_RETURN_IF_ERROR(ReadOptional(j, "", "network_isolation", &s->network_isolation));
   KILN_RETURN_IF_ERROR(ReadOptional(j, "", "sagemaker", &s->sagemaker));
   return ReadOptional(j, "", "tuning_job", &s->tuning_job);
 }
@@ -860,6 +866,7 @@ nlohmann::json JobSpec::ToJson() const {
   if (!checkpoint_dir.empty()) j["checkpoint_dir"] = checkpoint_dir;
   if (!code_archive.empty()) j["code_archive"] = code_archive;
   if (pack_output_data) j["pack_output_data"] = true;
+  if (network_isolation) j["network_isolation"] = true;
   if (!sagemaker.is_null()) j["sagemaker"] = sagemaker;
   if (!tuning_job.empty()) j["tuning_job"] = tuning_job;
   return j;

@@ -76,6 +76,9 @@ struct JobSpec {
   std::string checkpoint_dir;         // host directory kept in sync with /opt/ml/checkpoints
   std::string code_archive;           // tar.gz unpacked into /opt/ml/code before the command
   bool pack_output_data = false;      // /opt/ml/output/data -> output.tar.gz beside model.tar.gz
+  // No outbound network access, whatever kilnd's sandbox.egress would give the
+  // job (SageMaker's EnableNetworkIsolation).
+  bool network_isolation = false;
   // Jobs created through the SageMaker API keep the request as received, so
   // Describe* answers with it. Null for native jobs.
   nlohmann::json sagemaker;

@@ -78,6 +78,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{R"({"instance": {"type": "ml.nope"}})", "instance.type"},
         BadCase{R"({"instance": {"cpus": 2}})", "instance.cpus"},
         BadCase{R"({"instance": {"volume_gb": 0}})", "instance.volume_gb"},
+        BadCase{R"({"network_isolation": "yes"})", "network_isolation"},
         BadCase{R"({"instance": {"volume_gb": 16385}})", "instance.volume_gb"},
         BadCase{R"({"instance": {"volume_gb": "30"}})", "instance.volume_gb"},
         BadCase{R"({"hyperparameters": [1]})", "hyperparameters"},

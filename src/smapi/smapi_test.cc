@@ -92,6 +92,13 @@ TEST(Translate, TrainingRequestToSpec) {
   EXPECT_EQ(s->code_archive, "/data/s3/code/sk/sourcedir.tar.gz");
   EXPECT_EQ(s->instance_count, 2);
   EXPECT_EQ(s->volume_gb, 1);  // ResourceConfig.VolumeSizeInGB: the instance's disk quota
+  EXPECT_FALSE(s->network_isolation);
+  json isolated = TrainingRequest();
+  isolated["EnableNetworkIsolation"] = true;
+  auto iso = TrainingSpec(isolated, Ctx(cat), "ads");
+  ASSERT_TRUE(iso.ok()) << iso.status().ToString();
+  EXPECT_TRUE(iso->network_isolation);
+  EXPECT_TRUE(DecodeStoredSpec(iso->ToJson())->network_isolation);  // kept with the stored job
   EXPECT_EQ(s->max_runtime_seconds, 600);
   EXPECT_EQ(s->tags.at("project"), "iris");
   EXPECT_TRUE(s->pack_output_data);

@@ -250,6 +250,7 @@ Result<JobSpec> TrainingSpec(const json& req, const Context& c, const std::strin
   }
   KILN_RETURN_IF_ERROR(Tags(req, &s));
   s.pack_output_data = true;
+  s.network_isolation = req.value("EnableNetworkIsolation", false);
   s.stop_grace_seconds = 120;
   s.sagemaker = req;
   s.sagemaker.erase("Tags");  // tags live in the job's tag set (AddTags/DeleteTags change them)
@@ -321,6 +322,7 @@ Result<JobSpec> ProcessingSpec(const json& req, const Context& c, const std::str
   const json& cc = req["ProcessingResources"]["ClusterConfig"];
   KILN_RETURN_IF_ERROR(Resources("ProcessingResources.ClusterConfig", cc, c, &s));
   s.max_runtime_seconds = 86400;
+  if (req.contains("NetworkConfig")) s.network_isolation = req["NetworkConfig"].value("EnableNetworkIsolation", false);
   KILN_RETURN_IF_ERROR(MaxRuntime(req, 777600, &s));
   KILN_RETURN_IF_ERROR(Tags(req, &s));
   s.stop_grace_seconds = 120;

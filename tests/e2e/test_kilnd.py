@@ -306,6 +306,25 @@ class KilndHarness(unittest.TestCase):
         sub = os.path.join(self.data, "scratch", iid)
         return sub if os.path.isdir(sub) else os.path.join(self.instance_dir(iid), "ml")
 
+    def sagemaker_client(self, team=None):
+        """boto3's SageMaker client for this kilnd: signed with the admin key of the
+        credentials file, or with a new key of `team`."""
+        import boto3
+        import botocore.config
+        if team:
+            out = self.kiln("keys", "create", "--team", team, "--json")
+            self.assertEqual(out.returncode, 0, out.stderr)
+            k = json.loads(out.stdout)
+            key, secret = k["access_key_id"], k["secret_access_key"]
+        else:
+            with open(os.path.join(self.data, "credentials")) as f:
+                kv = dict(l.split(" = ", 1) for l in f.read().splitlines() if " = " in l)
+            key, secret = kv["aws_access_key_id"], kv["aws_secret_access_key"]
+        return boto3.session.Session(aws_access_key_id=key, aws_secret_access_key=secret,
+                                     region_name="us-east-1").client(
+            "sagemaker", endpoint_url="http://" + self.addr,
+            config=botocore.config.Config(retries={"max_attempts": 1}))
+
     def kiln(self, *args, timeout=120, cwd=None):
         """Runs the CLI against this kilnd; returns CompletedProcess (text)."""
         return subprocess.run([os.path.join(self.bin, "kiln"), "--endpoint", self.addr] + list(args), capture_output=True, text=True,

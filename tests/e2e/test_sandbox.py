@@ -579,7 +579,6 @@ class TeamsE2E(KilndHarness):
         self.assertIn("has no data namespace", job["failure_reason"])
 
     def test_a_team_key_on_the_sagemaker_api_reaches_only_its_teams_buckets(self):
-        import boto3, botocore.config
         risk, ml = self.bucket("risk-data"), self.bucket("ml-data")
         os.makedirs(os.path.join(risk, "train"), exist_ok=True)
         os.makedirs(os.path.join(ml, "train"), exist_ok=True)
@@ -587,12 +586,7 @@ class TeamsE2E(KilndHarness):
             f.write("risk's data")
         with open(os.path.join(ml, "train", "iris.csv"), "w") as f:
             f.write("5.1,3.5")
-        out = self.kiln("keys", "create", "--team", "ml", "--json")
-        self.assertEqual(out.returncode, 0, out.stderr)
-        k = json.loads(out.stdout)
-        sm = boto3.session.Session(aws_access_key_id=k["access_key_id"], aws_secret_access_key=k["secret_access_key"],
-                                   region_name="us-east-1").client(
-            "sagemaker", endpoint_url="http://" + self.addr, config=botocore.config.Config(retries={"max_attempts": 1}))
+        sm = self.sagemaker_client(team="ml")
 
         def train(name, data, output):
             sm.create_training_job(
@@ -748,14 +742,7 @@ class EgressE2E(KilndHarness):
         self.assertTrue(got[outside].startswith("blocked"), got)
 
     def test_sagemaker_network_isolation_takes_outbound_access_away(self):
-        import boto3, botocore.config
-        creds = os.path.join(self.data, "credentials")
-        with open(creds) as f:
-            kv = dict(l.split(" = ", 1) for l in f.read().splitlines() if " = " in l)
-        sm = boto3.session.Session(aws_access_key_id=kv["aws_access_key_id"],
-                                   aws_secret_access_key=kv["aws_secret_access_key"], region_name="us-east-1").client(
-            "sagemaker", endpoint_url="http://" + self.addr,
-            config=botocore.config.Config(retries={"max_attempts": 1}))
+        sm = self.sagemaker_client()
         outside = "%s:%d" % (OUTSIDE_ADDR, OUTSIDE_PORT)
         # The outcome travels in FailureReason: the probe fails on purpose.
         probe = ("import socket\n"

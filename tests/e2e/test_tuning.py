@@ -10,8 +10,6 @@ import tarfile
 import time
 import unittest
 
-import boto3
-import botocore.config
 import botocore.exceptions
 import botocore.session
 
@@ -363,12 +361,7 @@ class TuningE2E(KilndHarness):
         self.assertIn("at most 50", msg)
         self.assertEqual(tags(), [("owner", "ml"), ("stage", "prod")])  # unchanged
         # A team key sees only its team's tuning jobs: this one (the admin's) is unknown to it.
-        out = self.kiln("keys", "create", "--team", "tagteam", "--json")
-        self.assertEqual(out.returncode, 0, out.stderr)
-        k = json.loads(out.stdout)
-        team = boto3.session.Session(aws_access_key_id=k["access_key_id"], aws_secret_access_key=k["secret_access_key"],
-                                     region_name="us-east-1").client(
-            "sagemaker", endpoint_url="http://" + self.addr, config=botocore.config.Config(retries={"max_attempts": 1}))
+        team = self.sagemaker_client(team="tagteam")
         for op, kw in (("list_tags", {}), ("add_tags", {"Tags": [{"Key": "a", "Value": "b"}]}),
                        ("delete_tags", {"TagKeys": ["owner"]})):
             code, _ = error(getattr(team, op), ResourceArn=arn, **kw)
@@ -379,12 +372,7 @@ class TuningE2E(KilndHarness):
         self.assertEqual(self.tuning(name)["spec"]["tags"], {"owner": "ml", "stage": "prod"})
 
     def test_05_sagemaker_hpo_with_boto3(self):
-        with open(os.path.join(self.data, "credentials")) as f:
-            lines = dict(l.split(" = ", 1) for l in f.read().splitlines() if " = " in l)
-        sm = boto3.session.Session(aws_access_key_id=lines["aws_access_key_id"],
-                                   aws_secret_access_key=lines["aws_secret_access_key"],
-                                   region_name="us-east-1").client(
-            "sagemaker", endpoint_url="http://" + self.addr, config=botocore.config.Config(retries={"max_attempts": 1}))
+        sm = self.sagemaker_client()
         from sklearn.datasets import load_iris
         import numpy as np
         iris = load_iris()

@@ -10,20 +10,19 @@
 #include <netinet/in.h>
 #include <sched.h>
 #include <seccomp.h>
-#include <spawn.h>
 #include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 #include <vector>
 
-extern char** environ;
+#include "common/fd.h"
+#include "common/process.h"
 
 namespace kiln::isolation {
 namespace {
@@ -34,65 +33,10 @@ Status Errno(const std::string& what) {
 
 // Runs `ip` with `args`; its output goes to the supervisor's log.
 Status Ip(std::vector<std::string> args) {
-  static const char* const kCandidates[] = {"/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"};
-  const char* ip = nullptr;
-  for (const char* c : kCandidates)
-    if (access(c, X_OK) == 0) {
-      ip = c;
-      break;
-    }
+  const char* ip = FindProgram({"/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"});
   if (!ip) return Status(Code::kFailedPrecondition, "ip (iproute2) not found; apt install iproute2");
   args.insert(args.begin(), ip);
-  std::vector<char*> av;
-  av.reserve(args.size() + 1);
-  for (auto& a : args) av.push_back(a.data());
-  av.push_back(nullptr);
-  pid_t pid = 0;
-  int rc = posix_spawn(&pid, ip, nullptr, nullptr, av.data(), environ);
-  if (rc != 0) return Internal(std::string("spawn ip: ") + strerror(rc));
-  int st = 0;
-  while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
-  }
-  if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-    std::string line;
-    for (size_t i = 1; i < args.size(); ++i) line += " " + args[i];
-    return Internal("ip" + line + " failed");
-  }
-  return Status::Ok();
-}
-
-// Runs argv[0] with `input` on its stdin; its output goes to our stderr.
-Status RunWithInput(std::vector<std::string> args, const std::string& input) {
-  int in[2];
-  if (pipe2(in, O_CLOEXEC) != 0) return Errno("pipe");
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_adddup2(&fa, in[0], 0);
-  std::vector<char*> av;
-  av.reserve(args.size() + 1);
-  for (auto& a : args) av.push_back(a.data());
-  av.push_back(nullptr);
-  pid_t pid = 0;
-  int rc = posix_spawn(&pid, av[0], &fa, nullptr, av.data(), environ);
-  posix_spawn_file_actions_destroy(&fa);
-  close(in[0]);
-  if (rc != 0) {
-    close(in[1]);
-    return Internal("spawn " + args[0] + ": " + strerror(rc));
-  }
-  for (size_t off = 0; off < input.size();) {
-    ssize_t n = write(in[1], input.data() + off, input.size() - off);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) break;
-    off += static_cast<size_t>(n);
-  }
-  close(in[1]);
-  int st = 0;
-  while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
-  }
-  if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-    return Internal(args[0] + " failed (exit status " + std::to_string(st) + ")");
-  return Status::Ok();
+  return RunProgram(std::move(args));
 }
 
 bool Exists(const std::string& path) {
@@ -100,19 +44,10 @@ bool Exists(const std::string& path) {
   return stat(path.c_str(), &st) == 0;
 }
 
-class Socket {
- public:
-  Socket() : fd_(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0)) {}
-  ~Socket() {
-    if (fd_ >= 0) close(fd_);
-  }
-  Socket(const Socket&) = delete;
-  Socket& operator=(const Socket&) = delete;
-  int fd() const { return fd_; }
-
- private:
-  int fd_;
-};
+// A datagram socket for the interface ioctls.
+UniqueFd IoctlSocket() {
+  return UniqueFd(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+}
 
 Status SetUp(int sock, const char* name) {
   ifreq ifr{};
@@ -229,9 +164,9 @@ Result<int> DefaultSeccompFilter() {
 }
 
 Status BringLoopbackUp() {
-  Socket s;
-  if (s.fd() < 0) return Errno("socket");
-  return SetUp(s.fd(), "lo");
+  UniqueFd s = IoctlSocket();
+  if (s.get() < 0) return Errno("socket");
+  return SetUp(s.get(), "lo");
 }
 
 // No IPv6 on a job link: link-local fe80:: addresses would put the host (its
@@ -300,13 +235,13 @@ Status CreateJobLink(const supervisor::JobLink& link, pid_t child) {
 }
 
 Status ConfigureJobInterface(const supervisor::JobLink& link, const char* name) {
-  Socket s;
-  if (s.fd() < 0) return Errno("socket");
+  UniqueFd s = IoctlSocket();
+  if (s.get() < 0) return Errno("socket");
   ifreq ifr{};
   const std::string peer = link.host_veth + "c";
   strncpy(ifr.ifr_name, peer.c_str(), IFNAMSIZ - 1);
   strncpy(ifr.ifr_newname, name, IFNAMSIZ - 1);
-  if (ioctl(s.fd(), SIOCSIFNAME, &ifr) != 0) return Errno("rename " + peer);
+  if (ioctl(s.get(), SIOCSIFNAME, &ifr) != 0) return Errno("rename " + peer);
   DisableIpv6(name);
   ifreq addr{};
   strncpy(addr.ifr_name, name, IFNAMSIZ - 1);
@@ -314,14 +249,14 @@ Status ConfigureJobInterface(const supervisor::JobLink& link, const char* name) 
   sin->sin_family = AF_INET;
   if (inet_pton(AF_INET, link.address.c_str(), &sin->sin_addr) != 1)
     return InvalidArgument("link.address", "not an IPv4 address: " + link.address);
-  if (ioctl(s.fd(), SIOCSIFADDR, &addr) != 0) return Errno("SIOCSIFADDR");
+  if (ioctl(s.get(), SIOCSIFADDR, &addr) != 0) return Errno("SIOCSIFADDR");
   ifreq mask{};
   strncpy(mask.ifr_name, name, IFNAMSIZ - 1);
   auto* msin = reinterpret_cast<sockaddr_in*>(&mask.ifr_netmask);
   msin->sin_family = AF_INET;
   msin->sin_addr.s_addr = htonl(~uint32_t{0} << (32 - link.prefix_len));
-  if (ioctl(s.fd(), SIOCSIFNETMASK, &mask) != 0) return Errno("SIOCSIFNETMASK");
-  KILN_RETURN_IF_ERROR(SetUp(s.fd(), name));
+  if (ioctl(s.get(), SIOCSIFNETMASK, &mask) != 0) return Errno("SIOCSIFNETMASK");
+  KILN_RETURN_IF_ERROR(SetUp(s.get(), name));
   if (link.gateway.empty()) return Status::Ok();
   // The default route, through kilnd's NAT.
   rtentry route{};
@@ -334,7 +269,7 @@ Status ConfigureJobInterface(const supervisor::JobLink& link, const char* name) 
   route.rt_flags = RTF_UP | RTF_GATEWAY;
   std::string dev = name;
   route.rt_dev = dev.data();
-  if (ioctl(s.fd(), SIOCADDRT, &route) != 0) return Errno("default route via " + link.gateway);
+  if (ioctl(s.get(), SIOCADDRT, &route) != 0) return Errno("default route via " + link.gateway);
   return Status::Ok();
 }
 
@@ -354,10 +289,7 @@ Status PrepareEgress(const EgressNetwork& n) {
     return Errno("enable net.ipv4.ip_forward");
   }
   close(fd);
-  static const char* const kCandidates[] = {"/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft"};
-  const char* nft = nullptr;
-  for (const char* c : kCandidates)
-    if (access(c, X_OK) == 0) nft = c;
+  const char* nft = FindProgram({"/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft"});
   if (!nft) return Status(Code::kFailedPrecondition, "nft not found (apt install nftables)");
   // Instances reach other networks, masqueraded as the host; nothing of the host
   // itself (input), no link-local address (a cloud's metadata service), no other
@@ -396,7 +328,7 @@ Status PrepareEgress(const EgressNetwork& n) {
   // Replaced whole: delete (if there) and add in one transaction.
   const std::string script =
       "table ip " + std::string(kEgressTable) + " {}\ndelete table ip " + std::string(kEgressTable) + "\n" + rules;
-  return RunWithInput({nft, "-f", "-"}, script);
+  return RunProgram({nft, "-f", "-"}, script);
 }
 
 void RemoveJobLink(const supervisor::JobLink& link) {

@@ -246,13 +246,7 @@ Status LocalBackend::InitEgress() {
 }
 
 bool LocalBackend::EgressFor(const LaunchRequest& req) const {
-  // SageMaker's EnableNetworkIsolation (training; NetworkConfig for processing): none, whoever asks.
-  const auto& sm = req.spec.sagemaker;
-  auto isolated = [](const nlohmann::json& j) {
-    return j.is_object() && j.contains("EnableNetworkIsolation") && j["EnableNetworkIsolation"] == true;
-  };
-  if (isolated(sm) || (sm.is_object() && sm.contains("NetworkConfig") && isolated(sm["NetworkConfig"]))) return false;
-  return egress_base_ != 0 && opts_.network == supervisor::NetworkMode::kPrivate &&
+  return !req.spec.network_isolation && egress_base_ != 0 && opts_.network == supervisor::NetworkMode::kPrivate &&
          (opts_.egress_teams.count(req.spec.team) > 0 || opts_.egress_instance_types.count(req.spec.instance_type) > 0);
 }
 

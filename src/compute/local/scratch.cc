@@ -4,72 +4,27 @@
 #include <linux/btrfs.h>
 #include <linux/btrfs_tree.h>
 #include <linux/magic.h>
-#include <spawn.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
-#include <vector>
 
-extern char** environ;
+#include "common/fd.h"
+#include "common/process.h"
 
 namespace kiln::scratch {
 namespace {
-
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
 
 Status Errno(const std::string& what) {
   return Internal(what + ": " + strerror(errno));
 }
 
-const char* Find(std::initializer_list<const char*> candidates) {
-  for (const char* c : candidates)
-    if (access(c, X_OK) == 0) return c;
-  return nullptr;
-}
-
-// Runs argv[0] (an absolute path) and waits.
-Status Run(std::vector<std::string> args) {
-  std::vector<char*> av;
-  av.reserve(args.size() + 1);
-  for (auto& a : args) av.push_back(a.data());
-  av.push_back(nullptr);
-  // Their chatter (mkfs.btrfs prints notes) stays out of kilnd's output; errors go to its stderr.
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-  pid_t pid = 0;
-  const int rc = posix_spawn(&pid, av[0], &fa, nullptr, av.data(), environ);
-  posix_spawn_file_actions_destroy(&fa);
-  if (rc != 0) return Internal("spawn " + args[0] + ": " + strerror(rc));
-  int st = 0;
-  while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
-  }
-  if (WIFEXITED(st) && WEXITSTATUS(st) == 0) return Status::Ok();
-  std::string line;
-  for (const auto& a : args) line += (line.empty() ? "" : " ") + a;
-  return Status(Code::kFailedPrecondition, line + " failed (exit status " + std::to_string(st) + ")");
-}
-
 Status EnableQuota(const std::string& dir) {
-  Fd fd(open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  UniqueFd fd(open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (fd.get() < 0) return Errno("open " + dir);
   btrfs_ioctl_quota_ctl_args args{};
   args.cmd = BTRFS_QUOTA_CTL_ENABLE;
@@ -123,22 +78,24 @@ Status PreparePool(const PoolOptions& o) {
   if (!IsBtrfs(o.dir)) {
     if (!IsBtrfs("/sys/fs/btrfs") && access("/sys/fs/btrfs", F_OK) != 0)
       return Status(Code::kFailedPrecondition, "this kernel has no btrfs (modprobe btrfs)");
-    const char* mount = Find({"/usr/bin/mount", "/bin/mount"});
+    const char* mount = FindProgram({"/usr/bin/mount", "/bin/mount"});
     if (!mount) return Status(Code::kFailedPrecondition, "mount not found (apt install mount)");
     if (access(o.image.c_str(), F_OK) != 0) {
-      const char* mkfs = Find({"/usr/sbin/mkfs.btrfs", "/sbin/mkfs.btrfs", "/usr/bin/mkfs.btrfs", "/bin/mkfs.btrfs"});
+      const char* mkfs =
+          FindProgram({"/usr/sbin/mkfs.btrfs", "/sbin/mkfs.btrfs", "/usr/bin/mkfs.btrfs", "/bin/mkfs.btrfs"});
       if (!mkfs) return Status(Code::kFailedPrecondition, "mkfs.btrfs not found (apt install btrfs-progs)");
       // Formatted under a temporary name: an image that exists is a formatted one.
       const std::string tmp = o.image + ".new";
       unlink(tmp.c_str());
-      Fd fd(open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+      UniqueFd fd(open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
       if (fd.get() < 0) return Errno("create " + tmp);
       if (ftruncate(fd.get(), o.image_gib << 30) != 0) return Errno("size " + tmp);
-      KILN_RETURN_IF_ERROR(Run({mkfs, "-q", "-m", "single", "-L", "kiln-scratch", tmp}));
+      KILN_RETURN_IF_ERROR(
+          RunProgram({mkfs, "-q", "-m", "single", "-L", "kiln-scratch", tmp}, {}, ProgramOutput::kDiscard));
       if (rename(tmp.c_str(), o.image.c_str()) != 0) return Errno("rename " + tmp);
     }
     // nosuid, nodev: nothing a job leaves here gains privileges or reaches a device.
-    Status mounted = Run({mount, "-t", "btrfs", "-o", "loop,nosuid,nodev", o.image, o.dir});
+    Status mounted = RunProgram({mount, "-t", "btrfs", "-o", "loop,nosuid,nodev", o.image, o.dir});
     if (!mounted.ok())
       return Status(Code::kFailedPrecondition,
                     mounted.message() + " (needs loop devices: /dev/loop-control, and the btrfs module)");
@@ -150,13 +107,13 @@ Status PreparePool(const PoolOptions& o) {
 
 Status Create(const std::string& pool, const std::string& name, uint64_t bytes, const DirOwner& owner) {
   if (!ValidName(name)) return InvalidArgument("instance", "not a subvolume name: " + name);
-  Fd parent(open(pool.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW));
+  UniqueFd parent(open(pool.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW));
   if (parent.get() < 0) return Errno("open " + pool);
   btrfs_ioctl_vol_args args{};
   memcpy(args.name, name.data(), name.size());
   if (ioctl(parent.get(), BTRFS_IOC_SUBVOL_CREATE, &args) != 0 && errno != EEXIST)
     return Errno("create subvolume " + pool + "/" + name);
-  Fd sub(openat(parent.get(), name.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW));
+  UniqueFd sub(openat(parent.get(), name.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW));
   if (sub.get() < 0) return Errno("open " + pool + "/" + name);
   uint64_t id = 0;
   std::string fsid;
@@ -175,12 +132,12 @@ Status Create(const std::string& pool, const std::string& name, uint64_t bytes, 
 
 Status Remove(const std::string& pool, const std::string& name) {
   if (!ValidName(name)) return InvalidArgument("instance", "not a subvolume name: " + name);
-  Fd parent(open(pool.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW));
+  UniqueFd parent(open(pool.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW));
   if (parent.get() < 0) return Errno("open " + pool);
   uint64_t id = 0;
   std::string fsid;
   {
-    Fd sub(openat(parent.get(), name.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW));
+    UniqueFd sub(openat(parent.get(), name.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW));
     if (sub.get() < 0) return errno == ENOENT ? Status::Ok() : Errno("open " + pool + "/" + name);
     KILN_RETURN_IF_ERROR(Identify(sub.get(), &id, &fsid));
   }
@@ -198,7 +155,7 @@ Status Remove(const std::string& pool, const std::string& name) {
 }
 
 Result<Usage> UsageOf(const std::string& path) {
-  Fd fd(open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW));
+  UniqueFd fd(open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW));
   if (fd.get() < 0) return Status(Code::kNotFound, path + ": " + strerror(errno));
   if (!IsBtrfs(path)) return Status(Code::kNotFound, path + " is not on btrfs");
   uint64_t id = 0;

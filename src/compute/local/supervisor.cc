@@ -20,6 +20,7 @@
 #include <sstream>
 
 #include "common/clock.h"
+#include "common/fd.h"
 #include "common/fsutil.h"
 #include "common/sandbox_paths.h"
 #include "compute/local/cgroup.h"
@@ -168,20 +169,6 @@ Result<int> OpenAsJobUser(const LaunchFile& launch, const supervisor::FdBind& b)
   return fd;
 }
 
-class OwnedFd {
- public:
-  explicit OwnedFd(int fd) : fd_(fd) {}
-  ~OwnedFd() {
-    if (fd_ >= 0) close(fd_);
-  }
-  OwnedFd(const OwnedFd&) = delete;
-  OwnedFd& operator=(const OwnedFd&) = delete;
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
-
 enum class Direction { kSeed, kPublish };
 
 // Copies the launch file's seed (host -> volume) or publish (volume -> host)
@@ -193,20 +180,25 @@ Status RunTransfers(const LaunchFile& launch, Direction direction) {
   const char* verb = direction == Direction::kSeed ? "seeding" : "publishing";
   Status first = Status::Ok();
   for (const auto& tr : list) {
-    const std::string what = std::string(sandbox::kRoot) + "/" + tr.scratch;
+    const std::string what = std::string(verb) + " " + sandbox::kRoot + "/" + tr.scratch;
+    // The first failure is the one reported; a seed stops at it, a publish goes on.
+    auto failed = [&](const Status& st) {
+      if (first.ok()) first = Status(st.code(), what + ": " + st.message());
+      return direction == Direction::kSeed;
+    };
     auto vol = OpenPathBeneath(launch.scratch, tr.scratch);
     if (!vol.ok() && vol.status().code() == Code::kNotFound && direction == Direction::kPublish) continue;
-    auto h = !vol.ok()             ? Result<int>(vol.status())
-             : tr.host.as_job_user ? OpenAsJobUser(launch, tr.host)
-                                   : OpenPathBeneath(tr.host.root, tr.host.relative);
-    if (!h.ok()) {
-      if (vol.ok()) close(*vol);
-      if (first.ok()) first = Status(h.status().code(), std::string(verb) + " " + what + ": " + h.status().message());
-      if (direction == Direction::kSeed) return first;
+    if (!vol.ok()) {
+      if (failed(vol.status())) return first;
       continue;
     }
-    OwnedFd volume(*vol);
-    OwnedFd host(*h);
+    UniqueFd volume(*vol);
+    auto h = tr.host.as_job_user ? OpenAsJobUser(launch, tr.host) : OpenPathBeneath(tr.host.root, tr.host.relative);
+    if (!h.ok()) {
+      if (failed(h.status())) return first;
+      continue;
+    }
+    UniqueFd host(*h);
     setgroups(0, nullptr);
     setfsgid(launch.gid);
     setfsuid(launch.uid);
@@ -215,12 +207,11 @@ Status RunTransfers(const LaunchFile& launch, Direction direction) {
                                               : transfer::CopyTree(volume.get(), host.get(), {}, &t);
     setfsuid(0);
     setfsgid(0);
-    fprintf(stderr, "kiln-supervisor: %s %s: %llu files, %llu bytes, %llu unchanged, %llu skipped%s%s\n", verb,
-            what.c_str(), static_cast<unsigned long long>(t.files), static_cast<unsigned long long>(t.bytes),
+    fprintf(stderr, "kiln-supervisor: %s: %llu files, %llu bytes, %llu unchanged, %llu skipped%s%s\n", what.c_str(),
+            static_cast<unsigned long long>(t.files), static_cast<unsigned long long>(t.bytes),
             static_cast<unsigned long long>(t.unchanged), static_cast<unsigned long long>(t.skipped),
             st.ok() ? "" : ": ", st.ok() ? "" : st.message().c_str());
-    if (!st.ok() && first.ok()) first = Status(st.code(), std::string(verb) + " " + what + ": " + st.message());
-    if (!first.ok() && direction == Direction::kSeed) return first;
+    if (!st.ok() && failed(st)) return first;
   }
   return first;  // publishing goes on past a failure: the other outputs still reach the host
 }

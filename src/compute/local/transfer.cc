@@ -9,22 +9,10 @@
 #include <cstring>
 #include <vector>
 
+#include "common/fd.h"
+
 namespace kiln::transfer {
 namespace {
-
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
 
 Status IoError(const std::string& what, int err) {
   if (err == ENOSPC || err == EDQUOT) return Status(Code::kResourceExhausted, what + ": " + strerror(err));
@@ -71,7 +59,7 @@ bool Newer(const timespec& a, const timespec& b) {
 
 Status CopyFile(int src, int dst, const char* name, Totals* t) {
   // O_NONBLOCK: a FIFO swapped in since the listing must not block us.
-  Fd in(openat(src, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK));
+  UniqueFd in(openat(src, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK));
   struct stat st {};
   if (in.get() < 0 || fstat(in.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
     ++t->skipped;
@@ -87,7 +75,8 @@ Status CopyFile(int src, int dst, const char* name, Totals* t) {
     ++t->unchanged;
     return Status::Ok();
   }
-  Fd out(openat(dst, name, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK, st.st_mode & 0755));
+  UniqueFd out(
+      openat(dst, name, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK, st.st_mode & 0755));
   if (out.get() < 0) {
     if (errno == ELOOP || errno == ENXIO || errno == EISDIR) {  // a symlink, FIFO or directory of that name
       ++t->skipped;
@@ -143,8 +132,8 @@ Status Copy(int src, int dst, int depth, const Limits& limits, Totals* t, uint64
         result = IoError(std::string("mkdir ") + e->d_name, errno);
         break;
       }
-      Fd from(openat(src, e->d_name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-      Fd to(openat(dst, e->d_name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+      UniqueFd from(openat(src, e->d_name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+      UniqueFd to(openat(dst, e->d_name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
       if (from.get() < 0 || to.get() < 0) {  // swapped for a symlink, or the destination holds one
         ++t->skipped;
         continue;
