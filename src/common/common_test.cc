@@ -141,6 +141,27 @@ TEST_F(HostileDir, MakeDirsBeneathGivesWhatItCreatesToTheOwner) {
   EXPECT_EQ(st.st_uid, 12345U);  // kAlways: the leaf too
 }
 
+TEST_F(HostileDir, MakeDirsBeneathWholePathRepairsAnInterruptedTree) {
+  if (geteuid() != 0) GTEST_SKIP() << "chown needs root";
+  // What a kilnd killed between mkdir and chown leaves: root's directories.
+  std::filesystem::create_directories(root_ / "ml" / "input" / "config");
+  const DirOwner owner{12345, 23456};
+  ASSERT_TRUE(MakeDirsBeneath(ml(), "input/config", owner, OwnLeaf::kWholePath).ok());
+  for (const char* p : {"input", "input/config"}) {
+    struct stat st {};
+    ASSERT_EQ(stat((root_ / "ml" / p).c_str(), &st), 0);
+    EXPECT_EQ(st.st_uid, 12345U) << p;
+    EXPECT_EQ(st.st_gid, 23456U) << p;
+  }
+  // Never through a link: a planted one is refused, its target untouched.
+  std::filesystem::create_directories(root_ / "victim");
+  std::filesystem::create_directory_symlink(root_ / "victim", root_ / "ml" / "link");
+  EXPECT_FALSE(MakeDirsBeneath(ml(), "link/x", owner, OwnLeaf::kWholePath).ok());
+  struct stat st {};
+  ASSERT_EQ(stat((root_ / "victim").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 0U);
+}
+
 TEST(JsonInput, DepthCountsNestingOutsideStrings) {
   EXPECT_EQ(JsonDepth("1", 10), 0);
   EXPECT_EQ(JsonDepth(R"({"a": [1, {"b": []}]})", 10), 4);

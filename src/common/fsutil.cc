@@ -151,7 +151,8 @@ Status MakeDirsBeneath(const std::string& root, const std::string& relative, con
     }
     close(dir);
     dir = next;
-    if ((created || (last && leaf == OwnLeaf::kAlways)) && fchown(dir, owner.uid, owner.gid) != 0) {
+    if ((created || leaf == OwnLeaf::kWholePath || (last && leaf == OwnLeaf::kAlways)) &&
+        fchown(dir, owner.uid, owner.gid) != 0) {
       result = Internal("chown " + walked + ": " + strerror(errno));
       break;
     }

@@ -34,6 +34,9 @@ struct DirOwner {
 enum class OwnLeaf {
   kCreatedOnly,  // chown only the directories this call created
   kAlways,       // also chown the last directory if it already existed
+  kWholePath,    // chown every directory on the path, existing or not: for a tree
+                 // that is wholly the owner's (an instance's /opt/ml), so a launch
+                 // interrupted between mkdir and chown is repaired by the next one
 };
 // Creates `relative` beneath `root` one component at a time, never following a
 // symlink (a component that is one is kFailedPrecondition), and gives the

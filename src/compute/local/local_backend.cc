@@ -548,20 +548,23 @@ Status LocalBackend::PrepareInstanceDir(const LaunchRequest& req, const std::str
     ml_root = opts_.scratch_pool;
     ml = req.instance_id;
   }
+  // The whole tree is the instance's own, so every directory on each path is
+  // (re)owned by the job: a kilnd killed between a mkdir and its chown left a
+  // root-owned directory that a relaunch must repair, not keep.
   for (const char* sub : {"input/config", "input/data", "model", "output/data", "code", "checkpoints", ".kiln/bin"})
-    KILN_RETURN_IF_ERROR(MakeDirsBeneath(ml_root, ml + "/" + sub, owner, OwnLeaf::kCreatedOnly));
+    KILN_RETURN_IF_ERROR(MakeDirsBeneath(ml_root, ml + "/" + sub, owner, OwnLeaf::kWholePath));
   if (!opts_.scratch_pool.empty()) {  // staged for the supervisor to publish
-    KILN_RETURN_IF_ERROR(MakeDirsBeneath(ml_root, ml + "/" + kStagedOutput, owner, OwnLeaf::kCreatedOnly));
+    KILN_RETURN_IF_ERROR(MakeDirsBeneath(ml_root, ml + "/" + kStagedOutput, owner, OwnLeaf::kWholePath));
     for (size_t i = 0; i < req.spec.uploads.size(); ++i)
       KILN_RETURN_IF_ERROR(MakeDirsBeneath(
           ml_root, ml + "/" + *RelativeBeneath(sandbox::kRoot, sandbox::kUploadsPrefix + std::to_string(i)), owner,
-          OwnLeaf::kCreatedOnly));
+          OwnLeaf::kWholePath));
   }
   const std::string ml_dir = ml_root + "/" + ml;
   if (chmod(ml_dir.c_str(), 0700) != 0) return Internal("chmod " + ml_dir + ": " + strerror(errno));
   KILN_RETURN_IF_ERROR(MakeDirsBeneath(dir, "sock", DirOwner{}, OwnLeaf::kCreatedOnly));
   for (const auto& [ch, path] : req.spec.inputs) {
-    KILN_RETURN_IF_ERROR(MakeDirsBeneath(ml_root, StrCat(ml, "/input/data/", ch), owner, OwnLeaf::kCreatedOnly));
+    KILN_RETURN_IF_ERROR(MakeDirsBeneath(ml_root, StrCat(ml, "/input/data/", ch), owner, OwnLeaf::kWholePath));
     if (access(path.c_str(), R_OK) != 0)
       return InvalidArgument("inputs." + ch,
                              "input path " + path + " is not readable: " + std::string(strerror(errno)));
