@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <optional>
 #include <thread>
 
 #include "api/native_api.h"
@@ -22,7 +23,14 @@ using nlohmann::json;
 
 class ApiTest : public ::testing::Test {
  protected:
-  ApiTest() : store_(NewMemoryStore()), fake_(clock_, 3), timers_(clock_), tokens_("test-secret") {
+  ApiTest()
+      : store_(NewMemoryStore()),
+        fake_(clock_, 3),
+        timers_(clock_),
+        tokens_("test-secret"),
+        api_tokens_(*store_, clock_),
+        box_(SecretBox::FromKey(std::string(32, 'k'))),
+        keys_(*store_, box_, clock_) {
     ControllerOptions copts;
     copts.threading = Threading::kManual;
     copts.artifacts_dir = "/artifacts";
@@ -31,7 +39,14 @@ class ApiTest : public ::testing::Test {
     fake_.SetSink(ctl_.get());
     ctl_->SetBackend(&fake_);
     EXPECT_TRUE(ctl_->Start().ok());
-    api_ = std::make_unique<NativeApi>(*ctl_, *store_, catalog_, tokens_, NativeApiOptions{});
+    admin_ = api_tokens_.Create({"root", "default", Role::kAdmin, 0})->token;
+    NativeApiOptions opts;
+    opts.api_tokens = &api_tokens_;
+    opts.access_keys = &keys_;
+    opts.secrets = &box_;
+    opts.router.audit = store_.get();
+    opts.router.limits.failures_per_minute = 0;  // the matrix makes many failed attempts
+    api_ = std::make_unique<NativeApi>(*ctl_, *store_, catalog_, tokens_, opts);
     api_->Register(server_);
     port_ = server_.bind_to_any_port("127.0.0.1");
     thread_ = std::thread([this] { server_.listen_after_bind(); });
@@ -42,7 +57,13 @@ class ApiTest : public ::testing::Test {
     server_.stop();
     thread_.join();
   }
-  httplib::Client Client() { return httplib::Client("127.0.0.1", port_); }
+  // A client with the admin's token; Anonymous() one without any.
+  httplib::Client Client() {
+    httplib::Client c("127.0.0.1", port_);
+    c.set_bearer_token_auth(admin_);
+    return c;
+  }
+  httplib::Client Anonymous() { return httplib::Client("127.0.0.1", port_); }
   void Drain() {
     while (ctl_->RunOnce()) {
     }
@@ -55,6 +76,10 @@ class ApiTest : public ::testing::Test {
   FakeBackend fake_;
   ManualTimerService timers_;
   TokenIssuer tokens_;
+  ApiTokens api_tokens_;
+  SecretBox box_;
+  AccessKeys keys_;
+  std::string admin_;
   std::unique_ptr<Controller> ctl_;
   std::unique_ptr<NativeApi> api_;
   httplib::Server server_;
@@ -112,7 +137,7 @@ TEST_F(ApiTest, TheRuntimeSocketServesOnlyTheRuntimeRoutes) {
 }
 
 TEST_F(ApiTest, HealthAnswers) {
-  auto r = Client().Get("/v1/health");
+  auto r = Anonymous().Get("/v1/health");
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 200);
   EXPECT_EQ(Body(r)["status"], "ok");
@@ -154,10 +179,11 @@ TEST_F(ApiTest, SubmitDescribeDuplicateAndStop) {
 }
 
 TEST_F(ApiTest, TheRuntimeDocumentNeedsTheInstancesTokenAndDecodes) {
-  auto c = Client();
-  auto r =
-      c.Post("/v1/jobs", R"({"name":"rt","command":["/bin/true"],"instance":{"count":2},"hyperparameters":{"lr":0.1}})",
-             "application/json");
+  auto c = Anonymous();
+  auto submit = Client();
+  auto r = submit.Post("/v1/jobs",
+                       R"({"name":"rt","command":["/bin/true"],"instance":{"count":2},"hyperparameters":{"lr":0.1}})",
+                       "application/json");
   ASSERT_TRUE(r);
   ASSERT_EQ(r->status, 201) << r->body;
   Drain();  // instances exist once JobCreated is folded
@@ -200,6 +226,279 @@ TEST_F(ApiTest, TheRuntimeDocumentNeedsTheInstancesTokenAndDecodes) {
   auto after = store_->GetJob("rt");
   ASSERT_TRUE(after.ok());
   EXPECT_EQ(after->phase_times.count("Training"), 1u);
+}
+
+// ---------------------------------------------------------------- access
+
+// One cell's request: a path (and body) for a route, on a resource of `team`.
+struct Probe {
+  std::string path;
+  std::string body;
+  std::string content_type = "application/json";
+  bool own_fresh_token = false;  // sent with a new token of the caller's role (it revokes it)
+  bool team_less = false;        // names no team's resource: "other team" is the same cell
+};
+
+class AccessMatrix : public ApiTest {
+ protected:
+  static constexpr const char* kOwn = "ads";
+  static constexpr const char* kOther = "webteam";  // the marker: never in an answer to ads
+
+  void SetUp() override {
+    for (auto [role, name] : {std::pair{Role::kViewer, "ads-viewer"}, std::pair{Role::kMember, "ads-member"},
+                              std::pair{Role::kTeamAdmin, "ads-teamadmin"}})
+      principals_.push_back({name, api_tokens_.Create({name, kOwn, role, 0})->token, role});
+    principals_.push_back({"admin", admin_, Role::kAdmin});
+    principals_.push_back({"none", "", Role::kViewer});
+    // Another team's resources, whose ids must never show to ads.
+    other_job_ = NewJob(kOther);
+    ASSERT_TRUE(store_->PutSecret(kOther, "S", *box_.Seal("v", std::string(kOther) + "/S"), 1).ok());
+    ASSERT_TRUE(store_->PutSecret(kOwn, "S", *box_.Seal("v", std::string(kOwn) + "/S"), 1).ok());
+    markers_ = {kOther, other_job_};
+  }
+
+  std::string NewJob(const std::string& team) {
+    auto job =
+        api_->Submit(json{{"name", "j" + std::to_string(++n_)}, {"command", {"/bin/true"}}, {"team", team}}.dump(),
+                     Principal{"t", "t", team, Role::kAdmin, Credential::kApiToken});
+    EXPECT_TRUE(job.ok()) << job.status().ToString();
+    Drain();
+    if (team == kOther) markers_.push_back(job->id);
+    return job->id;
+  }
+
+  // How each route is called on a resource of `team`; a route missing here fails
+  // the test, so a new route cannot ship without a row in the matrix.
+  std::optional<Probe> ProbeFor(const RouteRule& rule, const std::string& team) {
+    const std::string key = rule.method + " " + rule.pattern;
+    const bool other = team == kOther;
+    const std::string q = other ? "?team=" + team : "";
+    if (key == "GET /v1/health" || key == "GET /v1/instance-types" || key == "GET /v1/whoami" ||
+        key == "GET /v1/runtime" || key == "GET /v1/runtime/hyperparameters")
+      return Probe{rule.pattern, "", "application/json", false, true};
+    if (key == "GET /metrics") return Probe{rule.pattern, ""};
+    if (key == "POST /v1/runtime/events")
+      return Probe{rule.pattern, R"({"type":"Training"})", "application/json", false, true};
+    if (key == "POST /v1/jobs")
+      return Probe{"/v1/jobs",
+                   json{{"name", "p" + std::to_string(++n_)}, {"command", {"/bin/true"}}, {"team", team}}.dump()};
+    if (key == "GET /v1/jobs" || key == "GET /v1/tokens" || key == "GET /v1/keys" || key == "GET /v1/audit")
+      return Probe{rule.pattern + q, ""};
+    if (key == "GET /v1/jobs/([^/]+)") return Probe{"/v1/jobs/" + JobOf(team), ""};
+    if (key == "POST /v1/jobs/([^/?]+)/stop") return Probe{"/v1/jobs/" + NewJob(team) + "/stop", ""};
+    if (key == "GET /v1/jobs/([^/]+)/metrics" || key == "GET /v1/jobs/([^/]+)/logs")
+      return Probe{"/v1/jobs/" + JobOf(team) + rule.pattern.substr(rule.pattern.rfind('/')), ""};
+    if (key == "GET /v1/jobs/([^/]+)/events") return Probe{"/v1/jobs/" + JobOf(team) + "/events?follow=false", ""};
+    if (key == "GET /v1/events") return Probe{"/v1/events?follow=false", ""};
+    if (key == "GET /v1/instances") return Probe{"/v1/instances?job=" + JobOf(team), ""};
+    if (key == "PUT /v1/secrets/([^/]+)/([^/]+)")
+      return Probe{"/v1/secrets/" + team + "/S", "value", "application/octet-stream"};
+    if (key == "GET /v1/secrets/([^/]+)") return Probe{"/v1/secrets/" + team, ""};
+    if (key == "DELETE /v1/secrets/([^/]+)/([^/]+)") {
+      const std::string name = "D" + std::to_string(++n_);
+      EXPECT_TRUE(store_->PutSecret(team, name, *box_.Seal("v", team + "/" + name), 1).ok());
+      return Probe{"/v1/secrets/" + team + "/" + name, ""};
+    }
+    if (key == "POST /v1/tokens")
+      return Probe{"/v1/tokens", json{{"name", "n"}, {"team", team}, {"role", "viewer"}}.dump()};
+    if (key == "DELETE /v1/tokens/([A-Z2-7]+)")
+      return Probe{"/v1/tokens/" + api_tokens_.Create({"victim", team, Role::kViewer, 0})->record.id, ""};
+    if (key == "DELETE /v1/whoami") return Probe{"/v1/whoami", "", "application/json", true, true};
+    if (key == "POST /v1/keys") return Probe{"/v1/keys", json{{"team", team}, {"role", "viewer"}}.dump()};
+    if (key == "DELETE /v1/keys/([A-Z0-9]+)") {
+      auto k = keys_.Create(team, Role::kViewer);
+      if (other) markers_.push_back(k->id);
+      return Probe{"/v1/keys/" + k->id, ""};
+    }
+    return std::nullopt;
+  }
+
+  std::string JobOf(const std::string& team) { return team == kOther ? other_job_ : OwnJob(); }
+  std::string OwnJob() {
+    if (own_job_.empty()) own_job_ = NewJob(kOwn);
+    return own_job_;
+  }
+
+  // Everything a denied request must leave as it was.
+  json Fingerprint() {
+    json f;
+    ListQuery q;
+    q.limit = 1000;
+    auto jobs = store_->ListJobs(q);
+    for (const auto& j : jobs->jobs) f["jobs"][j.id] = ToString(j.status);
+    for (const char* t : {kOwn, kOther}) {
+      auto secrets = store_->ListSecrets(t);
+      for (const auto& [n, at] : *secrets) f["secrets"][t][n] = at;
+    }
+    auto tokens = store_->ListApiTokens("");
+    for (const auto& t : *tokens) f["tokens"][t.id] = t.revoked;
+    auto keys = store_->ListAccessKeys("");
+    for (const auto& k : *keys) f["keys"].push_back(k.id);
+    return f;
+  }
+
+  struct Who {
+    std::string name, token;
+    Role role;
+  };
+  std::vector<Who> principals_;
+  std::vector<std::string> markers_;
+  std::string other_job_, own_job_;
+  int n_ = 0;
+};
+
+std::optional<Role> LeastRoleOf(Access a) {
+  switch (a) {
+    case Access::kViewer:
+      return Role::kViewer;
+    case Access::kMember:
+      return Role::kMember;
+    case Access::kTeamAdmin:
+      return Role::kTeamAdmin;
+    case Access::kAdmin:
+      return Role::kAdmin;
+    default:
+      return std::nullopt;
+  }
+}
+
+TEST_F(AccessMatrix, EveryRouteTimesEveryRoleTimesOwnAndOtherTeam) {
+  int cells = 0, must_deny = 0, denied = 0;
+  for (const RouteRule& rule : api_->Routes()) {
+    for (const char* team : {kOwn, kOther}) {
+      for (const Who& who : principals_) {
+        auto probe = ProbeFor(rule, team);
+        ASSERT_TRUE(probe) << "no access-matrix row for " << rule.method << " " << rule.pattern;
+        const bool anonymous = who.token.empty();
+        const std::optional<Role> least = LeastRoleOf(rule.access);
+        bool allowed = rule.access == Access::kOpen;
+        if (least)
+          allowed = !anonymous && who.role >= *least && (team == kOwn || probe->team_less || who.role == Role::kAdmin);
+        const json before = Fingerprint();
+        httplib::Client c("127.0.0.1", port_);
+        httplib::Headers h;
+        std::string token = who.token;
+        if (probe->own_fresh_token && !anonymous)
+          token = api_tokens_.Create({who.name, who.role == Role::kAdmin ? "default" : kOwn, who.role, 0})->token;
+        if (!anonymous) h.emplace("Authorization", "Bearer " + token);
+        httplib::Result r = rule.method == "GET"    ? c.Get(probe->path, h)
+                            : rule.method == "POST" ? c.Post(probe->path, h, probe->body, probe->content_type)
+                            : rule.method == "PUT"  ? c.Put(probe->path, h, probe->body, probe->content_type)
+                                                    : c.Delete(probe->path, h);
+        Drain();
+        ASSERT_TRUE(r) << probe->path;
+        const std::string cell =
+            rule.method + " " + probe->path + " as " + who.name + " (" + team + ") -> " + std::to_string(r->status);
+        ++cells;
+        bool leaked = false;
+        if (who.role != Role::kAdmin || anonymous)
+          for (const auto& m : markers_)  // what the caller itself sent may be echoed
+            leaked = leaked ||
+                     (r->body.find(m) != std::string::npos && (probe->path + probe->body).find(m) == std::string::npos);
+        if (rule.pattern == "/v1/audit" && r->status == 200 && who.role != Role::kAdmin) {
+          // The team's own requests, which may name what its members tried; never another team's.
+          for (const auto& rec : Body(r)["records"]) EXPECT_EQ(rec["team"], kOwn) << cell;
+          leaked = false;
+        }
+        EXPECT_FALSE(leaked) << cell << ": shows another team's resource: " << r->body.substr(0, 300);
+        EXPECT_LT(r->status, 500) << cell << ": " << r->body;
+        if (allowed) {
+          EXPECT_TRUE(r->status != 401 && r->status != 403 && r->status != 404) << cell << ": " << r->body;
+          continue;
+        }
+        ++must_deny;
+        const bool refused = r->status == 401 || r->status == 403 || r->status == 404;
+        const bool harmless = rule.method == "GET" && r->status == 200;  // only its own team's (no marker)
+        EXPECT_TRUE(refused || harmless) << cell << ": " << r->body;
+        if (anonymous && rule.access != Access::kOpen) EXPECT_EQ(r->status, 401) << cell;
+        EXPECT_EQ(Fingerprint(), before) << cell << ": a denied request changed something";
+        if (!leaked && (refused || harmless) && Fingerprint() == before) ++denied;
+      }
+    }
+  }
+  printf("access matrix: %zu routes, %d cells, %d must be denied, %d denied\n", api_->Routes().size(), cells, must_deny,
+         denied);
+  EXPECT_EQ(denied, must_deny);
+  EXPECT_GT(cells, 200);
+}
+
+TEST_F(AccessMatrix, AJobIsSubmittedForTheCallersTeamAndAnotherTeamsIsIndistinguishableFromNone) {
+  httplib::Client c("127.0.0.1", port_);
+  c.set_bearer_token_auth(principals_[1].token);  // ads member
+  auto r = c.Post("/v1/jobs", R"({"name":"mine","command":["/bin/true"]})", "application/json");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 201) << r->body;
+  EXPECT_EQ(Body(r)["spec"]["team"], kOwn);
+  auto theirs = c.Get("/v1/jobs/" + other_job_);
+  auto none = c.Get("/v1/jobs/j-0000000000000000");
+  ASSERT_TRUE(theirs && none);
+  EXPECT_EQ(theirs->status, 404);
+  EXPECT_EQ(Body(theirs)["error"]["message"], "job '" + other_job_ + "' not found");
+  EXPECT_EQ(Body(none)["error"]["message"], "job 'j-0000000000000000' not found");
+  // Submitting for another team: refused, with the field.
+  auto other = c.Post("/v1/jobs", R"({"name":"x","command":["/bin/true"],"team":"webteam"})", "application/json");
+  ASSERT_TRUE(other);
+  EXPECT_EQ(other->status, 403);
+  EXPECT_EQ(Body(other)["error"]["field"], "team");
+  EXPECT_EQ(store_->GetJob("x").status().code(), Code::kNotFound);
+}
+
+TEST_F(AccessMatrix, BrowsersCannotDriveTheApi) {
+  httplib::Client c("127.0.0.1", port_);
+  c.set_bearer_token_auth(admin_);
+  const std::string spec = R"({"name":"csrf","command":["/bin/true"]})";
+  // A form post (text/plain) is no JSON request, even with a credential.
+  auto form = c.Post("/v1/jobs", spec, "text/plain");
+  ASSERT_TRUE(form);
+  EXPECT_EQ(form->status, 415) << form->body;
+  // A page of another origin is refused whatever it sends.
+  auto cross = c.Post("/v1/jobs", httplib::Headers{{"Origin", "http://evil.example"}}, spec, "application/json");
+  ASSERT_TRUE(cross);
+  EXPECT_EQ(cross->status, 403) << cross->body;
+  // Without the header a browser never adds by itself: 401.
+  auto anon = Anonymous().Post("/v1/jobs", spec, "application/json");
+  ASSERT_TRUE(anon);
+  EXPECT_EQ(anon->status, 401);
+  EXPECT_EQ(anon->get_header_value("WWW-Authenticate").rfind("Bearer", 0), 0u);
+  EXPECT_EQ(store_->GetJob("csrf").status().code(), Code::kNotFound);
+}
+
+TEST_F(AccessMatrix, ARevokedTokenStopsAtOnceAndMutationsAreAudited) {
+  auto t = api_tokens_.Create({"temp", kOwn, Role::kMember, 0});
+  httplib::Client c("127.0.0.1", port_);
+  c.set_bearer_token_auth(t->token);
+  auto ok = c.Post("/v1/jobs", R"({"name":"before-revoke","command":["/bin/true"]})", "application/json");
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->status, 201);
+  auto revoke = c.Delete("/v1/whoami");  // its own (kiln logout)
+  ASSERT_TRUE(revoke);
+  EXPECT_EQ(revoke->status, 204) << revoke->body;
+  auto after = c.Post("/v1/jobs", R"({"name":"after-revoke","command":["/bin/true"]})", "application/json");
+  ASSERT_TRUE(after);
+  EXPECT_EQ(after->status, 401);
+  EXPECT_EQ(store_->GetJob("after-revoke").status().code(), Code::kNotFound);
+  auto audit = store_->ListAudit(0, kOwn, 100);
+  ASSERT_TRUE(audit.ok());
+  std::vector<std::pair<std::string, int>> seen;
+  for (const auto& a : *audit)
+    if (a.principal == t->record.id) seen.emplace_back(a.method + " " + a.path, a.status);
+  ASSERT_GE(seen.size(), 2u);
+  EXPECT_EQ(seen[0], std::make_pair(std::string("POST /v1/jobs"), 201));
+  EXPECT_EQ(seen[1], std::make_pair(std::string("DELETE /v1/whoami"), 204));
+  // A team admin grants no role above its own, and only in its team.
+  httplib::Client ta("127.0.0.1", port_);
+  ta.set_bearer_token_auth(principals_[2].token);
+  auto up = ta.Post("/v1/tokens", R"({"name":"x","role":"admin"})", "application/json");
+  ASSERT_TRUE(up);
+  EXPECT_EQ(up->status, 403);
+  EXPECT_EQ(Body(up)["error"]["field"], "role");
+  auto own = ta.Post("/v1/tokens", R"({"name":"ci-bot","role":"member"})", "application/json");
+  ASSERT_TRUE(own);
+  ASSERT_EQ(own->status, 201) << own->body;
+  EXPECT_EQ(Body(own)["team"], kOwn);
+  auto p = api_tokens_.Authenticate(Body(own)["token"]);
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(p->role, Role::kMember);
 }
 
 }  // namespace

@@ -83,6 +83,7 @@ Result<ListQuery> ParseListQuery(const httplib::Request& req) {
     if (q.limit < 1 || q.limit > 1000) return InvalidArgument("limit", "must be 1..1000");
   }
   q.page_token = req.get_param_value("page_token");
+  q.team = req.get_param_value("team");  // an admin's filter; others see their team's only
   return q;
 }
 
@@ -103,7 +104,7 @@ json GroupSeries(const std::vector<MetricPoint>& points) {
 
 }  // namespace
 
-void SendApiError(httplib::Response& res, const Status& st) {
+void SendApiError(httplib::Response& res, const Status& st) {  // declared in router.h
   SendError(res, st);
 }
 
@@ -143,17 +144,24 @@ int HttpStatusFor(Code c) {
       return 500;
     case Code::kResourceExhausted:
       return 429;
+    case Code::kPermissionDenied:
+      return 403;
+    case Code::kUnsupportedMediaType:
+      return 415;
   }
   return 500;
 }
 
-Result<Job> NativeApi::Submit(const std::string& body) {
+Result<Job> NativeApi::Submit(const std::string& body, const Principal& who) {
   if (body.size() > opts_.max_body_bytes)
     return Status(Code::kPayloadTooLarge, "request body exceeds " + std::to_string(opts_.max_body_bytes) + " bytes");
   auto j = ParseUntrustedJson(body);
   if (!j.ok()) return j.status();
+  if (j->is_object() && !j->contains("team")) (*j)["team"] = who.team;  // the caller's own team by default
   auto spec = ParseSpec(*j, catalog_);
   if (!spec.ok()) return spec.status();
+  if (!who.May(Role::kMember, spec->team))
+    return Status(Code::kPermissionDenied, who.name + " may not submit jobs for team " + spec->team, "team");
   // Existence checks belong here, before anything is written.
   namespace fs = std::filesystem;
   for (const auto& [ch, p] : spec->inputs)
@@ -175,46 +183,68 @@ Result<Job> NativeApi::Submit(const std::string& body) {
   return ctl_.CreateJob(*spec);
 }
 
-void NativeApi::Register(httplib::Server& s) {
-  if (opts_.tuning) RegisterTuning(s);
-  s.set_payload_max_length(opts_.max_body_bytes);
-  RegisterHealthAndCatalog(s);
-  RegisterJobs(s);
-  RegisterMetrics(s);
-  RegisterSecrets(s);
-  RegisterInstances(s);
-  RegisterLogsAndEvents(s);
-  RegisterRuntime(s);
+Result<Job> NativeApi::VisibleJob(const std::string& ref, const Principal& who) {
+  auto job = store_.GetJob(ref);
+  if (job.ok() && !who.Sees(job->spec.team)) return NotFound("job '" + ref + "' not found");
+  return job;
 }
 
-// GET /v1/health, GET /v1/instance-types.
-void NativeApi::RegisterHealthAndCatalog(httplib::Server& s) {
-  s.Get("/v1/health", [this](const httplib::Request&, httplib::Response& res) {
+std::string NativeApi::TeamOfJob(const std::string& job_id, std::map<std::string, std::string>& cache) {
+  auto it = cache.find(job_id);
+  if (it != cache.end()) return it->second;
+  auto job = store_.GetJob(job_id);
+  std::string team = job.ok() ? job->spec.team : "";
+  if (cache.size() > 100000) cache.clear();  // bounded
+  cache[job_id] = team;
+  return team;
+}
+
+void NativeApi::Register(httplib::Server& s) {
+  router_ = std::make_unique<Router>(s, opts_.api_tokens, opts_.router);
+  Router& r = *router_;
+  if (opts_.tuning) RegisterTuning(r);
+  s.set_payload_max_length(opts_.max_body_bytes);
+  RegisterHealthAndCatalog(r);
+  RegisterJobs(r);
+  RegisterMetrics(r);
+  RegisterSecrets(r);
+  RegisterInstances(r);
+  RegisterLogsAndEvents(r);
+  RegisterRuntime(r);
+  RegisterAccounts(r);
+}
+
+// GET /v1/health (open), GET /v1/instance-types.
+void NativeApi::RegisterHealthAndCatalog(Router& r) {
+  r.Get("/v1/health", Access::kOpen, [this](const httplib::Request&, httplib::Response& res, const Principal&) {
     SendJson(res, 200, {{"status", "ok"}, {"version", opts_.version}});
   });
 
-  s.Get("/v1/instance-types", [this](const httplib::Request&, httplib::Response& res) {
-    json arr = json::array();
-    for (const auto& [n, t] : catalog_.types())
-      arr.push_back({{"name", n}, {"vcpus", t.vcpus}, {"memory_mib", t.memory_mib}, {"gpus", t.gpus}});
-    SendJson(res, 200, {{"instance_types", arr}});
-  });
+  r.Get("/v1/instance-types", Access::kViewer,
+        [this](const httplib::Request&, httplib::Response& res, const Principal&) {
+          json arr = json::array();
+          for (const auto& [n, t] : catalog_.types())
+            arr.push_back({{"name", n}, {"vcpus", t.vcpus}, {"memory_mib", t.memory_mib}, {"gpus", t.gpus}});
+          SendJson(res, 200, {{"instance_types", arr}});
+        });
 }
 
 // POST /v1/jobs, GET /v1/jobs, GET /v1/jobs/{id}, POST /v1/jobs/{id}/stop.
-void NativeApi::RegisterJobs(httplib::Server& s) {
-  s.Post("/v1/jobs", [this](const httplib::Request& req, httplib::Response& res) {
-    auto job = Submit(req.body);
-    if (!job.ok()) return SendError(res, job.status());
-    res.set_header("Location", "/v1/jobs/" + job->id);
-    // Re-read so the response shows the state the reconciler may already have reached.
-    auto fresh = store_.GetJob(job->id);
-    SendJson(res, 201, PublicJob(fresh.ok() ? *fresh : *job));
-  });
+void NativeApi::RegisterJobs(Router& r) {
+  r.Post("/v1/jobs", Access::kMember, Body::kJson,
+         [this](const httplib::Request& req, httplib::Response& res, const Principal& who) {
+           auto job = Submit(req.body, who);
+           if (!job.ok()) return SendError(res, job.status());
+           res.set_header("Location", "/v1/jobs/" + job->id);
+           // Re-read so the response shows the state the reconciler may already have reached.
+           auto fresh = store_.GetJob(job->id);
+           SendJson(res, 201, PublicJob(fresh.ok() ? *fresh : *job));
+         });
 
-  s.Get("/v1/jobs", [this](const httplib::Request& req, httplib::Response& res) {
+  r.Get("/v1/jobs", Access::kViewer, [this](const httplib::Request& req, httplib::Response& res, const Principal& who) {
     auto q = ParseListQuery(req);
     if (!q.ok()) return SendError(res, q.status());
+    if (who.role != Role::kAdmin) q->team = who.team;  // only its own team's
     auto page = store_.ListJobs(*q);
     if (!page.ok()) return SendError(res, page.status());
     json arr = json::array();
@@ -224,91 +254,114 @@ void NativeApi::RegisterJobs(httplib::Server& s) {
               {"next_page_token", page->next_page_token.empty() ? json(nullptr) : json(page->next_page_token)}});
   });
 
-  s.Get(R"(/v1/jobs/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
-    auto job = store_.GetJob(req.matches[1]);
-    if (!job.ok()) return SendError(res, job.status());
-    SendJson(res, 200, PublicJob(*job));
-  });
+  r.Get(R"(/v1/jobs/([^/]+))", Access::kViewer,
+        [this](const httplib::Request& req, httplib::Response& res, const Principal& who) {
+          auto job = VisibleJob(req.matches[1], who);
+          if (!job.ok()) return SendError(res, job.status());
+          SendJson(res, 200, PublicJob(*job));
+        });
 
-  // Stop takes no body. Registered with the ContentReader overload because httplib
-  // dispatches those routes before it reads a body: a POST without Content-Length
-  // (curl -X POST) is then answered at once, where an ordinary route would wait for
-  // the read timeout and refuse it with 400. The reader is never called, so a body
-  // that is sent is ignored.
-  s.Post(R"(/v1/jobs/([^/?]+)/stop)",
-         [this](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader&) {
-           auto job = ctl_.StopJob(httplib::detail::decode_url(req.matches[1].str(), false));
-           if (!job.ok()) return SendError(res, job.status());
-           SendJson(res, 202, PublicJob(*job));
-         });
+  // Stop takes no body (PostWithoutBody): `curl -X POST` without Content-Length is
+  // answered at once; a body that is sent is ignored.
+  r.PostWithoutBody(R"(/v1/jobs/([^/?]+)/stop)", Access::kMember,
+                    [this](const httplib::Request& req, httplib::Response& res, const Principal& who) {
+                      auto found = VisibleJob(httplib::detail::decode_url(req.matches[1].str(), false), who);
+                      if (!found.ok()) return SendError(res, found.status());
+                      auto job = ctl_.StopJob(found->id);
+                      if (!job.ok()) return SendError(res, job.status());
+                      SendJson(res, 202, PublicJob(*job));
+                    });
 }
 
-// GET /v1/jobs/{id}/metrics (stored series), GET /metrics (Prometheus exposition).
-void NativeApi::RegisterMetrics(httplib::Server& s) {
-  s.Get(R"(/v1/jobs/([^/]+)/metrics)", [this](const httplib::Request& req, httplib::Response& res) {
-    auto job = store_.GetJob(req.matches[1]);
-    if (!job.ok()) return SendError(res, job.status());
-    auto points = store_.JobMetrics(job->id, req.get_param_value("name"));
-    if (!points.ok()) return SendError(res, points.status());
-    SendJson(res, 200, {{"job_id", job->id}, {"series", GroupSeries(*points)}});
-  });
+// GET /v1/jobs/{id}/metrics (stored series), GET /metrics (Prometheus exposition:
+// the caller's team's series; every team's for an admin).
+void NativeApi::RegisterMetrics(Router& r) {
+  r.Get(R"(/v1/jobs/([^/]+)/metrics)", Access::kViewer,
+        [this](const httplib::Request& req, httplib::Response& res, const Principal& who) {
+          auto job = VisibleJob(req.matches[1], who);
+          if (!job.ok()) return SendError(res, job.status());
+          auto points = store_.JobMetrics(job->id, req.get_param_value("name"));
+          if (!points.ok()) return SendError(res, points.status());
+          SendJson(res, 200, {{"job_id", job->id}, {"series", GroupSeries(*points)}});
+        });
 
-  s.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
-    std::string text = opts_.metrics ? opts_.metrics->PrometheusText() : "";
+  r.Get("/metrics", Access::kViewer, [this](const httplib::Request&, httplib::Response& res, const Principal& who) {
+    if (!opts_.metrics) return res.set_content("", "text/plain; version=0.0.4");
+    // Which jobs the caller may see, decided before the gateway's lock is taken.
+    std::set<std::string> shown;
+    std::map<std::string, std::string> teams;
+    for (const auto& id : opts_.metrics->ExposedJobs())
+      if (who.Sees(TeamOfJob(id, teams))) shown.insert(id);
+    std::string text = opts_.metrics->PrometheusText([&](const std::string& id) { return shown.count(id) > 0; });
     res.set_content(text, "text/plain; version=0.0.4");
   });
 }
 
-// PUT, DELETE /v1/secrets/{team}/{name}; GET /v1/secrets/{team}.
-// Values go in (raw request body), never come out of the public API.
-void NativeApi::RegisterSecrets(httplib::Server& s) {
-  s.Put(R"(/v1/secrets/([^/]+)/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
-    std::string team = req.matches[1], name = req.matches[2];
-    if (!opts_.secrets) return SendError(res, Status(Code::kFailedPrecondition, "kilnd has no master key"));
-    if (!IsValidJobName(team))
-      return SendError(res, InvalidArgument("team", "must be 1-63 letters, digits or hyphens"));
-    if (!IsValidSecretName(name)) return SendError(res, InvalidArgument("name", "must match [A-Za-z_][A-Za-z0-9_]*"));
-    if (req.body.size() > (1u << 20))
-      return SendError(res, Status(Code::kPayloadTooLarge, "secret values are at most 1 MiB"));
-    auto sealed = opts_.secrets->Seal(req.body, team + "/" + name);
-    if (!sealed.ok()) return SendError(res, sealed.status());
-    Status st = store_.PutSecret(team, name, *sealed, RealClock::Get().NowMs());
-    if (!st.ok()) return SendError(res, st);
-    SendJson(res, 200, {{"team", team}, {"name", name}});
-  });
-  s.Get(R"(/v1/secrets/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
-    auto list = store_.ListSecrets(req.matches[1]);
-    if (!list.ok()) return SendError(res, list.status());
-    json arr = json::array();
-    for (const auto& [n, t] : *list) arr.push_back({{"name", n}, {"updated_at", FormatTime(t)}});
-    SendJson(res, 200, {{"team", req.matches[1]}, {"secrets", arr}});
-  });
-  s.Delete(R"(/v1/secrets/([^/]+)/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
-    Status st = store_.DeleteSecret(req.matches[1], req.matches[2]);
-    if (!st.ok()) return SendError(res, st);
-    SendJson(res, 200, {{"deleted", true}});
-  });
+// PUT, DELETE /v1/secrets/{team}/{name} (team admins); GET /v1/secrets/{team}
+// (names only). Values go in (raw request body), never come out of the public API.
+void NativeApi::RegisterSecrets(Router& r) {
+  auto not_in_team = [](const Principal& who, const std::string& team) {
+    return Status(Code::kPermissionDenied, who.name + " is not in team " + team, "team");
+  };
+  r.Put(R"(/v1/secrets/([^/]+)/([^/]+))", Access::kTeamAdmin, Body::kBytes,
+        [this, not_in_team](const httplib::Request& req, httplib::Response& res, const Principal& who) {
+          std::string team = req.matches[1], name = req.matches[2];
+          if (!who.May(Role::kTeamAdmin, team)) return SendError(res, not_in_team(who, team));
+          if (!opts_.secrets) return SendError(res, Status(Code::kFailedPrecondition, "kilnd has no master key"));
+          if (!IsValidJobName(team))
+            return SendError(res, InvalidArgument("team", "must be 1-63 letters, digits or hyphens"));
+          if (!IsValidSecretName(name))
+            return SendError(res, InvalidArgument("name", "must match [A-Za-z_][A-Za-z0-9_]*"));
+          if (req.body.size() > (1u << 20))
+            return SendError(res, Status(Code::kPayloadTooLarge, "secret values are at most 1 MiB"));
+          auto sealed = opts_.secrets->Seal(req.body, team + "/" + name);
+          if (!sealed.ok()) return SendError(res, sealed.status());
+          Status st = store_.PutSecret(team, name, *sealed, RealClock::Get().NowMs());
+          if (!st.ok()) return SendError(res, st);
+          SendJson(res, 200, {{"team", team}, {"name", name}});
+        });
+  r.Get(R"(/v1/secrets/([^/]+))", Access::kViewer,
+        [this, not_in_team](const httplib::Request& req, httplib::Response& res, const Principal& who) {
+          const std::string team = req.matches[1];
+          if (!who.Sees(team)) return SendError(res, not_in_team(who, team));
+          auto list = store_.ListSecrets(team);
+          if (!list.ok()) return SendError(res, list.status());
+          json arr = json::array();
+          for (const auto& [n, t] : *list) arr.push_back({{"name", n}, {"updated_at", FormatTime(t)}});
+          SendJson(res, 200, {{"team", team}, {"secrets", arr}});
+        });
+  r.Delete(R"(/v1/secrets/([^/]+)/([^/]+))", Access::kTeamAdmin,
+           [this, not_in_team](const httplib::Request& req, httplib::Response& res, const Principal& who) {
+             const std::string team = req.matches[1];
+             if (!who.May(Role::kTeamAdmin, team)) return SendError(res, not_in_team(who, team));
+             Status st = store_.DeleteSecret(team, req.matches[2]);
+             if (!st.ok()) return SendError(res, st);
+             SendJson(res, 200, {{"deleted", true}});
+           });
 }
 
-// GET /v1/instances[?job=id-or-name]. Backend handles stay inside.
-void NativeApi::RegisterInstances(httplib::Server& s) {
-  s.Get(R"(/v1/instances)", [this](const httplib::Request& req, httplib::Response& res) {
-    std::string job_id = req.get_param_value("job");
-    if (!job_id.empty()) {
-      auto job = store_.GetJob(job_id);
-      if (!job.ok()) return SendError(res, job.status());
-      job_id = job->id;
-    }
-    auto list = store_.ListInstances(job_id);
-    if (!list.ok()) return SendError(res, list.status());
-    json arr = json::array();
-    for (const auto& i : *list) {
-      json j = ToJson(i);
-      j.erase("handle");
-      arr.push_back(j);
-    }
-    SendJson(res, 200, {{"instances", arr}});
-  });
+// GET /v1/instances[?job=id-or-name]: the caller's team's. Backend handles stay inside.
+void NativeApi::RegisterInstances(Router& r) {
+  r.Get(R"(/v1/instances)", Access::kViewer,
+        [this](const httplib::Request& req, httplib::Response& res, const Principal& who) {
+          std::string job_id = req.get_param_value("job");
+          if (!job_id.empty()) {
+            auto job = VisibleJob(job_id, who);
+            if (!job.ok()) return SendError(res, job.status());
+            job_id = job->id;
+          }
+          auto list = store_.ListInstances(job_id);
+          if (!list.ok()) return SendError(res, list.status());
+          std::map<std::string, std::string> teams;
+          json arr = json::array();
+          for (const auto& i : *list) {
+            if (!who.Sees(TeamOfJob(i.job_id, teams))) continue;
+            json j = ToJson(i);
+            j.erase("handle");
+            arr.push_back(j);
+          }
+          SendJson(res, 200, {{"instances", arr}});
+        });
 }
 
 }  // namespace kiln

@@ -5,10 +5,14 @@
 #include <functional>
 #include <ios>
 #include <map>
+#include <memory>
 #include <set>
 #include <string>
 
+#include "api/router.h"
 #include "api/tokens.h"
+#include "auth/access_keys.h"
+#include "auth/api_tokens.h"
 #include "controller/controller.h"
 #include "jobs/runtime_doc.h"
 #include "metrics/gateway.h"
@@ -37,9 +41,15 @@ struct NativeApiOptions {
   size_t inline_hyperparameters_bytes = 64u << 10;
   std::string staging_dir;
   tuning::TuningService* tuning = nullptr;  // optional: /v1/tuning-jobs
+  // Who may call: API tokens (required for every route but health and the
+  // runtime), access keys (optional: /v1/keys), origins, limits, audit.
+  ApiTokens* api_tokens = nullptr;
+  AccessKeys* access_keys = nullptr;
+  RouterOptions router;
 };
 
-// Registers the /v1 routes on `server`. Borrowed references must outlive it.
+// Registers the /v1 routes on `server`, each behind the router's gate
+// (router.h). Borrowed references must outlive it.
 class NativeApi {
  public:
   NativeApi(Controller& ctl, Store& store, const Catalog& catalog, const TokenIssuer& tokens, NativeApiOptions opts)
@@ -51,25 +61,36 @@ class NativeApi {
   // there is a job.
   void RegisterRuntimeOnly(httplib::Server& server) {
     server.set_payload_max_length(kRuntimeMaxBodyBytes);
-    RegisterRuntime(server);
+    runtime_router_ = std::make_unique<Router>(server, nullptr, RouterOptions{});
+    RegisterRuntime(*runtime_router_);
   }
+  // Every route Register added, with its access rule (the access-matrix test's input).
+  const std::vector<RouteRule>& Routes() const { return router_->rules(); }
   static constexpr size_t kRuntimeMaxBodyBytes = 64u << 10;
   // Ends open streams (on shutdown).
   void Shutdown() { shutting_down_ = true; }
 
-  // Validates a submitted body and creates the job. Exposed for tests.
-  Result<Job> Submit(const std::string& body);
+  // Validates a submitted body and creates the job, for `who`'s team unless the
+  // body names another team that `who` may submit to. Exposed for tests.
+  Result<Job> Submit(const std::string& body, const Principal& who);
 
  private:
   // One per route group; Register calls each once. Each says its routes.
-  void RegisterHealthAndCatalog(httplib::Server& server);  // native_api.cc
-  void RegisterJobs(httplib::Server& server);              // native_api.cc
-  void RegisterInstances(httplib::Server& server);         // native_api.cc
-  void RegisterMetrics(httplib::Server& server);           // native_api.cc
-  void RegisterSecrets(httplib::Server& server);           // native_api.cc
-  void RegisterLogsAndEvents(httplib::Server& server);     // stream_routes.cc
-  void RegisterRuntime(httplib::Server& server);           // runtime_routes.cc (in-job, instance tokens)
-  void RegisterTuning(httplib::Server& server);            // tuning_routes.cc
+  void RegisterHealthAndCatalog(Router& r);  // native_api.cc
+  void RegisterJobs(Router& r);              // native_api.cc
+  void RegisterInstances(Router& r);         // native_api.cc
+  void RegisterMetrics(Router& r);           // native_api.cc
+  void RegisterSecrets(Router& r);           // native_api.cc
+  void RegisterLogsAndEvents(Router& r);     // stream_routes.cc
+  void RegisterRuntime(Router& r);           // runtime_routes.cc (in-job, instance tokens)
+  void RegisterTuning(Router& r);            // tuning_routes.cc
+  void RegisterAccounts(Router& r);          // account_routes.cc (tokens, access keys, audit)
+
+  // The job `ref` names, if `who` may see it; otherwise the same NotFound as for a
+  // job that does not exist.
+  Result<Job> VisibleJob(const std::string& ref, const Principal& who);
+  // A job's team, for filtering streams and lists (cached by the caller).
+  std::string TeamOfJob(const std::string& job_id, std::map<std::string, std::string>& cache);
 
   // Log tailing (stream_routes.cc). Offsets are per log path, kept across provider calls.
   using LogOffsets = std::map<std::string, std::streamoff>;
@@ -89,8 +110,10 @@ class NativeApi {
                         LogOffsets& offsets, LogRange& range, httplib::DataSink& sink);
   // Server-Sent Events (stream_routes.cc): the global log when `job_id` is empty,
   // else one job's events.
-  void StreamEvents(const httplib::Request& req, httplib::Response& res, const std::string& job_id);
-  void WriteEvents(const std::string& job_id, int64_t after, bool follow, httplib::DataSink& sink);
+  void StreamEvents(const httplib::Request& req, httplib::Response& res, const std::string& job_id,
+                    const Principal& who);
+  void WriteEvents(const std::string& job_id, int64_t after, bool follow, const Principal& who,
+                   httplib::DataSink& sink);
 
   // In-job runtime (runtime_routes.cc).
   // The declared secrets of `job`, opened for its team: {name: value}.
@@ -103,12 +126,12 @@ class NativeApi {
   const Catalog& catalog_;
   const TokenIssuer& tokens_;
   NativeApiOptions opts_;
+  std::unique_ptr<Router> router_;
+  std::unique_ptr<Router> runtime_router_;
   std::atomic<bool> shutting_down_{false};
 };
 
 int HttpStatusFor(Code c);
-// The native API's error body: {"error": {"code", "message", "field"}}.
-void SendApiError(httplib::Response& res, const Status& st);
 // A tuning job as the native API shows it, with its trials.
 nlohmann::json TuningJobDoc(const tuning::TuningJob& job, const std::vector<tuning::TrialView>& trials);
 bool IsValidSecretName(const std::string& n);

@@ -118,45 +118,48 @@ Result<Event> ParsePhaseReport(const std::string& raw, const Instance& in, const
 
 }  // namespace
 
-void NativeApi::RegisterRuntime(httplib::Server& s) {
-  s.Get("/v1/runtime", [this](const httplib::Request& req, httplib::Response& res) {
-    auto caller = Authenticate(req, tokens_, store_);
-    if (!caller.ok()) return SendApiError(res, caller.status());
-    // Secrets before StatsD: a job that cannot get its secrets gets no port either.
-    auto secrets = OpenJobSecrets(caller->job);
-    if (!secrets.ok()) return SendApiError(res, secrets.status());
-    auto statsd = OpenStatsd(caller->instance, caller->job);
-    SendJson(res, 200,
-             ToJson(BuildRuntimeDoc(caller->instance, caller->job, catalog_, opts_.job_interface, std::move(*secrets),
-                                    std::move(statsd))));
-  });
+void NativeApi::RegisterRuntime(Router& r) {
+  r.Get("/v1/runtime", Access::kInstance,
+        [this](const httplib::Request& req, httplib::Response& res, const Principal&) {
+          auto caller = Authenticate(req, tokens_, store_);
+          if (!caller.ok()) return SendApiError(res, caller.status());
+          // Secrets before StatsD: a job that cannot get its secrets gets no port either.
+          auto secrets = OpenJobSecrets(caller->job);
+          if (!secrets.ok()) return SendApiError(res, secrets.status());
+          auto statsd = OpenStatsd(caller->instance, caller->job);
+          SendJson(res, 200,
+                   ToJson(BuildRuntimeDoc(caller->instance, caller->job, catalog_, opts_.job_interface,
+                                          std::move(*secrets), std::move(statsd))));
+        });
 
-  s.Get("/v1/runtime/hyperparameters", [this](const httplib::Request& req, httplib::Response& res) {
-    auto caller = Authenticate(req, tokens_, store_);
-    if (!caller.ok()) return SendApiError(res, caller.status());
-    const JobSpec& spec = caller->job.spec;
-    if (spec.hyperparameters_file.empty()) return SendJson(res, 200, spec.hyperparameters);
-    // Only a file kilnd staged: in the staging directory, never through a symlink.
-    const std::filesystem::path file(spec.hyperparameters_file);
-    auto staged = file.parent_path() == std::filesystem::path(opts_.staging_dir)
-                      ? ReadFileBeneath(opts_.staging_dir, file.filename().string(), opts_.max_body_bytes)
-                      : Result<std::string>(Status(Code::kFailedPrecondition, "not a staged file"));
-    if (!staged.ok())
-      return SendApiError(
-          res, Status(Code::kFailedPrecondition, "staged hyperparameters are missing: " + spec.hyperparameters_file));
-    res.status = 200;
-    res.set_content(*staged, "application/json");
-  });
+  r.Get("/v1/runtime/hyperparameters", Access::kInstance,
+        [this](const httplib::Request& req, httplib::Response& res, const Principal&) {
+          auto caller = Authenticate(req, tokens_, store_);
+          if (!caller.ok()) return SendApiError(res, caller.status());
+          const JobSpec& spec = caller->job.spec;
+          if (spec.hyperparameters_file.empty()) return SendJson(res, 200, spec.hyperparameters);
+          // Only a file kilnd staged: in the staging directory, never through a symlink.
+          const std::filesystem::path file(spec.hyperparameters_file);
+          auto staged = file.parent_path() == std::filesystem::path(opts_.staging_dir)
+                            ? ReadFileBeneath(opts_.staging_dir, file.filename().string(), opts_.max_body_bytes)
+                            : Result<std::string>(Status(Code::kFailedPrecondition, "not a staged file"));
+          if (!staged.ok())
+            return SendApiError(res, Status(Code::kFailedPrecondition,
+                                            "staged hyperparameters are missing: " + spec.hyperparameters_file));
+          res.status = 200;
+          res.set_content(*staged, "application/json");
+        });
 
-  s.Post("/v1/runtime/events", [this](const httplib::Request& req, httplib::Response& res) {
-    auto caller = Authenticate(req, tokens_, store_);
-    if (!caller.ok()) return SendApiError(res, caller.status());
-    auto event = ParsePhaseReport(req.body, caller->instance, caller->job);
-    if (!event.ok()) return SendApiError(res, event.status());
-    Status st = ctl_.Post(std::move(*event));
-    if (!st.ok()) return SendApiError(res, st);
-    SendJson(res, 200, {{"ack", true}});
-  });
+  r.Post("/v1/runtime/events", Access::kInstance, Body::kJson,
+         [this](const httplib::Request& req, httplib::Response& res, const Principal&) {
+           auto caller = Authenticate(req, tokens_, store_);
+           if (!caller.ok()) return SendApiError(res, caller.status());
+           auto event = ParsePhaseReport(req.body, caller->instance, caller->job);
+           if (!event.ok()) return SendApiError(res, event.status());
+           Status st = ctl_.Post(std::move(*event));
+           if (!st.ok()) return SendApiError(res, st);
+           SendJson(res, 200, {{"ack", true}});
+         });
 }
 
 // Secrets the job declared, for its team only. A missing one fails the fetch (and

@@ -49,41 +49,47 @@ int64_t ResumePoint(const httplib::Request& req) {
 // follow streams until the job ends.
 // GET /v1/jobs/{id}/events, GET /v1/events: Server-Sent Events, resumable with
 // Last-Event-ID (or ?after=); follow (default true) keeps the stream open.
-void NativeApi::RegisterLogsAndEvents(httplib::Server& s) {
-  s.Get(R"(/v1/jobs/([^/]+)/logs)", [this](const httplib::Request& req, httplib::Response& res) {
-    auto job = store_.GetJob(req.matches[1]);
-    if (!job.ok()) return SendApiError(res, job.status());
-    const std::string job_id = job->id;
-    const bool follow = BoolParam(req, "follow", false);
-    auto range = std::make_shared<LogRange>();
-    for (const char* p : {"offset", "limit"}) {
-      if (!req.has_param(p)) continue;
-      const std::string v = req.get_param_value(p);
-      char* end = nullptr;
-      errno = 0;
-      const unsigned long long n = strtoull(v.c_str(), &end, 10);
-      if (v.empty() || v[0] == '-' || *end != '\0' || errno != 0)
-        return SendApiError(res, InvalidArgument(p, "must be a byte count (a non-negative integer)"));
-      if (follow) return SendApiError(res, InvalidArgument(p, "is for reads without follow"));
-      (std::string(p) == "offset" ? range->skip : range->budget) = n;
-    }
-    auto offsets = std::make_shared<LogOffsets>();
-    auto tail = [this, job_id, follow, offsets, range](size_t, httplib::DataSink& sink) {
-      int ino = follow ? inotify_init1(IN_CLOEXEC | IN_NONBLOCK) : -1;
-      TailLogs(job_id, follow, ino, *offsets, *range, sink);
-      if (ino >= 0) close(ino);
-      sink.done();
-      return true;
-    };
-    res.set_chunked_content_provider("text/plain; charset=utf-8", tail);
-  });
+void NativeApi::RegisterLogsAndEvents(Router& r) {
+  r.Get(R"(/v1/jobs/([^/]+)/logs)", Access::kViewer,
+        [this](const httplib::Request& req, httplib::Response& res, const Principal& who) {
+          auto job = VisibleJob(req.matches[1], who);
+          if (!job.ok()) return SendApiError(res, job.status());
+          const std::string job_id = job->id;
+          const bool follow = BoolParam(req, "follow", false);
+          auto range = std::make_shared<LogRange>();
+          for (const char* p : {"offset", "limit"}) {
+            if (!req.has_param(p)) continue;
+            const std::string v = req.get_param_value(p);
+            char* end = nullptr;
+            errno = 0;
+            const unsigned long long n = strtoull(v.c_str(), &end, 10);
+            if (v.empty() || v[0] == '-' || *end != '\0' || errno != 0)
+              return SendApiError(res, InvalidArgument(p, "must be a byte count (a non-negative integer)"));
+            if (follow) return SendApiError(res, InvalidArgument(p, "is for reads without follow"));
+            (std::string(p) == "offset" ? range->skip : range->budget) = n;
+          }
+          auto offsets = std::make_shared<LogOffsets>();
+          auto tail = [this, job_id, follow, offsets, range](size_t, httplib::DataSink& sink) {
+            int ino = follow ? inotify_init1(IN_CLOEXEC | IN_NONBLOCK) : -1;
+            TailLogs(job_id, follow, ino, *offsets, *range, sink);
+            if (ino >= 0) close(ino);
+            sink.done();
+            return true;
+          };
+          res.set_chunked_content_provider("text/plain; charset=utf-8", tail);
+        });
 
-  s.Get(R"(/v1/jobs/([^/]+)/events)", [this](const httplib::Request& req, httplib::Response& res) {
-    auto job = store_.GetJob(req.matches[1]);
-    if (!job.ok()) return SendApiError(res, job.status());
-    StreamEvents(req, res, job->id);
-  });
-  s.Get("/v1/events", [this](const httplib::Request& req, httplib::Response& res) { StreamEvents(req, res, ""); });
+  r.Get(R"(/v1/jobs/([^/]+)/events)", Access::kViewer,
+        [this](const httplib::Request& req, httplib::Response& res, const Principal& who) {
+          auto job = VisibleJob(req.matches[1], who);
+          if (!job.ok()) return SendApiError(res, job.status());
+          StreamEvents(req, res, job->id, who);
+        });
+  // The global log: the events of the jobs the caller may see (every job's for an admin).
+  r.Get("/v1/events", Access::kViewer,
+        [this](const httplib::Request& req, httplib::Response& res, const Principal& who) {
+          StreamEvents(req, res, "", who);
+        });
 }
 
 void NativeApi::TailLogs(const std::string& job_id, bool follow, int inotify_fd, LogOffsets& offsets, LogRange& range,
@@ -147,13 +153,14 @@ bool NativeApi::CopyNewLogOutput(const Job& job, bool follow, int inotify_fd, st
   return true;
 }
 
-void NativeApi::StreamEvents(const httplib::Request& req, httplib::Response& res, const std::string& job_id) {
+void NativeApi::StreamEvents(const httplib::Request& req, httplib::Response& res, const std::string& job_id,
+                             const Principal& who) {
   int64_t after = ResumePoint(req);
   if (after < 0) return SendApiError(res, InvalidArgument("Last-Event-ID", "must be an integer sequence number"));
   const bool follow = BoolParam(req, "follow", true);
   res.set_header("Cache-Control", "no-cache");
-  auto write = [this, job_id, after, follow](size_t, httplib::DataSink& sink) {
-    WriteEvents(job_id, after, follow, sink);
+  auto write = [this, job_id, after, follow, who](size_t, httplib::DataSink& sink) {
+    WriteEvents(job_id, after, follow, who, sink);
     sink.done();
     return true;
   };
@@ -161,9 +168,11 @@ void NativeApi::StreamEvents(const httplib::Request& req, httplib::Response& res
 }
 
 // Ids are global sequence numbers on /v1/events and per-job ones on a job's stream.
-void NativeApi::WriteEvents(const std::string& job_id, int64_t after, bool follow, httplib::DataSink& sink) {
+void NativeApi::WriteEvents(const std::string& job_id, int64_t after, bool follow, const Principal& who,
+                            httplib::DataSink& sink) {
   int64_t cursor = after;
   int idle_ms = 0;
+  std::map<std::string, std::string> teams;  // job -> team, for the global log
   for (;;) {
     int64_t seen = ctl_.version();
     auto events =
@@ -172,10 +181,11 @@ void NativeApi::WriteEvents(const std::string& job_id, int64_t after, bool follo
     bool ended = false;
     for (const auto& e : *events) {
       int64_t id = job_id.empty() ? e.seq : e.job_seq;
+      cursor = id;
+      if (job_id.empty() && !who.Sees(TeamOfJob(e.job_id, teams))) continue;
       std::string frame = SseFrame(std::to_string(id), ToString(e.type),
                                    ToJson(e).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
       if (!sink.write(frame.data(), frame.size())) return;
-      cursor = id;
       if (!job_id.empty() && !e.status_after.empty() && IsTerminal(*ParseJobStatus(e.status_after))) ended = true;
     }
     if (events->size() == static_cast<size_t>(kEventBatch)) continue;

@@ -48,54 +48,73 @@ json TuningJobDoc(const TuningJob& job, const std::vector<TrialView>& trials) {
   return doc;
 }
 
-void NativeApi::RegisterTuning(httplib::Server& s) {
+void NativeApi::RegisterTuning(Router& r) {
   tuning::TuningService* svc = opts_.tuning;
-  s.Post("/v1/tuning-jobs", [this, svc](const httplib::Request& req, httplib::Response& res) {
-    auto body = ParseUntrustedJson(req.body);
-    if (!body.ok()) return SendApiError(res, body.status());
-    auto spec = tuning::ParseTuningSpec(*body, &catalog_);
-    if (!spec.ok()) return SendApiError(res, spec.status());
-    auto job = svc->Create(*spec);
-    if (!job.ok()) return SendApiError(res, job.status());
-    auto trials = svc->Trials(*job);
-    res.status = 201;
-    res.set_content(TuningJobDoc(*job, trials.ok() ? *trials : std::vector<TrialView>{}).dump(), "application/json");
-  });
-  s.Get("/v1/tuning-jobs", [this, svc](const httplib::Request& req, httplib::Response& res) {
-    int limit = req.has_param("limit") ? std::clamp(atoi(req.get_param_value("limit").c_str()), 1, 1000) : 100;
-    auto recs = store_.ListTuningJobs(req.get_param_value("name_contains"), req.get_param_value("status"), limit, 0);
-    if (!recs.ok()) return SendApiError(res, recs.status());
-    json out = json::array();
-    for (const auto& r : *recs) {
-      auto job = tuning::LoadTuningJob(r);
-      if (!job.ok()) continue;
-      auto trials = svc->Trials(*job);
-      json d = TuningJobDoc(*job, trials.ok() ? *trials : std::vector<TrialView>{});
-      d.erase("trials");
-      d.erase("spec");
-      out.push_back(d);
-    }
-    res.set_content(json{{"tuning_jobs", out}}.dump(), "application/json");
-  });
-  s.Get(R"(/v1/tuning-jobs/([A-Za-z0-9-]+))", [svc](const httplib::Request& req, httplib::Response& res) {
-    auto job = svc->Get(req.matches[1]);
-    if (!job.ok()) return SendApiError(res, job.status());
-    auto trials = svc->Trials(*job);
-    if (!trials.ok()) return SendApiError(res, trials.status());
-    res.set_content(TuningJobDoc(*job, *trials).dump(), "application/json");
-  });
-  // Stop takes no body: the ContentReader overload is dispatched before httplib reads
-  // one, so a POST without Content-Length is answered at once (see the job stop route
-  // in native_api.cc).
-  s.Post(R"(/v1/tuning-jobs/([A-Za-z0-9-]+)/stop)",
-         [svc](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader&) {
-           const std::string name = req.matches[1].str();
-           Status st = svc->Stop(name);
-           auto job = st.ok() ? svc->Get(name) : Result<TuningJob>(st);
+  // A tuning job of another team is answered as one that does not exist.
+  auto visible = [svc](const std::string& name, const Principal& who) -> Result<TuningJob> {
+    auto job = svc->Get(name);
+    if (job.ok() && !who.Sees(job->spec.team)) return NotFound("tuning job '" + name + "' not found");
+    return job;
+  };
+  r.Post("/v1/tuning-jobs", Access::kMember, Body::kJson,
+         [this, svc](const httplib::Request& req, httplib::Response& res, const Principal& who) {
+           auto body = ParseUntrustedJson(req.body);
+           if (!body.ok()) return SendApiError(res, body.status());
+           if (body->is_object() && !body->contains("team")) (*body)["team"] = who.team;
+           auto spec = tuning::ParseTuningSpec(*body, &catalog_);
+           if (!spec.ok()) return SendApiError(res, spec.status());
+           if (!who.May(Role::kMember, spec->team))
+             return SendApiError(res, Status(Code::kPermissionDenied,
+                                             who.name + " may not start tuning jobs for team " + spec->team, "team"));
+           auto job = svc->Create(*spec);
            if (!job.ok()) return SendApiError(res, job.status());
            auto trials = svc->Trials(*job);
-           SendJson(res, 202, TuningJobDoc(*job, trials.ok() ? *trials : std::vector<TrialView>{}));
+           res.status = 201;
+           res.set_content(TuningJobDoc(*job, trials.ok() ? *trials : std::vector<TrialView>{}).dump(),
+                           "application/json");
          });
+  r.Get("/v1/tuning-jobs", Access::kViewer,
+        [this, svc](const httplib::Request& req, httplib::Response& res, const Principal& who) {
+          int limit = req.has_param("limit") ? std::clamp(atoi(req.get_param_value("limit").c_str()), 1, 1000) : 100;
+          json out = json::array();
+          // Pages through the store until `limit` visible ones (another team's are skipped).
+          for (int offset = 0; static_cast<int>(out.size()) < limit; offset += limit) {
+            auto recs = store_.ListTuningJobs(req.get_param_value("name_contains"), req.get_param_value("status"),
+                                              limit, offset);
+            if (!recs.ok()) return SendApiError(res, recs.status());
+            for (const auto& rec : *recs) {
+              auto job = tuning::LoadTuningJob(rec);
+              if (!job.ok() || !who.Sees(job->spec.team) || static_cast<int>(out.size()) >= limit) continue;
+              auto trials = svc->Trials(*job);
+              json d = TuningJobDoc(*job, trials.ok() ? *trials : std::vector<TrialView>{});
+              d.erase("trials");
+              d.erase("spec");
+              out.push_back(d);
+            }
+            if (static_cast<int>(recs->size()) < limit) break;
+          }
+          res.set_content(json{{"tuning_jobs", out}}.dump(), "application/json");
+        });
+  r.Get(R"(/v1/tuning-jobs/([A-Za-z0-9-]+))", Access::kViewer,
+        [svc, visible](const httplib::Request& req, httplib::Response& res, const Principal& who) {
+          auto job = visible(req.matches[1], who);
+          if (!job.ok()) return SendApiError(res, job.status());
+          auto trials = svc->Trials(*job);
+          if (!trials.ok()) return SendApiError(res, trials.status());
+          res.set_content(TuningJobDoc(*job, *trials).dump(), "application/json");
+        });
+  // Stop takes no body (see the job stop route in native_api.cc).
+  r.PostWithoutBody(R"(/v1/tuning-jobs/([A-Za-z0-9-]+)/stop)", Access::kMember,
+                    [svc, visible](const httplib::Request& req, httplib::Response& res, const Principal& who) {
+                      const std::string name = req.matches[1].str();
+                      auto found = visible(name, who);
+                      if (!found.ok()) return SendApiError(res, found.status());
+                      Status st = svc->Stop(name);
+                      auto job = st.ok() ? svc->Get(name) : Result<TuningJob>(st);
+                      if (!job.ok()) return SendApiError(res, job.status());
+                      auto trials = svc->Trials(*job);
+                      SendJson(res, 202, TuningJobDoc(*job, trials.ok() ? *trials : std::vector<TrialView>{}));
+                    });
 }
 
 }  // namespace kiln

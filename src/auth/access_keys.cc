@@ -1,46 +1,29 @@
 #include "auth/access_keys.h"
 
-#include <openssl/rand.h>
+#include "auth/random.h"
 
 namespace kiln {
 namespace {
-
-std::string RandomChars(const char* alphabet, size_t alphabet_size, size_t n) {
-  std::string out;
-  unsigned char buf[64];
-  while (out.size() < n) {
-    RAND_bytes(buf, sizeof buf);
-    for (unsigned char b : buf) {
-      // Rejection sampling keeps the distribution uniform.
-      if (b >= 256 - 256 % alphabet_size) continue;
-      out.push_back(alphabet[b % alphabet_size]);
-      if (out.size() == n) break;
-    }
-  }
-  return out;
-}
 
 Result<AccessKey> FromRecord(const AccessKeyRecord& r) {
   AccessKey k;
   k.id = r.id;
   k.team = r.team;
-  k.role = r.role == "admin" ? KeyRole::kAdmin : KeyRole::kTeam;
+  auto role = ParseRole(r.role);
+  if (!role) return Internal("access key " + r.id + " has an unknown role '" + r.role + "'");
+  k.role = *role;
   k.created = r.created;
   return k;
 }
 
 }  // namespace
 
-const char* ToString(KeyRole r) {
-  return r == KeyRole::kAdmin ? "admin" : "team";
-}
-
-Result<AccessKey> AccessKeys::Create(const std::string& team, KeyRole role) {
+Result<AccessKey> AccessKeys::Create(const std::string& team, Role role) {
   static const char kUpper[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
   static const char kSecret[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
   AccessKey k;
-  k.id = "AKIA" + RandomChars(kUpper, 32, 16);
-  k.secret = RandomChars(kSecret, 64, 40);
+  k.id = "AKIA" + RandomChars(kUpper, 16);
+  k.secret = RandomChars(kSecret, 40);
   k.team = team;
   k.role = role;
   k.created = clock_.NowMs();
@@ -54,6 +37,7 @@ Result<AccessKey> AccessKeys::Lookup(const std::string& id) const {
   auto r = store_.GetAccessKey(id);
   if (!r.ok()) return r.status();
   auto k = FromRecord(*r);
+  if (!k.ok()) return k.status();
   auto secret = box_.Open(r->sealed_secret, "access-key:" + id);
   if (!secret.ok()) return Internal("access key " + id + " cannot be opened with this master key");
   k->secret = *secret;
@@ -64,7 +48,10 @@ Result<std::vector<AccessKey>> AccessKeys::List(const std::string& team) const {
   auto rs = store_.ListAccessKeys(team);
   if (!rs.ok()) return rs.status();
   std::vector<AccessKey> out;
-  for (const auto& r : *rs) out.push_back(*FromRecord(r));
+  for (const auto& r : *rs) {
+    auto k = FromRecord(r);
+    if (k.ok()) out.push_back(std::move(*k));
+  }
   return out;
 }
 
@@ -77,6 +64,10 @@ std::string CredentialsFile(const AccessKey& key) {
          "). Use with\n#   AWS_SHARED_CREDENTIALS_FILE=<this file> aws sagemaker ... --endpoint-url <kilnd url>\n"
          "[default]\naws_access_key_id = " +
          key.id + "\naws_secret_access_key = " + key.secret + "\n";
+}
+
+Principal PrincipalOf(const AccessKey& key) {
+  return Principal{key.id, key.id, key.team, key.role, Credential::kAccessKey};
 }
 
 }  // namespace kiln

@@ -1,12 +1,17 @@
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "auth/access_keys.h"
+#include "auth/api_tokens.h"
+#include "auth/auth_limiter.h"
 #include "auth/replay_guard.h"
 #include "auth/sigv4.h"
+#include "common/fsutil.h"
 
 namespace kiln {
 namespace {
@@ -191,7 +196,7 @@ TEST(AccessKeys, CreateLookupDelete) {
   FakeClock clock(1000);
   SecretBox box = SecretBox::FromKey(std::string(32, 'k'));
   AccessKeys keys(**store, box, clock);
-  auto k = keys.Create("ads", KeyRole::kTeam);
+  auto k = keys.Create("ads", Role::kMember);
   ASSERT_TRUE(k.ok()) << k.status().ToString();
   EXPECT_EQ(k->id.size(), 20u);
   EXPECT_EQ(k->id.rfind("AKIA", 0), 0u);
@@ -215,6 +220,128 @@ TEST(AccessKeys, CreateLookupDelete) {
   EXPECT_EQ(keys.Lookup(k->id).status().code(), Code::kNotFound);
   std::string file = CredentialsFile(*k);
   EXPECT_NE(file.find("aws_access_key_id = " + k->id), std::string::npos);
+}
+
+TEST(Roles, ParseAndOrder) {
+  for (Role r : {Role::kViewer, Role::kMember, Role::kTeamAdmin, Role::kAdmin}) EXPECT_EQ(ParseRole(ToString(r)), r);
+  EXPECT_EQ(ParseRole("team"), Role::kMember);  // access keys made before roles
+  EXPECT_EQ(ParseRole("superuser"), std::nullopt);
+  EXPECT_EQ(ParseRole(""), std::nullopt);
+  Principal viewer{"T", "v", "ads", Role::kViewer, Credential::kApiToken};
+  EXPECT_TRUE(viewer.May(Role::kViewer, "ads"));
+  EXPECT_FALSE(viewer.May(Role::kMember, "ads"));
+  EXPECT_FALSE(viewer.May(Role::kViewer, "web"));
+  Principal admin{"T", "a", "default", Role::kAdmin, Credential::kApiToken};
+  EXPECT_TRUE(admin.May(Role::kTeamAdmin, "web"));
+}
+
+class ApiTokensTest : public ::testing::Test {
+ protected:
+  ApiTokensTest() : store_(std::move(*OpenSqliteStore(":memory:"))), clock_(1000), tokens_(*store_, clock_) {}
+  std::unique_ptr<Store> store_;
+  FakeClock clock_;
+  ApiTokens tokens_;
+};
+
+TEST_F(ApiTokensTest, ATokenAuthenticatesAsItsPrincipalAndOnlyItsHashIsStored) {
+  auto t = tokens_.Create({"ana@ads", "ads", Role::kMember, 0});
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  EXPECT_EQ(t->token.rfind("kiln_", 0), 0u);
+  auto p = tokens_.Authenticate(t->token);
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  EXPECT_EQ(p->name, "ana@ads");
+  EXPECT_EQ(p->team, "ads");
+  EXPECT_EQ(p->role, Role::kMember);
+  EXPECT_EQ(p->id, t->record.id);
+  auto rec = store_->GetApiToken(t->record.id);
+  ASSERT_TRUE(rec.ok());
+  const std::string secret = t->token.substr(t->token.rfind('_') + 1);
+  EXPECT_EQ(rec->hash.find(secret), std::string::npos);
+  EXPECT_EQ(rec->hash.size(), 64u);
+}
+
+TEST_F(ApiTokensTest, WrongMalformedRevokedAndExpiredTokensAreUnauthenticated) {
+  auto t = tokens_.Create({"bo", "web", Role::kViewer, 60});
+  ASSERT_TRUE(t.ok());
+  std::string wrong = t->token;
+  wrong.back() = wrong.back() == 'a' ? 'b' : 'a';
+  for (const std::string& bad :
+       {wrong, std::string(""), std::string("kiln_"), t->token + "x", std::string("Bearer ") + t->token,
+        t->token.substr(1), "kiln_" + t->record.id + "_" + std::string(43, '!')}) {
+    auto p = tokens_.Authenticate(bad);
+    EXPECT_EQ(p.status().code(), Code::kUnauthenticated) << bad;
+  }
+  EXPECT_EQ(tokens_.Authenticate(wrong).status().message(), "unknown token");
+  clock_.Advance(60 * 1000);
+  EXPECT_NE(tokens_.Authenticate(t->token).status().message().find("expired"), std::string::npos);
+  auto u = tokens_.Create({"cy", "web", Role::kMember, 0});
+  ASSERT_TRUE(tokens_.Authenticate(u->token).ok());
+  ASSERT_TRUE(tokens_.Revoke(u->record.id).ok());
+  EXPECT_NE(tokens_.Authenticate(u->token).status().message().find("revoked"), std::string::npos);
+}
+
+TEST_F(ApiTokensTest, BadNamesTeamsAndTtlsAreRefusedWithTheField) {
+  EXPECT_EQ(tokens_.Create({"", "ads", Role::kMember, 0}).status().field(), "name");
+  EXPECT_EQ(tokens_.Create({"a b", "ads", Role::kMember, 0}).status().field(), "name");
+  EXPECT_EQ(tokens_.Create({"ana", "ads/x", Role::kMember, 0}).status().field(), "team");
+  EXPECT_EQ(tokens_.Create({"ana", "ads", Role::kMember, -1}).status().field(), "ttl_seconds");
+  EXPECT_EQ(store_->ListApiTokens("")->size(), 0u);  // nothing half-created
+}
+
+TEST_F(ApiTokensTest, TheBootstrapTokenIsWrittenOnceAndReplacedWhenRevoked) {
+  char dir[] = "/tmp/kiln-boot-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  const std::string path = std::string(dir) + "/admin.token";
+  ASSERT_TRUE(EnsureBootstrapToken(tokens_, path).ok());
+  auto first = ReadFile(path);
+  ASSERT_TRUE(first.ok());
+  struct stat st {};
+  ASSERT_EQ(stat(path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  std::string token = first->substr(0, first->size() - 1);
+  auto p = tokens_.Authenticate(token);
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(p->role, Role::kAdmin);
+  ASSERT_TRUE(EnsureBootstrapToken(tokens_, path).ok());
+  EXPECT_EQ(*ReadFile(path), *first);  // kept
+  ASSERT_TRUE(tokens_.Revoke(p->id).ok());
+  ASSERT_TRUE(EnsureBootstrapToken(tokens_, path).ok());
+  EXPECT_NE(*ReadFile(path), *first);  // replaced
+  unlink(path.c_str());
+  rmdir(dir);
+}
+
+TEST(AuthLimiter, FailuresPerAddressAreLimitedForAMinute) {
+  AuthLimiter l(AuthLimits{3, 0, 200, 100});
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_TRUE(l.MayTry("10.0.0.1", 1000));
+    l.RecordFailure("10.0.0.1", 1000);
+  }
+  EXPECT_FALSE(l.MayTry("10.0.0.1", 1000));
+  EXPECT_TRUE(l.MayTry("10.0.0.2", 1000));  // another address is not affected
+  EXPECT_FALSE(l.MayTry("10.0.0.1", 60999));
+  EXPECT_TRUE(l.MayTry("10.0.0.1", 61000));  // a new window
+}
+
+TEST(AuthLimiter, RequestsPerPrincipalRefillAtTheirRate) {
+  AuthLimiter l(AuthLimits{0, 10, 2, 100});
+  EXPECT_TRUE(l.TakeRequest("T1", 0));
+  EXPECT_TRUE(l.TakeRequest("T1", 0));
+  EXPECT_FALSE(l.TakeRequest("T1", 0));  // burst spent
+  EXPECT_TRUE(l.TakeRequest("T2", 0));   // another principal has its own bucket
+  EXPECT_FALSE(l.TakeRequest("T1", 50));
+  EXPECT_TRUE(l.TakeRequest("T1", 100));  // 10/s: one more after 100 ms
+}
+
+TEST(AuthLimiter, StaysBoundedAndNeverLocksEveryoneOut) {
+  AuthLimiter l(AuthLimits{1, 0, 200, 2});
+  l.RecordFailure("a", 0);
+  l.RecordFailure("b", 0);
+  l.RecordFailure("c", 0);  // full of live windows: not tracked
+  EXPECT_FALSE(l.MayTry("a", 0));
+  EXPECT_TRUE(l.MayTry("c", 0));
+  l.RecordFailure("d", 60000);  // a and b expired and were pruned
+  EXPECT_FALSE(l.MayTry("d", 60000));
 }
 
 TEST(ReplayGuard, ASignatureIsAcceptedOnceUntilItExpires) {

@@ -26,6 +26,10 @@ const char* CodeName(Code c) {
       return "DataLoss";
     case Code::kResourceExhausted:
       return "ResourceExhausted";
+    case Code::kPermissionDenied:
+      return "PermissionDenied";
+    case Code::kUnsupportedMediaType:
+      return "UnsupportedMediaType";
   }
   return "Unknown";
 }

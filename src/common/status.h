@@ -22,7 +22,9 @@ enum class Code {
   kUnavailable,
   kInternal,
   kDataLoss,
-  kResourceExhausted,  // no capacity now; the same request may succeed later
+  kResourceExhausted,     // no capacity now; the same request may succeed later
+  kPermissionDenied,      // authenticated, but this principal may not do this
+  kUnsupportedMediaType,  // a body in a format the route does not take (JSON only)
 };
 
 const char* CodeName(Code c);

@@ -381,13 +381,42 @@ Result<int> PrepareDataDir(const std::string& data, const json& config, LocalBac
 }
 
 // SQLite creates the database (and its -wal and -shm, with the same mode) 0644;
-// the credentials file holds the admin's access key.
+// the credentials file holds the admin's access key, admin.token its API token.
 void RestrictDatabaseFiles(const std::string& data) {
-  for (const char* f : {"/kiln.db", "/kiln.db-wal", "/kiln.db-shm", "/credentials"}) {
+  for (const char* f : {"/kiln.db", "/kiln.db-wal", "/kiln.db-shm", "/credentials", "/admin.token"}) {
     const std::string p = data + f;
     if (std::string(f) == "/kiln.db") close(open(p.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
     chmod(p.c_str(), 0600);  // absent ones: nothing to do
   }
+}
+
+// The config's "api" section: {allowed_origins: [..], failed_auth_per_minute,
+// rate_limit: {requests_per_second, burst}}.
+Result<RouterOptions> ApiOptionsFrom(const json& config) {
+  RouterOptions r;
+  const json api = config.value("api", json::object());
+  if (!api.is_object()) return InvalidArgument("api", "api must be a mapping");
+  const json origins = api.value("allowed_origins", json::array());
+  if (!origins.is_array()) return InvalidArgument("api.allowed_origins", "api.allowed_origins must be a list");
+  for (const auto& o : origins) {
+    if (!o.is_string() || o.get<std::string>().find("://") == std::string::npos)
+      return InvalidArgument("api.allowed_origins", "api.allowed_origins: each is scheme://host[:port]");
+    r.allowed_origins.push_back(o);
+  }
+  const json failures = api.value("failed_auth_per_minute", json(r.limits.failures_per_minute));
+  if (!failures.is_number_integer() || failures.get<int64_t>() < 0 || failures.get<int64_t>() > 1000000)
+    return InvalidArgument("api.failed_auth_per_minute", "api.failed_auth_per_minute: an integer 0..1000000 (0: off)");
+  r.limits.failures_per_minute = failures.get<int>();
+  const json rate = api.value("rate_limit", json::object());
+  if (!rate.is_object()) return InvalidArgument("api.rate_limit", "api.rate_limit must be a mapping");
+  const json rps = rate.value("requests_per_second", json(0));
+  const json burst = rate.value("burst", json(r.limits.burst));
+  if (!rps.is_number() || rps.get<double>() < 0)
+    return InvalidArgument("api.rate_limit.requests_per_second", "a number >= 0 (0: off)");
+  if (!burst.is_number() || burst.get<double>() < 1) return InvalidArgument("api.rate_limit.burst", "a number >= 1");
+  r.limits.requests_per_second = rps.get<double>();
+  r.limits.burst = burst.get<double>();
+  return r;
 }
 
 // Instances in a network namespace of their own reach the gateway through their
@@ -477,13 +506,23 @@ int RunKilnd(const KilndOptions& o) {
   topts.log_path = [be](const std::string& id) { return be->LogPath(id); };
   tuning::TuningService tuner(**store, controller, RealClock::Get(), topts);
   aopts.tuning = &tuner;
+  // Principals: API tokens for /v1 (the bootstrap admin's in admin.token, 0600)
+  // and access keys for the SageMaker front (the admin's in credentials).
+  ApiTokens api_tokens(**store, RealClock::Get());
+  if (Status st = EnsureBootstrapToken(api_tokens, data + "/admin.token"); !st.ok()) return fail(st);
+  AccessKeys keys(**store, *box, RealClock::Get());
+  auto admin = smapi::BootstrapAdminKey(keys, data + "/credentials");
+  if (!admin.ok()) return fail(admin.status());
+  auto router = ApiOptionsFrom(config);
+  if (!router.ok()) return fail(router.status());
+  aopts.api_tokens = &api_tokens;
+  aopts.access_keys = &keys;
+  aopts.router = *router;
+  aopts.router.audit = &**store;
   NativeApi api(controller, **store, *catalog, tokens, aopts);
   api.Register(server);
 
   // The SageMaker-compatible front (SigV4 with Kiln's access keys).
-  AccessKeys keys(**store, *box, RealClock::Get());
-  auto admin = smapi::BootstrapAdminKey(keys, data + "/credentials");
-  if (!admin.ok()) return fail(admin.status());
   smapi::ApiOptions sopts;
   const json sm = config.value("sagemaker", json::object());
   sopts.ctx.region = sm.value("region", "us-east-1");

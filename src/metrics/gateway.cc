@@ -320,7 +320,14 @@ GatewayCounters MetricsGateway::counters() const {
   return counters_;
 }
 
-std::string MetricsGateway::PrometheusText() const {
+std::set<std::string> MetricsGateway::ExposedJobs() const {
+  std::lock_guard<std::mutex> l(mu_);
+  std::set<std::string> out;
+  for (const auto& [series, latest] : latest_) out.insert(latest.job_id);
+  return out;
+}
+
+std::string MetricsGateway::PrometheusText(const std::function<bool(const std::string&)>& show_job) const {
   std::lock_guard<std::mutex> l(mu_);
   std::string out;
   out +=
@@ -333,6 +340,7 @@ std::string MetricsGateway::PrometheusText() const {
     out += "kiln_statsd_bad_lines_total{reason=\"" + reason + "\"} " + std::to_string(n) + "\n";
   std::string last_name;
   for (const auto& [series, latest] : latest_) {
+    if (show_job && !show_job(latest.job_id)) continue;
     const double v = latest.value;
     std::string name = series.substr(0, series.find('{'));
     if (name != last_name) out += "# TYPE " + name + " gauge\n";

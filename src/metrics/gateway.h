@@ -15,6 +15,7 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -72,7 +73,11 @@ class MetricsGateway {
   void FlushNow();
   GatewayCounters counters() const;
   // Latest flushed value of every series, in Prometheus text format.
-  std::string PrometheusText() const;
+  // Only the series of jobs `show_job` accepts (all when it is empty); called under
+  // the gateway's lock, so it must not call back into the gateway.
+  std::string PrometheusText(const std::function<bool(const std::string& job_id)>& show_job = {}) const;
+  // The jobs that have series in PrometheusText.
+  std::set<std::string> ExposedJobs() const;
 
   // For benchmarks and tests: the UDP port of an instance, 0 if none.
   int PortOf(const std::string& instance_id) const;

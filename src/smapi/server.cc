@@ -35,6 +35,7 @@ Reply FromStatus(const Status& st) {
     case Code::kPayloadTooLarge:
       return Error(413, "ValidationException", st.message());
     case Code::kUnauthenticated:
+    case Code::kPermissionDenied:
       return Error(403, "AccessDeniedException", st.message());
     case Code::kUnavailable:
       return Error(503, "ServiceUnavailable", st.message());
@@ -86,8 +87,8 @@ Result<AccessKey> BootstrapAdminKey(AccessKeys& keys, const std::string& path) {
   if (!all.ok()) return all.status();
   std::string admin_id;
   for (const auto& k : *all)
-    if (k.role == KeyRole::kAdmin) admin_id = k.id;
-  Result<AccessKey> admin = admin_id.empty() ? keys.Create("default", KeyRole::kAdmin) : keys.Lookup(admin_id);
+    if (k.role == Role::kAdmin) admin_id = k.id;
+  Result<AccessKey> admin = admin_id.empty() ? keys.Create("default", Role::kAdmin) : keys.Lookup(admin_id);
   if (!admin.ok()) return admin.status();
   struct stat st {};
   if (stat(path.c_str(), &st) != 0) KILN_RETURN_IF_ERROR(WriteFileAtomic(path, CredentialsFile(*admin), 0600));
@@ -104,70 +105,16 @@ void SageMakerApi::Register(httplib::Server& server) {
       if (k != "REMOTE_ADDR" && k != "REMOTE_PORT" && k != "LOCAL_ADDR" && k != "LOCAL_PORT")
         r.headers.emplace_back(k, v);
     r.body = req.body;
-    Reply reply = Handle(r);
+    Reply reply = Handle(r, req.remote_addr);
     res.status = reply.http_status;
     res.set_header("x-amzn-RequestId", NewId("req").substr(4));
     if (!reply.error_type.empty()) res.set_header("x-amzn-ErrorType", reply.error_type);
     res.set_content(reply.body.dump(-1, ' ', false, json::error_handler_t::replace), "application/x-amz-json-1.1");
   });
-  server.Post("/v1/keys", [this](const httplib::Request& req, httplib::Response& res) {
-    auto parsed = ParseUntrustedJson(req.body);
-    json b = parsed.ok() ? std::move(*parsed) : json();
-    if (!b.is_object() || !b.contains("team") || !b["team"].is_string() || !IsValidJobName(b["team"])) {
-      res.status = 400;
-      res.set_content(json{{"error",
-                            {{"code", "InvalidArgument"},
-                             {"field", "team"},
-                             {"message", "team: required, 1-63 letters, digits or hyphens"}}}}
-                          .dump(),
-                      "application/json");
-      return;
-    }
-    const json role = b.value("role", json("team"));
-    if (role != "team" && role != "admin") {  // "superuser" was a team key, silently
-      res.status = 400;
-      res.set_content(
-          json{{"error", {{"code", "InvalidArgument"}, {"field", "role"}, {"message", "role: team or admin"}}}}.dump(),
-          "application/json");
-      return;
-    }
-    auto k = keys_.Create(b["team"], role == "admin" ? KeyRole::kAdmin : KeyRole::kTeam);
-    if (!k.ok()) {
-      res.status = 500;
-      res.set_content(
-          json{{"error", {{"code", "Internal"}, {"field", nullptr}, {"message", k.status().message()}}}}.dump(),
-          "application/json");
-      return;
-    }
-    res.status = 201;
-    res.set_content(
-        json{{"access_key_id", k->id}, {"secret_access_key", k->secret}, {"team", k->team}, {"role", ToString(k->role)}}
-            .dump(),
-        "application/json");
-  });
-  server.Get("/v1/keys", [this](const httplib::Request& req, httplib::Response& res) {
-    auto ks = keys_.List(req.get_param_value("team"));
-    json out = json::array();
-    if (ks.ok())
-      for (const auto& k : *ks)
-        out.push_back(
-            {{"access_key_id", k.id}, {"team", k.team}, {"role", ToString(k.role)}, {"created_ms", k.created}});
-    res.set_content(json{{"keys", out}}.dump(), "application/json");
-  });
-  server.Delete(R"(/v1/keys/([A-Z0-9]+))", [this](const httplib::Request& req, httplib::Response& res) {
-    Status st = keys_.Delete(req.matches[1]);
-    if (!st.ok()) {
-      res.status = st.code() == Code::kNotFound ? 404 : 500;
-      res.set_content(json{{"error",
-                            {{"code", st.code() == Code::kNotFound ? "NotFound" : "Internal"},
-                             {"field", nullptr},
-                             {"message", st.message()}}}}
-                          .dump(),
-                      "application/json");
-      return;
-    }
-    res.status = 204;
-  });
+}
+
+bool IsMutating(const std::string& op) {
+  return op.rfind("Describe", 0) != 0 && op.rfind("List", 0) != 0;
 }
 
 // The value of header `name` (lower case), "" if absent.
@@ -177,7 +124,7 @@ static std::string HeaderOf(const SigV4Request& req, const char* name) {
   return "";
 }
 
-Reply SageMakerApi::Handle(const SigV4Request& req) {
+Reply SageMakerApi::Handle(const SigV4Request& req, const std::string& source) {
   if (req.body.size() > opts_.max_body_bytes)
     return Error(413, "ValidationException",
                  "request body is " + std::to_string(req.body.size()) + " bytes; the limit is " +
@@ -213,7 +160,7 @@ Reply SageMakerApi::Handle(const SigV4Request& req) {
   if (!parsed->is_object()) return Error(400, "SerializationException", "request body is not a JSON object");
   // A mutating request is carried out once: the same signed request sent again
   // within the skew window is refused (reads may repeat).
-  const bool mutating = op.rfind("Describe", 0) != 0 && op.rfind("List", 0) != 0;
+  const bool mutating = IsMutating(op);
   std::string signature;
   if (mutating) {
     auto auth = ParseAuthorization(HeaderOf(req, "authorization"));
@@ -232,6 +179,12 @@ Reply SageMakerApi::Handle(const SigV4Request& req) {
   }
   Reply reply = Dispatch(op, *parsed, caller);
   if (mutating && reply.http_status >= 500) replays_.Forget(signature);  // not carried out: a retry is no replay
+  if (mutating) {
+    AuditRecord a{0,      clock_.NowMs(),   caller.id, caller.id, caller.team, "POST", "SageMaker." + op.substr(0, 128),
+                  source, reply.http_status};
+    if (auto seq = store_.AppendAudit(a); !seq.ok())
+      fprintf(stderr, "kilnd: audit: %s\n", seq.status().ToString().c_str());
+  }
   return reply;
 }
 
@@ -275,6 +228,9 @@ Reply SageMakerApi::Dispatch(const std::string& op, const json& body, const Acce
     return Error(400, "UnknownOperationException",
                  "operation " + op + (model.HasOperation(op) ? " is not supported by Kiln yet" : " is unknown"));
   if (Status st = model.ValidateInput(op, body); !st.ok()) return Error(400, "ValidationException", st.message());
+  if (IsMutating(op) && caller.role < Role::kMember)
+    return Error(403, "AccessDeniedException",
+                 "access key " + caller.id + " has the role " + ToString(caller.role) + ", which may not call " + op);
 
   Result<json> out = json::object();
   if (op == "CreateTrainingJob") {
@@ -339,8 +295,7 @@ Result<json> SageMakerApi::CreateJob(JobKind kind, const json& body, const Acces
 
 Result<Job> SageMakerApi::FindJob(JobKind kind, const std::string& name, const AccessKey& caller) {
   auto job = store_.GetJob(name);
-  if (!job.ok() || job->spec.name != name || job->spec.kind != kind ||
-      (caller.role != KeyRole::kAdmin && job->spec.team != caller.team)) {
+  if (!job.ok() || job->spec.name != name || job->spec.kind != kind || (!PrincipalOf(caller).Sees(job->spec.team))) {
     if (!job.ok() && job.status().code() != Code::kNotFound) return job.status();
     return Status(Code::kNotFound, kind == JobKind::kTraining ? "Requested resource not found."
                                                               : "Could not find requested job with name " + name);
@@ -362,7 +317,7 @@ Result<json> SageMakerApi::StopJob(JobKind kind, const std::string& name, const 
 Result<json> SageMakerApi::ListJobs(JobKind kind, const json& body, const AccessKey& caller) {
   ListQuery q;
   q.kind = kind;
-  if (caller.role != KeyRole::kAdmin) q.team = caller.team;
+  if (caller.role != Role::kAdmin) q.team = caller.team;
   if (body.contains("NameContains")) q.name_contains = body["NameContains"];
   if (body.contains("StatusEquals")) q.status = ParseSageMakerStatus(body["StatusEquals"]);
   if (body.contains("CreationTimeAfter")) q.created_after = EpochMs(body["CreationTimeAfter"]);
@@ -455,7 +410,7 @@ Result<json> SageMakerApi::DeleteTags(const json& body, const AccessKey& caller)
 
 Result<tuning::TuningJob> SageMakerApi::FindTuning(const std::string& name, const AccessKey& caller) {
   auto job = tuning_->Get(name);
-  if (!job.ok() || (caller.role != KeyRole::kAdmin && job->spec.team != caller.team)) {
+  if (!job.ok() || (!PrincipalOf(caller).Sees(job->spec.team))) {
     if (!job.ok() && job.status().code() != Code::kNotFound) return job.status();
     return Status(Code::kNotFound, "Amazon SageMaker can't find a tuning job with name " + name);
   }
@@ -487,7 +442,7 @@ Result<json> SageMakerApi::Tuning(const std::string& op, const json& body, const
     std::vector<json> rows;
     for (const auto& r : *recs) {
       auto job = tuning::LoadTuningJob(r);
-      if (!job.ok() || (caller.role != KeyRole::kAdmin && job->spec.team != caller.team)) continue;
+      if (!job.ok() || (!PrincipalOf(caller).Sees(job->spec.team))) continue;
       if (body.contains("CreationTimeAfter") && job->state.created <= EpochMs(body["CreationTimeAfter"])) continue;
       if (body.contains("CreationTimeBefore") && job->state.created >= EpochMs(body["CreationTimeBefore"])) continue;
       auto trials = tuning_->Trials(*job);

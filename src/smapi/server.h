@@ -2,8 +2,8 @@
 // The SageMaker-compatible front: AWS JSON 1.1 (POST / with X-Amz-Target:
 // SageMaker.<Operation>), every request authenticated with SigV4 against Kiln's
 // access keys, validated against botocore's model, then served by the same
-// controller and store as the native API. Also the /v1/keys routes that manage
-// the access keys.
+// controller and store as the native API. The access keys are managed on the
+// native API (/v1/keys, api/account_routes.cc).
 #include <httplib.h>
 
 #include <map>
@@ -41,7 +41,8 @@ class SageMakerApi {
   void SetTuning(tuning::TuningService* t) { tuning_ = t; }
 
   // One request, as the HTTP handler sees it (exposed for tests).
-  Reply Handle(const SigV4Request& req);
+  // `source`: the client's address, for the audit log.
+  Reply Handle(const SigV4Request& req, const std::string& source = "");
   // An authenticated, parsed request (exposed for tests).
   Reply Dispatch(const std::string& op, const nlohmann::json& body, const AccessKey& caller);
 
@@ -76,6 +77,9 @@ class SageMakerApi {
   ApiOptions opts_;
   tuning::TuningService* tuning_ = nullptr;
 };
+
+// Whether a SageMaker operation changes something (everything but Describe*, List*).
+bool IsMutating(const std::string& op);
 
 // Ensures an admin key exists and `path` holds it as an AWS credentials file
 // (mode 0600). Returns the admin key.

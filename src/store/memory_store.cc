@@ -338,6 +338,53 @@ class MemoryStore final : public Store {
     return Status::Ok();
   }
 
+  Status PutApiToken(const ApiTokenRecord& t) override {
+    MutexLock l(mu_);
+    if (!tokens_.try_emplace(t.id, t).second) return Status(Code::kAlreadyExists, "token '" + t.id + "' exists", "id");
+    return Status::Ok();
+  }
+
+  Result<ApiTokenRecord> GetApiToken(const std::string& id) override {
+    MutexLock l(mu_);
+    auto it = tokens_.find(id);
+    if (it == tokens_.end()) return NotFound("token '" + id + "' not found");
+    return it->second;
+  }
+
+  Result<std::vector<ApiTokenRecord>> ListApiTokens(const std::string& team) override {
+    MutexLock l(mu_);
+    std::vector<ApiTokenRecord> out;
+    for (const auto& [id, t] : tokens_)  // by id
+      if (team.empty() || t.team == team) out.push_back(t);
+    std::stable_sort(out.begin(), out.end(),
+                     [](const ApiTokenRecord& a, const ApiTokenRecord& b) { return a.created < b.created; });
+    return out;
+  }
+
+  Status RevokeApiToken(const std::string& id, TimeMs now) override {
+    MutexLock l(mu_);
+    auto it = tokens_.find(id);
+    if (it == tokens_.end()) return NotFound("token '" + id + "' not found");
+    if (it->second.revoked == 0) it->second.revoked = now;
+    return Status::Ok();
+  }
+
+  Result<int64_t> AppendAudit(const AuditRecord& r) override {
+    MutexLock l(mu_);
+    audit_.push_back(r);
+    audit_.back().seq = static_cast<int64_t>(audit_.size());
+    return audit_.back().seq;
+  }
+
+  Result<std::vector<AuditRecord>> ListAudit(int64_t after_seq, const std::string& team, int limit) override {
+    MutexLock l(mu_);
+    std::vector<AuditRecord> out;
+    const size_t max = SqlLimit(limit);
+    for (size_t i = static_cast<size_t>(std::max<int64_t>(after_seq, 0)); i < audit_.size() && out.size() < max; ++i)
+      if (team.empty() || audit_[i].team == team) out.push_back(audit_[i]);
+    return out;
+  }
+
   Status PutSecret(const std::string& team, const std::string& name, const std::string& sealed, TimeMs now) override {
     MutexLock l(mu_);
     secrets_[{team, name}] = {sealed, now};
@@ -477,6 +524,8 @@ class MemoryStore final : public Store {
   std::unordered_map<std::string, std::vector<MetricPoint>> metrics_ GUARDED_BY(mu_);      // by job, as appended
   std::map<std::string, TuningRecord> tuning_ GUARDED_BY(mu_);
   std::map<std::string, AccessKeyRecord> access_keys_ GUARDED_BY(mu_);
+  std::map<std::string, ApiTokenRecord> tokens_ GUARDED_BY(mu_);
+  std::vector<AuditRecord> audit_ GUARDED_BY(mu_);                                       // audit_[i] has seq i + 1
   std::map<std::pair<std::string, std::string>, SecretRecord> secrets_ GUARDED_BY(mu_);  // (team, name)
 };
 

@@ -93,6 +93,29 @@ CREATE TABLE tuning_jobs(
   state TEXT NOT NULL);
 CREATE INDEX tuning_jobs_created ON tuning_jobs(created_ms DESC);
 )sql",
+    // 6: API tokens (hashes only) and the audit log of mutating requests
+    R"sql(
+CREATE TABLE api_tokens(
+  id TEXT PRIMARY KEY,
+  name TEXT NOT NULL,
+  team TEXT NOT NULL,
+  role TEXT NOT NULL,
+  hash TEXT NOT NULL,
+  created_ms INTEGER NOT NULL,
+  expires_ms INTEGER NOT NULL,
+  revoked_ms INTEGER NOT NULL);
+CREATE TABLE audit(
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  time_ms INTEGER NOT NULL,
+  principal TEXT NOT NULL,
+  name TEXT NOT NULL,
+  team TEXT NOT NULL,
+  method TEXT NOT NULL,
+  path TEXT NOT NULL,
+  source TEXT NOT NULL,
+  status INTEGER NOT NULL);
+CREATE INDEX audit_team ON audit(team, seq);
+)sql",
 };
 
 class Stmt {
@@ -407,6 +430,72 @@ class SqliteStore final : public Store {
     s.Bind(1, team);
     std::vector<AccessKeyRecord> out;
     while (s.Step() == SQLITE_ROW) out.push_back({s.Text(0), s.Text(1), s.Text(2), s.Text(3), s.Int(4)});
+    return out;
+  }
+
+  Status PutApiToken(const ApiTokenRecord& t) override {
+    std::lock_guard<std::mutex> l(mu_);
+    Stmt s(db_,
+           "INSERT INTO api_tokens(id,name,team,role,hash,created_ms,expires_ms,revoked_ms) VALUES(?,?,?,?,?,?,?,?)");
+    s.Bind(1, t.id).Bind(2, t.name).Bind(3, t.team).Bind(4, t.role).Bind(5, t.hash);
+    s.Bind(6, t.created).Bind(7, t.expires).Bind(8, t.revoked);
+    int rc = s.Step();
+    if (rc == SQLITE_CONSTRAINT) return Status(Code::kAlreadyExists, "token '" + t.id + "' exists", "id");
+    if (rc != SQLITE_DONE) return Err("insert token");
+    return Status::Ok();
+  }
+
+  static ApiTokenRecord TokenRow(Stmt& s) {
+    return ApiTokenRecord{s.Text(0), s.Text(1), s.Text(2), s.Text(3), s.Text(4), s.Int(5), s.Int(6), s.Int(7)};
+  }
+
+  Result<ApiTokenRecord> GetApiToken(const std::string& id) override {
+    std::lock_guard<std::mutex> l(mu_);
+    Stmt s(db_, "SELECT id,name,team,role,hash,created_ms,expires_ms,revoked_ms FROM api_tokens WHERE id=?");
+    s.Bind(1, id);
+    if (s.Step() != SQLITE_ROW) return NotFound("token '" + id + "' not found");
+    return TokenRow(s);
+  }
+
+  Result<std::vector<ApiTokenRecord>> ListApiTokens(const std::string& team) override {
+    std::lock_guard<std::mutex> l(mu_);
+    Stmt s(db_,
+           "SELECT id,name,team,role,hash,created_ms,expires_ms,revoked_ms FROM api_tokens WHERE ?1='' OR team=?1 "
+           "ORDER BY created_ms, id");
+    s.Bind(1, team);
+    std::vector<ApiTokenRecord> out;
+    while (s.Step() == SQLITE_ROW) out.push_back(TokenRow(s));
+    return out;
+  }
+
+  Status RevokeApiToken(const std::string& id, TimeMs now) override {
+    std::lock_guard<std::mutex> l(mu_);
+    Stmt s(db_, "UPDATE api_tokens SET revoked_ms=CASE WHEN revoked_ms=0 THEN ? ELSE revoked_ms END WHERE id=?");
+    s.Bind(1, now).Bind(2, id);
+    if (s.Step() != SQLITE_DONE) return Err("revoke token");
+    if (sqlite3_changes(db_) == 0) return NotFound("token '" + id + "' not found");
+    return Status::Ok();
+  }
+
+  Result<int64_t> AppendAudit(const AuditRecord& r) override {
+    std::lock_guard<std::mutex> l(mu_);
+    Stmt s(db_, "INSERT INTO audit(time_ms,principal,name,team,method,path,source,status) VALUES(?,?,?,?,?,?,?,?)");
+    s.Bind(1, r.time).Bind(2, r.principal).Bind(3, r.name).Bind(4, r.team).Bind(5, r.method).Bind(6, r.path);
+    s.Bind(7, r.source).Bind(8, static_cast<int64_t>(r.status));
+    if (s.Step() != SQLITE_DONE) return Err("append audit");
+    return static_cast<int64_t>(sqlite3_last_insert_rowid(db_));
+  }
+
+  Result<std::vector<AuditRecord>> ListAudit(int64_t after_seq, const std::string& team, int limit) override {
+    std::lock_guard<std::mutex> l(mu_);
+    Stmt s(db_,
+           "SELECT seq,time_ms,principal,name,team,method,path,source,status FROM audit WHERE seq>?1 AND "
+           "(?2='' OR team=?2) ORDER BY seq LIMIT ?3");
+    s.Bind(1, after_seq).Bind(2, team).Bind(3, static_cast<int64_t>(limit));
+    std::vector<AuditRecord> out;
+    while (s.Step() == SQLITE_ROW)
+      out.push_back({s.Int(0), s.Int(1), s.Text(2), s.Text(3), s.Text(4), s.Text(5), s.Text(6), s.Text(7),
+                     static_cast<int>(s.Int(8))});
     return out;
   }
 

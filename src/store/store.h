@@ -46,9 +46,35 @@ struct JobPage {
 struct AccessKeyRecord {
   std::string id;
   std::string team;
-  std::string role;  // "admin" | "team"
+  std::string role;  // a Role (auth/principal.h); "team" in keys made before roles = member
   std::string sealed_secret;
   TimeMs created = 0;
+};
+
+// An API token (bearer credential of the native API). Only the SHA-256 of its
+// secret part is stored.
+struct ApiTokenRecord {
+  std::string id;
+  std::string name;  // the user or service account it belongs to
+  std::string team;
+  std::string role;  // a Role (auth/principal.h)
+  std::string hash;  // hex SHA-256 of the secret part
+  TimeMs created = 0;
+  TimeMs expires = 0;  // 0 = never
+  TimeMs revoked = 0;  // 0 = not revoked
+};
+
+// One mutating request, as the audit log keeps it.
+struct AuditRecord {
+  int64_t seq = 0;  // assigned by the store
+  TimeMs time = 0;
+  std::string principal;  // token or key id; "" when unauthenticated
+  std::string name;       // its user or service account
+  std::string team;
+  std::string method;
+  std::string path;
+  std::string source;  // the client's address
+  int status = 0;      // the HTTP status answered
 };
 
 // A hyperparameter tuning job: its spec and its mutable state, as JSON documents
@@ -116,6 +142,20 @@ class Store {
   virtual Result<std::vector<AccessKeyRecord>> ListAccessKeys(const std::string& team) = 0;
   // kNotFound if absent.
   virtual Status DeleteAccessKey(const std::string& id) = 0;
+
+  // kAlreadyExists if the id is taken.
+  virtual Status PutApiToken(const ApiTokenRecord& t) = 0;
+  // kNotFound if absent.
+  virtual Result<ApiTokenRecord> GetApiToken(const std::string& id) = 0;
+  // `team` empty = all teams; oldest first.
+  virtual Result<std::vector<ApiTokenRecord>> ListApiTokens(const std::string& team) = 0;
+  // Sets revoked (once; a second revoke keeps the first time). kNotFound if absent.
+  virtual Status RevokeApiToken(const std::string& id, TimeMs now) = 0;
+
+  // Appends to the audit log; returns the record's seq.
+  virtual Result<int64_t> AppendAudit(const AuditRecord& r) = 0;
+  // Records after `after_seq`, oldest first; `team` empty = all teams.
+  virtual Result<std::vector<AuditRecord>> ListAudit(int64_t after_seq, const std::string& team, int limit) = 0;
 
   // Secrets hold sealed (encrypted) values only; the store never sees plaintext.
   virtual Status PutSecret(const std::string& team, const std::string& name, const std::string& sealed, TimeMs now) = 0;

@@ -237,6 +237,46 @@ TEST_P(StoreConformance, TuningTagUpdatesChangeOnlyTheSpecTags) {
   EXPECT_EQ(store_->UpdateTuningTags("nope", {{"a", "b"}}, {}).code(), Code::kNotFound);
 }
 
+TEST_P(StoreConformance, ApiTokensStoreHashesAndRevokeOnce) {
+  ASSERT_TRUE(store_->PutApiToken({"T1", "ana", "ads", "member", "h1", 5, 0, 0}).ok());
+  ASSERT_TRUE(store_->PutApiToken({"T2", "ops", "default", "admin", "h2", 6, 100, 0}).ok());
+  EXPECT_EQ(store_->PutApiToken({"T1", "x", "other", "viewer", "h3", 7, 0, 0}).code(), Code::kAlreadyExists);
+  auto t = store_->GetApiToken("T1");
+  ASSERT_TRUE(t.ok());
+  EXPECT_EQ(t->name, "ana");
+  EXPECT_EQ(t->team, "ads");
+  EXPECT_EQ(t->role, "member");
+  EXPECT_EQ(t->hash, "h1");
+  EXPECT_EQ(t->revoked, 0);
+  EXPECT_EQ(store_->GetApiToken("T2")->expires, 100);
+  EXPECT_EQ(store_->ListApiTokens("ads")->size(), 1u);
+  ASSERT_EQ(store_->ListApiTokens("")->size(), 2u);
+  EXPECT_EQ(store_->ListApiTokens("")->front().id, "T1");  // oldest first
+  EXPECT_TRUE(store_->RevokeApiToken("T1", 50).ok());
+  EXPECT_TRUE(store_->RevokeApiToken("T1", 60).ok());
+  EXPECT_EQ(store_->GetApiToken("T1")->revoked, 50);  // the first revoke stands
+  EXPECT_EQ(store_->RevokeApiToken("nope", 1).code(), Code::kNotFound);
+  EXPECT_EQ(store_->GetApiToken("nope").status().code(), Code::kNotFound);
+}
+
+TEST_P(StoreConformance, AuditIsAppendOnlyAndFiltersByTeam) {
+  auto a = store_->AppendAudit({0, 10, "T1", "ana", "ads", "POST", "/v1/jobs", "127.0.0.1", 201});
+  auto b = store_->AppendAudit({0, 11, "T2", "bo", "web", "DELETE", "/v1/secrets/web/x", "10.0.0.2", 404});
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_LT(*a, *b);
+  auto all = store_->ListAudit(0, "", 10);
+  ASSERT_TRUE(all.ok());
+  ASSERT_EQ(all->size(), 2u);
+  EXPECT_EQ((*all)[1].path, "/v1/secrets/web/x");
+  EXPECT_EQ((*all)[1].status, 404);
+  EXPECT_EQ((*all)[1].source, "10.0.0.2");
+  auto web = store_->ListAudit(0, "web", 10);
+  ASSERT_EQ(web->size(), 1u);
+  EXPECT_EQ(web->front().name, "bo");
+  EXPECT_EQ(store_->ListAudit(*a, "", 10)->size(), 1u);
+  EXPECT_EQ(store_->ListAudit(0, "", 1)->size(), 1u);
+}
+
 TEST_P(StoreConformance, AccessKeys) {
   ASSERT_TRUE(store_->PutAccessKey({"AKIA1", "ads", "team", std::string("se\0aled", 7), 5}).ok());
   ASSERT_TRUE(store_->PutAccessKey({"AKIA2", "default", "admin", "x", 6}).ok());

@@ -1,0 +1,166 @@
+#include "api/router.h"
+
+#include <algorithm>
+
+namespace kiln {
+namespace {
+
+std::optional<Role> LeastRole(Access a) {
+  switch (a) {
+    case Access::kViewer:
+      return Role::kViewer;
+    case Access::kMember:
+      return Role::kMember;
+    case Access::kTeamAdmin:
+      return Role::kTeamAdmin;
+    case Access::kAdmin:
+      return Role::kAdmin;
+    case Access::kOpen:
+    case Access::kInstance:
+      return std::nullopt;
+  }
+  return Role::kAdmin;
+}
+
+// The token of an `Authorization: Bearer <token>` header; "" if there is none.
+std::string BearerToken(const httplib::Request& req) {
+  const std::string h = req.get_header_value("Authorization");
+  constexpr std::string_view kScheme = "Bearer ";
+  if (h.size() <= kScheme.size() || strncasecmp(h.c_str(), kScheme.data(), kScheme.size()) != 0) return "";
+  return h.substr(kScheme.size());
+}
+
+bool IsJson(const std::string& content_type) {
+  const std::string t = content_type.substr(0, content_type.find(';'));
+  return strcasecmp(t.c_str(), "application/json") == 0;
+}
+
+}  // namespace
+
+const char* ToString(Access a) {
+  switch (a) {
+    case Access::kOpen:
+      return "open";
+    case Access::kInstance:
+      return "instance";
+    case Access::kViewer:
+      return "viewer";
+    case Access::kMember:
+      return "member";
+    case Access::kTeamAdmin:
+      return "team-admin";
+    case Access::kAdmin:
+      return "admin";
+  }
+  return "admin";
+}
+
+Router::Router(httplib::Server& server, const ApiTokens* tokens, RouterOptions opts)
+    : server_(server), tokens_(tokens), opts_(std::move(opts)), limiter_(opts_.limits) {}
+
+TimeMs Router::Now() const {
+  return opts_.clock ? opts_.clock->NowMs() : RealClock::Get().NowMs();
+}
+
+bool Router::Admit(const RouteRule& rule, const httplib::Request& req, httplib::Response& res, Principal& who) {
+  if (req.has_header("Origin")) {
+    const std::string origin = req.get_header_value("Origin");
+    const auto& ok = opts_.allowed_origins;
+    if (std::find(ok.begin(), ok.end(), origin) == ok.end()) {
+      SendApiError(res, Status(Code::kPermissionDenied,
+                               "cross-origin request from " + origin + " refused (api.allowed_origins)"));
+      return false;
+    }
+  }
+  const std::optional<Role> least = LeastRole(rule.access);
+  if (!least) return true;
+  const std::string token = BearerToken(req);
+  const TimeMs now = Now();
+  if (!limiter_.MayTry(req.remote_addr, now)) {
+    SendApiError(res, Status(Code::kResourceExhausted,
+                             "too many failed authentications from " + req.remote_addr + "; retry in a minute"));
+    return false;
+  }
+  if (token.empty()) {
+    res.set_header("WWW-Authenticate", "Bearer realm=\"kiln\"");
+    SendApiError(res, Status(Code::kUnauthenticated,
+                             "this route needs a credential: Authorization: Bearer <token> (kiln login)"));
+    return false;
+  }
+  auto p = tokens_ ? tokens_->Authenticate(token) : Result<Principal>(Status(Code::kUnauthenticated, "no tokens"));
+  if (!p.ok()) {
+    if (p.status().code() == Code::kUnauthenticated) limiter_.RecordFailure(req.remote_addr, now);
+    res.set_header("WWW-Authenticate", "Bearer realm=\"kiln\", error=\"invalid_token\"");
+    SendApiError(res, p.status());
+    return false;
+  }
+  who = std::move(*p);
+  if (who.role < *least) {
+    SendApiError(res, Status(Code::kPermissionDenied, std::string("this needs the role ") + ToString(rule.access) +
+                                                          " or above; " + who.name + " is " + ToString(who.role)));
+    return false;
+  }
+  if (rule.body == Body::kJson && !req.body.empty() && !IsJson(req.get_header_value("Content-Type"))) {
+    SendApiError(res, Status(Code::kUnsupportedMediaType, "the body must be JSON (Content-Type: application/json)"));
+    return false;
+  }
+  if (!limiter_.TakeRequest(who.id, now)) {
+    SendApiError(res, Status(Code::kResourceExhausted,
+                             "rate limit: too many requests from " + who.name + "; slow down (api.rate_limit)"));
+    return false;
+  }
+  return true;
+}
+
+void Router::Audit(const httplib::Request& req, const httplib::Response& res, const Principal& who) {
+  if (!opts_.audit || req.method == "GET" || req.method == "HEAD") return;
+  AuditRecord r;
+  r.time = Now();
+  r.principal = who.id;
+  r.name = who.name;
+  r.team = who.team;
+  r.method = req.method;
+  r.path = req.path.substr(0, 1024);
+  r.source = req.remote_addr;
+  r.status = res.status;
+  auto seq = opts_.audit->AppendAudit(r);
+  if (!seq.ok()) fprintf(stderr, "kilnd: audit: %s\n", seq.status().ToString().c_str());
+}
+
+std::function<void(const httplib::Request&, httplib::Response&)> Router::Wrap(const RouteRule& rule, Handler h) {
+  return [this, rule, h = std::move(h)](const httplib::Request& req, httplib::Response& res) {
+    Principal who;
+    if (Admit(rule, req, res, who)) h(req, res, who);
+    if (rule.access != Access::kInstance) Audit(req, res, who);
+  };
+}
+
+void Router::Get(const std::string& pattern, Access access, Handler h) {
+  rules_.push_back({"GET", pattern, access, Body::kNone});
+  server_.Get(pattern, Wrap(rules_.back(), std::move(h)));
+}
+
+void Router::Post(const std::string& pattern, Access access, Body body, Handler h) {
+  rules_.push_back({"POST", pattern, access, body});
+  server_.Post(pattern, Wrap(rules_.back(), std::move(h)));
+}
+
+void Router::Put(const std::string& pattern, Access access, Body body, Handler h) {
+  rules_.push_back({"PUT", pattern, access, body});
+  server_.Put(pattern, Wrap(rules_.back(), std::move(h)));
+}
+
+void Router::Delete(const std::string& pattern, Access access, Handler h) {
+  rules_.push_back({"DELETE", pattern, access, Body::kNone});
+  server_.Delete(pattern, Wrap(rules_.back(), std::move(h)));
+}
+
+void Router::PostWithoutBody(const std::string& pattern, Access access, Handler h) {
+  rules_.push_back({"POST", pattern, access, Body::kNone});
+  auto wrapped = Wrap(rules_.back(), std::move(h));
+  server_.Post(pattern, [wrapped](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader&) {
+    wrapped(req, res);
+  });
+}
+
+}  // namespace kiln
