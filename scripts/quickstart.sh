@@ -15,12 +15,14 @@ if ! { [ -s "$DATA/kilnd.addr" ] && curl -sf "http://$(cat "$DATA/kilnd.addr")/v
   [ -s "$DATA/kilnd.addr" ] || { echo "kilnd did not start; see $DATA/kilnd.log"; tail "$DATA/kilnd.log"; exit 1; }
   echo "kilnd started (pid $!) on $(cat "$DATA/kilnd.addr"), data dir $DATA, log $DATA/kilnd.log"
 fi
-export KILN_ENDPOINT=$(cat "$DATA/kilnd.addr")
+# --data-dir: the CLI reads kilnd's address and, on this host as root, the
+# bootstrap admin token (admin.token, 0600) from there; no login needed.
+KILN=(build/cmd/kiln --data-dir "$DATA")
 NAME="train-sklearn-$(date +%Y%m%d-%H%M%S)"
-build/cmd/kiln run examples/train-sklearn/job.yaml --name "$NAME" --follow
-ARTIFACT=$(build/cmd/kiln --json jobs describe "$NAME" | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["model_artifact"])')
+"${KILN[@]}" run examples/train-sklearn/job.yaml --name "$NAME" --follow
+ARTIFACT=$("${KILN[@]}" --json jobs describe "$NAME" | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["model_artifact"])')
 echo
 echo "Model artifact: $ARTIFACT"
 /usr/bin/python3 examples/train-sklearn/load_model.py "$ARTIFACT"
 echo
-echo "kilnd keeps running: export KILN_ENDPOINT=$KILN_ENDPOINT; build/cmd/kiln jobs list"
+echo "kilnd keeps running: build/cmd/kiln --data-dir $DATA jobs list"

@@ -1,4 +1,6 @@
-// kiln secrets set|list|delete, kiln keys create|list|delete.
+// kiln secrets set|list|delete, kiln keys create|list|delete, kiln login|logout|
+// whoami, kiln tokens create|list|revoke, kiln audit.
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -7,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "common/clock.h"
 #include "common/fsutil.h"
 
 namespace kiln::cli {
@@ -52,7 +55,7 @@ int DeleteSecret(Context& ctx, const SecretOptions& o) {
 }
 
 int CreateKey(Context& ctx, const CreateKeyOptions& o) {
-  json body = {{"team", o.team}, {"role", o.admin ? "admin" : "team"}};
+  json body = {{"team", o.team}, {"role", o.admin ? "admin" : o.role}};
   auto r = ctx.kilnd.Call("POST", "/v1/keys", body.dump());
   if (!r) return 2;
   if (ctx.output == Output::kJson) {
@@ -79,6 +82,114 @@ int ListKeys(Context& ctx, const std::string& team) {
 int DeleteKey(Context& ctx, const std::string& key_id) {
   if (!ctx.kilnd.Call("DELETE", "/v1/keys/" + UrlEscape(key_id))) return 2;
   std::cout << "deleted " << key_id << "\n";
+  return 0;
+}
+
+namespace {
+
+std::string Trimmed(std::string s) {
+  while (!s.empty() && isspace(static_cast<unsigned char>(s.back()))) s.pop_back();
+  while (!s.empty() && isspace(static_cast<unsigned char>(s.front()))) s.erase(0, 1);
+  return s;
+}
+
+std::string Millis(const json& v) {
+  return v.is_number() ? FormatTime(v.get<int64_t>()) : "-";
+}
+
+}  // namespace
+
+int Login(Context& ctx, const LoginOptions& o) {
+  std::string token = o.token;
+  if (token.empty()) {
+    if (isatty(0)) fprintf(stderr, "token: ");
+    std::getline(std::cin, token);
+  }
+  token = Trimmed(token);
+  ctx.kilnd.SetToken(token);
+  auto me = ctx.kilnd.Call("GET", "/v1/whoami");
+  if (!me) return 2;
+  const std::string file = TokenFile();
+  const std::string dir = file.substr(0, file.rfind('/'));
+  if (Status st = MakeDirs(dir); !st.ok() || chmod(dir.c_str(), 0700) != 0) {
+    fprintf(stderr, "kiln: cannot create %s\n", dir.c_str());
+    return 2;
+  }
+  if (Status st = WriteFileAtomic(file, token + "\n", 0600); !st.ok()) {
+    fprintf(stderr, "kiln: %s\n", st.ToString().c_str());
+    return 2;
+  }
+  std::cout << "logged in as " << me->value("name", "") << " (team " << me->value("team", "") << ", "
+            << me->value("role", "") << "); the token is in " << file << "\n";
+  return 0;
+}
+
+int Logout(Context& ctx, bool revoke) {
+  if (revoke && !ctx.kilnd.Call("DELETE", "/v1/whoami")) return 2;
+  unlink(TokenFile().c_str());
+  std::cout << (revoke ? "revoked the token and logged out\n" : "logged out\n");
+  return 0;
+}
+
+int WhoAmI(Context& ctx) {
+  auto me = ctx.kilnd.Call("GET", "/v1/whoami");
+  if (!me) return 2;
+  if (ctx.output == Output::kJson)
+    std::cout << me->dump(2) << "\n";
+  else
+    std::cout << me->value("name", "") << "  team " << me->value("team", "") << "  role " << me->value("role", "")
+              << "  token " << me->value("id", "") << "\n";
+  return 0;
+}
+
+int CreateToken(Context& ctx, const CreateTokenOptions& o) {
+  json body = {{"name", o.name}, {"role", o.role}, {"ttl_seconds", o.ttl_seconds}};
+  if (!o.team.empty()) body["team"] = o.team;
+  auto r = ctx.kilnd.Call("POST", "/v1/tokens", body.dump());
+  if (!r) return 2;
+  if (ctx.output == Output::kJson) {
+    std::cout << r->dump(2) << "\n";
+  } else {
+    std::cout << (*r)["token"].get<std::string>() << "\n";
+    std::cerr << "kiln: token " << (*r)["id"].get<std::string>() << " for " << o.name << " (team "
+              << (*r)["team"].get<std::string>() << ", " << (*r)["role"].get<std::string>()
+              << "); shown only now, only its hash is stored. Use it with `kiln login`.\n";
+  }
+  return 0;
+}
+
+int ListTokens(Context& ctx, const std::string& team) {
+  auto r = ctx.kilnd.Call("GET", "/v1/tokens" + (team.empty() ? std::string() : "?team=" + UrlEscape(team)));
+  if (!r) return 2;
+  if (ctx.output == Output::kJson) {
+    std::cout << r->dump(2) << "\n";
+    return 0;
+  }
+  for (const auto& t : (*r)["tokens"])
+    std::cout << Pad(t.value("id", ""), 18) << Pad(t.value("name", ""), 24) << Pad(t.value("team", ""), 16)
+              << Pad(t.value("role", ""), 11) << (t["revoked_ms"].is_null() ? "active" : "revoked") << "\n";
+  return 0;
+}
+
+int RevokeToken(Context& ctx, const std::string& id) {
+  if (!ctx.kilnd.Call("DELETE", "/v1/tokens/" + UrlEscape(id))) return 2;
+  std::cout << "revoked " << id << "\n";
+  return 0;
+}
+
+int PrintAudit(Context& ctx, const AuditOptions& o) {
+  std::string q = "/v1/audit?after=" + std::to_string(o.after) + "&limit=" + std::to_string(o.limit);
+  if (!o.team.empty()) q += "&team=" + UrlEscape(o.team);
+  auto r = ctx.kilnd.Call("GET", q);
+  if (!r) return 2;
+  if (ctx.output == Output::kJson) {
+    std::cout << r->dump(2) << "\n";
+    return 0;
+  }
+  for (const auto& a : (*r)["records"])
+    std::cout << Pad(std::to_string(a.value("seq", 0)), 6) << Pad(Millis(a["time_ms"]), 20)
+              << Pad(a.value("name", ""), 20) << Pad(a.value("team", ""), 12) << Pad(a.value("source", ""), 15)
+              << a.value("method", "") << " " << a.value("path", "") << " -> " << a.value("status", 0) << "\n";
   return 0;
 }
 

@@ -17,7 +17,7 @@ namespace {
 using cli::Context;
 
 struct GlobalOptions {
-  std::string endpoint, data_dir;
+  std::string endpoint, data_dir, token;
   bool as_json = false;
 };
 
@@ -36,7 +36,9 @@ struct Dispatch {
 void AddGlobalOptions(CLI::App& app, GlobalOptions& g) {
   app.add_option("--endpoint", g.endpoint,
                  "kilnd address (HOST:PORT); default: $KILN_ENDPOINT or ./kiln-data/kilnd.addr");
-  app.add_option("--data-dir", g.data_dir, "read kilnd's address from DIR/kilnd.addr");
+  app.add_option("--data-dir", g.data_dir, "read kilnd's address from DIR/kilnd.addr (and, as root, its admin token)");
+  app.add_option("--token", g.token,
+                 "API token; default: $KILN_API_TOKEN, the `kiln login` token, or kilnd's admin.token on its host");
   app.add_flag("--json", g.as_json, "print JSON");
 }
 
@@ -135,7 +137,8 @@ void AddKeysCommands(CLI::App& app, Dispatch& d) {
   auto create = std::make_shared<cli::CreateKeyOptions>();
   auto* create_cmd = keys->add_subcommand("create", "create a key pair for a team; the secret is shown once");
   create_cmd->add_option("--team", create->team)->required();
-  create_cmd->add_flag("--admin", create->admin, "the key sees every team's jobs");
+  create_cmd->add_option("--role", create->role, "admin, team-admin, member (default) or viewer");
+  create_cmd->add_flag("--admin", create->admin, "the same as --role admin: every team's jobs");
   d.Add(create_cmd, create, cli::CreateKey);
   auto team = std::make_shared<std::string>();
   auto* list_cmd = keys->add_subcommand("list", "list key ids (all teams, or one)");
@@ -143,6 +146,43 @@ void AddKeysCommands(CLI::App& app, Dispatch& d) {
   d.online.emplace_back(list_cmd, [team](Context& ctx) { return cli::ListKeys(ctx, *team); });
   AddOneArgCommand(keys->add_subcommand("delete", "delete a key; requests signed with it are refused from then on"),
                    "id", "", d, cli::DeleteKey);
+}
+
+void AddIdentityCommands(CLI::App& app, Dispatch& d) {
+  auto login = std::make_shared<cli::LoginOptions>();
+  auto* login_cmd = app.add_subcommand("login", "check an API token and keep it for later commands (0600 file)");
+  login_cmd->add_option("--with-token", login->token, "the token (default: read from stdin)");
+  d.Add(login_cmd, login, cli::Login);
+  auto revoke = std::make_shared<bool>(false);
+  auto* logout_cmd = app.add_subcommand("logout", "forget the kept token");
+  logout_cmd->add_flag("--revoke", *revoke, "also revoke it on kilnd");
+  d.online.emplace_back(logout_cmd, [revoke](Context& ctx) { return cli::Logout(ctx, *revoke); });
+  d.online.emplace_back(app.add_subcommand("whoami", "the user, team and role of the token in use"),
+                        [](Context& ctx) { return cli::WhoAmI(ctx); });
+
+  auto* tokens = app.add_subcommand("tokens", "API tokens of users and service accounts");
+  tokens->require_subcommand(1);
+  auto create = std::make_shared<cli::CreateTokenOptions>();
+  auto* create_cmd = tokens->add_subcommand("create", "create a token; it is shown once");
+  create_cmd->add_option("--name", create->name, "user or service account")->required();
+  create_cmd->add_option("--team", create->team, "default: your own");
+  create_cmd->add_option("--role", create->role, "admin, team-admin, member (default) or viewer");
+  create_cmd->add_option("--ttl", create->ttl_seconds, "expires after this many seconds (default: never)");
+  d.Add(create_cmd, create, cli::CreateToken);
+  auto team = std::make_shared<std::string>();
+  auto* list_cmd = tokens->add_subcommand("list", "list tokens (ids, names, roles; never the tokens)");
+  list_cmd->add_option("--team", *team);
+  d.online.emplace_back(list_cmd, [team](Context& ctx) { return cli::ListTokens(ctx, *team); });
+  AddOneArgCommand(tokens->add_subcommand("revoke", "revoke a token; it is refused from the next request on"), "id", "",
+                   d, cli::RevokeToken);
+
+  auto audit = std::make_shared<cli::AuditOptions>();
+  auto* audit_cmd =
+      app.add_subcommand("audit", "the audit log: every request that changed or tried to change something");
+  audit_cmd->add_option("--team", audit->team);
+  audit_cmd->add_option("--after", audit->after, "records after this sequence number");
+  audit_cmd->add_option("--limit", audit->limit);
+  d.Add(audit_cmd, audit, cli::PrintAudit);
 }
 
 void AddSageMakerRequestCommand(CLI::App& app, Dispatch& d) {
@@ -171,12 +211,14 @@ int RunCli(int argc, char** argv) {
   AddSecretsCommands(app, dispatch);
   AddTuningCommands(app, dispatch);
   AddKeysCommands(app, dispatch);
+  AddIdentityCommands(app, dispatch);
   AddSageMakerRequestCommand(app, dispatch);
 
   CLI11_PARSE(app, argc, argv);
   for (auto& [sub, run] : dispatch.offline)
     if (*sub) return run();
-  cli::KilndClient kilnd(cli::ResolveEndpoint(global.endpoint, global.data_dir));
+  cli::KilndClient kilnd(cli::ResolveEndpoint(global.endpoint, global.data_dir),
+                         cli::ResolveToken(global.token, global.data_dir));
   Context ctx{kilnd, global.as_json ? cli::Output::kJson : cli::Output::kTable};
   for (auto& [sub, run] : dispatch.online)
     if (*sub) return run(ctx);

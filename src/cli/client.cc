@@ -3,6 +3,7 @@
 #include <cctype>
 #include <cstdio>
 #include <cstdlib>
+#include <vector>
 
 #include "common/fsutil.h"
 
@@ -33,14 +34,41 @@ Endpoint ResolveEndpoint(std::string endpoint, const std::string& data_dir) {
   return e;
 }
 
+std::string TokenFile() {
+  const char* xdg = getenv("XDG_CONFIG_HOME");
+  if (xdg && *xdg) return std::string(xdg) + "/kiln/token";
+  const char* home = getenv("HOME");
+  return std::string(home && *home ? home : ".") + "/.config/kiln/token";
+}
+
+std::string ResolveToken(std::string token, const std::string& data_dir) {
+  if (token.empty() && getenv("KILN_API_TOKEN")) token = getenv("KILN_API_TOKEN");
+  std::vector<std::string> files = {TokenFile()};
+  for (const std::string& d : {data_dir, std::string("./kiln-data")})
+    if (!d.empty()) files.push_back(d + "/admin.token");
+  for (size_t i = 0; token.empty() && i < files.size(); ++i) {
+    auto t = ReadFile(files[i]);
+    if (t.ok()) token = *t;
+  }
+  while (!token.empty() && isspace(static_cast<unsigned char>(token.back()))) token.pop_back();
+  return token;
+}
+
 std::string UrlEscape(const std::string& s) {
   return httplib::detail::encode_query_param(s);
 }
 
-KilndClient::KilndClient(Endpoint e) : ep_(std::move(e)), cli_(ep_.host, ep_.port) {
+KilndClient::KilndClient(Endpoint e, std::string token)
+    : ep_(std::move(e)), token_(std::move(token)), cli_(ep_.host, ep_.port) {
+  if (!token_.empty()) cli_.set_bearer_token_auth(token_);
   cli_.set_connection_timeout(5, 0);
   cli_.set_read_timeout(60, 0);
   cli_.set_tcp_nodelay(true);
+}
+
+void KilndClient::SetToken(const std::string& token) {
+  token_ = token;
+  cli_.set_bearer_token_auth(token_);
 }
 
 namespace {
@@ -74,8 +102,11 @@ std::optional<json> KilndClient::Call(const std::string& method, const std::stri
   json j = json::parse(r->body, nullptr, false);
   if (r->status >= 400) {
     if (print) PrintHttpError(*r, j);
+    if (print && r->status == 401)
+      fprintf(stderr, "kiln: log in with `kiln login` (a token from `kiln tokens create`), or set KILN_API_TOKEN\n");
     return std::nullopt;
   }
+  if (r->body.empty()) return json::object();  // 204
   return j;
 }
 
@@ -83,6 +114,7 @@ bool KilndClient::Stream(const std::string& path, const httplib::Headers& header
                          const std::function<bool(const char*, size_t)>& on_data,
                          std::chrono::milliseconds read_timeout) {
   httplib::Client c(ep_.host, ep_.port);
+  if (!token_.empty()) c.set_bearer_token_auth(token_);
   c.set_connection_timeout(5, 0);
   c.set_read_timeout(read_timeout);
   auto r = c.Get(path, headers, [&](const char* d, size_t n) { return on_data(d, n); });

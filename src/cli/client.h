@@ -23,6 +23,15 @@ struct Endpoint {
 // HOST:PORT with an optional http:// prefix and path.
 Endpoint ResolveEndpoint(std::string endpoint, const std::string& data_dir);
 
+// The API token to send: `token` if set, else $KILN_API_TOKEN, else the one
+// `kiln login` saved (TokenFile()), else the bootstrap admin token kilnd wrote to
+// DATA_DIR/admin.token or ./kiln-data/admin.token (readable by root only, so on
+// kilnd's own host the quick start needs no login). "" if none.
+std::string ResolveToken(std::string token, const std::string& data_dir);
+// Where `kiln login` keeps the token: $XDG_CONFIG_HOME/kiln/token, else
+// ~/.config/kiln/token (0600, in a 0700 directory).
+std::string TokenFile();
+
 // Percent-encodes `s` for a path segment or a query value.
 std::string UrlEscape(const std::string& s);
 
@@ -37,7 +46,9 @@ enum class OnError {
 // thread at the same time as Call.
 class KilndClient {
  public:
-  explicit KilndClient(Endpoint e);
+  KilndClient(Endpoint e, std::string token);
+  // Sends `token` from now on (kiln login checks a new one).
+  void SetToken(const std::string& token);
 
   // Sends a request (POST bodies as JSON, PUT bodies as octet-stream) and returns
   // the parsed body (a discarded json when it is not JSON). If kilnd cannot be
@@ -55,6 +66,7 @@ class KilndClient {
 
  private:
   Endpoint ep_;
+  std::string token_;
   httplib::Client cli_;
 };
 

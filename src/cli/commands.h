@@ -82,11 +82,35 @@ int DeleteSecret(Context& ctx, const SecretOptions& o);
 
 struct CreateKeyOptions {
   std::string team;
-  bool admin = false;
+  std::string role = "member";  // admin, team-admin, member, viewer
+  bool admin = false;           // the same as role admin
 };
 int CreateKey(Context& ctx, const CreateKeyOptions& o);
 int ListKeys(Context& ctx, const std::string& team);  // empty team: all teams
 int DeleteKey(Context& ctx, const std::string& key_id);
+
+// --- who is calling: login, API tokens, audit (account_commands.cc) ---
+struct LoginOptions {
+  std::string token;  // empty: read from stdin
+};
+int Login(Context& ctx, const LoginOptions& o);
+int Logout(Context& ctx, bool revoke);
+int WhoAmI(Context& ctx);
+
+struct CreateTokenOptions {
+  std::string name, team, role = "member";
+  int64_t ttl_seconds = 0;
+};
+int CreateToken(Context& ctx, const CreateTokenOptions& o);
+int ListTokens(Context& ctx, const std::string& team);
+int RevokeToken(Context& ctx, const std::string& id);
+
+struct AuditOptions {
+  std::string team;
+  int64_t after = 0;
+  int limit = 100;
+};
+int PrintAudit(Context& ctx, const AuditOptions& o);
 
 // --- tuning jobs (tuning_commands.cc) ---
 struct TuneOptions {

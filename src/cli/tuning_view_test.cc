@@ -124,7 +124,7 @@ class FakeKilnd {
 };
 
 int Follow(FakeKilnd& kilnd, FollowTuningOptions options, std::string* out) {
-  KilndClient client(Endpoint{"127.0.0.1", kilnd.port()});
+  KilndClient client(Endpoint{"127.0.0.1", kilnd.port()}, "");
   Context ctx{client, Output::kTable};
   testing::internal::CaptureStdout();
   int rc = FollowTuning(ctx, "tj", options);
@@ -163,7 +163,7 @@ TEST(FollowTuning, ExitsTwoWhenKilndIsGone) {
     FakeKilnd gone("Completed", false, 0);
     port = gone.port();
   }
-  KilndClient client(Endpoint{"127.0.0.1", port});
+  KilndClient client(Endpoint{"127.0.0.1", port}, "");
   Context ctx{client, Output::kTable};
   testing::internal::CaptureStderr();
   EXPECT_EQ(FollowTuning(ctx, "tj"), 2);

@@ -155,6 +155,9 @@ class KilndHarness(unittest.TestCase):
         if not addr:
             raise RuntimeError("kilnd did not write %s" % addr_file)
         cls.addr = addr
+        # The bootstrap admin's API token, which kilnd wrote on its first start.
+        with open(os.path.join(cls.data, "admin.token")) as f:
+            cls.admin_token = f.read().strip()
         st, body = cls.http("GET", "/v1/health")
         if st != 200 or json.loads(body).get("status") != "ok":
             raise RuntimeError("kilnd unhealthy: %s %r" % (st, body))
@@ -221,14 +224,18 @@ class KilndHarness(unittest.TestCase):
     # ------------------------------------------------------------- HTTP utils
 
     @classmethod
-    def http(cls, method, path, body=None, headers=None, timeout=DEADLINE_S):
-        """Returns (status, body text)."""
+    def http(cls, method, path, body=None, headers=None, timeout=DEADLINE_S, token=None):
+        """Returns (status, body text). Sent with the admin's API token, or with
+        TOKEN; token="" sends none."""
         data = None
         if body is not None:
             data = body if isinstance(body, bytes) else json.dumps(body).encode()
         req = urllib.request.Request("http://%s%s" % (cls.addr, path), data=data, method=method)
         if data is not None:
             req.add_header("Content-Type", "application/json")
+        token = cls.admin_token if token is None else token
+        if token:
+            req.add_header("Authorization", "Bearer " + token)
         for k, v in (headers or {}).items():
             req.add_header(k, v)
         try:
@@ -237,9 +244,9 @@ class KilndHarness(unittest.TestCase):
         except urllib.error.HTTPError as e:
             return e.code, e.read().decode("utf-8", "replace")
 
-    def api(self, method, path, body=None, headers=None):
+    def api(self, method, path, body=None, headers=None, token=None):
         """Returns (status, parsed JSON)."""
-        st, text = self.http(method, path, body, headers)
+        st, text = self.http(method, path, body, headers, token=token)
         try:
             return st, json.loads(text)
         except ValueError:
@@ -325,10 +332,14 @@ class KilndHarness(unittest.TestCase):
             "sagemaker", endpoint_url="http://" + self.addr,
             config=botocore.config.Config(retries={"max_attempts": 1}))
 
-    def kiln(self, *args, timeout=120, cwd=None):
+    def kiln_env(self, token=None):
+        """The environment the CLI runs in: the admin's token, or TOKEN."""
+        return dict(os.environ, KILN_API_TOKEN=self.admin_token if token is None else token)
+
+    def kiln(self, *args, timeout=120, cwd=None, token=None, input=None):
         """Runs the CLI against this kilnd; returns CompletedProcess (text)."""
         return subprocess.run([os.path.join(self.bin, "kiln"), "--endpoint", self.addr] + list(args), capture_output=True, text=True,
-                              timeout=timeout, cwd=cwd or self.tmp)
+                              timeout=timeout, cwd=cwd or self.tmp, env=self.kiln_env(token), input=input)
 
     def assertError(self, status, body, want_status, want_field):
         self.assertEqual(status, want_status, body)
@@ -504,6 +515,7 @@ class KilndE2E(KilndHarness):
         conn = http.client.HTTPConnection(host, int(port), timeout=DEADLINE_S)
         try:
             conn.putrequest("POST", "/v1/jobs")
+            conn.putheader("Authorization", "Bearer " + self.admin_token)
             conn.putheader("Content-Type", "application/json")
             conn.putheader("Content-Length", str(len(body)))
             conn.endheaders()
@@ -670,8 +682,8 @@ class KilndE2E(KilndHarness):
         jid = job["id"]
         host, port = self.addr.rsplit(":", 1)
         with socket.create_connection((host, int(port)), timeout=DEADLINE_S) as sk:
-            sk.sendall(("POST /v1/jobs/%s/stop HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n"
-                        % (jid, self.addr)).encode())
+            sk.sendall(("POST /v1/jobs/%s/stop HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\n"
+                        "Connection: close\r\n\r\n" % (jid, self.addr, self.admin_token)).encode())
             raw = b""
             while True:
                 chunk = sk.recv(65536)
@@ -783,7 +795,8 @@ class KilndE2E(KilndHarness):
         conn = http.client.HTTPConnection(host, int(port), timeout=DEADLINE_S)
         got = []
         try:
-            conn.request("GET", "/v1/jobs/%s/logs?follow=true" % jid)
+            conn.request("GET", "/v1/jobs/%s/logs?follow=true" % jid,
+                         headers={"Authorization": "Bearer " + self.admin_token})
             resp = conn.getresponse()
             self.assertEqual(resp.status, 200)
             while True:

@@ -137,8 +137,15 @@ print('done')
         with socket_port() as port:
             pass
         with open(os.path.join(d, "prometheus.yml"), "w") as f:
+            # Prometheus authenticates like any client: a viewer token of the job's team.
+            token = os.path.join(d, "token")
+            out = self.kiln("tokens", "create", "--name", "prometheus", "--team", "default", "--role", "viewer")
+            self.assertEqual(out.returncode, 0, out.stderr)
+            with open(token, "w") as t:
+                t.write(out.stdout.strip())
             f.write("global: {scrape_interval: 1s}\nscrape_configs:\n  - job_name: kilnd\n"
-                    "    static_configs: [{targets: ['%s']}]\n" % self.addr)
+                    "    authorization: {credentials_file: %s}\n"
+                    "    static_configs: [{targets: ['%s']}]\n" % (token, self.addr))
         log = open(os.path.join(d, "prometheus.log"), "w")
         p = subprocess.Popen([prom_bin, "--config.file=" + os.path.join(d, "prometheus.yml"),
                               "--storage.tsdb.path=" + os.path.join(d, "data"),

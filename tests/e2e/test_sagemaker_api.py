@@ -398,8 +398,9 @@ class SageMakerApiE2E(KilndHarness):
         metrics = {m["MetricName"]: m["Value"] for m in d.get("FinalMetricDataList", [])}
         self.assertGreater(metrics.get("train:accuracy", 0), 0.9, d.get("FinalMetricDataList"))
         # The same series through the native API.
-        with urllib.request.urlopen(self.endpoint + "/v1/jobs/%s/metrics" % name, timeout=30) as r:
-            self.assertIn("train:accuracy", r.read().decode())
+        st, text = self.http("GET", "/v1/jobs/%s/metrics" % name)
+        self.assertEqual(st, 200, text)
+        self.assertIn("train:accuracy", text)
 
     def test_05_list_filters_sorting_and_paginator(self):
         prefix = unique("ls")

@@ -15,7 +15,7 @@ class SecretsE2E(KilndHarness):
 
     def set_secret(self, team, name, value):
         r = subprocess.run([os.path.join(self.bin, "kiln"), "--endpoint", self.addr, "secrets", "set", "--team", team,
-                            name], input=value, capture_output=True, text=True, timeout=30)
+                            name], input=value, capture_output=True, text=True, timeout=30, env=self.kiln_env())
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertNotIn(value, r.stdout + r.stderr)
 
@@ -23,7 +23,7 @@ class SecretsE2E(KilndHarness):
         value = "s3cr3t-" + uuid.uuid4().hex
         self.set_secret("risk", "FEATURE_STORE_TOKEN", value)
         r = subprocess.run([os.path.join(self.bin, "kiln"), "--endpoint", self.addr, "secrets", "list", "--team", "risk"],
-                           capture_output=True, text=True, timeout=30)
+                           capture_output=True, text=True, timeout=30, env=self.kiln_env())
         self.assertIn("FEATURE_STORE_TOKEN", r.stdout)
         self.assertNotIn(value, r.stdout)
 
