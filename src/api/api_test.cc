@@ -46,6 +46,8 @@ class ApiTest : public ::testing::Test {
     opts.secrets = &box_;
     opts.router.audit = store_.get();
     opts.router.limits.failures_per_minute = 0;  // the matrix makes many failed attempts
+    tuner_ = std::make_unique<tuning::TuningService>(*store_, *ctl_, clock_, tuning::ServiceOptions{});
+    opts.tuning = tuner_.get();  // not started: its routes only
     api_ = std::make_unique<NativeApi>(*ctl_, *store_, catalog_, tokens_, opts);
     api_->Register(server_);
     port_ = server_.bind_to_any_port("127.0.0.1");
@@ -81,6 +83,7 @@ class ApiTest : public ::testing::Test {
   AccessKeys keys_;
   std::string admin_;
   std::unique_ptr<Controller> ctl_;
+  std::unique_ptr<tuning::TuningService> tuner_;
   std::unique_ptr<NativeApi> api_;
   httplib::Server server_;
   int port_ = 0;
@@ -252,6 +255,7 @@ class AccessMatrix : public ApiTest {
     principals_.push_back({"none", "", Role::kViewer});
     // Another team's resources, whose ids must never show to ads.
     other_job_ = NewJob(kOther);
+    TuningOf(kOther);  // listed to nobody but an admin
     ASSERT_TRUE(store_->PutSecret(kOther, "S", *box_.Seal("v", std::string(kOther) + "/S"), 1).ok());
     ASSERT_TRUE(store_->PutSecret(kOwn, "S", *box_.Seal("v", std::string(kOwn) + "/S"), 1).ok());
     markers_ = {kOther, other_job_};
@@ -303,6 +307,11 @@ class AccessMatrix : public ApiTest {
       return Probe{"/v1/tokens", json{{"name", "n"}, {"team", team}, {"role", "viewer"}}.dump()};
     if (key == "DELETE /v1/tokens/([A-Z2-7]+)")
       return Probe{"/v1/tokens/" + api_tokens_.Create({"victim", team, Role::kViewer, 0})->record.id, ""};
+    if (key == "POST /v1/tuning-jobs") return Probe{"/v1/tuning-jobs", TuningSpec(team).dump()};
+    if (key == "GET /v1/tuning-jobs") return Probe{"/v1/tuning-jobs", ""};
+    if (key == "GET /v1/tuning-jobs/([A-Za-z0-9-]+)") return Probe{"/v1/tuning-jobs/" + TuningOf(team), ""};
+    if (key == "POST /v1/tuning-jobs/([A-Za-z0-9-]+)/stop")
+      return Probe{"/v1/tuning-jobs/" + NewTuning(team) + "/stop", ""};
     if (key == "DELETE /v1/whoami") return Probe{"/v1/whoami", "", "application/json", true, true};
     if (key == "POST /v1/keys") return Probe{"/v1/keys", json{{"team", team}, {"role", "viewer"}}.dump()};
     if (key == "DELETE /v1/keys/([A-Z0-9]+)") {
@@ -311,6 +320,29 @@ class AccessMatrix : public ApiTest {
       return Probe{"/v1/keys/" + k->id, ""};
     }
     return std::nullopt;
+  }
+
+  // A tuning job's spec; another team's name carries the marker.
+  json TuningSpec(const std::string& team) {
+    return json{{"name", team + "-tune-" + std::to_string(++n_)},
+                {"team", team},
+                {"objective", {{"metric", "loss"}, {"type", "Minimize"}, {"source", "StatsD"}}},
+                {"max_trials", 2},
+                {"max_parallel", 1},
+                {"parameters", {{"lr", {{"type", "Continuous"}, {"min", 0.01}, {"max", 1}}}}},
+                {"trial", {{"command", {"/bin/true"}}}}};
+  }
+  std::string NewTuning(const std::string& team) {
+    auto spec = tuning::ParseTuningSpec(TuningSpec(team), &catalog_);
+    EXPECT_TRUE(spec.ok()) << spec.status().ToString();
+    auto job = tuner_->Create(*spec);
+    EXPECT_TRUE(job.ok()) << job.status().ToString();
+    return spec->name;
+  }
+  std::string TuningOf(const std::string& team) {
+    std::string& t = team == kOther ? other_tuning_ : own_tuning_;
+    if (t.empty()) t = NewTuning(team);
+    return t;
   }
 
   std::string JobOf(const std::string& team) { return team == kOther ? other_job_ : OwnJob(); }
@@ -343,7 +375,7 @@ class AccessMatrix : public ApiTest {
   };
   std::vector<Who> principals_;
   std::vector<std::string> markers_;
-  std::string other_job_, own_job_;
+  std::string other_job_, own_job_, other_tuning_, own_tuning_;
   int n_ = 0;
 };
 
