@@ -419,6 +419,23 @@ Result<RouterOptions> ApiOptionsFrom(const json& config) {
   return r;
 }
 
+// Principals: API tokens for /v1 (the bootstrap admin's in admin.token, 0600)
+// and access keys for the SageMaker front (the admin's in credentials); the
+// router's origins, limits and audit log.
+Status SetUpAccess(const std::string& data, const json& config, Store& store, ApiTokens& api_tokens, AccessKeys& keys,
+                   NativeApiOptions& aopts) {
+  KILN_RETURN_IF_ERROR(EnsureBootstrapToken(api_tokens, data + "/admin.token"));
+  auto admin = smapi::BootstrapAdminKey(keys, data + "/credentials");
+  if (!admin.ok()) return admin.status();
+  auto router = ApiOptionsFrom(config);
+  if (!router.ok()) return router.status();
+  aopts.api_tokens = &api_tokens;
+  aopts.access_keys = &keys;
+  aopts.router = *router;
+  aopts.router.audit = &store;
+  return Status::Ok();
+}
+
 // Instances in a network namespace of their own reach the gateway through their
 // socket only: no host port anyone on the host could write into.
 HostUdpPort StatsdUdpFor(const KilndOptions& o, const LocalBackendOptions& sandbox) {
@@ -506,19 +523,9 @@ int RunKilnd(const KilndOptions& o) {
   topts.log_path = [be](const std::string& id) { return be->LogPath(id); };
   tuning::TuningService tuner(**store, controller, RealClock::Get(), topts);
   aopts.tuning = &tuner;
-  // Principals: API tokens for /v1 (the bootstrap admin's in admin.token, 0600)
-  // and access keys for the SageMaker front (the admin's in credentials).
   ApiTokens api_tokens(**store, RealClock::Get());
-  if (Status st = EnsureBootstrapToken(api_tokens, data + "/admin.token"); !st.ok()) return fail(st);
   AccessKeys keys(**store, *box, RealClock::Get());
-  auto admin = smapi::BootstrapAdminKey(keys, data + "/credentials");
-  if (!admin.ok()) return fail(admin.status());
-  auto router = ApiOptionsFrom(config);
-  if (!router.ok()) return fail(router.status());
-  aopts.api_tokens = &api_tokens;
-  aopts.access_keys = &keys;
-  aopts.router = *router;
-  aopts.router.audit = &**store;
+  if (Status st = SetUpAccess(data, config, **store, api_tokens, keys, aopts); !st.ok()) return fail(st);
   NativeApi api(controller, **store, *catalog, tokens, aopts);
   api.Register(server);
 
