@@ -63,12 +63,14 @@ int main(int argc, char** argv) {
   };
   router.Get(R"(/open/jobs/([^/]+))", Access::kOpen, describe);
   router.Get(R"(/v1/jobs/([^/]+))", Access::kViewer, describe);
+  server.set_tcp_nodelay(true);  // as kilnd
   const int port = server.bind_to_any_port("127.0.0.1");
   std::thread t([&] { server.listen_after_bind(); });
   while (!server.is_running()) std::this_thread::yield();
 
   httplib::Client c("127.0.0.1", port);
   c.set_keep_alive(true);
+  c.set_tcp_nodelay(true);
   httplib::Headers auth = {{"Authorization", "Bearer " + token}};
   std::vector<double> open_us, gated_us;
   for (int i = 0; i < n + 200; ++i) {
