@@ -192,6 +192,11 @@ Result<LocalBackendOptions> SandboxOptions(const json& config, const smapi::S3Ma
       return InvalidArgument("sandbox.pids_max", "sandbox.pids_max must be a non-negative integer");
     lo.pids_max = sb["pids_max"].get<int64_t>();
   }
+  if (sb.contains("log_max_mib")) {  // per instance; 0: no cap
+    if (!sb["log_max_mib"].is_number_unsigned() || sb["log_max_mib"].get<uint64_t>() > (uint64_t{1} << 30))
+      return InvalidArgument("sandbox.log_max_mib", "sandbox.log_max_mib must be an integer 0..1073741824 (0: no cap)");
+    lo.log_max_bytes = sb["log_max_mib"].get<int64_t>() * 1024 * 1024;
+  }
   // Capacity: by default 4 vCPUs of quota per core (CPU is time-shared) and the
   // host's memory (limits are hard; overcommitting them invites the host OOM killer).
   lo.capacity_vcpus = 4.0 * static_cast<double>(std::max<long>(1, sysconf(_SC_NPROCESSORS_ONLN)));

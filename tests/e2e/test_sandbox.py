@@ -478,7 +478,7 @@ class DiskFullE2E(KilndHarness):
 
 _QUOTA_CONFIG = os.path.join(_CONFIG_DIR, "quota.yaml")
 with open(_QUOTA_CONFIG, "w") as _f:
-    _f.write("sandbox:\n  disk: {quota: required, pool_gib: 8, default_volume_gb: 2}\n")
+    _f.write("sandbox:\n  disk: {quota: required, pool_gib: 8, default_volume_gb: 2}\n  log_max_mib: 1\n")
 
 FILL = "head -c 1500000000 /dev/zero > /opt/ml/model/big; echo head-rc=$?; exit 1"
 
@@ -515,6 +515,22 @@ class DiskQuotaE2E(KilndHarness):
         after = self.wait_terminal(self.submit(self.spec(unique("after"), [
             "/bin/sh", "-c", "head -c 100000000 /dev/zero > /opt/ml/model/weights"]))["id"])
         self.assertEqual(after["status"], "Completed", after)
+
+    def test_output_past_the_log_cap_is_dropped_and_the_job_runs_on(self):
+        # The log lies in kilnd's data dir, outside the volume's quota: without a cap
+        # a job could fill kilnd's disk through its stdout (sandbox.log_max_mib: 1).
+        job = self.submit(self.spec(unique("loud"), ["/bin/sh", "-c",
+                                    "yes 0123456789abcdef0123456789abcdef | head -c 50000000; echo done >&2; "
+                                    "echo finished > /opt/ml/model/marker"]))
+        job = self.wait_terminal(job["id"])
+        self.assertEqual(job["status"], "Completed", job)
+        log_file = os.path.join(self.instance_dir(job["id"] + ".1.0"), "output.log")
+        size = os.path.getsize(log_file)
+        self.assertGreaterEqual(size, 1 << 20)
+        self.assertLess(size, (1 << 20) + 4096)
+        log = self.logs(job["id"])
+        self.assertIn("reached its cap of 1048576 bytes (sandbox.log_max_mib)", log)
+        self.assertNotIn("done", log[-500:])  # after the cap: dropped
 
     def test_volume_gb_out_of_range_is_refused(self):
         for bad in (0, 16385, "1"):

@@ -614,6 +614,7 @@ Result<supervisor::LaunchFile> LocalBackend::LaunchFileFor(const LaunchRequest& 
   launch.gid = owner.gid;
   launch.seccomp = true;
   launch.pids_max = opts_.pids_max;
+  launch.log_max_bytes = opts_.log_max_bytes;
   if (!opts_.scratch_pool.empty()) {
     launch.scratch = ScratchDir(req.instance_id);
     launch.volume_bytes = VolumeBytes(req);

@@ -41,6 +41,9 @@ struct LocalBackendOptions {
   uint32_t job_gid = 2000000000;
   supervisor::NetworkMode network = supervisor::NetworkMode::kPrivate;
   int64_t pids_max = 4096;  // per instance; 0: none
+  // An instance's log (its stdout and stderr) stops growing here, with a line
+  // that says so; the job runs on. 0: no cap.
+  int64_t log_max_bytes = int64_t{1} << 30;
   // Host directories outside the data dir where a job's output, checkpoint and
   // upload directories may be (kilnd creates them as root): beneath one of these
   // and never through a symlink. The data dir's s3/ and artifacts/ always are.

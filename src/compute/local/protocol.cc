@@ -111,6 +111,7 @@ Status DecodeIsolation(const json& j, LaunchFile& f) {
   if (f.egress && f.egress->gateway.empty()) return InvalidArgument("egress.gateway", "egress needs a gateway");
   KILN_RETURN_IF_ERROR(ReadField(j, "seccomp", f.seccomp));
   KILN_RETURN_IF_ERROR(ReadField(j, "pids_max", f.pids_max));
+  KILN_RETURN_IF_ERROR(ReadField(j, "log_max_bytes", f.log_max_bytes));
   KILN_RETURN_IF_ERROR(ReadField(j, "scratch", f.scratch));
   KILN_RETURN_IF_ERROR(ReadField(j, "volume_bytes", f.volume_bytes));
   if (!f.scratch.empty() && f.scratch[0] != '/') return InvalidArgument("scratch", "scratch must be absolute");
@@ -148,6 +149,7 @@ std::string Encode(const LaunchFile& f) {
                {"egress", LinkJson(f.egress)},
                {"seccomp", f.seccomp},
                {"pids_max", f.pids_max},
+               {"log_max_bytes", f.log_max_bytes},
                {"fd_binds", FdBindsJson(f.fd_binds)},
                {"scratch", f.scratch},
                {"volume_bytes", f.volume_bytes},

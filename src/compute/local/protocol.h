@@ -94,6 +94,7 @@ struct LaunchFile {
   std::optional<JobLink> egress;  // kPrivate only: eth1, outbound access through kilnd's NAT
   bool seccomp = false;           // "{seccomp}" in argv becomes the filter's descriptor
   int64_t pids_max = 0;           // 0: no limit
+  int64_t log_max_bytes = 0;      // the instance's log stops growing here (a marker line says so); 0: no cap
   std::vector<FdBind> fd_binds;   // "{fd:<i>}" in argv
   // The instance's /opt/ml on the host: "" is <instance dir>/ml. With disk quotas,
   // a subvolume of the scratch pool limited to `volume_bytes` (0: no quota).

@@ -43,6 +43,7 @@ TEST(Protocol, IsolationRoundTrips) {
   f.link = JobLink{"kb0123abcd", "kv0123abcdef", "10.1.2.3", 24};
   f.seccomp = true;
   f.pids_max = 512;
+  f.log_max_bytes = 1 << 20;
   f.fd_binds = {{"/data/instances/j-1.1.0", "ml"}, {"/usr/lib/kiln", ""}};
   f.egress = JobLink{"kegress", "kx0123abcdef", "172.30.0.7", 16, "172.30.0.1"};
   f.scratch = "/data/scratch/j-1.1.0";
@@ -58,6 +59,7 @@ TEST(Protocol, IsolationRoundTrips) {
   EXPECT_EQ(back->link->address, "10.1.2.3");
   EXPECT_TRUE(back->seccomp);
   EXPECT_EQ(back->pids_max, 512);
+  EXPECT_EQ(back->log_max_bytes, 1 << 20);
   ASSERT_EQ(back->fd_binds.size(), 2U);
   EXPECT_EQ(back->fd_binds[0].root, "/data/instances/j-1.1.0");
   EXPECT_EQ(back->fd_binds[0].relative, "ml");

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <linux/openat2.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/file.h>
@@ -25,6 +26,7 @@
 #include "common/sandbox_paths.h"
 #include "compute/local/cgroup.h"
 #include "compute/local/isolation.h"
+#include "compute/local/log_pump.h"
 #include "compute/local/protocol.h"
 #include "compute/local/scratch.h"
 #include "compute/local/transfer.h"
@@ -265,6 +267,7 @@ Status PrepareSandbox(const LaunchFile& launch, SandboxSetup& out) {
 
 // The pipes between the supervisor and its child while the child sets up.
 struct ChildPipes {
+  int output = -1;        // child's stdout and stderr (write end; the supervisor pumps it into the log)
   int status_write = -1;  // bwrap's --json-status-fd, fd 3 in the child
   int netns_ready = -1;   // child -> parent: "in its own network namespace"
   int link_ready = -1;    // parent -> child: "your interface is there" (read end)
@@ -286,7 +289,7 @@ struct ChildPipes {
   sigprocmask(SIG_UNBLOCK, &mask, nullptr);
   signal(SIGPIPE, SIG_DFL);
   if (cg.ok() && !cg->JoinSelf().ok()) dprintf(2, "kiln-supervisor: cannot join the instance's cgroups\n");
-  int out = open(launch.log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW, 0600);
+  int out = p.output;  // the supervisor's LogPump writes it to the log, up to the cap
   int in = open("/dev/null", O_RDONLY);
   dup2(in, 0);
   dup2(out, 1);
@@ -322,11 +325,11 @@ struct ChildPipes {
   ChildFail(p.error_write, std::string("exec ") + av[0] + ": " + strerror(errno));
 }
 
-// Forks the sandbox; its stdout/stderr go to the log, fd 3 is bwrap's status
+// Forks the sandbox; its stdout/stderr go to `output_write_fd`, fd 3 is bwrap's status
 // pipe. Returns the child, and in `setup_error` why it could not start the
 // sandbox (then the child has exited 127).
 pid_t SpawnSandbox(const LaunchFile& launch, SandboxSetup& setup, const Result<InstanceCgroup>& cg,
-                   const sigset_t& mask, int status_write_fd, std::string& setup_error) {
+                   const sigset_t& mask, int output_write_fd, int status_write_fd, std::string& setup_error) {
   std::vector<std::string> argv = setup.argv, env = launch.env;
   std::vector<char*> av, ev;
   for (auto& a : argv) av.push_back(a.data());
@@ -338,7 +341,7 @@ pid_t SpawnSandbox(const LaunchFile& launch, SandboxSetup& setup, const Result<I
     setup_error = std::string("SandboxSetupFailed: pipe: ") + strerror(errno);
     return -1;
   }
-  ChildPipes p{status_write_fd, netns[1], link[0], err[1]};
+  ChildPipes p{output_write_fd, status_write_fd, netns[1], link[0], err[1]};
   pid_t child = fork();
   if (child == 0) RunChild(launch, cg, mask, p, av, ev, setup.fds);
   close(netns[1]);
@@ -379,9 +382,16 @@ struct WaitOutcome {
 // Waits for the sandbox to end, turning SIGTERM/SIGINT/SIGHUP into a graceful stop
 // (SIGTERM to the sandbox's init, SIGKILL when the grace period of the stop file,
 // or of launch.json, runs out).
-WaitOutcome WaitForSandbox(const std::string& dir, const LaunchFile& launch, pid_t child, int sfd, BwrapStatus& bwrap) {
+// Meanwhile its output is pumped into the log.
+WaitOutcome WaitForSandbox(const std::string& dir, const LaunchFile& launch, pid_t child, int sfd, BwrapStatus& bwrap,
+                           LogPump& output) {
   WaitOutcome w;
+  bool output_open = true;
   for (;;) {
+    pollfd fds[2] = {{sfd, POLLIN, 0}, {output_open ? output.pipe_fd() : -1, POLLIN, 0}};
+    if (poll(fds, 2, -1) < 0) continue;
+    if (fds[1].revents != 0) output_open = output.Pump();
+    if ((fds[0].revents & POLLIN) == 0) continue;
     struct signalfd_siginfo si;
     ssize_t n = read(sfd, &si, sizeof(si));
     if (n != sizeof(si)) continue;
@@ -529,11 +539,20 @@ int RunSupervisor(const std::string& dir, int ready_fd) {
   std::string setup_error;
   if (Status seeded = RunTransfers(*launch, Direction::kSeed); !seeded.ok())
     setup_error = TransferFailure(Direction::kSeed, seeded);
-  pid_t child = setup_error.empty() ? SpawnSandbox(*launch, setup, cg, mask, statusp[1], setup_error) : -1;
+  // The job's output: a pipe the supervisor copies into the log, up to its cap.
+  int outp[2] = {-1, -1};
+  if (setup_error.empty() && pipe2(outp, O_CLOEXEC) != 0)
+    setup_error = std::string("SandboxSetupFailed: pipe: ") + strerror(errno);
+  LogPump output(UniqueFd(outp[0]),
+                 UniqueFd(open(launch->log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600)),
+                 launch->log_max_bytes);
+  pid_t child = setup_error.empty() ? SpawnSandbox(*launch, setup, cg, mask, outp[1], statusp[1], setup_error) : -1;
+  if (outp[1] >= 0) close(outp[1]);
   close(statusp[1]);
   BwrapStatus bwrap(statusp[0]);
   WaitOutcome w;
-  if (child > 0) w = WaitForSandbox(dir, *launch, child, sfd, bwrap);
+  if (child > 0) w = WaitForSandbox(dir, *launch, child, sfd, bwrap, output);
+  output.Drain(1000);  // what the job wrote last
   bwrap.Pump();
   status.exit = ExitOf(dir, *launch, w, setup_error);
   if (child > 0) {  // what the job staged on its volume, even if it failed (checkpoints above all)
