@@ -533,5 +533,23 @@ TEST_F(AccessMatrix, ARevokedTokenStopsAtOnceAndMutationsAreAudited) {
   EXPECT_EQ(p->role, Role::kMember);
 }
 
+TEST(StreamSlots, BoundTheStreamsInAllAndPerPrincipal) {
+  StreamSlots slots(3, 2);
+  auto a1 = slots.Acquire("a");
+  auto a2 = slots.Acquire("a");
+  ASSERT_TRUE(a1.ok() && a2.ok());
+  auto a3 = slots.Acquire("a");
+  EXPECT_EQ(a3.status().code(), Code::kResourceExhausted);
+  EXPECT_NE(a3.status().message().find("max_streams_per_principal"), std::string::npos);
+  auto b1 = slots.Acquire("b");
+  ASSERT_TRUE(b1.ok());
+  auto b2 = slots.Acquire("b");
+  EXPECT_NE(b2.status().message().find("api.max_streams"), std::string::npos);  // all 3 taken
+  EXPECT_EQ(slots.open(), 3);
+  { auto gone = std::move(*a1); }  // the stream ended
+  EXPECT_EQ(slots.open(), 2);
+  EXPECT_TRUE(slots.Acquire("a").ok());
+}
+
 }  // namespace
 }  // namespace kiln

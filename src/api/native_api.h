@@ -53,7 +53,12 @@ struct NativeApiOptions {
 class NativeApi {
  public:
   NativeApi(Controller& ctl, Store& store, const Catalog& catalog, const TokenIssuer& tokens, NativeApiOptions opts)
-      : ctl_(ctl), store_(store), catalog_(catalog), tokens_(tokens), opts_(std::move(opts)) {}
+      : ctl_(ctl),
+        store_(store),
+        catalog_(catalog),
+        tokens_(tokens),
+        opts_(std::move(opts)),
+        streams_(opts_.router.max_streams, opts_.router.max_streams_per_principal) {}
   void Register(httplib::Server& server);
   // Only the in-job runtime routes (/v1/runtime, instance tokens): what kilnd
   // serves on the runtime socket that sandboxes reach.
@@ -128,6 +133,7 @@ class NativeApi {
   NativeApiOptions opts_;
   std::unique_ptr<Router> router_;
   std::unique_ptr<Router> runtime_router_;
+  StreamSlots streams_;  // logs and event streams open now
   std::atomic<bool> shutting_down_{false};
 };
 

@@ -163,4 +163,30 @@ void Router::PostWithoutBody(const std::string& pattern, Access access, Handler 
   });
 }
 
+Result<std::shared_ptr<void>> StreamSlots::Acquire(const std::string& principal) {
+  std::lock_guard<std::mutex> l(mu_);
+  if (total_ >= max_total_)
+    return Status(Code::kResourceExhausted,
+                  "kilnd has " + std::to_string(total_) + " streams open, its limit (api.max_streams); retry later");
+  int& mine = per_[principal];
+  if (mine >= max_per_)
+    return Status(Code::kResourceExhausted, "you have " + std::to_string(mine) +
+                                                " streams open, the limit per caller (api.max_streams_per_principal)");
+  ++mine;
+  ++total_;
+  return std::shared_ptr<void>(nullptr, [this, principal](void*) { Release(principal); });
+}
+
+void StreamSlots::Release(const std::string& principal) {
+  std::lock_guard<std::mutex> l(mu_);
+  --total_;
+  auto it = per_.find(principal);
+  if (it != per_.end() && --it->second <= 0) per_.erase(it);
+}
+
+int StreamSlots::open() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return total_;
+}
+
 }  // namespace kiln

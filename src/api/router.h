@@ -17,6 +17,9 @@
 #include <httplib.h>
 
 #include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -49,6 +52,10 @@ struct RouteRule {
 
 struct RouterOptions {
   std::vector<std::string> allowed_origins;  // exact "scheme://host[:port]"; empty: none
+  // Streams (event streams, log reads) each hold one of the server's threads while
+  // open: at most this many at once, and per principal.
+  int max_streams = 48;
+  int max_streams_per_principal = 8;
   AuthLimits limits;
   Store* audit = nullptr;  // null: no audit log
   Clock* clock = nullptr;  // null: the real clock
@@ -82,6 +89,24 @@ class Router {
   RouterOptions opts_;
   AuthLimiter limiter_;
   std::vector<RouteRule> rules_;
+};
+
+// Bounds the streams open at once, in all and per principal, so that streams
+// cannot take every server thread from health checks, submits and the runtime.
+class StreamSlots {
+ public:
+  StreamSlots(int max_total, int max_per_principal) : max_total_(max_total), max_per_(max_per_principal) {}
+  // A slot for `principal`, freed when the last copy of the handle goes; or
+  // kResourceExhausted naming the limit.
+  Result<std::shared_ptr<void>> Acquire(const std::string& principal);
+  int open() const;
+
+ private:
+  void Release(const std::string& principal);
+  const int max_total_, max_per_;
+  mutable std::mutex mu_;
+  int total_ = 0;
+  std::map<std::string, int> per_;
 };
 
 // The native API's error body: {"error": {"code", "message", "field"}}.

@@ -158,8 +158,10 @@ void NativeApi::StreamEvents(const httplib::Request& req, httplib::Response& res
   int64_t after = ResumePoint(req);
   if (after < 0) return SendApiError(res, InvalidArgument("Last-Event-ID", "must be an integer sequence number"));
   const bool follow = BoolParam(req, "follow", true);
+  auto slot = streams_.Acquire(who.id);
+  if (!slot.ok()) return SendApiError(res, slot.status());
   res.set_header("Cache-Control", "no-cache");
-  auto write = [this, job_id, after, follow, who](size_t, httplib::DataSink& sink) {
+  auto write = [this, job_id, after, follow, who, slot = *slot](size_t, httplib::DataSink& sink) {
     WriteEvents(job_id, after, follow, who, sink);
     sink.done();
     return true;

@@ -395,6 +395,9 @@ void RestrictDatabaseFiles(const std::string& data) {
   }
 }
 
+// The HTTP server's threads: one per connection being served.
+constexpr int kServerThreads = 64;
+
 // The config's "api" section: {allowed_origins: [..], failed_auth_per_minute,
 // rate_limit: {requests_per_second, burst}}.
 Result<RouterOptions> ApiOptionsFrom(const json& config) {
@@ -421,6 +424,17 @@ Result<RouterOptions> ApiOptionsFrom(const json& config) {
   if (!burst.is_number() || burst.get<double>() < 1) return InvalidArgument("api.rate_limit.burst", "a number >= 1");
   r.limits.requests_per_second = rps.get<double>();
   r.limits.burst = burst.get<double>();
+  for (auto [key, out] : {std::pair{"max_streams", &r.max_streams},
+                          std::pair{"max_streams_per_principal", &r.max_streams_per_principal}}) {
+    const json v = api.value(key, json(*out));
+    if (!v.is_number_integer() || v.get<int64_t>() < 1 || v.get<int64_t>() > 1000000)
+      return InvalidArgument(std::string("api.") + key, std::string("api.") + key + " must be an integer 1..1000000");
+    *out = v.get<int>();
+  }
+  // Streams hold a server thread each: keep threads for everything else.
+  if (r.max_streams > kServerThreads - 16)
+    return InvalidArgument("api.max_streams", "api.max_streams must leave 16 of kilnd's " +
+                                                  std::to_string(kServerThreads) + " threads free");
   return r;
 }
 
@@ -482,7 +496,7 @@ int RunKilnd(const KilndOptions& o) {
   if (!store.ok()) return fail(store.status());
 
   httplib::Server server;
-  server.new_task_queue = [] { return new httplib::ThreadPool(64); };
+  server.new_task_queue = [] { return new httplib::ThreadPool(kServerThreads); };
   server.set_tcp_nodelay(true);
   auto bound = Bind(server, o.listen);
   if (!bound.ok()) return fail(bound.status());

@@ -149,6 +149,27 @@ class AuthE2E(KilndHarness):
         self.assertEqual(st, 200)
         self.assertEqual({r["team"] for r in body["records"]}, {"ads"})
 
+    def test_08_open_streams_are_bounded_per_caller_and_leave_threads_for_others(self):
+        import http.client
+        viewer = self.token("streamer", "ads", "viewer")
+        host, port = self.addr.rsplit(":", 1)
+        conns, statuses = [], []
+        try:
+            for _ in range(9):  # api.max_streams_per_principal: 8
+                c = http.client.HTTPConnection(host, int(port), timeout=30)
+                c.request("GET", "/v1/events", headers={"Authorization": "Bearer " + viewer})
+                statuses.append(c.getresponse().status)
+                conns.append(c)
+            self.assertEqual(statuses, [200] * 8 + [429])
+            # Others are still served while they are open.
+            st, _ = self.http("GET", "/v1/health", token="")
+            self.assertEqual(st, 200)
+            st, _ = self.http("GET", "/v1/jobs?limit=1")
+            self.assertEqual(st, 200)
+        finally:
+            for c in conns:
+                c.close()
+
     def test_99_failed_authentications_are_limited_per_address(self):
         # Last: it locks this address out for a minute.
         # 20 failures a minute per address (api.failed_auth_per_minute); the tests
