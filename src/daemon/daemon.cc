@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <thread>
 
 #include "api/native_api.h"
@@ -293,9 +294,10 @@ void InstallErrorHandler(httplib::Server& server) {
   });
 }
 
-// Serves until SIGTERM/SIGINT, with the controller's slow safety-net resync every
-// `resync_seconds` on its own thread.
-void ServeUntilSignal(httplib::Server& server, Controller& controller, int resync_seconds) {
+// Serves until SIGTERM/SIGINT, with the controller's slow safety-net resync and
+// `housekeeping` every `resync_seconds` on their own thread.
+void ServeUntilSignal(httplib::Server& server, Controller& controller, int resync_seconds,
+                      const std::function<void()>& housekeeping) {
   g_server = &server;
   signal(SIGTERM, OnSignal);
   signal(SIGINT, OnSignal);
@@ -305,7 +307,10 @@ void ServeUntilSignal(httplib::Server& server, Controller& controller, int resyn
   bool stopping = false;
   std::thread resync([&] {
     std::unique_lock<std::mutex> l(resync_mu);
-    while (!resync_cv.wait_for(l, std::chrono::seconds(resync_seconds), [&] { return stopping; })) controller.Resync();
+    while (!resync_cv.wait_for(l, std::chrono::seconds(resync_seconds), [&] { return stopping; })) {
+      controller.Resync();
+      housekeeping();
+    }
   });
   server.listen_after_bind();
   {
@@ -505,6 +510,17 @@ int RunKilnd(const KilndOptions& o) {
 
   GatewayOptions gopts;
   gopts.flush_interval_ms = o.statsd_flush_ms;
+  const json mcfg = config.value("metrics", json::object());
+  const json series = mcfg.is_object() ? mcfg.value("max_series_per_job", json(gopts.max_series_per_job)) : json();
+  if (!series.is_number_unsigned() || series.get<uint64_t>() > 100000000)
+    return fail(InvalidArgument("metrics.max_series_per_job",
+                                "metrics.max_series_per_job must be an integer 0..100000000 (0: no cap)"));
+  gopts.max_series_per_job = series.get<size_t>();
+  const json retention = mcfg.is_object() ? mcfg.value("retention_days", json(30)) : json();
+  if (!retention.is_number_unsigned() || retention.get<uint64_t>() > 36500)
+    return fail(InvalidArgument("metrics.retention_days",
+                                "metrics.retention_days must be an integer 0..36500 (0: keep every point)"));
+  const int64_t retention_ms = retention.get<int64_t>() * 24 * 3600 * 1000;
   Store& st = **store;
   MetricsGateway metrics(gopts, RealClock::Get(), [&st](const std::vector<MetricPoint>& points) {
     Status s = st.AppendMetricPoints(points);
@@ -572,7 +588,17 @@ int RunKilnd(const KilndOptions& o) {
   if (Status st = WriteFileAtomic(data + "/kilnd.addr", addr + "\n"); !st.ok()) return fail(st);
   fprintf(stderr, "kilnd: listening on %s (data dir %s, backend %s)\n", api_url.c_str(), data.c_str(),
           o.backend.c_str());
-  ServeUntilSignal(server, controller, o.resync_seconds);
+  // Metric points older than metrics.retention_days go, a bounded batch at a time.
+  auto housekeeping = [&st, retention_ms] {
+    if (retention_ms <= 0) return;
+    const TimeMs before = RealClock::Get().NowMs() - retention_ms;
+    for (int batch = 0; batch < 100; ++batch) {
+      auto pruned = st.PruneMetricPoints(before, 10000);
+      if (!pruned.ok()) fprintf(stderr, "kilnd: metric retention: %s\n", pruned.status().ToString().c_str());
+      if (!pruned.ok() || *pruned < 10000) break;
+    }
+  };
+  ServeUntilSignal(server, controller, o.resync_seconds, housekeeping);
 
   fprintf(stderr, "kilnd: shutting down; running instances keep running and are re-adopted on restart\n");
   api.Shutdown();

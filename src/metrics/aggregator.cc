@@ -16,12 +16,12 @@ std::string CanonicalTags(std::vector<std::pair<std::string, std::string>> tags)
   return out;
 }
 
-void Aggregator::Add(const std::string& job_id, const std::vector<std::pair<std::string, std::string>>& attribution,
+bool Aggregator::Add(const std::string& job_id, const std::vector<std::pair<std::string, std::string>>& attribution,
                      const StatsdSample& s) {
-  AddCanonical(job_id, attribution, CanonicalTags(attribution), s);
+  return AddCanonical(job_id, attribution, CanonicalTags(attribution), s);
 }
 
-void Aggregator::AddCanonical(const std::string& job_id,
+bool Aggregator::AddCanonical(const std::string& job_id,
                               const std::vector<std::pair<std::string, std::string>>& attribution,
                               const std::string& attribution_canonical, const StatsdSample& s) {
   std::string canon;
@@ -43,7 +43,12 @@ void Aggregator::AddCanonical(const std::string& job_id,
   key_.push_back(static_cast<char>('0' + static_cast<int>(s.kind)));
   auto [it, fresh] = series_.try_emplace(key_);
   Series& ser = it->second;
+  if (fresh && max_per_job_ > 0 && per_job_[job_id] >= max_per_job_) {
+    series_.erase(it);
+    return false;
+  }
   if (fresh) {
+    ++per_job_[job_id];
     ser.job_id = job_id;
     ser.name = s.name;
     ser.tags = std::move(canon);
@@ -67,9 +72,11 @@ void Aggregator::AddCanonical(const std::string& job_id,
       ser.members.insert(s.member);
       break;
   }
+  return true;
 }
 
 void Aggregator::DropJob(const std::string& job_id) {
+  per_job_.erase(job_id);
   for (auto it = series_.begin(); it != series_.end();) it = it->second.job_id == job_id ? series_.erase(it) : ++it;
 }
 

@@ -28,12 +28,17 @@ std::string CanonicalTags(std::vector<std::pair<std::string, std::string>> tags)
 class Aggregator {
  public:
   // `attribution` tags (job_id, team) are added to the sample's own tags.
-  void Add(const std::string& job_id, const std::vector<std::pair<std::string, std::string>>& attribution,
+  bool Add(const std::string& job_id, const std::vector<std::pair<std::string, std::string>>& attribution,
            const StatsdSample& s);
   // Same, with the attribution already in canonical form (CanonicalTags): the hot
   // path for untagged samples builds no tag strings.
-  void AddCanonical(const std::string& job_id, const std::vector<std::pair<std::string, std::string>>& attribution,
+  // Returns false when the sample would start a series past the job's cap
+  // (set_max_series_per_job): it is dropped.
+  bool AddCanonical(const std::string& job_id, const std::vector<std::pair<std::string, std::string>>& attribution,
                     const std::string& attribution_canonical, const StatsdSample& s);
+  // At most this many series per job (a program that puts a request id in a tag
+  // must not grow kilnd without bound); 0: no cap.
+  void set_max_series_per_job(size_t n) { max_per_job_ = n; }
   // Emits every series updated since the last flush (a gauge that was not set
   // emits nothing but keeps its value), then resets counters, timers and sets.
   std::vector<MetricPoint> Flush(TimeMs now);
@@ -53,6 +58,8 @@ class Aggregator {
     std::unordered_set<std::string> members;
   };
   std::unordered_map<std::string, Series> series_;
+  std::unordered_map<std::string, size_t> per_job_;  // series per job
+  size_t max_per_job_ = 0;
   std::string key_;  // scratch
 };
 

@@ -25,7 +25,9 @@ static void SetReceiveBuffer(int fd, int bytes) {
 }
 
 MetricsGateway::MetricsGateway(GatewayOptions opts, Clock& clock, Sink sink)
-    : opts_(opts), clock_(clock), sink_(std::move(sink)) {}
+    : opts_(opts), clock_(clock), sink_(std::move(sink)) {
+  agg_.set_max_series_per_job(opts_.max_series_per_job);
+}
 
 MetricsGateway::~MetricsGateway() {
   Shutdown();
@@ -181,7 +183,8 @@ void MetricsGateway::Ingest(const Source& src, const char* data, size_t len) {
       std::string_view(data, len),
       [&](const StatsdSample& s) {
         counters_.lines++;
-        agg_.AddCanonical(src.job_id, src.attribution, src.attribution_canonical, s);
+        if (!agg_.AddCanonical(src.job_id, src.attribution, src.attribution_canonical, s))
+          counters_.bad_lines["series_cap"]++;
       },
       [&](StatsdError e) { counters_.bad_lines[ToString(e)]++; });
 }

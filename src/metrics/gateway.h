@@ -29,6 +29,9 @@ namespace kiln {
 struct GatewayOptions {
   int flush_interval_ms = 10000;
   int receive_buffer_bytes = 32 << 20;
+  // Series per job; a sample that would start one more is dropped and counted as
+  // kiln_statsd_bad_lines_total{reason="series_cap"}. 0: no cap.
+  size_t max_series_per_job = 1000;
 };
 
 struct GatewayCounters {

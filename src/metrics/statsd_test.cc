@@ -118,5 +118,26 @@ TEST(Aggregator, AttributionOverridesSelfReportedJobTag) {
   EXPECT_EQ(pts[0].tags, "env:dev,job_id:j-real");
 }
 
+TEST(Aggregator, SeriesPerJobAreCappedAndOtherJobsAreNotAffected) {
+  Aggregator a;
+  a.set_max_series_per_job(3);
+  int kept = 0;
+  for (int i = 0; i < 10; ++i) {  // a request id in a tag: a new series per sample
+    StatsdSample s;
+    ASSERT_EQ(ParseStatsdLine("req:1|c|#id:" + std::to_string(i), &s), StatsdError::kOk);
+    kept += a.Add("j-noisy", {{"job_id", "j-noisy"}}, s) ? 1 : 0;
+  }
+  EXPECT_EQ(kept, 3);
+  StatsdSample again;
+  ASSERT_EQ(ParseStatsdLine("req:1|c|#id:0", &again), StatsdError::kOk);
+  EXPECT_TRUE(a.Add("j-noisy", {{"job_id", "j-noisy"}}, again));  // an existing series still counts
+  StatsdSample other;
+  ASSERT_EQ(ParseStatsdLine("loss:1|g", &other), StatsdError::kOk);
+  EXPECT_TRUE(a.Add("j-quiet", {{"job_id", "j-quiet"}}, other));
+  EXPECT_EQ(a.series(), 4u);
+  a.DropJob("j-noisy");
+  EXPECT_TRUE(a.Add("j-noisy", {{"job_id", "j-noisy"}}, other));  // the count went with the job
+}
+
 }  // namespace
 }  // namespace kiln

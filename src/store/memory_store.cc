@@ -225,6 +225,15 @@ class MemoryStore final : public Store {
     return Status::Ok();
   }
 
+  Result<int64_t> PruneMetricPoints(TimeMs before, int64_t max) override {
+    MutexLock l(mu_);
+    int64_t n = 0;
+    for (auto& [job, points] : metrics_)
+      for (auto it = points.begin(); it != points.end() && n < max;)
+        it = it->time < before ? (++n, points.erase(it)) : std::next(it);
+    return n;
+  }
+
   Result<std::vector<MetricPoint>> JobMetrics(const std::string& job_id, const std::string& name) override {
     MutexLock l(mu_);
     std::vector<MetricPoint> out;

@@ -116,6 +116,10 @@ CREATE TABLE audit(
   status INTEGER NOT NULL);
 CREATE INDEX audit_team ON audit(team, seq);
 )sql",
+    // 7: metric retention prunes by time
+    R"sql(
+CREATE INDEX metric_points_time ON metric_points(time_ms);
+)sql",
 };
 
 class Stmt {
@@ -613,6 +617,14 @@ class SqliteStore final : public Store {
       }
       return Status::Ok();
     });
+  }
+
+  Result<int64_t> PruneMetricPoints(TimeMs before, int64_t max) override {
+    std::lock_guard<std::mutex> l(mu_);
+    Stmt s(db_, "DELETE FROM metric_points WHERE rowid IN (SELECT rowid FROM metric_points WHERE time_ms < ? LIMIT ?)");
+    s.Bind(1, before).Bind(2, max);
+    if (s.Step() != SQLITE_DONE) return Err("prune metric points");
+    return static_cast<int64_t>(sqlite3_changes(db_));
   }
 
   Result<std::vector<MetricPoint>> JobMetrics(const std::string& job_id, const std::string& name) override {

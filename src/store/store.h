@@ -113,6 +113,9 @@ class Store {
   virtual Result<Instance> GetInstance(const std::string& instance_id) = 0;
   // Metric series (StatsD gateway flushes, log regexes later). One transaction.
   virtual Status AppendMetricPoints(const std::vector<MetricPoint>& points) = 0;
+  // Deletes at most `max` metric points older than `before` (retention); returns
+  // how many went. Callers repeat until it returns fewer than `max`.
+  virtual Result<int64_t> PruneMetricPoints(TimeMs before, int64_t max) = 0;
   // Points of one job, oldest first; `name` empty = all series.
   virtual Result<std::vector<MetricPoint>> JobMetrics(const std::string& job_id, const std::string& name) = 0;
 

@@ -259,6 +259,22 @@ TEST_P(StoreConformance, ApiTokensStoreHashesAndRevokeOnce) {
   EXPECT_EQ(store_->GetApiToken("nope").status().code(), Code::kNotFound);
 }
 
+TEST_P(StoreConformance, MetricRetentionPrunesOldPointsInBoundedBatches) {
+  std::vector<MetricPoint> pts;
+  for (int i = 0; i < 10; ++i) pts.push_back({"j1", "loss", "", "value", 100 + i, static_cast<double>(i)});
+  pts.push_back({"j2", "acc", "", "value", 500, 1.0});
+  ASSERT_TRUE(store_->AppendMetricPoints(pts).ok());
+  auto first = store_->PruneMetricPoints(105, 3);
+  ASSERT_TRUE(first.ok());
+  EXPECT_EQ(*first, 3);
+  EXPECT_EQ(*store_->PruneMetricPoints(105, 3), 2);
+  EXPECT_EQ(*store_->PruneMetricPoints(105, 3), 0);
+  auto left = store_->JobMetrics("j1", "");
+  ASSERT_EQ(left->size(), 5u);
+  EXPECT_EQ(left->front().time, 105);
+  EXPECT_EQ(store_->JobMetrics("j2", "")->size(), 1u);
+}
+
 TEST_P(StoreConformance, AuditIsAppendOnlyAndFiltersByTeam) {
   auto a = store_->AppendAudit({0, 10, "T1", "ana", "ads", "POST", "/v1/jobs", "127.0.0.1", 201});
   auto b = store_->AppendAudit({0, 11, "T2", "bo", "web", "DELETE", "/v1/secrets/web/x", "10.0.0.2", 404});
