@@ -68,8 +68,10 @@ void NativeApi::RegisterLogsAndEvents(Router& r) {
             if (follow) return SendApiError(res, InvalidArgument(p, "is for reads without follow"));
             (std::string(p) == "offset" ? range->skip : range->budget) = n;
           }
+          auto slot = streams_.Acquire(who.id);
+          if (!slot.ok()) return SendApiError(res, slot.status());
           auto offsets = std::make_shared<LogOffsets>();
-          auto tail = [this, job_id, follow, offsets, range](size_t, httplib::DataSink& sink) {
+          auto tail = [this, job_id, follow, offsets, range, slot = *slot](size_t, httplib::DataSink& sink) {
             int ino = follow ? inotify_init1(IN_CLOEXEC | IN_NONBLOCK) : -1;
             TailLogs(job_id, follow, ino, *offsets, *range, sink);
             if (ino >= 0) close(ino);

@@ -512,12 +512,12 @@ int RunKilnd(const KilndOptions& o) {
   gopts.flush_interval_ms = o.statsd_flush_ms;
   const json mcfg = config.value("metrics", json::object());
   const json series = mcfg.is_object() ? mcfg.value("max_series_per_job", json(gopts.max_series_per_job)) : json();
-  if (!series.is_number_unsigned() || series.get<uint64_t>() > 100000000)
+  if (!series.is_number_integer() || series.get<int64_t>() < 0 || series.get<int64_t>() > 100000000)
     return fail(InvalidArgument("metrics.max_series_per_job",
                                 "metrics.max_series_per_job must be an integer 0..100000000 (0: no cap)"));
   gopts.max_series_per_job = series.get<size_t>();
   const json retention = mcfg.is_object() ? mcfg.value("retention_days", json(30)) : json();
-  if (!retention.is_number_unsigned() || retention.get<uint64_t>() > 36500)
+  if (!retention.is_number_integer() || retention.get<int64_t>() < 0 || retention.get<int64_t>() > 36500)
     return fail(InvalidArgument("metrics.retention_days",
                                 "metrics.retention_days must be an integer 0..36500 (0: keep every point)"));
   const int64_t retention_ms = retention.get<int64_t>() * 24 * 3600 * 1000;
