@@ -400,6 +400,40 @@ void RestrictDatabaseFiles(const std::string& data) {
   }
 }
 
+// The config's "metrics" section: {max_series_per_job, retention_days}.
+struct MetricsConfig {
+  GatewayOptions gateway;
+  int64_t retention_ms = 0;  // 0: keep every point
+};
+Result<MetricsConfig> MetricsOptionsFrom(const json& config, int flush_ms) {
+  MetricsConfig m;
+  m.gateway.flush_interval_ms = flush_ms;
+  const json mcfg = config.value("metrics", json::object());
+  if (!mcfg.is_object()) return InvalidArgument("metrics", "metrics must be a mapping");
+  const json series = mcfg.value("max_series_per_job", json(m.gateway.max_series_per_job));
+  if (!series.is_number_integer() || series.get<int64_t>() < 0 || series.get<int64_t>() > 100000000)
+    return InvalidArgument("metrics.max_series_per_job",
+                           "metrics.max_series_per_job must be an integer 0..100000000 (0: no cap)");
+  m.gateway.max_series_per_job = series.get<size_t>();
+  const json retention = mcfg.value("retention_days", json(30));
+  if (!retention.is_number_integer() || retention.get<int64_t>() < 0 || retention.get<int64_t>() > 36500)
+    return InvalidArgument("metrics.retention_days",
+                           "metrics.retention_days must be an integer 0..36500 (0: keep every point)");
+  m.retention_ms = retention.get<int64_t>() * 24 * 3600 * 1000;
+  return m;
+}
+
+// Deletes metric points older than the retention, a bounded batch at a time.
+void PruneMetrics(Store& store, int64_t retention_ms) {
+  if (retention_ms <= 0) return;
+  const TimeMs before = RealClock::Get().NowMs() - retention_ms;
+  for (int batch = 0; batch < 100; ++batch) {
+    auto pruned = store.PruneMetricPoints(before, 10000);
+    if (!pruned.ok()) fprintf(stderr, "kilnd: metric retention: %s\n", pruned.status().ToString().c_str());
+    if (!pruned.ok() || *pruned < 10000) break;
+  }
+}
+
 // The HTTP server's threads: one per connection being served.
 constexpr int kServerThreads = 64;
 
@@ -508,19 +542,10 @@ int RunKilnd(const KilndOptions& o) {
   const std::string addr = *bound;
   const std::string api_url = "http://" + addr;
 
-  GatewayOptions gopts;
-  gopts.flush_interval_ms = o.statsd_flush_ms;
-  const json mcfg = config.value("metrics", json::object());
-  const json series = mcfg.is_object() ? mcfg.value("max_series_per_job", json(gopts.max_series_per_job)) : json();
-  if (!series.is_number_integer() || series.get<int64_t>() < 0 || series.get<int64_t>() > 100000000)
-    return fail(InvalidArgument("metrics.max_series_per_job",
-                                "metrics.max_series_per_job must be an integer 0..100000000 (0: no cap)"));
-  gopts.max_series_per_job = series.get<size_t>();
-  const json retention = mcfg.is_object() ? mcfg.value("retention_days", json(30)) : json();
-  if (!retention.is_number_integer() || retention.get<int64_t>() < 0 || retention.get<int64_t>() > 36500)
-    return fail(InvalidArgument("metrics.retention_days",
-                                "metrics.retention_days must be an integer 0..36500 (0: keep every point)"));
-  const int64_t retention_ms = retention.get<int64_t>() * 24 * 3600 * 1000;
+  auto mopts = MetricsOptionsFrom(config, o.statsd_flush_ms);
+  if (!mopts.ok()) return fail(mopts.status());
+  const GatewayOptions gopts = mopts->gateway;
+  const int64_t retention_ms = mopts->retention_ms;
   Store& st = **store;
   MetricsGateway metrics(gopts, RealClock::Get(), [&st](const std::vector<MetricPoint>& points) {
     Status s = st.AppendMetricPoints(points);
@@ -588,17 +613,7 @@ int RunKilnd(const KilndOptions& o) {
   if (Status st = WriteFileAtomic(data + "/kilnd.addr", addr + "\n"); !st.ok()) return fail(st);
   fprintf(stderr, "kilnd: listening on %s (data dir %s, backend %s)\n", api_url.c_str(), data.c_str(),
           o.backend.c_str());
-  // Metric points older than metrics.retention_days go, a bounded batch at a time.
-  auto housekeeping = [&st, retention_ms] {
-    if (retention_ms <= 0) return;
-    const TimeMs before = RealClock::Get().NowMs() - retention_ms;
-    for (int batch = 0; batch < 100; ++batch) {
-      auto pruned = st.PruneMetricPoints(before, 10000);
-      if (!pruned.ok()) fprintf(stderr, "kilnd: metric retention: %s\n", pruned.status().ToString().c_str());
-      if (!pruned.ok() || *pruned < 10000) break;
-    }
-  };
-  ServeUntilSignal(server, controller, o.resync_seconds, housekeeping);
+  ServeUntilSignal(server, controller, o.resync_seconds, [&st, retention_ms] { PruneMetrics(st, retention_ms); });
 
   fprintf(stderr, "kilnd: shutting down; running instances keep running and are re-adopted on restart\n");
   api.Shutdown();
