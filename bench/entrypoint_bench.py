@@ -33,8 +33,12 @@ def main():
         host, port = addr.rsplit(":", 1)
         conn = http.client.HTTPConnection(host, int(port))
 
+        token = open(data + "/admin.token").read().strip()
+
         def call(method, path, body=None, headers=None):
-            conn.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers or {})
+            # The admin's API token, unless the call brings its own (an instance token).
+            h = dict({"Authorization": "Bearer " + token, "Content-Type": "application/json"}, **(headers or {}))
+            conn.request(method, path, body=json.dumps(body) if body is not None else None, headers=h)
             r = conn.getresponse()
             return r.status, r.read()
 

@@ -33,11 +33,14 @@ class Kilnd:
                 break
             time.sleep(0.01)
         self.base = "http://" + open(addr).read().strip()
+        # kilnd's bootstrap admin token (builds from before authentication write none).
+        token = os.path.join(data, "admin.token")
+        self.auth = {"Authorization": "Bearer " + open(token).read().strip()} if os.path.exists(token) else {}
 
     def call(self, method, path, body=None):
         req = urllib.request.Request(self.base + path, method=method,
                                      data=json.dumps(body).encode() if body is not None else None,
-                                     headers={"Content-Type": "application/json"})
+                                     headers=dict({"Content-Type": "application/json"}, **self.auth))
         with urllib.request.urlopen(req, timeout=60) as r:
             return json.loads(r.read())
 
@@ -90,7 +93,8 @@ def bench_latency(k, n):
 def last_seq(k):
     """The newest global event sequence number (reads the stream without following)."""
     last = 0
-    with urllib.request.urlopen(k.base + "/v1/events?follow=false", timeout=60) as r:
+    with urllib.request.urlopen(urllib.request.Request(k.base + "/v1/events?follow=false", headers=k.auth),
+                                timeout=60) as r:
         for line in r:
             if line.startswith(b"id: "):
                 last = int(line[4:])
@@ -106,7 +110,7 @@ def bench_throughput(k, n):
     start_seq = last_seq(k)
 
     def watch():
-        req = urllib.request.Request(k.base + "/v1/events", headers={"Last-Event-ID": str(start_seq)})
+        req = urllib.request.Request(k.base + "/v1/events", headers=dict({"Last-Event-ID": str(start_seq)}, **k.auth))
         with urllib.request.urlopen(req, timeout=3600) as r:
             for line in r:
                 if line.startswith(b"data: "):
