@@ -170,6 +170,21 @@ class AuthE2E(KilndHarness):
             for c in conns:
                 c.close()
 
+    def test_09_huge_headers_and_stalled_requests_are_cut_off(self):
+        import socket
+        host, port = self.addr.rsplit(":", 1)
+        # A 100 KB header: refused (cpp-httplib reads at most 8 KB of a header line).
+        with socket.create_connection((host, int(port)), timeout=30) as s:
+            s.sendall(b"GET /v1/health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100000 + b"\r\n\r\n")
+            self.assertTrue(s.recv(200).startswith(b"HTTP/1.1 400"))
+        # Headers that stop coming: answered 400 and closed after the read timeout,
+        # not held open (a client that trickles bytes is not cut off: see the notes).
+        with socket.create_connection((host, int(port)), timeout=30) as s:
+            s.sendall(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n")
+            self.assertTrue(s.recv(200).startswith(b"HTTP/1.1 400"))
+        st, _ = self.http("GET", "/v1/health", token="")
+        self.assertEqual(st, 200)
+
     def test_99_failed_authentications_are_limited_per_address(self):
         # Last: it locks this address out for a minute.
         # 20 failures a minute per address (api.failed_auth_per_minute); the tests
