@@ -379,21 +379,6 @@ class AccessMatrix : public ApiTest {
   int n_ = 0;
 };
 
-std::optional<Role> LeastRoleOf(Access a) {
-  switch (a) {
-    case Access::kViewer:
-      return Role::kViewer;
-    case Access::kMember:
-      return Role::kMember;
-    case Access::kTeamAdmin:
-      return Role::kTeamAdmin;
-    case Access::kAdmin:
-      return Role::kAdmin;
-    default:
-      return std::nullopt;
-  }
-}
-
 TEST_F(AccessMatrix, EveryRouteTimesEveryRoleTimesOwnAndOtherTeam) {
   int cells = 0, must_deny = 0, denied = 0;
   for (const RouteRule& rule : api_->Routes()) {
@@ -402,7 +387,7 @@ TEST_F(AccessMatrix, EveryRouteTimesEveryRoleTimesOwnAndOtherTeam) {
         auto probe = ProbeFor(rule, team);
         ASSERT_TRUE(probe) << "no access-matrix row for " << rule.method << " " << rule.pattern;
         const bool anonymous = who.token.empty();
-        const std::optional<Role> least = LeastRoleOf(rule.access);
+        const std::optional<Role> least = LeastRole(rule.access);
         bool allowed = rule.access == Access::kOpen;
         if (least)
           allowed = !anonymous && who.role >= *least && (team == kOwn || probe->team_less || who.role == Role::kAdmin);

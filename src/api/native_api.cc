@@ -3,11 +3,10 @@
 // stream_routes.cc, the in-job runtime in runtime_routes.cc, tuning in tuning_routes.cc.
 #include "api/native_api.h"
 
-#include <openssl/sha.h>
-
 #include <filesystem>
 
 #include "api/http_helpers.h"
+#include "auth/sigv4.h"
 #include "common/fsutil.h"
 #include "common/ids.h"
 #include "common/json_input.h"
@@ -108,12 +107,6 @@ void SendApiError(httplib::Response& res, const Status& st) {  // declared in ro
   SendError(res, st);
 }
 
-std::string Sha256Hex(const std::string& data) {
-  unsigned char md[SHA256_DIGEST_LENGTH];
-  SHA256(reinterpret_cast<const unsigned char*>(data.data()), data.size(), md);
-  return HexEncode(md, sizeof(md));
-}
-
 bool IsValidSecretName(const std::string& n) {
   if (n.empty() || n.size() > 512 || !(isalpha(static_cast<unsigned char>(n[0])) || n[0] == '_')) return false;
   for (char c : n)
@@ -173,7 +166,7 @@ Result<Job> NativeApi::Submit(const std::string& body, const Principal& who) {
     if (hps.size() > opts_.inline_hyperparameters_bytes) {
       // Staged before the job exists; a failed create leaves only an unreferenced,
       // content-addressed file behind (same content, same name).
-      std::string path = opts_.staging_dir + "/" + Sha256Hex(hps) + ".json";
+      std::string path = opts_.staging_dir + "/" + Sha256HexOf(hps) + ".json";
       KILN_RETURN_IF_ERROR(MakeDirs(opts_.staging_dir));
       if (!fs::exists(path)) KILN_RETURN_IF_ERROR(WriteFileAtomic(path, hps, 0600));
       spec->hyperparameters = json::object();

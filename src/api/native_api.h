@@ -141,6 +141,5 @@ int HttpStatusFor(Code c);
 // A tuning job as the native API shows it, with its trials.
 nlohmann::json TuningJobDoc(const tuning::TuningJob& job, const std::vector<tuning::TrialView>& trials);
 bool IsValidSecretName(const std::string& n);
-std::string Sha256Hex(const std::string& data);
 
 }  // namespace kiln

@@ -5,6 +5,21 @@
 namespace kiln {
 namespace {
 
+// The token of an `Authorization: Bearer <token>` header; "" if there is none.
+std::string BearerToken(const httplib::Request& req) {
+  const std::string h = req.get_header_value("Authorization");
+  constexpr std::string_view kScheme = "Bearer ";
+  if (h.size() <= kScheme.size() || strncasecmp(h.c_str(), kScheme.data(), kScheme.size()) != 0) return "";
+  return h.substr(kScheme.size());
+}
+
+bool IsJson(const std::string& content_type) {
+  const std::string t = content_type.substr(0, content_type.find(';'));
+  return strcasecmp(t.c_str(), "application/json") == 0;
+}
+
+}  // namespace
+
 std::optional<Role> LeastRole(Access a) {
   switch (a) {
     case Access::kViewer:
@@ -21,21 +36,6 @@ std::optional<Role> LeastRole(Access a) {
   }
   return Role::kAdmin;
 }
-
-// The token of an `Authorization: Bearer <token>` header; "" if there is none.
-std::string BearerToken(const httplib::Request& req) {
-  const std::string h = req.get_header_value("Authorization");
-  constexpr std::string_view kScheme = "Bearer ";
-  if (h.size() <= kScheme.size() || strncasecmp(h.c_str(), kScheme.data(), kScheme.size()) != 0) return "";
-  return h.substr(kScheme.size());
-}
-
-bool IsJson(const std::string& content_type) {
-  const std::string t = content_type.substr(0, content_type.find(';'));
-  return strcasecmp(t.c_str(), "application/json") == 0;
-}
-
-}  // namespace
 
 const char* ToString(Access a) {
   switch (a) {

@@ -20,6 +20,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -40,6 +41,8 @@ enum class Access {
   kAdmin,
 };
 const char* ToString(Access a);
+// The least role a rule needs; nullopt for kOpen and kInstance (no API token).
+std::optional<Role> LeastRole(Access a);
 
 enum class Body { kNone, kJson, kBytes };
 

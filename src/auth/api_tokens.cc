@@ -1,12 +1,11 @@
 #include "auth/api_tokens.h"
 
 #include <openssl/crypto.h>
-#include <openssl/sha.h>
 #include <sys/stat.h>
 
 #include "auth/random.h"
+#include "auth/sigv4.h"
 #include "common/fsutil.h"
-#include "common/ids.h"
 #include "jobs/spec.h"
 
 namespace kiln {
@@ -18,12 +17,6 @@ constexpr size_t kSecretChars = 43;
 const std::string kIdAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
 const std::string kSecretAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 constexpr int64_t kMaxTtlSeconds = int64_t{10} * 365 * 24 * 3600;
-
-std::string Sha256(const std::string& s) {
-  unsigned char md[SHA256_DIGEST_LENGTH];
-  SHA256(reinterpret_cast<const unsigned char*>(s.data()), s.size(), md);
-  return HexEncode(md, sizeof md);
-}
 
 bool AllIn(const std::string& s, const std::string& alphabet) {
   for (char c : s)
@@ -55,7 +48,7 @@ Result<IssuedToken> ApiTokens::Create(const TokenRequest& t) {
   out.record.name = t.name;
   out.record.team = t.team;
   out.record.role = ToString(t.role);
-  out.record.hash = Sha256(secret);
+  out.record.hash = Sha256HexOf(secret);
   out.record.created = clock_.NowMs();
   out.record.expires = t.ttl_seconds == 0 ? 0 : out.record.created + t.ttl_seconds * 1000;
   KILN_RETURN_IF_ERROR(store_.PutApiToken(out.record));
@@ -76,7 +69,7 @@ Result<Principal> ApiTokens::Authenticate(const std::string& token) const {
     if (rec.status().code() == Code::kNotFound) return Unauthenticated("unknown token");
     return rec.status();
   }
-  const std::string hash = Sha256(secret);
+  const std::string hash = Sha256HexOf(secret);
   if (hash.size() != rec->hash.size() || CRYPTO_memcmp(hash.data(), rec->hash.data(), hash.size()) != 0)
     return Unauthenticated("unknown token");  // same answer as an unknown id
   if (rec->revoked != 0) return Unauthenticated("token " + id + " was revoked");

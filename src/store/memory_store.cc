@@ -228,9 +228,14 @@ class MemoryStore final : public Store {
   Result<int64_t> PruneMetricPoints(TimeMs before, int64_t max) override {
     MutexLock l(mu_);
     int64_t n = 0;
-    for (auto& [job, points] : metrics_)
-      for (auto it = points.begin(); it != points.end() && n < max;)
-        it = it->time < before ? (++n, points.erase(it)) : std::next(it);
+    for (auto& [job, points] : metrics_) {
+      auto old = [&](const MetricPoint& p) {
+        if (p.time >= before || n >= max) return false;
+        ++n;
+        return true;
+      };
+      points.erase(std::remove_if(points.begin(), points.end(), old), points.end());
+    }
     return n;
   }
 
