@@ -17,6 +17,7 @@
 #include "api/router.h"
 #include "auth/api_tokens.h"
 #include "common/clock.h"
+#include "http/async_server.h"
 #include "jobs/model.h"
 #include "store/store.h"
 
@@ -49,7 +50,7 @@ int main(int argc, char** argv) {
   for (int i = 0; i < 1000; ++i) (void)tokens.Create({"user" + std::to_string(i), "ads", Role::kMember, 0});
   const std::string token = tokens.Create({"bench", "ads", Role::kViewer, 0})->token;
 
-  httplib::Server server;
+  http::AsyncServer server{http::ServerOptions{}};
   RouterOptions ropts;
   ropts.audit = store->get();
   Router router(server, &tokens, ropts);
@@ -63,10 +64,10 @@ int main(int argc, char** argv) {
   };
   router.Get(R"(/open/jobs/([^/]+))", Access::kOpen, describe);
   router.Get(R"(/v1/jobs/([^/]+))", Access::kViewer, describe);
-  server.set_tcp_nodelay(true);  // as kilnd
-  const int port = server.bind_to_any_port("127.0.0.1");
-  std::thread t([&] { server.listen_after_bind(); });
-  while (!server.is_running()) std::this_thread::yield();
+  auto bound = server.Bind("127.0.0.1:0");  // kilnd's server, as kilnd sets it up
+  if (!bound.ok()) return 1;
+  const int port = std::stoi(bound->substr(bound->rfind(':') + 1));
+  server.Start();
 
   httplib::Client c("127.0.0.1", port);
   c.set_keep_alive(true);
@@ -94,8 +95,7 @@ int main(int argc, char** argv) {
     bare.push_back(static_cast<double>(MonotonicNs() - t0) / 1000.0);
     if (!p.ok()) return 1;
   }
-  server.stop();
-  t.join();
+  server.Stop();
   std::filesystem::remove_all(dir);
   printf(
       "{\"n\": %d, \"open_p50_us\": %.1f, \"open_p99_us\": %.1f, \"auth_p50_us\": %.1f, \"auth_p99_us\": %.1f, "

@@ -4,7 +4,7 @@
 set -euo pipefail
 PKGS=(build-essential cmake ninja-build pkg-config git
       libgtest-dev libgmock-dev libbenchmark-dev libeigen3-dev
-      nlohmann-json3-dev libsqlite3-dev sqlite3 libssl-dev libcpp-httplib-dev
+      nlohmann-json3-dev libsqlite3-dev sqlite3 libssl-dev libcpp-httplib-dev libboost-dev
       libcli11-dev libyaml-cpp-dev libre2-dev
       bubblewrap libseccomp-dev iproute2 btrfs-progs nftables tar procps curl
       python3-sklearn python3-numpy python3-statsd python3-boto3 python3-optuna awscli prometheus

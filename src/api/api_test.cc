@@ -14,6 +14,7 @@
 #include "api/native_api.h"
 #include "api/unix_server.h"
 #include "compute/fake/fake_backend.h"
+#include "http/async_server.h"
 #include "store/memory_store.h"
 
 namespace kiln {
@@ -35,6 +36,7 @@ class ApiTest : public ::testing::Test {
     copts.threading = Threading::kManual;
     copts.artifacts_dir = "/artifacts";
     copts.token_for = [this](const std::string& id) { return tokens_.For(id); };
+    copts.on_job_changed = [this](const std::string& id) { server_.Wake(id); };
     ctl_ = std::make_unique<Controller>(*store_, clock_, timers_, catalog_, copts);
     fake_.SetSink(ctl_.get());
     ctl_->SetBackend(&fake_);
@@ -50,14 +52,15 @@ class ApiTest : public ::testing::Test {
     opts.tuning = tuner_.get();  // not started: its routes only
     api_ = std::make_unique<NativeApi>(*ctl_, *store_, catalog_, tokens_, opts);
     api_->Register(server_);
-    port_ = server_.bind_to_any_port("127.0.0.1");
-    thread_ = std::thread([this] { server_.listen_after_bind(); });
-    while (!server_.is_running()) std::this_thread::yield();
+    auto bound = server_.Bind("127.0.0.1:0");
+    EXPECT_TRUE(bound.ok());
+    port_ = std::stoi(bound->substr(bound->rfind(':') + 1));
+    server_.Start();
   }
   ~ApiTest() override {
     api_->Shutdown();
-    server_.stop();
-    thread_.join();
+    server_.Wake("*");
+    server_.Stop();
   }
   // A client with the admin's token; Anonymous() one without any.
   httplib::Client Client() {
@@ -85,9 +88,8 @@ class ApiTest : public ::testing::Test {
   std::unique_ptr<Controller> ctl_;
   std::unique_ptr<tuning::TuningService> tuner_;
   std::unique_ptr<NativeApi> api_;
-  httplib::Server server_;
+  http::AsyncServer server_{http::ServerOptions{}};
   int port_ = 0;
-  std::thread thread_;
 };
 
 // GET `path` over the Unix socket at `socket_path`; the status code, or -1.

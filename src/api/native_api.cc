@@ -192,11 +192,10 @@ std::string NativeApi::TeamOfJob(const std::string& job_id, std::map<std::string
   return team;
 }
 
-void NativeApi::Register(httplib::Server& s) {
+void NativeApi::Register(http::RouteTable& s) {
   router_ = std::make_unique<Router>(s, opts_.api_tokens, opts_.router);
   Router& r = *router_;
   if (opts_.tuning) RegisterTuning(r);
-  s.set_payload_max_length(opts_.max_body_bytes);
   RegisterHealthAndCatalog(r);
   RegisterJobs(r);
   RegisterMetrics(r);

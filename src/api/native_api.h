@@ -59,14 +59,15 @@ class NativeApi {
         tokens_(tokens),
         opts_(std::move(opts)),
         streams_(opts_.router.max_streams, opts_.router.max_streams_per_principal) {}
-  void Register(httplib::Server& server);
+  void Register(http::RouteTable& server);
   // Only the in-job runtime routes (/v1/runtime, instance tokens): what kilnd
   // serves on the runtime socket that sandboxes reach.
   // Bodies are bounded: a phase report is a few hundred bytes, and every caller
   // there is a job.
   void RegisterRuntimeOnly(httplib::Server& server) {
     server.set_payload_max_length(kRuntimeMaxBodyBytes);
-    runtime_router_ = std::make_unique<Router>(server, nullptr, RouterOptions{});
+    runtime_routes_ = std::make_unique<http::HttplibRoutes>(server);
+    runtime_router_ = std::make_unique<Router>(*runtime_routes_, nullptr, RouterOptions{});
     RegisterRuntime(*runtime_router_);
   }
   // Every route Register added, with its access rule (the access-matrix test's input).
@@ -74,6 +75,13 @@ class NativeApi {
   static constexpr size_t kRuntimeMaxBodyBytes = 64u << 10;
   // Ends open streams (on shutdown).
   void Shutdown() { shutting_down_ = true; }
+
+  // A byte range of a job's whole log (its instances' logs one after the other),
+  // for reads without follow: ?offset=&limit=.
+  struct LogRange {
+    uint64_t skip = 0;             // bytes still to skip
+    uint64_t budget = UINT64_MAX;  // bytes still to send
+  };
 
   // Validates a submitted body and creates the job, for `who`'s team unless the
   // body names another team that `who` may submit to. Exposed for tests.
@@ -97,28 +105,10 @@ class NativeApi {
   // A job's team, for filtering streams and lists (cached by the caller).
   std::string TeamOfJob(const std::string& job_id, std::map<std::string, std::string>& cache);
 
-  // Log tailing (stream_routes.cc). Offsets are per log path, kept across provider calls.
-  using LogOffsets = std::map<std::string, std::streamoff>;
-  // A byte range of the job's whole log (its instances' logs one after the
-  // other), for reads without follow: ?offset=&limit=.
-  struct LogRange {
-    uint64_t skip = 0;             // bytes still to skip
-    uint64_t budget = UINT64_MAX;  // bytes still to send
-  };
-  // Writes the job's logs to `sink` until done (not following: once; following: until
-  // the job ends, kilnd shuts down or the client goes away).
-  void TailLogs(const std::string& job_id, bool follow, int inotify_fd, LogOffsets& offsets, LogRange& range,
-                httplib::DataSink& sink);
-  // One pass over the job's instances' logs, read and sent 1 MiB at a time (a
-  // reader holds no more, however large the log); false when the client has gone away.
-  bool CopyNewLogOutput(const Job& job, bool follow, int inotify_fd, std::set<std::string>& watched,
-                        LogOffsets& offsets, LogRange& range, httplib::DataSink& sink);
   // Server-Sent Events (stream_routes.cc): the global log when `job_id` is empty,
-  // else one job's events.
-  void StreamEvents(const httplib::Request& req, httplib::Response& res, const std::string& job_id,
-                    const Principal& who);
-  void WriteEvents(const std::string& job_id, int64_t after, bool follow, const Principal& who,
-                   httplib::DataSink& sink);
+  // else one job's events; null with an error in `res`.
+  std::shared_ptr<http::StreamSource> StreamEvents(const httplib::Request& req, httplib::Response& res,
+                                                   const std::string& job_id, const Principal& who);
 
   // In-job runtime (runtime_routes.cc).
   // The declared secrets of `job`, opened for its team: {name: value}.
@@ -132,6 +122,7 @@ class NativeApi {
   const TokenIssuer& tokens_;
   NativeApiOptions opts_;
   std::unique_ptr<Router> router_;
+  std::unique_ptr<http::HttplibRoutes> runtime_routes_;
   std::unique_ptr<Router> runtime_router_;
   StreamSlots streams_;  // logs and event streams open now
   std::atomic<bool> shutting_down_{false};

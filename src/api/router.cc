@@ -55,7 +55,7 @@ const char* ToString(Access a) {
   return "admin";
 }
 
-Router::Router(httplib::Server& server, const ApiTokens* tokens, RouterOptions opts)
+Router::Router(http::RouteTable& server, const ApiTokens* tokens, RouterOptions opts)
     : server_(server), tokens_(tokens), opts_(std::move(opts)), limiter_(opts_.limits) {}
 
 TimeMs Router::Now() const {
@@ -127,40 +127,51 @@ void Router::Audit(const httplib::Request& req, const httplib::Response& res, co
   if (!seq.ok()) fprintf(stderr, "kilnd: audit: %s\n", seq.status().ToString().c_str());
 }
 
-std::function<void(const httplib::Request&, httplib::Response&)> Router::Wrap(const RouteRule& rule, Handler h) {
-  return [this, rule, h = std::move(h)](const httplib::Request& req, httplib::Response& res) {
-    Principal who;
-    if (Admit(rule, req, res, who)) h(req, res, who);
-    if (rule.access != Access::kInstance) Audit(req, res, who);
-  };
+void Router::Add(RouteRule rule, http::ReadBody read, StreamHandler h) {
+  rules_.push_back(rule);
+  server_.Handle(rule.method, rule.pattern, read,
+                 [this, rule, h = std::move(h)](const httplib::Request& req,
+                                                httplib::Response& res) -> std::shared_ptr<http::StreamSource> {
+                   Principal who;
+                   std::shared_ptr<http::StreamSource> src;
+                   if (Admit(rule, req, res, who)) src = h(req, res, who);
+                   if (rule.access != Access::kInstance) Audit(req, res, who);
+                   return src;
+                 });
 }
 
+namespace {
+Router::StreamHandler Answer(Router::Handler h) {
+  return [h = std::move(h)](const httplib::Request& req, httplib::Response& res,
+                            const Principal& who) -> std::shared_ptr<http::StreamSource> {
+    h(req, res, who);
+    return nullptr;
+  };
+}
+}  // namespace
+
 void Router::Get(const std::string& pattern, Access access, Handler h) {
-  rules_.push_back({"GET", pattern, access, Body::kNone});
-  server_.Get(pattern, Wrap(rules_.back(), std::move(h)));
+  Add({"GET", pattern, access, Body::kNone}, http::ReadBody::kYes, Answer(std::move(h)));
 }
 
 void Router::Post(const std::string& pattern, Access access, Body body, Handler h) {
-  rules_.push_back({"POST", pattern, access, body});
-  server_.Post(pattern, Wrap(rules_.back(), std::move(h)));
+  Add({"POST", pattern, access, body}, http::ReadBody::kYes, Answer(std::move(h)));
 }
 
 void Router::Put(const std::string& pattern, Access access, Body body, Handler h) {
-  rules_.push_back({"PUT", pattern, access, body});
-  server_.Put(pattern, Wrap(rules_.back(), std::move(h)));
+  Add({"PUT", pattern, access, body}, http::ReadBody::kYes, Answer(std::move(h)));
 }
 
 void Router::Delete(const std::string& pattern, Access access, Handler h) {
-  rules_.push_back({"DELETE", pattern, access, Body::kNone});
-  server_.Delete(pattern, Wrap(rules_.back(), std::move(h)));
+  Add({"DELETE", pattern, access, Body::kNone}, http::ReadBody::kYes, Answer(std::move(h)));
 }
 
 void Router::PostWithoutBody(const std::string& pattern, Access access, Handler h) {
-  rules_.push_back({"POST", pattern, access, Body::kNone});
-  auto wrapped = Wrap(rules_.back(), std::move(h));
-  server_.Post(pattern, [wrapped](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader&) {
-    wrapped(req, res);
-  });
+  Add({"POST", pattern, access, Body::kNone}, http::ReadBody::kNo, Answer(std::move(h)));
+}
+
+void Router::Stream(const std::string& pattern, Access access, StreamHandler h) {
+  Add({"GET", pattern, access, Body::kNone}, http::ReadBody::kYes, std::move(h));
 }
 
 Result<std::shared_ptr<void>> StreamSlots::Acquire(const std::string& principal) {

@@ -28,6 +28,7 @@
 #include "auth/auth_limiter.h"
 #include "auth/principal.h"
 #include "common/clock.h"
+#include "http/route_table.h"
 #include "store/store.h"
 
 namespace kiln {
@@ -55,10 +56,10 @@ struct RouteRule {
 
 struct RouterOptions {
   std::vector<std::string> allowed_origins;  // exact "scheme://host[:port]"; empty: none
-  // Streams (event streams, log reads) each hold one of the server's threads while
-  // open: at most this many at once, and per principal.
-  int max_streams = 48;
-  int max_streams_per_principal = 8;
+  // Streams (event streams, log reads) open at once, in all and per principal:
+  // each costs a connection and a little memory, not a thread.
+  int max_streams = 16384;
+  int max_streams_per_principal = 256;
   AuthLimits limits;
   Store* audit = nullptr;  // null: no audit log
   Clock* clock = nullptr;  // null: the real clock
@@ -67,8 +68,11 @@ struct RouterOptions {
 class Router {
  public:
   using Handler = std::function<void(const httplib::Request&, httplib::Response&, const Principal&)>;
+  // A GET whose body is a stream (http/stream.h); null for an answer in `res`.
+  using StreamHandler =
+      std::function<std::shared_ptr<http::StreamSource>(const httplib::Request&, httplib::Response&, const Principal&)>;
   // `tokens` may be null only if no route needs a credential.
-  Router(httplib::Server& server, const ApiTokens* tokens, RouterOptions opts);
+  Router(http::RouteTable& server, const ApiTokens* tokens, RouterOptions opts);
 
   void Get(const std::string& pattern, Access access, Handler h);
   void Post(const std::string& pattern, Access access, Body body, Handler h);
@@ -77,6 +81,7 @@ class Router {
   // A POST that takes no body, answered before one is read (httplib's
   // ContentReader overload): `curl -X POST` without Content-Length works.
   void PostWithoutBody(const std::string& pattern, Access access, Handler h);
+  void Stream(const std::string& pattern, Access access, StreamHandler h);
 
   const std::vector<RouteRule>& rules() const { return rules_; }
 
@@ -84,18 +89,18 @@ class Router {
   // The gate (steps 1-5); true when the handler may run, with `who` filled in.
   bool Admit(const RouteRule& rule, const httplib::Request& req, httplib::Response& res, Principal& who);
   void Audit(const httplib::Request& req, const httplib::Response& res, const Principal& who);
-  std::function<void(const httplib::Request&, httplib::Response&)> Wrap(const RouteRule& rule, Handler h);
+  void Add(RouteRule rule, http::ReadBody read, StreamHandler h);
   TimeMs Now() const;
 
-  httplib::Server& server_;
+  http::RouteTable& server_;
   const ApiTokens* tokens_;
   RouterOptions opts_;
   AuthLimiter limiter_;
   std::vector<RouteRule> rules_;
 };
 
-// Bounds the streams open at once, in all and per principal, so that streams
-// cannot take every server thread from health checks, submits and the runtime.
+// Bounds the streams open at once, in all and per principal, so that one caller
+// cannot take every connection kilnd may hold.
 class StreamSlots {
  public:
   StreamSlots(int max_total, int max_per_principal) : max_total_(max_total), max_per_(max_per_principal) {}

@@ -246,6 +246,7 @@ Status Controller::Reconcile(const std::string& job_id) {
   version_.fetch_add(1);
   { std::lock_guard<std::mutex> l(change_mu_); }
   change_cv_.notify_all();
+  if (opts_.on_job_changed) opts_.on_job_changed(job->id);
   for (const auto& a : actions) Execute(*job, a);
   ScheduleTimers(*job);
   return Status::Ok();

@@ -48,6 +48,9 @@ struct ControllerOptions {
   // Called before an instance's exit is recorded, e.g. to store the metrics it
   // sent last: whoever sees the job end sees all of them.
   std::function<void(const std::string& instance_id)> before_instance_exit;
+  // Called after a job's change is committed (its events are in the store), from
+  // the controller's thread: wakes the streams that follow the job.
+  std::function<void(const std::string& job_id)> on_job_changed;
   // kThreaded: how many launches may run at once.
   int launch_threads = 4;
 };

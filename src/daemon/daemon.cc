@@ -2,8 +2,10 @@
 
 #include <fcntl.h>
 #include <httplib.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -27,6 +29,7 @@
 #include "compute/local/local_backend.h"
 #include "compute/local/scratch.h"
 #include "controller/controller.h"
+#include "http/async_server.h"
 #include "smapi/server.h"
 #include "store/store.h"
 
@@ -35,9 +38,11 @@ namespace {
 
 using nlohmann::json;
 
-std::atomic<httplib::Server*> g_server{nullptr};
+// SIGTERM and SIGINT write a byte here; the main thread waits on it.
+int g_signal_pipe[2] = {-1, -1};
 void OnSignal(int) {
-  if (auto* s = g_server.load()) s->stop();
+  const char c = 1;
+  (void)!write(g_signal_pipe[1], &c, 1);
 }
 
 Result<std::string> LoadOrCreateSecret(const std::string& path) {
@@ -78,17 +83,9 @@ Result<json> LoadConfig(const std::string& path) {
   return *parsed;
 }
 
-// Binds `listen` ("host:port", port 0 = any); returns the bound "host:port".
-Result<std::string> Bind(httplib::Server& server, const std::string& listen) {
-  std::string host = listen;
-  int port = 8470;
-  if (auto colon = listen.rfind(':'); colon != std::string::npos) {
-    host = listen.substr(0, colon);
-    port = atoi(listen.c_str() + colon + 1);
-  }
-  int bound = port == 0 ? server.bind_to_any_port(host) : (server.bind_to_port(host, port) ? port : -1);
-  if (bound <= 0) return Unavailable("cannot listen on " + listen);
-  return host + ":" + std::to_string(bound);
+// Binds `listen` ("host[:port]", 8470 by default, 0 = any); returns the bound "host:port".
+Result<std::string> Bind(http::AsyncServer& server, const std::string& listen) {
+  return server.Bind(listen.find(':') == std::string::npos ? listen + ":8470" : listen);
 }
 
 // Every backend this build has, by name (explicit registration, no static init).
@@ -280,45 +277,53 @@ Result<int> LockDataDir(const std::string& data) {
   return fd;
 }
 
-// Errors httplib answers itself (no route, body too large, unparsable request) in
-// the API's error shape.
-void InstallErrorHandler(httplib::Server& server) {
-  server.set_error_handler([](const httplib::Request&, httplib::Response& res) {
-    if (!res.body.empty()) return;
-    std::string code = res.status == 413 ? "PayloadTooLarge" : res.status == 404 ? "NotFound" : "BadRequest";
-    std::string msg = res.status == 413   ? "request body too large"
-                      : res.status == 404 ? "no such route"
-                                          : "bad request";
-    json e = {{"error", {{"code", code}, {"message", msg}, {"field", nullptr}}}};
-    res.set_content(e.dump(), "application/json");
-  });
+// Errors the HTTP server answers itself (no route, too large, too slow, too
+// many connections) in the API's error shape.
+void ErrorBody(int status, const std::string& message, httplib::Response& res) {
+  const char* code = status == 413   ? "PayloadTooLarge"
+                     : status == 404 ? "NotFound"
+                     : status == 405 ? "MethodNotAllowed"
+                     : status == 408 ? "RequestTimeout"
+                     : status == 431 ? "HeadersTooLarge"
+                     : status == 503 ? "Unavailable"
+                     : status >= 500 ? "Internal"
+                                     : "BadRequest";
+  json e = {{"error", {{"code", code}, {"message", message}, {"field", nullptr}}}};
+  res.set_content(e.dump(), "application/json");
 }
 
 // Serves until SIGTERM/SIGINT, with the controller's slow safety-net resync and
-// `housekeeping` every `resync_seconds` on their own thread.
-void ServeUntilSignal(httplib::Server& server, Controller& controller, int resync_seconds,
+// `housekeeping` every `resync_seconds` on this thread; then stops the server.
+void ServeUntilSignal(http::AsyncServer& server, Controller& controller, int resync_seconds,
                       const std::function<void()>& housekeeping) {
-  g_server = &server;
+  if (pipe2(g_signal_pipe, O_CLOEXEC | O_NONBLOCK) != 0) fprintf(stderr, "kilnd: pipe: %s\n", strerror(errno));
   signal(SIGTERM, OnSignal);
   signal(SIGINT, OnSignal);
   signal(SIGPIPE, SIG_IGN);
-  std::mutex resync_mu;
-  std::condition_variable resync_cv;
-  bool stopping = false;
-  std::thread resync([&] {
-    std::unique_lock<std::mutex> l(resync_mu);
-    while (!resync_cv.wait_for(l, std::chrono::seconds(resync_seconds), [&] { return stopping; })) {
-      controller.Resync();
-      housekeeping();
-    }
-  });
-  server.listen_after_bind();
-  {
-    std::lock_guard<std::mutex> l(resync_mu);
-    stopping = true;
+  server.Start();
+  auto next = std::chrono::steady_clock::now() + std::chrono::seconds(resync_seconds);
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(next - std::chrono::steady_clock::now());
+    pollfd p{g_signal_pipe[0], POLLIN, 0};
+    const int r = poll(&p, 1, static_cast<int>(std::max<int64_t>(0, left.count())));
+    if (r > 0) break;     // a signal
+    if (r < 0) continue;  // EINTR: the signal's byte is read next time round
+    controller.Resync();
+    housekeeping();
+    next = std::chrono::steady_clock::now() + std::chrono::seconds(resync_seconds);
   }
-  resync_cv.notify_all();
-  resync.join();
+}
+
+// Connections: kilnd may hold as many as its open-file limit allows, so it
+// raises that limit to the hard one.
+int RaiseOpenFileLimit() {
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return 1024;
+  if (rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0) getrlimit(RLIMIT_NOFILE, &rl);
+  }
+  return static_cast<int>(std::min<rlim_t>(rl.rlim_cur, 1 << 30));
 }
 
 // The data dir: root's, traversable only by the jobs' group (bwrap resolves the
@@ -434,9 +439,6 @@ void PruneMetrics(Store& store, int64_t retention_ms) {
   }
 }
 
-// The HTTP server's threads: one per connection being served.
-constexpr int kServerThreads = 64;
-
 // The config's "api" section: {allowed_origins: [..], failed_auth_per_minute,
 // rate_limit: {requests_per_second, burst}}.
 Result<RouterOptions> ApiOptionsFrom(const json& config) {
@@ -470,11 +472,37 @@ Result<RouterOptions> ApiOptionsFrom(const json& config) {
       return InvalidArgument(std::string("api.") + key, std::string("api.") + key + " must be an integer 1..1000000");
     *out = v.get<int>();
   }
-  // Streams hold a server thread each: keep threads for everything else.
-  if (r.max_streams > kServerThreads - 16)
-    return InvalidArgument("api.max_streams", "api.max_streams must leave 16 of kilnd's " +
-                                                  std::to_string(kServerThreads) + " threads free");
   return r;
+}
+
+// The config's "api" section, the server's part: {max_connections,
+// max_connections_per_address, read_timeout_ms, idle_timeout_ms, workers}.
+// Connections are bounded by the open-file limit (`open_files`), with room left
+// for the store, logs and instances.
+Result<http::ServerOptions> ServerOptionsFrom(const json& config, size_t max_body_bytes, int open_files) {
+  http::ServerOptions s;
+  s.body_limit = max_body_bytes;
+  s.error_body = ErrorBody;
+  s.max_connections = std::max(64, std::min(s.max_connections, open_files - 1024));
+  s.max_connections_per_address = std::min(s.max_connections_per_address, s.max_connections);
+  const json api = config.value("api", json::object());
+  struct Bound {
+    const char* key;
+    int* out;
+    int lo, hi;
+  };
+  for (const Bound& b :
+       {Bound{"max_connections", &s.max_connections, 1, open_files - 256},
+        Bound{"max_connections_per_address", &s.max_connections_per_address, 1, 1 << 20},
+        Bound{"read_timeout_ms", &s.read_timeout_ms, 100, 600000},
+        Bound{"idle_timeout_ms", &s.idle_timeout_ms, 100, 3600000}, Bound{"workers", &s.workers, 2, 1024}}) {
+    const json v = api.value(b.key, json(*b.out));
+    if (!v.is_number_integer() || v.get<int64_t>() < b.lo || v.get<int64_t>() > b.hi)
+      return InvalidArgument(std::string("api.") + b.key, std::string("api.") + b.key + " must be an integer " +
+                                                              std::to_string(b.lo) + ".." + std::to_string(b.hi));
+    *b.out = v.get<int>();
+  }
+  return s;
 }
 
 // Principals: API tokens for /v1 (the bootstrap admin's in admin.token, 0600)
@@ -534,9 +562,9 @@ int RunKilnd(const KilndOptions& o) {
   auto store = OpenSqliteStore(data + "/kiln.db", o.durable_fsync ? Durability::kFull : Durability::kNormal);
   if (!store.ok()) return fail(store.status());
 
-  httplib::Server server;
-  server.new_task_queue = [] { return new httplib::ThreadPool(kServerThreads); };
-  server.set_tcp_nodelay(true);
+  auto serving = ServerOptionsFrom(config, NativeApiOptions{}.max_body_bytes, RaiseOpenFileLimit());
+  if (!serving.ok()) return fail(serving.status());
+  http::AsyncServer server(*serving);
   auto bound = Bind(server, o.listen);
   if (!bound.ok()) return fail(bound.status());
   const std::string addr = *bound;
@@ -561,6 +589,7 @@ int RunKilnd(const KilndOptions& o) {
   copts.token_for = [&tokens](const std::string& id) { return tokens.For(id); };
   copts.on_instance_released = [&metrics](const std::string& id) { metrics.CloseInstance(id); };
   copts.before_instance_exit = [&metrics](const std::string& id) { metrics.DrainInstance(id); };
+  copts.on_job_changed = [&server](const std::string& id) { server.Wake(id); };
   Controller controller(**store, RealClock::Get(), timers, *catalog, copts);
 
   BackendRegistry registry;
@@ -599,7 +628,6 @@ int RunKilnd(const KilndOptions& o) {
   smapi::SageMakerApi sagemaker(controller, **store, keys, RealClock::Get(), sopts);
   sagemaker.SetTuning(&tuner);
   sagemaker.Register(server);
-  InstallErrorHandler(server);
 
   // The runtime API for sandboxes with a network of their own: only /v1/runtime.
   UnixHttpServer runtime_server;
@@ -617,6 +645,7 @@ int RunKilnd(const KilndOptions& o) {
 
   fprintf(stderr, "kilnd: shutting down; running instances keep running and are re-adopted on restart\n");
   api.Shutdown();
+  server.Stop();  // open streams end
   runtime_server.Shutdown();
   tuner.Shutdown();
   controller.Shutdown();

@@ -95,22 +95,25 @@ Result<AccessKey> BootstrapAdminKey(AccessKeys& keys, const std::string& path) {
   return admin;
 }
 
-void SageMakerApi::Register(httplib::Server& server) {
-  server.Post("/", [this](const httplib::Request& req, httplib::Response& res) {
-    SigV4Request r;
-    r.method = req.method;
-    r.path = req.path;
-    for (const auto& [k, v] : req.params) r.query.emplace_back(k, v);
-    for (const auto& [k, v] : req.headers)
-      if (k != "REMOTE_ADDR" && k != "REMOTE_PORT" && k != "LOCAL_ADDR" && k != "LOCAL_PORT")
-        r.headers.emplace_back(k, v);
-    r.body = req.body;
-    Reply reply = Handle(r, req.remote_addr);
-    res.status = reply.http_status;
-    res.set_header("x-amzn-RequestId", NewId("req").substr(4));
-    if (!reply.error_type.empty()) res.set_header("x-amzn-ErrorType", reply.error_type);
-    res.set_content(reply.body.dump(-1, ' ', false, json::error_handler_t::replace), "application/x-amz-json-1.1");
-  });
+void SageMakerApi::Register(http::RouteTable& server) {
+  server.Handle("POST", "/", http::ReadBody::kYes,
+                [this](const httplib::Request& req, httplib::Response& res) -> std::shared_ptr<http::StreamSource> {
+                  SigV4Request r;
+                  r.method = req.method;
+                  r.path = req.path;
+                  for (const auto& [k, v] : req.params) r.query.emplace_back(k, v);
+                  for (const auto& [k, v] : req.headers)
+                    if (k != "REMOTE_ADDR" && k != "REMOTE_PORT" && k != "LOCAL_ADDR" && k != "LOCAL_PORT")
+                      r.headers.emplace_back(k, v);
+                  r.body = req.body;
+                  Reply reply = Handle(r, req.remote_addr);
+                  res.status = reply.http_status;
+                  res.set_header("x-amzn-RequestId", NewId("req").substr(4));
+                  if (!reply.error_type.empty()) res.set_header("x-amzn-ErrorType", reply.error_type);
+                  res.set_content(reply.body.dump(-1, ' ', false, json::error_handler_t::replace),
+                                  "application/x-amz-json-1.1");
+                  return nullptr;
+                });
 }
 
 bool IsMutating(const std::string& op) {

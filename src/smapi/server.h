@@ -16,6 +16,7 @@
 #include "auth/replay_guard.h"
 #include "auth/sigv4.h"
 #include "controller/controller.h"
+#include "http/route_table.h"
 #include "smapi/translate.h"
 #include "tuning/service.h"
 
@@ -36,7 +37,7 @@ class SageMakerApi {
  public:
   SageMakerApi(Controller& ctl, Store& store, AccessKeys& keys, Clock& clock, ApiOptions opts)
       : ctl_(ctl), store_(store), keys_(keys), clock_(clock), opts_(std::move(opts)) {}
-  void Register(httplib::Server& server);
+  void Register(http::RouteTable& server);
   // Optional: serves the hyperparameter tuning operations.
   void SetTuning(tuning::TuningService* t) { tuning_ = t; }
 
