@@ -26,7 +26,7 @@ bool IsRetryable(Code code) {
 }
 
 Controller::Controller(Store& store, Clock& clock, TimerService& timers, const Catalog& catalog, ControllerOptions opts)
-    : store_(store), clock_(clock), timers_(timers), catalog_(catalog), opts_(std::move(opts)) {}
+    : store_(store), clock_(clock), timers_(timers), catalog_(catalog), opts_(std::move(opts)), fair_(opts_.quotas) {}
 
 Controller::~Controller() {
   Shutdown();
@@ -37,7 +37,19 @@ Status Controller::Start() {
   if (!ids.ok()) return ids.status();
   {
     MutexLock l(mu_);
-    for (const auto& id : *ids) resync_.insert(id);
+    for (const auto& id : *ids) {
+      resync_.insert(id);
+      recovering_.insert(id);
+      // What runs is charged to its team again before anything new starts.
+      auto job = store_.GetJob(id);
+      if (!job.ok()) continue;
+      for (const auto& in : job->instances)
+        if (in.attempt == job->attempt && in.state == InstanceState::kRunning) {
+          fair_.Charge(in.id, job->spec.team, UsageOf(job->spec, catalog_.FindType(job->spec.instance_type), in.index));
+          fair_.Served(job->spec.team);  // the latest turns were these teams'
+        }
+    }
+    hold_ = !recovering_.empty();
   }
   for (const auto& id : *ids) Enqueue(id);
   if (opts_.threading == Threading::kThreaded) {
@@ -136,7 +148,7 @@ bool Controller::RunOnce() {
     }
   }
   if (launch) {
-    if (RunLaunch(launch->req, launch->precondition) == LaunchOutcome::kWaiting) return true;
+    if (RunLaunch(*launch) == LaunchOutcome::kWaiting) return true;
     MutexLock l(mu_);
     launching_.erase(launch->req.instance_id);
     return true;
@@ -147,6 +159,15 @@ bool Controller::RunOnce() {
 
 void Controller::Process(const std::string& id) {
   Status st = Reconcile(id);
+  bool recovered = false;
+  {
+    MutexLock l(mu_);
+    if (recovering_.erase(id) > 0 && recovering_.empty()) {
+      hold_ = false;
+      recovered = true;
+    }
+  }
+  if (recovered) Pump();
   if (!st.ok()) {
     int failures;
     {
@@ -209,7 +230,7 @@ void Controller::LauncherLoop() {
       launch = std::move(launches_.front());
       launches_.pop_front();
     }
-    if (RunLaunch(launch.req, launch.precondition) == LaunchOutcome::kWaiting) continue;
+    if (RunLaunch(launch) == LaunchOutcome::kWaiting) continue;
     MutexLock l(mu_);
     launching_.erase(launch.req.instance_id);
   }
@@ -232,11 +253,18 @@ Status Controller::Reconcile(const std::string& job_id) {
     e.status_after = ToString(job->status);
     e.secondary_after = ToString(job->secondary);
   }
-  bool instance_ended = false;
+  std::vector<std::string> ended;
   for (const auto& e : *events)
-    instance_ended |= e.type == EventType::kInstanceExited || e.type == EventType::kInstanceLaunchFailed;
+    if (e.type == EventType::kInstanceExited || e.type == EventType::kInstanceLaunchFailed)
+      ended.push_back(PayloadInstanceId(e.payload));
   KILN_RETURN_IF_ERROR(store_.CommitTransition(*job, *events));
-  if (instance_ended) RetryWaitingLaunches();
+  if (!ended.empty() || IsTerminal(job->status)) {
+    MutexLock l(mu_);
+    for (const auto& id : ended) fair_.Release(id);
+    if (IsTerminal(job->status))
+      for (const auto& in : job->instances) fair_.Release(in.id);
+  }
+  if (!ended.empty()) RetryWaitingLaunches();
   if (job->status == JobStatus::kStopping || IsTerminal(job->status)) {
     // A stop reaches an instance still waiting for capacity here (the state
     // machine stops launched instances only): it never launches.
@@ -279,7 +307,7 @@ void Controller::Execute(const Job& job, const Action& a) {
       if (!img)
         precondition = Status(Code::kInvalidArgument, "ImageNotFound: image '" + job.spec.image +
                                                           "' is not in kilnd's image catalog (config: images)");
-      StartLaunch(std::move(req), precondition);
+      StartLaunch(std::move(req), precondition, job.created_at);
       return;
     }
     case ActionType::kStop: {
@@ -296,38 +324,96 @@ void Controller::Execute(const Job& job, const Action& a) {
   }
 }
 
-void Controller::StartLaunch(LaunchRequest req, Status precondition) {
+Usage Controller::UsageOf(const JobSpec& spec, const InstanceType* type, int index) {
+  Usage u;
+  u.instances = 1;
+  if (type != nullptr) {
+    u.vcpus = type->vcpus;
+    u.memory_mib = type->memory_mib;
+    u.gpus = type->gpus;
+  }
+  if (index == 0 && !spec.tuning_job.empty()) u.trials = 1;  // a trial counts once, on its first instance
+  return u;
+}
+
+Usage Controller::UsageOf(const LaunchRequest& req) {
+  return UsageOf(req.spec, &req.type, req.index);
+}
+
+void Controller::StartLaunch(LaunchRequest req, Status precondition, TimeMs created_ms) {
+  const std::string id = req.instance_id, job_id = req.job_id;
+  std::string reason;
   {
     MutexLock l(mu_);
     // One launch per instance at a time; the running one posts the result.
-    if (!launching_.insert(req.instance_id).second) return;
-    launches_.push_back({std::move(req), std::move(precondition)});
+    if (!launching_.insert(id).second) return;
+    if (!precondition.ok()) {
+      launches_.push_back({std::move(req), std::move(precondition), Admission::kDirect, created_ms});
+    } else {
+      Waiter w{id, job_id, req.spec.team, req.spec.priority, created_ms, UsageOf(req)};
+      reason = fair_.OverQuota(w);
+      if (reason.empty() && capacity_blocked_)
+        reason = "launches start in fair-share order across teams as instances end";
+      fair_.Add(std::move(w));
+      parked_[id] = {std::move(req), Status::Ok(), Admission::kQueued, created_ms};
+    }
   }
   launch_cv_.notify_one();
+  if (!reason.empty()) PostQueued(job_id, id, reason);
+  Pump();
+}
+
+void Controller::PostQueued(const std::string& job_id, const std::string& instance_id, const std::string& reason) {
+  Event e;
+  e.job_id = job_id;
+  e.source = "controller";
+  e.time = clock_.NowMs();
+  e.type = EventType::kInstanceQueued;
+  // One event per reason: a launch that waits for its quota, then for capacity, says both.
+  e.dedup_key = "queued:" + instance_id + (reason.rfind("team quota", 0) == 0 ? ":quota" : ":capacity");
+  e.payload = ToJson(LaunchFailedReport{instance_id, reason});
+  PostOrLog(std::move(e), "queued launch");
+}
+
+void Controller::Pump() {
+  bool any = false;
+  {
+    MutexLock l(mu_);
+    if (fair_.waiting() == 0) scarce_ = false;
+    const int window = scarce_ ? 1 : std::max(1, opts_.launch_threads);
+    while (!hold_ && !stop_ && !capacity_blocked_ && pumped_ < window) {
+      auto w = fair_.PopNext();
+      if (!w) break;
+      auto it = parked_.find(w->instance_id);
+      if (it == parked_.end()) continue;
+      fair_.Charge(w->instance_id, w->team, w->need);
+      launches_.push_back(std::move(it->second));
+      parked_.erase(it);
+      ++pumped_;
+      any = true;
+    }
+  }
+  if (any) launch_cv_.notify_all();
 }
 
 void Controller::RetryWaitingLaunches() {
   {
     MutexLock l(mu_);
     ++capacity_epoch_;
-    if (waiting_.empty()) return;
-    for (auto& w : waiting_) launches_.push_back(std::move(w));
-    waiting_.clear();
+    capacity_blocked_ = false;
   }
-  launch_cv_.notify_all();
+  Pump();
 }
 
 void Controller::CancelLaunch(const std::string& job_id, const std::string& instance_id) {
   {
     MutexLock l(mu_);
-    auto it = std::find_if(waiting_.begin(), waiting_.end(),
-                           [&](const PendingLaunch& w) { return w.req.instance_id == instance_id; });
-    if (it == waiting_.end()) {
+    if (!fair_.Remove(instance_id)) {
       // Queued or in flight: it sees this before it starts or parks.
       if (launching_.count(instance_id)) cancelled_.insert(instance_id);
       return;
     }
-    waiting_.erase(it);
+    parked_.erase(instance_id);
     launching_.erase(instance_id);
   }
   PostStoppedBeforeLaunch(job_id, instance_id);
@@ -345,13 +431,32 @@ void Controller::PostStoppedBeforeLaunch(const std::string& job_id, const std::s
   e.time = clock_.NowMs();
   e.type = EventType::kInstanceLaunchFailed;
   e.dedup_key = "launchfailed:" + instance_id;
-  e.payload = ToJson(LaunchFailedReport{instance_id, "StoppedBeforeLaunch: stopped while waiting for capacity"});
+  e.payload = ToJson(
+      LaunchFailedReport{instance_id, "StoppedBeforeLaunch: stopped while waiting for its team quota or capacity"});
   PostOrLog(std::move(e), "cancelled launch");
 }
 
-Controller::LaunchOutcome Controller::RunLaunch(const LaunchRequest& req, const Status& precondition) {
+Controller::LaunchOutcome Controller::RunLaunch(const PendingLaunch& launch) {
+  const LaunchRequest& req = launch.req;
+  const Status& precondition = launch.precondition;
+  const bool queued = launch.admission == Admission::kQueued;
+  // A launch from fair_ frees its launcher slot when it ends, and its team's
+  // charge unless the instance runs (a launch that never happened also gives
+  // its team's turn back).
+  enum class End { kRuns, kFailed, kNotStarted };
+  auto finish = [&](End end) {
+    if (!queued) return;
+    {
+      MutexLock l(mu_);
+      --pumped_;
+      if (end == End::kRuns) fair_.Served(req.spec.team);
+      if (end != End::kRuns) fair_.Release(req.instance_id);
+    }
+    Pump();
+  };
   if (TakeCancelled(req.instance_id)) {
     PostStoppedBeforeLaunch(req.job_id, req.instance_id);
+    finish(End::kNotStarted);
     return LaunchOutcome::kDone;
   }
   int64_t epoch = 0;
@@ -367,33 +472,33 @@ Controller::LaunchOutcome Controller::RunLaunch(const LaunchRequest& req, const 
     h = backend_->Launch(req);
     if (h.ok() || h.status().code() != Code::kUnavailable) break;
   }
+  if (!h.ok() && h.status().code() == Code::kResourceExhausted) {
+    if (TakeCancelled(req.instance_id)) {  // stopped while the backend was refusing it
+      PostStoppedBeforeLaunch(req.job_id, req.instance_id);
+      finish(End::kNotStarted);
+      return LaunchOutcome::kDone;
+    }
+    // Admission control: shown as Pending with the reason; back in fair_ in its
+    // place, launched when capacity frees and its turn comes again.
+    PostQueued(req.job_id, req.instance_id, h.status().message());
+    {
+      MutexLock l(mu_);
+      if (queued) --pumped_;
+      fair_.Release(req.instance_id);
+      fair_.Add({req.instance_id, req.job_id, req.spec.team, req.spec.priority, launch.created_ms, UsageOf(req)});
+      parked_[req.instance_id] = launch;
+      parked_[req.instance_id].admission = Admission::kQueued;
+      // Unless an instance ended meanwhile, nothing more fits until one does.
+      if (capacity_epoch_ == epoch) capacity_blocked_ = true;
+      scarce_ = true;
+    }
+    Pump();
+    return LaunchOutcome::kWaiting;
+  }
   Event e;
   e.job_id = req.job_id;
   e.source = "backend";
   e.time = clock_.NowMs();
-  if (!h.ok() && h.status().code() == Code::kResourceExhausted) {
-    if (TakeCancelled(req.instance_id)) {  // stopped while the backend was refusing it
-      PostStoppedBeforeLaunch(req.job_id, req.instance_id);
-      return LaunchOutcome::kDone;
-    }
-    // Admission control: shown as Pending with the reason; launched when capacity frees.
-    e.type = EventType::kInstanceQueued;
-    e.dedup_key = "queued:" + req.instance_id;
-    e.payload = ToJson(LaunchFailedReport{req.instance_id, h.status().message()});
-    PostOrLog(std::move(e), "queued launch");
-    bool park = false;
-    {
-      MutexLock l(mu_);
-      // An instance that ended while the backend refused this one: try again at once.
-      park = capacity_epoch_ == epoch && !stop_;
-      if (park)
-        waiting_.push_back({req, precondition});
-      else
-        launches_.push_back({req, precondition});
-    }
-    if (!park) launch_cv_.notify_one();
-    return LaunchOutcome::kWaiting;
-  }
   if (h.ok()) {
     TakeCancelled(req.instance_id);  // launched after all: the state machine stops it (launched while stopping)
     e.type = EventType::kInstanceLaunched;
@@ -405,6 +510,7 @@ Controller::LaunchOutcome Controller::RunLaunch(const LaunchRequest& req, const 
     e.payload = ToJson(LaunchFailedReport{req.instance_id, h.status().message()});
   }
   PostOrLog(std::move(e), "launch result");
+  finish(h.ok() ? End::kRuns : End::kFailed);
   return LaunchOutcome::kDone;
 }
 

@@ -28,6 +28,7 @@
 #include "common/clock.h"
 #include "common/thread_annotations.h"
 #include "compute/backend.h"
+#include "controller/fair_share.h"
 #include "controller/timers.h"
 #include "jobs/catalog.h"
 #include "jobs/state_machine.h"
@@ -51,6 +52,8 @@ struct ControllerOptions {
   // Called after a job's change is committed (its events are in the store), from
   // the controller's thread: wakes the streams that follow the job.
   std::function<void(const std::string& job_id)> on_job_changed;
+  // Per-team quotas and fair-share weights (fair_share.h); none by default.
+  QuotaConfig quotas;
   // kThreaded: how many launches may run at once.
   int launch_threads = 4;
 };
@@ -94,21 +97,42 @@ class Controller final : public EventSink {
   int64_t WaitForChange(int64_t seen, int timeout_ms);
 
  private:
+  enum class Admission {
+    kDirect,  // a precondition failure, posted without the backend or a quota
+    kQueued,  // its turn came in fair_, and its team is charged for it
+  };
+  struct PendingLaunch {
+    LaunchRequest req;
+    Status precondition;  // not ok: post a launch failure without calling the backend
+    Admission admission = Admission::kDirect;
+    TimeMs created_ms = 0;  // the job's: its place among its team's waiters
+  };
+  // What a launch of `req` holds while it runs.
+  static Usage UsageOf(const LaunchRequest& req);
+  static Usage UsageOf(const JobSpec& spec, const InstanceType* type, int index);
+
   void Enqueue(const std::string& job_id) EXCLUDES(mu_);
   void Process(const std::string& job_id) EXCLUDES(mu_);
   void WorkerLoop() EXCLUDES(mu_);
   void LauncherLoop() EXCLUDES(mu_);
   Status Reconcile(const std::string& job_id);
   void Execute(const Job& job, const Action& a) EXCLUDES(mu_);
-  // Queues a launch of `req` (once per instance id while one is in flight).
-  void StartLaunch(LaunchRequest req, Status precondition) EXCLUDES(mu_);
+  // Queues a launch of `req` (once per instance id while one is in flight): it
+  // waits in fair_ for its team's quota and its turn (created_ms: the job's).
+  void StartLaunch(LaunchRequest req, Status precondition, TimeMs created_ms) EXCLUDES(mu_);
+  // Moves the launches whose turn it is from fair_ to the launchers, charging
+  // their team: at most launch_threads at once, none while the backend refuses
+  // for capacity (until an instance ends) or before recovery at start is done.
+  void Pump() EXCLUDES(mu_);
   // Runs a launch (retrying kUnavailable) and posts its result. kWaiting: the
   // backend had no capacity; the launch is parked in waiting_ (still in
   // launching_) until an instance ends.
   enum class LaunchOutcome { kDone, kWaiting };
-  LaunchOutcome RunLaunch(const LaunchRequest& req, const Status& precondition) EXCLUDES(mu_);
+  LaunchOutcome RunLaunch(const PendingLaunch& launch) EXCLUDES(mu_);
+  // An InstanceQueued event: the instance is Pending, with `reason`.
+  void PostQueued(const std::string& job_id, const std::string& instance_id, const std::string& reason);
   // An instance ended somewhere: capacity may have freed, so the parked
-  // launches run again (in the order they arrived).
+  // launches run again, in fair-share order.
   void RetryWaitingLaunches() EXCLUDES(mu_);
   // A stop for an instance not launched yet: parked, its launch fails now as
   // StoppedBeforeLaunch; queued or in flight, it is marked (cancelled_) to end
@@ -117,11 +141,6 @@ class Controller final : public EventSink {
   void ScheduleTimers(const Job& job);
   void RecoverInstances(const std::string& job_id);
   void PostOrLog(Event e, const char* what);
-
-  struct PendingLaunch {
-    LaunchRequest req;
-    Status precondition;  // not ok: post a launch failure without calling the backend
-  };
 
   Store& store_;
   Clock& clock_;
@@ -138,9 +157,20 @@ class Controller final : public EventSink {
   std::set<std::string> resync_ GUARDED_BY(mu_);         // jobs whose instances to re-check
   std::map<std::string, int> failures_ GUARDED_BY(mu_);  // job -> consecutive reconcile failures
   std::deque<PendingLaunch> launches_ GUARDED_BY(mu_);
-  std::set<std::string> launching_ GUARDED_BY(mu_);    // instance ids queued, in flight or waiting
-  std::deque<PendingLaunch> waiting_ GUARDED_BY(mu_);  // refused for capacity; retried when one ends
-  int64_t capacity_epoch_ GUARDED_BY(mu_) = 0;         // RetryWaitingLaunches calls so far
+  std::set<std::string> launching_ GUARDED_BY(mu_);  // instance ids queued, in flight or waiting
+  // Launches waiting for quota, capacity or their turn, in fair_'s order.
+  FairShare fair_ GUARDED_BY(mu_);
+  std::map<std::string, PendingLaunch> parked_ GUARDED_BY(mu_);  // instance -> its launch, while in fair_
+  int pumped_ GUARDED_BY(mu_) = 0;                               // launches from fair_ running now
+  bool capacity_blocked_ GUARDED_BY(mu_) = false;                // the backend refused one; until an instance ends
+  // Once the backend has refused a launch for capacity, launches leave fair_ one
+  // at a time (each in its turn) until none waits.
+  bool scarce_ GUARDED_BY(mu_) = false;
+  // Jobs left to recover at start: no launch leaves fair_ before they are, so
+  // that after a restart the waiting launches start in fair-share order.
+  std::set<std::string> recovering_ GUARDED_BY(mu_);
+  bool hold_ GUARDED_BY(mu_) = false;
+  int64_t capacity_epoch_ GUARDED_BY(mu_) = 0;  // RetryWaitingLaunches calls so far
   // Instances stopped while their launch was queued or in flight (not parked):
   // their launch ends as StoppedBeforeLaunch instead of starting or waiting.
   std::set<std::string> cancelled_ GUARDED_BY(mu_);

@@ -69,6 +69,14 @@ SimResult RunHistory(uint64_t seed, StoreKind kind) {
   ControllerOptions opts;
   opts.threading = Threading::kManual;
   opts.artifacts_dir = "/artifacts";
+  // Half the histories run under team quotas: launches wait their turn, and a
+  // charge that leaks (never released) leaves a job stuck, which the
+  // invariants catch.
+  const bool quotas = chance(0.5);
+  if (quotas) {
+    opts.quotas.defaults.instances = pick(1, 3);
+    opts.quotas.teams["t1"].weight = 2;
+  }
   auto ctl = std::make_unique<Controller>(*store, clock, *timers, catalog, opts);
   backend.SetSink(ctl.get());
   ctl->SetBackend(&backend);
@@ -84,6 +92,8 @@ SimResult RunHistory(uint64_t seed, StoreKind kind) {
     s.retry_attempts = pick(0, 2);
     s.max_runtime_seconds = pick(1, 10);
     s.stop_grace_seconds = pick(0, 2);
+    s.team = "t" + std::to_string(pick(0, 2));
+    s.priority = pick(-1, 1);
     fail_pct[s.name] = pick(0, 1) ? 0 : pick(10, 100);
     auto j = ctl->CreateJob(s);
     EXPECT_TRUE(j.ok());

@@ -529,6 +529,25 @@ HostUdpPort StatsdUdpFor(const KilndOptions& o, const LocalBackendOptions& sandb
   return own_network ? HostUdpPort::kNone : HostUdpPort::kOpen;
 }
 
+// The controller's options: its URL and artifact root for instances, their
+// tokens, the metrics gateway's and the HTTP server's hooks, and team quotas.
+Result<ControllerOptions> ControllerOptionsFor(const json& config, const std::string& api_url, const std::string& data,
+                                               const TokenIssuer& tokens, MetricsGateway& metrics,
+                                               http::AsyncServer& server) {
+  ControllerOptions copts;
+  copts.threading = Threading::kThreaded;
+  copts.api_url = api_url;
+  copts.artifacts_dir = data + "/artifacts";
+  copts.token_for = [&tokens](const std::string& id) { return tokens.For(id); };
+  copts.on_instance_released = [&metrics](const std::string& id) { metrics.CloseInstance(id); };
+  copts.before_instance_exit = [&metrics](const std::string& id) { metrics.DrainInstance(id); };
+  copts.on_job_changed = [&server](const std::string& id) { server.Wake(id); };
+  auto quotas = QuotaConfigFromJson(config.value("quotas", json()));
+  if (!quotas.ok()) return quotas.status();
+  copts.quotas = *quotas;
+  return copts;
+}
+
 }  // namespace
 
 int RunKilnd(const KilndOptions& o) {
@@ -582,15 +601,9 @@ int RunKilnd(const KilndOptions& o) {
   if (Status s = metrics.Start(); !s.ok()) return fail(s);
 
   ThreadTimerService timers(RealClock::Get());
-  ControllerOptions copts;
-  copts.threading = Threading::kThreaded;
-  copts.api_url = api_url;
-  copts.artifacts_dir = data + "/artifacts";
-  copts.token_for = [&tokens](const std::string& id) { return tokens.For(id); };
-  copts.on_instance_released = [&metrics](const std::string& id) { metrics.CloseInstance(id); };
-  copts.before_instance_exit = [&metrics](const std::string& id) { metrics.DrainInstance(id); };
-  copts.on_job_changed = [&server](const std::string& id) { server.Wake(id); };
-  Controller controller(**store, RealClock::Get(), timers, *catalog, copts);
+  auto copts = ControllerOptionsFor(config, api_url, data, tokens, metrics, server);
+  if (!copts.ok()) return fail(copts.status());
+  Controller controller(**store, RealClock::Get(), timers, *catalog, *copts);
 
   BackendRegistry registry;
   RegisterBackends(registry, o, data, *sandbox);

@@ -64,6 +64,7 @@ constexpr IntRule kVolumeRule{"instance.volume_gb", 1, kMaxVolumeGb};
 constexpr IntRule kMaxRuntimeRule{"max_runtime_seconds", 1, kMaxRuntimeSeconds};
 constexpr IntRule kRetryAttemptsRule{"retry_attempts", 0, kMaxRetryAttempts};
 constexpr IntRule kStopGraceRule{"stop_grace_seconds", 0, kMaxStopGraceSeconds};
+constexpr IntRule kPriorityRule{"priority", kMinPriority, kMaxPriority};
 
 Status CheckInt(const IntRule& r, int64_t v) {
   if (v < r.lo || v > r.hi)
@@ -217,7 +218,8 @@ Status ValidateInputs(const JobSpec& s) {
 Status ValidateLimits(const JobSpec& s) {
   KILN_RETURN_IF_ERROR(CheckInt(kMaxRuntimeRule, s.max_runtime_seconds));
   KILN_RETURN_IF_ERROR(CheckInt(kRetryAttemptsRule, s.retry_attempts));
-  return CheckInt(kStopGraceRule, s.stop_grace_seconds);
+  KILN_RETURN_IF_ERROR(CheckInt(kStopGraceRule, s.stop_grace_seconds));
+  return CheckInt(kPriorityRule, s.priority);
 }
 
 Status ValidateTeam(const JobSpec& s) {
@@ -291,6 +293,7 @@ const std::set<std::string> kKnownFields = {"name",
                                             "max_runtime_seconds",
                                             "retry_attempts",
                                             "stop_grace_seconds",
+                                            "priority",
                                             "tags",
                                             "kind",
                                             "team",
@@ -464,7 +467,7 @@ Status ParseInputs(const json& j, JobSpec* s) {
   return ValidateOptionalHostPath(s->output, "output");
 }
 
-// max_runtime_seconds, retry_attempts and stop_grace_seconds.
+// max_runtime_seconds, retry_attempts, stop_grace_seconds and priority.
 Status ParseLimits(const json& j, JobSpec* s) {
   if (const json* v = Field(j, "max_runtime_seconds"))
     KILN_RETURN_IF_ERROR(DecodeInt(*v, kMaxRuntimeRule, &s->max_runtime_seconds));
@@ -475,6 +478,11 @@ Status ParseLimits(const json& j, JobSpec* s) {
   }
   if (const json* v = Field(j, "stop_grace_seconds"))
     KILN_RETURN_IF_ERROR(DecodeInt(*v, kStopGraceRule, &s->stop_grace_seconds));
+  if (const json* v = Field(j, "priority")) {
+    int64_t p = 0;
+    KILN_RETURN_IF_ERROR(DecodeInt(*v, kPriorityRule, &p));
+    s->priority = static_cast<int>(p);
+  }
   return ValidateLimits(*s);
 }
 
@@ -756,6 +764,7 @@ Status DecodeStoredFields(const json& j, JobSpec* s) {
   KILN_RETURN_IF_ERROR(ReadOptional(j, "", "max_runtime_seconds", &s->max_runtime_seconds));
   KILN_RETURN_IF_ERROR(ReadOptional(j, "", "retry_attempts", &s->retry_attempts));
   KILN_RETURN_IF_ERROR(ReadOptional(j, "", "stop_grace_seconds", &s->stop_grace_seconds));
+  KILN_RETURN_IF_ERROR(ReadOptional(j, "", "priority", &s->priority));
   KILN_RETURN_IF_ERROR(ReadOptional(j, "", "tags", &s->tags));
   KILN_RETURN_IF_ERROR(ReadOptional(j, "", "team", &s->team));
   KILN_RETURN_IF_ERROR(ReadOptional(j, "", "secrets", &s->secrets));
@@ -843,6 +852,7 @@ nlohmann::json JobSpec::ToJson() const {
   j["max_runtime_seconds"] = max_runtime_seconds;
   j["retry_attempts"] = retry_attempts;
   j["stop_grace_seconds"] = stop_grace_seconds;
+  if (priority != 0) j["priority"] = priority;
   j["tags"] = tags;
   j["team"] = team;
   j["secrets"] = secrets;

@@ -63,6 +63,9 @@ struct JobSpec {
   int64_t max_runtime_seconds = 86400;
   int retry_attempts = 0;
   int64_t stop_grace_seconds = 120;
+  // Among its team's jobs waiting for quota or capacity, a higher priority starts
+  // first (kMinPriority..kMaxPriority); across teams, fair share decides.
+  int priority = 0;
   std::map<std::string, std::string> tags;
   std::string team = "default";      // owns the job's secrets and metrics attribution
   std::vector<std::string> secrets;  // names, exported to the job as environment variables
@@ -93,6 +96,8 @@ inline constexpr int kMaxInstanceCount = 64;
 inline constexpr int kMaxVolumeGb = 16384;  // SageMaker's limit
 inline constexpr int64_t kMaxRuntimeSeconds = 28 * 24 * 3600;
 inline constexpr int kMaxRetryAttempts = 30;
+inline constexpr int kMinPriority = -1000;
+inline constexpr int kMaxPriority = 1000;
 inline constexpr int64_t kMaxStopGraceSeconds = 3600;
 inline constexpr size_t kMaxTags = 50;
 inline constexpr size_t kMaxTagKeyLength = 128;

@@ -243,9 +243,11 @@ TransitionResult Transition(Job& job, const Event& e) {
       if (in->state != InstanceState::kLaunching || in->attempt != job.attempt || IsTerminal(job.status) ||
           job.status == JobStatus::kStopping)
         return Ignore("queued report for an instance that is no longer waiting");
+      // The reason is the backend's (capacity) or the controller's ("team quota: ...").
       auto queued = LaunchFailedReportFromJson(e.payload);
+      const std::string reason = queued.ok() ? queued->reason : queued.status().message();
       SetSecondary(job, SecondaryStatus::kPending, now,
-                   "Waiting for capacity: " + (queued.ok() ? queued->reason : queued.status().message()));
+                   (reason.rfind("team quota: ", 0) == 0 ? "Waiting for " : "Waiting for capacity: ") + reason);
       return r;
     }
     case EventType::kPhaseReported: {
