@@ -59,7 +59,12 @@ std::string ListedTeam(const httplib::Request& req, const Principal& who) {
 
 void NativeApi::RegisterAccounts(Router& r) {
   r.Get("/v1/whoami", Access::kViewer, [](const httplib::Request&, httplib::Response& res, const Principal& who) {
-    SendJson(res, 200, {{"id", who.id}, {"name", who.name}, {"team", who.team}, {"role", ToString(who.role)}});
+    SendJson(res, 200,
+             {{"id", who.id},
+              {"name", who.name},
+              {"team", who.team},
+              {"role", ToString(who.role)},
+              {"credential", ToString(who.via)}});
   });
 
   // API tokens.

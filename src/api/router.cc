@@ -87,7 +87,10 @@ bool Router::Admit(const RouteRule& rule, const httplib::Request& req, httplib::
                              "this route needs a credential: Authorization: Bearer <token> (kiln login)"));
     return false;
   }
-  auto p = tokens_ ? tokens_->Authenticate(token) : Result<Principal>(Status(Code::kUnauthenticated, "no tokens"));
+  // A JWT is the identity provider's (auth.oidc); anything else one of kilnd's API tokens.
+  auto p = opts_.oidc != nullptr && OidcVerifier::LooksLikeJwt(token) ? opts_.oidc->Authenticate(token)
+           : tokens_                                                  ? tokens_->Authenticate(token)
+                     : Result<Principal>(Status(Code::kUnauthenticated, "no tokens"));
   if (!p.ok()) {
     if (p.status().code() == Code::kUnauthenticated) limiter_.RecordFailure(req.remote_addr, now);
     res.set_header("WWW-Authenticate", "Bearer realm=\"kiln\", error=\"invalid_token\"");

@@ -26,6 +26,7 @@
 
 #include "auth/api_tokens.h"
 #include "auth/auth_limiter.h"
+#include "auth/oidc.h"
 #include "auth/principal.h"
 #include "common/clock.h"
 #include "http/route_table.h"
@@ -62,6 +63,8 @@ struct RouterOptions {
   int max_streams_per_principal = 256;
   AuthLimits limits;
   Store* audit = nullptr;  // null: no audit log
+  // Identity-provider tokens (JWTs) besides kilnd's API tokens; null: none.
+  const OidcVerifier* oidc = nullptr;
   Clock* clock = nullptr;  // null: the real clock
 };
 

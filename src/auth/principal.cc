@@ -24,4 +24,16 @@ std::optional<Role> ParseRole(std::string_view s) {
   return std::nullopt;
 }
 
+const char* ToString(Credential c) {
+  switch (c) {
+    case Credential::kApiToken:
+      return "api-token";
+    case Credential::kAccessKey:
+      return "access-key";
+    case Credential::kOidcToken:
+      return "oidc";
+  }
+  return "api-token";
+}
+
 }  // namespace kiln

@@ -19,7 +19,8 @@ const char* ToString(Role r);
 // roles) reads as member. nullopt for anything else.
 std::optional<Role> ParseRole(std::string_view s);
 
-enum class Credential { kApiToken, kAccessKey };
+enum class Credential { kApiToken, kAccessKey, kOidcToken };
+const char* ToString(Credential c);  // "api-token", "access-key", "oidc"
 
 struct Principal {
   std::string id;    // token id or access key id

@@ -509,7 +509,7 @@ Result<http::ServerOptions> ServerOptionsFrom(const json& config, size_t max_bod
 // and access keys for the SageMaker front (the admin's in credentials); the
 // router's origins, limits and audit log.
 Status SetUpAccess(const std::string& data, const json& config, Store& store, ApiTokens& api_tokens, AccessKeys& keys,
-                   NativeApiOptions& aopts) {
+                   std::unique_ptr<OidcVerifier>& oidc, NativeApiOptions& aopts) {
   KILN_RETURN_IF_ERROR(EnsureBootstrapToken(api_tokens, data + "/admin.token"));
   auto admin = smapi::BootstrapAdminKey(keys, data + "/credentials");
   if (!admin.ok()) return admin.status();
@@ -519,6 +519,16 @@ Status SetUpAccess(const std::string& data, const json& config, Store& store, Ap
   aopts.access_keys = &keys;
   aopts.router = *router;
   aopts.router.audit = &store;
+  const json auth = config.value("auth", json::object());
+  if (!auth.is_object()) return InvalidArgument("auth", "auth must be a mapping");
+  if (auth.contains("oidc")) {
+    auto oo = OidcOptionsFromJson(auth["oidc"]);
+    if (!oo.ok()) return oo.status();
+    auto v = OidcVerifier::Create(*oo, RealClock::Get());
+    if (!v.ok()) return v.status();
+    oidc = std::move(*v);
+    aopts.router.oidc = oidc.get();
+  }
   return Status::Ok();
 }
 
@@ -627,7 +637,8 @@ int RunKilnd(const KilndOptions& o) {
   aopts.tuning = &tuner;
   ApiTokens api_tokens(**store, RealClock::Get());
   AccessKeys keys(**store, *box, RealClock::Get());
-  if (Status st = SetUpAccess(data, config, **store, api_tokens, keys, aopts); !st.ok()) return fail(st);
+  std::unique_ptr<OidcVerifier> oidc;
+  if (Status st = SetUpAccess(data, config, **store, api_tokens, keys, oidc, aopts); !st.ok()) return fail(st);
   NativeApi api(controller, **store, *catalog, tokens, aopts);
   api.Register(server);
 

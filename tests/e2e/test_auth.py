@@ -4,6 +4,7 @@ revoke), team isolation on the native API, browser safety, a read-only SageMaker
 key, the audit log, and the limit on failed authentications."""
 import json
 import os
+import shutil
 import stat
 import tempfile
 import time
@@ -219,6 +220,85 @@ class AuthE2E(KilndHarness):
         self.assertEqual(st, 429)
         st, _ = self.http("GET", "/v1/health", token="")
         self.assertEqual(st, 200)
+
+
+def _oidc_setup():
+    """A signing key of an identity provider made here, its JWKS and kilnd's config."""
+    import base64
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    d = tempfile.mkdtemp(prefix="kiln-oidc-", dir="/var/tmp")
+    os.chmod(d, 0o755)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pub = key.public_key().public_numbers()
+    b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+    num = lambda n: b64(n.to_bytes((n.bit_length() + 7) // 8, "big"))
+    with open(os.path.join(d, "jwks.json"), "w") as f:
+        json.dump({"keys": [{"kty": "RSA", "kid": "idp-1", "use": "sig", "n": num(pub.n), "e": num(pub.e)}]}, f)
+    with open(os.path.join(d, "kilnd.yaml"), "w") as f:
+        f.write("auth:\n  oidc:\n    issuer: https://idp.example.com\n    audience: kiln\n"
+                "    jwks_file: %s\n    team_claim: groups\n    team_prefix: kiln-\n    role_claim: kiln_role\n"
+                % os.path.join(d, "jwks.json"))
+    return d, key, b64
+
+
+_OIDC_DIR, _OIDC_KEY, _B64 = _oidc_setup()
+
+
+def tearDownModule():
+    shutil.rmtree(_OIDC_DIR, ignore_errors=True)
+
+
+class OidcE2E(KilndHarness):
+    """Tokens from an identity provider (a key made here; no network)."""
+    KILND_ARGS = ["--config", os.path.join(_OIDC_DIR, "kilnd.yaml")]
+
+    def jwt(self, groups, role=None, exp_in=600, email="ada@example.com"):
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import padding
+        now = int(time.time())
+        claims = {"iss": "https://idp.example.com", "aud": "kiln", "sub": "u-" + email, "email": email,
+                  "groups": groups, "iat": now, "exp": now + exp_in}
+        if role:
+            claims["kiln_role"] = role
+        part = _B64(json.dumps({"alg": "RS256", "kid": "idp-1"}).encode()) + "." + _B64(json.dumps(claims).encode())
+        sig = _OIDC_KEY.sign(part.encode(), padding.PKCS1v15(), hashes.SHA256())
+        return part + "." + _B64(sig)
+
+    def test_1_a_provider_token_acts_as_its_team_and_role(self):
+        ada = self.jwt(["staff", "kiln-ads"])
+        st, me = self.api("GET", "/v1/whoami", token=ada)
+        self.assertEqual(st, 200, me)
+        self.assertEqual((me["name"], me["team"], me["role"], me["credential"]),
+                         ("ada@example.com", "ads", "member", "oidc"))
+        st, job = self.api("POST", "/v1/jobs", self.spec(unique("oidc"), ["/bin/true"]), token=ada)
+        self.assertEqual(st, 201, job)
+        self.assertEqual(job["spec"]["team"], "ads")
+        # Another team's member does not see it; a viewer of ads sees it but cannot submit.
+        bob = self.jwt(["kiln-web"], email="bob@example.com")
+        st, _ = self.api("GET", "/v1/jobs/" + job["id"], token=bob)
+        self.assertEqual(st, 404)
+        viewer = self.jwt(["kiln-ads"], role="viewer", email="vic@example.com")
+        st, _ = self.api("GET", "/v1/jobs/" + job["id"], token=viewer)
+        self.assertEqual(st, 200)
+        st, body = self.api("POST", "/v1/jobs", self.spec(unique("no"), ["/bin/true"]), token=viewer)
+        self.assertEqual(st, 403, body)
+        # The CLI takes it like any token.
+        out = self.kiln("whoami", token=ada)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertIn("ada@example.com", out.stdout)
+
+    def test_2_expired_forged_and_teamless_tokens_are_401(self):
+        st, body = self.api("GET", "/v1/jobs", token=self.jwt(["kiln-ads"], exp_in=-120))
+        self.assertEqual((st, body["error"]["message"]), (401, "JWT has expired"))
+        good = self.jwt(["kiln-ads"])
+        forged = good[:good.rfind(".") + 1] + ("A" if good[-1] != "A" else "B") + good[good.rfind(".") + 2:]
+        st, body = self.api("GET", "/v1/jobs", token=forged)
+        self.assertEqual((st, body["error"]["message"]), (401, "JWT signature is invalid"))
+        st, body = self.api("GET", "/v1/jobs", token=self.jwt(["staff"]))
+        self.assertEqual(st, 401, body)
+        # Admin is only what the provider says.
+        st, body = self.api("GET", "/v1/audit", token=self.jwt(["kiln-ads"], role="admin"))
+        self.assertEqual(st, 200, body)
 
 
 if __name__ == "__main__":
