@@ -183,6 +183,42 @@ TEST_F(ApiTest, SubmitDescribeDuplicateAndStop) {
   EXPECT_EQ(Body(stop)["status"], "Stopping") << stop->body;
 }
 
+TEST_F(ApiTest, AJobsEventStreamFollowsItLiveAndEndsWithItEvenWhenItsEventsWerePruned) {
+  auto c = Client();
+  auto r = c.Post("/v1/jobs", R"({"name":"streamed","command":["/bin/true"]})", "application/json");
+  ASSERT_EQ(r->status, 201) << r->body;
+  const std::string id = Body(r)["id"];
+  // Followed while it runs: the controller's changes wake the parked stream.
+  std::thread driver([&] {
+    for (int i = 0; i < 200; ++i) {
+      Drain();
+      clock_.Advance(500);
+      fake_.AdvanceToNow();
+      while (fake_.DeliverOne(0, 0)) {
+      }
+      Drain();
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+  });
+  std::string body;
+  auto live = c.Get("/v1/jobs/" + id + "/events", [&](const char* d, size_t n) {
+    body.append(d, n);
+    return true;
+  });
+  driver.join();
+  ASSERT_TRUE(live);
+  EXPECT_EQ(live->status, 200);
+  EXPECT_NE(body.find("event: JobCreated"), std::string::npos) << body;
+  EXPECT_NE(body.find("\"status\":\"Completed\""), std::string::npos) << body;
+  // Its events pruned by retention: a followed stream ends at once, empty.
+  ASSERT_GT(*store_->PruneEvents(clock_.NowMs() + 1, 1000), 0);
+  auto after = c.Get("/v1/jobs/" + id + "/events");
+  ASSERT_TRUE(after);
+  EXPECT_EQ(after->status, 200);
+  EXPECT_EQ(after->body, "");
+  EXPECT_EQ(Body(c.Get("/v1/jobs/" + id))["status"], "Completed");
+}
+
 TEST_F(ApiTest, TheRuntimeDocumentNeedsTheInstancesTokenAndDecodes) {
   auto c = Anonymous();
   auto submit = Client();

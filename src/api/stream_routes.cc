@@ -57,6 +57,14 @@ class EventStream : public http::StreamSource {
         slot_(std::move(slot)) {}
 
   http::StreamStep Step(std::string& out) override {
+    // A job that had ended before this read has all its events in the store (or
+    // pruned by retention): what the read returns is the rest of the stream.
+    bool ended_before = false;
+    if (!job_id_.empty()) {
+      auto j = store_.GetJob(job_id_);
+      if (!j.ok()) return http::StreamStep::kDone;
+      ended_before = IsTerminal(j->status);
+    }
     auto events = job_id_.empty() ? store_.EventsAfter(cursor_, kEventBatch)
                                   : store_.JobEventsAfter(job_id_, cursor_, kEventBatch);
     if (!events.ok()) return http::StreamStep::kDone;
@@ -70,11 +78,7 @@ class EventStream : public http::StreamSource {
       if (!job_id_.empty() && !e.status_after.empty() && IsTerminal(*ParseJobStatus(e.status_after))) ended = true;
     }
     if (events->size() == static_cast<size_t>(kEventBatch)) return http::StreamStep::kMore;
-    if (ended || !follow_ || shutting_down_) return http::StreamStep::kDone;
-    if (!job_id_.empty()) {
-      auto j = store_.GetJob(job_id_);
-      if (!j.ok() || (IsTerminal(j->status) && j->last_job_seq <= cursor_)) return http::StreamStep::kDone;
-    }
+    if (ended || ended_before || !follow_ || shutting_down_) return http::StreamStep::kDone;
     return http::StreamStep::kWait;
   }
   // A job's stream wakes on that job's changes; the global log on every job's.

@@ -405,11 +405,14 @@ void RestrictDatabaseFiles(const std::string& data) {
   }
 }
 
-// The config's "metrics" section: {max_series_per_job, retention_days}.
+// The config's "metrics" section: {max_series_per_job, retention_days}; and the
+// retention of events ("events" section, EventRetentionFrom).
 struct MetricsConfig {
   GatewayOptions gateway;
-  int64_t retention_ms = 0;  // 0: keep every point
+  int64_t retention_ms = 0;        // 0: keep every point
+  int64_t event_retention_ms = 0;  // 0: keep every event
 };
+Result<int64_t> EventRetentionFrom(const json& config);
 Result<MetricsConfig> MetricsOptionsFrom(const json& config, int flush_ms) {
   MetricsConfig m;
   m.gateway.flush_interval_ms = flush_ms;
@@ -425,17 +428,41 @@ Result<MetricsConfig> MetricsOptionsFrom(const json& config, int flush_ms) {
     return InvalidArgument("metrics.retention_days",
                            "metrics.retention_days must be an integer 0..36500 (0: keep every point)");
   m.retention_ms = retention.get<int64_t>() * 24 * 3600 * 1000;
+  auto events = EventRetentionFrom(config);
+  if (!events.ok()) return events.status();
+  m.event_retention_ms = *events;
   return m;
 }
 
-// Deletes metric points older than the retention, a bounded batch at a time.
-void PruneMetrics(Store& store, int64_t retention_ms) {
-  if (retention_ms <= 0) return;
-  const TimeMs before = RealClock::Get().NowMs() - retention_ms;
-  for (int batch = 0; batch < 100; ++batch) {
-    auto pruned = store.PruneMetricPoints(before, 10000);
-    if (!pruned.ok()) fprintf(stderr, "kilnd: metric retention: %s\n", pruned.status().ToString().c_str());
-    if (!pruned.ok() || *pruned < 10000) break;
+// The config's "events" section: {retention_days} (default 180; 0: keep every
+// event). Only ended jobs' events are pruned; the jobs stay.
+Result<int64_t> EventRetentionFrom(const json& config) {
+  const json ecfg = config.value("events", json::object());
+  if (!ecfg.is_object()) return InvalidArgument("events", "events must be a mapping");
+  const json retention = ecfg.value("retention_days", json(180));
+  if (!retention.is_number_integer() || retention.get<int64_t>() < 0 || retention.get<int64_t>() > 36500)
+    return InvalidArgument("events.retention_days",
+                           "events.retention_days must be an integer 0..36500 (0: keep every event)");
+  return retention.get<int64_t>() * 24 * 3600 * 1000;
+}
+
+// Deletes metric points and ended jobs' events older than their retention, a
+// bounded batch at a time (at most a million of each per pass).
+void PruneOld(Store& store, int64_t metrics_ms, int64_t events_ms) {
+  const TimeMs now = RealClock::Get().NowMs();
+  struct Pass {
+    const char* what;
+    int64_t retention_ms;
+    std::function<Result<int64_t>(TimeMs, int64_t)> prune;
+  };
+  for (const Pass& p : {Pass{"metric", metrics_ms, [&](TimeMs t, int64_t n) { return store.PruneMetricPoints(t, n); }},
+                        Pass{"event", events_ms, [&](TimeMs t, int64_t n) { return store.PruneEvents(t, n); }}}) {
+    if (p.retention_ms <= 0) continue;
+    for (int batch = 0; batch < 100; ++batch) {
+      auto pruned = p.prune(now - p.retention_ms, 10000);
+      if (!pruned.ok()) fprintf(stderr, "kilnd: %s retention: %s\n", p.what, pruned.status().ToString().c_str());
+      if (!pruned.ok() || *pruned < 10000) break;
+    }
   }
 }
 
@@ -602,7 +629,7 @@ int RunKilnd(const KilndOptions& o) {
   auto mopts = MetricsOptionsFrom(config, o.statsd_flush_ms);
   if (!mopts.ok()) return fail(mopts.status());
   const GatewayOptions gopts = mopts->gateway;
-  const int64_t retention_ms = mopts->retention_ms;
+  const int64_t retention_ms = mopts->retention_ms, events_ms = mopts->event_retention_ms;
   Store& st = **store;
   MetricsGateway metrics(gopts, RealClock::Get(), [&st](const std::vector<MetricPoint>& points) {
     Status s = st.AppendMetricPoints(points);
@@ -665,7 +692,8 @@ int RunKilnd(const KilndOptions& o) {
   if (Status st = WriteFileAtomic(data + "/kilnd.addr", addr + "\n"); !st.ok()) return fail(st);
   fprintf(stderr, "kilnd: listening on %s (data dir %s, backend %s)\n", api_url.c_str(), data.c_str(),
           o.backend.c_str());
-  ServeUntilSignal(server, controller, o.resync_seconds, [&st, retention_ms] { PruneMetrics(st, retention_ms); });
+  ServeUntilSignal(server, controller, o.resync_seconds,
+                   [&st, retention_ms, events_ms] { PruneOld(st, retention_ms, events_ms); });
 
   fprintf(stderr, "kilnd: shutting down; running instances keep running and are re-adopted on restart\n");
   api.Shutdown();

@@ -208,7 +208,7 @@ std::optional<Reply> SageMakerApi::CheckScope(const SigV4Request& req) const {
   return std::nullopt;
 }
 
-Reply SageMakerApi::Dispatch(const std::string& op, const json& body, const AccessKey& caller) {
+const std::set<std::string>& SageMakerApi::ServedOperations() {
   static const std::set<std::string> kServed = {"CreateTrainingJob",
                                                 "DescribeTrainingJob",
                                                 "StopTrainingJob",
@@ -226,8 +226,12 @@ Reply SageMakerApi::Dispatch(const std::string& op, const json& body, const Acce
                                                 "ListHyperParameterTuningJobs",
                                                 "StopHyperParameterTuningJob",
                                                 "ListTrainingJobsForHyperParameterTuningJob"};
+  return kServed;
+}
+
+Reply SageMakerApi::Dispatch(const std::string& op, const json& body, const AccessKey& caller) {
   const ServiceModel& model = ServiceModel::SageMaker();
-  if (!kServed.count(op) || (op.find("HyperParameterTuningJob") != std::string::npos && !tuning_))
+  if (!ServedOperations().count(op) || (op.find("HyperParameterTuningJob") != std::string::npos && !tuning_))
     return Error(400, "UnknownOperationException",
                  "operation " + op + (model.HasOperation(op) ? " is not supported by Kiln yet" : " is unknown"));
   if (Status st = model.ValidateInput(op, body); !st.ok()) return Error(400, "ValidationException", st.message());

@@ -9,6 +9,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -40,6 +41,8 @@ class SageMakerApi {
   void Register(http::RouteTable& server);
   // Optional: serves the hyperparameter tuning operations.
   void SetTuning(tuning::TuningService* t) { tuning_ = t; }
+  // Every operation this front serves (with tuning); the access-matrix test's input.
+  static const std::set<std::string>& ServedOperations();
 
   // One request, as the HTTP handler sees it (exposed for tests).
   // `source`: the client's address, for the audit log.

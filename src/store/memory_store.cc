@@ -163,7 +163,7 @@ class MemoryStore final : public Store {
     const int64_t end = first_unapplied == unapplied_.end() ? size + 1 : *first_unapplied;
     const size_t max = SqlLimit(limit);
     for (int64_t seq = std::max<int64_t>(after_seq, 0) + 1; seq < end && out.size() < max; ++seq)
-      out.push_back(EventAt(seq).event);
+      if (!EventAt(seq).pruned) out.push_back(EventAt(seq).event);
     return out;
   }
 
@@ -177,7 +177,7 @@ class MemoryStore final : public Store {
     for (size_t i = static_cast<size_t>(std::clamp<int64_t>(after_job_seq, 0, static_cast<int64_t>(seqs.size())));
          i < seqs.size() && out.size() < max; ++i) {
       const EventRecord& rec = EventAt(seqs[i]);
-      if (rec.applied) out.push_back(rec.event);
+      if (rec.applied && !rec.pruned) out.push_back(rec.event);
     }
     return out;
   }
@@ -223,6 +223,22 @@ class MemoryStore final : public Store {
       if (std::isnan(p.value)) return Internal("metric point " + p.name + " of job " + p.job_id + " is NaN");
     for (const auto& p : points) metrics_[p.job_id].push_back(p);
     return Status::Ok();
+  }
+
+  Result<int64_t> PruneEvents(TimeMs before, int64_t max) override {
+    MutexLock l(mu_);
+    int64_t n = 0;
+    for (int64_t seq = 1; seq <= static_cast<int64_t>(events_.size()) && n < max; ++seq) {
+      EventRecord& rec = EventAt(seq);
+      if (rec.pruned || !rec.applied || rec.event.time >= before) continue;
+      auto job = jobs_.find(rec.event.job_id);
+      if (job == jobs_.end() || !IsTerminal(job->second.job.status)) continue;
+      if (!rec.event.dedup_key.empty()) dedup_keys_.erase(rec.event.dedup_key);
+      rec.event = Event{};
+      rec.pruned = true;
+      ++n;
+    }
+    return n;
   }
 
   Result<int64_t> PruneMetricPoints(TimeMs before, int64_t max) override {
@@ -439,6 +455,7 @@ class MemoryStore final : public Store {
   struct EventRecord {
     Event event;  // status_after/secondary_after empty until applied
     bool applied = false;
+    bool pruned = false;  // gone by retention: its seq stays taken, its content is dropped
   };
   struct InstanceRecord {
     Instance instance;   // as last saved

@@ -120,6 +120,10 @@ CREATE INDEX audit_team ON audit(team, seq);
     R"sql(
 CREATE INDEX metric_points_time ON metric_points(time_ms);
 )sql",
+    // 8: event retention prunes by time
+    R"sql(
+CREATE INDEX events_time ON events(time_ms);
+)sql",
 };
 
 class Stmt {
@@ -624,6 +628,16 @@ class SqliteStore final : public Store {
     Stmt s(db_, "DELETE FROM metric_points WHERE rowid IN (SELECT rowid FROM metric_points WHERE time_ms < ? LIMIT ?)");
     s.Bind(1, before).Bind(2, max);
     if (s.Step() != SQLITE_DONE) return Err("prune metric points");
+    return static_cast<int64_t>(sqlite3_changes(db_));
+  }
+
+  Result<int64_t> PruneEvents(TimeMs before, int64_t max) override {
+    std::lock_guard<std::mutex> l(mu_);
+    Stmt s(db_,
+           "DELETE FROM events WHERE seq IN (SELECT e.seq FROM events e JOIN jobs j ON j.id = e.job_id "
+           "WHERE e.time_ms < ?1 AND e.applied = 1 AND j.status IN ('Completed', 'Failed', 'Stopped') LIMIT ?2)");
+    s.Bind(1, before).Bind(2, max);
+    if (s.Step() != SQLITE_DONE) return Err("prune events");
     return static_cast<int64_t>(sqlite3_changes(db_));
   }
 

@@ -116,6 +116,10 @@ class Store {
   // Deletes at most `max` metric points older than `before` (retention); returns
   // how many went. Callers repeat until it returns fewer than `max`.
   virtual Result<int64_t> PruneMetricPoints(TimeMs before, int64_t max) = 0;
+  // Deletes at most `max` events older than `before` of jobs that have ended
+  // (event retention); the jobs themselves, their final state and instances stay.
+  // Events of jobs not ended are never pruned: their state is folded from them.
+  virtual Result<int64_t> PruneEvents(TimeMs before, int64_t max) = 0;
   // Points of one job, oldest first; `name` empty = all series.
   virtual Result<std::vector<MetricPoint>> JobMetrics(const std::string& job_id, const std::string& name) = 0;
 

@@ -259,6 +259,37 @@ TEST_P(StoreConformance, ApiTokensStoreHashesAndRevokeOnce) {
   EXPECT_EQ(store_->GetApiToken("nope").status().code(), Code::kNotFound);
 }
 
+TEST_P(StoreConformance, EventRetentionPrunesOldEventsOfEndedJobsOnly) {
+  // j-old ended; j-live runs. Each has its JobCreated event (time 1) and one more.
+  for (const char* id : {"j-old", "j-live"}) {
+    ASSERT_TRUE(store_->CreateJob(MakeJob(id, id, 10), Created()).ok());
+    Event e;
+    e.job_id = id;
+    e.type = EventType::kInstanceExited;
+    e.time = 500;
+    e.dedup_key = std::string("exit:") + id;
+    ASSERT_TRUE(store_->AppendEvent(e).ok());
+    auto un = store_->UnappliedEvents(id);
+    Job j = *store_->GetJob(id);
+    j.status = std::string(id) == "j-old" ? JobStatus::kCompleted : JobStatus::kInProgress;
+    ASSERT_TRUE(store_->CommitTransition(j, *un).ok());
+  }
+  ASSERT_EQ(store_->EventsAfter(0, 100)->size(), 4u);
+  // Older than 100: only the ended job's first event.
+  EXPECT_EQ(*store_->PruneEvents(100, 10), 1);
+  EXPECT_EQ(*store_->PruneEvents(100, 10), 0);
+  // Older than 1000, one at a time.
+  EXPECT_EQ(*store_->PruneEvents(1000, 1), 1);
+  EXPECT_EQ(*store_->PruneEvents(1000, 1), 0);
+  EXPECT_TRUE(store_->JobEventsAfter("j-old", 0, 100)->empty());
+  EXPECT_EQ(store_->JobEventsAfter("j-live", 0, 100)->size(), 2u);
+  auto all = store_->EventsAfter(0, 100);
+  ASSERT_EQ(all->size(), 2u);
+  EXPECT_EQ((*all)[0].job_id, "j-live");
+  // The ended job itself stays, with its final state.
+  EXPECT_EQ(store_->GetJob("j-old")->status, JobStatus::kCompleted);
+}
+
 TEST_P(StoreConformance, MetricRetentionPrunesOldPointsInBoundedBatches) {
   std::vector<MetricPoint> pts;
   for (int i = 0; i < 10; ++i) pts.push_back({"j1", "loss", "", "value", 100 + i, static_cast<double>(i)});
