@@ -1,5 +1,5 @@
 // kiln_auth_bench [N]: what authentication and authorization add to a request.
-// One HTTP server on loopback (cpp-httplib, as kilnd), one SQLite store on disk
+// One HTTP server on loopback (kilnd's own http::AsyncServer), one SQLite store on disk
 // holding a job and the tokens, and the same handler (describe the job, with the
 // team check) behind two routes: one open, one behind the router's full gate
 // (Origin, failed-auth limit, Bearer token looked up and hashed, least role, rate

@@ -4,7 +4,7 @@
 
   /usr/bin/python3 bench/auth_bench.py [--n 5000] [--no-record]
 
-Runs build/bench/kiln_auth_bench: one cpp-httplib server, one on-disk SQLite
+Runs build/bench/kiln_auth_bench: one kilnd HTTP server (http::AsyncServer), one on-disk SQLite
 store with 1,001 tokens, the same describe handler behind an open route and
 behind the router's whole gate; a keep-alive client alternates them."""
 import argparse, json, os, subprocess

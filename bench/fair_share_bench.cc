@@ -45,7 +45,7 @@ int main(int argc, char** argv) {
     u.vcpus = static_cast<double>(1 << (rng() % 4));
     u.memory_mib = 4096;
     const int id = next_id++;
-    return Waiter{"i" + std::to_string(id), "j" + std::to_string(id), "team" + std::to_string(team),
+    return Waiter{"i" + std::to_string(id),        "j" + std::to_string(id),      "team" + std::to_string(team),
                   static_cast<int>(rng() % 5) - 2, static_cast<kiln::TimeMs>(id), u};
   };
   for (int t = 0; t < kTeams; ++t)  // what runs already
@@ -70,8 +70,9 @@ int main(int argc, char** argv) {
       if (launched % 3 == 0) fs.Release(w->instance_id);  // some end quickly
     }
   }
-  printf("{\"queued\": %zu, \"teams\": %d, \"decisions\": %d, \"launched\": %d, \"p50_us\": %.2f, \"p99_us\": %.2f, "
-         "\"max_us\": %.2f}\n",
-         fs.waiting(), kTeams, decisions, launched, Pct(us, 50), Pct(us, 99), Pct(us, 100));
+  printf(
+      "{\"queued\": %zu, \"teams\": %d, \"decisions\": %d, \"launched\": %d, \"p50_us\": %.2f, \"p99_us\": %.2f, "
+      "\"max_us\": %.2f}\n",
+      fs.waiting(), kTeams, decisions, launched, Pct(us, 50), Pct(us, 99), Pct(us, 100));
   return 0;
 }

@@ -130,7 +130,7 @@ void Router::Audit(const httplib::Request& req, const httplib::Response& res, co
   if (!seq.ok()) fprintf(stderr, "kilnd: audit: %s\n", seq.status().ToString().c_str());
 }
 
-void Router::Add(RouteRule rule, http::ReadBody read, StreamHandler h) {
+void Router::Add(const RouteRule& rule, http::ReadBody read, StreamHandler h) {
   rules_.push_back(rule);
   server_.Handle(rule.method, rule.pattern, read,
                  [this, rule, h = std::move(h)](const httplib::Request& req,

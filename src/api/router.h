@@ -92,7 +92,7 @@ class Router {
   // The gate (steps 1-5); true when the handler may run, with `who` filled in.
   bool Admit(const RouteRule& rule, const httplib::Request& req, httplib::Response& res, Principal& who);
   void Audit(const httplib::Request& req, const httplib::Response& res, const Principal& who);
-  void Add(RouteRule rule, http::ReadBody read, StreamHandler h);
+  void Add(const RouteRule& rule, http::ReadBody read, StreamHandler h);
   TimeMs Now() const;
 
   http::RouteTable& server_;

@@ -82,10 +82,12 @@ Result<std::shared_ptr<OidcVerifier::Key>> KeyFromJwk(const json& k) {
   };
   std::unique_ptr<OSSL_PARAM_BLD, decltype(&OSSL_PARAM_BLD_free)> bld(OSSL_PARAM_BLD_new(), OSSL_PARAM_BLD_free);
   if (kty == "RSA") {
-    auto n = field("n"), e = field("e");
+    const std::optional<std::string> n = field("n"), e = field("e");
     if (!n || !e || n->size() < 256) return InvalidArgument("jwks", "an RSA key needs n (2048 bits or more) and e");
-    BIGNUM* bn = BN_bin2bn(reinterpret_cast<const unsigned char*>(n->data()), static_cast<int>(n->size()), nullptr);
-    BIGNUM* be = BN_bin2bn(reinterpret_cast<const unsigned char*>(e->data()), static_cast<int>(e->size()), nullptr);
+    const std::string& nb = *n;
+    const std::string& eb = *e;
+    BIGNUM* bn = BN_bin2bn(reinterpret_cast<const unsigned char*>(nb.data()), static_cast<int>(nb.size()), nullptr);
+    BIGNUM* be = BN_bin2bn(reinterpret_cast<const unsigned char*>(eb.data()), static_cast<int>(eb.size()), nullptr);
     OSSL_PARAM_BLD_push_BN(bld.get(), OSSL_PKEY_PARAM_RSA_N, bn);
     OSSL_PARAM_BLD_push_BN(bld.get(), OSSL_PKEY_PARAM_RSA_E, be);
     key->pkey = FromParams("RSA", bld.get());

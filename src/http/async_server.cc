@@ -242,8 +242,12 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     // A stream's connection closes when it ends (its hang-up watch holds the read side).
     if (src) keep_alive_ = false;
-    head += src ? std::string("Transfer-Encoding: chunked\r\n")
-                : "Content-Length: " + std::to_string(res.body.size()) + "\r\n";
+    // 204 and 304 carry no body and no Content-Length (RFC 9110 §8.6).
+    if (src) {
+      head += "Transfer-Encoding: chunked\r\n";
+    } else if (status != 204 && status != 304) {
+      head += "Content-Length: " + std::to_string(res.body.size()) + "\r\n";
+    }
     if (!keep_alive_) head += "Connection: close\r\n";
     head += "\r\n";
     if (src) {
@@ -254,7 +258,7 @@ class Session : public std::enable_shared_from_this<Session> {
       return Write(Phase::kStreamWriting, [this] { StreamStep(); });
     }
     out_ = std::move(head);
-    if (res.body.size() > 0) out_ += res.body;
+    if (status != 204 && status != 304) out_ += res.body;
     Write(Phase::kWriting, [this, status] {
       if (keep_alive_) return WaitForRequest();
       if (status >= 400) return Drain();
@@ -299,14 +303,14 @@ class Session : public std::enable_shared_from_this<Session> {
       } catch (const std::exception& e) {
         fprintf(stderr, "kilnd: stream: %s\n", e.what());
       }
-      asio::post(self->sock_.get_executor(), [self, step, out = std::move(out)]() mutable {
+      asio::post(self->sock_.get_executor(), [self, step, out = std::move(out)] {
         if (self->phase_ == Phase::kClosed) return;
-        self->OnStep(step, std::move(out));
+        self->OnStep(step, out);
       });
     });
   }
 
-  void OnStep(kiln::http::StreamStep step, std::string out) {
+  void OnStep(kiln::http::StreamStep step, const std::string& out) {
     if (!out.empty()) out_ = Chunk(out);
     if (step == kiln::http::StreamStep::kDone) {
       out_ += "0\r\n\r\n";
