@@ -150,8 +150,8 @@ bool IsTeamName(const std::string& s) {
 
 Result<OidcOptions> OidcOptionsFromJson(const json& j) {
   OidcOptions o;
-  if (j.is_null()) return o;
-  if (!j.is_object()) return InvalidArgument("auth.oidc", "auth.oidc must be a mapping");
+  if (!j.is_object())
+    return InvalidArgument("auth.oidc", "auth.oidc must be a mapping of issuer, audience, jwks_file, ...");
   for (auto it = j.begin(); it != j.end(); ++it) {
     const std::string f = "auth.oidc." + it.key();
     static const char* const kKnown[] = {"issuer",      "audience",   "jwks_file",    "team_claim",

@@ -39,7 +39,7 @@ struct OidcOptions {
   std::string name_claim = "email";  // falls back to "sub"
 };
 
-// The config's "auth.oidc" section; nullopt-like empty issuer when absent.
+// The config's "auth.oidc" section (present: issuer, audience and jwks_file are required).
 Result<OidcOptions> OidcOptionsFromJson(const nlohmann::json& j);
 
 class OidcVerifier {

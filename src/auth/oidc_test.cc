@@ -246,7 +246,7 @@ TEST(OidcOptions, TheConfigIsCheckedFieldByField) {
         Bad{R"({"issuer": "i", "audience": "kiln", "jwks_file": "/k", "default_role": "admin"})",
             "auth.oidc.default_role"},
         Bad{R"({"issuer": "i", "audience": "kiln", "jwks_file": "/k", "algs": "none"})", "auth.oidc.algs"},
-        Bad{R"({"issuer": 3})", "auth.oidc.issuer"}, Bad{R"([])", "auth.oidc"}}) {
+        Bad{R"({"issuer": 3})", "auth.oidc.issuer"}, Bad{R"([])", "auth.oidc"}, Bad{"null", "auth.oidc"}}) {
     auto r = OidcOptionsFromJson(json::parse(b.json));
     ASSERT_FALSE(r.ok()) << b.json;
     EXPECT_EQ(r.status().field(), b.field) << b.json << ": " << r.status().ToString();

@@ -80,7 +80,7 @@ class ComputeBackend {
   // Directory holding the instance's log file, or "" if the backend keeps none locally.
   virtual std::string LogPath(const std::string& instance_id) const { return ""; }
   // Host path where the instance's StatsD Unix socket should be created so the
-  // instance sees it at /opt/ml/.kiln/statsd.sock, or "" if the backend has none.
+  // instance sees it at /run/kiln/metrics/statsd.sock, or "" if the backend has none.
   virtual std::string MetricsSocketPath(const std::string& instance_id) const { return ""; }
 };
 

@@ -40,7 +40,7 @@ struct RuntimeResourceConfig {
 struct RuntimeStatsd {
   std::string host;  // "127.0.0.1"
   int port = 0;      // the instance's own UDP port
-  // The instance's Unix datagram socket as the job sees it ("/opt/ml/.kiln/statsd.sock"),
+  // The instance's Unix datagram socket as the job sees it ("/run/kiln/metrics/statsd.sock"),
   // or nullopt (null on the wire) when the backend gives instances none.
   std::optional<std::string> socket;
 

@@ -222,6 +222,86 @@ class AuthE2E(KilndHarness):
         self.assertEqual(st, 200)
 
 
+_STREAMS_CONFIG_DIR = tempfile.mkdtemp(prefix="kiln-streams-config-", dir="/var/tmp")
+os.chmod(_STREAMS_CONFIG_DIR, 0o755)
+with open(os.path.join(_STREAMS_CONFIG_DIR, "kilnd.yaml"), "w") as _f:
+    _f.write("api:\n  max_streams: 12000\n  max_streams_per_principal: 12000\n"
+             "  max_connections_per_address: 12000\n")
+
+
+class ManyStreamsE2E(KilndHarness):
+    """10,000 idle event streams while a job runs: nothing else waits on them."""
+    KILND_ARGS = ["--config", os.path.join(_STREAMS_CONFIG_DIR, "kilnd.yaml")]
+
+    def test_10000_idle_streams_while_a_job_runs(self):
+        import resource
+        import select
+        import socket
+        n = 10000
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard < n + 500:
+            self.skipTest("the open-file limit (%d) is below %d" % (hard, n + 500))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        st, sleeper = self.api("POST", "/v1/jobs", self.spec(unique("sleeper"), ["/bin/sleep", "300"]))
+        self.assertEqual(st, 201, sleeper)
+        self.wait_job(sleeper["id"], lambda j: j["secondary_status"] == "Training", "Training")
+        host, port = self.addr.rsplit(":", 1)
+        req = ("GET /v1/jobs/%s/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n"
+               % (sleeper["id"], self.admin_token)).encode()
+        socks, heads = [], {}
+        try:
+            for _ in range(n):
+                s = socket.create_connection((host, int(port)), timeout=60)
+                s.sendall(req)
+                s.setblocking(False)
+                socks.append(s)
+                heads[s.fileno()] = b""
+            poller = select.epoll()
+            for fd in heads:
+                poller.register(fd, select.EPOLLIN)
+            by_fd = {s.fileno(): s for s in socks}
+            ok, deadline = 0, time.monotonic() + 120
+            while heads and time.monotonic() < deadline:
+                for fd, _ in poller.poll(1.0):
+                    heads[fd] += by_fd[fd].recv(65536)
+                    if b"\r\n\r\n" in heads[fd]:
+                        ok += heads[fd].startswith(b"HTTP/1.1 200")
+                        poller.unregister(fd)
+                        del heads[fd]
+            poller.close()
+            self.assertEqual(ok, n)
+            # Health, describe and a whole job while all 10,000 are open.
+            st, _ = self.http("GET", "/v1/health", token="")
+            self.assertEqual(st, 200)
+            st, _ = self.api("GET", "/v1/jobs/" + sleeper["id"])
+            self.assertEqual(st, 200)
+            st, job = self.api("POST", "/v1/jobs", self.spec(unique("during"), ["/bin/echo", "ok"]))
+            self.assertEqual(st, 201, job)
+            self.assertEqual(self.wait_terminal(job["id"])["status"], "Completed")
+            # Stopping the sleeper ends every one of its streams.
+            st, _ = self.api("POST", "/v1/jobs/%s/stop" % sleeper["id"])
+            self.assertEqual(st, 202)
+            self.wait_terminal(sleeper["id"])
+            ended, deadline = 0, time.monotonic() + 120
+            for s in socks:
+                s.setblocking(True)
+                s.settimeout(max(1, deadline - time.monotonic()))
+                data = b""
+                try:
+                    while not data.endswith(b"0\r\n\r\n"):
+                        chunk = s.recv(65536)
+                        if not chunk:
+                            break
+                        data += chunk
+                except OSError:
+                    pass
+                ended += data.endswith(b"0\r\n\r\n")
+            self.assertEqual(ended, n)
+        finally:
+            for s in socks:
+                s.close()
+
+
 def _oidc_setup():
     """A signing key of an identity provider made here, its JWKS and kilnd's config."""
     import base64
@@ -246,6 +326,7 @@ _OIDC_DIR, _OIDC_KEY, _B64 = _oidc_setup()
 
 def tearDownModule():
     shutil.rmtree(_OIDC_DIR, ignore_errors=True)
+    shutil.rmtree(_STREAMS_CONFIG_DIR, ignore_errors=True)
 
 
 class OidcE2E(KilndHarness):
