@@ -7,6 +7,7 @@ PKGS=(build-essential cmake ninja-build pkg-config git
       nlohmann-json3-dev libsqlite3-dev sqlite3 libssl-dev libcpp-httplib-dev libboost-dev
       libcli11-dev libyaml-cpp-dev libre2-dev
       bubblewrap libseccomp-dev iproute2 btrfs-progs nftables tar procps curl
+      slurm-wlm slurmctld slurmd slurm-client munge slurmrestd slurm-wlm-jwt-plugin
       python3-sklearn python3-numpy python3-statsd python3-boto3 python3-optuna python3-cryptography awscli prometheus
       clang libclang-rt-14-dev clang-format clang-tidy)
 missing=()

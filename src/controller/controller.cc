@@ -158,16 +158,23 @@ bool Controller::RunOnce() {
 }
 
 void Controller::Process(const std::string& id) {
-  Status st = Reconcile(id);
+  // A job recovered at start holds back the fair-share queue until its running
+  // instances are re-adopted (and hold their capacity again); one whose recovery
+  // waits for a pending event stays in recovering_ until then.
+  const bool deferred = ProcessOne(id) == Processed::kRecoveryDeferred;
   bool recovered = false;
   {
     MutexLock l(mu_);
-    if (recovering_.erase(id) > 0 && recovering_.empty()) {
+    if (!deferred && recovering_.erase(id) > 0 && recovering_.empty()) {
       hold_ = false;
       recovered = true;
     }
   }
   if (recovered) Pump();
+}
+
+Controller::Processed Controller::ProcessOne(const std::string& id) {
+  Status st = Reconcile(id);
   if (!st.ok()) {
     int failures;
     {
@@ -179,13 +186,13 @@ void Controller::Process(const std::string& id) {
       dropped_keys_.fetch_add(1);
       fprintf(stderr, "kilnd: reconcile %s: %s (not retried until a new event arrives)\n", id.c_str(),
               st.ToString().c_str());
-      return;
+      return Processed::kDone;
     }
     TimeMs delay = RequeueDelayMs(failures);
     fprintf(stderr, "kilnd: reconcile %s: %s (retry %d in %lld ms)\n", id.c_str(), st.ToString().c_str(), failures,
             static_cast<long long>(delay));
     timers_.Schedule(clock_.NowMs() + delay, "requeue:" + id, [this, id] { Enqueue(id); });
-    return;
+    return Processed::kDone;
   }
   bool resync;
   {
@@ -193,16 +200,17 @@ void Controller::Process(const std::string& id) {
     failures_.erase(id);
     resync = resync_.erase(id) > 0;
   }
-  if (!resync) return;
+  if (!resync) return Processed::kDone;
   // Only on a fully folded job, so that a pending event (say a launch failure that
   // the fold's own actions just posted) is seen before re-launching anything.
   auto pending = store_.UnappliedEvents(id);
   if (pending.ok() && pending->empty()) {
     RecoverInstances(id);
-  } else {
-    MutexLock l(mu_);
-    resync_.insert(id);  // the posted event has queued the job again
+    return Processed::kDone;
   }
+  MutexLock l(mu_);
+  resync_.insert(id);  // the posted event has queued the job again
+  return Processed::kRecoveryDeferred;
 }
 
 void Controller::WorkerLoop() {

@@ -113,6 +113,8 @@ class Controller final : public EventSink {
 
   void Enqueue(const std::string& job_id) EXCLUDES(mu_);
   void Process(const std::string& job_id) EXCLUDES(mu_);
+  enum class Processed { kDone, kRecoveryDeferred };
+  Processed ProcessOne(const std::string& job_id) EXCLUDES(mu_);
   void WorkerLoop() EXCLUDES(mu_);
   void LauncherLoop() EXCLUDES(mu_);
   Status Reconcile(const std::string& job_id);

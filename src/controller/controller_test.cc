@@ -82,6 +82,17 @@ class Slots : public BackendWrapper, public EventSink {
     if (e.type == EventType::kInstanceExited && running_.erase(PayloadInstanceId(e.payload)) > 0) ++free_;
     return ctl_->Post(std::move(e));
   }
+  // Like a backend process that restarted: it knows what runs again only from
+  // Recover, as the local backend does.
+  void ForgetRunning() {
+    free_ += static_cast<int>(running_.size());
+    running_.clear();
+  }
+  Status Recover(const std::string& id, const std::string& handle) override {
+    Status st = BackendWrapper::Recover(id, handle);
+    if (st.ok() && running_.insert(id).second) --free_;
+    return st;
+  }
   const std::vector<std::string>& started() const { return started_; }
   int refused() const { return refused_; }
 
@@ -249,6 +260,7 @@ TEST_F(ControllerTest, AfterKill9QueuedJobsOfSeveralTeamsAreNotLostNorStartedTwi
   }
   ASSERT_EQ(slots.started(), (std::vector<std::string>{"a1"}));
   ctl_.reset();  // kill -9 with five jobs queued in memory
+  slots.ForgetRunning();
   StartController(slots);
   slots.SetController(ctl_.get());
   fake_.SetSink(&slots);

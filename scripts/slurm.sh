@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# A real single-host Slurm 22.05 cluster (munge, slurmctld, slurmd, slurmrestd
+# with JWT) from Debian's packages, in a private directory: nothing goes in
+# /etc/slurm. For Kiln's Slurm backend, its tests and benchmarks.
+#
+#   scripts/slurm.sh start DIR [BASE_PORT]   generate DIR/slurm.conf and start; BASE_PORT
+#                                            (default 6817): slurmctld, +1 slurmd, +3 slurmrestd
+#   scripts/slurm.sh stop DIR                stop what start started (munged is shared: left running)
+#
+# After start, DIR/env holds SLURM_CONF, KILN_SLURM_URL (slurmrestd, on 127.0.0.1)
+# and KILN_SLURM_JWT_KEY (the HS256 key slurmctld verifies tokens with; kilnd
+# mints its own tokens from it). The scheduler is tuned for latency and
+# throughput as in ../shared/reference/local-components.md.
+set -euo pipefail
+
+cmd=${1:?usage: slurm.sh start|stop DIR [BASE_PORT]}
+D=${2:?usage: slurm.sh start|stop DIR [BASE_PORT]}
+BASE=${3:-6817}
+
+stop() {
+  for p in slurmrestd slurmd slurmctld; do
+    if [ -f "$D/$p.pid" ]; then
+      kill "$(cat "$D/$p.pid")" 2>/dev/null || true
+    fi
+  done
+  for p in slurmrestd slurmd slurmctld; do
+    if [ -f "$D/$p.pid" ]; then
+      for _ in $(seq 50); do kill -0 "$(cat "$D/$p.pid")" 2>/dev/null || break; sleep 0.1; done
+      kill -9 "$(cat "$D/$p.pid")" 2>/dev/null || true
+      rm -f "$D/$p.pid"
+    fi
+  done
+}
+
+if [ "$cmd" = stop ]; then
+  stop
+  exit 0
+fi
+[ "$cmd" = start ] || { echo "slurm.sh: unknown command $cmd" >&2; exit 2; }
+
+for b in slurmctld slurmd slurmrestd munged scontrol sinfo; do
+  command -v "$b" >/dev/null || { echo "slurm.sh: $b missing (scripts/install-deps.sh installs it)" >&2; exit 1; }
+done
+[ -f /usr/lib/x86_64-linux-gnu/slurm-wlm/auth_jwt.so ] || [ -n "$(find /usr/lib -name auth_jwt.so 2>/dev/null | head -1)" ] ||
+  { echo "slurm.sh: auth_jwt.so missing (package slurm-wlm-jwt-plugin)" >&2; exit 1; }
+
+mkdir -p "$D/state" "$D/spool" "$D/jobs"
+chmod 755 "$D"
+D=$(cd "$D" && pwd)
+HOST=$(hostname -s)
+CPUS=$(nproc)
+MEM=$(slurmd -C 2>/dev/null | sed -n 's/.*RealMemory=\([0-9]*\).*/\1/p')
+MEM=$(( ${MEM:-4096} > 1024 ? ${MEM:-4096} - 512 : ${MEM:-4096} ))
+
+# munge: shared by every cluster on the host; started once, as its own user.
+if ! munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then
+  install -d -o munge -g munge /run/munge
+  runuser -u munge -- /usr/sbin/munged
+  for _ in $(seq 100); do munge -n 2>/dev/null | unmunge >/dev/null 2>&1 && break; sleep 0.05; done
+fi
+
+[ -f "$D/jwt_hs256.key" ] || { head -c 32 /dev/urandom > "$D/jwt_hs256.key"; chmod 600 "$D/jwt_hs256.key"; }
+cat > "$D/slurm.conf" <<EOF
+ClusterName=kiln
+SlurmctldHost=$HOST(127.0.0.1)
+SlurmctldPort=$BASE
+SlurmdPort=$((BASE + 1))
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+CredType=cred/munge
+AuthAltTypes=auth/jwt
+AuthAltParameters=jwt_key=$D/jwt_hs256.key
+StateSaveLocation=$D/state
+SlurmdSpoolDir=$D/spool
+SlurmctldPidFile=$D/slurmctld.pid
+SlurmdPidFile=$D/slurmd.pid
+SlurmctldLogFile=$D/slurmctld.log
+SlurmdLogFile=$D/slurmd.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+JobCompType=jobcomp/filetxt
+JobCompLoc=$D/jobcomp.log
+MpiDefault=none
+MailProg=/bin/true
+ReturnToService=2
+MinJobAge=600
+SchedulerType=sched/backfill
+SchedulerParameters=batch_sched_delay=0,sched_min_interval=0
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core_Memory
+DefMemPerCPU=256
+NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$MEM State=UNKNOWN
+PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:32
+EOF
+chmod 644 "$D/slurm.conf"
+export SLURM_CONF=$D/slurm.conf
+
+stop  # a previous run's daemons in this directory
+slurmctld -f "$SLURM_CONF"
+for _ in $(seq 100); do scontrol ping 2>/dev/null | grep -q "is UP" && break; sleep 0.05; done
+slurmd -f "$SLURM_CONF"
+for _ in $(seq 200); do [ "$(sinfo -h -o %t 2>/dev/null | head -1)" = idle ] && break; sleep 0.05; done
+[ "$(sinfo -h -o %t 2>/dev/null | head -1)" = idle ] || { echo "slurm.sh: the node did not come up; see $D/slurmd.log" >&2; exit 1; }
+
+# slurmrestd refuses to run as root: it drops to the slurm user after binding.
+REST=127.0.0.1:$((BASE + 3))
+SLURM_JWT=daemon setsid slurmrestd -f "$SLURM_CONF" -u slurm -a rest_auth/jwt -s openapi/v0.0.38 "$REST" \
+  > "$D/slurmrestd.log" 2>&1 < /dev/null &
+echo $! > "$D/slurmrestd.pid"
+for _ in $(seq 100); do curl -s -o /dev/null "http://$REST/" && break; sleep 0.05; done
+curl -s -o /dev/null "http://$REST/" || { echo "slurm.sh: slurmrestd did not start; see $D/slurmrestd.log" >&2; exit 1; }
+
+cat > "$D/env" <<EOF
+SLURM_CONF=$D/slurm.conf
+KILN_SLURM_URL=http://$REST
+KILN_SLURM_JWT_KEY=$D/jwt_hs256.key
+EOF
+echo "slurm.sh: up in $D (slurmrestd on $REST)"
