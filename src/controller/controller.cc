@@ -74,7 +74,34 @@ void Controller::Shutdown() {
   launchers_.clear();
 }
 
+Status Controller::FitsTeamQuota(const JobSpec& spec) const {
+  const TeamQuota& q = opts_.quotas.For(spec.team);
+  const InstanceType* type = catalog_.FindType(spec.instance_type);
+  const int n = std::max(1, spec.instance_count);
+  auto over = [&](const char* field, const std::string& what, const std::string& key) {
+    return InvalidArgument(field, "team " + spec.team + "'s quota allows at most " + what + " at once (quotas.teams." +
+                                      spec.team + "." + key + "): this job could never start");
+  };
+  char buf[64];
+  if (q.instances >= 0 && n > q.instances)
+    return over("instance.count", std::to_string(q.instances) + " instances", "instances");
+  if (type != nullptr && q.vcpus >= 0 && type->vcpus * n > q.vcpus + 1e-9) {
+    snprintf(buf, sizeof(buf), "%g vCPUs", q.vcpus);
+    return over("instance.type", buf, "vcpus");
+  }
+  if (type != nullptr && q.memory_mib >= 0 && type->memory_mib * n > q.memory_mib) {
+    snprintf(buf, sizeof(buf), "%g GiB of memory", static_cast<double>(q.memory_mib) / 1024);
+    return over("instance.type", buf, "memory_gib");
+  }
+  if (type != nullptr && q.gpus >= 0 && type->gpus * n > q.gpus)
+    return over("instance.type", std::to_string(q.gpus) + " GPUs", "gpus");
+  if (!spec.tuning_job.empty() && q.trials == 0) return over("team", "0 running tuning trials", "tuning_trials");
+  return Status::Ok();
+}
+
 Result<Job> Controller::CreateJob(const JobSpec& spec) {
+  // A job that its team's quota could never admit is refused now, not left Pending.
+  KILN_RETURN_IF_ERROR(FitsTeamQuota(spec));
   Job job;
   job.id = NewId("j");
   job.spec = spec;

@@ -79,6 +79,9 @@ class Controller final : public EventSink {
 
   // `spec` must already be validated. kAlreadyExists on a duplicate name.
   Result<Job> CreateJob(const JobSpec& spec);
+  // kInvalidArgument naming the field when `spec` needs more at once than its
+  // team's whole quota allows (it would wait forever).
+  Status FitsTeamQuota(const JobSpec& spec) const;
   Result<Job> StopJob(const std::string& id_or_name);
   // Persists `e` (dropping duplicates by dedup_key) and queues its job.
   Status Post(Event e) override;

@@ -221,6 +221,19 @@ TEST_F(ControllerTest, AJobOverItsTeamsQuotaWaitsPendingWithTheReasonAndStartsWh
     EXPECT_EQ(got->status, JobStatus::kCompleted) << j.spec.name << ": " << got->failure_reason;
   }
   EXPECT_EQ(slots.started(), (std::vector<std::string>{"a1", "w1", "a2"}));
+  // A job that needs more at once than the team's whole quota is refused at create.
+  JobSpec big;
+  big.name = "a-big";
+  big.team = "ads";
+  big.instance_count = 2;
+  big.command = {"train"};
+  auto refused = ctl_->CreateJob(big);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().field(), "instance.count");
+  EXPECT_EQ(refused.status().message(),
+            "team ads's quota allows at most 1 instances at once (quotas.teams.ads.instances): this job could never "
+            "start");
+  EXPECT_EQ(store_->GetJob("a-big").status().code(), Code::kNotFound);
 }
 
 TEST_F(ControllerTest, ScarceCapacityGoesToTeamsInFairShareOrderAndByPriorityWithinATeam) {

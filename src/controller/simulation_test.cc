@@ -88,7 +88,8 @@ SimResult RunHistory(uint64_t seed, StoreKind kind) {
     JobSpec s;
     s.name = "job-" + std::to_string(i);
     s.command = {"train"};
-    s.instance_count = pick(1, 3);
+    // Within the team quota (a job past it is refused at create, see controller_test).
+    s.instance_count = pick(1, quotas ? opts.quotas.defaults.instances : 3);
     s.retry_attempts = pick(0, 2);
     s.max_runtime_seconds = pick(1, 10);
     s.stop_grace_seconds = pick(0, 2);

@@ -16,9 +16,10 @@ _CONFIG_DIR = tempfile.mkdtemp(prefix="kiln-quota-config-", dir="/var/tmp")
 os.chmod(_CONFIG_DIR, 0o755)
 _CONFIG = os.path.join(_CONFIG_DIR, "kilnd.yaml")
 with open(_CONFIG, "w") as _f:
-    # Room for one local.small (1 vCPU) at a time; team "frozen" may run nothing.
-    _f.write("sandbox:\n  capacity: {vcpus: 1, memory_mib: 65536}\n"
-             "quotas:\n  teams:\n    frozen: {instances: 0}\n")
+    # Room for one ml.m5.large (2 vCPUs) or two local.small at a time; team "solo"
+    # runs one instance at a time, team "frozen" none.
+    _f.write("sandbox:\n  capacity: {vcpus: 2, memory_mib: 65536}\n"
+             "quotas:\n  teams:\n    solo: {instances: 1}\n    frozen: {instances: 0}\n")
 
 
 def tearDownModule():
@@ -28,16 +29,16 @@ def tearDownModule():
 class QuotaE2E(KilndHarness):
     KILND_ARGS = ["--config", _CONFIG]
 
-    def queue(self, team, seconds, prefix):
+    def queue(self, team, seconds, prefix, instance_type="ml.m5.large"):
         name = unique(prefix)
         st, body = self.api("POST", "/v1/jobs", self.spec(name, ["/bin/sh", "-c", "sleep %s; echo ran-once" % seconds],
-                                                          team=team))
+                                                          team=team, instance={"type": instance_type, "count": 1}))
         self.assertEqual(st, 201, body)
         return body["id"], name
 
     def start_order(self, ids):
-        """The jobs' names in the order they ran: one at a time (capacity 1), so
-        the order they ended in (launched_at is when the launch was first asked for)."""
+        """The jobs' names in the order they ran: one ml.m5.large at a time (capacity 2
+        vCPUs), so the order they ended in (launched_at is when the launch was first asked for)."""
         jobs = {i: self.get_job(i) for i in ids}
         for i, j in jobs.items():
             self.assertEqual(j["status"], "Completed", j)
@@ -45,25 +46,36 @@ class QuotaE2E(KilndHarness):
         return [j["name"] for j in sorted(jobs.values(), key=lambda j: j["instances"][0]["exited_at"])]
 
     def test_1_over_quota_waits_pending_with_the_reason_and_holds_nobody_back(self):
-        frozen, _ = self.queue("frozen", 0, "frozen")
-        job = self.wait_job(frozen, lambda j: j["secondary_status"] == "Pending", "Pending")
-        self.assertIn("Waiting for team quota: team frozen uses 0 of its 0 instances and this needs 1 more "
-                      "(quotas.teams.frozen.instances)", json.dumps(job))
+        # More than the team's whole quota: refused at submit, with the field.
+        st, body = self.api("POST", "/v1/jobs", self.spec(unique("frozen"), ["/bin/true"], team="frozen"))
+        self.assertEqual(st, 400, body)
+        self.assertEqual(body["error"]["field"], "instance.count", body)
+        self.assertIn("could never start", body["error"]["message"])
+        # Over the quota for now: Pending with the reason.
+        first, _ = self.queue("solo", 60, "solo1", "local.small")
+        self.wait_job(first, lambda j: j["secondary_status"] == "Training", "Training")
+        second, _ = self.queue("solo", 0, "solo2", "local.small")
+        job = self.wait_job(second, lambda j: j["secondary_status"] == "Pending", "Pending")
+        self.assertIn("Waiting for team quota: team solo uses 1 of its 1 instances and this needs 1 more "
+                      "(quotas.teams.solo.instances)", json.dumps(job))
         # The CLI shows the same reason.
-        out = self.kiln("jobs", "describe", frozen)
+        out = self.kiln("jobs", "describe", second)
         self.assertEqual(out.returncode, 0, out.stderr)
         self.assertIn("team quota", out.stdout)
         # Another team's job runs meanwhile.
-        other, _ = self.queue("default", 0, "free")
+        other, _ = self.queue("default", 0, "free", "local.small")
         self.assertEqual(self.wait_terminal(other)["status"], "Completed")
-        self.assertEqual(self.get_job(frozen)["secondary_status"], "Pending")
+        self.assertEqual(self.get_job(second)["secondary_status"], "Pending")
         # Stopped while it waits: it never ran.
-        st, _ = self.api("POST", "/v1/jobs/%s/stop" % frozen)
+        st, _ = self.api("POST", "/v1/jobs/%s/stop" % second)
         self.assertEqual(st, 202)
-        job = self.wait_terminal(frozen)
+        job = self.wait_terminal(second)
         self.assertEqual(job["status"], "Stopped", job)
         self.assertEqual(job["instances"][0]["failure"],
                          "LaunchFailed: StoppedBeforeLaunch: stopped while waiting for its team quota or capacity")
+        st, _ = self.api("POST", "/v1/jobs/%s/stop" % first)
+        self.assertEqual(st, 202)
+        self.wait_terminal(first)
 
     def test_2_scarce_capacity_goes_to_teams_in_turn(self):
         ids = [self.queue("ads", 1, "ads1")[0]]
