@@ -284,6 +284,7 @@ void ErrorBody(int status, const std::string& message, httplib::Response& res) {
                      : status == 404 ? "NotFound"
                      : status == 405 ? "MethodNotAllowed"
                      : status == 408 ? "RequestTimeout"
+                     : status == 414 ? "PathTooLong"
                      : status == 431 ? "HeadersTooLarge"
                      : status == 503 ? "Unavailable"
                      : status >= 500 ? "Internal"

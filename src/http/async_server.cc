@@ -2,6 +2,7 @@
 
 #include <strings.h>
 
+#include <algorithm>
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -43,6 +44,8 @@ std::string ReasonOf(int status) {
   const beast::string_view r = bhttp::obsolete_reason(bhttp::int_to_status(static_cast<unsigned>(status)));
   return std::string(r.data(), r.size());
 }
+
+constexpr size_t kMaxPathBytes = 2048;
 
 std::string Chunk(const std::string& data) {
   char len[24];
@@ -119,10 +122,6 @@ class Session : public std::enable_shared_from_this<Session> {
     sock_.shutdown(tcp::socket::shutdown_both, ignored);
     sock_.close(ignored);
   }
-
-  const std::string& addr() const { return addr_; }
-  uint16_t port() const { return port_; }
-  const ServerOptions& opts() const { return opts_; }
 
   // After the handler ran (on a worker): back to the connection's strand.
   void Respond(std::shared_ptr<httplib::Response> res, std::shared_ptr<StreamSource> src) {
@@ -213,6 +212,10 @@ class Session : public std::enable_shared_from_this<Session> {
     req->target = std::string(msg.target());
     req->version = msg.version() == 10 ? "HTTP/1.0" : "HTTP/1.1";
     const size_t q = req->target.find('?');
+    // Routes are matched by regular expression (std::regex backtracks, one stack
+    // frame per character): a path longer than any route's is refused first.
+    if (std::min(q, req->target.size()) > kMaxPathBytes)
+      return SendError(414, "the path exceeds " + std::to_string(kMaxPathBytes) + " bytes");
     req->path = httplib::detail::decode_url(req->target.substr(0, q), false);
     if (q != std::string::npos) httplib::detail::parse_query_text(req->target.substr(q + 1), req->params);
     for (const auto& f : msg) req->headers.emplace(std::string(f.name_string()), std::string(f.value()));

@@ -216,6 +216,20 @@ TEST_F(AsyncServerTest, HugeHeadersAre431) {
   EXPECT_NE(got.find("Connection: close"), std::string::npos);
 }
 
+TEST_F(AsyncServerTest, APathLongerThan2KiBIs414BeforeAnyRouteIsMatched) {
+  Start();
+  Raw raw(port_);
+  ASSERT_TRUE(raw.ok());
+  raw.Send("GET /echo/" + std::string(12000, 'a') + " HTTP/1.1\r\nHost: x\r\n\r\n");
+  std::string got = raw.ReadAll();
+  EXPECT_EQ(got.rfind("HTTP/1.1 414 ", 0), 0u) << got.substr(0, 200);
+  EXPECT_NE(got.find("the path exceeds 2048 bytes"), std::string::npos);
+  httplib::Client c("127.0.0.1", port_);
+  auto ok = c.Get("/echo/" + std::string(2000, 'b'));
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->status, 200);
+}
+
 TEST_F(AsyncServerTest, AStalledOrTricklingRequestIs408AtTheReadTimeoutAndClosed) {
   ServerOptions o;
   o.read_timeout_ms = 300;
