@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# A real single-host Slurm 22.05 cluster (munge, slurmctld, slurmd, slurmrestd
-# with JWT) from Debian's packages, in a private directory: nothing goes in
-# /etc/slurm. For Kiln's Slurm backend, its tests and benchmarks.
+# A real single-host Slurm 22.05 cluster (munge, slurmctld, one slurmd per node,
+# slurmrestd with JWT) from Debian's packages, in a private directory: nothing
+# goes in /etc/slurm. For Kiln's Slurm backend, its tests and benchmarks.
+# Debian's build runs several slurmd on one host (slurmd -N): KILN_SLURM_NODES
+# (default 2) nodes n1..nN, so a 2-instance job really spans two nodes.
+# EpilogSlurmctld is DIR/epilog.sh: scripts/slurm-epilog.sh with DIR/kiln-hooks,
+# where each kilnd that uses the cluster is a line "URL POOL TOKEN_FILE".
 #
 #   scripts/slurm.sh start DIR [BASE_PORT]   generate DIR/slurm.conf and start; BASE_PORT
 #                                            (default 6817): slurmctld, +1 slurmd, +3 slurmrestd
@@ -18,16 +22,15 @@ D=${2:?usage: slurm.sh start|stop DIR [BASE_PORT]}
 BASE=${3:-6817}
 
 stop() {
-  for p in slurmrestd slurmd slurmctld; do
-    if [ -f "$D/$p.pid" ]; then
-      kill "$(cat "$D/$p.pid")" 2>/dev/null || true
-    fi
+  local f
+  for f in "$D"/slurmrestd.pid "$D"/slurmd*.pid "$D"/slurmctld.pid; do
+    if [ -f "$f" ]; then kill "$(cat "$f")" 2>/dev/null || true; fi
   done
-  for p in slurmrestd slurmd slurmctld; do
-    if [ -f "$D/$p.pid" ]; then
-      for _ in $(seq 50); do kill -0 "$(cat "$D/$p.pid")" 2>/dev/null || break; sleep 0.1; done
-      kill -9 "$(cat "$D/$p.pid")" 2>/dev/null || true
-      rm -f "$D/$p.pid"
+  for f in "$D"/slurmrestd.pid "$D"/slurmd*.pid "$D"/slurmctld.pid; do
+    if [ -f "$f" ]; then
+      for _ in $(seq 50); do kill -0 "$(cat "$f")" 2>/dev/null || break; sleep 0.1; done
+      kill -9 "$(cat "$f")" 2>/dev/null || true
+      rm -f "$f"
     fi
   done
 }
@@ -44,13 +47,25 @@ done
 [ -f /usr/lib/x86_64-linux-gnu/slurm-wlm/auth_jwt.so ] || [ -n "$(find /usr/lib -name auth_jwt.so 2>/dev/null | head -1)" ] ||
   { echo "slurm.sh: auth_jwt.so missing (package slurm-wlm-jwt-plugin)" >&2; exit 1; }
 
-mkdir -p "$D/state" "$D/spool" "$D/jobs"
+NODES=${KILN_SLURM_NODES:-2}
+mkdir -p "$D/state" "$D/jobs"
+for i in $(seq "$NODES"); do mkdir -p "$D/spool/n$i"; done
 chmod 755 "$D"
 D=$(cd "$D" && pwd)
+HERE=$(cd "$(dirname "$0")" && pwd)
 HOST=$(hostname -s)
 CPUS=$(nproc)
 MEM=$(slurmd -C 2>/dev/null | sed -n 's/.*RealMemory=\([0-9]*\).*/\1/p')
 MEM=$(( ${MEM:-4096} > 1024 ? ${MEM:-4096} - 512 : ${MEM:-4096} ))
+MEM=$(( MEM / NODES ))
+NODE_LINES=""
+for i in $(seq "$NODES"); do
+  NODE_LINES="${NODE_LINES}NodeName=n$i NodeHostname=$HOST NodeAddr=127.0.0.1 Port=$((BASE + 9 + i)) CPUs=$CPUS RealMemory=$MEM State=UNKNOWN
+"
+done
+printf '#!/bin/sh\nexec "%s/slurm-epilog.sh" "%s/kiln-hooks"\n' "$HERE" "$D" > "$D/epilog.sh"
+chmod 755 "$D/epilog.sh"
+touch "$D/kiln-hooks"
 
 # munge: shared by every cluster on the host; started once, as its own user.
 if ! munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then
@@ -72,11 +87,12 @@ CredType=cred/munge
 AuthAltTypes=auth/jwt
 AuthAltParameters=jwt_key=$D/jwt_hs256.key
 StateSaveLocation=$D/state
-SlurmdSpoolDir=$D/spool
+SlurmdSpoolDir=$D/spool/%n
 SlurmctldPidFile=$D/slurmctld.pid
-SlurmdPidFile=$D/slurmd.pid
+SlurmdPidFile=$D/slurmd-%n.pid
 SlurmctldLogFile=$D/slurmctld.log
-SlurmdLogFile=$D/slurmd.log
+SlurmdLogFile=$D/slurmd-%n.log
+EpilogSlurmctld=$D/epilog.sh
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
@@ -92,8 +108,7 @@ SchedulerParameters=batch_sched_delay=0,sched_min_interval=0
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=256
-NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$MEM State=UNKNOWN
-PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:32
+${NODE_LINES}PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:32
 EOF
 chmod 644 "$D/slurm.conf"
 export SLURM_CONF=$D/slurm.conf
@@ -101,9 +116,10 @@ export SLURM_CONF=$D/slurm.conf
 stop  # a previous run's daemons in this directory
 slurmctld -f "$SLURM_CONF"
 for _ in $(seq 100); do scontrol ping 2>/dev/null | grep -q "is UP" && break; sleep 0.05; done
-slurmd -f "$SLURM_CONF"
-for _ in $(seq 200); do [ "$(sinfo -h -o %t 2>/dev/null | head -1)" = idle ] && break; sleep 0.05; done
-[ "$(sinfo -h -o %t 2>/dev/null | head -1)" = idle ] || { echo "slurm.sh: the node did not come up; see $D/slurmd.log" >&2; exit 1; }
+for i in $(seq "$NODES"); do slurmd -N "n$i" -f "$SLURM_CONF"; done
+idle() { [ "$(sinfo -h -t idle -o %D 2>/dev/null | head -1)" = "$NODES" ]; }
+for _ in $(seq 200); do idle && break; sleep 0.05; done
+idle || { echo "slurm.sh: the nodes did not come up; see $D/slurmd-n*.log" >&2; exit 1; }
 
 # slurmrestd refuses to run as root: it drops to the slurm user after binding.
 REST=127.0.0.1:$((BASE + 3))

@@ -219,6 +219,27 @@ void NativeApi::RegisterHealthAndCatalog(Router& r) {
             arr.push_back({{"name", n}, {"vcpus", t.vcpus}, {"memory_mib", t.memory_mib}, {"gpus", t.gpus}});
           SendJson(res, 200, {{"instance_types", arr}});
         });
+
+  r.Get("/v1/pools", Access::kViewer, [this](const httplib::Request&, httplib::Response& res, const Principal&) {
+    SendJson(res, 200, {{"pools", opts_.pools ? opts_.pools() : json::array()}});
+  });
+
+  // Slurm's end-of-job hook (scripts/slurm-epilog.sh): authenticated by the
+  // pool's hook token, not an API token; it only makes kilnd ask slurmrestd.
+  r.Post("/v1/pools/([a-zA-Z0-9_-]{1,63})/slurm-events", Access::kInstance, Body::kJson,
+         [this](const httplib::Request& req, httplib::Response& res, const Principal&) {
+           if (!opts_.pool_event) return SendApiError(res, NotFound("no Slurm pool " + req.matches[1].str()));
+           const std::string auth = req.get_header_value("Authorization");
+           const std::string token = auth.rfind("Bearer ", 0) == 0 ? auth.substr(7) : "";
+           auto body = ParseUntrustedJson(req.body, "body");
+           if (!body.ok()) return SendApiError(res, body.status());
+           if (!body->is_object() || !body->contains("job_id") || !(*body)["job_id"].is_number_integer() ||
+               (*body)["job_id"].get<int64_t>() <= 0)
+             return SendApiError(res, InvalidArgument("job_id", "job_id must be a Slurm job id"));
+           Status st = opts_.pool_event(req.matches[1].str(), token, (*body)["job_id"].get<int64_t>());
+           if (!st.ok()) return SendApiError(res, st);
+           SendJson(res, 202, {{"ack", true}});
+         });
 }
 
 // POST /v1/jobs, GET /v1/jobs, GET /v1/jobs/{id}, POST /v1/jobs/{id}/stop.

@@ -41,6 +41,12 @@ struct NativeApiOptions {
   size_t inline_hyperparameters_bytes = 64u << 10;
   std::string staging_dir;
   tuning::TuningService* tuning = nullptr;  // optional: /v1/tuning-jobs
+  // GET /v1/pools: each compute pool with its health and queue; null: none listed.
+  std::function<nlohmann::json()> pools;
+  // POST /v1/pools/{pool}/slurm-events from Slurm's end-of-job hook: the pool's
+  // hook token (checked by the callee) and the Slurm job id. kNotFound: no such
+  // Slurm pool; kUnauthenticated: a wrong token. Null: no Slurm pools.
+  std::function<Status(const std::string& pool, const std::string& token, int64_t slurm_job_id)> pool_event;
   // Who may call: API tokens (required for every route but health and the
   // runtime), access keys (optional: /v1/keys), origins, limits, audit.
   ApiTokens* api_tokens = nullptr;

@@ -171,6 +171,27 @@ int ListTokens(Context& ctx, const std::string& team) {
   return 0;
 }
 
+int ListPools(Context& ctx) {
+  auto r = ctx.kilnd.Call("GET", "/v1/pools");
+  if (!r) return 2;
+  if (ctx.output == Output::kJson) {
+    std::cout << r->dump(2) << "\n";
+    return 0;
+  }
+  std::cout << Pad("NAME", 16) << Pad("BACKEND", 8) << Pad("HEALTH", 10) << Pad("QUEUED", 7) << Pad("RUNNING", 8)
+            << "INSTANCE TYPES\n";
+  for (const auto& p : (*r)["pools"]) {
+    std::string types;
+    for (const auto& t : p["instance_types"]) types += (types.empty() ? "" : ",") + t.get<std::string>();
+    if (p.value("default", false)) types = types.empty() ? "(all others)" : types;
+    std::cout << Pad(p.value("name", ""), 16) << Pad(p.value("backend", ""), 8) << Pad(p.value("health", ""), 10)
+              << Pad(std::to_string(p.value("queued", 0)), 7) << Pad(std::to_string(p.value("running", 0)), 8) << types
+              << "\n";
+    if (!p.value("message", "").empty()) std::cout << "  " << p.value("message", "") << "\n";
+  }
+  return 0;
+}
+
 int RevokeToken(Context& ctx, const std::string& id) {
   if (!ctx.kilnd.Call("DELETE", "/v1/tokens/" + UrlEscape(id))) return 2;
   std::cout << "revoked " << id << "\n";

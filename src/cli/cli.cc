@@ -160,6 +160,11 @@ void AddIdentityCommands(CLI::App& app, Dispatch& d) {
   d.online.emplace_back(app.add_subcommand("whoami", "the user, team and role of the token in use"),
                         [](Context& ctx) { return cli::WhoAmI(ctx); });
 
+  auto* pools = app.add_subcommand("pools", "compute pools: where jobs run");
+  pools->require_subcommand(1);
+  d.online.emplace_back(pools->add_subcommand("list", "each pool's backend, instance types, health and queue"),
+                        [](Context& ctx) { return cli::ListPools(ctx); });
+
   auto* tokens = app.add_subcommand("tokens", "API tokens of users and service accounts");
   tokens->require_subcommand(1);
   auto create = std::make_shared<cli::CreateTokenOptions>();

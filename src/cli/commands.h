@@ -40,6 +40,8 @@ struct ListJobsOptions {
 };
 int ListJobs(Context& ctx, const ListJobsOptions& o);
 int DescribeJob(Context& ctx, const std::string& id);
+// kiln pools list (account_commands.cc).
+int ListPools(Context& ctx);
 int StopJob(Context& ctx, const std::string& id);
 
 struct JobLogsOptions {

@@ -2,6 +2,10 @@
 
 namespace kiln {
 
+const char* ToString(BackendHealth::State s) {
+  return s == BackendHealth::State::kHealthy ? "healthy" : "unhealthy";
+}
+
 Event ExitEvent(const std::string& job_id, const ExitReport& report, TimeMs now) {
   Event e;
   e.job_id = job_id;

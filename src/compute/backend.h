@@ -67,6 +67,17 @@ struct LaunchRequest {
 // kSurvivesControllerRestart (whether Recover can re-attach after a restart).
 enum class Capability { kSurvivesControllerRestart, kMemoryLimits, kCpuLimits, kPidNamespace };
 
+// How a backend is doing, for GET /v1/pools: whether it can take work, and its
+// queue as it knows it.
+struct BackendHealth {
+  enum class State { kHealthy, kUnhealthy };
+  State state = State::kHealthy;
+  std::string message;  // why unhealthy; "" when healthy
+  int queued = 0;       // instances waiting in the backend's own queue
+  int running = 0;      // instances it runs now
+};
+const char* ToString(BackendHealth::State s);
+
 class ComputeBackend {
  public:
   virtual ~ComputeBackend() = default;
@@ -82,6 +93,7 @@ class ComputeBackend {
   // Host path where the instance's StatsD Unix socket should be created so the
   // instance sees it at /run/kiln/metrics/statsd.sock, or "" if the backend has none.
   virtual std::string MetricsSocketPath(const std::string& instance_id) const { return ""; }
+  virtual BackendHealth Health() const { return {}; }
 };
 
 // Forwards every call; tests wrap a backend to inject faults around it.
@@ -96,6 +108,7 @@ class BackendWrapper : public ComputeBackend {
   Status Recover(const std::string& id, const std::string& h) override { return target_.Recover(id, h); }
   std::string LogPath(const std::string& id) const override { return target_.LogPath(id); }
   std::string MetricsSocketPath(const std::string& id) const override { return target_.MetricsSocketPath(id); }
+  BackendHealth Health() const override { return target_.Health(); }
 
  protected:
   ComputeBackend& target_;

@@ -93,6 +93,9 @@ class Controller final : public EventSink {
   int64_t dropped_keys() const { return dropped_keys_.load(); }
   // Safety net: asks the backend to confirm every live instance.
   void Resync();
+  // A backend's capacity came back (a Slurm pool's slurmrestd answers again):
+  // launches parked for capacity run again, in fair-share order.
+  void CapacityChanged() EXCLUDES(mu_) { RetryWaitingLaunches(); }
 
   // Incremented after every committed transition; streams wait on it.
   int64_t version() const { return version_.load(); }

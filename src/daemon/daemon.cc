@@ -27,6 +27,7 @@
 #include "common/ids.h"
 #include "compute/local/isolation.h"
 #include "compute/local/local_backend.h"
+#include "daemon/pools_setup.h"
 #include "compute/local/scratch.h"
 #include "controller/controller.h"
 #include "http/async_server.h"
@@ -102,6 +103,19 @@ void RegisterBackends(BackendRegistry& registry, const KilndOptions& o, const st
     KILN_RETURN_IF_ERROR(b->Init());
     return std::unique_ptr<ComputeBackend>(std::move(b));
   });
+}
+
+// The compute pools (config `pools`; without it one pool on `--backend`).
+Result<Pools> SetUpPools(const json& config, const KilndOptions& o, const std::string& data,
+                         const LocalBackendOptions& sandbox, const Catalog& catalog, const TokenIssuer& tokens,
+                         Controller& controller) {
+  auto specs = ParsePools(config.value("pools", json()), o.backend, catalog);
+  if (!specs.ok()) return specs.status();
+  BackendRegistry registry;
+  RegisterBackends(registry, o, data, sandbox);
+  PoolsEnv env{data, o.bin_dir, sandbox, [&tokens](const std::string& id) { return tokens.For(id); },
+               [&controller] { controller.CapacityChanged(); }};
+  return BuildPools(*specs, env, controller, [&registry, &controller] { return registry.Create("local", controller); });
 }
 
 // The config's "sandbox" section (docs/operations.md): whose uid jobs run as,
@@ -643,14 +657,21 @@ int RunKilnd(const KilndOptions& o) {
   if (!copts.ok()) return fail(copts.status());
   Controller controller(**store, RealClock::Get(), timers, *catalog, *copts);
 
-  BackendRegistry registry;
-  RegisterBackends(registry, o, data, *sandbox);
-  auto backend = registry.Create(o.backend, controller);
-  if (!backend.ok()) return fail(backend.status());
-  controller.SetBackend(backend->get());
+  auto pools = SetUpPools(config, o, data, *sandbox, *catalog, tokens, controller);
+  if (!pools.ok()) return fail(pools.status());
+  controller.SetBackend(pools->router.get());
 
   NativeApiOptions aopts;
-  ComputeBackend* be = backend->get();
+  ComputeBackend* be = pools->router.get();
+  aopts.pools = [router = pools->router.get()] {
+    json out = json::array();
+    for (const auto& p : router->Pools()) out.push_back(ToJson(p));
+    return out;
+  };
+  if (!pools->slurm.empty())
+    aopts.pool_event = [p = &*pools](const std::string& pool, const std::string& token, int64_t id) {
+      return p->SlurmEvent(pool, token, id);
+    };
   aopts.log_path = [be](const std::string& id) { return be->LogPath(id); };
   aopts.metrics_socket_path = [be](const std::string& id) { return be->MetricsSocketPath(id); };
   aopts.metrics = &metrics;

@@ -101,12 +101,14 @@ const char* ToString(EventType t) {
       return "MaxRuntimeTimer";
     case EventType::kInstanceQueued:
       return "InstanceQueued";
+    case EventType::kInstanceWaiting:
+      return "InstanceWaiting";
   }
   return "?";
 }
 
 std::optional<EventType> ParseEventType(const std::string& s) {
-  for (int i = 0; i <= static_cast<int>(EventType::kInstanceQueued); ++i) {
+  for (int i = 0; i <= static_cast<int>(EventType::kInstanceWaiting); ++i) {
     auto v = static_cast<EventType>(i);
     if (s == ToString(v)) return v;
   }
@@ -136,6 +138,14 @@ json Job::Timings() const {
          uploading = get("Uploading"), end = ended_at ? ended_at : 0;
   if (ready) t["queued"] = ready - created_at;
   if (ready) t["instance_ready"] = ready - created_at;
+  // Slurm's queue (a Pending stretch "Queued in ..."), then the start: from the
+  // backend taking the instance to the entrypoint's first report.
+  TimeMs backend_queue = 0;
+  for (const auto& tr : transitions)
+    if (tr.status == SecondaryStatus::kPending && tr.message.rfind("Queued in ", 0) == 0)
+      backend_queue += (tr.end ? tr.end : (end ? end : tr.start)) - tr.start;
+  if (backend_queue) t["backend_queue"] = backend_queue;
+  if (const TimeMs downloading = get("Downloading"); ready && downloading >= ready) t["start"] = downloading - ready;
   if (first && training) t["first_user_line"] = first - training;
   if (training) t["training"] = (uploading ? uploading : (end ? end : training)) - training;
   if (uploading && end) t["uploading"] = end - uploading;

@@ -94,7 +94,8 @@ enum class EventType {
   kInstanceExited,
   kStopRequested,
   kMaxRuntimeTimer,
-  kInstanceQueued,  // the backend has no capacity for it yet (LaunchFailedReport: the reason)
+  kInstanceQueued,   // the backend has no capacity for it yet (LaunchFailedReport: the reason)
+  kInstanceWaiting,  // the backend took it and it waits in the backend's own queue (Slurm's; same payload)
 };
 const char* ToString(EventType t);
 std::optional<EventType> ParseEventType(const std::string& s);

@@ -2,6 +2,7 @@
 
 #include <csignal>
 #include <cstring>
+#include <string_view>
 
 #include "common/fsutil.h"
 #include "jobs/events.h"
@@ -26,6 +27,14 @@ int PhaseRank(SecondaryStatus s) {
     default:
       return 4;
   }
+}
+
+// The message of a Pending job that waits in its backend's own queue.
+constexpr std::string_view kBackendQueuePrefix = "Queued in ";
+
+bool QueuedInBackend(const Job& job) {
+  return job.secondary == SecondaryStatus::kPending && !job.transitions.empty() &&
+         job.transitions.back().message.rfind(kBackendQueuePrefix, 0) == 0;
 }
 
 void SetSecondary(Job& job, SecondaryStatus s, TimeMs now, const std::string& msg) {
@@ -209,7 +218,7 @@ TransitionResult Transition(Job& job, const Event& e) {
       if (!launched.ok()) return Ignore("malformed launch report: " + launched.status().message());
       in->state = InstanceState::kRunning;
       in->handle = launched->handle;
-      if (job.secondary == SecondaryStatus::kPending && job.status == JobStatus::kInProgress)
+      if (job.secondary == SecondaryStatus::kPending && job.status == JobStatus::kInProgress && !QueuedInBackend(job))
         SetSecondary(job, SecondaryStatus::kStarting, now, "Launching requested instances");
       if (in->attempt == job.attempt && !job.phase_times.count("InstanceReady")) job.phase_times["InstanceReady"] = now;
       // A stop that arrived while launching applies now.
@@ -248,6 +257,23 @@ TransitionResult Transition(Job& job, const Event& e) {
       const std::string reason = queued.ok() ? queued->reason : queued.status().message();
       SetSecondary(job, SecondaryStatus::kPending, now,
                    (reason.rfind("team quota: ", 0) == 0 ? "Waiting for " : "Waiting for capacity: ") + reason);
+      return r;
+    }
+    case EventType::kInstanceWaiting: {
+      // The backend took the instance and it waits in the backend's own queue
+      // (Slurm's): Pending with the backend's reason until it starts. A newer
+      // reason replaces the message.
+      if (!in) return Ignore("unknown instance");
+      if (in->state == InstanceState::kExited || in->attempt != job.attempt || job.status != JobStatus::kInProgress ||
+          PhaseRank(job.secondary) > 0 || job.phase_times.count(ToString(Phase::kDownloading)))
+        return Ignore("waiting report for an instance that is no longer waiting");
+      auto waiting = LaunchFailedReportFromJson(e.payload);
+      const std::string message =
+          std::string(kBackendQueuePrefix) + (waiting.ok() ? waiting->reason : waiting.status().message());
+      if (job.secondary == SecondaryStatus::kPending && !job.transitions.empty())
+        job.transitions.back().message = message;
+      else
+        SetSecondary(job, SecondaryStatus::kPending, now, message);
       return r;
     }
     case EventType::kPhaseReported: {

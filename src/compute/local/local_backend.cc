@@ -593,7 +593,7 @@ Result<supervisor::LaunchFile> LocalBackend::LaunchFileFor(const LaunchRequest& 
       "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
       "HOME=/tmp",
       "LANG=C.UTF-8",
-      "KILN_RUNTIME=kiln-local",
+      std::string("KILN_RUNTIME=") + (opts_.runtime_context.empty() ? "kiln-local" : opts_.runtime_context),
       "KILN_JOB_ID=" + req.job_id,
       "KILN_JOB_NAME=" + req.spec.name,
       "KILN_INSTANCE_ID=" + req.instance_id,
@@ -636,7 +636,12 @@ Result<supervisor::LaunchFile> LocalBackend::LaunchFileFor(const LaunchRequest& 
   return launch;
 }
 
-Result<std::string> LocalBackend::Spawn(const LaunchRequest& req, const std::string& dir) {
+Status LocalBackend::Prepare(const LaunchRequest& req) {
+  KILN_RETURN_IF_ERROR(CheckHostPaths(req));
+  return WriteLaunch(req, Dir(req.instance_id));
+}
+
+Status LocalBackend::WriteLaunch(const LaunchRequest& req, const std::string& dir) {
   KILN_RETURN_IF_ERROR(PrepareInstanceDir(req, dir));
   for (size_t i = 0; i < req.spec.mounts.size(); ++i)
     if (access(req.spec.mounts[i].source.c_str(), R_OK) != 0)
@@ -659,8 +664,11 @@ Result<std::string> LocalBackend::Spawn(const LaunchRequest& req, const std::str
 
   auto launch = LaunchFileFor(req, dir);
   if (!launch.ok()) return launch.status();
-  KILN_RETURN_IF_ERROR(
-      WriteFileAtomic(dir + "/" + supervisor::kLaunchFile, supervisor::Encode(*launch), 0600, Sync::kNoSync));
+  return WriteFileAtomic(dir + "/" + supervisor::kLaunchFile, supervisor::Encode(*launch), 0600, Sync::kNoSync);
+}
+
+Result<std::string> LocalBackend::Spawn(const LaunchRequest& req, const std::string& dir) {
+  KILN_RETURN_IF_ERROR(WriteLaunch(req, dir));
 
   int ready[2];
   if (pipe2(ready, O_CLOEXEC) != 0) return Internal(std::string("pipe: ") + strerror(errno));

@@ -36,6 +36,8 @@ struct LocalBackendOptions {
   // nothing else, is bound at sandbox::kRuntimeDir.
   // "" keeps the job on the host network with KILN_API_URL as given.
   std::string runtime_socket;
+  // KILN_RUNTIME in the sandbox; "" is kiln-local (the Slurm backend says kiln-slurm).
+  std::string runtime_context;
   SandboxUser user = SandboxUser::kUnprivileged;
   uint32_t job_uid = 2000000000;  // not in /etc/passwd on any sane host
   uint32_t job_gid = 2000000000;
@@ -98,6 +100,12 @@ class LocalBackend final : public ComputeBackend {
   // In the instance's root-owned sock/ directory (bound read-only at
   // sandbox::kMetricsDir), out of the job's reach to replace or redirect.
   std::string MetricsSocketPath(const std::string& id) const override { return Dir(id) + "/sock/statsd.sock"; }
+
+  // Writes the instance's directory and launch.json without starting anything:
+  // for a backend whose nodes run kiln-supervisor themselves (Slurm). The
+  // directory is InstanceDir(req.instance_id).
+  Status Prepare(const LaunchRequest& req);
+  std::string InstanceDir(const std::string& id) const { return Dir(id); }
 
   // The sandbox command line for a request (exposed for tests and docs).
   SandboxCommand SandboxArgv(const LaunchRequest& req, const std::string& dir) const;
@@ -164,6 +172,8 @@ class LocalBackend final : public ComputeBackend {
   void RemoveLeftoverLink(const std::string& id) const;
   // The supervisor's launch.json for a request (allocates its egress address).
   Result<supervisor::LaunchFile> LaunchFileFor(const LaunchRequest& req, const std::string& dir);
+  // The instance directory and its launch.json (Prepare, Spawn).
+  Status WriteLaunch(const LaunchRequest& req, const std::string& dir);
   // Launch after admission: prepares the instance directory and starts its supervisor.
   Result<std::string> Spawn(const LaunchRequest& req, const std::string& dir);
   static Result<std::pair<int, unsigned long long>> SupervisorOf(const std::string& dir);

@@ -331,6 +331,11 @@ struct ChildPipes {
 pid_t SpawnSandbox(const LaunchFile& launch, SandboxSetup& setup, const Result<InstanceCgroup>& cg,
                    const sigset_t& mask, int output_write_fd, int status_write_fd, std::string& setup_error) {
   std::vector<std::string> argv = setup.argv, env = launch.env;
+  // Under Slurm (the task that runs this supervisor), where the instance runs
+  // and which task it is: documented in docs/runtime-contract.md.
+  for (const char* name : {"SLURM_JOB_ID", "SLURM_PROCID", "SLURM_NODEID", "SLURM_NNODES", "SLURM_JOB_NODELIST",
+                           "SLURMD_NODENAME", "SLURM_JOB_PARTITION"})
+    if (const char* v = getenv(name)) env.push_back(std::string(name) + "=" + v);
   std::vector<char*> av, ev;
   for (auto& a : argv) av.push_back(a.data());
   av.push_back(nullptr);

@@ -238,20 +238,56 @@ Result<JobInfo> RestClient::GetJob(int64_t id) {
   if (status != 200 || !body.contains("jobs") || !body["jobs"].is_array() || body["jobs"].empty())
     return Status(Code::kUnavailable, "slurmrestd job " + std::to_string(id) + ": HTTP " + std::to_string(status) +
                                           " " + SlurmErrors(body));
-  const json& j = body["jobs"][0];
+  return JobInfoFromJson(body["jobs"][0]);
+}
+
+Result<std::vector<JobInfo>> RestClient::ListJobs(int64_t since) {
+  auto raw = Call("GET", since > 0 ? "/jobs?update_time=" + std::to_string(since) : std::string("/jobs"), "");
+  if (!raw.ok()) return raw.status();
+  const auto& [body, status] = *raw;
+  if (HasError(body, kZeroBytes)) return HungUp(body);
+  if (status != 200 || !body.contains("jobs") || !body["jobs"].is_array())
+    return Status(Code::kUnavailable, "slurmrestd jobs: HTTP " + std::to_string(status) + " " + SlurmErrors(body));
+  std::vector<JobInfo> out;
+  out.reserve(body["jobs"].size());
+  for (const auto& j : body["jobs"])
+    if (j.is_object()) out.push_back(JobInfoFromJson(j));
+  return out;
+}
+
+Status RestClient::Signal(int64_t id, const std::string& signal) {
+  auto raw = Call("DELETE", "/job/" + std::to_string(id) + "?signal=" + signal, "");
+  if (!raw.ok()) return raw.status();
+  const auto& [body, status] = *raw;
+  if (status == 200 || HasError(body, kAlreadyDone)) return Status::Ok();
+  if (HasError(body, kInvalidJobId)) return NotFound("Slurm job " + std::to_string(id) + " not found");
+  return Status(Code::kUnavailable, "slurmrestd signal " + std::to_string(id) + ": HTTP " + std::to_string(status) +
+                                        " " + SlurmErrors(body));
+}
+
+JobInfo JobInfoFromJson(const json& j) {
+  auto num = [&j](const char* key) {
+    auto it = j.find(key);
+    return it != j.end() && it->is_number_integer() ? it->get<int64_t>() : int64_t{0};
+  };
+  auto str = [&j](const char* key) {
+    auto it = j.find(key);
+    return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
+  };
   JobInfo info;
-  info.id = j.value("job_id", int64_t{0});
-  info.name = j.value("name", "");
-  info.state_text = j.value("job_state", "");
+  info.id = num("job_id");
+  info.name = str("name");
+  info.state_text = str("job_state");
   info.state = ParseJobState(info.state_text);
-  info.reason = j.value("state_reason", "");
-  const int64_t wait_status = j.value("exit_code", int64_t{0});  // a raw wait status: 768 is exit 3
+  info.reason = str("state_reason");
+  const int64_t wait_status = num("exit_code");  // a raw wait status: 768 is exit 3
   info.exit_code = static_cast<int>((wait_status >> 8) & 0xff);
   info.signal = static_cast<int>(wait_status & 0x7f);
-  info.submit_ms = j.value("submit_time", int64_t{0}) * 1000;
-  info.start_ms = j.value("start_time", int64_t{0}) * 1000;
-  info.end_ms = j.value("end_time", int64_t{0}) * 1000;
-  info.nodes = j.value("nodes", "");
+  info.submit_ms = num("submit_time") * 1000;
+  info.start_ms = num("start_time") * 1000;
+  info.end_ms = num("end_time") * 1000;
+  info.nodes = str("nodes");
+  info.tasks = static_cast<int>(num("tasks"));
   return info;
 }
 

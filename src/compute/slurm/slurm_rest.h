@@ -13,7 +13,9 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "common/clock.h"
 #include "common/status.h"
@@ -74,7 +76,11 @@ struct JobInfo {
   int signal = 0;
   TimeMs submit_ms = 0, start_ms = 0, end_ms = 0;
   std::string nodes;
+  int tasks = 0;
 };
+
+// One entry of slurmrestd's "jobs" array; a missing or mistyped field is its zero.
+JobInfo JobInfoFromJson(const nlohmann::json& j);
 
 class RestClient {
  public:
@@ -87,8 +93,13 @@ class RestClient {
   // Queues a batch job; its Slurm job id.
   Result<int64_t> Submit(const JobRequest& req);
   Result<JobInfo> GetJob(int64_t id);
+  // Every job slurmctld still knows (queued, running, and ended within MinJobAge);
+  // with `since` (unix seconds) > 0, only those changed since then.
+  Result<std::vector<JobInfo>> ListJobs(int64_t since = 0);
   // Cancels (SIGKILL after Slurm's KillWait); a job already ended is Ok.
   Status Cancel(int64_t id);
+  // Sends `signal` ("SIGTERM") to the job's batch script and steps; ended: Ok.
+  Status Signal(int64_t id, const std::string& signal);
 
   // A token for `user`, valid for token_lifetime_s (exposed for tests).
   std::string MintToken() const;
