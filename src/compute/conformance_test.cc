@@ -18,6 +18,9 @@
 #include "compute/local/local_backend.h"
 #include "compute/local/protocol.h"
 #include "compute/local/supervisor.h"
+#include "compute/slurm/slurm_backend.h"
+
+#include <httplib.h>
 
 namespace kiln {
 namespace {
@@ -166,11 +169,112 @@ class LocalHarness : public Harness {
   Status init_;
 };
 
+// The Slurm backend on a real 2-node Slurm 22.05 (scripts/slurm.sh) in a private
+// directory, with its end-of-job hook (EpilogSlurmctld) posting to a small HTTP
+// server here that hands the Slurm job id to the backend, as kilnd's route does.
+class SlurmHarness : public Harness {
+ public:
+  SlurmHarness() {
+    dir_ = "/var/tmp/kiln-conformance-slurm-" + std::to_string(getpid()) + "-" + NewId("d");
+    const int port = 25000 + (getpid() % 250) * 16;  // 25000..29000 (slurm_rest_test: 21000..25000)
+    std::filesystem::create_directories(dir_ + "/shared");
+    up_ = system((std::string(KILN_SLURM_SCRIPT) + " start " + dir_ + "/slurm " + std::to_string(port) + " > " + dir_ +
+                  "/slurm.log 2>&1")
+                     .c_str()) == 0;
+    if (!up_) return;
+    hook_.Post("/v1/pools/conf/slurm-events", [this](const httplib::Request& req, httplib::Response& res) {
+      if (req.get_header_value("Authorization") != "Bearer conformance-hook-token") {
+        res.status = 401;
+        return;
+      }
+      auto body = nlohmann::json::parse(req.body, nullptr, false);
+      std::lock_guard<std::mutex> l(mu_);
+      if (backend_ && body.is_object() && body["job_id"].is_number_integer())
+        (void)backend_->JobEnded(body["job_id"].get<int64_t>());
+      res.status = 202;
+    });
+    const int hook_port = hook_.bind_to_any_port("127.0.0.1");
+    hook_thread_ = std::thread([this] { hook_.listen_after_bind(); });
+    std::ofstream(dir_ + "/hook.token") << "conformance-hook-token";
+    std::ofstream(dir_ + "/slurm/kiln-hooks")
+        << "http://127.0.0.1:" << hook_port << " conf " << dir_ << "/hook.token\n";
+    rest_.url = "http://127.0.0.1:" + std::to_string(port + 3);
+    rest_.jwt_key_file = dir_ + "/slurm/jwt_hs256.key";
+    Restart();
+  }
+  ~SlurmHarness() override {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      backend_.reset();
+    }
+    hook_.stop();
+    if (hook_thread_.joinable()) hook_thread_.join();
+    (void)system((std::string(KILN_SLURM_SCRIPT) + " stop " + dir_ + "/slurm >/dev/null 2>&1").c_str());
+    if (!getenv("KILN_KEEP_TEST_DIRS")) std::filesystem::remove_all(dir_);
+  }
+  Status init() const { return up_ ? init_ : Status(Code::kUnavailable, "scripts/slurm.sh start failed"); }
+  ComputeBackend& backend() override { return *backend_; }
+  bool CanRestart() const override { return true; }
+  void Restart() override {
+    std::lock_guard<std::mutex> l(mu_);
+    backend_.reset();
+    auto client = slurm::RestClient::Create(rest_, RealClock::Get());
+    if (!client.ok()) {
+      init_ = client.status();
+      return;
+    }
+    LocalBackendOptions lo;
+    lo.instances_dir = dir_ + "/shared/instances";
+    lo.supervisor_path = std::string(KILN_BIN_DIR) + "/kiln-supervisor";
+    lo.entrypoint_path = std::string(KILN_BIN_DIR) + "/kiln-entrypoint";
+    lo.network = supervisor::NetworkMode::kHost;
+    lo.runtime_context = "kiln-slurm";
+    std::filesystem::create_directories(lo.instances_dir);
+    slurm::SlurmBackendOptions so;
+    so.pool = "conf";
+    so.rest = rest_;
+    so.supervisor_path = lo.supervisor_path;
+    so.instances_dir = lo.instances_dir;
+    backend_ = std::make_unique<slurm::SlurmBackend>(
+        so, std::move(*client), std::make_unique<LocalBackend>(lo, sink, RealClock::Get()), sink, RealClock::Get());
+    init_ = backend_->Init();
+  }
+  LaunchRequest Request(Behavior b) override {
+    auto r = BaseRequest(b == Behavior::kExit0   ? std::vector<std::string>{"/bin/true"}
+                         : b == Behavior::kExit3 ? std::vector<std::string>{"/bin/sh", "-c", "exit 3"}
+                                                 : std::vector<std::string>{"/bin/sleep", "600"});
+    r.output_dir = dir_ + "/artifacts/" + r.job_id;
+    return r;
+  }
+  std::optional<Event> WaitExit(const std::string& id) override {
+    sink.WaitFor([&] { return !sink.ExitsFor(id).empty(); }, 20000);
+    auto e = sink.ExitsFor(id);
+    if (e.empty()) return std::nullopt;
+    return e.front();
+  }
+
+ private:
+  std::string dir_;
+  bool up_ = false;
+  Status init_;
+  slurm::RestOptions rest_;
+  std::mutex mu_;
+  std::unique_ptr<slurm::SlurmBackend> backend_;
+  httplib::Server hook_;
+  std::thread hook_thread_;
+};
+
 class Conformance : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
     if (GetParam() == "fake") {
       h_ = std::make_unique<FakeHarness>();
+    } else if (GetParam() == "slurm") {
+      if (geteuid() != 0 || system("command -v slurmctld >/dev/null 2>&1") != 0)
+        GTEST_SKIP() << "the Slurm backend's suite needs root and Slurm (scripts/install-deps.sh)";
+      auto s = std::make_unique<SlurmHarness>();
+      ASSERT_TRUE(s->init().ok()) << s->init().ToString();
+      h_ = std::move(s);
     } else {
       auto l = std::make_unique<LocalHarness>();
       if (geteuid() != 0 || !l->init().ok())
@@ -262,7 +366,7 @@ TEST_P(Conformance, RecoversARunningInstanceWithAFreshBackendObject) {
   EXPECT_TRUE(e->payload["signal"] == 15 || e->payload["signal"] == 9) << e->payload.dump();
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, Conformance, ::testing::Values("fake", "local"));
+INSTANTIATE_TEST_SUITE_P(Backends, Conformance, ::testing::Values("fake", "local", "slurm"));
 
 // A kilnd upgraded while instances run: a supervisor started by the previous build
 // (files without "version") is re-adopted, and its status.json is read. The

@@ -243,7 +243,6 @@ Status SlurmBackend::Stop(const std::string& id, const std::string& handle, int6
   // The supervisor reads the grace period here when SIGTERM comes (PROTOCOL.md).
   if (access(dir.c_str(), F_OK) == 0)
     (void)WriteFileAtomic(dir + "/" + supervisor::kStopFile, std::to_string(grace_ms), 0644, Sync::kNoSync);
-  JobState state = JobState::kPending;
   {
     MutexLock l(mu_);
     auto it = by_slurm_.find(slurm_id);
@@ -252,14 +251,21 @@ Status SlurmBackend::Stop(const std::string& id, const std::string& handle, int6
       if (g.finished || g.stop_requested) return Status::Ok();
       g.stop_requested = true;
       g.kill_at_ms = clock_.NowMs() + grace_ms + kKillBackstopMs;
-      state = g.state;
     }
   }
   cv_.notify_all();
-  // Waiting in the queue: nothing runs to be told; else SIGTERM to the tasks,
-  // whose supervisors stop their sandboxes with the grace period.
-  if (state == JobState::kPending) return client_->Cancel(slurm_id);
+  // SIGTERM to the tasks, whose supervisors stop their sandboxes with the grace
+  // period. Still in the queue: nothing runs to be told; it is cancelled, and
+  // since no epilog runs for a job that never started, asked about soon.
   Status st = client_->Signal(slurm_id, "SIGTERM");
+  if (st.code() == Code::kFailedPrecondition) {
+    st = client_->Cancel(slurm_id);
+    MutexLock l(mu_);
+    if (auto it = by_slurm_.find(slurm_id); it != by_slurm_.end()) {
+      gangs_[it->second].recheck_at_ms = clock_.NowMs() + 100;
+      cv_.notify_all();
+    }
+  }
   if (!st.ok() && st.code() != Code::kNotFound) return st;
   return Status::Ok();
 }
@@ -547,8 +553,8 @@ void SlurmBackend::Loop() {
       }
       if (waiting) wake = std::min(wake, now + int64_t{opts_.queue_refresh_s} * 1000);
       if (recheck_soon_) wake = now;
-      if (wake > now)
-        cv_.wait_for(l.native(), std::chrono::milliseconds(wake - now));
+      if (stop_) return;
+      if (wake > now) cv_.wait_for(l.native(), std::chrono::milliseconds(wake - now));
       if (stop_) return;
       const TimeMs after = clock_.NowMs();
       for (auto& [key, g] : gangs_)

@@ -59,6 +59,7 @@ bool HasError(const json& body, int64_t number) {
 }
 
 constexpr int64_t kInvalidJobId = 2017;
+constexpr int64_t kNotRunning = 2020;   // "Job can not be altered now": a signal to a pending job
 constexpr int64_t kAlreadyDone = 2021;  // "Job/step already completing or completed"
 // slurmctld hung up on slurmrestd. A token slurmctld's auth/jwt refuses (signed
 // with another key, expired) ends that way: slurmrestd passes tokens through.
@@ -261,6 +262,8 @@ Status RestClient::Signal(int64_t id, const std::string& signal) {
   const auto& [body, status] = *raw;
   if (status == 200 || HasError(body, kAlreadyDone)) return Status::Ok();
   if (HasError(body, kInvalidJobId)) return NotFound("Slurm job " + std::to_string(id) + " not found");
+  if (HasError(body, kNotRunning))
+    return Status(Code::kFailedPrecondition, "Slurm job " + std::to_string(id) + " is not running (pending)");
   return Status(Code::kUnavailable, "slurmrestd signal " + std::to_string(id) + ": HTTP " + std::to_string(status) +
                                         " " + SlurmErrors(body));
 }

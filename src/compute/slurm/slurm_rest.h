@@ -98,7 +98,8 @@ class RestClient {
   Result<std::vector<JobInfo>> ListJobs(int64_t since = 0);
   // Cancels (SIGKILL after Slurm's KillWait); a job already ended is Ok.
   Status Cancel(int64_t id);
-  // Sends `signal` ("SIGTERM") to the job's batch script and steps; ended: Ok.
+  // Sends `signal` ("SIGTERM") to the job's batch script and steps; ended: Ok;
+  // still pending: kFailedPrecondition (nothing runs to signal: Cancel it).
   Status Signal(int64_t id, const std::string& signal);
 
   // A token for `user`, valid for token_lifetime_s (exposed for tests).

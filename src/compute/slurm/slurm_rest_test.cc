@@ -26,7 +26,7 @@ class SlurmRest : public ::testing::Test {
     if (geteuid() != 0 || system("command -v slurmctld >/dev/null 2>&1") != 0) return;
     dir_ = new std::string("/var/tmp/kiln-slurm-test-" + std::to_string(getpid()));
     // Ports away from Slurm's defaults, different for each test process.
-    port_ = 21000 + (getpid() % 500) * 8;
+    port_ = 21000 + (getpid() % 250) * 16;  // 21000..25000: below the ephemeral range
     const std::string cmd =
         std::string(KILN_SLURM_SCRIPT) + " start " + *dir_ + " " + std::to_string(port_) + " > " + *dir_ + ".log 2>&1";
     up_ = system(cmd.c_str()) == 0;
