@@ -10,6 +10,8 @@
 #   scripts/slurm.sh start DIR [BASE_PORT]   generate DIR/slurm.conf and start; BASE_PORT
 #                                            (default 6817): slurmctld, +1 slurmd, +3 slurmrestd
 #   scripts/slurm.sh stop DIR                stop what start started (munged is shared: left running)
+#   scripts/slurm.sh stop-rest DIR           stop only slurmrestd (tests: Slurm's API unreachable)
+#   scripts/slurm.sh start-rest DIR          start slurmrestd again
 #
 # After start, DIR/env holds SLURM_CONF, KILN_SLURM_URL (slurmrestd, on 127.0.0.1)
 # and KILN_SLURM_JWT_KEY (the HS256 key slurmctld verifies tokens with; kilnd
@@ -35,9 +37,32 @@ stop() {
   done
 }
 
+start_rest() {
+  # slurmrestd refuses to run as root: it drops to the slurm user after binding.
+  local rest=$1
+  SLURM_JWT=daemon setsid slurmrestd -f "$D/slurm.conf" -u slurm -a rest_auth/jwt -s openapi/v0.0.38 "$rest" \
+    >> "$D/slurmrestd.log" 2>&1 < /dev/null &
+  echo $! > "$D/slurmrestd.pid"
+  for _ in $(seq 100); do curl -s -o /dev/null "http://$rest/" && return 0; sleep 0.05; done
+  echo "slurm.sh: slurmrestd did not start; see $D/slurmrestd.log" >&2
+  return 1
+}
+
 if [ "$cmd" = stop ]; then
   stop
   exit 0
+fi
+if [ "$cmd" = stop-rest ]; then
+  if [ -f "$D/slurmrestd.pid" ]; then
+    kill "$(cat "$D/slurmrestd.pid")" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$(cat "$D/slurmrestd.pid")" 2>/dev/null || break; sleep 0.1; done
+    rm -f "$D/slurmrestd.pid"
+  fi
+  exit 0
+fi
+if [ "$cmd" = start-rest ]; then
+  start_rest "$(sed -n 's|^KILN_SLURM_URL=http://||p' "$D/env")"
+  exit $?
 fi
 [ "$cmd" = start ] || { echo "slurm.sh: unknown command $cmd" >&2; exit 2; }
 
@@ -121,13 +146,9 @@ idle() { [ "$(sinfo -h -t idle -o %D 2>/dev/null | head -1)" = "$NODES" ]; }
 for _ in $(seq 200); do idle && break; sleep 0.05; done
 idle || { echo "slurm.sh: the nodes did not come up; see $D/slurmd-n*.log" >&2; exit 1; }
 
-# slurmrestd refuses to run as root: it drops to the slurm user after binding.
 REST=127.0.0.1:$((BASE + 3))
-SLURM_JWT=daemon setsid slurmrestd -f "$SLURM_CONF" -u slurm -a rest_auth/jwt -s openapi/v0.0.38 "$REST" \
-  > "$D/slurmrestd.log" 2>&1 < /dev/null &
-echo $! > "$D/slurmrestd.pid"
-for _ in $(seq 100); do curl -s -o /dev/null "http://$REST/" && break; sleep 0.05; done
-curl -s -o /dev/null "http://$REST/" || { echo "slurm.sh: slurmrestd did not start; see $D/slurmrestd.log" >&2; exit 1; }
+: > "$D/slurmrestd.log"
+start_rest "$REST"
 
 cat > "$D/env" <<EOF
 SLURM_CONF=$D/slurm.conf

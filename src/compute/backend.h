@@ -88,7 +88,7 @@ class ComputeBackend {
   virtual Status Stop(const std::string& instance_id, const std::string& handle, int64_t grace_ms) = 0;
   virtual Status Cleanup(const std::string& instance_id, const std::string& handle) = 0;
   virtual Status Recover(const std::string& instance_id, const std::string& handle) = 0;
-  // Directory holding the instance's log file, or "" if the backend keeps none locally.
+  // The instance's log file (its stdout and stderr), or "" if the backend keeps none locally.
   virtual std::string LogPath(const std::string& instance_id) const { return ""; }
   // Host path where the instance's StatsD Unix socket should be created so the
   // instance sees it at /run/kiln/metrics/statsd.sock, or "" if the backend has none.

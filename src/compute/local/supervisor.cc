@@ -489,6 +489,15 @@ ExitReport ExitOf(const std::string& dir, const LaunchFile& launch, const WaitOu
 
 }  // namespace
 
+int RequestStop(const std::string& dir) {
+  auto text = ReadFile(dir + "/" + supervisor::kPidFile);
+  if (!text.ok()) return 0;
+  auto pidfile = supervisor::DecodePidFile(*text);
+  if (!pidfile.ok() || pidfile->pid <= 0) return 0;
+  if (ProcessStartTime(pidfile->pid) == pidfile->start) kill(pidfile->pid, SIGTERM);
+  return 0;
+}
+
 int RunSupervisor(const std::string& dir, int ready_fd) {
   // A kilnd killed while we answer must not take us with it: a write to the closed
   // ready pipe fails with EPIPE instead. The sandbox gets the default back.

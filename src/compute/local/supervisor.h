@@ -12,6 +12,10 @@
 
 namespace kiln {
 int RunSupervisor(const std::string& dir, int ready_fd);
+// SIGTERM to the supervisor of `dir` (its supervisor.pid, checked against the
+// process's start time) and to nothing else; 0 also when none runs. kilnd (or
+// the Slurm backend's batch script) wrote the grace period to `stop` first.
+int RequestStop(const std::string& dir);
 // Reads /proc/<pid>/stat's start time (clock ticks since boot); 0 if gone.
 unsigned long long ProcessStartTime(int pid);
 }  // namespace kiln

@@ -190,15 +190,25 @@ Result<JobRequest> SlurmBackend::SlurmJobFor(const LaunchRequest& req) const {
   const int64_t limit_s = req.spec.max_runtime_seconds + req.spec.stop_grace_seconds;
   j.time_limit_minutes = static_cast<int>(std::min<int64_t>((limit_s + 59) / 60 + 1, 365LL * 24 * 60));
   const std::string prefix = opts_.instances_dir + "/" + key + ".";
-  // Each task runs the supervisor of the instance whose index is its SLURM_PROCID.
+  // Each task runs the supervisor of the instance whose index is its
+  // SLURM_PROCID, in a session of its own. Kiln's stop is a SIGTERM to this batch
+  // script's process group only (slurmrestd's signal): its trap asks each
+  // supervisor to stop (kiln-supervisor --stop: SIGTERM to that process alone),
+  // which gives its sandbox the grace period, as on the local backend. (Slurm's
+  // own signal to a step reaches every process in it, the sandbox's init too;
+  // srun takes a SIGTERM as "kill the step now".)
+  const std::string sup = Quote(opts_.supervisor_path), pre = Quote(prefix);
+  const std::string tasks = "--nodes=" + std::to_string(n) + " --ntasks=" + std::to_string(n) + " --ntasks-per-node=1";
+  std::string run, stop;
   if (n == 1) {
-    j.script = "#!/bin/sh\nexec " + Quote(opts_.supervisor_path) + " --dir " + Quote(prefix + "0") + "\n";
+    run = "setsid " + sup + " --dir " + Quote(prefix + "0");
+    stop = sup + " --stop --dir " + Quote(prefix + "0");
   } else {
-    j.script = "#!/bin/sh\nexec srun --kill-on-bad-exit=1 --nodes=" + std::to_string(n) +
-               " --ntasks=" + std::to_string(n) +
-               " --ntasks-per-node=1 /bin/sh -c 'exec \"$0\" --dir \"$1$SLURM_PROCID\"' " +
-               Quote(opts_.supervisor_path) + " " + Quote(prefix) + "\n";
+    run = "setsid srun --kill-on-bad-exit=1 " + tasks + " " + sup + " --slurm-prefix " + pre;
+    stop = "srun --overlap " + tasks + " " + sup + " --stop --slurm-prefix " + pre;
   }
+  j.script = "#!/bin/sh\nstop() { " + stop + "; }\ntrap stop TERM\n" + run +
+             " &\npid=$!\nwhile kill -0 $pid 2>/dev/null; do wait $pid; rc=$?; done\nexit $rc\n";
   return j;
 }
 
@@ -323,7 +333,7 @@ Status SlurmBackend::Recover(const std::string& id, const std::string& handle) {
 }
 
 std::string SlurmBackend::LogPath(const std::string& id) const {
-  return opts_.instances_dir + "/" + id;
+  return opts_.instances_dir + "/" + id + "/" + supervisor::kLogFile;
 }
 
 BackendHealth SlurmBackend::Health() const {
