@@ -48,6 +48,7 @@ SimResult RunHistory(uint64_t seed, StoreKind kind) {
   FakeFaults faults;
   faults.launch_error = chance(0.3) ? 0.05 : 0;
   faults.launch_ambiguous = chance(0.5) ? 0.2 : 0;
+  faults.queue_ms = chance(0.5) ? pick(100, 5000) : 0;  // a queueing backend (Slurm)
   backend.SetFaults(faults);
   std::map<std::string, int> fail_pct;  // job name -> probability an instance fails
   backend.SetScript([&](const LaunchRequest& r) {
@@ -161,6 +162,8 @@ SimResult RunHistory(uint64_t seed, StoreKind kind) {
     EXPECT_TRUE(IsTerminal(job->status)) << "seed " << seed << " job " << sj.id << " stuck in " << ToString(job->status)
                                          << "/" << ToString(job->secondary);
     EXPECT_LE(job->attempt, sj.spec.retry_attempts + 1) << "seed " << seed;
+    // A late or repeated "waiting in the backend's queue" never sends an ended job back to Pending.
+    EXPECT_NE(job->secondary, SecondaryStatus::kPending) << "seed " << seed << " job " << sj.id;
     for (const auto& in : job->instances) {
       auto it = backend.instances().find(in.id);
       if (it == backend.instances().end()) {

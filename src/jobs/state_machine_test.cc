@@ -58,6 +58,34 @@ TEST(StateMachine, HappyPath) {
   EXPECT_EQ(j.ended_at, 1100);
 }
 
+// A backend with a queue of its own (Slurm): Pending with its reason from the
+// submit (before and after InstanceLaunched) until the instance first reports;
+// a newer reason replaces the message; a late one changes nothing.
+TEST(StateMachine, WaitingInTheBackendsQueue) {
+  Job j = NewJob();
+  Transition(j, Ev(EventType::kJobCreated));
+  auto waiting = [&](const std::string& reason, TimeMs t) {
+    return Transition(j, Ev(EventType::kInstanceWaiting, {{"instance_id", Iid(1, 0)}, {"reason", reason}}, t));
+  };
+  waiting("Slurm (pool p, job 7)", 1001);
+  EXPECT_EQ(j.secondary, SecondaryStatus::kPending);
+  Transition(j, Ev(EventType::kInstanceLaunched, {{"instance_id", Iid(1, 0)}, {"handle", "h"}}, 1002));
+  EXPECT_EQ(j.secondary, SecondaryStatus::kPending) << "launched into Slurm's queue is still waiting";
+  EXPECT_EQ(j.transitions.back().message, "Queued in Slurm (pool p, job 7)");
+  waiting("Slurm (pool p, job 7): Resources", 3000);
+  EXPECT_EQ(j.transitions.back().message, "Queued in Slurm (pool p, job 7): Resources");
+  EXPECT_EQ(j.transitions.back().start, 1001) << "one Pending stretch, its reason updated";
+  Transition(j, Ev(EventType::kPhaseReported, {{"instance_id", Iid(1, 0)}, {"phase", "Downloading"}}, 5000));
+  EXPECT_EQ(j.secondary, SecondaryStatus::kDownloading);
+  EXPECT_FALSE(waiting("Slurm (pool p, job 7): Priority", 5001).applied);
+  EXPECT_EQ(j.secondary, SecondaryStatus::kDownloading);
+  Transition(j, Ev(EventType::kInstanceExited, {{"instance_id", Iid(1, 0)}, {"exit_code", 0}}, 6000));
+  EXPECT_EQ(j.Timings()["backend_queue"], 3999);
+  EXPECT_EQ(j.Timings()["start"], 3998);
+  EXPECT_FALSE(waiting("Slurm (pool p, job 7): Resources again", 7000).applied);
+  EXPECT_EQ(j.secondary, SecondaryStatus::kCompleted);
+}
+
 struct ExitCase {
   json payload;
   JobStatus status;

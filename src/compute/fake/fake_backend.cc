@@ -12,6 +12,20 @@ Result<std::string> FakeBackend::Launch(const LaunchRequest& req) {
   in.starts = 1;
   in.outcome = script_ ? script_(req) : FakeOutcome{};
   in.ends_at = clock_.NowMs() + in.outcome.duration_ms;
+  if (faults_.queue_ms > 0) {
+    const TimeMs queued = std::uniform_int_distribution<TimeMs>(0, faults_.queue_ms)(rng_);
+    in.ends_at += queued;
+    for (const char* reason : {"Priority", "Resources"}) {
+      Event e;
+      e.job_id = req.job_id;
+      e.type = EventType::kInstanceWaiting;
+      e.source = "backend";
+      e.time = clock_.NowMs();
+      e.dedup_key = std::string("waiting:") + req.instance_id + ":" + reason;
+      e.payload = ToJson(LaunchFailedReport{req.instance_id, std::string("Slurm (pool sim): ") + reason});
+      outbox_.push_back(std::move(e));
+    }
+  }
   inst_[req.instance_id] = in;
   if (u(rng_) < faults_.launch_ambiguous) return Status(Code::kUnavailable, "injected: launch outcome unknown");
   return "fake:" + req.instance_id;

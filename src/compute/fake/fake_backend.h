@@ -19,6 +19,10 @@ struct FakeOutcome {
 struct FakeFaults {
   double launch_error = 0;      // Launch fails permanently, nothing starts
   double launch_ambiguous = 0;  // Launch starts the instance but returns kUnavailable
+  // Like Slurm: a launched instance may wait up to this long in the backend's own
+  // queue before it starts, and says so with InstanceWaiting events (reasons that
+  // change), which are delivered like exits: late, reordered, twice or never.
+  TimeMs queue_ms = 0;
 };
 
 // Not thread-safe: for single-threaded simulations and the conformance suite.
