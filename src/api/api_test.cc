@@ -322,6 +322,8 @@ class AccessMatrix : public ApiTest {
     if (key == "GET /v1/pools") return Probe{rule.pattern, "", "application/json", false, true};
     if (key == "POST /v1/pools/([a-zA-Z0-9_-]{1,63})/slurm-events")
       return Probe{"/v1/pools/cluster/slurm-events", R"({"job_id":1})", "application/json", false, true};
+    if (key == "POST /v1/runtime/exit")
+      return Probe{rule.pattern, R"({"exit":{"exit_code":0}})", "application/json", false, true};
     if (key == "POST /v1/runtime/events")
       return Probe{rule.pattern, R"({"type":"Training"})", "application/json", false, true};
     if (key == "POST /v1/jobs")

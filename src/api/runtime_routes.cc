@@ -7,6 +7,7 @@
 
 #include "api/http_helpers.h"
 #include "api/native_api.h"
+#include "compute/backend.h"
 #include "common/fsutil.h"
 #include "common/json_input.h"
 #include "common/sandbox_paths.h"
@@ -41,6 +42,39 @@ Result<RuntimeCaller> Authenticate(const httplib::Request& req, const TokenIssue
   if (!job.ok()) return Status(Code::kUnauthenticated, "token for an unknown job");
   if (IsTerminal(job->status)) return Status(Code::kUnauthenticated, "the job has ended; its token is no longer valid");
   return RuntimeCaller{*inst, *job};
+}
+
+// POST /v1/runtime/exit: "Bearer <instance_id>/exit.<mac>" and {exit: ExitReport,
+// ended_ms}; the InstanceExited event it stands for.
+Result<Event> ParseExitReport(const httplib::Request& req, const TokenIssuer& tokens, Store& store) {
+  const std::string auth = req.get_header_value("Authorization");
+  if (auth.rfind("Bearer ", 0) != 0) return Status(Code::kUnauthenticated, "missing bearer token");
+  const std::string token = auth.substr(7);
+  const auto dot = token.rfind('.');
+  const std::string suffix = kExitTokenSuffix;
+  if (dot == std::string::npos || dot < suffix.size() || token.compare(dot - suffix.size(), suffix.size(), suffix) != 0)
+    return Status(Code::kUnauthenticated, "not an exit token");
+  const std::string signed_id = token.substr(0, dot);
+  if (!tokens.Verify(signed_id, token)) return Status(Code::kUnauthenticated, "invalid token");
+  const std::string iid = signed_id.substr(0, signed_id.size() - suffix.size());
+  auto inst = store.GetInstance(iid);
+  if (!inst.ok()) return Status(Code::kUnauthenticated, "token for an unknown instance");
+  auto body = ParseUntrustedJson(req.body, "body");
+  if (!body.ok()) return body.status();
+  if (!body->is_object() || !body->contains("exit") || !(*body)["exit"].is_object())
+    return InvalidArgument("exit", "exit must be an exit report");
+  auto report = ExitReportFromJson((*body)["exit"]);
+  if (!report.ok()) return InvalidArgument("exit", report.status().message());
+  report->instance_id = iid;
+  Event e;
+  e.job_id = inst->job_id;
+  e.type = EventType::kInstanceExited;
+  e.source = "backend";
+  e.dedup_key = "exit:" + iid;
+  const json& ended = (*body)["ended_ms"];
+  e.time = ended.is_number_integer() && ended.get<int64_t>() > 0 ? ended.get<TimeMs>() : 0;
+  e.payload = ToJson(*report);
+  return e;
 }
 
 // The GET /v1/runtime document: everything the entrypoint needs to set up /opt/ml.
@@ -149,6 +183,19 @@ void NativeApi::RegisterRuntime(Router& r) {
           res.status = 200;
           res.set_content(*staged, "application/json");
         });
+
+  // The supervisor of an instance on a backend that asks for it (Slurm) reports
+  // the end itself, before Slurm's end-of-job hook: with the exit token
+  // ("<instance_id>/exit"), which only the supervisor holds. The job's own token
+  // is refused here, so a job cannot end itself in Kiln's books and run on.
+  r.Post("/v1/runtime/exit", Access::kInstance, Body::kJson,
+         [this](const httplib::Request& req, httplib::Response& res, const Principal&) {
+           auto event = ParseExitReport(req, tokens_, store_);
+           if (!event.ok()) return SendApiError(res, event.status());
+           Status st = ctl_.Post(std::move(*event));
+           if (!st.ok()) return SendApiError(res, st);
+           SendJson(res, 200, {{"ack", true}});
+         });
 
   r.Post("/v1/runtime/events", Access::kInstance, Body::kJson,
          [this](const httplib::Request& req, httplib::Response& res, const Principal&) {

@@ -50,6 +50,11 @@ class EventSink {
   virtual Status Post(Event e) = 0;
 };
 
+// An instance's exit token is the token of "<instance_id>/exit": only its
+// supervisor holds it (in launch.json), never the job, so a job cannot report
+// its own end (POST /v1/runtime/exit refuses the instance token).
+inline constexpr char kExitTokenSuffix[] = "/exit";
+
 struct LaunchRequest {
   std::string instance_id;
   std::string job_id;
@@ -61,6 +66,9 @@ struct LaunchRequest {
   std::string output_dir;  // where model.tar.gz goes (already includes <job-name>/output)
   std::string api_url;     // kilnd's URL for the entrypoint
   std::string token;       // bearer token for this instance
+  // A backend whose supervisor reports the instance's end to kilnd itself
+  // (Slurm): the token for POST /v1/runtime/exit, which the job never sees.
+  std::string exit_report_token;
 };
 
 // What a backend can do, declared as data. The controller reads

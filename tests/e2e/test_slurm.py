@@ -136,6 +136,15 @@ class SlurmE2E(KilndHarness):
         self.assertIn("runtime=kiln-slurm", log)
         self.assertIn('"current_host":"algo-2"', log)
         self.assertEqual([j[1] for j in slurm_jobs()].count("kiln.%s.1" % job_id), 1)
+        # Its supervisors told kilnd first; Slurm still ends the job its own way (never cancelled).
+        deadline = time.monotonic() + 20
+        state = None
+        while time.monotonic() < deadline:
+            state = [j[2] for j in slurm_jobs() if j[1] == "kiln.%s.1" % job_id][0]
+            if state not in ("RUNNING", "COMPLETING"):
+                break
+            time.sleep(0.1)
+        self.assertEqual(state, "COMPLETED")
         # A processing job runs the same way.
         st, body = self.api("POST", "/v1/jobs", self.spec(unique("proc"), ["/bin/sh", "-c", "echo processed"],
                                                           kind="processing", instance={"type": "slurm.small", "count": 1}))
@@ -193,6 +202,22 @@ class SlurmE2E(KilndHarness):
         self.assertError(st, body, 400, "job_id")
         self.assertEqual(self.http("POST", "/v1/pools/nope/slurm-events", {"job_id": 1}, token=hook)[0], 404)
         self.assertEqual(self.http("POST", url, {"job_id": 999999}, token=hook)[0], 202)
+
+    def test_05b_a_job_cannot_report_its_own_end(self):
+        # The job holds its instance token; only its supervisor holds the exit token.
+        attack = ("import json, os, urllib.request, urllib.error\n"
+                  "for token in (os.environ['KILN_TOKEN'], os.environ['KILN_TOKEN'].replace('.', '/exit.', 1)):\n"
+                  "    req = urllib.request.Request(os.environ['KILN_API_URL'] + '/v1/runtime/exit', method='POST',\n"
+                  "        data=json.dumps({'exit': {'exit_code': 0}}).encode(),\n"
+                  "        headers={'Authorization': 'Bearer ' + token, 'Content-Type': 'application/json'})\n"
+                  "    try:\n"
+                  "        print('exit-report', urllib.request.urlopen(req).status)\n"
+                  "    except urllib.error.HTTPError as e:\n"
+                  "        print('exit-report', e.code)\n"
+                  "raise SystemExit(4)\n")
+        job = self.wait_terminal(self.run_job([PYTHON, "-c", attack]))
+        self.assertEqual(self.logs(job["id"]).count("exit-report 401"), 2, self.logs(job["id"]))
+        self.assertEqual((job["status"], job["exit_code"]), ("Failed", 4), job)
 
     def test_06_kill9_of_kilnd_mid_job_submits_nothing_twice(self):
         job_id = self.run_job(["/bin/sh", "-c", "sleep 3; echo survived"], count=2)

@@ -633,6 +633,10 @@ Result<supervisor::LaunchFile> LocalBackend::LaunchFileFor(const LaunchRequest& 
   launch.cpus = req.type.vcpus;
   launch.grace_ms = req.spec.stop_grace_seconds * 1000;
   launch.log = dir + "/" + supervisor::kLogFile;
+  if (!req.exit_report_token.empty()) {
+    launch.report_url = req.api_url;
+    launch.report_token = req.exit_report_token;
+  }
   return launch;
 }
 

@@ -112,6 +112,10 @@ Status DecodeIsolation(const json& j, LaunchFile& f) {
   KILN_RETURN_IF_ERROR(ReadField(j, "seccomp", f.seccomp));
   KILN_RETURN_IF_ERROR(ReadField(j, "pids_max", f.pids_max));
   KILN_RETURN_IF_ERROR(ReadField(j, "log_max_bytes", f.log_max_bytes));
+  KILN_RETURN_IF_ERROR(ReadField(j, "report_url", f.report_url));
+  KILN_RETURN_IF_ERROR(ReadField(j, "report_token", f.report_token));
+  if (!f.report_url.empty() && f.report_url.rfind("http://", 0) != 0)
+    return InvalidArgument("report_url", "report_url must be http://host:port");
   KILN_RETURN_IF_ERROR(ReadField(j, "scratch", f.scratch));
   KILN_RETURN_IF_ERROR(ReadField(j, "volume_bytes", f.volume_bytes));
   if (!f.scratch.empty() && f.scratch[0] != '/') return InvalidArgument("scratch", "scratch must be absolute");
@@ -154,7 +158,9 @@ std::string Encode(const LaunchFile& f) {
                {"scratch", f.scratch},
                {"volume_bytes", f.volume_bytes},
                {"seed", TransfersJson(f.seed)},
-               {"publish", TransfersJson(f.publish)}});
+               {"publish", TransfersJson(f.publish)},
+               {"report_url", f.report_url},
+               {"report_token", f.report_token}});
 }
 
 Result<LaunchFile> DecodeLaunchFile(const std::string& text) {

@@ -105,6 +105,11 @@ struct LaunchFile {
   // checkpoints), as the job's user, never through a symlink.
   std::vector<Transfer> seed;
   std::vector<Transfer> publish;
+  // Where the supervisor reports the instance's end itself (kilnd's runtime API,
+  // POST /v1/runtime/exit with `report_token`), besides status.json: on a Slurm
+  // node, sooner than Slurm's end-of-job hook. "": only status.json.
+  std::string report_url;    // "http://host:port"
+  std::string report_token;  // the instance's exit token (never the job's own)
 };
 std::string Encode(const LaunchFile& f);
 // kInvalidArgument (naming the field) for a malformed file, kFailedPrecondition for

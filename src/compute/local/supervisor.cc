@@ -30,6 +30,7 @@
 #include "compute/local/protocol.h"
 #include "compute/local/scratch.h"
 #include "compute/local/transfer.h"
+#include "entrypoint/http_client.h"
 
 namespace kiln {
 
@@ -489,6 +490,25 @@ ExitReport ExitOf(const std::string& dir, const LaunchFile& launch, const WaitOu
 
 }  // namespace
 
+// Tells kilnd how the instance ended (POST /v1/runtime/exit with the exit
+// token), a few tries within ~3 s. Failing is fine: status.json and Slurm's
+// end-of-job hook still tell it.
+static void ReportExit(const LaunchFile& launch, const StatusFile& status) {
+  std::string hostport = launch.report_url.substr(7);
+  hostport = hostport.substr(0, hostport.find('/'));
+  const size_t colon = hostport.rfind(':');
+  if (colon == std::string::npos) return;
+  const std::string host = hostport.substr(0, colon);
+  const int port = atoi(hostport.c_str() + colon + 1);
+  const nlohmann::json body = {{"exit", ToJson(status.exit)}, {"ended_ms", status.ended_ms}};
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    auto r = HttpCall(host, port, "POST", "/v1/runtime/exit",
+                      {{"Authorization", "Bearer " + launch.report_token}, {"Content-Type", "application/json"}},
+                      body.dump(), 1000);
+    if (r.ok() && r->status < 500) return;
+  }
+}
+
 int RequestStop(const std::string& dir) {
   auto text = ReadFile(dir + "/" + supervisor::kPidFile);
   if (!text.ok()) return 0;
@@ -593,6 +613,7 @@ int RunSupervisor(const std::string& dir, int ready_fd) {
     fprintf(stderr, "kiln-supervisor: cannot record the exit: %s\n", written.ToString().c_str());
     return 1;
   }
+  if (!launch->report_url.empty()) ReportExit(*launch, status);
   return 0;
 }
 

@@ -22,6 +22,7 @@ std::string Quote(const std::string& s) {
 
 constexpr size_t kMaxStatusBytes = 1 << 20;
 constexpr int64_t kKillBackstopMs = 5000;  // after the grace period, Slurm's own cancel
+constexpr int64_t kStrayGraceMs = 10000;   // every instance ended, but Slurm still runs the job
 
 Event WaitingEvent(const std::string& job_id, const std::string& instance_id, const std::string& reason, TimeMs now) {
   Event e;
@@ -172,6 +173,8 @@ Result<JobRequest> SlurmBackend::SlurmJobFor(const LaunchRequest& req) const {
     r.index = i;
     r.instance_id = key + "." + std::to_string(i);
     if (r.instance_id != req.instance_id) r.token = opts_.token_for(r.instance_id);
+    // The supervisor reports the end itself, before Slurm's hook can.
+    if (opts_.token_for) r.exit_report_token = opts_.token_for(r.instance_id + kExitTokenSuffix);
     KILN_RETURN_IF_ERROR(preparer_->Prepare(r));
   }
   JobRequest j;
@@ -284,23 +287,22 @@ Status SlurmBackend::Cleanup(const std::string& id, const std::string& handle) {
   auto parsed = ParseHandle(handle);
   if (!parsed.ok()) return Status::Ok();
   const int64_t slurm_id = parsed->first;
-  bool cancel = false;
-  {
-    MutexLock l(mu_);
-    auto it = by_slurm_.find(slurm_id);
-    if (it == by_slurm_.end()) return Status::Ok();
-    Gang& g = gangs_[it->second];
-    g.cleaned.insert(id);
-    cancel = !g.finished;  // a stray: nothing of the job may run on
-    if (g.finished && static_cast<int>(g.cleaned.size()) >= g.count) {
-      gangs_.erase(it->second);
-      by_slurm_.erase(it);
-    }
+  MutexLock l(mu_);
+  auto it = by_slurm_.find(slurm_id);
+  if (it == by_slurm_.end()) return Status::Ok();
+  Gang& g = gangs_[it->second];
+  g.cleaned.insert(id);
+  if (static_cast<int>(g.cleaned.size()) < g.count) return Status::Ok();  // its peers may run on
+  if (g.finished) {
+    gangs_.erase(it->second);
+    by_slurm_.erase(it);
+    return Status::Ok();
   }
-  if (cancel) {
-    Status st = client_->Cancel(slurm_id);
-    if (!st.ok() && st.code() != Code::kNotFound) return st;
-  }
+  // Every instance ended in Kiln's books (their supervisors said so) but Slurm
+  // has not ended the job yet: it is finishing (its batch script exits), or a
+  // stray. Given a moment to end by itself, then cancelled (Loop).
+  if (!g.kill_at_ms) g.kill_at_ms = clock_.NowMs() + kStrayGraceMs;
+  cv_.notify_all();
   return Status::Ok();
 }
 
@@ -535,9 +537,18 @@ Status SlurmBackend::Pass(PassKind kind) {
             WaitingEvent(g.job_id, it->second + ".0", QueueReason(info.id, info.reason), clock_.NowMs()));
       }
     }
-    if (kind == PassKind::kFull)
-      for (const auto& [id, key] : by_slurm_)
-        if (!seen.count(id) && !gangs_[key].finished) missing.push_back(id);
+    if (kind == PassKind::kFull) {
+      for (auto it = by_slurm_.begin(); it != by_slurm_.end();) {
+        Gang& g = gangs_[it->second];
+        if (g.finished && static_cast<int>(g.cleaned.size()) >= g.count) {  // ended and cleaned up
+          gangs_.erase(it->second);
+          it = by_slurm_.erase(it);
+          continue;
+        }
+        if (!seen.count(it->first) && !g.finished) missing.push_back(it->first);
+        ++it;
+      }
+    }
   }
   Post(std::move(events));
   for (int64_t id : missing) (void)JobEnded(id);  // gone from the list: ask for it alone

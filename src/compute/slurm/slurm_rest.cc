@@ -246,6 +246,7 @@ Result<std::vector<JobInfo>> RestClient::ListJobs(int64_t since) {
   auto raw = Call("GET", since > 0 ? "/jobs?update_time=" + std::to_string(since) : std::string("/jobs"), "");
   if (!raw.ok()) return raw.status();
   const auto& [body, status] = *raw;
+  if (status == 304) return std::vector<JobInfo>{};  // nothing changed since `since`
   if (HasError(body, kZeroBytes)) return HungUp(body);
   if (status != 200 || !body.contains("jobs") || !body["jobs"].is_array())
     return Status(Code::kUnavailable, "slurmrestd jobs: HTTP " + std::to_string(status) + " " + SlurmErrors(body));

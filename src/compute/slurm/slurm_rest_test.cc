@@ -125,6 +125,37 @@ TEST_F(SlurmRest, ARunningJobIsCancelledAndCancellingAgainIsHarmless) {
   EXPECT_TRUE(client_->Cancel(*id).ok());
 }
 
+TEST_F(SlurmRest, ListsJobsSignalsThemAndSaysWhenNothingChanged) {
+  auto id = client_->Submit(Job("listed", "trap 'echo got-term; exit 7' TERM; echo ready; sleep 300 & wait"));
+  ASSERT_TRUE(id.ok()) << id.status().ToString();
+  auto all = client_->ListJobs();
+  ASSERT_TRUE(all.ok()) << all.status().ToString();
+  bool found = false;
+  for (const auto& j : *all) found |= j.id == *id && j.name == "listed" && j.tasks == 1;
+  EXPECT_TRUE(found);
+  for (int i = 0; i < 600; ++i) {  // its trap is set
+    std::ifstream out(*dir_ + "/jobs/listed.out");
+    std::string line;
+    if (std::getline(out, line) && line == "ready") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  // A signal (not a cancel): the batch script's trap runs and it ends its own way.
+  Status st;
+  for (int i = 0; i < 50; ++i) {  // "can not be altered now" while its step starts
+    st = client_->Signal(*id, "SIGTERM");
+    if (st.code() != Code::kFailedPrecondition) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  JobInfo info = WaitFinal(*id);
+  EXPECT_EQ(info.state, JobState::kFailed) << info.state_text;
+  EXPECT_EQ(info.exit_code, 7);
+  // Nothing changed after a time in the future: an empty list (slurmrestd's 304).
+  auto none = client_->ListJobs(time(nullptr) + 3600);
+  ASSERT_TRUE(none.ok()) << none.status().ToString();
+  EXPECT_TRUE(none->empty());
+}
+
 TEST_F(SlurmRest, RefusalsAreClearErrors) {
   JobRequest bad = Job("bad", "true");
   bad.partition = "no-such-partition";
