@@ -317,7 +317,10 @@ Status SlurmBackend::Recover(const std::string& id, const std::string& handle) {
   if (dot == std::string::npos) return NotFound("not an instance id: " + id);
   {
     MutexLock l(mu_);
-    if (!by_slurm_.count(slurm_id)) {
+    // Known already (the controller's periodic resync): this backend's own
+    // safety net watches it; no call per job.
+    if (by_slurm_.count(slurm_id)) return Status::Ok();
+    {
       Gang& g = gangs_[key];
       g.job_id = key.substr(0, dot);
       g.attempt = atoi(key.c_str() + dot + 1);
