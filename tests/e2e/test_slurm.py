@@ -46,7 +46,7 @@ def setUpModule():
                                {"name": "slurm.node", "vcpus": 1, "memory_mib": node_mib * 6 // 10},
                                {"name": "slurm.huge", "vcpus": 1, "memory_mib": node_mib + 1024}],
             "pools": [{"name": "cluster", "backend": "slurm",
-                       "instance_types": ["slurm.small", "slurm.node", "slurm.huge"],
+                       "instance_types": ["slurm.small", "slurm.node", "slurm.huge", "ml.t3.medium"],
                        "slurm": {"url": env["KILN_SLURM_URL"], "jwt_key_file": env["KILN_SLURM_JWT_KEY"],
                                  "shared_dir": os.path.join(_DIR, "shared"),
                                  "hook_token_file": os.path.join(_DIR, "hook.token"),
@@ -283,6 +283,35 @@ class SlurmE2E(KilndHarness):
             self.assertIn("kiln.%s.1" % job["id"], [j[1] for j in slurm_jobs()])
         names = [j[1] for j in slurm_jobs()]
         self.assertEqual(len([n for n in names if n.startswith("kiln.")]), len(set(n for n in names if n.startswith("kiln."))))
+
+
+    def test_09_a_sagemaker_training_job_through_boto3_runs_on_slurm(self):
+        import boto3
+        import botocore.config
+        creds = dict(l.split(" = ", 1) for l in open(os.path.join(self.data, "credentials")).read().splitlines()
+                     if " = " in l)
+        sm = boto3.session.Session(aws_access_key_id=creds["aws_access_key_id"],
+                                   aws_secret_access_key=creds["aws_secret_access_key"], region_name="us-east-1").client(
+            "sagemaker", endpoint_url="http://" + self.addr, config=botocore.config.Config(retries={"max_attempts": 1}))
+        name = unique("sm-slurm")
+        sm.create_training_job(
+            TrainingJobName=name, RoleArn="arn:aws:iam::123456789012:role/KilnTests",
+            AlgorithmSpecification={"TrainingImage": "host", "TrainingInputMode": "File",
+                                    "ContainerEntrypoint": ["/bin/sh", "-c",
+                                                            "echo on-$SLURMD_NODENAME > $SM_MODEL_DIR/where.txt"]},
+            OutputDataConfig={"S3OutputPath": "s3://models/out"},
+            ResourceConfig={"InstanceType": "ml.t3.medium", "InstanceCount": 1, "VolumeSizeInGB": 1},
+            StoppingCondition={"MaxRuntimeInSeconds": 300})
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            d = sm.describe_training_job(TrainingJobName=name)
+            if d["TrainingJobStatus"] in ("Completed", "Failed", "Stopped"):
+                break
+            time.sleep(0.3)
+        self.assertEqual(d["TrainingJobStatus"], "Completed", d)
+        self.assertTrue(d["ModelArtifacts"]["S3ModelArtifacts"].endswith("model.tar.gz"), d)
+        job = self.get_job(name)
+        self.assertEqual([j[1] for j in slurm_jobs()].count("kiln.%s.1" % job["id"]), 1)
 
 
 if __name__ == "__main__":
