@@ -286,6 +286,13 @@ std::vector<Capability> LocalBackend::Capabilities() const {
           Capability::kPidNamespace};
 }
 
+BackendHealth LocalBackend::Health() const {
+  BackendHealth h;
+  MutexLock l(mu_);
+  h.running = static_cast<int>(watched_ids_.size());
+  return h;
+}
+
 std::string LocalBackend::LogPath(const std::string& id) const {
   return Dir(id) + "/output.log";
 }

@@ -100,6 +100,9 @@ class LocalBackend final : public ComputeBackend {
   // In the instance's root-owned sock/ directory (bound read-only at
   // sandbox::kMetricsDir), out of the job's reach to replace or redirect.
   std::string MetricsSocketPath(const std::string& id) const override { return Dir(id) + "/sock/statsd.sock"; }
+  // Always healthy once Init succeeded; running: the supervisors it watches.
+  // (Launches waiting for capacity wait in the controller, not here: queued 0.)
+  BackendHealth Health() const override;
 
   // Writes the instance's directory and launch.json without starting anything:
   // for a backend whose nodes run kiln-supervisor themselves (Slurm). The
@@ -187,7 +190,7 @@ class LocalBackend final : public ComputeBackend {
   Clock& clock_;
   int epfd_ = -1;
   int wake_fd_ = -1;
-  Mutex mu_;
+  mutable Mutex mu_;
   std::map<int, std::pair<std::string, Watch>> watches_ GUARDED_BY(mu_);  // pidfd -> (instance, watch)
   std::set<std::string> watched_ids_ GUARDED_BY(mu_);
   std::mutex launch_mu_;  // serializes Launches (the adopt-or-spawn decision)
