@@ -7,10 +7,10 @@
 
 #include "api/http_helpers.h"
 #include "api/native_api.h"
-#include "compute/backend.h"
 #include "common/fsutil.h"
 #include "common/json_input.h"
 #include "common/sandbox_paths.h"
+#include "compute/backend.h"
 #include "jobs/events.h"
 #include "jobs/runtime_doc.h"
 

@@ -2,6 +2,7 @@
 // a small harness that knows how to build a request for a behaviour and how to
 // wait for events (the fake needs its clock driven; real backends just wait).
 #include <gtest/gtest.h>
+#include <httplib.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -19,8 +20,6 @@
 #include "compute/local/protocol.h"
 #include "compute/local/supervisor.h"
 #include "compute/slurm/slurm_backend.h"
-
-#include <httplib.h>
 
 namespace kiln {
 namespace {

@@ -27,9 +27,9 @@
 #include "common/ids.h"
 #include "compute/local/isolation.h"
 #include "compute/local/local_backend.h"
-#include "daemon/pools_setup.h"
 #include "compute/local/scratch.h"
 #include "controller/controller.h"
+#include "daemon/pools_setup.h"
 #include "http/async_server.h"
 #include "smapi/server.h"
 #include "store/store.h"
@@ -103,6 +103,19 @@ void RegisterBackends(BackendRegistry& registry, const KilndOptions& o, const st
     KILN_RETURN_IF_ERROR(b->Init());
     return std::unique_ptr<ComputeBackend>(std::move(b));
   });
+}
+
+// GET /v1/pools and the Slurm pools' end-of-job hook.
+void ServePools(const Pools& pools, NativeApiOptions& aopts) {
+  aopts.pools = [router = pools.router.get()] {
+    json out = json::array();
+    for (const auto& p : router->Pools()) out.push_back(ToJson(p));
+    return out;
+  };
+  if (!pools.slurm.empty())
+    aopts.pool_event = [p = &pools](const std::string& pool, const std::string& token, int64_t id) {
+      return p->SlurmEvent(pool, token, id);
+    };
 }
 
 // The compute pools (config `pools`; without it one pool on `--backend`).
@@ -663,15 +676,7 @@ int RunKilnd(const KilndOptions& o) {
 
   NativeApiOptions aopts;
   ComputeBackend* be = pools->router.get();
-  aopts.pools = [router = pools->router.get()] {
-    json out = json::array();
-    for (const auto& p : router->Pools()) out.push_back(ToJson(p));
-    return out;
-  };
-  if (!pools->slurm.empty())
-    aopts.pool_event = [p = &*pools](const std::string& pool, const std::string& token, int64_t id) {
-      return p->SlurmEvent(pool, token, id);
-    };
+  ServePools(*pools, aopts);
   aopts.log_path = [be](const std::string& id) { return be->LogPath(id); };
   aopts.metrics_socket_path = [be](const std::string& id) { return be->MetricsSocketPath(id); };
   aopts.metrics = &metrics;

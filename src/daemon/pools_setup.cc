@@ -37,8 +37,8 @@ Result<slurm::SlurmBackendOptions> SlurmOptionsFromJson(const json& s, const std
   auto num = [&](const char* key, int& into, int lo, int hi) -> Status {
     if (!s.contains(key)) return Status::Ok();
     if (!s[key].is_number_integer() || s[key].get<int64_t>() < lo || s[key].get<int64_t>() > hi)
-      return InvalidArgument(f + "." + key,
-                             f + "." + key + " must be a whole number " + std::to_string(lo) + ".." + std::to_string(hi));
+      return InvalidArgument(
+          f + "." + key, f + "." + key + " must be a whole number " + std::to_string(lo) + ".." + std::to_string(hi));
     into = s[key].get<int>();
     return Status::Ok();
   };
@@ -65,7 +65,7 @@ Result<slurm::SlurmBackendOptions> SlurmOptionsFromJson(const json& s, const std
     if (key != "url" && key != "jwt_key_file" && key != "user" && key != "partition" && key != "account" &&
         key != "qos" && key != "shared_dir" && key != "supervisor_path" && key != "hook_token_file" &&
         key != "reconcile_interval_s" && key != "queue_refresh_s" && key != "submit_timeout_s" && key != "timeout_ms")
-      return InvalidArgument(f + "." + key, "unknown setting " + f + "." + key);
+      return InvalidArgument(StrCat(f, ".", key), StrCat("unknown setting ", f, ".", key));
   o.hook_token_file = hook_token_file;
   return o;
 }
@@ -80,7 +80,8 @@ Result<std::unique_ptr<slurm::SlurmBackend>> BuildSlurm(const PoolSpec& spec, si
   auto token = ReadFile(o->hook_token_file);
   if (!token.ok()) return InvalidArgument(f + ".hook_token_file", "cannot read " + o->hook_token_file);
   while (!token->empty() && (token->back() == '\n' || token->back() == '\r')) token->pop_back();
-  if (token->size() < 16) return InvalidArgument(f + ".hook_token_file", o->hook_token_file + ": fewer than 16 characters");
+  if (token->size() < 16)
+    return InvalidArgument(f + ".hook_token_file", o->hook_token_file + ": fewer than 16 characters");
   hook_token = *token;
   auto client = slurm::RestClient::Create(o->rest, RealClock::Get());
   if (!client.ok()) return InvalidArgument(f + "." + client.status().field(), client.status().message());

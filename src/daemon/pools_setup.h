@@ -4,9 +4,8 @@
 #include <functional>
 #include <map>
 #include <memory>
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "compute/local/local_backend.h"
 #include "compute/pools/pool_router.h"

@@ -155,6 +155,23 @@ TransitionResult Ignore(std::string why) {
   return r;
 }
 
+// InstanceWaiting: the backend took the instance and it waits in the backend's
+// own queue (Slurm's): Pending with the backend's reason until it starts. A
+// newer reason replaces the message.
+TransitionResult ApplyWaiting(Job& job, const Instance& in, const json& payload, TimeMs now) {
+  if (in.state == InstanceState::kExited || in.attempt != job.attempt || job.status != JobStatus::kInProgress ||
+      PhaseRank(job.secondary) > 0 || job.phase_times.count(ToString(Phase::kDownloading)))
+    return Ignore("waiting report for an instance that is no longer waiting");
+  auto waiting = LaunchFailedReportFromJson(payload);
+  const std::string message =
+      std::string(kBackendQueuePrefix) + (waiting.ok() ? waiting->reason : waiting.status().message());
+  if (job.secondary == SecondaryStatus::kPending && !job.transitions.empty())
+    job.transitions.back().message = message;
+  else
+    SetSecondary(job, SecondaryStatus::kPending, now, message);
+  return {};
+}
+
 // PhaseReported for a running instance of the current attempt: records the
 // phase's first time and moves the secondary status forward (never back).
 TransitionResult ApplyPhase(Job& job, const json& payload, TimeMs now) {
@@ -259,23 +276,9 @@ TransitionResult Transition(Job& job, const Event& e) {
                    (reason.rfind("team quota: ", 0) == 0 ? "Waiting for " : "Waiting for capacity: ") + reason);
       return r;
     }
-    case EventType::kInstanceWaiting: {
-      // The backend took the instance and it waits in the backend's own queue
-      // (Slurm's): Pending with the backend's reason until it starts. A newer
-      // reason replaces the message.
+    case EventType::kInstanceWaiting:
       if (!in) return Ignore("unknown instance");
-      if (in->state == InstanceState::kExited || in->attempt != job.attempt || job.status != JobStatus::kInProgress ||
-          PhaseRank(job.secondary) > 0 || job.phase_times.count(ToString(Phase::kDownloading)))
-        return Ignore("waiting report for an instance that is no longer waiting");
-      auto waiting = LaunchFailedReportFromJson(e.payload);
-      const std::string message =
-          std::string(kBackendQueuePrefix) + (waiting.ok() ? waiting->reason : waiting.status().message());
-      if (job.secondary == SecondaryStatus::kPending && !job.transitions.empty())
-        job.transitions.back().message = message;
-      else
-        SetSecondary(job, SecondaryStatus::kPending, now, message);
-      return r;
-    }
+      return ApplyWaiting(job, *in, e.payload, now);
     case EventType::kPhaseReported: {
       if (!in) return Ignore("unknown instance");
       if (in->attempt != job.attempt || job.status != JobStatus::kInProgress)

@@ -44,7 +44,7 @@ Result<std::vector<PoolSpec>> ParsePools(const json& pools, const std::string& d
         if (!t.is_string()) return InvalidArgument(f + ".instance_types", f + ".instance_types must hold names");
         const std::string type = t.get<std::string>();
         if (!catalog.FindType(type))
-          return InvalidArgument(f + ".instance_types", f + ": unknown instance type " + type);
+          return InvalidArgument(f + ".instance_types", StrCat(f, ": unknown instance type ", type));
         auto [it, fresh] = owner.emplace(type, s.name);
         if (!fresh)
           return InvalidArgument(f + ".instance_types", type + " is in two pools: " + it->second + " and " + s.name);
@@ -53,13 +53,13 @@ Result<std::vector<PoolSpec>> ParsePools(const json& pools, const std::string& d
     }
     if (s.instance_types.empty()) ++defaults;
     if (p.contains(s.backend)) {
-      if (!p[s.backend].is_object()) return InvalidArgument(f + "." + s.backend, f + "." + s.backend + " must be a mapping");
+      if (!p[s.backend].is_object())
+        return InvalidArgument(f + "." + s.backend, f + "." + s.backend + " must be a mapping");
       s.settings = p[s.backend];
     }
     out.push_back(std::move(s));
   }
-  if (defaults > 1)
-    return InvalidArgument("pools", "only one pool may leave out instance_types (the default pool)");
+  if (defaults > 1) return InvalidArgument("pools", "only one pool may leave out instance_types (the default pool)");
   if (defaults == 0) {
     if (names.count("default")) return InvalidArgument("pools", "the pool named default lists instance types");
     out.push_back({"default", default_backend, {}, json::object()});
@@ -68,14 +68,9 @@ Result<std::vector<PoolSpec>> ParsePools(const json& pools, const std::string& d
 }
 
 json ToJson(const PoolStatus& p) {
-  return {{"name", p.spec.name},
-          {"backend", p.spec.backend},
-          {"instance_types", p.spec.instance_types},
-          {"default", p.is_default},
-          {"health", ToString(p.health.state)},
-          {"message", p.health.message},
-          {"queued", p.health.queued},
-          {"running", p.health.running}};
+  return {{"name", p.spec.name},       {"backend", p.spec.backend},          {"instance_types", p.spec.instance_types},
+          {"default", p.is_default},   {"health", ToString(p.health.state)}, {"message", p.health.message},
+          {"queued", p.health.queued}, {"running", p.health.running}};
 }
 
 PoolRouter::PoolRouter(std::vector<Pool> pools) : pools_(std::move(pools)) {
@@ -173,7 +168,8 @@ std::string PoolRouter::MetricsSocketPath(const std::string& id) const {
 
 std::vector<PoolStatus> PoolRouter::Pools() const {
   std::vector<PoolStatus> out;
-  for (size_t i = 0; i < pools_.size(); ++i) out.push_back({pools_[i].spec, i == default_, pools_[i].backend->Health()});
+  for (size_t i = 0; i < pools_.size(); ++i)
+    out.push_back({pools_[i].spec, i == default_, pools_[i].backend->Health()});
   return out;
 }
 

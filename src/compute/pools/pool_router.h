@@ -10,10 +10,9 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "compute/backend.h"
 
@@ -21,8 +20,8 @@ namespace kiln {
 
 struct PoolSpec {
   std::string name;
-  std::string backend;                      // "local" or "slurm"
-  std::vector<std::string> instance_types;  // empty: the default pool (every type no other pool lists)
+  std::string backend;                                 // "local" or "slurm"
+  std::vector<std::string> instance_types;             // empty: the default pool (every type no other pool lists)
   nlohmann::json settings = nlohmann::json::object();  // the backend's section ("slurm": {...})
 };
 

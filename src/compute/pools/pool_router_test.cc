@@ -37,7 +37,9 @@ TEST(ParsePools, ErrorsNameTheField) {
 }
 
 TEST(ParsePools, TypedPoolsGetAnImplicitDefault) {
-  auto pools = ParsePools(json::array({json{{"name", "hpc"}, {"backend", "slurm"}, {"instance_types", {"ml.m5.large"}},
+  auto pools = ParsePools(json::array({json{{"name", "hpc"},
+                                            {"backend", "slurm"},
+                                            {"instance_types", {"ml.m5.large"}},
                                             {"slurm", {{"partition", "gpu"}}}}}),
                           "local", Catalog::Defaults());
   ASSERT_TRUE(pools.ok()) << pools.status().ToString();

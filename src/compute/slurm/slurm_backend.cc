@@ -39,11 +39,7 @@ Event WaitingEvent(const std::string& job_id, const std::string& instance_id, co
 
 SlurmBackend::SlurmBackend(SlurmBackendOptions opts, std::unique_ptr<RestClient> client,
                            std::unique_ptr<LocalBackend> preparer, EventSink& sink, Clock& clock)
-    : opts_(std::move(opts)),
-      client_(std::move(client)),
-      preparer_(std::move(preparer)),
-      sink_(sink),
-      clock_(clock) {}
+    : opts_(std::move(opts)), client_(std::move(client)), preparer_(std::move(preparer)), sink_(sink), clock_(clock) {}
 
 SlurmBackend::~SlurmBackend() {
   {
@@ -80,16 +76,15 @@ Result<std::pair<int64_t, int>> SlurmBackend::ParseHandle(const std::string& han
 
 Result<std::string> SlurmBackend::Unreachable(const std::string& key, const Status& why) {
   const TimeMs now = clock_.NowMs();
-  TimeMs since = now;
-  {
+  const TimeMs since = [&] {
     MutexLock l(mu_);
-    since = unreachable_since_.emplace(key, now).first->second;
-  }
+    return unreachable_since_.emplace(key, now).first->second;
+  }();
   SetHealth(why);
   if (opts_.submit_timeout_s > 0 && now - since >= int64_t{opts_.submit_timeout_s} * 1000)
     return Status(Code::kFailedPrecondition, "pool " + opts_.pool + ": Slurm did not take the job for " +
-                                                 std::to_string((now - since) / 1000) + " s (submit_timeout_s): " +
-                                                 why.message());
+                                                 std::to_string((now - since) / 1000) +
+                                                 " s (submit_timeout_s): " + why.message());
   // Pending with the reason; launched again when slurmrestd answers (on_capacity).
   return Status(Code::kResourceExhausted, "pool " + opts_.pool + " cannot reach Slurm: " + why.message());
 }
@@ -536,8 +531,7 @@ Status SlurmBackend::Pass(PassKind kind) {
         auto done = Ending(g, info);
         events.insert(events.end(), done.begin(), done.end());
       } else if (info.state == JobState::kPending && reason_changed) {
-        events.push_back(
-            WaitingEvent(g.job_id, it->second + ".0", QueueReason(info.id, info.reason), clock_.NowMs()));
+        events.push_back(WaitingEvent(g.job_id, it->second + ".0", QueueReason(info.id, info.reason), clock_.NowMs()));
       }
     }
     if (kind == PassKind::kFull) {
@@ -600,14 +594,14 @@ void SlurmBackend::Loop() {
     }
     for (int64_t id : kill) {
       Status st = client_->Cancel(id);  // the grace period is over: Slurm kills what is left
-      if (!st.ok()) fprintf(stderr, "kilnd: slurm pool %s: cancel %lld: %s\n", opts_.pool.c_str(),
-                            static_cast<long long>(id), st.ToString().c_str());
+      if (!st.ok())
+        fprintf(stderr, "kilnd: slurm pool %s: cancel %lld: %s\n", opts_.pool.c_str(), static_cast<long long>(id),
+                st.ToString().c_str());
     }
     for (int64_t id : recheck) (void)JobEnded(id);
     if (!pass) continue;
     Status st = Pass(kind);
-    if (!st.ok())
-      fprintf(stderr, "kilnd: slurm pool %s: reconcile: %s\n", opts_.pool.c_str(), st.ToString().c_str());
+    if (!st.ok()) fprintf(stderr, "kilnd: slurm pool %s: reconcile: %s\n", opts_.pool.c_str(), st.ToString().c_str());
   }
 }
 

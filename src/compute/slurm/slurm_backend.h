@@ -96,18 +96,16 @@ class SlurmBackend final : public ComputeBackend {
     int count = 1;
     int64_t slurm_id = 0;
     JobState state = JobState::kPending;
-    std::string reason;         // Slurm's, last seen
+    std::string reason;           // Slurm's, last seen
     bool stop_requested = false;  // Kiln asked Slurm to cancel it
     TimeMs kill_at_ms = 0;        // the grace period's end: cancel what is left
     TimeMs recheck_at_ms = 0;     // COMPLETING: ask Slurm for its final state again
     int64_t recheck_delay_ms = 0;
-    bool finished = false;        // exits posted
+    bool finished = false;          // exits posted
     std::set<std::string> cleaned;  // instances cleaned up
   };
   enum class PassKind { kChanged, kFull };
-  static std::string GangKey(const std::string& job_id, int attempt) {
-    return job_id + "." + std::to_string(attempt);
-  }
+  static std::string GangKey(const std::string& job_id, int attempt) { return job_id + "." + std::to_string(attempt); }
   static std::string JobName(const std::string& key) { return "kiln." + key; }
   // Looks for Kiln's jobs in Slurm (by name) and tracks them; once after start
   // and after an ambiguous submit.
@@ -138,12 +136,12 @@ class SlurmBackend final : public ComputeBackend {
   Clock& clock_;
   std::mutex launch_mu_;  // one submit decision at a time
   mutable Mutex mu_;
-  std::map<std::string, Gang> gangs_ GUARDED_BY(mu_);      // by GangKey
-  std::map<int64_t, std::string> by_slurm_ GUARDED_BY(mu_);  // Slurm id -> GangKey
-  bool adopted_ GUARDED_BY(mu_) = false;                     // Adopt ran since start
-  std::map<std::string, JobInfo> ended_ GUARDED_BY(mu_);     // GangKey -> Kiln's ended Slurm job, seen by Adopt
-  bool recheck_soon_ GUARDED_BY(mu_) = false;                // a full look is due now
-  bool ambiguous_ GUARDED_BY(mu_) = false;                   // a submit's answer was lost
+  std::map<std::string, Gang> gangs_ GUARDED_BY(mu_);                // by GangKey
+  std::map<int64_t, std::string> by_slurm_ GUARDED_BY(mu_);          // Slurm id -> GangKey
+  bool adopted_ GUARDED_BY(mu_) = false;                             // Adopt ran since start
+  std::map<std::string, JobInfo> ended_ GUARDED_BY(mu_);             // GangKey -> Kiln's ended Slurm job, seen by Adopt
+  bool recheck_soon_ GUARDED_BY(mu_) = false;                        // a full look is due now
+  bool ambiguous_ GUARDED_BY(mu_) = false;                           // a submit's answer was lost
   std::map<std::string, TimeMs> unreachable_since_ GUARDED_BY(mu_);  // GangKey -> first failed submit
   Status health_ GUARDED_BY(mu_);
   int64_t last_update_s_ GUARDED_BY(mu_) = 0;  // slurmctld time of the last queue look
