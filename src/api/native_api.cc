@@ -228,9 +228,10 @@ void NativeApi::RegisterHealthAndCatalog(Router& r) {
   // pool's hook token, not an API token; it only makes kilnd ask slurmrestd.
   r.Post("/v1/pools/([a-zA-Z0-9_-]{1,63})/slurm-events", Access::kInstance, Body::kJson,
          [this](const httplib::Request& req, httplib::Response& res, const Principal&) {
-           if (!opts_.pool_event) return SendApiError(res, NotFound("no Slurm pool " + req.matches[1].str()));
            const std::string auth = req.get_header_value("Authorization");
            const std::string token = auth.rfind("Bearer ", 0) == 0 ? auth.substr(7) : "";
+           if (token.empty()) return SendApiError(res, Status(Code::kUnauthenticated, "missing bearer token"));
+           if (!opts_.pool_event) return SendApiError(res, NotFound("no Slurm pool " + req.matches[1].str()));
            auto body = ParseUntrustedJson(req.body, "body");
            if (!body.ok()) return SendApiError(res, body.status());
            if (!body->is_object() || !body->contains("job_id") || !(*body)["job_id"].is_number_integer() ||
