@@ -197,15 +197,28 @@ Result<JobRequest> SlurmBackend::SlurmJobFor(const LaunchRequest& req) const {
   // srun takes a SIGTERM as "kill the step now".)
   const std::string sup = Quote(opts_.supervisor_path), pre = Quote(prefix);
   const std::string tasks = "--nodes=" + std::to_string(n) + " --ntasks=" + std::to_string(n) + " --ntasks-per-node=1";
-  std::string run, stop;
+  std::string run, stop, hosts;
   if (n == 1) {
     run = "setsid " + sup + " --dir " + Quote(prefix + "0");
     stop = sup + " --stop --dir " + Quote(prefix + "0");
   } else {
     run = "setsid srun --kill-on-bad-exit=1 " + tasks + " " + sup + " --slurm-prefix " + pre;
     stop = "srun --overlap " + tasks + " " + sup + " --stop --slurm-prefix " + pre;
+    // algo-<i> is task i-1's node (block distribution, one task per node): each
+    // instance's /etc/hosts gets the nodes' addresses as Slurm knows them
+    // (NodeAddr). On a one-host test cluster (loopback addresses) kilnd's
+    // per-instance loopback addresses stay, so instances can share a port.
+    hosts =
+        "addrs() {\n  i=1\n  for h in $(scontrol show hostnames \"$SLURM_JOB_NODELIST\"); do\n"
+        "    a=$(scontrol show node \"$h\" | sed -n 's/.*NodeAddr=\\([^ ]*\\).*/\\1/p')\n"
+        "    case \"$a\" in '' | 127.* | ::1) return 1 ;; esac\n"
+        "    printf '%s\\talgo-%s\\n' \"$a\" \"$i\"\n    i=$((i + 1))\n  done\n}\n"
+        "if m=$(addrs) && [ \"$(printf '%s\\n' \"$m\" | wc -l)\" = " +
+        std::to_string(n) + " ]; then\n  j=0\n  while [ $j -lt " + std::to_string(n) +
+        " ]; do\n    printf '127.0.0.1\\tlocalhost\\n::1\\tlocalhost ip6-localhost ip6-loopback\\n%s\\n' \"$m\" > " +
+        pre + "$j/hosts.new && mv " + pre + "$j/hosts.new " + pre + "$j/hosts\n    j=$((j + 1))\n  done\nfi\n";
   }
-  j.script = "#!/bin/sh\nstop() { " + stop + "; }\ntrap stop TERM\n" + run +
+  j.script = "#!/bin/sh\nstop() { " + stop + "; }\ntrap stop TERM\n" + hosts + run +
              " &\npid=$!\nwhile kill -0 $pid 2>/dev/null; do wait $pid; rc=$?; done\nexit $rc\n";
   return j;
 }
