@@ -52,6 +52,12 @@ void MetricsGateway::Shutdown() {
     ssize_t n = write(wake_fd_, &one, sizeof(one));
     (void)n;
   }
+  {
+    // Taken once so the flush thread is either before its stop_ check or waiting:
+    // without it, a notify between the two was lost and Shutdown waited a whole
+    // flush interval (a test hung on it in CI).
+    std::lock_guard<std::mutex> g(mu_);
+  }
   flush_cv_.notify_all();
   if (recv_thread_.joinable()) recv_thread_.join();
   if (flush_thread_.joinable()) flush_thread_.join();
@@ -238,7 +244,7 @@ void MetricsGateway::ReceiveLoop() {
 void MetricsGateway::FlushLoop() {
   std::unique_lock<std::mutex> l(mu_);
   while (!stop_) {
-    flush_cv_.wait_for(l, std::chrono::milliseconds(opts_.flush_interval_ms));
+    flush_cv_.wait_for(l, std::chrono::milliseconds(opts_.flush_interval_ms), [this] { return stop_.load(); });
     if (stop_) break;
     l.unlock();
     FlushNow();
