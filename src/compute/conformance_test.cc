@@ -83,6 +83,23 @@ LaunchRequest BaseRequest(std::vector<std::string> cmd) {
   return r;
 }
 
+// A request for a backend that runs real processes on this host.
+LaunchRequest HostRequest(Behavior b, const std::string& dir) {
+  auto r = BaseRequest(b == Behavior::kExit0   ? std::vector<std::string>{"/bin/true"}
+                       : b == Behavior::kExit3 ? std::vector<std::string>{"/bin/sh", "-c", "exit 3"}
+                                               : std::vector<std::string>{"/bin/sleep", "600"});
+  r.output_dir = dir + "/artifacts/" + r.job_id;
+  return r;
+}
+
+// Real backends post from their own threads: wait (20 s at most) for the exit.
+std::optional<Event> WaitRealExit(CollectingSink& sink, const std::string& id) {
+  sink.WaitFor([&] { return !sink.ExitsFor(id).empty(); }, 20000);
+  auto e = sink.ExitsFor(id);
+  if (e.empty()) return std::nullopt;
+  return e.front();
+}
+
 class FakeHarness : public Harness {
  public:
   FakeHarness() : fake_(clock_, 42) {
@@ -147,19 +164,8 @@ class LocalHarness : public Harness {
     local_ = std::make_unique<LocalBackend>(opts_, sink, RealClock::Get());
     init_ = local_->Init();
   }
-  LaunchRequest Request(Behavior b) override {
-    auto r = BaseRequest(b == Behavior::kExit0   ? std::vector<std::string>{"/bin/true"}
-                         : b == Behavior::kExit3 ? std::vector<std::string>{"/bin/sh", "-c", "exit 3"}
-                                                 : std::vector<std::string>{"/bin/sleep", "600"});
-    r.output_dir = dir_ + "/artifacts/" + r.job_id;
-    return r;
-  }
-  std::optional<Event> WaitExit(const std::string& id) override {
-    sink.WaitFor([&] { return !sink.ExitsFor(id).empty(); }, 20000);
-    auto e = sink.ExitsFor(id);
-    if (e.empty()) return std::nullopt;
-    return e.front();
-  }
+  LaunchRequest Request(Behavior b) override { return HostRequest(b, dir_); }
+  std::optional<Event> WaitExit(const std::string& id) override { return WaitRealExit(sink, id); }
 
  private:
   std::string dir_;
@@ -238,19 +244,8 @@ class SlurmHarness : public Harness {
         so, std::move(*client), std::make_unique<LocalBackend>(lo, sink, RealClock::Get()), sink, RealClock::Get());
     init_ = backend_->Init();
   }
-  LaunchRequest Request(Behavior b) override {
-    auto r = BaseRequest(b == Behavior::kExit0   ? std::vector<std::string>{"/bin/true"}
-                         : b == Behavior::kExit3 ? std::vector<std::string>{"/bin/sh", "-c", "exit 3"}
-                                                 : std::vector<std::string>{"/bin/sleep", "600"});
-    r.output_dir = dir_ + "/artifacts/" + r.job_id;
-    return r;
-  }
-  std::optional<Event> WaitExit(const std::string& id) override {
-    sink.WaitFor([&] { return !sink.ExitsFor(id).empty(); }, 20000);
-    auto e = sink.ExitsFor(id);
-    if (e.empty()) return std::nullopt;
-    return e.front();
-  }
+  LaunchRequest Request(Behavior b) override { return HostRequest(b, dir_); }
+  std::optional<Event> WaitExit(const std::string& id) override { return WaitRealExit(sink, id); }
 
  private:
   std::string dir_;
