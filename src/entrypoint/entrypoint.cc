@@ -512,12 +512,35 @@ CommandExit SettleExit(const std::string& root, const std::string& argv0, int wa
 
 // --- Phase 5: pack and upload the outputs ---
 
+// An empty tar archive (two zero blocks, 10,240 bytes), gzipped (`gzip -9n`):
+// what an empty directory packs into, written without running tar (~40 ms).
+constexpr unsigned char kEmptyTarGz[] = {0x1f, 0x8b, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x02, 0x03, 0xed, 0xc1,
+                                         0x01, 0x0d, 0x00, 0x00, 0x00, 0xc2, 0xa0, 0xf7, 0x4f, 0x6d, 0x0e, 0x37,
+                                         0xa0, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x80, 0x37,
+                                         0x03, 0x9a, 0xde, 0x1d, 0x27, 0x00, 0x28, 0x00, 0x00};
+
+// Whether `dir` is a directory with no entries.
+bool IsEmptyDirectory(const std::string& dir) {
+  std::error_code ec;
+  fs::directory_iterator it(dir, ec);
+  return !ec && it == fs::directory_iterator();
+}
+
+// Writes the empty archive to `path`; false on any error.
+bool WriteEmptyArchive(const std::string& path) {
+  int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+  if (fd < 0) return false;
+  const bool ok = write(fd, kEmptyTarGz, sizeof(kEmptyTarGz)) == static_cast<ssize_t>(sizeof(kEmptyTarGz));
+  return close(fd) == 0 && ok;
+}
+
 // Packs `dir` into <output_dir>/<name> through a temporary file; the archive's path,
-// or "" when tar or the rename failed.
+// or "" when tar or the rename failed. An empty directory needs no tar.
 std::string PackDirectory(const std::string& dir, const std::string& output_dir, const std::string& name) {
   const std::string tmp = output_dir + "/." + name + ".tmp";
   std::string dst = output_dir + "/" + name;
-  if (!RunQuiet({"tar", "-czf", tmp, "-C", dir, "."}) || rename(tmp.c_str(), dst.c_str()) != 0) {
+  const bool packed = IsEmptyDirectory(dir) ? WriteEmptyArchive(tmp) : RunQuiet({"tar", "-czf", tmp, "-C", dir, "."});
+  if (!packed || rename(tmp.c_str(), dst.c_str()) != 0) {
     unlink(tmp.c_str());  // no half archive left among the outputs
     return "";
   }

@@ -732,7 +732,10 @@ class KilndE2E(KilndHarness):
         with open(counter) as f:
             self.assertEqual(f.read().strip(), "2")
         self.assertEqual(job["model_artifact"], "file://" + os.path.join(out, name, "output", "model.tar.gz"))
-        self.assertTrue(os.path.isfile(os.path.join(out, name, "output", "model.tar.gz")))
+        # The job left /opt/ml/model empty: an empty archive (written without tar) that tar reads.
+        listing = subprocess.run(["tar", "-tzf", os.path.join(out, name, "output", "model.tar.gz")],
+                                 capture_output=True, text=True)
+        self.assertEqual((listing.returncode, listing.stdout), (0, ""), listing.stderr)
 
     def test_09_events(self):
         a = self.submit(self.spec(unique("evA"), "echo a"))
