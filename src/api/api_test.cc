@@ -333,6 +333,8 @@ class AccessMatrix : public ApiTest {
       return Probe{rule.pattern + q, ""};
     if (key == "GET /v1/jobs/([^/]+)") return Probe{"/v1/jobs/" + JobOf(team), ""};
     if (key == "POST /v1/jobs/([^/?]+)/stop") return Probe{"/v1/jobs/" + NewJob(team) + "/stop", ""};
+    if (key == "PUT /v1/jobs/([^/?]+)/keep-alive")
+      return Probe{"/v1/jobs/" + NewJob(team) + "/keep-alive", R"({"keep_alive_seconds":60})"};
     if (key == "GET /v1/jobs/([^/]+)/metrics" || key == "GET /v1/jobs/([^/]+)/logs")
       return Probe{"/v1/jobs/" + JobOf(team) + rule.pattern.substr(rule.pattern.rfind('/')), ""};
     if (key == "GET /v1/jobs/([^/]+)/events") return Probe{"/v1/jobs/" + JobOf(team) + "/events?follow=false", ""};

@@ -44,7 +44,9 @@ void SendError(httplib::Response& res, const Status& st) {
 // The public view of a job: internal bookkeeping and instance handles stay inside.
 json PublicJob(const Job& job) {
   json j = ToJson(job);
-  for (const char* k : {"created_ms", "ended_ms", "stop_cause", "last_job_seq", "phase_times"}) j.erase(k);
+  for (const char* k : {"created_ms", "ended_ms", "stop_cause", "last_job_seq", "phase_times", "warm_pool_state"})
+    j.erase(k);
+  if (job.warm_pool.status != WarmPoolStatus::kNone) j["warm_pool"] = ToJson(job.warm_pool, RealClock::Get().NowMs());
   for (auto& in : j["instances"]) {
     in.erase("handle");
     in.erase("stop_sent");
@@ -82,6 +84,10 @@ Result<ListQuery> ParseListQuery(const httplib::Request& req) {
     if (q.limit < 1 || q.limit > 1000) return InvalidArgument("limit", "must be 1..1000");
   }
   q.page_token = req.get_param_value("page_token");
+  if (req.has_param("warm_pool_status")) {
+    q.warm_pool_status = ParseWarmPoolStatus(req.get_param_value("warm_pool_status"));
+    if (!q.warm_pool_status) return InvalidArgument("warm_pool_status", "must be one of InUse, Available, Reused, Terminated");
+  }
   q.team = req.get_param_value("team");  // an admin's filter; others see their team's only
   return q;
 }
@@ -285,6 +291,23 @@ void NativeApi::RegisterJobs(Router& r) {
                       if (!job.ok()) return SendError(res, job.status());
                       SendJson(res, 202, PublicJob(*job));
                     });
+
+  // The keep-alive of a job's warm pool: {"keep_alive_seconds": n}; 0 ends an Available pool.
+  r.Put(R"(/v1/jobs/([^/?]+)/keep-alive)", Access::kMember, Body::kJson,
+        [this](const httplib::Request& req, httplib::Response& res, const Principal& who) {
+          auto found = VisibleJob(httplib::detail::decode_url(req.matches[1].str(), false), who);
+          if (!found.ok()) return SendError(res, found.status());
+          auto body = ParseUntrustedJson(req.body);
+          if (!body.ok()) return SendError(res, body.status());
+          const json& b = *body;
+          for (auto it = b.begin(); b.is_object() && it != b.end(); ++it)
+            if (it.key() != "keep_alive_seconds") return SendError(res, InvalidArgument(it.key(), "unknown field"));
+          if (!b.is_object() || !b.contains("keep_alive_seconds") || !b["keep_alive_seconds"].is_number_integer())
+            return SendError(res, InvalidArgument("keep_alive_seconds", "required, an integer number of seconds"));
+          auto job = ctl_.UpdateKeepAlive(found->id, b["keep_alive_seconds"].get<int64_t>());
+          if (!job.ok()) return SendError(res, job.status());
+          SendJson(res, 200, PublicJob(*job));
+        });
 }
 
 // GET /v1/jobs/{id}/metrics (stored series), GET /metrics (Prometheus exposition:

@@ -192,6 +192,37 @@ int ListPools(Context& ctx) {
   return 0;
 }
 
+int ListWarmPools(Context& ctx, const std::string& status) {
+  auto r = ctx.kilnd.Call("GET", "/v1/jobs?limit=1000&warm_pool_status=" + UrlEscape(status));
+  if (!r) return 2;
+  if (ctx.output == Output::kJson) {
+    std::cout << r->dump(2) << "\n";
+    return 0;
+  }
+  std::cout << Pad("JOB", 34) << Pad("TEAM", 12) << Pad("INSTANCE", 18) << "WARM POOL\n";
+  for (const auto& j : (*r)["jobs"]) {
+    const auto& spec = j["spec"];
+    std::cout << Pad(j.value("name", ""), 34) << Pad(spec.value("team", ""), 12)
+              << Pad(spec["instance"].value("type", "") + " x" + spec["instance"]["count"].dump(), 18)
+              << WarmPoolLine(j["warm_pool"]) << "\n";
+  }
+  if (!(*r)["next_page_token"].is_null()) std::cout << "(more than 1000; narrow with --output json and a query)\n";
+  return 0;
+}
+
+int UpdateKeepAlive(Context& ctx, const std::string& job, int64_t seconds) {
+  auto r = ctx.kilnd.Call("PUT", "/v1/jobs/" + UrlEscape(job) + "/keep-alive",
+                          nlohmann::json{{"keep_alive_seconds", seconds}}.dump());
+  if (!r) return 2;
+  if (ctx.output == Output::kJson) {
+    std::cout << r->dump(2) << "\n";
+    return 0;
+  }
+  std::cout << r->value("name", "") << ": "
+            << (r->contains("warm_pool") ? WarmPoolLine((*r)["warm_pool"]) : std::string("no warm pool")) << "\n";
+  return 0;
+}
+
 int RevokeToken(Context& ctx, const std::string& id) {
   if (!ctx.kilnd.Call("DELETE", "/v1/tokens/" + UrlEscape(id))) return 2;
   std::cout << "revoked " << id << "\n";

@@ -164,6 +164,19 @@ void AddIdentityCommands(CLI::App& app, Dispatch& d) {
   pools->require_subcommand(1);
   d.online.emplace_back(pools->add_subcommand("list", "each pool's backend, instance types, health and queue"),
                         [](Context& ctx) { return cli::ListPools(ctx); });
+  auto* warm = pools->add_subcommand("warm", "warm pools: instances kept after a job, for the next matching job");
+  warm->require_subcommand(1);
+  auto warm_status = std::make_shared<std::string>("Available");
+  auto* warm_list = warm->add_subcommand("list", "jobs whose warm pool has a status (default Available)");
+  warm_list->add_option("--status", *warm_status, "InUse, Available, Reused or Terminated");
+  d.online.emplace_back(warm_list, [warm_status](Context& ctx) { return cli::ListWarmPools(ctx, *warm_status); });
+  auto warm_job = std::make_shared<std::string>();
+  auto keep = std::make_shared<int64_t>(0);
+  auto* warm_update = warm->add_subcommand("update", "change a job's keep-alive; 0 terminates its pool");
+  warm_update->add_option("job", *warm_job, "job id or name")->required();
+  warm_update->add_option("--keep-alive", *keep, "seconds")->required();
+  d.online.emplace_back(warm_update,
+                        [warm_job, keep](Context& ctx) { return cli::UpdateKeepAlive(ctx, *warm_job, *keep); });
 
   auto* tokens = app.add_subcommand("tokens", "API tokens of users and service accounts");
   tokens->require_subcommand(1);

@@ -42,6 +42,12 @@ int ListJobs(Context& ctx, const ListJobsOptions& o);
 int DescribeJob(Context& ctx, const std::string& id);
 // kiln pools list (account_commands.cc).
 int ListPools(Context& ctx);
+// kiln pools warm list [--status S]: the jobs whose warm pool is S (Available).
+int ListWarmPools(Context& ctx, const std::string& status);
+// kiln pools warm update JOB --keep-alive N (0 terminates an Available pool).
+int UpdateKeepAlive(Context& ctx, const std::string& job, int64_t seconds);
+// One line about a job's warm_pool object (describe, warm list).
+std::string WarmPoolLine(const nlohmann::json& w);
 int StopJob(Context& ctx, const std::string& id);
 
 struct JobLogsOptions {

@@ -23,6 +23,20 @@ void PrintJobTable(const json& jobs) {
   }
 }
 
+}  // namespace
+
+std::string WarmPoolLine(const json& w) {
+  std::string s = w.value("status", "") + ", keep-alive " + std::to_string(w.value("keep_alive_seconds", 0)) +
+                  " s, retained " + std::to_string(w.value("retained_billable_seconds", 0)) + " s";
+  if (w.contains("expires_at")) s += ", until " + w.value("expires_at", "");
+  if (w.contains("reused_by_name")) s += ", reused by " + w.value("reused_by_name", "");
+  if (w.contains("reused_from")) s += ", took over " + w.value("reused_from", "") + "'s pool";
+  if (w.contains("reason")) s += " (" + w.value("reason", "") + ")";
+  return s;
+}
+
+namespace {
+
 void PrintJob(const json& j) {
   auto line = [](const char* k, const std::string& v) { std::cout << Pad(k, 18) << v << "\n"; };
   line("ID", j.value("id", ""));
@@ -37,6 +51,7 @@ void PrintJob(const json& j) {
   line("Instance", spec["instance"].value("type", "") + " x" + spec["instance"]["count"].dump());
   line("Image", spec.value("image", ""));
   line("Model artifact", j["model_artifact"].is_string() ? j["model_artifact"].get<std::string>() : "-");
+  if (j.contains("warm_pool")) line("Warm pool", WarmPoolLine(j["warm_pool"]));
   std::string timings;
   for (auto& [k, v] : j["timings_ms"].items()) timings += k + "=" + v.dump() + "ms ";
   line("Timings", timings);

@@ -6,6 +6,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <dirent.h>
+
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -191,6 +193,61 @@ Result<std::string> ReadFileBeneath(const std::string& root, const std::string& 
   close(fd);
   out.resize(got);
   return out;
+}
+
+
+namespace {
+
+// Empties the directory `fd` (which it closes), at most `depth` levels deep.
+Status EmptyDirectory(int fd, int depth) {
+  DIR* d = fdopendir(fd);
+  if (d == nullptr) {
+    close(fd);
+    return Status(Code::kInternal, std::string("fdopendir: ") + strerror(errno));
+  }
+  Status first;
+  while (dirent* e = readdir(d)) {
+    const std::string name = e->d_name;
+    if (name == "." || name == "..") continue;
+    if (unlinkat(dirfd(d), name.c_str(), 0) == 0 || errno == ENOENT) continue;
+    if (errno != EISDIR && errno != EPERM) {
+      if (first.ok()) first = Status(Code::kInternal, "unlink " + name + ": " + strerror(errno));
+      continue;
+    }
+    if (depth <= 0) {
+      if (first.ok()) first = Status(Code::kFailedPrecondition, "directory tree too deep at " + name);
+      continue;
+    }
+    const int sub = openat(dirfd(d), name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (sub < 0) {
+      if (errno != ENOENT && first.ok()) first = Status(Code::kInternal, "open " + name + ": " + strerror(errno));
+      continue;
+    }
+    Status st = EmptyDirectory(sub, depth - 1);
+    if (!st.ok() && first.ok()) first = st;
+    if (unlinkat(dirfd(d), name.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT && first.ok())
+      first = Status(Code::kInternal, "rmdir " + name + ": " + strerror(errno));
+  }
+  closedir(d);
+  return first;
+}
+
+}  // namespace
+
+Status RemoveTreeNoFollow(const std::string& path, int max_depth) {
+  const int fd = open(path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT) return Status::Ok();
+    if (errno == ENOTDIR || errno == ELOOP)  // a file or a symlink: remove the entry itself
+      return unlink(path.c_str()) == 0 || errno == ENOENT
+                 ? Status::Ok()
+                 : Status(Code::kInternal, "unlink " + path + ": " + strerror(errno));
+    return Status(Code::kInternal, "open " + path + ": " + strerror(errno));
+  }
+  KILN_RETURN_IF_ERROR(EmptyDirectory(fd, max_depth));
+  if (rmdir(path.c_str()) != 0 && errno != ENOENT)
+    return Status(Code::kInternal, "rmdir " + path + ": " + strerror(errno));
+  return Status::Ok();
 }
 
 }  // namespace kiln

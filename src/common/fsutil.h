@@ -42,6 +42,12 @@ enum class OwnLeaf {
 // symlink (a component that is one is kFailedPrecondition), and gives the
 // directories it creates (and the leaf, with kAlways) to `owner`. Mode 0755.
 Status MakeDirsBeneath(const std::string& root, const std::string& relative, const DirOwner& owner, OwnLeaf leaf);
+// Deletes `path` and everything beneath it, for trees a job wrote: every level
+// is opened with O_NOFOLLOW | O_DIRECTORY relative to its parent's descriptor,
+// so a symlink (even one swapped in meanwhile) is removed, never followed.
+// Absent is Ok; deeper than `max_depth` levels is kFailedPrecondition (what was
+// reached is still deleted).
+Status RemoveTreeNoFollow(const std::string& path, int max_depth = 256);
 // `path` relative to `root` if it lies beneath it, compared lexically after
 // normalization ("" for root itself); nullopt if not, or if root is empty.
 std::optional<std::string> RelativeBeneath(const std::string& root, const std::string& path);

@@ -32,6 +32,9 @@ inline constexpr char kFailureFile[] = "/opt/ml/output/failure";
 inline constexpr char kMessageFile[] = "/opt/ml/output/message";
 inline constexpr char kCheckpointsDir[] = "/opt/ml/checkpoints";
 inline constexpr char kCodeDir[] = "/opt/ml/code";  // the command's working directory
+// A warm pool's cache, kept across the jobs that reuse the pool (SageMaker's
+// SAGEMAKER_MANAGED_WARMPOOL_CACHE_DIRECTORY).
+inline constexpr char kWarmPoolCacheDir[] = "/opt/ml/sagemaker/warmpoolcache";
 // SageMaker processing inputs and outputs live below it.
 inline constexpr char kProcessingDir[] = "/opt/ml/processing";
 // SageMaker's own processing-job marker (the entrypoint's context detection).

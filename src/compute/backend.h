@@ -69,6 +69,11 @@ struct LaunchRequest {
   // A backend whose supervisor reports the instance's end to kilnd itself
   // (Slurm): the token for POST /v1/runtime/exit, which the job never sees.
   std::string exit_report_token;
+  // Warm pools: the job's cache chain (WarmPool::chain), "" for none. The
+  // instance sees a directory kept for the chain, per instance index, at
+  // /opt/ml/sagemaker/warmpoolcache (SAGEMAKER_MANAGED_WARMPOOL_CACHE_DIRECTORY),
+  // until DeleteWarmCache.
+  std::string warm_cache;
 };
 
 // What a backend can do, declared as data. The controller reads
@@ -102,6 +107,9 @@ class ComputeBackend {
   // instance sees it at /run/kiln/metrics/statsd.sock, or "" if the backend has none.
   virtual std::string MetricsSocketPath(const std::string& instance_id) const { return ""; }
   virtual BackendHealth Health() const { return {}; }
+  // Deletes the cache directories of a warm pool chain (LaunchRequest::warm_cache)
+  // without following any link in them; idempotent, Ok when none exist.
+  virtual Status DeleteWarmCache(const std::string& chain) { return Status::Ok(); }
 };
 
 // Forwards every call; tests wrap a backend to inject faults around it.
@@ -117,6 +125,7 @@ class BackendWrapper : public ComputeBackend {
   std::string LogPath(const std::string& id) const override { return target_.LogPath(id); }
   std::string MetricsSocketPath(const std::string& id) const override { return target_.MetricsSocketPath(id); }
   BackendHealth Health() const override { return target_.Health(); }
+  Status DeleteWarmCache(const std::string& chain) override { return target_.DeleteWarmCache(chain); }
 
  protected:
   ComputeBackend& target_;

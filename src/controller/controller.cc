@@ -15,6 +15,29 @@ TimeMs RequeueDelayMs(int failures) {
   return std::min(d, kRequeueMaxMs);
 }
 
+Result<WarmPoolOptions> WarmPoolOptionsFromJson(const nlohmann::json& j) {
+  WarmPoolOptions o;
+  if (j.is_null()) return o;
+  if (!j.is_object())
+    return InvalidArgument("warm_pools", "must be a mapping (max_keep_alive_seconds, max_retained_instances_per_team)");
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    const std::string field = "warm_pools." + it.key();
+    if (!it->is_number_integer()) return InvalidArgument(field, "must be an integer");
+    const int64_t v = it->get<int64_t>();
+    if (it.key() == "max_keep_alive_seconds") {
+      if (v < 0 || v > kMaxKeepAliveSeconds)
+        return InvalidArgument(field, "must be 0.." + std::to_string(kMaxKeepAliveSeconds));
+      o.max_keep_alive_seconds = v;
+    } else if (it.key() == "max_retained_instances_per_team") {
+      if (v < -1 || v > 100000) return InvalidArgument(field, "must be -1 (no cap) .. 100000");
+      o.max_retained_instances_per_team = static_cast<int>(v);
+    } else {
+      return InvalidArgument(field, "unknown field (max_keep_alive_seconds, max_retained_instances_per_team)");
+    }
+  }
+  return o;
+}
+
 bool IsRetryable(Code code) {
   switch (code) {
     case Code::kUnavailable:
@@ -35,6 +58,7 @@ Controller::~Controller() {
 Status Controller::Start() {
   auto ids = store_.JobsNeedingAttention();
   if (!ids.ok()) return ids.status();
+  std::vector<Job> warm_pools;  // Available: their instances are charged to their teams again
   {
     MutexLock l(mu_);
     for (const auto& id : *ids) {
@@ -43,6 +67,7 @@ Status Controller::Start() {
       // What runs is charged to its team again before anything new starts.
       auto job = store_.GetJob(id);
       if (!job.ok()) continue;
+      if (job->warm_pool.status == WarmPoolStatus::kAvailable) warm_pools.push_back(*job);
       for (const auto& in : job->instances)
         if (in.attempt == job->attempt && in.state == InstanceState::kRunning) {
           fair_.Charge(in.id, job->spec.team, UsageOf(job->spec, catalog_.FindType(job->spec.instance_type), in.index));
@@ -51,6 +76,7 @@ Status Controller::Start() {
     }
     hold_ = !recovering_.empty();
   }
+  for (const auto& job : warm_pools) SyncWarmCharges(job);
   for (const auto& id : *ids) Enqueue(id);
   if (opts_.threading == Threading::kThreaded) {
     worker_ = std::thread([this] { WorkerLoop(); });
@@ -102,6 +128,10 @@ Status Controller::FitsTeamQuota(const JobSpec& spec) const {
 Result<Job> Controller::CreateJob(const JobSpec& spec) {
   // A job that its team's quota could never admit is refused now, not left Pending.
   KILN_RETURN_IF_ERROR(FitsTeamQuota(spec));
+  if (spec.keep_alive_seconds > opts_.warm_pools.max_keep_alive_seconds)
+    return InvalidArgument("instance.keep_alive_seconds",
+                           "at most " + std::to_string(opts_.warm_pools.max_keep_alive_seconds) +
+                               " seconds on this Kiln (warm_pools.max_keep_alive_seconds)");
   Job job;
   job.id = NewId("j");
   job.spec = spec;
@@ -111,9 +141,164 @@ Result<Job> Controller::CreateJob(const JobSpec& spec) {
   created.type = EventType::kJobCreated;
   created.source = "api";
   created.time = job.created_at;
-  KILN_RETURN_IF_ERROR(store_.CreateJob(job, created));
+  if (spec.keep_alive_seconds <= 0) {
+    KILN_RETURN_IF_ERROR(store_.CreateJob(job, created));
+  } else {
+    // The claim is durable before the job exists; a job that then cannot be
+    // created gives the pool back.
+    MutexLock warm(warm_mu_);
+    const std::string claimed = ClaimWarmPool(job);
+    Status st = store_.CreateJob(job, created);
+    if (!st.ok()) {
+      if (!claimed.empty()) {
+        Event back;
+        back.job_id = claimed;
+        back.type = EventType::kWarmPoolReturned;
+        back.source = "api";
+        back.payload = {{"by", job.id}};
+        PostOrLog(std::move(back), "warm pool return");
+      }
+      return st;
+    }
+  }
   Enqueue(job.id);
   return job;
+}
+
+Result<Job> Controller::EffectiveJob(const std::string& id_or_name) {
+  auto job = store_.GetJob(id_or_name);
+  if (!job.ok()) return job;
+  auto pending = store_.UnappliedEvents(job->id);
+  if (!pending.ok()) return pending.status();
+  for (const auto& e : *pending) Transition(*job, e);
+  return job;
+}
+
+namespace {
+// The fields SageMaker matches a warm pool on (image, hyperparameters, inputs
+// and code may differ); the team is the query's.
+bool WarmPoolMatches(const JobSpec& pool, const JobSpec& spec) {
+  return pool.team == spec.team && pool.kind == spec.kind && pool.instance_type == spec.instance_type &&
+         pool.instance_count == spec.instance_count && pool.volume_gb == spec.volume_gb &&
+         pool.network_isolation == spec.network_isolation;
+}
+}  // namespace
+
+std::string Controller::ClaimWarmPool(Job& job) {
+  ListQuery q;
+  q.warm_pool_status = WarmPoolStatus::kAvailable;
+  q.team = job.spec.team;
+  q.kind = job.spec.kind;
+  q.order = ListOrder::kOldestFirst;
+  q.limit = 100;
+  const TimeMs now = clock_.NowMs();
+  for (int pages = 0; pages < 100; ++pages) {
+    auto page = store_.ListJobs(q);
+    if (!page.ok()) return "";
+    for (const auto& candidate : page->jobs) {
+      if (!WarmPoolMatches(candidate.spec, job.spec)) continue;
+      auto pool = EffectiveJob(candidate.id);
+      if (!pool.ok() || pool->warm_pool.status != WarmPoolStatus::kAvailable || now >= pool->warm_pool.ExpiresAt())
+        continue;
+      Event e;
+      e.job_id = pool->id;
+      e.type = EventType::kWarmPoolEnded;
+      e.source = "api";
+      e.time = now;
+      e.dedup_key = "warmclaim:" + pool->id + ":" + job.id;
+      e.payload = {{"reason", "Reused"}, {"by", job.id}, {"by_name", job.spec.name}};
+      if (!Post(std::move(e)).ok()) return "";
+      job.warm_pool.chain = pool->warm_pool.chain;
+      job.warm_pool.chain_started = pool->warm_pool.chain_started;
+      job.warm_pool.reused_from = pool->id;
+      return pool->id;
+    }
+    if (page->next_page_token.empty()) break;
+    q.page_token = page->next_page_token;
+  }
+  return "";
+}
+
+void Controller::ExpireWarmPool(const std::string& job_id) {
+  MutexLock warm(warm_mu_);
+  auto job = EffectiveJob(job_id);
+  const TimeMs now = clock_.NowMs();
+  if (!job.ok() || job->warm_pool.status != WarmPoolStatus::kAvailable || now < job->warm_pool.ExpiresAt()) return;
+  Event e;
+  e.job_id = job_id;
+  e.type = EventType::kWarmPoolEnded;
+  e.source = "timer";
+  e.time = now;
+  e.dedup_key = "warmexpire:" + job_id + ":" + std::to_string(job->warm_pool.ExpiresAt());
+  e.payload = {{"reason", "Expired"}};
+  PostOrLog(std::move(e), "warm pool expiry");
+}
+
+Result<Job> Controller::UpdateKeepAlive(const std::string& id_or_name, int64_t seconds) {
+  if (seconds < 0 || seconds > opts_.warm_pools.max_keep_alive_seconds)
+    return InvalidArgument("instance.keep_alive_seconds",
+                           "must be 0.." + std::to_string(opts_.warm_pools.max_keep_alive_seconds) +
+                               " seconds on this Kiln (warm_pools.max_keep_alive_seconds)");
+  MutexLock warm(warm_mu_);
+  auto job = EffectiveJob(id_or_name);
+  if (!job.ok()) return job;
+  if (IsTerminal(job->status) && job->warm_pool.status != WarmPoolStatus::kAvailable) {
+    const char* status = ToString(job->warm_pool.status);
+    return Status(Code::kFailedPrecondition,
+                  "job " + job->spec.name + " ended and its warm pool is " + (*status ? status : "absent") +
+                      ": there is nothing to keep alive");
+  }
+  Event e;
+  e.job_id = job->id;
+  e.type = EventType::kKeepAliveUpdated;
+  e.source = "api";
+  e.time = clock_.NowMs();
+  e.payload = {{"seconds", seconds}};
+  KILN_RETURN_IF_ERROR(Post(e));
+  Transition(*job, e);
+  return job;
+}
+
+void Controller::SyncWarmCharges(const Job& job) {
+  const bool available = job.warm_pool.status == WarmPoolStatus::kAvailable;
+  bool over = false, released = false;
+  const int cap = opts_.warm_pools.max_retained_instances_per_team;
+  int retained = 0;
+  {
+    MutexLock l(mu_);
+    auto it = warm_charged_.find(job.id);
+    if (available && it == warm_charged_.end()) {
+      const InstanceType* type = catalog_.FindType(job.spec.instance_type);
+      const int n = std::max(1, job.spec.instance_count);
+      for (int i = 0; i < n; ++i) {
+        Usage u = UsageOf(job.spec, type, i);
+        u.trials = 0;  // a kept instance runs no trial
+        fair_.Charge("warm:" + job.id + "." + std::to_string(i), job.spec.team, u);
+      }
+      warm_charged_[job.id] = {job.spec.team, n};
+      retained = retained_[job.spec.team] += n;
+      over = cap >= 0 && retained > cap;
+    } else if (!available && it != warm_charged_.end()) {
+      for (int i = 0; i < it->second.second; ++i) fair_.Release("warm:" + job.id + "." + std::to_string(i));
+      retained_[it->second.first] -= it->second.second;
+      warm_charged_.erase(it);
+      released = true;
+    }
+  }
+  if (released) RetryWaitingLaunches();
+  if (!over) return;
+  Event e;
+  e.job_id = job.id;
+  e.type = EventType::kWarmPoolEnded;
+  e.source = "controller";
+  e.time = clock_.NowMs();
+  e.dedup_key = "warmcap:" + job.id;
+  e.payload = {{"reason", "Terminated"},
+               {"message", "team " + job.spec.team + " would retain " + std::to_string(retained) +
+                               " instances, past its cap of " + std::to_string(cap) +
+                               " (warm_pools.max_retained_instances_per_team)"}};
+  MutexLock warm(warm_mu_);
+  PostOrLog(std::move(e), "warm pool cap");
 }
 
 Result<Job> Controller::StopJob(const std::string& id_or_name) {
@@ -310,6 +495,7 @@ Status Controller::Reconcile(const std::string& job_id) {
   { std::lock_guard<std::mutex> l(change_mu_); }
   change_cv_.notify_all();
   if (opts_.on_job_changed) opts_.on_job_changed(job->id);
+  SyncWarmCharges(*job);
   for (const auto& a : actions) Execute(*job, a);
   ScheduleTimers(*job);
   return Status::Ok();
@@ -338,6 +524,7 @@ void Controller::Execute(const Job& job, const Action& a) {
       req.output_dir = job.output_dir;
       req.api_url = opts_.api_url;
       req.token = opts_.token_for ? opts_.token_for(in->id) : "";
+      req.warm_cache = job.warm_pool.chain;
       Status precondition;
       if (!img)
         precondition = Status(Code::kInvalidArgument, "ImageNotFound: image '" + job.spec.image +
@@ -354,6 +541,11 @@ void Controller::Execute(const Job& job, const Action& a) {
       if (opts_.on_instance_released) opts_.on_instance_released(a.instance_id);
       Status st = backend_->Cleanup(a.instance_id, handle);
       if (!st.ok()) fprintf(stderr, "kilnd: cleanup %s: %s\n", a.instance_id.c_str(), st.ToString().c_str());
+      return;
+    }
+    case ActionType::kDropWarmCache: {
+      Status st = backend_->DeleteWarmCache(a.instance_id);
+      if (!st.ok()) fprintf(stderr, "kilnd: warm cache %s: %s\n", a.instance_id.c_str(), st.ToString().c_str());
       return;
     }
   }
@@ -559,6 +751,10 @@ void Controller::ScheduleTimers(const Job& job) {
     std::string job_id = job.id;
     EventType type = t.type;
     std::string key = t.dedup_key;
+    if (type == EventType::kWarmPoolEnded) {
+      timers_.Schedule(t.at, key, [this, job_id] { ExpireWarmPool(job_id); });
+      continue;
+    }
     timers_.Schedule(t.at, key, [this, job_id, type, key] {
       Event e;
       e.job_id = job_id;

@@ -38,6 +38,15 @@ namespace kiln {
 
 enum class Threading { kThreaded, kManual };
 
+// Warm pools (SageMaker's managed warm pools; docs/architecture.md).
+struct WarmPoolOptions {
+  // The largest keep-alive a job may ask for (SageMaker documents 3,600 s).
+  int64_t max_keep_alive_seconds = 3600;
+  // How many instances one team may retain in Available pools at once; a job
+  // that would go past it keeps no pool (Terminated, with the reason). -1: no cap.
+  int max_retained_instances_per_team = 16;
+};
+
 struct ControllerOptions {
   Threading threading = Threading::kThreaded;
   std::string api_url;        // handed to instances
@@ -56,7 +65,12 @@ struct ControllerOptions {
   QuotaConfig quotas;
   // kThreaded: how many launches may run at once.
   int launch_threads = 4;
+  WarmPoolOptions warm_pools;
 };
+
+// The config's warm_pools section: {max_keep_alive_seconds: 0..21600,
+// max_retained_instances_per_team: -1 (none) or more}; null: the defaults.
+Result<WarmPoolOptions> WarmPoolOptionsFromJson(const nlohmann::json& j);
 
 inline constexpr TimeMs kRequeueBaseMs = 500;
 inline constexpr TimeMs kRequeueMaxMs = 60000;
@@ -83,6 +97,13 @@ class Controller final : public EventSink {
   // team's whole quota allows (it would wait forever).
   Status FitsTeamQuota(const JobSpec& spec) const;
   Result<Job> StopJob(const std::string& id_or_name);
+  // Warm pools: changes a job's keep-alive (UpdateTrainingJob). On a running
+  // job it applies when the job ends; on an Available pool it counts from when
+  // the pool became Available, and 0 terminates the pool. kInvalidArgument
+  // (instance.keep_alive_seconds) past the configured maximum;
+  // kFailedPrecondition when the job ended without an Available pool. Returns
+  // the job as the change leaves it.
+  Result<Job> UpdateKeepAlive(const std::string& id_or_name, int64_t seconds);
   // Persists `e` (dropping duplicates by dedup_key) and queues its job.
   Status Post(Event e) override;
 
@@ -147,6 +168,19 @@ class Controller final : public EventSink {
   // that way before it starts or parks.
   void CancelLaunch(const std::string& job_id, const std::string& instance_id) EXCLUDES(mu_);
   void ScheduleTimers(const Job& job);
+  // Warm pools. Every decision that reads a pool's state and then changes it
+  // (a claim, an expiry, a keep-alive change) runs under warm_mu_ against the
+  // pool's effective state: its stored state with its unapplied events folded
+  // in. So a pool goes to at most one job, even across a crash.
+  Result<Job> EffectiveJob(const std::string& id_or_name);
+  // Takes over an Available pool that matches `job` (same team, kind, instance
+  // type and count, volume size, network isolation): posts WarmPoolEnded
+  // (Reused) on it and gives `job` its chain. The pool's job id, or "".
+  std::string ClaimWarmPool(Job& job) REQUIRES(warm_mu_);
+  void ExpireWarmPool(const std::string& job_id) EXCLUDES(warm_mu_);
+  // Charges an Available pool's instances to its team (they count against its
+  // quota and its cap on retained instances) and releases them when it ends.
+  void SyncWarmCharges(const Job& job) EXCLUDES(mu_, warm_mu_);
   void RecoverInstances(const std::string& job_id);
   void PostOrLog(Event e, const char* what);
 
@@ -157,6 +191,7 @@ class Controller final : public EventSink {
   ControllerOptions opts_;
   ComputeBackend* backend_ = nullptr;
 
+  Mutex warm_mu_;  // taken before mu_, never after
   Mutex mu_;
   std::condition_variable cv_;         // the worker: queue_ or stop_
   std::condition_variable launch_cv_;  // the launchers: launches_ or stop_
@@ -186,6 +221,9 @@ class Controller final : public EventSink {
   bool TakeCancelled(const std::string& instance_id) EXCLUDES(mu_);
   void PostStoppedBeforeLaunch(const std::string& job_id, const std::string& instance_id);
   bool stop_ GUARDED_BY(mu_) = false;
+  // Warm pools charged to their team: job id -> (team, instances).
+  std::map<std::string, std::pair<std::string, int>> warm_charged_ GUARDED_BY(mu_);
+  std::map<std::string, int> retained_ GUARDED_BY(mu_);  // team -> instances in Available pools
   std::thread worker_;
   std::vector<std::thread> launchers_;
   std::atomic<int64_t> dropped_keys_{0};

@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include <thread>
+
 #include "compute/fake/fake_backend.h"
 #include "store/memory_store.h"
 
@@ -104,6 +106,23 @@ class Slots : public BackendWrapper, public EventSink {
   int refused_ = 0;
 };
 
+// Records what warm pools ask of the backend: each launch's cache chain and
+// each chain whose cache is deleted.
+class WarmRecorder : public BackendWrapper {
+ public:
+  using BackendWrapper::BackendWrapper;
+  Result<std::string> Launch(const LaunchRequest& r) override {
+    chains_[r.spec.name] = r.warm_cache;
+    return BackendWrapper::Launch(r);
+  }
+  Status DeleteWarmCache(const std::string& chain) override {
+    deleted_.push_back(chain);
+    return Status::Ok();
+  }
+  std::map<std::string, std::string> chains_;  // job name -> its launch's warm_cache
+  std::vector<std::string> deleted_;
+};
+
 class ControllerTest : public ::testing::Test {
  protected:
   ControllerTest() : store_(NewMemoryStore()), fake_(clock_, 7) {
@@ -113,10 +132,11 @@ class ControllerTest : public ::testing::Test {
       return o;
     });
   }
-  void StartController(ComputeBackend& backend, QuotaConfig quotas = {}) {
+  void StartController(ComputeBackend& backend, QuotaConfig quotas = {}, WarmPoolOptions warm = {}) {
     timers_ = std::make_unique<ManualTimerService>(clock_);
     ControllerOptions opts;
     opts.quotas = std::move(quotas);
+    opts.warm_pools = warm;
     opts.threading = Threading::kManual;
     opts.artifacts_dir = "/artifacts";
     ctl_ = std::make_unique<Controller>(*store_, clock_, *timers_, catalog_, opts);
@@ -357,6 +377,180 @@ TEST_F(ControllerTest, WithSurvivesRestartARunningInstanceIsRecovered) {
   auto got = store_->GetJob(job.id);
   ASSERT_TRUE(got.ok());
   EXPECT_EQ(got->status, JobStatus::kCompleted) << got->failure_reason;
+}
+
+// --- Warm pools ---
+
+class WarmPoolTest : public ControllerTest {
+ protected:
+  Job Submit(const std::string& name, int64_t keep_alive, const std::string& team = "ads",
+             const std::string& type = "ml.m5.large") {
+    JobSpec s;
+    s.name = name;
+    s.team = team;
+    s.instance_type = type;
+    s.keep_alive_seconds = keep_alive;
+    s.command = {"train"};
+    clock_.Advance(1);
+    auto j = ctl_->CreateJob(s);
+    EXPECT_TRUE(j.ok()) << j.status().ToString();
+    return j.ok() ? *j : Job{};
+  }
+  Job Get(const Job& j) {
+    auto got = store_->GetJob(j.id);
+    EXPECT_TRUE(got.ok());
+    return got.ok() ? *got : Job{};
+  }
+  void Drain() {
+    while (ctl_->RunOnce()) {
+    }
+  }
+  // Moves the clock forward by `ms` and runs what that makes due.
+  void Wait(TimeMs ms) {
+    clock_.Advance(ms);
+    timers_->FireDue();
+    Drain();
+  }
+};
+
+TEST_F(WarmPoolTest, AMatchingJobTakesOverAnAvailablePoolAndItsCacheChainThenThePoolExpires) {
+  WarmRecorder rec(fake_);
+  StartController(rec);
+  Job a = Submit("a", 60);
+  Settle(4);  // runs 1 s, then 1 s more
+  Job done = Get(a);
+  ASSERT_EQ(done.status, JobStatus::kCompleted);
+  EXPECT_EQ(done.warm_pool.status, WarmPoolStatus::kAvailable);
+  EXPECT_EQ(rec.chains_["a"], a.id);  // a job with a keep-alive starts its own chain
+  EXPECT_EQ(Job{}.warm_pool.status, WarmPoolStatus::kNone);
+
+  Job b = Submit("b", 30);  // same team and instance type; the image or code may differ
+  EXPECT_EQ(b.warm_pool.reused_from, a.id);
+  Settle(4);
+  Job was = Get(a);
+  EXPECT_EQ(was.warm_pool.status, WarmPoolStatus::kReused);
+  EXPECT_EQ(was.warm_pool.reused_by_name, "b");
+  EXPECT_GE(was.warm_pool.RetainedSeconds(clock_.NowMs()), 0);
+  EXPECT_EQ(rec.chains_["b"], a.id);  // b sees a's cache
+  Job b_done = Get(b);
+  ASSERT_EQ(b_done.status, JobStatus::kCompleted);
+  ASSERT_EQ(b_done.warm_pool.status, WarmPoolStatus::kAvailable);
+  EXPECT_TRUE(rec.deleted_.empty());
+
+  Wait(27000);  // b's keep-alive is 30 s from its end (a second or two ago)
+  EXPECT_EQ(Get(b).warm_pool.status, WarmPoolStatus::kAvailable);
+  Wait(4000);
+  Job expired = Get(b);
+  EXPECT_EQ(expired.warm_pool.status, WarmPoolStatus::kTerminated);
+  EXPECT_EQ(expired.warm_pool.reason, "the keep-alive period ended");
+  EXPECT_EQ(rec.deleted_, std::vector<std::string>{a.id});  // the chain's cache goes with its last pool
+  EXPECT_EQ(Get(a).warm_pool.status, WarmPoolStatus::kReused);  // a stays as it was
+}
+
+TEST_F(WarmPoolTest, APoolGoesOnlyToTheSameTeamInstanceTypeAndCountAndOnlyToAJobAskingForOne) {
+  WarmRecorder rec(fake_);
+  StartController(rec);
+  Job a = Submit("a", 600);
+  Settle(4);
+  ASSERT_EQ(Get(a).warm_pool.status, WarmPoolStatus::kAvailable);
+  EXPECT_TRUE(Submit("other-team", 600, "web").warm_pool.reused_from.empty());
+  EXPECT_TRUE(Submit("other-type", 600, "ads", "ml.m5.xlarge").warm_pool.reused_from.empty());
+  EXPECT_TRUE(Submit("no-keep-alive", 0).warm_pool.reused_from.empty());
+  EXPECT_EQ(Get(a).warm_pool.status, WarmPoolStatus::kAvailable);
+  EXPECT_EQ(Submit("match", 600).warm_pool.reused_from, a.id);
+}
+
+TEST_F(WarmPoolTest, ConcurrentSubmissionsTakeOnePoolOnce) {
+  WarmRecorder rec(fake_);
+  StartController(rec);
+  Job a = Submit("a", 600);
+  Settle(4);
+  ASSERT_EQ(Get(a).warm_pool.status, WarmPoolStatus::kAvailable);
+  std::vector<std::thread> threads;
+  std::vector<std::string> from(8);
+  for (int i = 0; i < 8; ++i)
+    threads.emplace_back([&, i] {
+      JobSpec s;
+      s.name = "racer" + std::to_string(i);
+      s.team = "ads";
+      s.keep_alive_seconds = 600;
+      s.command = {"train"};
+      auto j = ctl_->CreateJob(s);
+      if (j.ok()) from[i] = j->warm_pool.reused_from;
+    });
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(std::count(from.begin(), from.end(), a.id), 1);
+  Drain();
+  EXPECT_EQ(Get(a).warm_pool.status, WarmPoolStatus::kReused);
+}
+
+TEST_F(WarmPoolTest, KeepAliveUpdatesMoveTheExpiryAndZeroTerminatesThePool) {
+  WarmRecorder rec(fake_);
+  StartController(rec);
+  Job a = Submit("a", 60);
+  Settle(4);
+  ASSERT_EQ(Get(a).warm_pool.status, WarmPoolStatus::kAvailable);
+  EXPECT_EQ(ctl_->UpdateKeepAlive(a.id, 999999).status().field(), "instance.keep_alive_seconds");
+  auto longer = ctl_->UpdateKeepAlive(a.id, 120);
+  ASSERT_TRUE(longer.ok()) << longer.status().ToString();
+  Drain();
+  Wait(61000);  // the old deadline's timer fires and is ignored
+  EXPECT_EQ(Get(a).warm_pool.status, WarmPoolStatus::kAvailable);
+  ASSERT_TRUE(ctl_->UpdateKeepAlive(a.id, 0).ok());
+  Drain();
+  Job ended = Get(a);
+  EXPECT_EQ(ended.warm_pool.status, WarmPoolStatus::kTerminated);
+  EXPECT_EQ(ended.warm_pool.reason, "the keep-alive period was set to 0");
+  EXPECT_EQ(rec.deleted_, std::vector<std::string>{a.id});
+  // Nothing left to keep alive.
+  EXPECT_EQ(ctl_->UpdateKeepAlive(a.id, 60).status().code(), Code::kFailedPrecondition);
+}
+
+TEST_F(WarmPoolTest, AnAvailablePoolSurvivesARestartCountsAgainstItsTeamsQuotaAndExpiresAfterIt) {
+  WarmRecorder rec(fake_);
+  QuotaConfig q;
+  q.teams["ads"].instances = 1;
+  StartController(rec, q);
+  Job a = Submit("a", 60);
+  Settle(4);
+  ASSERT_EQ(Get(a).warm_pool.status, WarmPoolStatus::kAvailable);
+  ctl_.reset();  // kill -9: the timer is gone with it
+  StartController(rec, q);
+  Drain();
+  // The retained instance still holds the team's one instance: a job that does
+  // not match waits for it.
+  Job other = Submit("other", 0, "ads", "ml.m5.large");
+  Drain();
+  EXPECT_EQ(Get(other).secondary, SecondaryStatus::kPending) << Get(other).transitions.back().message;
+  Wait(60000);
+  EXPECT_EQ(Get(a).warm_pool.status, WarmPoolStatus::kTerminated);
+  Settle(4);
+  EXPECT_EQ(Get(other).status, JobStatus::kCompleted);
+  EXPECT_EQ(rec.deleted_, std::vector<std::string>{a.id});
+}
+
+TEST_F(WarmPoolTest, PlatformFailuresAndTheTeamCapKeepNoPool) {
+  WarmRecorder rec(fake_);
+  WarmPoolOptions warm;
+  warm.max_retained_instances_per_team = 1;
+  StartController(rec, {}, warm);
+  Job a = Submit("a", 60);
+  Job b = Submit("b", 60, "ads", "ml.m5.xlarge");  // does not match a
+  Settle(4);
+  // They end at once: whichever is settled first keeps its pool.
+  Job kept = Get(a), capped = Get(b);
+  if (kept.warm_pool.status != WarmPoolStatus::kAvailable) std::swap(kept, capped);
+  EXPECT_EQ(kept.warm_pool.status, WarmPoolStatus::kAvailable);
+  EXPECT_EQ(capped.warm_pool.status, WarmPoolStatus::kTerminated);
+  EXPECT_NE(capped.warm_pool.reason.find("max_retained_instances_per_team"), std::string::npos)
+      << capped.warm_pool.reason;
+  fake_.SetFaults({1.0, 0, 0});  // every launch fails
+  Job lost = Submit("lost", 60, "web");
+  Settle(4);
+  Job failed = Get(lost);
+  ASSERT_EQ(failed.status, JobStatus::kFailed);
+  EXPECT_EQ(failed.warm_pool.status, WarmPoolStatus::kTerminated);
+  EXPECT_NE(failed.warm_pool.reason.find("LaunchFailed"), std::string::npos) << failed.warm_pool.reason;
 }
 
 }  // namespace

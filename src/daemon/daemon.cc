@@ -610,6 +610,9 @@ Result<ControllerOptions> ControllerOptionsFor(const json& config, const std::st
   auto quotas = QuotaConfigFromJson(config.value("quotas", json()));
   if (!quotas.ok()) return quotas.status();
   copts.quotas = *quotas;
+  auto warm = WarmPoolOptionsFromJson(config.value("warm_pools", json()));
+  if (!warm.ok()) return warm.status();
+  copts.warm_pools = *warm;
   return copts;
 }
 

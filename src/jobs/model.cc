@@ -1,5 +1,6 @@
 #include "jobs/model.h"
 
+#include <algorithm>
 #include <utility>
 
 namespace kiln {
@@ -103,12 +104,18 @@ const char* ToString(EventType t) {
       return "InstanceQueued";
     case EventType::kInstanceWaiting:
       return "InstanceWaiting";
+    case EventType::kWarmPoolEnded:
+      return "WarmPoolEnded";
+    case EventType::kWarmPoolReturned:
+      return "WarmPoolReturned";
+    case EventType::kKeepAliveUpdated:
+      return "KeepAliveUpdated";
   }
   return "?";
 }
 
 std::optional<EventType> ParseEventType(const std::string& s) {
-  for (int i = 0; i <= static_cast<int>(EventType::kInstanceWaiting); ++i) {
+  for (int i = 0; i <= static_cast<int>(EventType::kKeepAliveUpdated); ++i) {
     auto v = static_cast<EventType>(i);
     if (s == ToString(v)) return v;
   }
@@ -228,6 +235,67 @@ json ToJson(const Job& job) {
   j["ended_ms"] = job.ended_at;
   j["model_artifact"] = job.model_artifact.empty() ? json(nullptr) : json(job.model_artifact);
   if (!job.exit_message.empty()) j["exit_message"] = job.exit_message;
+  if (job.warm_pool.status != WarmPoolStatus::kNone || job.warm_pool.keep_alive_seconds != 0) {
+    const WarmPool& w = job.warm_pool;
+    j["warm_pool_state"] = {{"status", ToString(w.status)},
+                            {"keep_alive_seconds", w.keep_alive_seconds},
+                            {"chain", w.chain},
+                            {"chain_started", w.chain_started},
+                            {"reused_from", w.reused_from},
+                            {"reused_by", w.reused_by},
+                            {"reused_by_name", w.reused_by_name},
+                            {"available_at", w.available_at},
+                            {"ended_at", w.ended_at},
+                            {"reason", w.reason}};
+  }
+  return j;
+}
+
+const char* ToString(WarmPoolStatus s) {
+  switch (s) {
+    case WarmPoolStatus::kNone:
+      return "";
+    case WarmPoolStatus::kInUse:
+      return "InUse";
+    case WarmPoolStatus::kAvailable:
+      return "Available";
+    case WarmPoolStatus::kReused:
+      return "Reused";
+    case WarmPoolStatus::kTerminated:
+      return "Terminated";
+  }
+  return "?";
+}
+
+std::optional<WarmPoolStatus> ParseWarmPoolStatus(const std::string& s) {
+  for (auto v : {WarmPoolStatus::kInUse, WarmPoolStatus::kAvailable, WarmPoolStatus::kReused,
+                 WarmPoolStatus::kTerminated})
+    if (s == ToString(v)) return v;
+  return std::nullopt;
+}
+
+TimeMs WarmPool::ExpiresAt() const {
+  const TimeMs keep = available_at + keep_alive_seconds * 1000;
+  return chain_started > 0 ? std::min(keep, chain_started + kMaxWarmChainMs) : keep;
+}
+
+int64_t WarmPool::RetainedSeconds(TimeMs now) const {
+  if (available_at == 0) return 0;
+  const TimeMs end = status == WarmPoolStatus::kAvailable ? std::min(now, ExpiresAt()) : ended_at;
+  return std::max<TimeMs>(0, end - available_at) / 1000;
+}
+
+json ToJson(const WarmPool& w, TimeMs now) {
+  json j = {{"status", ToString(w.status)},
+            {"keep_alive_seconds", w.keep_alive_seconds},
+            {"retained_billable_seconds", w.RetainedSeconds(now)}};
+  if (w.status == WarmPoolStatus::kAvailable) j["expires_at"] = FormatTime(w.ExpiresAt());
+  if (!w.reused_from.empty()) j["reused_from"] = w.reused_from;
+  if (!w.reused_by.empty()) {
+    j["reused_by"] = w.reused_by;
+    j["reused_by_name"] = w.reused_by_name;
+  }
+  if (!w.reason.empty()) j["reason"] = w.reason;
   return j;
 }
 
@@ -262,6 +330,19 @@ Result<Job> JobFromJson(const json& j) {
     job.output_dir = j.value("output_dir", "");
     job.exit_message = j.value("exit_message", "");
     job.last_job_seq = j.value("last_job_seq", int64_t{0});
+    if (const auto it = j.find("warm_pool_state"); it != j.end() && it->is_object()) {
+      WarmPool& w = job.warm_pool;
+      w.status = ParseWarmPoolStatus(it->value("status", "")).value_or(WarmPoolStatus::kNone);
+      w.keep_alive_seconds = it->value("keep_alive_seconds", int64_t{0});
+      w.chain = it->value("chain", "");
+      w.chain_started = it->value("chain_started", TimeMs{0});
+      w.reused_from = it->value("reused_from", "");
+      w.reused_by = it->value("reused_by", "");
+      w.reused_by_name = it->value("reused_by_name", "");
+      w.available_at = it->value("available_at", TimeMs{0});
+      w.ended_at = it->value("ended_at", TimeMs{0});
+      w.reason = it->value("reason", "");
+    }
   } catch (const json::exception& e) {
     return DataLoss(std::string("corrupt job record: ") + e.what());
   }

@@ -61,6 +61,38 @@ struct StatusTransition {
   std::string message;
 };
 
+// A job's warm pool (SageMaker's managed warm pools): with a keep-alive, the
+// job's instances are retained for that long after it ends, for a matching
+// job of the same team to take over. kNone: no keep-alive (or never asked).
+enum class WarmPoolStatus { kNone, kInUse, kAvailable, kReused, kTerminated };
+const char* ToString(WarmPoolStatus s);
+std::optional<WarmPoolStatus> ParseWarmPoolStatus(const std::string& s);
+
+// The longest a chain of reuses may retain instances (SageMaker's 28 days).
+inline constexpr TimeMs kMaxWarmChainMs = TimeMs{28} * 24 * 3600 * 1000;
+
+struct WarmPool {
+  WarmPoolStatus status = WarmPoolStatus::kNone;
+  int64_t keep_alive_seconds = 0;  // from the spec; UpdateTrainingJob changes it
+  // The cache directory's chain: the first job's id, handed on with each reuse.
+  std::string chain;
+  TimeMs chain_started = 0;  // when the chain's first pool became Available
+  std::string reused_from;   // the job whose pool this job took (id)
+  std::string reused_by;     // the job that took this job's pool (id)
+  std::string reused_by_name;
+  TimeMs available_at = 0;  // when it became Available
+  TimeMs ended_at = 0;      // when it became Reused or Terminated
+  std::string reason;       // why Terminated (or why no pool was kept)
+
+  // When an Available pool ends: its keep-alive after it became Available,
+  // never past the chain's 28 days.
+  TimeMs ExpiresAt() const;
+  // ResourceRetainedBillableTimeInSeconds: how long the instances were kept
+  // while nobody used them.
+  int64_t RetainedSeconds(TimeMs now) const;
+};
+nlohmann::json ToJson(const WarmPool& w, TimeMs now);
+
 struct Job {
   std::string id;
   JobSpec spec;
@@ -78,6 +110,7 @@ struct Job {
   std::string model_artifact;                 // path of model.tar.gz once uploaded
   std::string output_dir;                     // resolved output location
   std::string exit_message;                   // /opt/ml/output/message of the first instance (ExitMessage)
+  WarmPool warm_pool;
   int64_t last_job_seq = 0;                   // highest event job_seq folded in
 
   Instance* FindInstance(const std::string& id);
@@ -96,6 +129,13 @@ enum class EventType {
   kMaxRuntimeTimer,
   kInstanceQueued,   // the backend has no capacity for it yet (LaunchFailedReport: the reason)
   kInstanceWaiting,  // the backend took it and it waits in the backend's own queue (Slurm's; same payload)
+  // Warm pools (payloads: state_machine.h). This job's Available pool ends:
+  // Reused (by a new job), Expired or Terminated ...
+  kWarmPoolEnded,
+  // ... a claim that did not lead to a job (its creation failed) gives the pool back ...
+  kWarmPoolReturned,
+  // ... and the keep-alive changes (UpdateTrainingJob; 0 ends an Available pool).
+  kKeepAliveUpdated,
 };
 const char* ToString(EventType t);
 std::optional<EventType> ParseEventType(const std::string& s);

@@ -61,6 +61,7 @@ struct IntRule {
 };
 constexpr IntRule kInstanceCountRule{"instance.count", 1, kMaxInstanceCount};
 constexpr IntRule kVolumeRule{"instance.volume_gb", 1, kMaxVolumeGb};
+constexpr IntRule kKeepAliveRule{"instance.keep_alive_seconds", 0, kMaxKeepAliveSeconds};
 constexpr IntRule kMaxRuntimeRule{"max_runtime_seconds", 1, kMaxRuntimeSeconds};
 constexpr IntRule kRetryAttemptsRule{"retry_attempts", 0, kMaxRetryAttempts};
 constexpr IntRule kStopGraceRule{"stop_grace_seconds", 0, kMaxStopGraceSeconds};
@@ -195,6 +196,7 @@ Status ValidateOptionalHostPath(const std::string& p, const char* field) {
 Status ValidateInstance(const JobSpec& s, const Catalog* catalog) {
   KILN_RETURN_IF_ERROR(CheckInt(kInstanceCountRule, s.instance_count));
   if (s.volume_gb != 0) KILN_RETURN_IF_ERROR(CheckInt(kVolumeRule, s.volume_gb));
+  KILN_RETURN_IF_ERROR(CheckInt(kKeepAliveRule, s.keep_alive_seconds));
   if (catalog && !catalog->FindType(s.instance_type))
     return InvalidArgument("instance.type", "unknown instance type '" + s.instance_type + "'");
   return Status::Ok();
@@ -418,9 +420,10 @@ Status ParseCommand(const json& j, JobSpec* s) {
 
 Status ParseInstance(const json& j, const Catalog* catalog, JobSpec* s) {
   if (const json* in = Field(j, "instance")) {
-    if (!in->is_object()) return InvalidArgument("instance", "must be an object with type, count and volume_gb");
+    if (!in->is_object())
+      return InvalidArgument("instance", "must be an object with type, count, volume_gb and keep_alive_seconds");
     for (auto it = in->begin(); it != in->end(); ++it)
-      if (it.key() != "type" && it.key() != "count" && it.key() != "volume_gb")
+      if (it.key() != "type" && it.key() != "count" && it.key() != "volume_gb" && it.key() != "keep_alive_seconds")
         return InvalidArgument("instance." + it.key(), "unknown field");
     if (const json* type = Field(*in, "type")) {
       if (!type->is_string()) return InvalidArgument("instance.type", "must be a string");
@@ -436,6 +439,8 @@ Status ParseInstance(const json& j, const Catalog* catalog, JobSpec* s) {
       KILN_RETURN_IF_ERROR(DecodeInt(*volume, kVolumeRule, &v));
       s->volume_gb = static_cast<int>(v);
     }
+    if (const json* keep = Field(*in, "keep_alive_seconds"))
+      KILN_RETURN_IF_ERROR(DecodeInt(*keep, kKeepAliveRule, &s->keep_alive_seconds));
   }
   return ValidateInstance(*s, catalog);
 }
@@ -755,6 +760,7 @@ Status DecodeStoredFields(const json& j, JobSpec* s) {
     KILN_RETURN_IF_ERROR(ReadOptional(*in, "instance.", "type", &s->instance_type));
     KILN_RETURN_IF_ERROR(ReadOptional(*in, "instance.", "count", &s->instance_count));
     KILN_RETURN_IF_ERROR(ReadOptional(*in, "instance.", "volume_gb", &s->volume_gb));
+    KILN_RETURN_IF_ERROR(ReadOptional(*in, "instance.", "keep_alive_seconds", &s->keep_alive_seconds));
   }
   KILN_RETURN_IF_ERROR(ReadOptional(j, "", "hyperparameters", &s->hyperparameters));
   KILN_RETURN_IF_ERROR(ReadOptional(j, "", "hyperparameters_file", &s->hyperparameters_file));
@@ -844,6 +850,7 @@ nlohmann::json JobSpec::ToJson() const {
   if (!code_dir.empty()) j["code_dir"] = code_dir;
   j["instance"] = {{"type", instance_type}, {"count", instance_count}};
   if (volume_gb != 0) j["instance"]["volume_gb"] = volume_gb;
+  if (keep_alive_seconds != 0) j["instance"]["keep_alive_seconds"] = keep_alive_seconds;
   j["hyperparameters"] = hyperparameters;
   if (!hyperparameters_file.empty()) j["hyperparameters_file"] = hyperparameters_file;
   j["environment"] = environment;

@@ -53,6 +53,10 @@ struct JobSpec {
   // Each instance's /opt/ml, in GB (SageMaker's VolumeSizeInGB); 0: the
   // backend's default. The local backend enforces it as a disk quota.
   int volume_gb = 0;
+  // Warm pools: how long the job's instances are kept after it ends, for a
+  // matching job of its team to take over (SageMaker's KeepAlivePeriodInSeconds);
+  // 0: none. kilnd's warm_pools.max_keep_alive_seconds bounds it further.
+  int64_t keep_alive_seconds = 0;
   nlohmann::json hyperparameters = nlohmann::json::object();
   // Set by kilnd when hyperparameters were too large to keep inline: the staged
   // JSON file in the artifact store (then `hyperparameters` is empty).
@@ -94,6 +98,7 @@ struct JobSpec {
 
 inline constexpr int kMaxInstanceCount = 64;
 inline constexpr int kMaxVolumeGb = 16384;  // SageMaker's limit
+inline constexpr int64_t kMaxKeepAliveSeconds = 21600;  // SageMaker's API model
 inline constexpr int64_t kMaxRuntimeSeconds = 28 * 24 * 3600;
 inline constexpr int kMaxRetryAttempts = 30;
 inline constexpr int kMinPriority = -1000;

@@ -47,11 +47,45 @@ void SetSecondary(Job& job, SecondaryStatus s, TimeMs now, const std::string& ms
   job.transitions.push_back({s, now, 0, msg});
 }
 
-void Finish(Job& job, JobStatus status, SecondaryStatus sec, TimeMs now, const std::string& msg) {
+// Ends a warm pool chain that this job carried: its cache goes.
+void DropChain(const Job& job, TransitionResult& r) {
+  if (!job.warm_pool.chain.empty()) r.actions.push_back({ActionType::kDropWarmCache, job.warm_pool.chain, 0});
+}
+
+void EndWarmPool(Job& job, TimeMs now, const std::string& reason, TransitionResult& r) {
+  WarmPool& w = job.warm_pool;
+  w.status = WarmPoolStatus::kTerminated;
+  w.ended_at = now;
+  w.reason = reason;
+  DropChain(job, r);
+}
+
+// The job ended: its warm pool becomes Available, or ends.
+void SettleWarmPool(Job& job, TimeMs now, TransitionResult& r) {
+  WarmPool& w = job.warm_pool;
+  if (w.keep_alive_seconds <= 0) {
+    if (w.status != WarmPoolStatus::kNone) EndWarmPool(job, now, "the keep-alive period was set to 0", r);
+    return;
+  }
+  const std::string refusal = WarmPoolRefusal(job);
+  if (!refusal.empty()) {
+    EndWarmPool(job, now, refusal, r);
+    return;
+  }
+  w.status = WarmPoolStatus::kAvailable;
+  w.available_at = now;
+  if (w.chain.empty()) w.chain = job.id;
+  if (w.chain_started == 0) w.chain_started = now;
+  if (now >= w.ExpiresAt()) EndWarmPool(job, now, "the warm pool chain reached its 28-day limit", r);
+}
+
+void Finish(Job& job, JobStatus status, SecondaryStatus sec, TimeMs now, const std::string& msg,
+            TransitionResult& r) {
   job.status = status;
   SetSecondary(job, sec, now, msg);
   job.transitions.back().end = now;
   job.ended_at = now;
+  SettleWarmPool(job, now, r);
 }
 
 void LaunchAttempt(Job& job, TimeMs now, TransitionResult& r) {
@@ -107,9 +141,9 @@ void SettleAttempt(Job& job, TimeMs now, TransitionResult& r) {
     if (job.stop_cause == StopCause::kMaxRuntime) {
       job.failure_reason = "MaxRuntimeExceeded: the job ran longer than max_runtime_seconds=" +
                            std::to_string(job.spec.max_runtime_seconds);
-      Finish(job, JobStatus::kStopped, SecondaryStatus::kMaxRuntimeExceeded, now, job.failure_reason);
+      Finish(job, JobStatus::kStopped, SecondaryStatus::kMaxRuntimeExceeded, now, job.failure_reason, r);
     } else {
-      Finish(job, JobStatus::kStopped, SecondaryStatus::kStopped, now, "Stopped by request");
+      Finish(job, JobStatus::kStopped, SecondaryStatus::kStopped, now, "Stopped by request", r);
     }
     return;
   }
@@ -119,7 +153,7 @@ void SettleAttempt(Job& job, TimeMs now, TransitionResult& r) {
   if (!failed) {
     job.exit_code = 0;
     job.failure_reason.clear();
-    Finish(job, JobStatus::kCompleted, SecondaryStatus::kCompleted, now, "Training job completed");
+    Finish(job, JobStatus::kCompleted, SecondaryStatus::kCompleted, now, "Training job completed", r);
     return;
   }
   job.exit_code = failed->exit_code;
@@ -133,7 +167,7 @@ void SettleAttempt(Job& job, TimeMs now, TransitionResult& r) {
     LaunchAttempt(job, now, r);
     return;
   }
-  Finish(job, JobStatus::kFailed, SecondaryStatus::kFailed, now, job.failure_reason);
+  Finish(job, JobStatus::kFailed, SecondaryStatus::kFailed, now, job.failure_reason, r);
 }
 
 void MarkExited(Job& job, Instance& in, const ExitReport& x, TimeMs now, TransitionResult& r) {
@@ -199,7 +233,73 @@ TransitionResult ApplyPhase(Job& job, const json& payload, TimeMs now) {
   return r;
 }
 
+// WarmPoolEnded on this job's pool.
+TransitionResult ApplyWarmPoolEnded(Job& job, const json& p, TimeMs now) {
+  WarmPool& w = job.warm_pool;
+  if (w.status != WarmPoolStatus::kAvailable) return Ignore("the job's warm pool is not Available");
+  const std::string reason = p.is_object() ? p.value("reason", "") : "";
+  TransitionResult r;
+  if (reason == "Reused") {
+    w.status = WarmPoolStatus::kReused;
+    w.reused_by = p.value("by", "");
+    w.reused_by_name = p.value("by_name", "");
+    w.ended_at = now;
+  } else if (reason == "Expired") {
+    if (now < w.ExpiresAt()) return Ignore("the keep-alive period has not ended");
+    EndWarmPool(job, now, "the keep-alive period ended", r);
+  } else if (reason == "Terminated") {
+    EndWarmPool(job, now, p.value("message", "terminated"), r);
+  } else {
+    return Ignore("unknown warm pool end '" + reason + "'");
+  }
+  return r;
+}
+
+TransitionResult ApplyKeepAlive(Job& job, const json& p, TimeMs now) {
+  WarmPool& w = job.warm_pool;
+  if (!p.is_object() || !p.contains("seconds") || !p["seconds"].is_number_integer())
+    return Ignore("malformed keep-alive update");
+  const int64_t seconds = p["seconds"];
+  TransitionResult r;
+  if (!IsTerminal(job.status)) {
+    w.keep_alive_seconds = seconds;
+    w.status = seconds > 0 ? WarmPoolStatus::kInUse : WarmPoolStatus::kNone;
+    return r;
+  }
+  if (w.status != WarmPoolStatus::kAvailable) return Ignore("the job's warm pool is not Available");
+  w.keep_alive_seconds = seconds;
+  if (seconds == 0) {
+    EndWarmPool(job, now, "the keep-alive period was set to 0", r);
+  } else if (now >= w.ExpiresAt()) {
+    EndWarmPool(job, now, "the keep-alive period ended", r);
+  }
+  return r;
+}
+
 }  // namespace
+
+std::string WarmPoolRefusal(const Job& job) {
+  switch (job.status) {
+    case JobStatus::kCompleted:
+      return "";
+    case JobStatus::kStopped: {
+      for (const auto& in : job.instances)
+        if (in.attempt == job.attempt && !in.handle.empty()) return "";
+      return "the job was stopped before its instances started";
+    }
+    case JobStatus::kFailed: {
+      // Platform failures leave no pool; the job's own (its code's exit, a
+      // signal, OOM, its failure file) do.
+      for (const char* platform : {"LaunchFailed", "InstanceLost", "SandboxSetupFailed", "CheckpointSeedFailed",
+                                   "OutputPublishFailed", "OutOfDisk", "UploadFailed", "InternalServerError"})
+        if (job.failure_reason.rfind(platform, 0) == 0)
+          return "the job's instance failed (" + std::string(platform) + "), not its code";
+      return "";
+    }
+    default:
+      return "the job has not ended";
+  }
+}
 
 std::string InstanceId(const std::string& job_id, int attempt, int index) {
   return job_id + "." + std::to_string(attempt) + "." + std::to_string(index);
@@ -215,6 +315,12 @@ TransitionResult Transition(Job& job, const Event& e) {
     case EventType::kJobCreated: {
       if (!job.instances.empty()) return Ignore("job already created");
       job.status = JobStatus::kInProgress;
+      // A job taking over a pool arrives with its chain (Controller::CreateJob).
+      job.warm_pool.keep_alive_seconds = job.spec.keep_alive_seconds;
+      if (job.spec.keep_alive_seconds > 0) {
+        job.warm_pool.status = WarmPoolStatus::kInUse;
+        if (job.warm_pool.chain.empty()) job.warm_pool.chain = job.id;
+      }
       job.created_at = job.created_at ? job.created_at : now;
       SetSecondary(job, SecondaryStatus::kStarting, now, "Launching requested instances");
       LaunchAttempt(job, now, r);
@@ -320,6 +426,21 @@ TransitionResult Transition(Job& job, const Event& e) {
       if (AllExited(job)) SettleAttempt(job, now, r);
       return r;
     }
+    case EventType::kWarmPoolEnded:
+      return ApplyWarmPoolEnded(job, e.payload, now);
+    case EventType::kWarmPoolReturned: {
+      WarmPool& w = job.warm_pool;
+      const std::string by = e.payload.is_object() ? e.payload.value("by", "") : "";
+      if (w.status != WarmPoolStatus::kReused || by.empty() || w.reused_by != by)
+        return Ignore("the pool was not taken by that job");
+      w.status = WarmPoolStatus::kAvailable;
+      w.reused_by.clear();
+      w.reused_by_name.clear();
+      w.ended_at = 0;
+      return r;
+    }
+    case EventType::kKeepAliveUpdated:
+      return ApplyKeepAlive(job, e.payload, now);
   }
   return Ignore("unknown event type");
 }
@@ -328,6 +449,12 @@ std::vector<TimerSpec> PendingTimers(const Job& job) {
   std::vector<TimerSpec> t;
   if (job.status == JobStatus::kInProgress)
     t.push_back({job.created_at + job.spec.max_runtime_seconds * 1000, EventType::kMaxRuntimeTimer, "maxrt:" + job.id});
+  // Keyed by the deadline: a changed keep-alive schedules a new timer (the old
+  // one's event is ignored as early).
+  if (job.warm_pool.status == WarmPoolStatus::kAvailable) {
+    const TimeMs at = job.warm_pool.ExpiresAt();
+    t.push_back({at, EventType::kWarmPoolEnded, "warmexpire:" + job.id + ":" + std::to_string(at)});
+  }
   return t;
 }
 

@@ -203,5 +203,64 @@ TEST(StateMachine, JobJsonRoundTrip) {
   EXPECT_EQ(ToJson(*back), ToJson(j));
 }
 
+// Warm pools: which endings keep a pool, and how it ends.
+TEST(StateMachine, WarmPoolsAreKeptForTheJobsOwnEndingsOnly) {
+  auto ended = [](const char* exit_or_failure, bool launched, bool stop) {
+    Job j = NewJob();
+    j.spec.keep_alive_seconds = 60;
+    Transition(j, Ev(EventType::kJobCreated));
+    EXPECT_EQ(j.warm_pool.status, WarmPoolStatus::kInUse);
+    EXPECT_EQ(j.warm_pool.chain, "j-1");
+    if (launched) Transition(j, Ev(EventType::kInstanceLaunched, {{"instance_id", Iid(1, 0)}, {"handle", "h"}}));
+    if (stop) Transition(j, Ev(EventType::kStopRequested, json::object(), 1001));
+    std::string what = exit_or_failure;
+    if (!launched) {
+      Transition(j, Ev(EventType::kInstanceLaunchFailed, {{"instance_id", Iid(1, 0)}, {"reason", what}}, 1002));
+    } else if (what == "0" || what == "3") {
+      Transition(j, Ev(EventType::kInstanceExited, {{"instance_id", Iid(1, 0)}, {"exit_code", std::stoi(what)}}, 1002));
+    } else {
+      Transition(j, Ev(EventType::kInstanceExited, {{"instance_id", Iid(1, 0)}, {"exit_code", 1}, {"failure", what}},
+                       1002));
+    }
+    return j;
+  };
+  EXPECT_EQ(ended("0", true, false).warm_pool.status, WarmPoolStatus::kAvailable);      // Completed
+  EXPECT_EQ(ended("3", true, false).warm_pool.status, WarmPoolStatus::kAvailable);      // its code failed
+  EXPECT_EQ(ended("0", true, true).warm_pool.status, WarmPoolStatus::kAvailable);       // stopped after it ran
+  EXPECT_EQ(ended("no slot", false, false).warm_pool.status, WarmPoolStatus::kTerminated);  // never ran
+  Job lost = ended("InstanceLost: the node died", true, false);
+  EXPECT_EQ(lost.warm_pool.status, WarmPoolStatus::kTerminated);
+  EXPECT_NE(lost.warm_pool.reason.find("InstanceLost"), std::string::npos) << lost.warm_pool.reason;
+
+  Job j = ended("0", true, false);
+  EXPECT_EQ(j.warm_pool.available_at, 1002);
+  EXPECT_EQ(j.warm_pool.ExpiresAt(), 61002);
+  auto early = Transition(j, Ev(EventType::kWarmPoolEnded, {{"reason", "Expired"}}, 61001));
+  EXPECT_FALSE(early.applied);
+  auto expired = Transition(j, Ev(EventType::kWarmPoolEnded, {{"reason", "Expired"}}, 61002));
+  EXPECT_EQ(j.warm_pool.status, WarmPoolStatus::kTerminated);
+  EXPECT_EQ(j.warm_pool.RetainedSeconds(99999), 60);
+  ASSERT_EQ(expired.actions.size(), 1u);
+  EXPECT_EQ(expired.actions[0].type, ActionType::kDropWarmCache);
+  EXPECT_EQ(expired.actions[0].instance_id, "j-1");
+  // Ended pools stay ended; a claim cannot revive them.
+  EXPECT_FALSE(Transition(j, Ev(EventType::kWarmPoolEnded, {{"reason", "Reused"}, {"by", "j-2"}}, 70000)).applied);
+}
+
+// A claim whose job could not be created gives the pool back to that claim only.
+TEST(StateMachine, AWarmPoolReturnedByItsClaimerIsAvailableAgain) {
+  Job j = NewJob();
+  j.spec.keep_alive_seconds = 60;
+  Transition(j, Ev(EventType::kJobCreated));
+  Transition(j, Ev(EventType::kInstanceLaunched, {{"instance_id", Iid(1, 0)}, {"handle", "h"}}));
+  Transition(j, Ev(EventType::kInstanceExited, {{"instance_id", Iid(1, 0)}, {"exit_code", 0}}, 1002));
+  Transition(j, Ev(EventType::kWarmPoolEnded, {{"reason", "Reused"}, {"by", "j-2"}, {"by_name", "b"}}, 2000));
+  EXPECT_EQ(j.warm_pool.status, WarmPoolStatus::kReused);
+  EXPECT_FALSE(Transition(j, Ev(EventType::kWarmPoolReturned, {{"by", "j-3"}}, 2001)).applied);
+  EXPECT_TRUE(Transition(j, Ev(EventType::kWarmPoolReturned, {{"by", "j-2"}}, 2001)).applied);
+  EXPECT_EQ(j.warm_pool.status, WarmPoolStatus::kAvailable);
+  EXPECT_EQ(j.warm_pool.reused_by_name, "");
+}
+
 }  // namespace
 }  // namespace kiln

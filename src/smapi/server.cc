@@ -266,10 +266,22 @@ Reply SageMakerApi::Dispatch(const std::string& op, const json& body, const Acce
     if (!job.ok()) return FromStatus(job.status());
     if (body.contains("ProfilerConfig") || body.contains("ProfilerRuleConfigurations"))
       return Error(400, "ValidationException", "ProfilerConfig: Kiln has no SageMaker Debugger/profiler");
-    if (body.contains("ResourceConfig"))
-      return Error(400, "ValidationException",
-                   "ResourceConfig.KeepAlivePeriodInSeconds: this Kiln keeps no warm pools yet, so there is no "
-                   "keep-alive period to change");
+    if (body.contains("ResourceConfig")) {
+      const json& rc = body["ResourceConfig"];
+      if (!rc.is_object() || !rc.contains("KeepAlivePeriodInSeconds") ||
+          !rc["KeepAlivePeriodInSeconds"].is_number_integer())
+        return Error(400, "ValidationException",
+                     "ResourceConfig.KeepAlivePeriodInSeconds: required, an integer number of seconds");
+      auto updated = ctl_.UpdateKeepAlive(job->id, rc["KeepAlivePeriodInSeconds"].get<int64_t>());
+      if (!updated.ok()) {
+        if (updated.status().code() == Code::kInvalidArgument)
+          return Error(400, "ValidationException",
+                       "ResourceConfig.KeepAlivePeriodInSeconds: " + updated.status().message());
+        if (updated.status().code() == Code::kFailedPrecondition)
+          return Error(400, "ValidationException", updated.status().message());
+        return FromStatus(updated.status());
+      }
+    }
     out = json{{"TrainingJobArn", Arn(opts_.ctx, "training-job", job->spec.name)}};
   } else if (op == "AddTags") {
     out = AddTags(body, caller);
@@ -329,7 +341,14 @@ Result<json> SageMakerApi::ListJobs(JobKind kind, const json& body, const Access
   if (body.contains("StatusEquals")) q.status = ParseSageMakerStatus(body["StatusEquals"]);
   if (body.contains("CreationTimeAfter")) q.created_after = EpochMs(body["CreationTimeAfter"]);
   if (body.contains("CreationTimeBefore")) q.created_before = EpochMs(body["CreationTimeBefore"]);
-  for (const char* unsupported : {"LastModifiedTimeAfter", "LastModifiedTimeBefore", "WarmPoolStatusEquals"})
+  if (body.contains("WarmPoolStatusEquals")) {
+    const json& w = body["WarmPoolStatusEquals"];
+    q.warm_pool_status = w.is_string() ? ParseWarmPoolStatus(w.get<std::string>()) : std::nullopt;
+    if (!q.warm_pool_status)
+      return InvalidArgument("WarmPoolStatusEquals",
+                             "WarmPoolStatusEquals: must be one of Available, Terminated, Reused, InUse");
+  }
+  for (const char* unsupported : {"LastModifiedTimeAfter", "LastModifiedTimeBefore"})
     if (body.contains(unsupported))
       return InvalidArgument(unsupported, std::string(unsupported) + ": filter not supported by Kiln");
   const std::string by = body.value("SortBy", "CreationTime");

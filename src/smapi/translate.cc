@@ -238,6 +238,14 @@ Result<JobSpec> TrainingSpec(const json& req, const Context& c, const std::strin
     return InvalidArgument("ResourceConfig.InstanceType",
                            "ResourceConfig: InstanceType and InstanceCount are required");
   KILN_RETURN_IF_ERROR(Resources("ResourceConfig", rc, c, &s));
+  if (rc.contains("KeepAlivePeriodInSeconds")) {
+    const json& keep = rc["KeepAlivePeriodInSeconds"];
+    if (!keep.is_number_integer() || keep.get<int64_t>() < 0 || keep.get<int64_t>() > kMaxKeepAliveSeconds)
+      return InvalidArgument("ResourceConfig.KeepAlivePeriodInSeconds",
+                             "ResourceConfig.KeepAlivePeriodInSeconds: must be 0.." +
+                                 std::to_string(kMaxKeepAliveSeconds));
+    s.keep_alive_seconds = keep.get<int64_t>();
+  }
   KILN_RETURN_IF_ERROR(MaxRuntime(req, kMaxRuntimeSeconds, &s));
   if (req.contains("RetryStrategy")) s.retry_attempts = req["RetryStrategy"]["MaximumRetryAttempts"];
   if (req.contains("CheckpointConfig")) {
@@ -624,7 +632,19 @@ json DescribeTrainingJob(const Job& job, const Context& c, const std::vector<Met
   }
   json fm = FinalMetrics(job, points);
   if (!fm.empty()) d["FinalMetricDataList"] = fm;
+  if (d.contains("ResourceConfig") && job.warm_pool.status != WarmPoolStatus::kNone)
+    d["ResourceConfig"]["KeepAlivePeriodInSeconds"] = job.warm_pool.keep_alive_seconds;  // as UpdateTrainingJob left it
+  if (auto w = WarmPoolStatusOf(job); !w.is_null()) d["WarmPoolStatus"] = w;
   return d;
+}
+
+json WarmPoolStatusOf(const Job& job) {
+  const WarmPool& w = job.warm_pool;
+  if (w.status == WarmPoolStatus::kNone) return nullptr;
+  json out = {{"Status", ToString(w.status)}};
+  if (w.available_at) out["ResourceRetainedBillableTimeInSeconds"] = w.RetainedSeconds(RealClock::Get().NowMs());
+  if (!w.reused_by_name.empty()) out["ReusedByJob"] = w.reused_by_name;
+  return out;
 }
 
 json TrainingJobSummary(const Job& job, const Context& c) {
@@ -634,6 +654,7 @@ json TrainingJobSummary(const Job& job, const Context& c) {
             {"LastModifiedTime", Seconds(LastModified(job))},
             {"TrainingJobStatus", SageMakerStatus(job.status)}};
   if (job.ended_at) s["TrainingEndTime"] = Seconds(job.ended_at);
+  if (auto w = WarmPoolStatusOf(job); !w.is_null()) s["WarmPoolStatus"] = w;
   return s;
 }
 

@@ -44,6 +44,9 @@ nlohmann::json FinalMetrics(const Job& job, const std::vector<MetricPoint>& poin
 
 nlohmann::json DescribeTrainingJob(const Job& job, const Context& c, const std::vector<MetricPoint>& points);
 nlohmann::json TrainingJobSummary(const Job& job, const Context& c);
+// WarmPoolStatus {Status, ResourceRetainedBillableTimeInSeconds, ReusedByJob},
+// or null for a job without a warm pool.
+nlohmann::json WarmPoolStatusOf(const Job& job);
 nlohmann::json DescribeProcessingJob(const Job& job, const Context& c);
 nlohmann::json ProcessingJobSummary(const Job& job, const Context& c);
 

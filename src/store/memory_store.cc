@@ -187,7 +187,8 @@ class MemoryStore final : public Store {
     // Sorted by id and distinct, as SQLite's UNION returns them.
     std::vector<std::string> out;
     for (const auto& [id, rec] : jobs_)
-      if (rec.job.status == JobStatus::kInProgress || rec.job.status == JobStatus::kStopping || !rec.unapplied.empty())
+      if (rec.job.status == JobStatus::kInProgress || rec.job.status == JobStatus::kStopping ||
+          rec.job.warm_pool.status == WarmPoolStatus::kAvailable || !rec.unapplied.empty())
         out.push_back(id);
     return out;
   }
@@ -501,6 +502,7 @@ class MemoryStore final : public Store {
       if (t == rec.job.spec.tags.end() || t->second != q.tag_value) return false;
     }
     if (q.status && rec.job.status != *q.status) return false;
+    if (q.warm_pool_status && rec.job.warm_pool.status != *q.warm_pool_status) return false;
     if (!q.name_contains.empty() && rec.name.find(q.name_contains) == std::string::npos) return false;
     if (q.kind && rec.kind != *q.kind) return false;
     if (q.created_after > 0 && !(rec.created_ms > q.created_after)) return false;

@@ -124,6 +124,11 @@ CREATE INDEX metric_points_time ON metric_points(time_ms);
     R"sql(
 CREATE INDEX events_time ON events(time_ms);
 )sql",
+    // 9: warm pools: each job's warm pool status ('' = none), for the Available ones
+    R"sql(
+ALTER TABLE jobs ADD COLUMN warm TEXT NOT NULL DEFAULT '';
+CREATE INDEX jobs_warm ON jobs(warm, created_ms);
+)sql",
 };
 
 class Stmt {
@@ -207,13 +212,15 @@ class SqliteStore final : public Store {
     std::lock_guard<std::mutex> l(mu_);
     return InTransaction([&]() -> Status {
       {
-        Stmt s(db_, "INSERT INTO jobs(id,name,status,created_ms,event_count,state,kind) VALUES(?,?,?,?,0,?,?)");
+        Stmt s(db_,
+               "INSERT INTO jobs(id,name,status,created_ms,event_count,state,kind,warm) VALUES(?,?,?,?,0,?,?,?)");
         s.Bind(1, job.id)
             .Bind(2, job.spec.name)
             .Bind(3, std::string(ToString(job.status)))
             .Bind(4, job.created_at)
             .Bind(5, ToJson(job).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace))
-            .Bind(6, std::string(ToString(job.spec.kind)));
+            .Bind(6, std::string(ToString(job.spec.kind)))
+            .Bind(7, std::string(ToString(job.warm_pool.status)));
         int rc = s.Step();
         if (rc == SQLITE_CONSTRAINT)
           return Status(Code::kAlreadyExists, "a job named '" + job.spec.name + "' already exists", "name");
@@ -262,6 +269,7 @@ class SqliteStore final : public Store {
     if (q.created_before > 0) sql += " AND j.created_ms < ?10";
     if (!q.name_prefix.empty()) sql += " AND substr(j.name, 1, length(?11)) = ?11";
     if (!q.team.empty()) sql += " AND json_extract(j.state, '$.spec.team') = ?13";
+    if (q.warm_pool_status) sql += " AND j.warm = ?14";
     auto cursor = ParsePageToken(q);
     if (!cursor.ok()) return cursor.status();
     const bool keyset = cursor->keyset;
@@ -305,6 +313,7 @@ class SqliteStore final : public Store {
     if (q.created_before > 0) s.Bind(10, q.created_before);
     if (!q.name_prefix.empty()) s.Bind(11, q.name_prefix);
     if (!q.team.empty()) s.Bind(13, q.team);
+    if (q.warm_pool_status) s.Bind(14, std::string(ToString(*q.warm_pool_status)));
     s.Bind(7, int64_t{limit + 1}).Bind(12, offset);
     JobPage page;
     std::string last_tok;
@@ -531,11 +540,12 @@ class SqliteStore final : public Store {
       {
         // Tags change through UpdateTags only: keep the stored ones.
         Stmt s(db_,
-               "UPDATE jobs SET status=?, state=json_set(?, '$.spec.tags', json(json_extract(state, '$.spec.tags'))) "
-               "WHERE id=?");
+               "UPDATE jobs SET status=?, state=json_set(?, '$.spec.tags', json(json_extract(state, '$.spec.tags'))), "
+               "warm=? WHERE id=?");
         s.Bind(1, std::string(ToString(job.status)))
             .Bind(2, ToJson(job).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace))
-            .Bind(3, job.id);
+            .Bind(3, std::string(ToString(job.warm_pool.status)))
+            .Bind(4, job.id);
         if (s.Step() != SQLITE_DONE) return Err("update job");
       }
       for (const auto& in : job.instances) {
@@ -584,6 +594,7 @@ class SqliteStore final : public Store {
     std::lock_guard<std::mutex> l(mu_);
     Stmt s(db_,
            "SELECT id FROM jobs WHERE status IN ('InProgress','Stopping') "
+           "UNION SELECT id FROM jobs WHERE warm='Available' "
            "UNION SELECT DISTINCT job_id FROM events WHERE applied=0");
     std::vector<std::string> out;
     while (s.Step() == SQLITE_ROW) out.push_back(s.Text(0));

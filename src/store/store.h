@@ -33,6 +33,7 @@ struct ListQuery {
   TimeMs created_before = 0;  // exclusive; 0 = unbounded
   ListOrder order = ListOrder::kNewestFirst;
   std::string tag_key, tag_value;  // both set: tag filter
+  std::optional<WarmPoolStatus> warm_pool_status;
   int limit = 50;
   std::string page_token;  // opaque, from a previous page
 };
@@ -107,7 +108,8 @@ class Store {
   // Applied events after `after_seq` (global seq), or of one job after `after_job_seq`.
   virtual Result<std::vector<Event>> EventsAfter(int64_t after_seq, int limit) = 0;
   virtual Result<std::vector<Event>> JobEventsAfter(const std::string& job_id, int64_t after_job_seq, int limit) = 0;
-  // Ids of jobs not in a terminal state, and of jobs with unapplied events.
+  // Ids of jobs not in a terminal state, of jobs with unapplied events, and of
+  // ended jobs whose warm pool is Available (its expiry is a timer).
   virtual Result<std::vector<std::string>> JobsNeedingAttention() = 0;
   virtual Result<std::vector<Instance>> ListInstances(const std::string& job_id) = 0;
   virtual Result<Instance> GetInstance(const std::string& instance_id) = 0;

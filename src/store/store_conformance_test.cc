@@ -377,6 +377,30 @@ TEST_P(StoreConformance, AttentionListsLiveJobs) {
   ASSERT_EQ(ids->size(), 1u);
 }
 
+// An ended job whose warm pool is Available needs attention (its expiry is a
+// timer), and lists filter by warm pool status.
+TEST_P(StoreConformance, AvailableWarmPoolsNeedAttentionAndFilterLists) {
+  for (const char* id : {"j-1", "j-2", "j-3"}) ASSERT_TRUE(store_->CreateJob(MakeJob(id, id, 10), Created()).ok());
+  for (auto [id, w] : {std::pair{"j-1", WarmPoolStatus::kAvailable}, std::pair{"j-2", WarmPoolStatus::kReused},
+                       std::pair{"j-3", WarmPoolStatus::kNone}}) {
+    Job j = *store_->GetJob(id);
+    auto un = store_->UnappliedEvents(id);
+    j.status = JobStatus::kCompleted;
+    j.warm_pool.status = w;
+    j.warm_pool.keep_alive_seconds = 60;
+    ASSERT_TRUE(store_->CommitTransition(j, *un).ok());
+  }
+  EXPECT_EQ(*store_->JobsNeedingAttention(), (std::vector<std::string>{"j-1"}));
+  ListQuery q;
+  q.warm_pool_status = WarmPoolStatus::kReused;
+  auto page = store_->ListJobs(q);
+  ASSERT_TRUE(page.ok());
+  ASSERT_EQ(page->jobs.size(), 1u);
+  EXPECT_EQ(page->jobs[0].id, "j-2");
+  EXPECT_EQ(page->jobs[0].warm_pool.status, WarmPoolStatus::kReused);
+  EXPECT_EQ(page->jobs[0].warm_pool.keep_alive_seconds, 60);
+}
+
 TEST_P(StoreConformance, RejectedCreateEventLeavesNothing) {
   Event created = Created();
   created.dedup_key = "create:x";

@@ -358,6 +358,7 @@ SandboxCommand LocalBackend::SandboxArgv(const LaunchRequest& req, const std::st
     }
   }
   if (!req.spec.code_archive.empty()) AddBind(c, req.spec.code_archive, sandbox::kSourceArchive, false, req.spec.team);
+  if (!req.warm_cache.empty()) c.AddFdBind(WarmCacheBind(req), sandbox::kWarmPoolCacheDir, true);
   c.AddFdBind({dir, "hosts"}, "/etc/hosts", false);
   if (staged) {
     // The job sees its output directory as it was (a retry, what the last attempt left).
@@ -560,6 +561,12 @@ Status LocalBackend::PrepareInstanceDir(const LaunchRequest& req, const std::str
   // root-owned directory that a relaunch must repair, not keep.
   for (const char* sub : {"input/config", "input/data", "model", "output/data", "code", "checkpoints", ".kiln/bin"})
     KILN_RETURN_IF_ERROR(MakeDirsBeneath(ml_root, ml + "/" + sub, owner, OwnLeaf::kWholePath));
+  if (!req.warm_cache.empty()) {
+    KILN_RETURN_IF_ERROR(
+        MakeDirsBeneath(ml_root, ml + "/" + *RelativeBeneath(sandbox::kRoot, sandbox::kWarmPoolCacheDir), owner,
+                        OwnLeaf::kWholePath));
+    KILN_RETURN_IF_ERROR(PrepareWarmCache(req));
+  }
   if (!opts_.scratch_pool.empty()) {  // staged for the supervisor to publish
     KILN_RETURN_IF_ERROR(MakeDirsBeneath(ml_root, ml + "/" + kStagedOutput, owner, OwnLeaf::kWholePath));
     for (size_t i = 0; i < req.spec.uploads.size(); ++i)
@@ -577,6 +584,65 @@ Status LocalBackend::PrepareInstanceDir(const LaunchRequest& req, const std::str
                              "input path " + path + " is not readable: " + std::string(strerror(errno)));
   }
   return Status::Ok();
+}
+
+namespace {
+
+// A chain names directories: a job id, never a path.
+bool ValidChain(const std::string& chain) {
+  return !chain.empty() && chain.size() <= 128 && chain != "." && chain != ".." &&
+         chain.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.") ==
+             std::string::npos;
+}
+
+constexpr char kWarmCacheDir[] = ".warmcache";
+
+std::string WarmSubvolume(const std::string& chain, int index) {
+  return StrCat("warm.", chain, ".", std::to_string(index));
+}
+
+}  // namespace
+
+supervisor::FdBind LocalBackend::WarmCacheBind(const LaunchRequest& req) const {
+  if (!opts_.scratch_pool.empty()) return {opts_.scratch_pool, WarmSubvolume(req.warm_cache, req.index)};
+  return {StrCat(opts_.instances_dir, "/", kWarmCacheDir, "/", req.warm_cache), std::to_string(req.index)};
+}
+
+Status LocalBackend::PrepareWarmCache(const LaunchRequest& req) const {
+  if (!ValidChain(req.warm_cache)) return InvalidArgument("warm_cache", "not a warm pool chain: " + req.warm_cache);
+  const DirOwner owner{Unprivileged() ? opts_.job_uid : 0, Unprivileged() ? opts_.job_gid : 0};
+  if (!opts_.scratch_pool.empty())
+    return scratch::Create(opts_.scratch_pool, WarmSubvolume(req.warm_cache, req.index), VolumeBytes(req), owner);
+  // Root's down to the chain (traversable by the jobs' group, for bwrap), the
+  // instance's directory the job's: it keeps what the last job left there.
+  const std::string rel = StrCat(kWarmCacheDir, "/", req.warm_cache);
+  KILN_RETURN_IF_ERROR(MakeDirsBeneath(opts_.instances_dir, rel, DirOwner{0, owner.gid}, OwnLeaf::kCreatedOnly));
+  for (const std::string& d : {StrCat(opts_.instances_dir, "/", kWarmCacheDir), StrCat(opts_.instances_dir, "/", rel)})
+    if (chmod(d.c_str(), 0710) != 0) return Internal("chmod " + d + ": " + strerror(errno));
+  const std::string leaf = std::to_string(req.index);
+  KILN_RETURN_IF_ERROR(
+      MakeDirsBeneath(StrCat(opts_.instances_dir, "/", rel), leaf, owner, OwnLeaf::kCreatedOnly));
+  return Status::Ok();
+}
+
+Status LocalBackend::DeleteWarmCache(const std::string& chain) {
+  if (!ValidChain(chain)) return InvalidArgument("chain", "not a warm pool chain: " + chain);
+  Status first = RemoveTreeNoFollow(StrCat(opts_.instances_dir, "/", kWarmCacheDir, "/", chain));
+  if (!opts_.scratch_pool.empty()) {
+    const std::string prefix = StrCat("warm.", chain, ".");
+    std::error_code ec;
+    std::vector<std::string> names;
+    for (const auto& e : fs::directory_iterator(opts_.scratch_pool, ec)) {
+      const std::string name = e.path().filename().string();
+      if (name.rfind(prefix, 0) == 0 && name.find_first_not_of("0123456789", prefix.size()) == std::string::npos)
+        names.push_back(name);
+    }
+    for (const auto& name : names) {
+      Status st = scratch::Remove(opts_.scratch_pool, name);
+      if (!st.ok() && first.ok()) first = st;
+    }
+  }
+  return first;
 }
 
 Result<std::string> LocalBackend::Launch(const LaunchRequest& req) {
@@ -609,6 +675,8 @@ Result<supervisor::LaunchFile> LocalBackend::LaunchFileFor(const LaunchRequest& 
                                                                fs::path(opts_.runtime_socket).filename().string())),
       "KILN_TOKEN=" + req.token,
   };
+  if (!req.warm_cache.empty())
+    env.push_back(StrCat("SAGEMAKER_MANAGED_WARMPOOL_CACHE_DIRECTORY=", sandbox::kWarmPoolCacheDir));
   supervisor::LaunchFile launch;
   launch.instance_id = req.instance_id;
   SandboxCommand command = SandboxArgv(req, dir);

@@ -103,6 +103,9 @@ class LocalBackend final : public ComputeBackend {
   // Always healthy once Init succeeded; running: the supervisors it watches.
   // (Launches waiting for capacity wait in the controller, not here: queued 0.)
   BackendHealth Health() const override;
+  // With a scratch pool, the subvolumes warm.<chain>.<index>; else
+  // <instances_dir>/.warmcache/<chain>.
+  Status DeleteWarmCache(const std::string& chain) override;
 
   // Writes the instance's directory and launch.json without starting anything:
   // for a backend whose nodes run kiln-supervisor themselves (Slurm). The
@@ -140,6 +143,11 @@ class LocalBackend final : public ComputeBackend {
   // the leaf always), elsewhere only the directories this call creates.
   Status MakeJobDir(const std::string& path) const;
   Status PrepareInstanceDir(const LaunchRequest& req, const std::string& dir) const;
+  // Warm pools: the instance's cache directory (req.warm_cache), created if
+  // missing, as the fd bind of kWarmPoolCacheDir. With a scratch pool, a
+  // subvolume of its own limited to the instance's volume size.
+  supervisor::FdBind WarmCacheBind(const LaunchRequest& req) const;
+  Status PrepareWarmCache(const LaunchRequest& req) const;
   // Refuses a request naming kilnd's own files (kiln.db, keys, other instances)
   // as a bind source: binds under the data dir are opened by root.
   Status CheckHostPaths(const LaunchRequest& req) const;

@@ -139,6 +139,15 @@ Status PoolRouter::Cleanup(const std::string& id, const std::string& handle) {
   return st;
 }
 
+Status PoolRouter::DeleteWarmCache(const std::string& chain) {
+  Status first;
+  for (auto& p : pools_) {
+    Status st = p.backend->DeleteWarmCache(chain);
+    if (!st.ok() && first.ok()) first = st;
+  }
+  return first;
+}
+
 Status PoolRouter::Recover(const std::string& id, const std::string& handle) {
   auto [i, h] = Route(id, handle);
   Remember(id, i);

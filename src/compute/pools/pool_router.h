@@ -57,6 +57,8 @@ class PoolRouter final : public ComputeBackend {
   std::string LogPath(const std::string& id) const override;
   std::string MetricsSocketPath(const std::string& id) const override;
   BackendHealth Health() const override { return pools_[default_].backend->Health(); }
+  // Every pool's: a chain's instances ran in the pool of its instance type.
+  Status DeleteWarmCache(const std::string& chain) override;
 
   std::vector<PoolStatus> Pools() const;
   // The pool named `name`, or null.

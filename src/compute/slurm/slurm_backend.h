@@ -78,6 +78,8 @@ class SlurmBackend final : public ComputeBackend {
   Status Recover(const std::string& id, const std::string& handle) override;
   std::string LogPath(const std::string& id) const override;
   BackendHealth Health() const override;
+  // The caches lie in shared_dir, beside the instance directories.
+  Status DeleteWarmCache(const std::string& chain) override { return preparer_->DeleteWarmCache(chain); }
 
   // Slurm's end-of-job hook: the Slurm job `slurm_id` ended (or changed). Reads
   // it from slurmrestd and posts the exits of its instances. Unknown ids: Ok.
