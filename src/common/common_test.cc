@@ -67,6 +67,32 @@ class HostileDir : public ::testing::Test {
   std::filesystem::path root_;
 };
 
+// A tree a job wrote, with links to what it must not reach: the tree goes,
+// what the links point at stays.
+TEST_F(HostileDir, RemoveTreeNoFollowRemovesLinksNotTheirTargets) {
+  const std::string outside = (root_ / "outside").string(), tree = (root_ / "tree").string();
+  std::filesystem::create_directories(outside + "/keep");
+  std::ofstream(outside + "/keep/file") << "precious";
+  std::filesystem::create_directories(tree + "/a/b/c");
+  std::ofstream(tree + "/a/b/c/f") << "x";
+  std::filesystem::create_directory_symlink(outside, tree + "/a/link-to-dir");
+  std::filesystem::create_symlink(outside + "/keep/file", tree + "/a/b/link-to-file");
+  ASSERT_TRUE(RemoveTreeNoFollow(tree).ok());
+  EXPECT_FALSE(std::filesystem::exists(std::filesystem::symlink_status(tree)));
+  std::ifstream in(outside + "/keep/file");
+  std::string got;
+  in >> got;
+  EXPECT_EQ(got, "precious");
+  EXPECT_TRUE(RemoveTreeNoFollow(tree).ok());  // absent: fine
+  // The path itself a link: the link goes, not its target.
+  std::filesystem::create_directory_symlink(outside, tree);
+  ASSERT_TRUE(RemoveTreeNoFollow(tree).ok());
+  EXPECT_TRUE(std::filesystem::exists(outside + "/keep/file"));
+  // Too deep: refused beyond the bound (what it reached is gone).
+  std::filesystem::create_directories(tree + "/1/2/3");
+  EXPECT_EQ(RemoveTreeNoFollow(tree, 1).code(), Code::kFailedPrecondition);
+}
+
 TEST_F(HostileDir, ReadFileBeneathReadsPlainFilesBounded) {
   std::ofstream(root_ / "ml" / "output" / "failure") << "boom: 0123456789";
   auto r = ReadFileBeneath(ml(), "output/failure", 4);

@@ -235,7 +235,8 @@ json ToJson(const Job& job) {
   j["ended_ms"] = job.ended_at;
   j["model_artifact"] = job.model_artifact.empty() ? json(nullptr) : json(job.model_artifact);
   if (!job.exit_message.empty()) j["exit_message"] = job.exit_message;
-  if (job.warm_pool.status != WarmPoolStatus::kNone || job.warm_pool.keep_alive_seconds != 0) {
+  if (job.warm_pool.status != WarmPoolStatus::kNone || job.warm_pool.keep_alive_seconds != 0 ||
+      !job.warm_pool.chain.empty()) {
     const WarmPool& w = job.warm_pool;
     j["warm_pool_state"] = {{"status", ToString(w.status)},
                             {"keep_alive_seconds", w.keep_alive_seconds},

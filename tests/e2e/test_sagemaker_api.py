@@ -7,6 +7,7 @@ so the tests put data there and read results from there.
 """
 
 import datetime
+import glob
 import hashlib
 import hmac
 import http.client
@@ -15,6 +16,7 @@ import json
 import os
 import pickle
 import shutil
+import signal
 import socket
 import subprocess
 import tarfile
@@ -604,6 +606,97 @@ class SageMakerApiE2E(KilndHarness):
         self.assertIn("Restarting", [t["Status"] for t in d["SecondaryStatusTransitions"]])
         with open(os.path.join(self.s3root, "ckpt", name, "epoch")) as f:
             self.assertEqual(f.read().strip(), "3")
+
+    def warm_cache_dirs(self, chain):
+        """Where a chain's cache lives on the host: a subvolume per instance of the
+        scratch pool, or a directory under the instances' directory."""
+        return (glob.glob(os.path.join(self.data, "scratch", "warm.%s.*" % chain)) +
+                glob.glob(os.path.join(self.data, "instances", ".warmcache", chain)))
+
+    def test_14_warm_pools_keep_the_cache_and_nothing_else(self):
+        rc = {"InstanceType": "local.small", "InstanceCount": 1, "VolumeSizeInGB": 1, "KeepAlivePeriodInSeconds": 600}
+        # The first job leaves something in every place a job can write, and a process behind.
+        first = unique("warm-a")
+        leave = ('C=$SAGEMAKER_MANAGED_WARMPOOL_CACHE_DIRECTORY; [ "$C" = /opt/ml/sagemaker/warmpoolcache ] || exit 7; '
+                 'echo from-a > $C/weights; echo a > /opt/ml/model/a; echo a > /tmp/a-tmp; '
+                 'echo a > /opt/ml/output/data/a; (setsid sleep 3107 >/dev/null 2>&1 &); true')
+        self.call("create_training_job", **self.training_request(first, ["sh", "-c", leave], ResourceConfig=rc,
+                                                                   Environment={"ONLY_A": "secret-of-a"}))
+        d = self.wait_training(first)
+        self.assertEqual(d["TrainingJobStatus"], "Completed", d.get("FailureReason"))
+        self.assertEqual(d["WarmPoolStatus"]["Status"], "Available", d)
+        self.assertEqual(d["ResourceConfig"]["KeepAlivePeriodInSeconds"], 600)
+        self.assertEqual(subprocess.run(["pgrep", "-f", "sleep 3107"]).returncode, 1, "a process of the job lives on")
+        listed = self.call("list_training_jobs", WarmPoolStatusEquals="Available", MaxResults=100)
+        self.assertIn(first, [x["TrainingJobName"] for x in listed["TrainingJobSummaries"]])
+        code, msg = self.error_code(self.sm_raw.list_training_jobs, WarmPoolStatusEquals="Warm")
+        self.assertEqual(code, "ValidationException", msg)
+
+        # Another team's matching job does not get it.
+        out = self.kiln("keys", "create", "--team", "ads", "--json")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        k = json.loads(out.stdout)
+        ads = self.client(key=k["access_key_id"], secret=k["secret_access_key"])
+        foreign = unique("warm-ads")
+        ads.create_training_job(**self.training_request(
+            foreign, ["sh", "-c", "[ ! -e $SAGEMAKER_MANAGED_WARMPOOL_CACHE_DIRECTORY/weights ]"], ResourceConfig=rc))
+        self.assertEqual(self.sm.describe_training_job(TrainingJobName=first)["WarmPoolStatus"]["Status"], "Available")
+
+        # The next matching job of the team takes it: the cache is there, nothing else is.
+        check = ('C=$SAGEMAKER_MANAGED_WARMPOOL_CACHE_DIRECTORY; '
+                 'fail() { echo "$1" > /opt/ml/output/failure; exit 1; }; '
+                 '[ "$(cat $C/weights)" = from-a ] || fail "no cache"; '
+                 '[ -z "$(ls -A /opt/ml/model)$(ls -A /opt/ml/output/data)" ] || fail "outputs leaked"; '
+                 '[ ! -e /tmp/a-tmp ] || fail "tmp leaked"; [ -z "$ONLY_A" ] || fail "environment leaked"; '
+                 '! pgrep -f "sleep 3107" || fail "process leaked"; echo from-b > $C/weights')
+        second = unique("warm-b")
+        self.put("s3://warm/%s/check.sh" % second, check)
+        self.call("create_training_job", **self.training_request(
+            second, ["sh", "/opt/ml/input/data/script/check.sh"], ResourceConfig=rc, InputDataConfig=[{
+                "ChannelName": "script", "DataSource": {"S3DataSource": {
+                    "S3DataType": "S3Prefix", "S3Uri": "s3://warm/%s" % second}}}]))
+        d = self.wait_training(second)
+        self.assertEqual(d["TrainingJobStatus"], "Completed", d.get("FailureReason"))
+        self.assertEqual(d["WarmPoolStatus"]["Status"], "Available", d)
+        was = self.call("describe_training_job", TrainingJobName=first)["WarmPoolStatus"]
+        self.assertEqual((was["Status"], was["ReusedByJob"]), ("Reused", second), was)
+        self.assertIsInstance(was["ResourceRetainedBillableTimeInSeconds"], int)
+        d = self.wait_training(foreign)
+        self.assertEqual(d["TrainingJobStatus"], "Completed", d.get("FailureReason"))
+
+        # kill -9 of kilnd keeps the pool; the restarted kilnd hands it on once.
+        self.stop_kilnd(signal.SIGKILL)
+        type(self).start_kilnd()
+        type(self).endpoint = "http://" + self.addr
+        type(self).sm = self.client()
+        type(self).sm_raw = self.client(parameter_validation=False)
+        self.assertEqual(self.sm.describe_training_job(TrainingJobName=second)["WarmPoolStatus"]["Status"], "Available")
+        third = unique("warm-c")
+        self.call("create_training_job", **self.training_request(
+            third, ["sh", "-c", '[ "$(cat $SAGEMAKER_MANAGED_WARMPOOL_CACHE_DIRECTORY/weights)" = from-b ]'],
+            ResourceConfig=rc))
+        d = self.wait_training(third)
+        self.assertEqual(d["TrainingJobStatus"], "Completed", d.get("FailureReason"))
+        chain = self.http("GET", "/v1/jobs/" + first, token=self.admin_token)
+        chain_id = json.loads(chain[1])["id"]
+        self.assertTrue(self.warm_cache_dirs(chain_id), "the chain's cache is on the host")
+
+        # UpdateTrainingJob: past the maximum is refused; 0 ends the pool and its cache.
+        code, msg = self.error_code(self.sm_raw.update_training_job, TrainingJobName=third,
+                                    ResourceConfig={"KeepAlivePeriodInSeconds": 7200})
+        self.assertEqual(code, "ValidationException", msg)
+        self.call("update_training_job", TrainingJobName=third, ResourceConfig={"KeepAlivePeriodInSeconds": 0})
+        deadline = time.time() + DEADLINE_S
+        while self.sm.describe_training_job(TrainingJobName=third)["WarmPoolStatus"]["Status"] != "Terminated":
+            self.assertLess(time.time(), deadline)
+            time.sleep(0.2)
+        while self.warm_cache_dirs(chain_id):
+            self.assertLess(time.time(), deadline, "the cache outlived its pool")
+            time.sleep(0.2)
+        code, msg = self.error_code(self.sm.update_training_job, TrainingJobName=third,
+                                    ResourceConfig={"KeepAlivePeriodInSeconds": 60})
+        self.assertEqual(code, "ValidationException", msg)
+        self.assertIn("Terminated", msg)
 
     def test_99_responses_match_botocore_output_shapes(self):
         model = botocore.session.get_session().get_service_model("sagemaker")
