@@ -86,7 +86,8 @@ Result<ListQuery> ParseListQuery(const httplib::Request& req) {
   q.page_token = req.get_param_value("page_token");
   if (req.has_param("warm_pool_status")) {
     q.warm_pool_status = ParseWarmPoolStatus(req.get_param_value("warm_pool_status"));
-    if (!q.warm_pool_status) return InvalidArgument("warm_pool_status", "must be one of InUse, Available, Reused, Terminated");
+    if (!q.warm_pool_status)
+      return InvalidArgument("warm_pool_status", "must be one of InUse, Available, Reused, Terminated");
   }
   q.team = req.get_param_value("team");  // an admin's filter; others see their team's only
   return q;

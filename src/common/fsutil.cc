@@ -1,12 +1,11 @@
 #include "common/fsutil.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
-
-#include <dirent.h>
 
 #include <cerrno>
 #include <cstring>
@@ -194,7 +193,6 @@ Result<std::string> ReadFileBeneath(const std::string& root, const std::string& 
   out.resize(got);
   return out;
 }
-
 
 namespace {
 

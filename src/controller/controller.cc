@@ -244,9 +244,8 @@ Result<Job> Controller::UpdateKeepAlive(const std::string& id_or_name, int64_t s
   if (!job.ok()) return job;
   if (IsTerminal(job->status) && job->warm_pool.status != WarmPoolStatus::kAvailable) {
     const char* status = ToString(job->warm_pool.status);
-    return Status(Code::kFailedPrecondition,
-                  "job " + job->spec.name + " ended and its warm pool is " + (*status ? status : "absent") +
-                      ": there is nothing to keep alive");
+    return Status(Code::kFailedPrecondition, "job " + job->spec.name + " ended and its warm pool is " +
+                                                 (*status ? status : "absent") + ": there is nothing to keep alive");
   }
   Event e;
   e.job_id = job->id;

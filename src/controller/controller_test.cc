@@ -443,7 +443,7 @@ TEST_F(WarmPoolTest, AMatchingJobTakesOverAnAvailablePoolAndItsCacheChainThenThe
   Job expired = Get(b);
   EXPECT_EQ(expired.warm_pool.status, WarmPoolStatus::kTerminated);
   EXPECT_EQ(expired.warm_pool.reason, "the keep-alive period ended");
-  EXPECT_EQ(rec.deleted_, std::vector<std::string>{a.id});  // the chain's cache goes with its last pool
+  EXPECT_EQ(rec.deleted_, std::vector<std::string>{a.id});      // the chain's cache goes with its last pool
   EXPECT_EQ(Get(a).warm_pool.status, WarmPoolStatus::kReused);  // a stays as it was
 }
 

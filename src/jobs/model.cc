@@ -269,8 +269,8 @@ const char* ToString(WarmPoolStatus s) {
 }
 
 std::optional<WarmPoolStatus> ParseWarmPoolStatus(const std::string& s) {
-  for (auto v : {WarmPoolStatus::kInUse, WarmPoolStatus::kAvailable, WarmPoolStatus::kReused,
-                 WarmPoolStatus::kTerminated})
+  for (auto v :
+       {WarmPoolStatus::kInUse, WarmPoolStatus::kAvailable, WarmPoolStatus::kReused, WarmPoolStatus::kTerminated})
     if (s == ToString(v)) return v;
   return std::nullopt;
 }

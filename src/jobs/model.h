@@ -111,7 +111,7 @@ struct Job {
   std::string output_dir;                     // resolved output location
   std::string exit_message;                   // /opt/ml/output/message of the first instance (ExitMessage)
   WarmPool warm_pool;
-  int64_t last_job_seq = 0;                   // highest event job_seq folded in
+  int64_t last_job_seq = 0;  // highest event job_seq folded in
 
   Instance* FindInstance(const std::string& id);
   std::vector<Instance*> CurrentInstances();

@@ -97,7 +97,7 @@ struct JobSpec {
 };
 
 inline constexpr int kMaxInstanceCount = 64;
-inline constexpr int kMaxVolumeGb = 16384;  // SageMaker's limit
+inline constexpr int kMaxVolumeGb = 16384;              // SageMaker's limit
 inline constexpr int64_t kMaxKeepAliveSeconds = 21600;  // SageMaker's API model
 inline constexpr int64_t kMaxRuntimeSeconds = 28 * 24 * 3600;
 inline constexpr int kMaxRetryAttempts = 30;

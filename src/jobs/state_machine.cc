@@ -79,8 +79,7 @@ void SettleWarmPool(Job& job, TimeMs now, TransitionResult& r) {
   if (now >= w.ExpiresAt()) EndWarmPool(job, now, "the warm pool chain reached its 28-day limit", r);
 }
 
-void Finish(Job& job, JobStatus status, SecondaryStatus sec, TimeMs now, const std::string& msg,
-            TransitionResult& r) {
+void Finish(Job& job, JobStatus status, SecondaryStatus sec, TimeMs now, const std::string& msg, TransitionResult& r) {
   job.status = status;
   SetSecondary(job, sec, now, msg);
   job.transitions.back().end = now;
@@ -189,6 +188,20 @@ TransitionResult Ignore(std::string why) {
   return r;
 }
 
+// Admission control: the instance waits for capacity. Shown as Pending with
+// the backend's reason until it launches (or the job is stopped).
+TransitionResult ApplyQueued(Job& job, const Instance& in, const json& payload, TimeMs now) {
+  if (in.state != InstanceState::kLaunching || in.attempt != job.attempt || IsTerminal(job.status) ||
+      job.status == JobStatus::kStopping)
+    return Ignore("queued report for an instance that is no longer waiting");
+  // The reason is the backend's (capacity) or the controller's ("team quota: ...").
+  auto queued = LaunchFailedReportFromJson(payload);
+  const std::string reason = queued.ok() ? queued->reason : queued.status().message();
+  SetSecondary(job, SecondaryStatus::kPending, now,
+               (reason.rfind("team quota: ", 0) == 0 ? "Waiting for " : "Waiting for capacity: ") + reason);
+  return {};
+}
+
 // InstanceWaiting: the backend took the instance and it waits in the backend's
 // own queue (Slurm's): Pending with the backend's reason until it starts. A
 // newer reason replaces the message.
@@ -255,6 +268,29 @@ TransitionResult ApplyWarmPoolEnded(Job& job, const json& p, TimeMs now) {
   return r;
 }
 
+// A job taking over a pool arrives with its chain (Controller::CreateJob);
+// one with a keep-alive starts its own.
+void StartWarmPool(Job& job) {
+  job.warm_pool.keep_alive_seconds = job.spec.keep_alive_seconds;
+  if (job.spec.keep_alive_seconds > 0) {
+    job.warm_pool.status = WarmPoolStatus::kInUse;
+    if (job.warm_pool.chain.empty()) job.warm_pool.chain = job.id;
+  }
+}
+
+// WarmPoolReturned: the claim of job `by` did not lead to a job.
+TransitionResult ApplyWarmPoolReturned(Job& job, const json& p) {
+  WarmPool& w = job.warm_pool;
+  const std::string by = p.is_object() ? p.value("by", "") : "";
+  if (w.status != WarmPoolStatus::kReused || by.empty() || w.reused_by != by)
+    return Ignore("the pool was not taken by that job");
+  w.status = WarmPoolStatus::kAvailable;
+  w.reused_by.clear();
+  w.reused_by_name.clear();
+  w.ended_at = 0;
+  return {};
+}
+
 TransitionResult ApplyKeepAlive(Job& job, const json& p, TimeMs now) {
   WarmPool& w = job.warm_pool;
   if (!p.is_object() || !p.contains("seconds") || !p["seconds"].is_number_integer())
@@ -315,12 +351,7 @@ TransitionResult Transition(Job& job, const Event& e) {
     case EventType::kJobCreated: {
       if (!job.instances.empty()) return Ignore("job already created");
       job.status = JobStatus::kInProgress;
-      // A job taking over a pool arrives with its chain (Controller::CreateJob).
-      job.warm_pool.keep_alive_seconds = job.spec.keep_alive_seconds;
-      if (job.spec.keep_alive_seconds > 0) {
-        job.warm_pool.status = WarmPoolStatus::kInUse;
-        if (job.warm_pool.chain.empty()) job.warm_pool.chain = job.id;
-      }
+      StartWarmPool(job);
       job.created_at = job.created_at ? job.created_at : now;
       SetSecondary(job, SecondaryStatus::kStarting, now, "Launching requested instances");
       LaunchAttempt(job, now, r);
@@ -368,20 +399,9 @@ TransitionResult Transition(Job& job, const Event& e) {
       if (AllExited(job)) SettleAttempt(job, now, r);
       return r;
     }
-    case EventType::kInstanceQueued: {
-      // Admission control: the instance waits for capacity. Shown as Pending with
-      // the backend's reason until it launches (or the job is stopped).
+    case EventType::kInstanceQueued:
       if (!in) return Ignore("unknown instance");
-      if (in->state != InstanceState::kLaunching || in->attempt != job.attempt || IsTerminal(job.status) ||
-          job.status == JobStatus::kStopping)
-        return Ignore("queued report for an instance that is no longer waiting");
-      // The reason is the backend's (capacity) or the controller's ("team quota: ...").
-      auto queued = LaunchFailedReportFromJson(e.payload);
-      const std::string reason = queued.ok() ? queued->reason : queued.status().message();
-      SetSecondary(job, SecondaryStatus::kPending, now,
-                   (reason.rfind("team quota: ", 0) == 0 ? "Waiting for " : "Waiting for capacity: ") + reason);
-      return r;
-    }
+      return ApplyQueued(job, *in, e.payload, now);
     case EventType::kInstanceWaiting:
       if (!in) return Ignore("unknown instance");
       return ApplyWaiting(job, *in, e.payload, now);
@@ -428,17 +448,8 @@ TransitionResult Transition(Job& job, const Event& e) {
     }
     case EventType::kWarmPoolEnded:
       return ApplyWarmPoolEnded(job, e.payload, now);
-    case EventType::kWarmPoolReturned: {
-      WarmPool& w = job.warm_pool;
-      const std::string by = e.payload.is_object() ? e.payload.value("by", "") : "";
-      if (w.status != WarmPoolStatus::kReused || by.empty() || w.reused_by != by)
-        return Ignore("the pool was not taken by that job");
-      w.status = WarmPoolStatus::kAvailable;
-      w.reused_by.clear();
-      w.reused_by_name.clear();
-      w.ended_at = 0;
-      return r;
-    }
+    case EventType::kWarmPoolReturned:
+      return ApplyWarmPoolReturned(job, e.payload);
     case EventType::kKeepAliveUpdated:
       return ApplyKeepAlive(job, e.payload, now);
   }

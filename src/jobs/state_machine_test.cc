@@ -219,14 +219,14 @@ TEST(StateMachine, WarmPoolsAreKeptForTheJobsOwnEndingsOnly) {
     } else if (what == "0" || what == "3") {
       Transition(j, Ev(EventType::kInstanceExited, {{"instance_id", Iid(1, 0)}, {"exit_code", std::stoi(what)}}, 1002));
     } else {
-      Transition(j, Ev(EventType::kInstanceExited, {{"instance_id", Iid(1, 0)}, {"exit_code", 1}, {"failure", what}},
-                       1002));
+      Transition(
+          j, Ev(EventType::kInstanceExited, {{"instance_id", Iid(1, 0)}, {"exit_code", 1}, {"failure", what}}, 1002));
     }
     return j;
   };
-  EXPECT_EQ(ended("0", true, false).warm_pool.status, WarmPoolStatus::kAvailable);      // Completed
-  EXPECT_EQ(ended("3", true, false).warm_pool.status, WarmPoolStatus::kAvailable);      // its code failed
-  EXPECT_EQ(ended("0", true, true).warm_pool.status, WarmPoolStatus::kAvailable);       // stopped after it ran
+  EXPECT_EQ(ended("0", true, false).warm_pool.status, WarmPoolStatus::kAvailable);          // Completed
+  EXPECT_EQ(ended("3", true, false).warm_pool.status, WarmPoolStatus::kAvailable);          // its code failed
+  EXPECT_EQ(ended("0", true, true).warm_pool.status, WarmPoolStatus::kAvailable);           // stopped after it ran
   EXPECT_EQ(ended("no slot", false, false).warm_pool.status, WarmPoolStatus::kTerminated);  // never ran
   Job lost = ended("InstanceLost: the node died", true, false);
   EXPECT_EQ(lost.warm_pool.status, WarmPoolStatus::kTerminated);

@@ -241,9 +241,9 @@ Result<JobSpec> TrainingSpec(const json& req, const Context& c, const std::strin
   if (rc.contains("KeepAlivePeriodInSeconds")) {
     const json& keep = rc["KeepAlivePeriodInSeconds"];
     if (!keep.is_number_integer() || keep.get<int64_t>() < 0 || keep.get<int64_t>() > kMaxKeepAliveSeconds)
-      return InvalidArgument("ResourceConfig.KeepAlivePeriodInSeconds",
-                             "ResourceConfig.KeepAlivePeriodInSeconds: must be 0.." +
-                                 std::to_string(kMaxKeepAliveSeconds));
+      return InvalidArgument(
+          "ResourceConfig.KeepAlivePeriodInSeconds",
+          "ResourceConfig.KeepAlivePeriodInSeconds: must be 0.." + std::to_string(kMaxKeepAliveSeconds));
     s.keep_alive_seconds = keep.get<int64_t>();
   }
   KILN_RETURN_IF_ERROR(MaxRuntime(req, kMaxRuntimeSeconds, &s));

@@ -212,8 +212,7 @@ class SqliteStore final : public Store {
     std::lock_guard<std::mutex> l(mu_);
     return InTransaction([&]() -> Status {
       {
-        Stmt s(db_,
-               "INSERT INTO jobs(id,name,status,created_ms,event_count,state,kind,warm) VALUES(?,?,?,?,0,?,?,?)");
+        Stmt s(db_, "INSERT INTO jobs(id,name,status,created_ms,event_count,state,kind,warm) VALUES(?,?,?,?,0,?,?,?)");
         s.Bind(1, job.id)
             .Bind(2, job.spec.name)
             .Bind(3, std::string(ToString(job.status)))

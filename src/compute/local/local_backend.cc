@@ -562,9 +562,8 @@ Status LocalBackend::PrepareInstanceDir(const LaunchRequest& req, const std::str
   for (const char* sub : {"input/config", "input/data", "model", "output/data", "code", "checkpoints", ".kiln/bin"})
     KILN_RETURN_IF_ERROR(MakeDirsBeneath(ml_root, ml + "/" + sub, owner, OwnLeaf::kWholePath));
   if (!req.warm_cache.empty()) {
-    KILN_RETURN_IF_ERROR(
-        MakeDirsBeneath(ml_root, ml + "/" + *RelativeBeneath(sandbox::kRoot, sandbox::kWarmPoolCacheDir), owner,
-                        OwnLeaf::kWholePath));
+    KILN_RETURN_IF_ERROR(MakeDirsBeneath(
+        ml_root, ml + "/" + *RelativeBeneath(sandbox::kRoot, sandbox::kWarmPoolCacheDir), owner, OwnLeaf::kWholePath));
     KILN_RETURN_IF_ERROR(PrepareWarmCache(req));
   }
   if (!opts_.scratch_pool.empty()) {  // staged for the supervisor to publish
@@ -620,8 +619,7 @@ Status LocalBackend::PrepareWarmCache(const LaunchRequest& req) const {
   for (const std::string& d : {StrCat(opts_.instances_dir, "/", kWarmCacheDir), StrCat(opts_.instances_dir, "/", rel)})
     if (chmod(d.c_str(), 0710) != 0) return Internal("chmod " + d + ": " + strerror(errno));
   const std::string leaf = std::to_string(req.index);
-  KILN_RETURN_IF_ERROR(
-      MakeDirsBeneath(StrCat(opts_.instances_dir, "/", rel), leaf, owner, OwnLeaf::kCreatedOnly));
+  KILN_RETURN_IF_ERROR(MakeDirsBeneath(StrCat(opts_.instances_dir, "/", rel), leaf, owner, OwnLeaf::kCreatedOnly));
   return Status::Ok();
 }
 
