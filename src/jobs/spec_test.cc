@@ -13,7 +13,7 @@ using nlohmann::json;
 json Valid() {
   return json{{"name", "train-1"},
               {"command", {"/usr/bin/python3", "train.py"}},
-              {"instance", {{"type", "ml.m5.large"}, {"count", 2}, {"volume_gb", 50}}},
+              {"instance", {{"type", "ml.m5.large"}, {"count", 2}, {"volume_gb", 50}, {"keep_alive_seconds", 900}}},
               {"hyperparameters", {{"lr", 0.1}, {"layers", {1, 2, 3}}}},
               {"environment", {{"A", "1"}}},
               {"inputs", {{"train", "file:///data/train"}}},
@@ -81,6 +81,8 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{R"({"network_isolation": "yes"})", "network_isolation"},
         BadCase{R"({"instance": {"volume_gb": 16385}})", "instance.volume_gb"},
         BadCase{R"({"instance": {"volume_gb": "30"}})", "instance.volume_gb"},
+        BadCase{R"({"instance": {"keep_alive_seconds": -1}})", "instance.keep_alive_seconds"},
+        BadCase{R"({"instance": {"keep_alive_seconds": 21601}})", "instance.keep_alive_seconds"},
         BadCase{R"({"hyperparameters": [1]})", "hyperparameters"},
         BadCase{R"({"environment": {"1BAD": "x"}})", "environment.1BAD"},
         BadCase{R"({"environment": {"OK": {"x": 1}}})", "environment.OK"},
@@ -175,6 +177,7 @@ JobSpec Built() {
   s.instance_type = "ml.m5.large";
   s.instance_count = 2;
   s.volume_gb = 50;
+  s.keep_alive_seconds = 900;
   s.hyperparameters = {{"lr", 0.1}, {"layers", {1, 2, 3}}};
   s.environment = {{"A", "1"}};
   s.inputs = {{"train", "/data/train"}};

@@ -658,6 +658,10 @@ class SageMakerApiE2E(KilndHarness):
         d = self.wait_training(second)
         self.assertEqual(d["TrainingJobStatus"], "Completed", d.get("FailureReason"))
         self.assertEqual(d["WarmPoolStatus"]["Status"], "Available", d)
+        warm = self.kiln("pools", "warm", "list")
+        self.assertEqual(warm.returncode, 0, warm.stderr)
+        self.assertIn(second, warm.stdout)
+        self.assertNotIn(first, warm.stdout)  # Reused, not Available
         was = self.call("describe_training_job", TrainingJobName=first)["WarmPoolStatus"]
         self.assertEqual((was["Status"], was["ReusedByJob"]), ("Reused", second), was)
         self.assertIsInstance(was["ResourceRetainedBillableTimeInSeconds"], int)
