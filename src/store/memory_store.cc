@@ -282,6 +282,46 @@ class MemoryStore final : public Store {
     return Status::Ok();
   }
 
+  Status CreateSchedule(const ScheduleRecord& r) override {
+    MutexLock l(mu_);
+    ScheduleRecord stored = r;
+    stored.version = 0;
+    if (!schedules_.try_emplace(r.name, stored).second)
+      return Status(Code::kAlreadyExists, "a schedule named '" + r.name + "' already exists", "name");
+    return Status::Ok();
+  }
+
+  Result<ScheduleRecord> GetSchedule(const std::string& name) override {
+    MutexLock l(mu_);
+    auto it = schedules_.find(name);
+    if (it == schedules_.end()) return NotFound("schedule '" + name + "' not found");
+    return it->second;
+  }
+
+  Result<std::vector<ScheduleRecord>> ListSchedules(const std::string& team) override {
+    MutexLock l(mu_);
+    std::vector<ScheduleRecord> out;
+    for (const auto& [n, s] : schedules_)
+      if (team.empty() || s.team == team) out.push_back(s);
+    return out;
+  }
+
+  Status UpdateScheduleState(const std::string& name, int64_t version, const std::string& state) override {
+    MutexLock l(mu_);
+    auto it = schedules_.find(name);
+    if (it == schedules_.end()) return NotFound("schedule '" + name + "' not found");
+    if (it->second.version != version) return Status(Code::kFailedPrecondition, "schedule '" + name + "' changed meanwhile");
+    it->second.state = state;
+    ++it->second.version;
+    return Status::Ok();
+  }
+
+  Status DeleteSchedule(const std::string& name) override {
+    MutexLock l(mu_);
+    if (schedules_.erase(name) == 0) return NotFound("schedule '" + name + "' not found");
+    return Status::Ok();
+  }
+
   Status CreateTuningJob(const TuningRecord& t) override {
     MutexLock l(mu_);
     if (!tuning_.try_emplace(t.name, t).second)
@@ -556,6 +596,7 @@ class MemoryStore final : public Store {
   std::unordered_map<std::string, std::vector<size_t>> instances_by_job_ GUARDED_BY(mu_);  // job_id column
   std::unordered_map<std::string, std::vector<MetricPoint>> metrics_ GUARDED_BY(mu_);      // by job, as appended
   std::map<std::string, TuningRecord> tuning_ GUARDED_BY(mu_);
+  std::map<std::string, ScheduleRecord> schedules_ GUARDED_BY(mu_);
   std::map<std::string, AccessKeyRecord> access_keys_ GUARDED_BY(mu_);
   std::map<std::string, ApiTokenRecord> tokens_ GUARDED_BY(mu_);
   std::vector<AuditRecord> audit_ GUARDED_BY(mu_);                                       // audit_[i] has seq i + 1

@@ -129,6 +129,16 @@ CREATE INDEX events_time ON events(time_ms);
 ALTER TABLE jobs ADD COLUMN warm TEXT NOT NULL DEFAULT '';
 CREATE INDEX jobs_warm ON jobs(warm, created_ms);
 )sql",
+    // 10: schedules (cron-driven job submissions)
+    R"sql(
+CREATE TABLE schedules(
+  name TEXT PRIMARY KEY,
+  team TEXT NOT NULL,
+  created_ms INTEGER NOT NULL,
+  spec TEXT NOT NULL,
+  state TEXT NOT NULL,
+  version INTEGER NOT NULL DEFAULT 0);
+)sql",
 };
 
 class Stmt {
@@ -359,6 +369,56 @@ class SqliteStore final : public Store {
       if (u.Step() != SQLITE_DONE) return Err("update job tags");
       return Status::Ok();
     });
+  }
+
+  Status CreateSchedule(const ScheduleRecord& r) override {
+    std::lock_guard<std::mutex> l(mu_);
+    Stmt s(db_, "INSERT INTO schedules(name,team,created_ms,spec,state,version) VALUES(?,?,?,?,?,0)");
+    s.Bind(1, r.name).Bind(2, r.team).Bind(3, r.created).Bind(4, r.spec).Bind(5, r.state);
+    int rc = s.Step();
+    if (rc == SQLITE_CONSTRAINT)
+      return Status(Code::kAlreadyExists, "a schedule named '" + r.name + "' already exists", "name");
+    if (rc != SQLITE_DONE) return Err("insert schedule");
+    return Status::Ok();
+  }
+
+  Result<ScheduleRecord> GetSchedule(const std::string& name) override {
+    std::lock_guard<std::mutex> l(mu_);
+    Stmt s(db_, "SELECT name,team,created_ms,spec,state,version FROM schedules WHERE name=?");
+    s.Bind(1, name);
+    if (s.Step() != SQLITE_ROW) return NotFound("schedule '" + name + "' not found");
+    return ScheduleRecord{s.Text(0), s.Text(1), s.Int(2), s.Text(3), s.Text(4), s.Int(5)};
+  }
+
+  Result<std::vector<ScheduleRecord>> ListSchedules(const std::string& team) override {
+    std::lock_guard<std::mutex> l(mu_);
+    Stmt s(db_, team.empty() ? "SELECT name,team,created_ms,spec,state,version FROM schedules ORDER BY name"
+                             : "SELECT name,team,created_ms,spec,state,version FROM schedules WHERE team=? ORDER BY name");
+    if (!team.empty()) s.Bind(1, team);
+    std::vector<ScheduleRecord> out;
+    while (s.Step() == SQLITE_ROW) out.push_back({s.Text(0), s.Text(1), s.Int(2), s.Text(3), s.Text(4), s.Int(5)});
+    return out;
+  }
+
+  Status UpdateScheduleState(const std::string& name, int64_t version, const std::string& state) override {
+    std::lock_guard<std::mutex> l(mu_);
+    Stmt s(db_, "UPDATE schedules SET state=?, version=version+1 WHERE name=? AND version=?");
+    s.Bind(1, state).Bind(2, name).Bind(3, version);
+    if (s.Step() != SQLITE_DONE) return Err("update schedule");
+    if (sqlite3_changes(db_) > 0) return Status::Ok();
+    Stmt g(db_, "SELECT 1 FROM schedules WHERE name=?");
+    g.Bind(1, name);
+    if (g.Step() != SQLITE_ROW) return NotFound("schedule '" + name + "' not found");
+    return Status(Code::kFailedPrecondition, "schedule '" + name + "' changed meanwhile");
+  }
+
+  Status DeleteSchedule(const std::string& name) override {
+    std::lock_guard<std::mutex> l(mu_);
+    Stmt s(db_, "DELETE FROM schedules WHERE name=?");
+    s.Bind(1, name);
+    if (s.Step() != SQLITE_DONE) return Err("delete schedule");
+    if (sqlite3_changes(db_) == 0) return NotFound("schedule '" + name + "' not found");
+    return Status::Ok();
   }
 
   Status CreateTuningJob(const TuningRecord& t) override {

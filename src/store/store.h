@@ -88,6 +88,17 @@ struct TuningRecord {
   std::string state;  // JSON
 };
 
+// A schedule (src/schedules): its definition and its state, as JSON documents
+// owned by the scheduler. `version` counts state updates.
+struct ScheduleRecord {
+  std::string name;
+  std::string team;
+  TimeMs created = 0;
+  std::string spec;   // JSON
+  std::string state;  // JSON
+  int64_t version = 0;
+};
+
 class Store {
  public:
   virtual ~Store() = default;
@@ -165,6 +176,18 @@ class Store {
   virtual Result<int64_t> AppendAudit(const AuditRecord& r) = 0;
   // Records after `after_seq`, oldest first; `team` empty = all teams.
   virtual Result<std::vector<AuditRecord>> ListAudit(int64_t after_seq, const std::string& team, int limit) = 0;
+
+  // kAlreadyExists if the name is taken.
+  virtual Status CreateSchedule(const ScheduleRecord& s) = 0;
+  // kNotFound if absent.
+  virtual Result<ScheduleRecord> GetSchedule(const std::string& name) = 0;
+  // By name; `team` empty = every team's.
+  virtual Result<std::vector<ScheduleRecord>> ListSchedules(const std::string& team) = 0;
+  // Replaces the state if the stored version is still `version` (then version + 1);
+  // kFailedPrecondition if it moved on, kNotFound if absent.
+  virtual Status UpdateScheduleState(const std::string& name, int64_t version, const std::string& state) = 0;
+  // kNotFound if absent.
+  virtual Status DeleteSchedule(const std::string& name) = 0;
 
   // Secrets hold sealed (encrypted) values only; the store never sees plaintext.
   virtual Status PutSecret(const std::string& team, const std::string& name, const std::string& sealed, TimeMs now) = 0;

@@ -401,6 +401,27 @@ TEST_P(StoreConformance, AvailableWarmPoolsNeedAttentionAndFilterLists) {
   EXPECT_EQ(page->jobs[0].warm_pool.keep_alive_seconds, 60);
 }
 
+TEST_P(StoreConformance, SchedulesUpdateStateByVersion) {
+  ASSERT_TRUE(store_->CreateSchedule({"nightly", "ads", 5, R"({"cron":"@daily"})", "{}", 0}).ok());
+  ASSERT_TRUE(store_->CreateSchedule({"hourly", "web", 6, "{}", "{}", 0}).ok());
+  EXPECT_EQ(store_->CreateSchedule({"nightly", "web", 7, "{}", "{}", 0}).code(), Code::kAlreadyExists);
+  ASSERT_TRUE(store_->UpdateScheduleState("nightly", 0, R"({"next":1})").ok());
+  EXPECT_EQ(store_->UpdateScheduleState("nightly", 0, R"({"next":2})").code(), Code::kFailedPrecondition);  // stale
+  auto got = store_->GetSchedule("nightly");
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->state, R"({"next":1})");
+  EXPECT_EQ(got->version, 1);
+  EXPECT_EQ(got->team, "ads");
+  EXPECT_EQ(got->spec, R"({"cron":"@daily"})");
+  EXPECT_EQ(store_->ListSchedules("")->size(), 2u);
+  ASSERT_EQ(store_->ListSchedules("web")->size(), 1u);
+  EXPECT_EQ((*store_->ListSchedules("web"))[0].name, "hourly");
+  ASSERT_TRUE(store_->DeleteSchedule("nightly").ok());
+  EXPECT_EQ(store_->DeleteSchedule("nightly").code(), Code::kNotFound);
+  EXPECT_EQ(store_->UpdateScheduleState("nightly", 1, "{}").code(), Code::kNotFound);
+  EXPECT_EQ(store_->GetSchedule("nightly").status().code(), Code::kNotFound);
+}
+
 TEST_P(StoreConformance, RejectedCreateEventLeavesNothing) {
   Event created = Created();
   created.dedup_key = "create:x";
