@@ -50,6 +50,11 @@ class ApiTest : public ::testing::Test {
     opts.router.limits.failures_per_minute = 0;  // the matrix makes many failed attempts
     tuner_ = std::make_unique<tuning::TuningService>(*store_, *ctl_, clock_, tuning::ServiceOptions{});
     opts.tuning = tuner_.get();  // not started: its routes only
+    schedules::Options so;
+    so.submit = [this](const std::string& body, const Principal& who) { return api_->Submit(body, who); };
+    so.validate = [this](const json& job) { return ParseSpec(job, catalog_).status(); };
+    sched_ = std::make_unique<schedules::Scheduler>(*store_, clock_, timers_, so);
+    opts.schedules = sched_.get();
     api_ = std::make_unique<NativeApi>(*ctl_, *store_, catalog_, tokens_, opts);
     api_->Register(server_);
     auto bound = server_.Bind("127.0.0.1:0");
@@ -87,6 +92,7 @@ class ApiTest : public ::testing::Test {
   std::string admin_;
   std::unique_ptr<Controller> ctl_;
   std::unique_ptr<tuning::TuningService> tuner_;
+  std::unique_ptr<schedules::Scheduler> sched_;
   std::unique_ptr<NativeApi> api_;
   http::AsyncServer server_{http::ServerOptions{}};
   int port_ = 0;
@@ -353,6 +359,14 @@ class AccessMatrix : public ApiTest {
     if (key == "DELETE /v1/tokens/([A-Z2-7]+)")
       return Probe{"/v1/tokens/" + api_tokens_.Create({"victim", team, Role::kViewer, 0})->record.id, ""};
     if (key == "POST /v1/tuning-jobs") return Probe{"/v1/tuning-jobs", TuningSpec(team).dump()};
+    if (key == "POST /v1/schedules")
+      return Probe{"/v1/schedules", json{{"name", "s" + std::to_string(++n_)},
+                                         {"cron", "@daily"},
+                                         {"job", {{"command", {"/bin/true"}}, {"team", team}}}}
+                                        .dump()};
+    if (key == "GET /v1/schedules") return Probe{"/v1/schedules", ""};
+    if (key == "GET /v1/schedules/([A-Za-z0-9-]+)") return Probe{"/v1/schedules/" + ScheduleOf(team, false), ""};
+    if (key == "DELETE /v1/schedules/([A-Za-z0-9-]+)") return Probe{"/v1/schedules/" + ScheduleOf(team, true), ""};
     if (key == "GET /v1/tuning-jobs") return Probe{"/v1/tuning-jobs", ""};
     if (key == "GET /v1/tuning-jobs/([A-Za-z0-9-]+)") return Probe{"/v1/tuning-jobs/" + TuningOf(team), ""};
     if (key == "POST /v1/tuning-jobs/([A-Za-z0-9-]+)/stop")
@@ -377,6 +391,20 @@ class AccessMatrix : public ApiTest {
                 {"parameters", {{"lr", {{"type", "Continuous"}, {"min", 0.01}, {"max", 1}}}}},
                 {"trial", {{"command", {"/bin/true"}}}}};
   }
+  // A schedule of `team` (made by an admin); another team's name carries the
+  // marker. `fresh`: a new one each time (the probe deletes it).
+  std::string ScheduleOf(const std::string& team, bool fresh) {
+    std::string& s = team == kOther ? other_schedule_ : own_schedule_;
+    if (!s.empty() && !fresh) return s;
+    const std::string name = (team == kOther ? std::string(kOther) : "own") + "-sched" + std::to_string(++n_);
+    Principal admin{"t", "root", team, Role::kAdmin, Credential::kApiToken};
+    auto rec = sched_->Create(
+        {{"name", name}, {"cron", "@daily"}, {"job", {{"command", {"/bin/true"}}, {"team", team}}}}, admin);
+    EXPECT_TRUE(rec.ok()) << rec.status().ToString();
+    if (!fresh) s = name;
+    return name;
+  }
+
   std::string NewTuning(const std::string& team) {
     auto spec = tuning::ParseTuningSpec(TuningSpec(team), &catalog_);
     EXPECT_TRUE(spec.ok()) << spec.status().ToString();
@@ -420,7 +448,7 @@ class AccessMatrix : public ApiTest {
   };
   std::vector<Who> principals_;
   std::vector<std::string> markers_;
-  std::string other_job_, own_job_, other_tuning_, own_tuning_;
+  std::string other_job_, own_job_, other_tuning_, own_tuning_, other_schedule_, own_schedule_;
   int n_ = 0;
 };
 

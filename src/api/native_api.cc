@@ -203,6 +203,7 @@ void NativeApi::Register(http::RouteTable& s) {
   router_ = std::make_unique<Router>(s, opts_.api_tokens, opts_.router);
   Router& r = *router_;
   if (opts_.tuning) RegisterTuning(r);
+  if (opts_.schedules) RegisterSchedules(r);
   RegisterHealthAndCatalog(r);
   RegisterJobs(r);
   RegisterMetrics(r);

@@ -17,6 +17,7 @@
 #include "jobs/runtime_doc.h"
 #include "metrics/gateway.h"
 #include "secrets/secret_box.h"
+#include "schedules/scheduler.h"
 #include "tuning/service.h"
 
 namespace kiln {
@@ -41,6 +42,7 @@ struct NativeApiOptions {
   size_t inline_hyperparameters_bytes = 64u << 10;
   std::string staging_dir;
   tuning::TuningService* tuning = nullptr;  // optional: /v1/tuning-jobs
+  schedules::Scheduler* schedules = nullptr;  // optional: /v1/schedules
   // GET /v1/pools: each compute pool with its health and queue; null: none listed.
   std::function<nlohmann::json()> pools;
   // POST /v1/pools/{pool}/slurm-events from Slurm's end-of-job hook: the pool's
@@ -103,6 +105,7 @@ class NativeApi {
   void RegisterLogsAndEvents(Router& r);     // stream_routes.cc
   void RegisterRuntime(Router& r);           // runtime_routes.cc (in-job, instance tokens)
   void RegisterTuning(Router& r);            // tuning_routes.cc
+  void RegisterSchedules(Router& r);         // schedule_routes.cc
   void RegisterAccounts(Router& r);          // account_routes.cc (tokens, access keys, audit)
 
   // The job `ref` names, if `who` may see it; otherwise the same NotFound as for a

@@ -148,6 +148,27 @@ void AddKeysCommands(CLI::App& app, Dispatch& d) {
                    "id", "", d, cli::DeleteKey);
 }
 
+void AddScheduleCommands(CLI::App& app, Dispatch& d) {
+  auto* sched = app.add_subcommand("schedules", "job specs run on a cron schedule (UTC)");
+  sched->require_subcommand(1);
+  auto sc = std::make_shared<cli::CreateScheduleOptions>();
+  auto* sched_create = sched->add_subcommand("create", "run SPEC on a schedule; each run is <name>-<slot time>");
+  sched_create->add_option("name", sc->name, "schedule name")->required();
+  sched_create->add_option("spec", sc->spec_path, "job spec file (YAML or JSON; its name is ignored)")->required();
+  sched_create->add_option("--cron", sc->cron, "\"*/15 * * * *\", @hourly, \"@every 90s\"")->required();
+  sched_create->add_option("--overlap", sc->overlap, "when the last run still runs: skip (default), queue, replace");
+  d.online.emplace_back(sched_create, [sc](Context& ctx) { return cli::CreateSchedule(ctx, *sc); });
+  d.online.emplace_back(sched->add_subcommand("list", "schedules, their next slot and last run"),
+                        [](Context& ctx) { return cli::ListSchedules(ctx); });
+  auto sched_name = std::make_shared<std::string>();
+  auto* sched_describe = sched->add_subcommand("describe", "a schedule and its run history");
+  sched_describe->add_option("name", *sched_name)->required();
+  d.online.emplace_back(sched_describe, [sched_name](Context& ctx) { return cli::DescribeSchedule(ctx, *sched_name); });
+  auto* sched_delete = sched->add_subcommand("delete", "no more runs (running ones go on)");
+  sched_delete->add_option("name", *sched_name)->required();
+  d.online.emplace_back(sched_delete, [sched_name](Context& ctx) { return cli::DeleteSchedule(ctx, *sched_name); });
+}
+
 void AddIdentityCommands(CLI::App& app, Dispatch& d) {
   auto login = std::make_shared<cli::LoginOptions>();
   auto* login_cmd = app.add_subcommand("login", "check an API token and keep it for later commands (0600 file)");
@@ -230,6 +251,7 @@ int RunCli(int argc, char** argv) {
   AddTuningCommands(app, dispatch);
   AddKeysCommands(app, dispatch);
   AddIdentityCommands(app, dispatch);
+  AddScheduleCommands(app, dispatch);
   AddSageMakerRequestCommand(app, dispatch);
 
   CLI11_PARSE(app, argc, argv);

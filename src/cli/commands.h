@@ -42,6 +42,14 @@ int ListJobs(Context& ctx, const ListJobsOptions& o);
 int DescribeJob(Context& ctx, const std::string& id);
 // kiln pools list (account_commands.cc).
 int ListPools(Context& ctx);
+struct CreateScheduleOptions {
+  std::string name, cron, overlap = "skip", spec_path;
+};
+// kiln schedules create NAME --cron EXPR [--overlap skip|queue|replace] SPEC
+int CreateSchedule(Context& ctx, const CreateScheduleOptions& o);
+int ListSchedules(Context& ctx);
+int DescribeSchedule(Context& ctx, const std::string& name);
+int DeleteSchedule(Context& ctx, const std::string& name);
 // kiln pools warm list [--status S]: the jobs whose warm pool is S (Available).
 int ListWarmPools(Context& ctx, const std::string& status);
 // kiln pools warm update JOB --keep-alive N (0 terminates an Available pool).

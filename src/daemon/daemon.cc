@@ -31,6 +31,7 @@
 #include "controller/controller.h"
 #include "daemon/pools_setup.h"
 #include "http/async_server.h"
+#include "schedules/scheduler.h"
 #include "smapi/server.h"
 #include "store/store.h"
 
@@ -598,7 +599,7 @@ HostUdpPort StatsdUdpFor(const KilndOptions& o, const LocalBackendOptions& sandb
 // tokens, the metrics gateway's and the HTTP server's hooks, and team quotas.
 Result<ControllerOptions> ControllerOptionsFor(const json& config, const std::string& api_url, const std::string& data,
                                                const TokenIssuer& tokens, MetricsGateway& metrics,
-                                               http::AsyncServer& server) {
+                                               http::AsyncServer& server, schedules::Scheduler*& scheduler) {
   ControllerOptions copts;
   copts.threading = Threading::kThreaded;
   copts.api_url = api_url;
@@ -606,7 +607,11 @@ Result<ControllerOptions> ControllerOptionsFor(const json& config, const std::st
   copts.token_for = [&tokens](const std::string& id) { return tokens.For(id); };
   copts.on_instance_released = [&metrics](const std::string& id) { metrics.CloseInstance(id); };
   copts.before_instance_exit = [&metrics](const std::string& id) { metrics.DrainInstance(id); };
-  copts.on_job_changed = [&server](const std::string& id) { server.Wake(id); };
+  // The scheduler is set before the controller starts, and read only after.
+  copts.on_job_changed = [&server, &scheduler](const std::string& id) {
+    server.Wake(id);
+    if (scheduler != nullptr) scheduler->JobChanged(id);
+  };
   auto quotas = QuotaConfigFromJson(config.value("quotas", json()));
   if (!quotas.ok()) return quotas.status();
   copts.quotas = *quotas;
@@ -614,6 +619,15 @@ Result<ControllerOptions> ControllerOptionsFor(const json& config, const std::st
   if (!warm.ok()) return warm.status();
   copts.warm_pools = *warm;
   return copts;
+}
+
+// How the scheduler submits, stops and validates its runs.
+schedules::Options ScheduleOptions(Controller& controller, const Catalog& catalog, std::function<NativeApi*()> api) {
+  schedules::Options so;
+  so.submit = [api](const std::string& body, const Principal& who) { return api()->Submit(body, who); };
+  so.stop = [&controller](const std::string& id) { return controller.StopJob(id); };
+  so.validate = [&catalog](const json& job) { return ParseSpec(job, catalog).status(); };
+  return so;
 }
 
 }  // namespace
@@ -669,7 +683,8 @@ int RunKilnd(const KilndOptions& o) {
   if (Status s = metrics.Start(); !s.ok()) return fail(s);
 
   ThreadTimerService timers(RealClock::Get());
-  auto copts = ControllerOptionsFor(config, api_url, data, tokens, metrics, server);
+  schedules::Scheduler* scheduler = nullptr;
+  auto copts = ControllerOptionsFor(config, api_url, data, tokens, metrics, server, scheduler);
   if (!copts.ok()) return fail(copts.status());
   Controller controller(**store, RealClock::Get(), timers, *catalog, *copts);
 
@@ -692,11 +707,16 @@ int RunKilnd(const KilndOptions& o) {
   topts.log_path = [be](const std::string& id) { return be->LogPath(id); };
   tuning::TuningService tuner(**store, controller, RealClock::Get(), topts);
   aopts.tuning = &tuner;
+  NativeApi* api_ptr = nullptr;  // each slot's job goes through the API's own submit
+  schedules::Scheduler sched(**store, RealClock::Get(), timers,
+                             ScheduleOptions(controller, *catalog, [&api_ptr] { return api_ptr; }));
+  aopts.schedules = scheduler = &sched;
   ApiTokens api_tokens(**store, RealClock::Get());
   AccessKeys keys(**store, *box, RealClock::Get());
   std::unique_ptr<OidcVerifier> oidc;
   if (Status st = SetUpAccess(data, config, **store, api_tokens, keys, oidc, aopts); !st.ok()) return fail(st);
   NativeApi api(controller, **store, *catalog, tokens, aopts);
+  api_ptr = &api;
   api.Register(server);
 
   // The SageMaker-compatible front (SigV4 with Kiln's access keys).
@@ -717,6 +737,7 @@ int RunKilnd(const KilndOptions& o) {
 
   if (Status st = controller.Start(); !st.ok()) return fail(st);
   tuner.Start();  // resumes live tuning jobs from the store
+  if (Status st = sched.Start(); !st.ok()) return fail(st);
   ReopenMetrics(**store, *be, metrics, statsd_udp);
 
   if (Status st = WriteFileAtomic(data + "/kilnd.addr", addr + "\n"); !st.ok()) return fail(st);

@@ -135,7 +135,7 @@ Result<Cron> Cron::Parse(const std::string& input) {
   }
   if (fields.size() == 1 && fields[0][0] == '@') {
     static const std::vector<std::pair<std::string, std::string>> kMacros = {
-        {"@hourly", "0 * * * *"},  {"@daily", "0 0 * * *"},   {"@midnight", "0 0 * * *"}, {"@weekly", "0 0 * * 0"},
+        {"@hourly", "0 * * * *"},  {"@daily", "0 0 * * *"},  {"@midnight", "0 0 * * *"}, {"@weekly", "0 0 * * 0"},
         {"@monthly", "0 0 1 * *"}, {"@yearly", "0 0 1 1 *"}, {"@annually", "0 0 1 1 *"}};
     for (const auto& [name, expr] : kMacros)
       if (fields[0] == name) {
@@ -147,11 +147,11 @@ Result<Cron> Cron::Parse(const std::string& input) {
                                  "' (@hourly, @daily, @weekly, @monthly, @yearly, @every <n><s|m|h>)");
   }
   if (fields.size() != 5)
-    return Bad("expression", "needs five fields (minute hour day-of-month month day-of-week), got " +
-                                 std::to_string(fields.size()));
+    return Bad("expression",
+               "needs five fields (minute hour day-of-month month day-of-week), got " + std::to_string(fields.size()));
   static const FieldRule kMinute{"minute", 0, 59, {}}, kHour{"hour", 0, 23, {}}, kDay{"day-of-month", 1, 31, {}};
-  static const FieldRule kMonth{"month", 1, 12, {"jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct",
-                                                 "nov", "dec"}};
+  static const FieldRule kMonth{
+      "month", 1, 12, {"jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"}};
   static const FieldRule kWeekday{"day-of-week", 0, 7, {"sun", "mon", "tue", "wed", "thu", "fri", "sat"}};
   bool unused = false;
   KILN_RETURN_IF_ERROR(ParseField(kMinute, fields[0], c.minutes_, unused));

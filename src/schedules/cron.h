@@ -34,8 +34,8 @@ class Cron {
   TimeMs every_ms_ = 0;  // @every; the fields are unused then
   std::bitset<60> minutes_;
   std::bitset<24> hours_;
-  std::bitset<32> days_;    // 1..31
-  std::bitset<13> months_;  // 1..12
+  std::bitset<32> days_;     // 1..31
+  std::bitset<13> months_;   // 1..12
   std::bitset<7> weekdays_;  // 0..6, Sunday 0
   bool days_restricted_ = false, weekdays_restricted_ = false;
 };

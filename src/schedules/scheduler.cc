@@ -137,9 +137,9 @@ Result<ScheduleRecord> Scheduler::Create(const json& body, const Principal& who)
   rec.name = name;
   rec.team = team;
   rec.created = now;
-  rec.spec = json{{"name", name}, {"cron", cron->text()}, {"overlap", ToString(overlap)}, {"job", job},
-                  {"owner", who.name}}
-                 .dump();
+  rec.spec =
+      json{{"name", name}, {"cron", cron->text()}, {"overlap", ToString(overlap)}, {"job", job}, {"owner", who.name}}
+          .dump();
   State state;
   state.next_slot = next;
   rec.state = ToJson(state).dump();
@@ -173,7 +173,8 @@ void Scheduler::Fire(const std::string& name) {
     const json spec = json::parse(rec->spec, nullptr, false);
     auto cron = Cron::Parse(spec.is_object() ? spec.value("cron", "") : "");
     if (!cron.ok()) {
-      fprintf(stderr, "kilnd: schedule %s: stored cron unreadable: %s\n", name.c_str(), cron.status().ToString().c_str());
+      fprintf(stderr, "kilnd: schedule %s: stored cron unreadable: %s\n", name.c_str(),
+              cron.status().ToString().c_str());
       return;
     }
     State state = StateFromJson(json::parse(rec->state, nullptr, false));

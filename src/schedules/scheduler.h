@@ -53,8 +53,8 @@ struct Run {
 
 struct State {
   TimeMs next_slot = 0;
-  std::string last_job_id;  // the latest run's job
-  bool waiting = false;     // queue: next_slot waits for last_job_id to end
+  std::string last_job_id;   // the latest run's job
+  bool waiting = false;      // queue: next_slot waits for last_job_id to end
   std::vector<Run> history;  // newest last, at most kMaxHistory
 };
 nlohmann::json ToJson(const State& s);

@@ -310,7 +310,8 @@ class MemoryStore final : public Store {
     MutexLock l(mu_);
     auto it = schedules_.find(name);
     if (it == schedules_.end()) return NotFound("schedule '" + name + "' not found");
-    if (it->second.version != version) return Status(Code::kFailedPrecondition, "schedule '" + name + "' changed meanwhile");
+    if (it->second.version != version)
+      return Status(Code::kFailedPrecondition, "schedule '" + name + "' changed meanwhile");
     it->second.state = state;
     ++it->second.version;
     return Status::Ok();

@@ -392,8 +392,9 @@ class SqliteStore final : public Store {
 
   Result<std::vector<ScheduleRecord>> ListSchedules(const std::string& team) override {
     std::lock_guard<std::mutex> l(mu_);
-    Stmt s(db_, team.empty() ? "SELECT name,team,created_ms,spec,state,version FROM schedules ORDER BY name"
-                             : "SELECT name,team,created_ms,spec,state,version FROM schedules WHERE team=? ORDER BY name");
+    Stmt s(db_, team.empty()
+                    ? "SELECT name,team,created_ms,spec,state,version FROM schedules ORDER BY name"
+                    : "SELECT name,team,created_ms,spec,state,version FROM schedules WHERE team=? ORDER BY name");
     if (!team.empty()) s.Bind(1, team);
     std::vector<ScheduleRecord> out;
     while (s.Step() == SQLITE_ROW) out.push_back({s.Text(0), s.Text(1), s.Int(2), s.Text(3), s.Text(4), s.Int(5)});

@@ -443,6 +443,43 @@ class KilndE2E(KilndHarness):
             first = r.stdout.strip().splitlines()[0]
             json.loads(first if args[1] == "events" else r.stdout)
 
+    def test_01c_schedules_run_each_slot_once_with_a_history(self):
+        name = unique("sched")[:30]
+        spec = os.path.join(self.tmp, name + ".json")
+        with open(spec, "w") as f:
+            json.dump({"name": "ignored", "command": ["/bin/sh", "-c", "echo run"],
+                       "instance": {"type": "local.small"}}, f)
+        bad = self.kiln("schedules", "create", name, spec, "--cron", "61 * * * *")
+        self.assertEqual(bad.returncode, 2)
+        self.assertIn("cron", bad.stderr)
+        made = self.kiln("schedules", "create", name, spec, "--cron", "@every 2s", "--json")
+        self.assertEqual(made.returncode, 0, made.stderr)
+        self.assertEqual(json.loads(made.stdout)["overlap"], "skip")
+        deadline = time.monotonic() + DEADLINE_S
+        while True:
+            st, doc = self.api("GET", "/v1/schedules/" + name)
+            self.assertEqual(st, 200, doc)
+            started = [h for h in doc["history"] if h["outcome"] == "Started"]
+            if len(started) >= 2:
+                break
+            self.assertLess(time.monotonic(), deadline, doc)
+            time.sleep(0.2)
+        names = [h["job_name"] for h in started]
+        self.assertEqual(len(set(names)), len(names), names)  # one job per slot
+        for h in started[:2]:
+            self.assertRegex(h["job_name"], "^%s-[0-9]{14}$" % name)
+            self.assertEqual(self.wait_terminal(h["job_id"])["status"], "Completed")
+        listed = self.kiln("schedules", "list")
+        self.assertIn(name, listed.stdout)
+        self.assertEqual(self.kiln("schedules", "delete", name).returncode, 0)
+        st, _ = self.api("GET", "/v1/schedules/" + name)
+        self.assertEqual(st, 404)
+        st, jobs = self.api("GET", "/v1/jobs?name=%s-&limit=1000" % name)
+        runs = len(jobs["jobs"])
+        time.sleep(2.5)  # a slot passes: nothing more runs
+        st, jobs = self.api("GET", "/v1/jobs?name=%s-&limit=1000" % name)
+        self.assertEqual(len(jobs["jobs"]), runs)
+
     def test_02_bad_input(self):
         existing = unique("dup")
         dup_job = self.submit(self.spec(existing, ["/bin/true"]))
