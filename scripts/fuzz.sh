@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 SECS=${1:-60}
 BUILD_DIR=${BUILD_DIR:-build-ci}
 [ -x "$BUILD_DIR/fuzz/spec_fuzzer" ] || BUILD_DIR=$BUILD_DIR scripts/build-ci.sh
-TARGETS=(spec yaml statsd sagemaker protocol)
+TARGETS=(spec yaml statsd sagemaker protocol cron)
 fuzz_one() {
   local t=$1 rc=0
   mkdir -p "$BUILD_DIR/corpus-$t" "$BUILD_DIR/artifacts"

@@ -16,8 +16,8 @@
 #include "controller/controller.h"
 #include "jobs/runtime_doc.h"
 #include "metrics/gateway.h"
-#include "secrets/secret_box.h"
 #include "schedules/scheduler.h"
+#include "secrets/secret_box.h"
 #include "tuning/service.h"
 
 namespace kiln {
@@ -41,7 +41,7 @@ struct NativeApiOptions {
   // at submit and fetched from there, so job records stay small.
   size_t inline_hyperparameters_bytes = 64u << 10;
   std::string staging_dir;
-  tuning::TuningService* tuning = nullptr;  // optional: /v1/tuning-jobs
+  tuning::TuningService* tuning = nullptr;    // optional: /v1/tuning-jobs
   schedules::Scheduler* schedules = nullptr;  // optional: /v1/schedules
   // GET /v1/pools: each compute pool with its health and queue; null: none listed.
   std::function<nlohmann::json()> pools;

@@ -599,7 +599,8 @@ HostUdpPort StatsdUdpFor(const KilndOptions& o, const LocalBackendOptions& sandb
 // tokens, the metrics gateway's and the HTTP server's hooks, and team quotas.
 Result<ControllerOptions> ControllerOptionsFor(const json& config, const std::string& api_url, const std::string& data,
                                                const TokenIssuer& tokens, MetricsGateway& metrics,
-                                               http::AsyncServer& server, schedules::Scheduler*& scheduler) {
+                                               http::AsyncServer& server,
+                                               std::atomic<schedules::Scheduler*>& scheduler) {
   ControllerOptions copts;
   copts.threading = Threading::kThreaded;
   copts.api_url = api_url;
@@ -610,7 +611,7 @@ Result<ControllerOptions> ControllerOptionsFor(const json& config, const std::st
   // The scheduler is set before the controller starts, and read only after.
   copts.on_job_changed = [&server, &scheduler](const std::string& id) {
     server.Wake(id);
-    if (scheduler != nullptr) scheduler->JobChanged(id);
+    if (schedules::Scheduler* s = scheduler.load()) s->JobChanged(id);
   };
   auto quotas = QuotaConfigFromJson(config.value("quotas", json()));
   if (!quotas.ok()) return quotas.status();
@@ -621,8 +622,20 @@ Result<ControllerOptions> ControllerOptionsFor(const json& config, const std::st
   return copts;
 }
 
+// The SageMaker front's region, account, catalog and S3 map (config: sagemaker, s3).
+smapi::ApiOptions SageMakerOptionsFor(const json& config, const Catalog& catalog, const smapi::S3Map& s3) {
+  smapi::ApiOptions sopts;
+  const json sm = config.value("sagemaker", json::object());
+  sopts.ctx.region = sm.value("region", "us-east-1");
+  sopts.ctx.account = sm.value("account", "000000000000");
+  sopts.ctx.catalog = &catalog;
+  sopts.ctx.s3 = s3;
+  return sopts;
+}
+
 // How the scheduler submits, stops and validates its runs.
-schedules::Options ScheduleOptions(Controller& controller, const Catalog& catalog, std::function<NativeApi*()> api) {
+schedules::Options ScheduleOptions(Controller& controller, const Catalog& catalog,
+                                   const std::function<NativeApi*()>& api) {
   schedules::Options so;
   so.submit = [api](const std::string& body, const Principal& who) { return api()->Submit(body, who); };
   so.stop = [&controller](const std::string& id) { return controller.StopJob(id); };
@@ -683,7 +696,7 @@ int RunKilnd(const KilndOptions& o) {
   if (Status s = metrics.Start(); !s.ok()) return fail(s);
 
   ThreadTimerService timers(RealClock::Get());
-  schedules::Scheduler* scheduler = nullptr;
+  std::atomic<schedules::Scheduler*> scheduler{nullptr};
   auto copts = ControllerOptionsFor(config, api_url, data, tokens, metrics, server, scheduler);
   if (!copts.ok()) return fail(copts.status());
   Controller controller(**store, RealClock::Get(), timers, *catalog, *copts);
@@ -710,7 +723,8 @@ int RunKilnd(const KilndOptions& o) {
   NativeApi* api_ptr = nullptr;  // each slot's job goes through the API's own submit
   schedules::Scheduler sched(**store, RealClock::Get(), timers,
                              ScheduleOptions(controller, *catalog, [&api_ptr] { return api_ptr; }));
-  aopts.schedules = scheduler = &sched;
+  scheduler.store(&sched);
+  aopts.schedules = &sched;
   ApiTokens api_tokens(**store, RealClock::Get());
   AccessKeys keys(**store, *box, RealClock::Get());
   std::unique_ptr<OidcVerifier> oidc;
@@ -720,12 +734,7 @@ int RunKilnd(const KilndOptions& o) {
   api.Register(server);
 
   // The SageMaker-compatible front (SigV4 with Kiln's access keys).
-  smapi::ApiOptions sopts;
-  const json sm = config.value("sagemaker", json::object());
-  sopts.ctx.region = sm.value("region", "us-east-1");
-  sopts.ctx.account = sm.value("account", "000000000000");
-  sopts.ctx.catalog = &*catalog;
-  sopts.ctx.s3 = *s3;
+  const smapi::ApiOptions sopts = SageMakerOptionsFor(config, *catalog, *s3);
   smapi::SageMakerApi sagemaker(controller, **store, keys, RealClock::Get(), sopts);
   sagemaker.SetTuning(&tuner);
   sagemaker.Register(server);

@@ -172,7 +172,7 @@ TimeMs Cron::Next(TimeMs after) const {
   gmtime_r(&start, &t);
   const int limit_year = t.tm_year + 5;
   while (t.tm_year <= limit_year) {
-    if (!months_[static_cast<size_t>(t.tm_mon + 1)]) {
+    if (!months_[static_cast<size_t>(t.tm_mon) + 1]) {
       t.tm_mon += 1;
       t.tm_mday = 1;
       t.tm_hour = t.tm_min = 0;

@@ -45,7 +45,7 @@ inline constexpr size_t kMaxHistory = 100;
 
 struct Run {
   TimeMs slot = 0;
-  std::string outcome;  // Started | Skipped | Missed | Replaced | Failed
+  std::string outcome;  // Started | Skipped | Missed | Failed
   std::string job_id, job_name;
   std::string message;
   TimeMs at = 0;  // when it was recorded
