@@ -372,7 +372,10 @@ class OidcE2E(KilndHarness):
         st, body = self.api("GET", "/v1/jobs", token=self.jwt(["kiln-ads"], exp_in=-120))
         self.assertEqual((st, body["error"]["message"]), (401, "JWT has expired"))
         good = self.jwt(["kiln-ads"])
-        forged = good[:good.rfind(".") + 1] + ("A" if good[-1] != "A" else "B") + good[good.rfind(".") + 2:]
+        # The signature's first character, changed (to one it is not: it may already be "A").
+        at = good.rfind(".") + 1
+        forged = good[:at] + ("A" if good[at] != "A" else "B") + good[at + 1:]
+        self.assertNotEqual(forged, good)
         st, body = self.api("GET", "/v1/jobs", token=forged)
         self.assertEqual((st, body["error"]["message"]), (401, "JWT signature is invalid"))
         st, body = self.api("GET", "/v1/jobs", token=self.jwt(["staff"]))
