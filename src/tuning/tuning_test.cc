@@ -9,6 +9,7 @@
 
 #include "compute/fake/fake_backend.h"
 #include "controller/timers.h"
+#include "store/memory_store.h"
 #include "tuning/service.h"
 
 namespace kiln::tuning {
@@ -268,6 +269,62 @@ TEST(StatsdObjectiveCurve, UntaggedIsOneValuePerFlushInTimeOrderSinceTheAttempt)
 // fake backend. Trials report their objective as StatsD gauges with step tags; the
 // "gateway" stores them in the controller's before_instance_exit hook, as kilnd's
 // does, so a trial seen ending has all of its values.
+// Drives a tuning job to its end (at most 200 rounds of 100 ms).
+void RunTuning(Controller& ctl, FakeBackend& backend, TuningService& svc, FakeClock& clock, ManualTimerService& timers,
+               const std::string& name) {
+  for (int round = 0; round < 200; ++round) {
+    while (ctl.RunOnce()) {
+    }
+    while (backend.DeliverOne(0, 0)) {
+    }
+    while (ctl.RunOnce()) {
+    }
+    ASSERT_TRUE(svc.Tick(name).ok());
+    if (IsTerminal(svc.Get(name)->state.status)) break;
+    clock.Advance(100);
+    backend.AdvanceToNow();
+    timers.FireDue();
+  }
+}
+
+// A template with a keep-alive: each trial takes over the pool (and cache) of
+// the one before it, so the imports and data a trial caches there are paid once.
+TEST(TuningService, TrialsTakeOverEachOthersWarmPools) {
+  FakeClock clock;
+  auto store = NewMemoryStore();
+  Catalog catalog = Catalog::Defaults();
+  FakeBackend backend(clock, 7);
+  ManualTimerService timers(clock);
+  ControllerOptions opts;
+  opts.threading = Threading::kManual;
+  opts.artifacts_dir = "/artifacts";
+  Controller ctl(*store, clock, timers, catalog, opts);
+  backend.SetSink(&ctl);
+  ctl.SetBackend(&backend);
+  ASSERT_TRUE(ctl.Start().ok());
+  TuningService svc(*store, ctl, clock, {});
+  json spec = NativeSpec();
+  spec["strategy"] = "Random";
+  spec["max_trials"] = 3;
+  spec["max_parallel"] = 1;
+  spec["trial"]["instance"] = {{"keep_alive_seconds", 600}};
+  auto parsed = ParseTuningSpec(spec, &catalog);
+  ASSERT_TRUE(parsed.ok()) << parsed.status().ToString();
+  ASSERT_TRUE(svc.Create(*parsed).ok());
+  RunTuning(ctl, backend, svc, clock, timers, "tune-x");
+  auto trials = svc.Trials(*svc.Get("tune-x"));
+  ASSERT_TRUE(trials.ok());
+  ASSERT_EQ(trials->size(), 3u);
+  std::vector<kiln::Job> jobs;  // (Job is this file's tuning-job helper)
+  for (const auto& t : *trials) jobs.push_back(*store->GetJob(t.name));
+  EXPECT_TRUE(jobs[0].warm_pool.reused_from.empty());
+  EXPECT_EQ(jobs[1].warm_pool.reused_from, jobs[0].id);
+  EXPECT_EQ(jobs[2].warm_pool.reused_from, jobs[1].id);
+  EXPECT_EQ(jobs[2].warm_pool.chain, jobs[0].id);  // one cache for the whole search
+  EXPECT_EQ(jobs[0].warm_pool.status, WarmPoolStatus::kReused);
+  EXPECT_EQ(jobs[2].warm_pool.status, WarmPoolStatus::kAvailable);
+}
+
 TEST(TuningService, StatsdObjectiveFromStoredSeries) {
   FakeClock clock;
   auto store_r = OpenSqliteStore(":memory:");
@@ -318,19 +375,7 @@ TEST(TuningService, StatsdObjectiveFromStoredSeries) {
   auto parsed = ParseTuningSpec(spec, &catalog);
   ASSERT_TRUE(parsed.ok()) << parsed.status().ToString();
   ASSERT_TRUE(svc.Create(*parsed).ok());
-  for (int round = 0; round < 200; ++round) {
-    while (ctl.RunOnce()) {
-    }
-    while (backend.DeliverOne(0, 0)) {
-    }
-    while (ctl.RunOnce()) {
-    }
-    ASSERT_TRUE(svc.Tick("tune-x").ok());
-    if (IsTerminal(svc.Get("tune-x")->state.status)) break;
-    clock.Advance(100);
-    backend.AdvanceToNow();
-    timers.FireDue();
-  }
+  RunTuning(ctl, backend, svc, clock, timers, "tune-x");
   auto job = svc.Get("tune-x");
   ASSERT_TRUE(job.ok());
   EXPECT_EQ(job->state.status, TuningStatus::kCompleted) << job->state.reason;
