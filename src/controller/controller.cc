@@ -219,7 +219,7 @@ std::string Controller::ClaimWarmPool(Job& job) {
   return "";
 }
 
-void Controller::ExpireWarmPool(const std::string& job_id) {
+void Controller::ExpireWarmPool(const std::string& job_id, const std::string& timer_key) {
   MutexLock warm(warm_mu_);
   auto job = EffectiveJob(job_id);
   const TimeMs now = clock_.NowMs();
@@ -229,7 +229,7 @@ void Controller::ExpireWarmPool(const std::string& job_id) {
   e.type = EventType::kWarmPoolEnded;
   e.source = "timer";
   e.time = now;
-  e.dedup_key = "warmexpire:" + job_id + ":" + std::to_string(job->warm_pool.ExpiresAt());
+  e.dedup_key = timer_key;  // one per deadline (PendingTimers)
   e.payload = {{"reason", "Expired"}};
   PostOrLog(std::move(e), "warm pool expiry");
 }
@@ -275,11 +275,11 @@ void Controller::SyncWarmCharges(const Job& job) {
         fair_.Charge("warm:" + job.id + "." + std::to_string(i), job.spec.team, u);
       }
       warm_charged_[job.id] = {job.spec.team, n};
-      retained = retained_[job.spec.team] += n;
+      for (const auto& [id, charged] : warm_charged_)
+        if (charged.first == job.spec.team) retained += charged.second;
       over = cap >= 0 && retained > cap;
     } else if (!available && it != warm_charged_.end()) {
       for (int i = 0; i < it->second.second; ++i) fair_.Release("warm:" + job.id + "." + std::to_string(i));
-      retained_[it->second.first] -= it->second.second;
       warm_charged_.erase(it);
       released = true;
     }
@@ -751,7 +751,7 @@ void Controller::ScheduleTimers(const Job& job) {
     EventType type = t.type;
     std::string key = t.dedup_key;
     if (type == EventType::kWarmPoolEnded) {
-      timers_.Schedule(t.at, key, [this, job_id] { ExpireWarmPool(job_id); });
+      timers_.Schedule(t.at, key, [this, job_id, key] { ExpireWarmPool(job_id, key); });
       continue;
     }
     timers_.Schedule(t.at, key, [this, job_id, type, key] {

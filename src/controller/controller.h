@@ -177,7 +177,8 @@ class Controller final : public EventSink {
   // type and count, volume size, network isolation): posts WarmPoolEnded
   // (Reused) on it and gives `job` its chain. The pool's job id, or "".
   std::string ClaimWarmPool(Job& job) REQUIRES(warm_mu_);
-  void ExpireWarmPool(const std::string& job_id) EXCLUDES(warm_mu_);
+  // The expiry timer `timer_key` of the job's pool fired: ends it if it is due.
+  void ExpireWarmPool(const std::string& job_id, const std::string& timer_key) EXCLUDES(warm_mu_);
   // Charges an Available pool's instances to its team (they count against its
   // quota and its cap on retained instances) and releases them when it ends.
   void SyncWarmCharges(const Job& job) EXCLUDES(mu_, warm_mu_);
@@ -223,7 +224,6 @@ class Controller final : public EventSink {
   bool stop_ GUARDED_BY(mu_) = false;
   // Warm pools charged to their team: job id -> (team, instances).
   std::map<std::string, std::pair<std::string, int>> warm_charged_ GUARDED_BY(mu_);
-  std::map<std::string, int> retained_ GUARDED_BY(mu_);  // team -> instances in Available pools
   std::thread worker_;
   std::vector<std::thread> launchers_;
   std::atomic<int64_t> dropped_keys_{0};
