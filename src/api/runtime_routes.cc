@@ -146,6 +146,17 @@ Result<Event> ParsePhaseReport(const std::string& raw, const Instance& in, const
   if (body.contains("payload") && body["payload"].is_object() && body["payload"].contains("model_artifact") &&
       body["payload"]["model_artifact"].is_string())
     report.model_artifact = body["payload"]["model_artifact"].get<std::string>();
+  if (phase == Phase::kTraining && body.contains("payload") && body["payload"].is_object()) {
+    const json& p = body["payload"];
+    if (p.contains("start") && p["start"].is_string()) {
+      const std::string start = p["start"];
+      if (start != "cold" && start != "warm" && start != "warm-runtime")
+        return InvalidArgument("payload.start", "must be cold, warm or warm-runtime");
+      report.start = start;
+    }
+    if (p.contains("start_note") && p["start_note"].is_string())
+      report.start_note = SanitizeUtf8(TruncateUtf8(p["start_note"].get<std::string>(), 512));
+  }
   e.payload = ToJson(report);
   return e;
 }

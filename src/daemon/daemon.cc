@@ -195,6 +195,58 @@ Status EgressOptions(const json& egress, LocalBackendOptions& lo) {
   return Status::Ok();
 }
 
+// sandbox.warm: [{instance_type, image?, team?, count?, runtime?, preload?}]:
+// pre-started sandboxes (LocalBackend, warm_slots.cc), with the catalog's types.
+Status WarmSandboxOptionsFor(const json& config, const Catalog& catalog, LocalBackendOptions& lo) {
+  const json warm = config.value("sandbox", json::object()).value("warm", json::array());
+  if (!warm.is_array()) return InvalidArgument("sandbox.warm", "sandbox.warm must be a list");
+  for (size_t i = 0; i < warm.size(); ++i) {
+    const std::string f = "sandbox.warm[" + std::to_string(i) + "]";
+    const json& w = warm[i];
+    if (!w.is_object()) return InvalidArgument(f, f + " must be a mapping");
+    for (const auto& [key, value] : w.items())
+      if (key != "instance_type" && key != "image" && key != "team" && key != "count" && key != "runtime" &&
+          key != "preload")
+        return InvalidArgument(f + "." + key, "unknown field (instance_type, image, team, count, runtime, preload)");
+    WarmSandboxOptions o;
+    const InstanceType* type =
+        w.contains("instance_type") && w["instance_type"].is_string() ? catalog.FindType(w["instance_type"]) : nullptr;
+    if (!type) return InvalidArgument(f + ".instance_type", "an instance type of the catalog is required");
+    o.type = *type;
+    if (w.contains("image")) {
+      const ImageEnv* image = w["image"].is_string() ? catalog.FindImage(w["image"]) : nullptr;
+      if (!image) return InvalidArgument(f + ".image", "not an image of the catalog");
+      o.image = w["image"];
+      o.image_env = *image;
+    }
+    if (w.contains("team") && (!w["team"].is_string() || w["team"].get<std::string>().empty()))
+      return InvalidArgument(f + ".team", "must be a team name");
+    o.team = w.value("team", "");
+    if (w.contains("count") && (!w["count"].is_number_unsigned() || w["count"].get<uint64_t>() > 64))
+      return InvalidArgument(f + ".count", "must be an integer 0..64");
+    o.count = w.value("count", 1);
+    if (w.contains("runtime") &&
+        (!w["runtime"].is_string() || w["runtime"].get<std::string>().empty() || w["runtime"].get<std::string>()[0] != '/'))
+      return InvalidArgument(f + ".runtime", "must be an interpreter's absolute path");
+    o.runtime = w.value("runtime", "");
+    const json preload = w.value("preload", json::array());
+    if (!preload.is_array()) return InvalidArgument(f + ".preload", "must be a list of module names");
+    for (const auto& m : preload) {
+      const std::string name = m.is_string() ? m.get<std::string>() : "";
+      if (name.empty() || name.size() > 128 ||
+          name.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.") !=
+              std::string::npos)
+        return InvalidArgument(f + ".preload", "must be a list of module names (letters, digits, _ and .)");
+      o.preload.push_back(name);
+    }
+    if (!o.preload.empty() && o.runtime.empty()) return InvalidArgument(f + ".preload", "needs a runtime");
+    if (lo.egress_teams.count(o.team) || lo.egress_instance_types.count(o.type.name))
+      return InvalidArgument(f, "jobs with outbound access (sandbox.egress) do not run in warm sandboxes");
+    lo.warm_sandboxes.push_back(std::move(o));
+  }
+  return Status::Ok();
+}
+
 Result<LocalBackendOptions> SandboxOptions(const json& config, const smapi::S3Map& s3) {
   LocalBackendOptions lo;
   const json sb = config.value("sandbox", json::object());
@@ -665,6 +717,7 @@ int RunKilnd(const KilndOptions& o) {
   const json& config = *loaded_config;
   auto catalog = Catalog::FromJson(config);
   if (!catalog.ok()) return fail(catalog.status());
+  if (Status st = WarmSandboxOptionsFor(config, *catalog, *sandbox); !st.ok()) return fail(st);
 
   auto secret = LoadOrCreateSecret(data + "/secret.key");
   if (!secret.ok()) return fail(secret.status());

@@ -22,6 +22,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <variant>
 #include <vector>
 
 #include "common/clock.h"
@@ -31,6 +32,7 @@
 #include "entrypoint/context.h"
 #include "entrypoint/contract.h"
 #include "entrypoint/http_client.h"
+#include "entrypoint/warm.h"
 #include "jobs/events.h"
 #include "jobs/runtime_doc.h"
 
@@ -672,15 +674,88 @@ class StatsdRelay {
   std::string path_;
 };
 
+// A warm sandbox: waits for its job on `assign_fd`, meanwhile starting the warm
+// runtime (KILN_WARM_RUNTIME) on the command's pipes; then takes the job's
+// environment and working directory. Returns the job's command, or the exit code.
+static std::variant<std::vector<std::string>, int> AwaitAssignment(int assign_fd, int sfd, const sigset_t& child_mask,
+                                                            CommandPipes& pipes, warm::Runtime& runtime) {
+  // Running: every mount bwrap makes is in place (the supervisor adds the job's after this).
+  if (write(assign_fd, "ready\n", 6) != 6) return 1;
+  const std::string interpreter = Env("KILN_WARM_RUNTIME");
+  if (!interpreter.empty()) {
+    if (Status st = runtime.Start(interpreter, Env("KILN_WARM_PRELOAD"), child_mask, pipes.out[1], pipes.err[1]);
+        !st.ok())
+      Log("warm runtime not started: " + st.message());
+  }
+  auto assigned = warm::ReadAssignment(assign_fd, sfd);
+  close(assign_fd);
+  if (!assigned.ok()) {
+    Log(assigned.status().message());
+    return assigned.status().code() == Code::kFailedPrecondition ? 128 + SIGTERM : 1;
+  }
+  clearenv();
+  for (const auto& e : assigned->env) {
+    const size_t eq = e.find('=');
+    setenv(e.substr(0, eq).c_str(), e.substr(eq + 1).c_str(), 1);
+  }
+  // bwrap entered /opt/ml/code before the job's code was mounted there.
+  if (chdir(sandbox::kCodeDir) != 0 && chdir("/") != 0) return 1;
+  return std::move(assigned->command);
+}
+
+// Starts the command: in the warm runtime when there is one and the command
+// can run in it, else as a fresh process. `start` says which; `note`, why a
+// warm runtime was not used.
+static Spawned StartCommand(ContractPlan& contract, const sigset_t& child_mask, CommandPipes& pipes, warm::Runtime& runtime,
+                     std::string& start, std::string& note) {
+  if (runtime.started()) {
+    note = warm::Ineligible(contract.command, contract.environment, runtime.interpreter());
+    if (note.empty()) {
+      char cwd[4096] = "/";
+      if (getcwd(cwd, sizeof(cwd)) == nullptr) strcpy(cwd, "/");
+      auto pid = runtime.Run(contract.command, contract.environment, cwd);
+      if (pid.ok()) {
+        for (int fd : {pipes.out[1], pipes.err[1], pipes.exec[0], pipes.exec[1]}) close(fd);
+        start = "warm-runtime";
+        return Spawned{*pid, 0};
+      }
+      note = "the warm runtime failed: " + pid.status().message();
+    }
+    runtime.Discard();
+    Log("warm runtime not used (" + note + "): cold start");
+  }
+  return SpawnCommand(contract.command, contract.environment, child_mask, pipes);
+}
+
 int RunEntrypoint(int argc, char** argv) {
   int first = 1;
+  int assign_fd = -1;  // a warm sandbox: the command comes later, on this descriptor
+  if (first + 1 < argc && std::string(argv[first]) == "--assign-fd") {
+    assign_fd = atoi(argv[first + 1]);
+    first += 2;
+    fcntl(assign_fd, F_SETFD, FD_CLOEXEC);  // never the job's
+  }
   if (first < argc && std::string(argv[first]) == "--") ++first;
-  if (first >= argc) {
-    Log("usage: kiln-entrypoint [--] command [args...]");
+  if (first >= argc && assign_fd < 0) {
+    Log("usage: kiln-entrypoint [--assign-fd N] [--] command [args...]");
     return 2;
   }
   sigset_t old;
   const int sfd = BlockHandledSignals(old);
+  std::vector<std::string> command(argv + first, argv + argc);
+  CommandPipes pipes;
+  if (!OpenPipes(pipes)) {
+    Log("pipe failed");
+    return 1;
+  }
+  warm::Runtime warm_runtime;
+  std::string start = "cold";
+  if (assign_fd >= 0) {
+    auto assigned = AwaitAssignment(assign_fd, sfd, old, pipes, warm_runtime);
+    if (const int* code = std::get_if<int>(&assigned)) return *code;
+    command = std::move(std::get<std::vector<std::string>>(assigned));
+    start = "warm";
+  }
   const std::string root = Env("KILN_ML_ROOT", sandbox::kRoot);
   const std::string api_url = Env("KILN_API_URL");
   const std::string token = Env("KILN_TOKEN");
@@ -711,7 +786,7 @@ int RunEntrypoint(int argc, char** argv) {
   in.context = ctx.context;
   in.files = plan.write_contract ? ContractFiles::kWrite : ContractFiles::kSkip;
   in.root = root;
-  in.command.assign(argv + first, argv + argc);
+  in.command = std::move(command);
   in.base_environment = OwnEnvironment();
   std::optional<RuntimeDoc> runtime;
   StatsdRelay relay;
@@ -741,14 +816,12 @@ int RunEntrypoint(int argc, char** argv) {
   if (contract.script_mode && verbose) Log("script mode: " + contract.command[0] + " " + contract.command[1]);
 
   // Phase 4: run the command, its output lines into the job log.
-  CommandPipes pipes;
-  if (!OpenPipes(pipes)) {
-    Log("pipe failed");
-    return 1;
-  }
-  reporter.Report("Training");
   const int64_t t_start = RealClock::Get().NowMs();
-  const Spawned child = SpawnCommand(contract.command, contract.environment, old, pipes);
+  std::string note;
+  const Spawned child = StartCommand(contract, old, pipes, warm_runtime, start, note);
+  json started = {{"start", start}};
+  if (!note.empty()) started["start_note"] = note;
+  reporter.Report("Training", started);
   if (relay_open) relay.Start();
   LineSink sink(reporter, log_metrics);
   const int wait_status = WaitForCommand(child.pid, pipes, sfd, sink);

@@ -93,6 +93,8 @@ json ToJson(const PhaseReport& r) {
   json j = {{"instance_id", r.instance_id}, {"phase", ToString(r.phase)}};
   if (r.time_ms) j["time_ms"] = *r.time_ms;
   if (!r.model_artifact.empty()) j["model_artifact"] = r.model_artifact;
+  if (!r.start.empty()) j["start"] = r.start;
+  if (!r.start_note.empty()) j["start_note"] = r.start_note;
   return j;
 }
 
@@ -111,6 +113,8 @@ Result<PhaseReport> PhaseReportFromJson(const json& j) {
     r.time_ms = at;
   }
   KILN_RETURN_IF_ERROR(ReadField(j, "model_artifact", r.model_artifact));
+  KILN_RETURN_IF_ERROR(ReadField(j, "start", r.start));
+  KILN_RETURN_IF_ERROR(ReadField(j, "start_note", r.start_note));
   return r;
 }
 

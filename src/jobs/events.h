@@ -62,6 +62,12 @@ struct PhaseReport {
   Phase phase = Phase::kDownloading;
   std::optional<TimeMs> time_ms;  // when the instance reached it (its clock), if it said
   std::string model_artifact;     // Uploaded: where model.tar.gz went, "" if not said
+  // Training: how the instance started, "" if not said: "cold" (a sandbox made
+  // for the job), "warm" (a pre-started sandbox), "warm-runtime" (a pre-started
+  // sandbox whose preloaded interpreter became the job); and why a warm runtime
+  // was not used.
+  std::string start;
+  std::string start_note;
 };
 nlohmann::json ToJson(const PhaseReport& r);
 Result<PhaseReport> PhaseReportFromJson(const nlohmann::json& j);

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <linux/btrfs.h>
+#include <linux/mount.h>
 #include <net/if.h>
 #include <net/route.h>
 #include <netinet/in.h>
@@ -15,6 +16,8 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -356,6 +359,106 @@ Status DropPrivileges(uint32_t uid, uint32_t gid) {
   if (setgroups(0, nullptr) != 0) return Errno("setgroups");
   if (setresgid(gid, gid, gid) != 0) return Errno("setresgid");
   if (setresuid(uid, uid, uid) != 0) return Errno("setresuid");
+  return Status::Ok();
+}
+
+Result<int> CloneTree(int path_fd, bool writable) {
+  int tree = static_cast<int>(syscall(SYS_open_tree, path_fd, "",
+                                      OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH | AT_RECURSIVE));
+  if (tree < 0) return Errno("open_tree");
+  mount_attr attr{};
+  attr.attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | (writable ? 0 : MOUNT_ATTR_RDONLY);
+  if (syscall(SYS_mount_setattr, tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof(attr)) != 0) {
+    Status st = Errno("mount_setattr");
+    close(tree);
+    return st;
+  }
+  return tree;
+}
+
+namespace {
+
+// In the sandbox's mount namespace: opens `dest` (O_PATH), creating what is
+// missing, never through a symlink. Returns -1 with `why` set.
+int OpenMountPoint(const std::string& dest, bool directory, uint32_t uid, gid_t gid, std::string& why) {
+  int cur = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+  size_t pos = 1;
+  while (cur >= 0 && pos < dest.size()) {
+    size_t slash = dest.find('/', pos);
+    if (slash == std::string::npos) slash = dest.size();
+    const std::string name = dest.substr(pos, slash - pos);
+    pos = slash + 1;
+    if (name.empty() || name == ".") continue;
+    const bool last = pos >= dest.size();
+    if (last && !directory) {
+      int f = openat(cur, name.c_str(), O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
+      if (f >= 0) {
+        if (fchown(f, uid, gid) != 0) why = "chown " + dest + ": " + strerror(errno);
+        close(f);
+      }
+    } else if (mkdirat(cur, name.c_str(), 0755) == 0) {
+      if (fchownat(cur, name.c_str(), uid, gid, AT_SYMLINK_NOFOLLOW) != 0)
+        why = "chown " + dest + ": " + strerror(errno);
+    }
+    int next = openat(cur, name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC | (last && !directory ? 0 : O_DIRECTORY));
+    if (next < 0) why = "mount point " + dest + ": " + strerror(errno) + " (a symlink or not a directory?)";
+    close(cur);
+    cur = next;
+  }
+  return why.empty() ? cur : (cur >= 0 ? (close(cur), -1) : -1);
+}
+
+}  // namespace
+
+Status InjectMounts(pid_t pid, const std::vector<LateMount>& mounts, uint32_t uid, uint32_t gid) {
+  if (mounts.empty()) return Status::Ok();
+  const std::string ns_path = "/proc/" + std::to_string(pid) + "/ns/mnt";
+  int ns = open(ns_path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (ns < 0) return Errno("open " + ns_path);
+  int err[2];
+  if (pipe2(err, O_CLOEXEC) != 0) {
+    close(ns);
+    return Errno("pipe");
+  }
+  pid_t child = fork();
+  if (child == 0) {
+    close(err[0]);
+    std::string why;
+    if (setns(ns, CLONE_NEWNS) != 0) why = std::string("setns: ") + strerror(errno);
+    for (size_t i = 0; why.empty() && i < mounts.size(); ++i) {
+      int at = OpenMountPoint(mounts[i].dest, mounts[i].directory, uid, gid, why);
+      if (at < 0) break;
+      if (syscall(SYS_move_mount, mounts[i].tree, "", at, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) != 0)
+        why = "mount " + mounts[i].dest + ": " + strerror(errno);
+      close(at);
+    }
+    if (!why.empty()) {
+      ssize_t n = write(err[1], why.data(), why.size());
+      (void)n;
+      _exit(1);
+    }
+    _exit(0);
+  }
+  close(ns);
+  close(err[1]);
+  if (child < 0) {
+    close(err[0]);
+    return Errno("fork");
+  }
+  std::string why;
+  char buf[512];
+  ssize_t n;
+  while ((n = read(err[0], buf, sizeof(buf))) != 0) {
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) break;
+    why.append(buf, static_cast<size_t>(n));
+  }
+  close(err[0]);
+  int st = 0;
+  while (waitpid(child, &st, 0) < 0 && errno == EINTR) {
+  }
+  if (!why.empty()) return Internal(why);
+  if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) return Internal("the mount helper failed");
   return Status::Ok();
 }
 

@@ -68,4 +68,20 @@ void DisableIpv6(const std::string& ifname);
 // setgroups({}), setresgid, setresuid: irreversibly the job's user.
 Status DropPrivileges(uint32_t uid, uint32_t gid);
 
+// Warm sandboxes: binds added to a sandbox that is already running.
+//
+// A detached copy of the tree `path_fd` (an O_PATH descriptor) names
+// (open_tree(OPEN_TREE_CLONE)), nosuid and nodev, read-only unless `writable`.
+Result<int> CloneTree(int path_fd, bool writable);
+struct LateMount {
+  int tree = -1;     // from CloneTree
+  std::string dest;  // absolute, in the sandbox
+  bool directory = true;
+};
+// In a child that joins the mount namespace of `pid` (the sandbox's init):
+// creates each mount point (a directory, or an empty file for a file), those it
+// creates owned by uid/gid, component by component without following a
+// symlink, and moves each tree onto it, in order.
+Status InjectMounts(pid_t pid, const std::vector<LateMount>& mounts, uint32_t uid, uint32_t gid);
+
 }  // namespace kiln::isolation

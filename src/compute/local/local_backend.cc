@@ -91,6 +91,10 @@ static std::string HostsFile(const std::string& job_id, int count, supervisor::N
 }
 
 void SandboxCommand::AddFdBind(supervisor::FdBind bind, const std::string& dest, bool writable) {
+  if (deferred) {
+    late.push_back({std::move(bind), dest, writable});
+    return;
+  }
   argv.insert(argv.end(),
               {writable ? "--bind-fd" : "--ro-bind-fd", "{fd:" + std::to_string(fd_binds.size()) + "}", dest});
   fd_binds.push_back(std::move(bind));
@@ -160,6 +164,7 @@ LocalBackend::LocalBackend(LocalBackendOptions opts, EventSink& sink, Clock& clo
     : opts_(std::move(opts)), sink_(sink), clock_(clock) {}
 
 LocalBackend::~LocalBackend() {
+  StopWarmSandboxes();
   if (loop_.joinable()) {
     {
       MutexLock l(mu_);
@@ -195,6 +200,7 @@ Status LocalBackend::Init() {
   ev.data.fd = wake_fd_;
   epoll_ctl(epfd_, EPOLL_CTL_ADD, wake_fd_, &ev);
   loop_ = std::thread([this] { EpollLoop(); });
+  InitWarmSandboxes();
   return Status::Ok();
 }
 
@@ -297,8 +303,37 @@ std::string LocalBackend::LogPath(const std::string& id) const {
   return Dir(id) + "/output.log";
 }
 
-SandboxCommand LocalBackend::SandboxArgv(const LaunchRequest& req, const std::string& dir) const {
+SandboxCommand LocalBackend::SandboxArgv(const LaunchRequest& req, const std::string& dir, SandboxPart part) const {
   SandboxCommand c;
+  c.deferred = part == SandboxPart::kJobBinds;
+  auto& a = c.argv;
+  if (part != SandboxPart::kJobBinds) SandboxHead(req, dir, c);
+  if (part != SandboxPart::kWarmSandbox) JobBinds(req, c);
+  if (part == SandboxPart::kJobBinds) return c;
+  c.AddFdBind({dir, "hosts"}, "/etc/hosts", false);
+  // kilnd's sockets: this instance's StatsD socket directory, and the runtime API.
+  c.AddFdBind({dir, "sock"}, sandbox::kMetricsDir, false);
+  if (!opts_.runtime_socket.empty()) {
+    c.AddFdBind({fs::path(opts_.runtime_socket).parent_path().string(), ""}, sandbox::kRuntimeDir, false);
+  }
+  a.insert(a.end(), {"--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"});
+  // The job's user: a user namespace of its own mapping only its uid, no
+  // capabilities, and no further user namespaces inside.
+  if (Unprivileged()) a.insert(a.end(), {"--unshare-user", "--disable-userns"});
+  a.insert(a.end(), {"--seccomp", "{seccomp}", "--hostname", "algo-" + std::to_string(req.index + 1), "--as-pid-1",
+                     "--die-with-parent", "--json-status-fd", "3", "--chdir", sandbox::kCodeDir, "--",
+                     sandbox::kEntrypointBinary});
+  if (part == SandboxPart::kWarmSandbox) {
+    a.insert(a.end(), {"--assign-fd", "{assign}"});
+    return c;
+  }
+  a.push_back("--");
+  for (const auto& p : req.image.prefix) a.push_back(p);
+  for (const auto& cmd : req.spec.command) a.push_back(cmd);
+  return c;
+}
+
+void LocalBackend::SandboxHead(const LaunchRequest& req, const std::string& dir, SandboxCommand& c) const {
   auto& a = c.argv;
   a.push_back(opts_.bwrap_path);
   if (req.image.kind == ImageKind::kRootfs) {
@@ -324,6 +359,10 @@ SandboxCommand LocalBackend::SandboxArgv(const LaunchRequest& req, const std::st
   // binary lives (a host /tmp, say, is hidden by the sandbox's private /tmp).
   const fs::path entrypoint(opts_.entrypoint_path);
   c.AddFdBind({entrypoint.parent_path().string(), entrypoint.filename().string()}, sandbox::kEntrypointBinary, false);
+}
+
+void LocalBackend::JobBinds(const LaunchRequest& req, SandboxCommand& c) const {
+  auto& a = c.argv;
   if (!req.spec.code_dir.empty()) AddBind(c, req.spec.code_dir, sandbox::kCodeDir, false, req.spec.team);
   const int n = req.spec.instance_count;
   auto ro = [&](const std::string& src, const std::string& dst) { AddBind(c, src, dst, false, req.spec.team); };
@@ -359,7 +398,6 @@ SandboxCommand LocalBackend::SandboxArgv(const LaunchRequest& req, const std::st
   }
   if (!req.spec.code_archive.empty()) AddBind(c, req.spec.code_archive, sandbox::kSourceArchive, false, req.spec.team);
   if (!req.warm_cache.empty()) c.AddFdBind(WarmCacheBind(req), sandbox::kWarmPoolCacheDir, true);
-  c.AddFdBind({dir, "hosts"}, "/etc/hosts", false);
   if (staged) {
     // The job sees its output directory as it was (a retry, what the last attempt left).
     const supervisor::FdBind host = BindSource(req.output_dir, true, req.spec.team);
@@ -369,21 +407,6 @@ SandboxCommand LocalBackend::SandboxArgv(const LaunchRequest& req, const std::st
   } else {
     AddBind(c, req.output_dir, req.output_dir, true, req.spec.team);
   }
-  // kilnd's sockets: this instance's StatsD socket directory, and the runtime API.
-  c.AddFdBind({dir, "sock"}, sandbox::kMetricsDir, false);
-  if (!opts_.runtime_socket.empty()) {
-    c.AddFdBind({fs::path(opts_.runtime_socket).parent_path().string(), ""}, sandbox::kRuntimeDir, false);
-  }
-  a.insert(a.end(), {"--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"});
-  // The job's user: a user namespace of its own mapping only its uid, no
-  // capabilities, and no further user namespaces inside.
-  if (Unprivileged()) a.insert(a.end(), {"--unshare-user", "--disable-userns"});
-  a.insert(a.end(), {"--seccomp", "{seccomp}", "--hostname", "algo-" + std::to_string(req.index + 1), "--as-pid-1",
-                     "--die-with-parent", "--json-status-fd", "3", "--chdir", sandbox::kCodeDir, "--",
-                     sandbox::kEntrypointBinary, "--"});
-  for (const auto& p : req.image.prefix) a.push_back(p);
-  for (const auto& cmd : req.spec.command) a.push_back(cmd);
-  return c;
 }
 
 // The data dir's areas that hold users' data (S3-style buckets, native outputs):
@@ -649,6 +672,20 @@ Result<std::string> LocalBackend::Launch(const LaunchRequest& req) {
   // Idempotent: a supervisor that already started owns the instance.
   if (auto adopted = Adopt(req); adopted.ok()) return adopted;
   KILN_RETURN_IF_ERROR(CheckHostPaths(req));
+  if (auto slot = TakeSlot(req)) {
+    // Its share of the host becomes the job's.
+    Release(slot->id, slot->id);
+    if (!Admit(req).ok()) {
+      RetireSlot(*slot);
+    } else {
+      Result<std::string> handle = AssignSlot(req, *slot);
+      if (handle.ok()) return handle;
+      Release(req.job_id, req.instance_id);
+      fprintf(stderr, "kilnd: local backend: warm sandbox %s for %s: %s; starting a cold one\n", slot->id.c_str(),
+              req.instance_id.c_str(), handle.status().ToString().c_str());
+    }
+    WakeRefill();
+  }
   KILN_RETURN_IF_ERROR(Admit(req));
   Result<std::string> launched = Spawn(req, dir);
   if (!launched.ok()) {
@@ -658,8 +695,7 @@ Result<std::string> LocalBackend::Launch(const LaunchRequest& req) {
   return launched;
 }
 
-Result<supervisor::LaunchFile> LocalBackend::LaunchFileFor(const LaunchRequest& req, const std::string& dir) {
-  const DirOwner owner{Unprivileged() ? opts_.job_uid : 0, Unprivileged() ? opts_.job_gid : 0};
+std::vector<std::string> LocalBackend::JobEnv(const LaunchRequest& req) const {
   std::vector<std::string> env = {
       "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
       "HOME=/tmp",
@@ -675,6 +711,12 @@ Result<supervisor::LaunchFile> LocalBackend::LaunchFileFor(const LaunchRequest& 
   };
   if (!req.warm_cache.empty())
     env.push_back(StrCat("SAGEMAKER_MANAGED_WARMPOOL_CACHE_DIRECTORY=", sandbox::kWarmPoolCacheDir));
+  return env;
+}
+
+Result<supervisor::LaunchFile> LocalBackend::LaunchFileFor(const LaunchRequest& req, const std::string& dir) {
+  const DirOwner owner{Unprivileged() ? opts_.job_uid : 0, Unprivileged() ? opts_.job_gid : 0};
+  std::vector<std::string> env = JobEnv(req);
   supervisor::LaunchFile launch;
   launch.instance_id = req.instance_id;
   SandboxCommand command = SandboxArgv(req, dir);
@@ -719,6 +761,13 @@ Status LocalBackend::Prepare(const LaunchRequest& req) {
 }
 
 Status LocalBackend::WriteLaunch(const LaunchRequest& req, const std::string& dir) {
+  KILN_RETURN_IF_ERROR(PrepareJobDirs(req, dir));
+  auto launch = LaunchFileFor(req, dir);
+  if (!launch.ok()) return launch.status();
+  return WriteFileAtomic(dir + "/" + supervisor::kLaunchFile, supervisor::Encode(*launch), 0600, Sync::kNoSync);
+}
+
+Status LocalBackend::PrepareJobDirs(const LaunchRequest& req, const std::string& dir) {
   KILN_RETURN_IF_ERROR(PrepareInstanceDir(req, dir));
   for (size_t i = 0; i < req.spec.mounts.size(); ++i)
     if (access(req.spec.mounts[i].source.c_str(), R_OK) != 0)
@@ -737,16 +786,20 @@ Status LocalBackend::WriteLaunch(const LaunchRequest& req, const std::string& di
   if (!req.spec.checkpoint_dir.empty()) KILN_RETURN_IF_ERROR(MakeJobDir(req.spec.checkpoint_dir));
   KILN_RETURN_IF_ERROR(WriteFileAtomic(dir + "/hosts", HostsFile(req.job_id, req.spec.instance_count, opts_.network),
                                        0644, Sync::kNoSync));
-  KILN_RETURN_IF_ERROR(MakeJobDir(req.output_dir));
-
-  auto launch = LaunchFileFor(req, dir);
-  if (!launch.ok()) return launch.status();
-  return WriteFileAtomic(dir + "/" + supervisor::kLaunchFile, supervisor::Encode(*launch), 0600, Sync::kNoSync);
+  return MakeJobDir(req.output_dir);
 }
 
 Result<std::string> LocalBackend::Spawn(const LaunchRequest& req, const std::string& dir) {
   KILN_RETURN_IF_ERROR(WriteLaunch(req, dir));
+  auto pid = StartSupervisor(dir, req.instance_id);
+  if (!pid.ok() && pid.status().code() == Code::kAlreadyExists) return Adopt(req);  // raced with an earlier one
+  if (!pid.ok()) return pid.status();
+  unsigned long long start = ProcessStartTime(*pid);
+  KILN_RETURN_IF_ERROR(WatchPid(req.instance_id, req.job_id, *pid, start));
+  return Handle(*pid, start, dir, req.job_id);
+}
 
+Result<int> LocalBackend::StartSupervisor(const std::string& dir, const std::string& cgroup_id) {
   int ready[2];
   if (pipe2(ready, O_CLOEXEC) != 0) return Internal(std::string("pipe: ") + strerror(errno));
   posix_spawn_file_actions_t fa;
@@ -795,7 +848,7 @@ Result<std::string> LocalBackend::Spawn(const LaunchRequest& req, const std::str
     kill(pid, SIGKILL);
     while (waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
     }
-    InstanceCgroup::RemoveLeftover(req.instance_id);
+    InstanceCgroup::RemoveLeftover(cgroup_id);
     unlink((dir + "/" + supervisor::kPidFile).c_str());
     return Status(Code::kUnavailable, "kiln-supervisor did not answer within 10 s (it was killed)");
   }
@@ -809,11 +862,9 @@ Result<std::string> LocalBackend::Spawn(const LaunchRequest& req, const std::str
   }
   if (answer.kind == supervisor::ReadyKind::kBusy) {  // raced with an earlier supervisor: report that one
     waitpid(pid, nullptr, 0);
-    return Adopt(req);
+    return Status(Code::kAlreadyExists, "another kiln-supervisor owns " + dir);
   }
-  unsigned long long start = ProcessStartTime(pid);
-  KILN_RETURN_IF_ERROR(WatchPid(req.instance_id, req.job_id, pid, start));
-  return Handle(pid, start, dir, req.job_id);
+  return static_cast<int>(pid);
 }
 
 std::string LocalBackend::Handle(int pid, unsigned long long start, const std::string& dir, const std::string& job_id) {
@@ -909,6 +960,7 @@ void LocalBackend::Finished(const std::string& id, const std::string& job_id, in
   }
   Release(job_id, id);  // before the exit is posted: the controller retries waiting launches on it
   FreeEgress(id);
+  WakeRefill();  // the share may be what a warm sandbox waits for
   Status s = sink_.Post(e);
   if (!s.ok()) fprintf(stderr, "kilnd: local backend: post exit of %s: %s\n", id.c_str(), s.ToString().c_str());
 }

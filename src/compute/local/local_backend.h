@@ -1,6 +1,8 @@
 #pragma once
+#include <deque>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -22,6 +24,21 @@ struct TeamData {
 enum class SandboxUser {
   kUnprivileged,  // job_uid/job_gid, in a user namespace of its own, no capabilities (the default)
   kRoot,          // the supervisor's (root): for hosts without user namespaces; not a security boundary
+};
+
+// Pre-started sandboxes (config sandbox.warm; warm_slots.cc): `count` sandboxes
+// of this instance type and image kept started, cgroups made and the
+// entrypoint waiting, for single-instance jobs of `team` ("" any team) without
+// outbound access. With `runtime`, each keeps that interpreter started with
+// `preload` imported, for the job's script to run in. Each sandbox runs one job.
+struct WarmSandboxOptions {
+  InstanceType type;
+  std::string image;  // an image URI of the catalog; "" the host's root
+  ImageEnv image_env;
+  std::string team;
+  int count = 1;
+  std::string runtime;
+  std::vector<std::string> preload;
 };
 
 struct LocalBackendOptions {
@@ -71,6 +88,7 @@ struct LocalBackendOptions {
   std::set<std::string> egress_teams;
   std::set<std::string> egress_instance_types;
   std::string egress_subnet = "172.30.0.0/16";  // /16../28; .1 is the gateway
+  std::vector<WarmSandboxOptions> warm_sandboxes;
 };
 
 // The sandbox command for one instance: bwrap's argv, with "{fd:i}" tokens for
@@ -79,6 +97,10 @@ struct SandboxCommand {
   std::vector<std::string> argv;
   std::vector<supervisor::FdBind> fd_binds;
   std::vector<supervisor::Transfer> seed, publish;  // with a scratch volume (LaunchFile)
+  // Collecting a warm sandbox's job binds (SandboxPart::kJobBinds): AddFdBind
+  // appends to `late` instead of argv.
+  bool deferred = false;
+  std::vector<supervisor::Bind> late;
   // Appends "--bind-fd"/"--ro-bind-fd" "{fd:<i>}" `dest` for `bind`.
   void AddFdBind(supervisor::FdBind bind, const std::string& dest, bool writable);
 };
@@ -113,8 +135,16 @@ class LocalBackend final : public ComputeBackend {
   Status Prepare(const LaunchRequest& req);
   std::string InstanceDir(const std::string& id) const { return Dir(id); }
 
+  // Which part of the sandbox command SandboxArgv builds: all of it; a warm
+  // sandbox's (everything but the job's binds, the entrypoint waiting for an
+  // assignment); or the job's binds alone, for assign.json.
+  enum class SandboxPart { kWhole, kWarmSandbox, kJobBinds };
   // The sandbox command line for a request (exposed for tests and docs).
-  SandboxCommand SandboxArgv(const LaunchRequest& req, const std::string& dir) const;
+  SandboxCommand SandboxArgv(const LaunchRequest& req, const std::string& dir,
+                             SandboxPart part = SandboxPart::kWhole) const;
+  // Warm sandboxes idle now, per entry of opts.warm_sandboxes (for tests and
+  // GET /v1/pools).
+  std::vector<int> IdleWarmSandboxes() const;
 
  private:
   struct Watch {
@@ -130,6 +160,10 @@ class LocalBackend final : public ComputeBackend {
   int64_t VolumeBytes(const LaunchRequest& req) const {
     return int64_t{req.spec.volume_gb > 0 ? req.spec.volume_gb : opts_.default_volume_gb} * 1000 * 1000 * 1000;
   }
+  // SandboxArgv's parts: bwrap and the sandbox's root, /opt/ml and the
+  // entrypoint; then the job's own binds (code, inputs, outputs, checkpoints).
+  void SandboxHead(const LaunchRequest& req, const std::string& dir, SandboxCommand& c) const;
+  void JobBinds(const LaunchRequest& req, SandboxCommand& c) const;
   // Adds a bind of `source` at `dest`: through a descriptor the supervisor opens
   // when `source` is under the data dir, else a path bwrap opens as the job's user.
   void AddBind(SandboxCommand& c, const std::string& source, const std::string& dest, bool writable,
@@ -193,6 +227,43 @@ class LocalBackend final : public ComputeBackend {
   void EpollLoop();
   void Finished(const std::string& id, const std::string& job_id, int pid);
 
+  // Warm sandboxes (warm_slots.cc). A slot is a supervisor started on a
+  // directory kSlotPrefix + n with launch.json's `warm`; Launch takes an idle
+  // one that matches, renames its directory (and volume) to the instance's,
+  // writes assign.json there and sends SIGUSR1. The refill thread starts what
+  // is missing, each admitted against the capacity like a job, and removes
+  // slots that ended (their pidfds are in warm_epfd_).
+  struct WarmSlot {
+    std::string id;
+    size_t pool = 0;
+    int pid = 0;
+    unsigned long long start = 0;
+    int pidfd = -1;
+  };
+  static constexpr char kSlotPrefix[] = "warm-slot-";
+  void InitWarmSandboxes();
+  void StopWarmSandboxes();
+  bool SlotMatches(const WarmSandboxOptions& p, const LaunchRequest& req) const;
+  LaunchRequest SlotRequest(size_t pool, const std::string& id) const;
+  Result<WarmSlot> StartSlot(size_t pool);
+  std::optional<WarmSlot> TakeSlot(const LaunchRequest& req);
+  // Launch on a slot; on failure the slot is gone and nothing of it is left
+  // under the instance's name.
+  Result<std::string> AssignSlot(const LaunchRequest& req, const WarmSlot& slot);
+  void RefillLoop();
+  // Ends a slot no job will take (SIGTERM); the refill thread removes it.
+  void RetireSlot(const WarmSlot& slot);
+  void RemoveSlot(const std::string& id);
+  void WakeRefill() const;
+  // The environment a job's entrypoint starts with.
+  std::vector<std::string> JobEnv(const LaunchRequest& req) const;
+  // Prepares the instance directory and the directories the job writes (all of
+  // WriteLaunch but launch.json).
+  Status PrepareJobDirs(const LaunchRequest& req, const std::string& dir);
+  // Starts kiln-supervisor on `dir` and waits for its answer: its pid;
+  // kAlreadyExists when another supervisor owns the directory.
+  Result<int> StartSupervisor(const std::string& dir, const std::string& cgroup_id);
+
   LocalBackendOptions opts_;
   EventSink& sink_;
   Clock& clock_;
@@ -215,6 +286,14 @@ class LocalBackend final : public ComputeBackend {
   int egress_prefix_ = 0;
   std::map<std::string, uint32_t> egress_ GUARDED_BY(mu_);  // instance id -> its address
   uint32_t egress_next_ GUARDED_BY(mu_) = 0;                // next-fit: addresses are reused last
+  mutable std::mutex warm_mu_;
+  std::vector<std::deque<WarmSlot>> idle_;  // per pool; guarded by warm_mu_
+  std::map<int, std::string> retiring_;     // pidfd -> slot id of an ended or retired slot; guarded by warm_mu_
+  bool warm_stop_ = false;                  // guarded by warm_mu_
+  uint64_t slot_seq_ = 0;                   // refill thread only
+  int warm_epfd_ = -1;
+  int warm_wake_ = -1;
+  std::thread refill_;
   double used_vcpus_ GUARDED_BY(mu_) = 0;
   int64_t used_memory_mib_ GUARDED_BY(mu_) = 0;
 };

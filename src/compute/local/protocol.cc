@@ -160,7 +160,8 @@ std::string Encode(const LaunchFile& f) {
                {"seed", TransfersJson(f.seed)},
                {"publish", TransfersJson(f.publish)},
                {"report_url", f.report_url},
-               {"report_token", f.report_token}});
+               {"report_token", f.report_token},
+               {"warm", f.warm}});
 }
 
 Result<LaunchFile> DecodeLaunchFile(const std::string& text) {
@@ -180,6 +181,67 @@ Result<LaunchFile> DecodeLaunchFile(const std::string& text) {
   KILN_RETURN_IF_ERROR(RequireField(*j, "log", f.log));
   KILN_RETURN_IF_ERROR(ReadField(*j, "cwd", f.cwd));
   KILN_RETURN_IF_ERROR(DecodeIsolation(*j, f));
+  KILN_RETURN_IF_ERROR(ReadField(*j, "warm", f.warm));
+  return f;
+}
+
+std::string Encode(const AssignFile& f) {
+  json binds = json::array();
+  for (const auto& b : f.binds)
+    binds.push_back({{"source", FdBindJson(b.source)}, {"dest", b.dest}, {"writable", b.writable}});
+  return Dump({{"version", f.version},
+               {"instance_id", f.instance_id},
+               {"dir", f.dir},
+               {"scratch", f.scratch},
+               {"volume_bytes", f.volume_bytes},
+               {"command", f.command},
+               {"env", f.env},
+               {"binds", binds},
+               {"seed", TransfersJson(f.seed)},
+               {"publish", TransfersJson(f.publish)},
+               {"grace_ms", f.grace_ms},
+               {"report_url", f.report_url},
+               {"report_token", f.report_token}});
+}
+
+Result<AssignFile> DecodeAssignFile(const std::string& text) {
+  auto j = ParseVersioned(text, kAssignFile);
+  if (!j.ok()) return j.status();
+  AssignFile f;
+  KILN_RETURN_IF_ERROR(ReadField(*j, "version", f.version));
+  KILN_RETURN_IF_ERROR(RequireField(*j, "instance_id", f.instance_id));
+  KILN_RETURN_IF_ERROR(RequireField(*j, "dir", f.dir));
+  if (f.dir.empty() || f.dir[0] != '/') return InvalidArgument("dir", "dir must be absolute");
+  KILN_RETURN_IF_ERROR(ReadField(*j, "scratch", f.scratch));
+  if (!f.scratch.empty() && f.scratch[0] != '/') return InvalidArgument("scratch", "scratch must be absolute");
+  KILN_RETURN_IF_ERROR(ReadField(*j, "volume_bytes", f.volume_bytes));
+  KILN_RETURN_IF_ERROR(RequireField(*j, "command", f.command));
+  if (f.command.empty()) return InvalidArgument("command", "command must not be empty");
+  KILN_RETURN_IF_ERROR(ReadField(*j, "env", f.env));
+  if (j->contains("binds") && !(*j)["binds"].is_null()) {
+    if (!(*j)["binds"].is_array()) return InvalidArgument("binds", "binds must be an array");
+    for (const auto& b : (*j)["binds"]) {
+      if (!b.is_object() || !b.contains("source")) return InvalidArgument("binds", "binds entries need source");
+      Bind bind;
+      auto source = DecodeFdBind(b["source"], "binds");
+      if (!source.ok()) return source.status();
+      bind.source = std::move(*source);
+      KILN_RETURN_IF_ERROR(RequireField(b, "dest", bind.dest));
+      KILN_RETURN_IF_ERROR(ReadField(b, "writable", bind.writable));
+      if (bind.dest.empty() || bind.dest[0] != '/' || bind.dest.find("/..") != std::string::npos)
+        return InvalidArgument("binds", "bind destinations are absolute, without ..");
+      f.binds.push_back(std::move(bind));
+    }
+  }
+  KILN_RETURN_IF_ERROR(DecodeTransfers(*j, "seed", f.seed));
+  KILN_RETURN_IF_ERROR(DecodeTransfers(*j, "publish", f.publish));
+  if ((!f.seed.empty() || !f.publish.empty()) && f.scratch.empty())
+    return InvalidArgument("scratch", "seed and publish need a scratch volume");
+  KILN_RETURN_IF_ERROR(ReadField(*j, "grace_ms", f.grace_ms));
+  KILN_RETURN_IF_ERROR(ReadField(*j, "report_url", f.report_url));
+  KILN_RETURN_IF_ERROR(ReadField(*j, "report_token", f.report_token));
+  if (!f.report_url.empty() && f.report_url.rfind("http://", 0) != 0)
+    return InvalidArgument("report_url", "report_url must be http://host:port");
   return f;
 }
 

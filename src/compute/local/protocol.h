@@ -31,6 +31,7 @@ inline constexpr const char* kStopFile = "stop";           // kilnd -> superviso
 inline constexpr const char* kLockFile = "lock";           // flock: one supervisor per instance
 inline constexpr const char* kLogFile = "output.log";      // the instance's stdout+stderr
 inline constexpr const char* kSupervisorLog = "supervisor.log";
+inline constexpr const char* kAssignFile = "assign.json";  // kilnd -> a warm supervisor, before SIGUSR1
 
 // A bind the supervisor opens itself, as root, before it drops privileges: a
 // path under kilnd's data dir, which the job's user cannot reach. `root` is
@@ -110,11 +111,40 @@ struct LaunchFile {
   // node, sooner than Slurm's end-of-job hook. "": only status.json.
   std::string report_url;    // "http://host:port"
   std::string report_token;  // the instance's exit token (never the job's own)
+  // A warm sandbox (PROTOCOL.md, "Warm sandboxes"): started before its job, with
+  // the generic binds only; "{assign}" in argv becomes the descriptor on which the
+  // entrypoint waits for its job. false (the default): an instance of one job.
+  bool warm = false;
 };
 std::string Encode(const LaunchFile& f);
 // kInvalidArgument (naming the field) for a malformed file, kFailedPrecondition for
 // a newer version.
 Result<LaunchFile> DecodeLaunchFile(const std::string& text);
+
+// A bind the supervisor opens and mounts into a running warm sandbox at `dest`.
+struct Bind {
+  FdBind source;
+  std::string dest;  // absolute, in the sandbox
+  bool writable = false;
+};
+// assign.json: the job a warm sandbox runs. kilnd writes it into the sandbox's
+// directory (then renamed to `dir`) and sends the supervisor SIGUSR1; the
+// supervisor takes it once. Its fields replace the launch file's.
+struct AssignFile {
+  int version = kProtocolVersion;
+  std::string instance_id;
+  std::string dir;  // the instance directory's path from now on
+  std::string scratch;
+  int64_t volume_bytes = 0;
+  std::vector<std::string> command;  // the job's command (after the entrypoint's "--")
+  std::vector<std::string> env;      // the entrypoint's environment
+  std::vector<Bind> binds;           // mounted in order
+  std::vector<Transfer> seed, publish;
+  int64_t grace_ms = 120000;
+  std::string report_url, report_token;
+};
+std::string Encode(const AssignFile& f);
+Result<AssignFile> DecodeAssignFile(const std::string& text);
 
 // status.json: how the instance ended. `exit` is the ExitReport kilnd posts (its
 // instance_id is the launch file's).

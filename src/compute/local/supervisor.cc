@@ -9,6 +9,8 @@
 #include <sys/file.h>
 #include <sys/fsuid.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
@@ -16,6 +18,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <functional>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -31,6 +34,7 @@
 #include "compute/local/scratch.h"
 #include "compute/local/transfer.h"
 #include "entrypoint/http_client.h"
+#include "entrypoint/warm.h"
 
 namespace kiln {
 
@@ -230,7 +234,7 @@ std::string TransferFailure(Direction direction, const Status& st) {
 
 // Opens the launch file's fd binds (beneath their roots, no symlinks; or as the
 // job's user) and the seccomp filter, and writes their numbers into argv.
-Status PrepareSandbox(const LaunchFile& launch, SandboxSetup& out) {
+Status PrepareSandbox(const LaunchFile& launch, SandboxSetup& out, int assign_fd) {
   std::vector<std::string> binds;
   for (const auto& b : launch.fd_binds) {
     auto fd = b.as_job_user ? OpenAsJobUser(launch, b) : OpenPathBeneath(b.root, b.relative);
@@ -252,6 +256,10 @@ Status PrepareSandbox(const LaunchFile& launch, SandboxSetup& out) {
     } else if (a == "--") {
       command = true;
       out.argv.push_back(a);
+    } else if (a == "{assign}") {
+      if (assign_fd < 0) return InvalidArgument("argv", "{assign} without warm: true");
+      out.fds.push_back(assign_fd);
+      out.argv.push_back(std::to_string(assign_fd));
     } else if (a == "{seccomp}") {
       if (seccomp.empty()) return InvalidArgument("argv", "{seccomp} without seccomp: true");
       out.argv.push_back(seccomp);
@@ -390,7 +398,7 @@ struct WaitOutcome {
 // or of launch.json, runs out).
 // Meanwhile its output is pumped into the log.
 WaitOutcome WaitForSandbox(const std::string& dir, const LaunchFile& launch, pid_t child, int sfd, BwrapStatus& bwrap,
-                           LogPump& output) {
+                           LogPump& output, const std::function<void()>& on_assign) {
   WaitOutcome w;
   bool output_open = true;
   for (;;) {
@@ -404,6 +412,8 @@ WaitOutcome WaitForSandbox(const std::string& dir, const LaunchFile& launch, pid
     bwrap.Pump();
     if (si.ssi_signo == SIGCHLD) {
       if (waitpid(child, &w.wstatus, WNOHANG) == child) return w;
+    } else if (si.ssi_signo == SIGUSR1) {
+      if (!w.stopping && on_assign) on_assign();
     } else if (si.ssi_signo == SIGALRM) {
       w.killed = true;
       if (bwrap.init_pid() > 0) kill(bwrap.init_pid(), SIGKILL);
@@ -488,6 +498,82 @@ ExitReport ExitOf(const std::string& dir, const LaunchFile& launch, const WaitOu
   return x;
 }
 
+// The directory's assign.json, read through `dirfd` (the directory was renamed
+// to the instance's id after the supervisor started).
+Result<supervisor::AssignFile> ReadAssignFile(int dirfd) {
+  int fd = openat(dirfd, supervisor::kAssignFile, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return Status(Code::kNotFound, std::string("assign.json: ") + strerror(errno));
+  UniqueFd file(fd);
+  std::string text;
+  char buf[65536];
+  ssize_t n;
+  while ((n = read(fd, buf, sizeof(buf))) > 0) {
+    text.append(buf, static_cast<size_t>(n));
+    if (text.size() > (4u << 20)) return InvalidArgument("assign.json", "larger than 4 MiB");
+  }
+  return supervisor::DecodeAssignFile(text);
+}
+
+// A warm sandbox's job (assign.json): its fields replace the launch file's and
+// `dir`; its seeds are copied, its binds opened as for a cold launch and
+// mounted into the running sandbox; then the entrypoint gets its command and
+// environment on `assign_write`. Returns why it could not, as a failure reason.
+std::string TakeAssignment(int dirfd, LaunchFile& launch, std::string& dir, BwrapStatus& bwrap, int assign_write) {
+  // The entrypoint says "ready" once it runs: bwrap has set up every mount, so
+  // the ones added now land in the finished sandbox.
+  std::string ready;
+  while (ready.size() < 6) {
+    pollfd p{assign_write, POLLIN, 0};
+    if (poll(&p, 1, 10000) <= 0) return "SandboxSetupFailed: the warm sandbox's entrypoint did not answer";
+    char c;
+    ssize_t n = read(assign_write, &c, 1);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return "SandboxSetupFailed: the warm sandbox's entrypoint has exited";
+    ready.push_back(c);
+  }
+  bwrap.Pump();
+  const pid_t init_pid = bwrap.init_pid();
+  if (ready != "ready\n" || init_pid <= 0) return "SandboxSetupFailed: the warm sandbox did not start";
+  auto a = ReadAssignFile(dirfd);
+  if (!a.ok()) return "SandboxSetupFailed: " + a.status().message();
+  launch.instance_id = a->instance_id;
+  launch.scratch = a->scratch;
+  launch.volume_bytes = a->volume_bytes;
+  launch.seed = a->seed;
+  launch.publish = a->publish;
+  launch.grace_ms = a->grace_ms;
+  launch.report_url = a->report_url;
+  launch.report_token = a->report_token;
+  dir = a->dir;
+  if (Status seeded = RunTransfers(launch, Direction::kSeed); !seeded.ok())
+    return TransferFailure(Direction::kSeed, seeded);
+  std::vector<UniqueFd> trees;
+  std::vector<isolation::LateMount> mounts;
+  for (const auto& b : a->binds) {
+    auto opened = b.source.as_job_user ? OpenAsJobUser(launch, b.source)
+                                       : OpenPathBeneath(b.source.root, b.source.relative);
+    if (!opened.ok()) return "SandboxSetupFailed: " + opened.status().message();
+    UniqueFd path(*opened);
+    struct stat st {};
+    if (fstat(path.get(), &st) != 0) return std::string("SandboxSetupFailed: stat: ") + strerror(errno);
+    auto tree = isolation::CloneTree(path.get(), b.writable);
+    if (!tree.ok()) return "SandboxSetupFailed: " + tree.status().message();
+    trees.emplace_back(*tree);
+    mounts.push_back({*tree, b.dest, S_ISDIR(st.st_mode)});
+  }
+  if (Status injected = isolation::InjectMounts(init_pid, mounts, launch.uid, launch.gid); !injected.ok())
+    return "SandboxSetupFailed: " + injected.message();
+  const std::string line = warm::Encode(warm::Assignment{a->command, a->env});
+  size_t off = 0;
+  while (off < line.size()) {
+    ssize_t n = write(assign_write, line.data() + off, line.size() - off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return std::string("SandboxSetupFailed: the entrypoint is gone: ") + strerror(errno);
+    off += static_cast<size_t>(n);
+  }
+  return "";
+}
+
 }  // namespace
 
 // Tells kilnd how the instance ended (POST /v1/runtime/exit with the exit
@@ -549,8 +635,17 @@ int RunSupervisor(const std::string& dir, int ready_fd) {
   status.started_ms = RealClock::Get().NowMs();
   // Opened as root, before anything runs: a bind the job could redirect (a
   // symlink planted under kilnd's data dir) fails the launch instead.
+  // A warm sandbox: its directory (renamed when it is assigned) and the pipe on
+  // which its entrypoint waits for the job.
+  UniqueFd dirfd(launch->warm ? open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC) : -1);
+  int assign[2] = {-1, -1};
+  if (launch->warm && (dirfd.get() < 0 || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, assign) != 0)) {
+    Ready(ready_fd, {ReadyKind::kError, std::string("warm sandbox: ") + strerror(errno)});
+    return 1;
+  }
+  UniqueFd assign_write(assign[1]);
   SandboxSetup setup;
-  if (Status prepared = PrepareSandbox(*launch, setup); !prepared.ok()) {
+  if (Status prepared = PrepareSandbox(*launch, setup, assign[0] >= 0 ? Park(assign[0]) : -1); !prepared.ok()) {
     Ready(ready_fd, {ReadyKind::kError, "sandbox setup: " + prepared.message()});
     return 1;
   }
@@ -560,7 +655,7 @@ int RunSupervisor(const std::string& dir, int ready_fd) {
 
   sigset_t mask;
   sigemptyset(&mask);
-  for (int sig : {SIGTERM, SIGINT, SIGCHLD, SIGALRM, SIGHUP}) sigaddset(&mask, sig);
+  for (int sig : {SIGTERM, SIGINT, SIGCHLD, SIGALRM, SIGHUP, SIGUSR1}) sigaddset(&mask, sig);
   sigprocmask(SIG_BLOCK, &mask, nullptr);
   int sfd = signalfd(-1, &mask, SFD_CLOEXEC);
   int statusp[2];
@@ -585,10 +680,27 @@ int RunSupervisor(const std::string& dir, int ready_fd) {
   close(statusp[1]);
   BwrapStatus bwrap(statusp[0]);
   WaitOutcome w;
-  if (child > 0) w = WaitForSandbox(dir, *launch, child, sfd, bwrap, output);
+  std::string at = dir;  // a warm sandbox's moves when it is assigned
+  bool assigned = false;
+  auto on_assign = [&] {
+    if (!launch->warm || assigned) return;
+    assigned = true;
+    setup_error = TakeAssignment(dirfd.get(), *launch, at, bwrap, assign_write.get());
+    assign_write.reset();
+    if (!setup_error.empty()) {
+      fprintf(stderr, "kiln-supervisor: %s\n", setup_error.c_str());
+      if (bwrap.init_pid() > 0) kill(bwrap.init_pid(), SIGKILL);
+      kill(child, SIGKILL);
+    }
+  };
+  if (child > 0) w = WaitForSandbox(at, *launch, child, sfd, bwrap, output, on_assign);
+  if (launch->warm && !assigned) {
+    fprintf(stderr, "kiln-supervisor: the warm sandbox ended before a job was assigned\n");
+    setup_error = "SandboxSetupFailed: the warm sandbox ended before a job was assigned";
+  }
   output.Drain(1000);  // what the job wrote last
   bwrap.Pump();
-  status.exit = ExitOf(dir, *launch, w, setup_error);
+  status.exit = ExitOf(at, *launch, w, setup_error);
   if (child > 0) {  // what the job staged on its volume, even if it failed (checkpoints above all)
     if (Status published = RunTransfers(*launch, Direction::kPublish); !published.ok()) {
       const std::string why = TransferFailure(Direction::kPublish, published);
@@ -607,7 +719,7 @@ int RunSupervisor(const std::string& dir, int ready_fd) {
   status.ended_ms = RealClock::Get().NowMs();
   status.stopped = w.stopping;
   Status written =
-      WriteFileAtomic(dir + "/" + supervisor::kStatusFile, supervisor::Encode(status), 0644, Sync::kNoSync);
+      WriteFileAtomic(at + "/" + supervisor::kStatusFile, supervisor::Encode(status), 0644, Sync::kNoSync);
   if (!written.ok()) {
     // kilnd reports the instance lost (no status.json); say why in supervisor.log.
     fprintf(stderr, "kiln-supervisor: cannot record the exit: %s\n", written.ToString().c_str());
