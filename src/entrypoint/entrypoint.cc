@@ -700,6 +700,8 @@ static std::variant<std::vector<std::string>, int> AwaitAssignment(int assign_fd
   }
   // bwrap entered /opt/ml/code before the job's code was mounted there.
   if (chdir(sandbox::kCodeDir) != 0 && chdir("/") != 0) return 1;
+  char cwd[4096];
+  if (getcwd(cwd, sizeof(cwd)) != nullptr) setenv("PWD", cwd, 1);  // as bwrap's --chdir sets it
   return std::move(assigned->command);
 }
 

@@ -12,6 +12,7 @@
 #include <sched.h>
 #include <seccomp.h>
 #include <sys/file.h>
+#include <sys/fsuid.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -380,7 +381,7 @@ namespace {
 
 // In the sandbox's mount namespace: opens `dest` (O_PATH), creating what is
 // missing, never through a symlink. Returns -1 with `why` set.
-int OpenMountPoint(const std::string& dest, bool directory, uint32_t uid, gid_t gid, std::string& why) {
+int OpenMountPoint(const std::string& dest, bool directory, std::string& why) {
   int cur = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
   size_t pos = 1;
   while (cur >= 0 && pos < dest.size()) {
@@ -392,13 +393,9 @@ int OpenMountPoint(const std::string& dest, bool directory, uint32_t uid, gid_t 
     const bool last = pos >= dest.size();
     if (last && !directory) {
       int f = openat(cur, name.c_str(), O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
-      if (f >= 0) {
-        if (fchown(f, uid, gid) != 0) why = "chown " + dest + ": " + strerror(errno);
-        close(f);
-      }
-    } else if (mkdirat(cur, name.c_str(), 0755) == 0) {
-      if (fchownat(cur, name.c_str(), uid, gid, AT_SYMLINK_NOFOLLOW) != 0)
-        why = "chown " + dest + ": " + strerror(errno);
+      if (f >= 0) close(f);
+    } else {
+      mkdirat(cur, name.c_str(), 0755);  // exists already, or read-only: the open below says
     }
     int next = openat(cur, name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC | (last && !directory ? 0 : O_DIRECTORY));
     if (next < 0) why = "mount point " + dest + ": " + strerror(errno) + " (a symlink or not a directory?)";
@@ -425,8 +422,13 @@ Status InjectMounts(pid_t pid, const std::vector<LateMount>& mounts, uint32_t ui
     close(err[0]);
     std::string why;
     if (setns(ns, CLONE_NEWNS) != 0) why = std::string("setns: ") + strerror(errno);
+    // Mount points are made as the job's user: it owns them, and the sandbox's
+    // own tmpfs (in its user namespace) takes no inode of an unmapped uid.
+    setgroups(0, nullptr);
+    setfsgid(gid);
+    setfsuid(uid);
     for (size_t i = 0; why.empty() && i < mounts.size(); ++i) {
-      int at = OpenMountPoint(mounts[i].dest, mounts[i].directory, uid, gid, why);
+      int at = OpenMountPoint(mounts[i].dest, mounts[i].directory, why);
       if (at < 0) break;
       if (syscall(SYS_move_mount, mounts[i].tree, "", at, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) != 0)
         why = "mount " + mounts[i].dest + ": " + strerror(errno);

@@ -79,9 +79,10 @@ struct LateMount {
   bool directory = true;
 };
 // In a child that joins the mount namespace of `pid` (the sandbox's init):
-// creates each mount point (a directory, or an empty file for a file), those it
-// creates owned by uid/gid, component by component without following a
-// symlink, and moves each tree onto it, in order.
+// creates each mount point (a directory, or an empty file for a file) as
+// uid/gid (the fsuid: a tmpfs of the sandbox's user namespace takes no other),
+// component by component without following a symlink, and moves each tree onto
+// it, in order.
 Status InjectMounts(pid_t pid, const std::vector<LateMount>& mounts, uint32_t uid, uint32_t gid);
 
 }  // namespace kiln::isolation

@@ -251,15 +251,15 @@ Status PrepareSandbox(const LaunchFile& launch, SandboxSetup& out, int assign_fd
   }
   bool command = false;  // after "--": the user's command, never rewritten
   for (const auto& a : launch.argv) {
-    if (command) {
+    if (a == "{assign}" && launch.warm) {  // the entrypoint's own option: a warm argv holds no user command
+      if (assign_fd < 0) return InvalidArgument("argv", "{assign} without an assignment descriptor");
+      out.fds.push_back(assign_fd);
+      out.argv.push_back(std::to_string(assign_fd));
+    } else if (command) {
       out.argv.push_back(a);
     } else if (a == "--") {
       command = true;
       out.argv.push_back(a);
-    } else if (a == "{assign}") {
-      if (assign_fd < 0) return InvalidArgument("argv", "{assign} without warm: true");
-      out.fds.push_back(assign_fd);
-      out.argv.push_back(std::to_string(assign_fd));
     } else if (a == "{seccomp}") {
       if (seccomp.empty()) return InvalidArgument("argv", "{seccomp} without seccomp: true");
       out.argv.push_back(seccomp);
@@ -514,26 +514,31 @@ Result<supervisor::AssignFile> ReadAssignFile(int dirfd) {
   return supervisor::DecodeAssignFile(text);
 }
 
+// A warm sandbox's entrypoint says "ready" once it runs: bwrap has set up every
+// mount (and resolved every path of the directory, which kilnd renames when it
+// assigns the sandbox). "" when it did, else why not.
+std::string AwaitEntrypoint(int assign_fd) {
+  std::string ready;
+  while (ready.size() < 6) {
+    pollfd p{assign_fd, POLLIN, 0};
+    if (poll(&p, 1, 10000) <= 0) return "the warm sandbox's entrypoint did not answer within 10 s";
+    char c;
+    ssize_t n = read(assign_fd, &c, 1);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return "the warm sandbox's entrypoint exited before it was ready";
+    ready.push_back(c);
+  }
+  return ready == "ready\n" ? "" : "the warm sandbox's entrypoint said " + ready;
+}
+
 // A warm sandbox's job (assign.json): its fields replace the launch file's and
 // `dir`; its seeds are copied, its binds opened as for a cold launch and
 // mounted into the running sandbox; then the entrypoint gets its command and
 // environment on `assign_write`. Returns why it could not, as a failure reason.
 std::string TakeAssignment(int dirfd, LaunchFile& launch, std::string& dir, BwrapStatus& bwrap, int assign_write) {
-  // The entrypoint says "ready" once it runs: bwrap has set up every mount, so
-  // the ones added now land in the finished sandbox.
-  std::string ready;
-  while (ready.size() < 6) {
-    pollfd p{assign_write, POLLIN, 0};
-    if (poll(&p, 1, 10000) <= 0) return "SandboxSetupFailed: the warm sandbox's entrypoint did not answer";
-    char c;
-    ssize_t n = read(assign_write, &c, 1);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return "SandboxSetupFailed: the warm sandbox's entrypoint has exited";
-    ready.push_back(c);
-  }
   bwrap.Pump();
   const pid_t init_pid = bwrap.init_pid();
-  if (ready != "ready\n" || init_pid <= 0) return "SandboxSetupFailed: the warm sandbox did not start";
+  if (init_pid <= 0) return "SandboxSetupFailed: the warm sandbox did not start";
   auto a = ReadAssignFile(dirfd);
   if (!a.ok()) return "SandboxSetupFailed: " + a.status().message();
   launch.instance_id = a->instance_id;
@@ -663,7 +668,9 @@ int RunSupervisor(const std::string& dir, int ready_fd) {
     Ready(ready_fd, {ReadyKind::kError, std::string("signalfd/pipe: ") + strerror(errno)});
     return 1;
   }
-  Ready(ready_fd, {ReadyKind::kOk, ""});
+  // A warm sandbox answers once its sandbox runs (below): kilnd may rename its
+  // directory from then on.
+  if (!launch->warm) Ready(ready_fd, {ReadyKind::kOk, ""});
 
   std::string setup_error;
   if (Status seeded = RunTransfers(*launch, Direction::kSeed); !seeded.ok())
@@ -679,6 +686,15 @@ int RunSupervisor(const std::string& dir, int ready_fd) {
   if (outp[1] >= 0) close(outp[1]);
   close(statusp[1]);
   BwrapStatus bwrap(statusp[0]);
+  if (launch->warm) {
+    std::string why = setup_error.empty() ? AwaitEntrypoint(assign_write.get()) : setup_error;
+    if (!why.empty()) {
+      Ready(ready_fd, {ReadyKind::kError, why});
+      if (child > 0) kill(child, SIGKILL);
+    } else {
+      Ready(ready_fd, {ReadyKind::kOk, ""});
+    }
+  }
   WaitOutcome w;
   std::string at = dir;  // a warm sandbox's moves when it is assigned
   bool assigned = false;

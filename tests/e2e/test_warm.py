@@ -1,0 +1,181 @@
+"""Warm sandboxes and warm runtimes on a real kilnd: local.small jobs take a
+pre-started sandbox whose preloaded /usr/bin/python3 becomes the job's script;
+local.medium jobs start cold. The same script observes the same things either
+way, nothing of one job reaches the next, and the pool refills."""
+import json
+import os
+import shutil
+import tempfile
+import time
+import unittest
+
+from test_kilnd import KilndHarness, unique, DEADLINE_S
+
+_CONFIG_DIR = tempfile.mkdtemp(prefix="kiln-warm-config-", dir="/var/tmp")
+os.chmod(_CONFIG_DIR, 0o755)
+_CONFIG = os.path.join(_CONFIG_DIR, "kilnd.yaml")
+with open(_CONFIG, "w") as _f:
+    _f.write("sandbox:\n"
+             "  warm:\n"
+             "    - {instance_type: local.small, count: 2, runtime: /usr/bin/python3, preload: [json, decimal]}\n")
+
+
+def tearDownModule():
+    shutil.rmtree(_CONFIG_DIR, ignore_errors=True)
+
+
+# What a job observes of its process and instance, one JSON line.
+OBSERVE = r'''
+import json, os, resource, signal, socket, sys
+def sockets():
+    out = []
+    for f in os.listdir("/proc/self/fd"):
+        try:
+            link = os.readlink("/proc/self/fd/" + f)
+        except OSError:
+            continue  # the directory listing's own descriptor
+        if link.startswith("socket:"):
+            out.append(link)
+    return out
+obs = {
+    "argv": sys.argv, "name": __name__, "file": __file__, "cwd": os.getcwd(), "path0": sys.path[0],
+    "env": sorted(k for k in os.environ if not k.startswith("KILN_") and k not in ("SM_CURRENT_HOST",)),
+    "uid": os.getuid(), "hostname": socket.gethostname(),
+    "signals": [str(signal.getsignal(s)) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE)],
+    "nofile": resource.getrlimit(resource.RLIMIT_NOFILE),
+    "cgroup_pids_max": open("/sys/fs/cgroup/pids.max").read().strip() if os.path.exists("/sys/fs/cgroup/pids.max") else "?",
+    "procs": sorted(int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in (1, os.getpid())),
+    "sockets": sockets(),
+    "tmp": sorted(os.listdir("/tmp")),
+    "model": sorted(os.listdir("/opt/ml/model")),
+    "train": open("/opt/ml/input/data/train/data.csv").read(),
+    "hp": json.load(open("/opt/ml/input/config/hyperparameters.json")),
+}
+try:
+    open("/opt/ml/input/data/train/data.csv", "a").write("x")
+    obs["input_write"] = "allowed"
+except OSError as e:
+    obs["input_write"] = e.errno
+print("OBS " + json.dumps(obs, sort_keys=True), flush=True)
+open("/tmp/left-by-" + os.environ["WHO"], "w").write("secret")
+open("/opt/ml/model/model-" + os.environ["WHO"], "w").write("weights")
+if os.environ.get("FAIL"):
+    raise RuntimeError("diverged at step 3")
+'''
+
+
+class WarmSandboxE2E(KilndHarness):
+    KILND_ARGS = ["--config", _CONFIG]
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.code = os.path.join(cls.tmp, "code")
+        os.makedirs(cls.code)
+        with open(os.path.join(cls.code, "train.py"), "w") as f:
+            f.write(OBSERVE)
+        cls.train = os.path.join(cls.tmp, "train")
+        os.makedirs(cls.train)
+        with open(os.path.join(cls.train, "data.csv"), "w") as f:
+            f.write("a,b\n1,2\n")
+        os.chmod(cls.train, 0o755)
+
+    def idle_slots(self):
+        return sorted(d for d in os.listdir(os.path.join(self.data, "instances")) if d.startswith("warm-slot-"))
+
+    def wait_idle_slots(self, n):
+        deadline = time.monotonic() + DEADLINE_S
+        while len(self.idle_slots()) < n:
+            self.assertLess(time.monotonic(), deadline, self.idle_slots())
+            time.sleep(0.05)
+
+    def start_of(self, job_id):
+        for _, ev, data in self.events("/v1/jobs/%s/events?follow=false" % job_id):
+            p = data.get("payload", {})
+            if ev == "PhaseReported" and p.get("phase") == "Training":
+                return p.get("start"), p.get("start_note", "")
+        self.fail("job %s: no Training phase event" % job_id)
+
+    def run_script(self, instance_type, who, command=None, **env):
+        env["WHO"] = who
+        spec = self.spec(unique(who), command or ["python3", "train.py", "--epochs", "3"], code_dir=self.code,
+                         inputs={"train": self.train}, hyperparameters={"lr": "0.1"}, environment=env)
+        spec["instance"]["type"] = instance_type
+        job = self.wait_terminal(self.submit(spec)["id"])
+        log = self.logs(job["id"])
+        line = [l for l in log.splitlines() if l.startswith("OBS ")]
+        return job, (json.loads(line[0][4:]) if line else None), log
+
+    def test_01_a_warm_run_observes_what_a_cold_run_does(self):
+        self.wait_idle_slots(2)
+        cold, cold_obs, cold_log = self.run_script("local.medium", "cold")
+        warm, warm_obs, warm_log = self.run_script("local.small", "warm")
+        self.assertEqual(cold["status"], "Completed", cold_log[-2000:])
+        self.assertEqual(warm["status"], "Completed", warm_log[-2000:])
+        self.assertEqual(self.start_of(cold["id"])[0], "cold")
+        self.assertEqual(self.start_of(warm["id"])[0], "warm-runtime", warm_log[-2000:])
+        for obs in (cold_obs, warm_obs):
+            self.assertEqual(obs["argv"], ["train.py", "--epochs", "3"])
+            self.assertEqual(obs["train"], "a,b\n1,2\n")
+            self.assertIn(obs["input_write"], (13, 30))  # EACCES or EROFS: inputs are read-only
+            self.assertEqual(obs["hp"], {"lr": "0.1"})
+            self.assertEqual(obs["procs"], [])  # only the entrypoint and the job
+            self.assertEqual(obs["sockets"], [])
+            self.assertEqual(obs["model"], [])
+        for key in ("input_write", "name", "file", "cwd", "path0", "env", "uid", "hostname", "signals", "nofile", "cgroup_pids_max",
+                    "tmp"):
+            self.assertEqual(cold_obs[key], warm_obs[key], key)
+
+    def test_02_nothing_of_one_job_reaches_the_next(self):
+        self.wait_idle_slots(2)
+        first, obs1, log1 = self.run_script("local.small", "first")
+        second, obs2, log2 = self.run_script("local.small", "second")
+        self.assertEqual(first["status"], "Completed", log1[-2000:])
+        self.assertEqual(second["status"], "Completed", log2[-2000:])
+        self.assertEqual(self.start_of(second["id"])[0], "warm-runtime")
+        self.assertEqual(obs2["tmp"], [])      # not /tmp/left-by-first
+        self.assertEqual(obs2["model"], [])    # not model-first
+        self.assertEqual(obs2["procs"], [])
+        self.assertNotIn("KILN_WARM_RUNTIME", log2)
+        # Each job's own outputs still reach the host.
+        self.assertTrue(second["model_artifact"] if "model_artifact" in second else True)
+
+    def test_03_failures_and_tracebacks_are_the_jobs_own(self):
+        self.wait_idle_slots(2)
+        job, _, log = self.run_script("local.small", "failing", FAIL="1")
+        self.assertEqual(job["status"], "Failed")
+        self.assertEqual(self.start_of(job["id"])[0], "warm-runtime")
+        self.assertIn("RuntimeError: diverged at step 3", job["failure_reason"])
+        self.assertIn('File "/opt/ml/code/train.py", line', log)
+        self.assertNotIn('File "<string>"', log)  # no frame of the runtime's own
+
+    def test_04_a_command_the_runtime_cannot_run_starts_cold_in_the_warm_sandbox(self):
+        self.wait_idle_slots(2)
+        job, obs, log = self.run_script("local.small", "shell", command=["/bin/sh", "-c", "exec python3 train.py"])
+        self.assertEqual(job["status"], "Completed", log[-2000:])
+        start, note = self.start_of(job["id"])
+        self.assertEqual(start, "warm")
+        self.assertIn("not the warm runtime", note)
+        self.assertEqual(obs["train"], "a,b\n1,2\n")
+
+    def test_05_a_warm_job_stops_with_its_grace_period(self):
+        self.wait_idle_slots(2)
+        spec = self.spec(unique("stop"), ["python3", "-c", "import time\nprint('up', flush=True)\ntime.sleep(300)"])
+        job = self.submit(spec)
+        self.wait_log(job["id"], "up")
+        st, _ = self.api("POST", "/v1/jobs/%s/stop" % job["id"])
+        self.assertIn(st, (200, 202))
+        self.assertEqual(self.wait_terminal(job["id"])["status"], "Stopped")
+
+    def test_06_the_pool_refills_and_slots_are_used_once(self):
+        self.wait_idle_slots(2)
+        before = set(self.idle_slots())
+        job, _, log = self.run_script("local.small", "refill")
+        self.assertEqual(job["status"], "Completed", log[-2000:])
+        self.wait_idle_slots(2)
+        after = set(self.idle_slots())
+        self.assertEqual(len(before - after), 1)  # the one the job took is gone for good
+
+
+if __name__ == "__main__":
+    unittest.main()
