@@ -225,8 +225,8 @@ Status WarmSandboxOptionsFor(const json& config, const Catalog& catalog, LocalBa
     if (w.contains("count") && (!w["count"].is_number_unsigned() || w["count"].get<uint64_t>() > 64))
       return InvalidArgument(f + ".count", "must be an integer 0..64");
     o.count = w.value("count", 1);
-    if (w.contains("runtime") &&
-        (!w["runtime"].is_string() || w["runtime"].get<std::string>().empty() || w["runtime"].get<std::string>()[0] != '/'))
+    if (w.contains("runtime") && (!w["runtime"].is_string() || w["runtime"].get<std::string>().empty() ||
+                                  w["runtime"].get<std::string>()[0] != '/'))
       return InvalidArgument(f + ".runtime", "must be an interpreter's absolute path");
     o.runtime = w.value("runtime", "");
     const json preload = w.value("preload", json::array());

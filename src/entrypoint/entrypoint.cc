@@ -678,15 +678,16 @@ class StatsdRelay {
 // runtime (KILN_WARM_RUNTIME) on the command's pipes; then takes the job's
 // environment and working directory. Returns the job's command, or the exit code.
 static std::variant<std::vector<std::string>, int> AwaitAssignment(int assign_fd, int sfd, const sigset_t& child_mask,
-                                                            CommandPipes& pipes, warm::Runtime& runtime) {
-  // Running: every mount bwrap makes is in place (the supervisor adds the job's after this).
-  if (write(assign_fd, "ready\n", 6) != 6) return 1;
+                                                                   CommandPipes& pipes, warm::Runtime& runtime) {
   const std::string interpreter = Env("KILN_WARM_RUNTIME");
   if (!interpreter.empty()) {
-    if (Status st = runtime.Start(interpreter, Env("KILN_WARM_PRELOAD"), child_mask, pipes.out[1], pipes.err[1]);
-        !st.ok())
-      Log("warm runtime not started: " + st.message());
+    Status st = runtime.Start(interpreter, Env("KILN_WARM_PRELOAD"), child_mask, pipes.out[1], pipes.err[1]);
+    if (st.ok()) st = runtime.WaitReady();  // a failed preload: the job starts cold, and says why
+    if (!st.ok()) Log("warm runtime not started: " + st.message());
   }
+  // Running, and warm: every mount bwrap makes is in place (the supervisor adds
+  // the job's after this), and the runtime's imports are done.
+  if (write(assign_fd, "ready\n", 6) != 6) return 1;
   auto assigned = warm::ReadAssignment(assign_fd, sfd);
   close(assign_fd);
   if (!assigned.ok()) {
@@ -708,8 +709,8 @@ static std::variant<std::vector<std::string>, int> AwaitAssignment(int assign_fd
 // Starts the command: in the warm runtime when there is one and the command
 // can run in it, else as a fresh process. `start` says which; `note`, why a
 // warm runtime was not used.
-static Spawned StartCommand(ContractPlan& contract, const sigset_t& child_mask, CommandPipes& pipes, warm::Runtime& runtime,
-                     std::string& start, std::string& note) {
+static Spawned StartCommand(ContractPlan& contract, const sigset_t& child_mask, CommandPipes& pipes,
+                            warm::Runtime& runtime, std::string& start, std::string& note) {
   if (runtime.started()) {
     note = warm::Ineligible(contract.command, contract.environment, runtime.interpreter());
     if (note.empty()) {

@@ -123,13 +123,16 @@ std::string Resolve(const std::string& program, const std::string& path) {
 }
 
 bool SameFile(const std::string& a, const std::string& b) {
-  struct stat sa {}, sb {};
+  struct stat sa {
+  }, sb{};
   return stat(a.c_str(), &sa) == 0 && stat(b.c_str(), &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
 }
 
 }  // namespace
 
-const char* RuntimeProgram() { return kProgram; }
+const char* RuntimeProgram() {
+  return kProgram;
+}
 
 std::string Encode(const Assignment& a) {
   return json{{"command", a.command}, {"env", a.env}}.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
@@ -167,7 +170,7 @@ Result<Assignment> ReadAssignment(int fd, int signal_fd) {
       while (read(signal_fd, &si, sizeof(si)) == sizeof(si)) {
         if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT || si.ssi_signo == SIGHUP)
           return Status(Code::kFailedPrecondition, std::string("stopped before a job was assigned (") +
-                                              strsignal(static_cast<int>(si.ssi_signo)) + ")");
+                                                       strsignal(static_cast<int>(si.ssi_signo)) + ")");
       }
     }
     if (fds[0].revents == 0) continue;
@@ -247,20 +250,10 @@ Status Runtime::Start(const std::string& interpreter, const std::string& preload
   return Status::Ok();
 }
 
-bool Runtime::Alive() {
-  if (pid_ <= 0) return false;
-  int st;
-  if (waitpid(pid_, &st, WNOHANG) == pid_) {
-    pid_ = -1;
-    return false;
-  }
-  return true;
-}
-
-Result<pid_t> Runtime::Run(const std::vector<std::string>& command, const std::vector<std::string>& env,
-                    const std::string& cwd) {
-  if (!Alive()) return Status(Code::kUnavailable, "the warm runtime has exited");
-  // Its preload first: "ready", or why it failed.
+Status Runtime::WaitReady() {
+  if (ready_) return Status::Ok();
+  if (control_ < 0) return Status(Code::kUnavailable, "the warm runtime has exited");
+  // "ready", or why its preload failed.
   std::string answer;
   char c;
   while (answer.size() < 4096) {
@@ -274,10 +267,27 @@ Result<pid_t> Runtime::Run(const std::vector<std::string>& command, const std::v
     return Status(Code::kUnavailable,
                   answer.rfind("failed ", 0) == 0 ? "its preload failed: " + answer.substr(7) : "it did not start");
   }
-  const std::string line =
-      json{{"argv", command}, {"env", env}, {"cwd", cwd}, {"out", 4}, {"err", 5}}.dump(
-          -1, ' ', false, json::error_handler_t::replace) +
-      "\n";
+  ready_ = true;
+  return Status::Ok();
+}
+
+bool Runtime::Alive() {
+  if (pid_ <= 0) return false;
+  int st;
+  if (waitpid(pid_, &st, WNOHANG) == pid_) {
+    pid_ = -1;
+    return false;
+  }
+  return true;
+}
+
+Result<pid_t> Runtime::Run(const std::vector<std::string>& command, const std::vector<std::string>& env,
+                           const std::string& cwd) {
+  KILN_RETURN_IF_ERROR(WaitReady());
+  if (!Alive()) return Status(Code::kUnavailable, "the warm runtime has exited");
+  const std::string line = json{{"argv", command}, {"env", env}, {"cwd", cwd}, {"out", 4}, {"err", 5}}.dump(
+                               -1, ' ', false, json::error_handler_t::replace) +
+                           "\n";
   size_t off = 0;
   while (off < line.size()) {
     ssize_t n = write(control_, line.data() + off, line.size() - off);

@@ -55,11 +55,15 @@ class Runtime {
   bool started() const { return pid_ > 0; }
   const std::string& interpreter() const { return interpreter_; }
   pid_t pid() const { return pid_; }
+  // Waits until its preload is done: Ok when it waits for the job, else why not
+  // (it is then discarded). Run waits for it too.
+  Status WaitReady();
   // Whether it is still waiting (it has not exited: a failed preload exits it).
   bool Alive();
   // Hands it the job: it becomes `command` run with `env` in `cwd`. Returns its
   // pid, now the job's (this object lets go of it).
-  Result<pid_t> Run(const std::vector<std::string>& command, const std::vector<std::string>& env, const std::string& cwd);
+  Result<pid_t> Run(const std::vector<std::string>& command, const std::vector<std::string>& env,
+                    const std::string& cwd);
   // Ends it (closing its control pipe, then SIGKILL) and reaps it.
   void Discard();
 
@@ -67,6 +71,7 @@ class Runtime {
   std::string interpreter_;
   pid_t pid_ = -1;
   int control_ = -1;
+  bool ready_ = false;
 };
 
 // The Python program a warm runtime runs (exposed for tests).

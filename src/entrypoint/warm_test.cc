@@ -153,7 +153,9 @@ TEST_F(WarmRuntimeTest, DeathBySignalAndKeyboardInterruptMatch) {
   ExpectSame("raise KeyboardInterrupt\n");
 }
 
-TEST_F(WarmRuntimeTest, SyntaxErrorMatches) { ExpectSame("print('unclosed'\n"); }
+TEST_F(WarmRuntimeTest, SyntaxErrorMatches) {
+  ExpectSame("print('unclosed'\n");
+}
 
 TEST_F(WarmRuntimeTest, PreloadedModulesAreAlreadyImported) {
   Write("import sys\nprint('json' in sys.modules, 'decimal' in sys.modules)\n");
@@ -184,9 +186,9 @@ TEST(WarmAssignment, RoundTripsAndRefusesMalformedLines) {
   ASSERT_TRUE(back.ok()) << back.status().ToString();
   EXPECT_EQ(back->command, a.command);
   EXPECT_EQ(back->env, a.env);
-  for (const char* bad : {"", "[]", R"({"command": []})", R"({"command": [], "env": []})",
-                          R"({"command": ["x"], "env": ["NOEQUALS"]})", R"({"command": ["x"], "env": [1]})",
-                          R"({"command": ["x"], "env": ["=x"]})"}) {
+  for (const char* bad :
+       {"", "[]", R"({"command": []})", R"({"command": [], "env": []})", R"({"command": ["x"], "env": ["NOEQUALS"]})",
+        R"({"command": ["x"], "env": [1]})", R"({"command": ["x"], "env": ["=x"]})"}) {
     auto d = DecodeAssignment(bad);
     EXPECT_FALSE(d.ok()) << bad;
     EXPECT_EQ(d.status().code(), Code::kInvalidArgument) << bad;

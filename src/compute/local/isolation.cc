@@ -364,8 +364,8 @@ Status DropPrivileges(uint32_t uid, uint32_t gid) {
 }
 
 Result<int> CloneTree(int path_fd, bool writable) {
-  int tree = static_cast<int>(syscall(SYS_open_tree, path_fd, "",
-                                      OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH | AT_RECURSIVE));
+  int tree = static_cast<int>(
+      syscall(SYS_open_tree, path_fd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH | AT_RECURSIVE));
   if (tree < 0) return Errno("open_tree");
   mount_attr attr{};
   attr.attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | (writable ? 0 : MOUNT_ATTR_RDONLY);

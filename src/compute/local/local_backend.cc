@@ -799,7 +799,7 @@ Result<std::string> LocalBackend::Spawn(const LaunchRequest& req, const std::str
   return Handle(*pid, start, dir, req.job_id);
 }
 
-Result<int> LocalBackend::StartSupervisor(const std::string& dir, const std::string& cgroup_id) {
+Result<int> LocalBackend::StartSupervisor(const std::string& dir, const std::string& cgroup_id, int timeout_ms) {
   int ready[2];
   if (pipe2(ready, O_CLOEXEC) != 0) return Internal(std::string("pipe: ") + strerror(errno));
   posix_spawn_file_actions_t fa;
@@ -839,7 +839,7 @@ Result<int> LocalBackend::StartSupervisor(const std::string& dir, const std::str
   char buf[256] = {0};
   ssize_t n = -1;
   pollfd rp{ready[0], POLLIN, 0};
-  if (poll(&rp, 1, 10000) > 0) n = read(ready[0], buf, sizeof(buf) - 1);
+  if (poll(&rp, 1, timeout_ms) > 0) n = read(ready[0], buf, sizeof(buf) - 1);
   close(ready[0]);
   if (n < 0) {
     // Killed, with whatever it started (its cgroup) and its pid file: nothing of
@@ -850,7 +850,8 @@ Result<int> LocalBackend::StartSupervisor(const std::string& dir, const std::str
     }
     InstanceCgroup::RemoveLeftover(cgroup_id);
     unlink((dir + "/" + supervisor::kPidFile).c_str());
-    return Status(Code::kUnavailable, "kiln-supervisor did not answer within 10 s (it was killed)");
+    return Status(Code::kUnavailable, "kiln-supervisor did not answer within " + std::to_string(timeout_ms / 1000) +
+                                          " s (it was killed)");
   }
   supervisor::ReadyAnswer answer = supervisor::DecodeReady(n > 0 ? std::string(buf, static_cast<size_t>(n)) : "");
   if (answer.kind == supervisor::ReadyKind::kError) {

@@ -260,9 +260,10 @@ class LocalBackend final : public ComputeBackend {
   // Prepares the instance directory and the directories the job writes (all of
   // WriteLaunch but launch.json).
   Status PrepareJobDirs(const LaunchRequest& req, const std::string& dir);
-  // Starts kiln-supervisor on `dir` and waits for its answer: its pid;
+  // Starts kiln-supervisor on `dir` and waits for its answer (up to
+  // `timeout_ms`; a warm sandbox answers once its runtime is warm): its pid;
   // kAlreadyExists when another supervisor owns the directory.
-  Result<int> StartSupervisor(const std::string& dir, const std::string& cgroup_id);
+  Result<int> StartSupervisor(const std::string& dir, const std::string& cgroup_id, int timeout_ms = 10000);
 
   LocalBackendOptions opts_;
   EventSink& sink_;

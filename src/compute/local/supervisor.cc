@@ -18,8 +18,8 @@
 #include <unistd.h>
 
 #include <cstring>
-#include <functional>
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -518,10 +518,11 @@ Result<supervisor::AssignFile> ReadAssignFile(int dirfd) {
 // mount (and resolved every path of the directory, which kilnd renames when it
 // assigns the sandbox). "" when it did, else why not.
 std::string AwaitEntrypoint(int assign_fd) {
+  constexpr int kWarmStartMs = 120000;  // its runtime's imports included (torch: seconds)
   std::string ready;
   while (ready.size() < 6) {
     pollfd p{assign_fd, POLLIN, 0};
-    if (poll(&p, 1, 10000) <= 0) return "the warm sandbox's entrypoint did not answer within 10 s";
+    if (poll(&p, 1, kWarmStartMs) <= 0) return "the warm sandbox did not get ready within 120 s";
     char c;
     ssize_t n = read(assign_fd, &c, 1);
     if (n < 0 && errno == EINTR) continue;
@@ -555,8 +556,8 @@ std::string TakeAssignment(int dirfd, LaunchFile& launch, std::string& dir, Bwra
   std::vector<UniqueFd> trees;
   std::vector<isolation::LateMount> mounts;
   for (const auto& b : a->binds) {
-    auto opened = b.source.as_job_user ? OpenAsJobUser(launch, b.source)
-                                       : OpenPathBeneath(b.source.root, b.source.relative);
+    auto opened =
+        b.source.as_job_user ? OpenAsJobUser(launch, b.source) : OpenPathBeneath(b.source.root, b.source.relative);
     if (!opened.ok()) return "SandboxSetupFailed: " + opened.status().message();
     UniqueFd path(*opened);
     struct stat st {};
@@ -734,8 +735,7 @@ int RunSupervisor(const std::string& dir, int ready_fd) {
   if (launch->egress) isolation::RemoveJobLink(*launch->egress);
   status.ended_ms = RealClock::Get().NowMs();
   status.stopped = w.stopping;
-  Status written =
-      WriteFileAtomic(at + "/" + supervisor::kStatusFile, supervisor::Encode(status), 0644, Sync::kNoSync);
+  Status written = WriteFileAtomic(at + "/" + supervisor::kStatusFile, supervisor::Encode(status), 0644, Sync::kNoSync);
   if (!written.ok()) {
     // kilnd reports the instance lost (no status.json); say why in supervisor.log.
     fprintf(stderr, "kiln-supervisor: cannot record the exit: %s\n", written.ToString().c_str());

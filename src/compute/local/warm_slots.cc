@@ -26,6 +26,8 @@ namespace {
 
 // A retired slot's grace period: its entrypoint only waits for a job.
 constexpr int64_t kSlotGraceMs = 2000;
+// A slot answers once its runtime's imports are done (the supervisor waits 120 s).
+constexpr int kSlotStartMs = 125000;
 // After a slot failed to start, the refill waits this long before the next try.
 constexpr int kRefillBackoffMs = 5000;
 
@@ -38,7 +40,9 @@ void Wake(int fd) {
 
 }  // namespace
 
-void LocalBackend::WakeRefill() const { Wake(warm_wake_); }
+void LocalBackend::WakeRefill() const {
+  Wake(warm_wake_);
+}
 
 std::vector<int> LocalBackend::IdleWarmSandboxes() const {
   std::lock_guard<std::mutex> l(warm_mu_);
@@ -145,9 +149,9 @@ Result<LocalBackend::WarmSlot> LocalBackend::StartSlot(size_t pool) {
     return st;
   };
   if (Status st = PrepareInstanceDir(req, dir); !st.ok()) return fail(st);
-  if (Status st = WriteFileAtomic(dir + "/hosts",
-                                  "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\talgo-1\n",
-                                  0644, Sync::kNoSync);
+  if (Status st = WriteFileAtomic(
+          dir + "/hosts", "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\talgo-1\n", 0644,
+          Sync::kNoSync);
       !st.ok())
     return fail(st);
   auto launch = LaunchFileFor(req, dir);
@@ -168,11 +172,11 @@ Result<LocalBackend::WarmSlot> LocalBackend::StartSlot(size_t pool) {
   launch->report_url.clear();
   launch->report_token.clear();
   launch->warm = true;
-  if (Status st = WriteFileAtomic(dir + "/" + supervisor::kLaunchFile, supervisor::Encode(*launch), 0600,
-                                  Sync::kNoSync);
+  if (Status st =
+          WriteFileAtomic(dir + "/" + supervisor::kLaunchFile, supervisor::Encode(*launch), 0600, Sync::kNoSync);
       !st.ok())
     return fail(st);
-  auto pid = StartSupervisor(dir, id);
+  auto pid = StartSupervisor(dir, id, kSlotStartMs);
   if (!pid.ok()) return fail(pid.status());
   WarmSlot slot{id, pool, *pid, ProcessStartTime(*pid), static_cast<int>(syscall(SYS_pidfd_open, *pid, 0))};
   if (slot.pidfd < 0) {
@@ -248,7 +252,8 @@ Result<std::string> LocalBackend::AssignSlot(const LaunchRequest& req, const War
   if (Status st = WriteFileAtomic(dir + "/" + supervisor::kAssignFile, supervisor::Encode(a), 0600, Sync::kNoSync);
       !st.ok())
     return fail(st, dir);
-  if (kill(slot.pid, SIGUSR1) != 0) return fail(Internal(std::string("signal the warm sandbox: ") + strerror(errno)), dir);
+  if (kill(slot.pid, SIGUSR1) != 0)
+    return fail(Internal(std::string("signal the warm sandbox: ") + strerror(errno)), dir);
   KILN_RETURN_IF_ERROR(WatchPid(req.instance_id, req.job_id, slot.pid, slot.start));
   WakeRefill();
   return Handle(slot.pid, slot.start, dir, req.job_id);
