@@ -88,6 +88,7 @@ struct BackendHealth {
   std::string message;  // why unhealthy; "" when healthy
   int queued = 0;       // instances waiting in the backend's own queue
   int running = 0;      // instances it runs now
+  int warm_idle = 0;    // pre-started sandboxes waiting for a job (local backend, sandbox.warm)
 };
 const char* ToString(BackendHealth::State s);
 

@@ -294,6 +294,7 @@ std::vector<Capability> LocalBackend::Capabilities() const {
 
 BackendHealth LocalBackend::Health() const {
   BackendHealth h;
+  for (int n : IdleWarmSandboxes()) h.warm_idle += n;
   MutexLock l(mu_);
   h.running = static_cast<int>(watched_ids_.size());
   return h;
@@ -850,8 +851,8 @@ Result<int> LocalBackend::StartSupervisor(const std::string& dir, const std::str
     }
     InstanceCgroup::RemoveLeftover(cgroup_id);
     unlink((dir + "/" + supervisor::kPidFile).c_str());
-    return Status(Code::kUnavailable, "kiln-supervisor did not answer within " + std::to_string(timeout_ms / 1000) +
-                                          " s (it was killed)");
+    return Status(Code::kUnavailable,
+                  "kiln-supervisor did not answer within " + std::to_string(timeout_ms / 1000) + " s (it was killed)");
   }
   supervisor::ReadyAnswer answer = supervisor::DecodeReady(n > 0 ? std::string(buf, static_cast<size_t>(n)) : "");
   if (answer.kind == supervisor::ReadyKind::kError) {

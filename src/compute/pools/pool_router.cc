@@ -70,7 +70,7 @@ Result<std::vector<PoolSpec>> ParsePools(const json& pools, const std::string& d
 json ToJson(const PoolStatus& p) {
   return {{"name", p.spec.name},       {"backend", p.spec.backend},          {"instance_types", p.spec.instance_types},
           {"default", p.is_default},   {"health", ToString(p.health.state)}, {"message", p.health.message},
-          {"queued", p.health.queued}, {"running", p.health.running}};
+          {"queued", p.health.queued}, {"running", p.health.running},        {"warm_idle", p.health.warm_idle}};
 }
 
 PoolRouter::PoolRouter(std::vector<Pool> pools) : pools_(std::move(pools)) {
