@@ -885,6 +885,24 @@ Result<std::string> LocalBackend::Adopt(const LaunchRequest& req) {
   const std::string dir = Dir(req.instance_id);
   auto sup = SupervisorOf(dir);
   if (!sup.ok()) return sup.status();
+  // A warm sandbox renamed for this instance by a kilnd that died before it
+  // finished the assignment: signal it again (a supervisor takes one assignment
+  // and ignores later signals), or, without assign.json, end it so that the
+  // retried launch starts afresh.
+  if (auto text = ReadFile(dir + "/" + supervisor::kLaunchFile); text.ok()) {
+    auto launch = supervisor::DecodeLaunchFile(*text);
+    if (launch.ok() && launch->warm && ProcessStartTime(sup->first) == sup->second) {
+      if (access((dir + "/" + supervisor::kAssignFile).c_str(), F_OK) == 0) {
+        kill(sup->first, SIGUSR1);
+      } else {
+        kill(sup->first, SIGKILL);
+        InstanceCgroup::RemoveLeftover(launch->instance_id);
+        unlink((dir + "/" + supervisor::kPidFile).c_str());
+        return Status(Code::kUnavailable, "a warm sandbox renamed for " + req.instance_id +
+                                              " had no assignment (kilnd stopped meanwhile); it was ended");
+      }
+    }
+  }
   ClaimEgress(req.instance_id);
   Account(req.job_id, req.instance_id, req.type.vcpus * std::max(1, req.spec.instance_count),
           req.type.memory_mib * std::max(1, req.spec.instance_count), ShareOf::kWholeJob);
