@@ -580,6 +580,26 @@ std::string TakeAssignment(int dirfd, LaunchFile& launch, std::string& dir, Bwra
   return "";
 }
 
+// A warm sandbox answers kilnd once its entrypoint is ready (or why it is not):
+// kilnd may rename its directory from then on.
+void AnswerWarm(int& ready_fd, const std::string& setup_error, int assign_fd, pid_t child) {
+  const std::string why = setup_error.empty() ? AwaitEntrypoint(assign_fd) : setup_error;
+  Ready(ready_fd, {why.empty() ? ReadyKind::kOk : ReadyKind::kError, why});
+  if (!why.empty() && child > 0) kill(child, SIGKILL);
+}
+
+// SIGUSR1 in a warm sandbox: takes assign.json, once; a failure kills the sandbox.
+void AssignOnce(int dirfd, LaunchFile& launch, std::string& at, BwrapStatus& bwrap, UniqueFd& assign_fd, pid_t child,
+                bool& assigned, std::string& setup_error) {
+  assigned = true;
+  setup_error = TakeAssignment(dirfd, launch, at, bwrap, assign_fd.get());
+  assign_fd.reset();
+  if (setup_error.empty()) return;
+  fprintf(stderr, "kiln-supervisor: %s\n", setup_error.c_str());
+  if (bwrap.init_pid() > 0) kill(bwrap.init_pid(), SIGKILL);
+  kill(child, SIGKILL);
+}
+
 }  // namespace
 
 // Tells kilnd how the instance ended (POST /v1/runtime/exit with the exit
@@ -639,10 +659,10 @@ int RunSupervisor(const std::string& dir, int ready_fd) {
   }
   StatusFile status;
   status.started_ms = RealClock::Get().NowMs();
-  // Opened as root, before anything runs: a bind the job could redirect (a
-  // symlink planted under kilnd's data dir) fails the launch instead.
-  // A warm sandbox: its directory (renamed when it is assigned) and the pipe on
-  // which its entrypoint waits for the job.
+  // A warm sandbox: its directory (renamed when it is assigned) and the socket
+  // on which its entrypoint waits for the job. Binds are opened as root, before
+  // anything runs: one the job could redirect (a symlink planted under kilnd's
+  // data dir) fails the launch instead.
   UniqueFd dirfd(launch->warm ? open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC) : -1);
   int assign[2] = {-1, -1};
   if (launch->warm && (dirfd.get() < 0 || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, assign) != 0)) {
@@ -661,7 +681,7 @@ int RunSupervisor(const std::string& dir, int ready_fd) {
 
   sigset_t mask;
   sigemptyset(&mask);
-  for (int sig : {SIGTERM, SIGINT, SIGCHLD, SIGALRM, SIGHUP, SIGUSR1}) sigaddset(&mask, sig);
+  for (int sig : {SIGTERM, SIGINT, SIGCHLD, SIGALRM, SIGHUP, SIGUSR1}) sigaddset(&mask, sig);  // USR1: assign.json
   sigprocmask(SIG_BLOCK, &mask, nullptr);
   int sfd = signalfd(-1, &mask, SFD_CLOEXEC);
   int statusp[2];
@@ -687,34 +707,16 @@ int RunSupervisor(const std::string& dir, int ready_fd) {
   if (outp[1] >= 0) close(outp[1]);
   close(statusp[1]);
   BwrapStatus bwrap(statusp[0]);
-  if (launch->warm) {
-    std::string why = setup_error.empty() ? AwaitEntrypoint(assign_write.get()) : setup_error;
-    if (!why.empty()) {
-      Ready(ready_fd, {ReadyKind::kError, why});
-      if (child > 0) kill(child, SIGKILL);
-    } else {
-      Ready(ready_fd, {ReadyKind::kOk, ""});
-    }
-  }
+  if (launch->warm) AnswerWarm(ready_fd, setup_error, assign_write.get(), child);
   WaitOutcome w;
   std::string at = dir;  // a warm sandbox's moves when it is assigned
   bool assigned = false;
   auto on_assign = [&] {
-    if (!launch->warm || assigned) return;
-    assigned = true;
-    setup_error = TakeAssignment(dirfd.get(), *launch, at, bwrap, assign_write.get());
-    assign_write.reset();
-    if (!setup_error.empty()) {
-      fprintf(stderr, "kiln-supervisor: %s\n", setup_error.c_str());
-      if (bwrap.init_pid() > 0) kill(bwrap.init_pid(), SIGKILL);
-      kill(child, SIGKILL);
-    }
+    if (launch->warm && !assigned)
+      AssignOnce(dirfd.get(), *launch, at, bwrap, assign_write, child, assigned, setup_error);
   };
   if (child > 0) w = WaitForSandbox(at, *launch, child, sfd, bwrap, output, on_assign);
-  if (launch->warm && !assigned) {
-    fprintf(stderr, "kiln-supervisor: the warm sandbox ended before a job was assigned\n");
-    setup_error = "SandboxSetupFailed: the warm sandbox ended before a job was assigned";
-  }
+  if (launch->warm && !assigned) setup_error = "SandboxSetupFailed: the warm sandbox ended before a job was assigned";
   output.Drain(1000);  // what the job wrote last
   bwrap.Pump();
   status.exit = ExitOf(at, *launch, w, setup_error);
