@@ -176,6 +176,31 @@ class WarmSandboxE2E(KilndHarness):
         after = set(self.idle_slots())
         self.assertEqual(len(before - after), 1)  # the one the job took is gone for good
 
+    def test_07_every_run_of_a_schedule_starts_warm(self):
+        # A 15-minute retraining schedule, simulated with a 2 s period.
+        self.wait_idle_slots(2)
+        name = unique("retrain")[:30]
+        job = self.spec("ignored", ["python3", "train.py"], code_dir=self.code, inputs={"train": self.train},
+                        environment={"WHO": "sched"})
+        del job["name"]
+        st, doc = self.api("POST", "/v1/schedules", {"name": name, "cron": "@every 2s", "job": job})
+        self.assertEqual(st, 201, doc)
+        try:
+            deadline = time.monotonic() + DEADLINE_S
+            while True:
+                st, doc = self.api("GET", "/v1/schedules/" + name)
+                started = [h for h in doc["history"] if h["outcome"] == "Started"]
+                if len(started) >= 3:
+                    break
+                self.assertLess(time.monotonic(), deadline, doc)
+                time.sleep(0.2)
+        finally:
+            self.api("DELETE", "/v1/schedules/" + name)
+        for h in started[:3]:
+            ran = self.wait_terminal(h["job_id"])
+            self.assertEqual(ran["status"], "Completed", self.logs(h["job_id"])[-2000:])
+            self.assertEqual(self.start_of(h["job_id"])[0], "warm-runtime", h)
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -971,7 +971,7 @@ void LocalBackend::Finished(const std::string& id, const std::string& job_id, in
     std::string why = text.ok()
                           ? "the instance supervisor recorded an unreadable status (" + status.status().message() + ")"
                           : "the instance supervisor exited without recording a status";
-    InstanceCgroup::RemoveLeftover(id);  // its supervisor died before it could
+    RemoveLeftoverCgroups(id);  // its supervisor died before it could
     RemoveLeftoverLink(id);
     e = LostEvent(job_id, id, why + " (see " + Dir(id) + "/" + supervisor::kSupervisorLog + ")", clock_.NowMs());
   } else {
@@ -1006,6 +1006,15 @@ Status LocalBackend::Cleanup(const std::string& id, const std::string&) {
   return scratch::Remove(opts_.scratch_pool, id);
 }
 
+void LocalBackend::RemoveLeftoverCgroups(const std::string& id) const {
+  InstanceCgroup::RemoveLeftover(id);
+  // A warm sandbox's cgroups keep the name it started with (launch.json's).
+  auto text = ReadFile(Dir(id) + "/" + supervisor::kLaunchFile);
+  if (!text.ok()) return;
+  auto launch = supervisor::DecodeLaunchFile(*text);
+  if (launch.ok() && launch->instance_id != id) InstanceCgroup::RemoveLeftover(launch->instance_id);
+}
+
 void LocalBackend::RemoveLeftoverLink(const std::string& id) const {
   auto text = ReadFile(Dir(id) + "/" + supervisor::kLaunchFile);
   if (!text.ok()) return;
@@ -1027,7 +1036,7 @@ Status LocalBackend::Recover(const std::string& id, const std::string& handle) {
   if (h->pid <= 0 || ProcessStartTime(h->pid) != h->start) {
     // A supervisor killed with its instance leaves the instance's cgroups (and,
     // for a multi-instance job, its veth and the job's bridge) behind.
-    InstanceCgroup::RemoveLeftover(id);
+    RemoveLeftoverCgroups(id);
     RemoveLeftoverLink(id);
     return NotFound("supervisor of " + id + " (pid " + std::to_string(h->pid) + ") is gone and left no status");
   }

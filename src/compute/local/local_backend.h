@@ -213,6 +213,9 @@ class LocalBackend final : public ComputeBackend {
   void Release(const std::string& job_id, const std::string& instance_id) EXCLUDES(mu_);
   // A supervisor that already started for this instance: watch it, return its handle.
   Result<std::string> Adopt(const LaunchRequest& req);
+  // The cgroups of an instance whose supervisor died: its own, or a warm
+  // sandbox's (named by its launch.json).
+  void RemoveLeftoverCgroups(const std::string& id) const;
   // The veth and idle bridge of an instance whose supervisor died (from its launch.json).
   void RemoveLeftoverLink(const std::string& id) const;
   // The supervisor's launch.json for a request (allocates its egress address).
