@@ -206,8 +206,9 @@ Status WarmSandboxOptionsFor(const json& config, const Catalog& catalog, LocalBa
     if (!w.is_object()) return InvalidArgument(f, f + " must be a mapping");
     for (const auto& [key, value] : w.items())
       if (key != "instance_type" && key != "image" && key != "team" && key != "count" && key != "runtime" &&
-          key != "preload")
-        return InvalidArgument(f + "." + key, "unknown field (instance_type, image, team, count, runtime, preload)");
+          key != "preload" && key != "max_idle_seconds")
+        return InvalidArgument(f + "." + key,
+                               "unknown field (instance_type, image, team, count, runtime, preload, max_idle_seconds)");
     WarmSandboxOptions o;
     const InstanceType* type =
         w.contains("instance_type") && w["instance_type"].is_string() ? catalog.FindType(w["instance_type"]) : nullptr;
@@ -225,6 +226,10 @@ Status WarmSandboxOptionsFor(const json& config, const Catalog& catalog, LocalBa
     if (w.contains("count") && (!w["count"].is_number_unsigned() || w["count"].get<uint64_t>() > 64))
       return InvalidArgument(f + ".count", "must be an integer 0..64");
     o.count = w.value("count", 1);
+    if (w.contains("max_idle_seconds") &&
+        (!w["max_idle_seconds"].is_number_unsigned() || w["max_idle_seconds"].get<uint64_t>() > 7 * 86400))
+      return InvalidArgument(f + ".max_idle_seconds", "must be an integer 0..604800 (0: never replaced)");
+    o.max_idle_seconds = w.value("max_idle_seconds", int64_t{3600});
     if (w.contains("runtime") && (!w["runtime"].is_string() || w["runtime"].get<std::string>().empty() ||
                                   w["runtime"].get<std::string>()[0] != '/'))
       return InvalidArgument(f + ".runtime", "must be an interpreter's absolute path");

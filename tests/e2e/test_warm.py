@@ -17,7 +17,8 @@ _CONFIG = os.path.join(_CONFIG_DIR, "kilnd.yaml")
 with open(_CONFIG, "w") as _f:
     _f.write("sandbox:\n"
              "  warm:\n"
-             "    - {instance_type: local.small, count: 2, runtime: /usr/bin/python3, preload: [json, decimal]}\n")
+             "    - {instance_type: local.small, count: 2, runtime: /usr/bin/python3, preload: [json, decimal]}\n"
+             "    - {instance_type: ml.t3.medium, count: 1, max_idle_seconds: 2}\n")
 
 
 def tearDownModule():
@@ -84,6 +85,7 @@ class WarmSandboxE2E(KilndHarness):
         return sorted(d for d in os.listdir(os.path.join(self.data, "instances")) if d.startswith("warm-slot-"))
 
     def wait_idle_slots(self, n):
+        n += 1  # the ml.t3.medium sandbox (test_08)
         deadline = time.monotonic() + DEADLINE_S
         while len(self.idle_slots()) < n:
             self.assertLess(time.monotonic(), deadline, self.idle_slots())
@@ -200,6 +202,29 @@ class WarmSandboxE2E(KilndHarness):
             ran = self.wait_terminal(h["job_id"])
             self.assertEqual(ran["status"], "Completed", self.logs(h["job_id"])[-2000:])
             self.assertEqual(self.start_of(h["job_id"])[0], "warm-runtime", h)
+
+    def test_08_an_idle_sandbox_is_replaced_after_max_idle_seconds(self):
+        def medium():
+            out = set()
+            for d in self.idle_slots():
+                try:
+                    with open(os.path.join(self.data, "instances", d, "launch.json")) as f:
+                        if json.load(f)["memory_bytes"] == 4096 << 20:
+                            out.add(d)
+                except (OSError, ValueError):
+                    pass
+            return out
+        deadline = time.monotonic() + DEADLINE_S
+        first = set()
+        while not first:
+            self.assertLess(time.monotonic(), deadline)
+            first = medium()
+            time.sleep(0.05)
+        while not (medium() - first):
+            self.assertLess(time.monotonic(), deadline, "the idle sandbox %s was never replaced" % first)
+            time.sleep(0.1)
+        st, pools = self.api("GET", "/v1/pools")
+        self.assertEqual(st, 200, pools)
 
 
 if __name__ == "__main__":

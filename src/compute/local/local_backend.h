@@ -39,6 +39,10 @@ struct WarmSandboxOptions {
   int count = 1;
   std::string runtime;
   std::vector<std::string> preload;
+  // An idle sandbox older than this is replaced by a fresh one (a runtime holds
+  // the modules as they were when it started: an upgrade reaches jobs after
+  // this long at most). 0: never.
+  int64_t max_idle_seconds = 3600;
 };
 
 struct LocalBackendOptions {
@@ -242,7 +246,11 @@ class LocalBackend final : public ComputeBackend {
     int pid = 0;
     unsigned long long start = 0;
     int pidfd = -1;
+    TimeMs ready_ms = 0;  // when it became idle (max_idle_seconds)
   };
+  // Retires idle slots past their pool's max_idle_seconds; returns the ms until
+  // the next one is due (-1: none).
+  int RetireStaleSlots();
   static constexpr char kSlotPrefix[] = "warm-slot-";
   void InitWarmSandboxes();
   void StopWarmSandboxes();

@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 
@@ -178,7 +179,8 @@ Result<LocalBackend::WarmSlot> LocalBackend::StartSlot(size_t pool) {
     return fail(st);
   auto pid = StartSupervisor(dir, id, kSlotStartMs);
   if (!pid.ok()) return fail(pid.status());
-  WarmSlot slot{id, pool, *pid, ProcessStartTime(*pid), static_cast<int>(syscall(SYS_pidfd_open, *pid, 0))};
+  WarmSlot slot{
+      id, pool, *pid, ProcessStartTime(*pid), static_cast<int>(syscall(SYS_pidfd_open, *pid, 0)), clock_.NowMs()};
   if (slot.pidfd < 0) {
     kill(slot.pid, SIGKILL);
     waitpid(slot.pid, nullptr, 0);
@@ -278,6 +280,34 @@ void LocalBackend::RetireSlot(const WarmSlot& slot) {
   kill(slot.pid, SIGTERM);
 }
 
+int LocalBackend::RetireStaleSlots() {
+  std::vector<WarmSlot> stale;
+  int64_t next = -1;
+  {
+    std::lock_guard<std::mutex> l(warm_mu_);
+    const TimeMs now = clock_.NowMs();
+    for (size_t i = 0; i < idle_.size(); ++i) {
+      const int64_t max_ms = opts_.warm_sandboxes[i].max_idle_seconds * 1000;
+      if (max_ms <= 0) continue;
+      for (auto it = idle_[i].begin(); it != idle_[i].end();) {
+        const int64_t due = it->ready_ms + max_ms - now;
+        if (due > 0) {
+          next = next < 0 ? due : std::min(next, due);
+          ++it;
+          continue;
+        }
+        epoll_ctl(warm_epfd_, EPOLL_CTL_DEL, it->pidfd, nullptr);
+        close(it->pidfd);
+        stale.push_back(*it);
+        it = idle_[i].erase(it);
+      }
+    }
+  }
+  for (const auto& slot : stale) RetireSlot(slot);  // its share is released when it has ended
+  if (!stale.empty()) return 0;
+  return next < 0 ? -1 : static_cast<int>(std::min<int64_t>(next, 1 << 30));
+}
+
 void LocalBackend::RemoveSlot(const std::string& id) {
   if (!opts_.scratch_pool.empty()) scratch::Remove(opts_.scratch_pool, id);
   Status st = RemoveTreeNoFollow(Dir(id));
@@ -314,6 +344,8 @@ void LocalBackend::RefillLoop() {
       }
     }
     wait_ms = failed ? kRefillBackoffMs : -1;
+    if (const int stale = RetireStaleSlots(); stale >= 0) wait_ms = wait_ms < 0 ? stale : std::min(wait_ms, stale);
+    if (wait_ms == 0) continue;  // retired some: start their replacements
     epoll_event evs[16];
     int n = epoll_wait(warm_epfd_, evs, 16, wait_ms);
     for (int k = 0; k < n; ++k) {
