@@ -207,7 +207,7 @@ Status WarmSandboxOptionsFor(const json& config, const Catalog& catalog, LocalBa
     for (const auto& [key, value] : w.items())
       if (key != "instance_type" && key != "image" && key != "team" && key != "count" && key != "runtime" &&
           key != "preload" && key != "max_idle_seconds")
-        return InvalidArgument(f + "." + key,
+        return InvalidArgument(StrCat(f, ".", key),
                                "unknown field (instance_type, image, team, count, runtime, preload, max_idle_seconds)");
     WarmSandboxOptions o;
     const InstanceType* type =

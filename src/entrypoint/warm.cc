@@ -214,6 +214,7 @@ Status Runtime::Start(const std::string& interpreter, const std::string& preload
     pos = comma + 1;
   }
   std::vector<char*> argv;
+  argv.reserve(args.size() + 1);
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
   // Its own start takes no PYTHON* setting: the job's are applied when it runs.
