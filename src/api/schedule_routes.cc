@@ -17,7 +17,7 @@ json ScheduleDoc(const ScheduleRecord& rec, bool with_history) {
   doc["team"] = rec.team;
   doc["created_at"] = FormatTime(rec.created);
   doc["next_slot"] = state.waiting ? json(nullptr) : json(FormatTime(state.next_slot));
-  for (const char* k : {"cron", "overlap", "job", "owner"})
+  for (const char* k : {"cron", "overlap", "job", "owner", "prewarm"})
     if (spec.is_object() && spec.contains(k)) doc[k] = spec[k];
   if (!with_history) {
     const json last = doc["history"].empty() ? json(nullptr) : doc["history"].back();

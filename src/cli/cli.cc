@@ -157,6 +157,8 @@ void AddScheduleCommands(CLI::App& app, Dispatch& d) {
   sched_create->add_option("spec", sc->spec_path, "job spec file (YAML or JSON; its name is ignored)")->required();
   sched_create->add_option("--cron", sc->cron, "\"*/15 * * * *\", @hourly, \"@every 90s\"")->required();
   sched_create->add_option("--overlap", sc->overlap, "when the last run still runs: skip (default), queue, replace");
+  sched_create->add_option("--prewarm", sc->prewarm_seconds, "warm a sandbox this many seconds before each run");
+  sched_create->add_option("--preload", sc->preload, "with --prewarm: a module its python runtime imports (repeat)");
   d.online.emplace_back(sched_create, [sc](Context& ctx) { return cli::CreateSchedule(ctx, *sc); });
   d.online.emplace_back(sched->add_subcommand("list", "schedules, their next slot and last run"),
                         [](Context& ctx) { return cli::ListSchedules(ctx); });

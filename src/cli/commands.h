@@ -44,8 +44,11 @@ int DescribeJob(Context& ctx, const std::string& id);
 int ListPools(Context& ctx);
 struct CreateScheduleOptions {
   std::string name, cron, overlap = "skip", spec_path;
+  int prewarm_seconds = 0;           // 0: no pre-warming
+  std::vector<std::string> preload;  // with prewarm_seconds
 };
-// kiln schedules create NAME --cron EXPR [--overlap skip|queue|replace] SPEC
+// kiln schedules create NAME --cron EXPR [--overlap skip|queue|replace]
+//   [--prewarm SECONDS [--preload MODULE]...] SPEC
 int CreateSchedule(Context& ctx, const CreateScheduleOptions& o);
 int ListSchedules(Context& ctx);
 int DescribeSchedule(Context& ctx, const std::string& name);

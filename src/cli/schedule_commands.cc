@@ -18,6 +18,7 @@ int CreateSchedule(Context& ctx, const CreateScheduleOptions& o) {
   }
   spec->erase("name");  // each run is named <schedule>-<slot time>
   json body = {{"name", o.name}, {"cron", o.cron}, {"overlap", o.overlap}, {"job", *spec}};
+  if (o.prewarm_seconds > 0) body["prewarm"] = {{"seconds", o.prewarm_seconds}, {"preload", o.preload}};
   auto r = ctx.kilnd.Call("POST", "/v1/schedules", body.dump());
   if (!r) return 2;
   if (ctx.output == Output::kJson) {
@@ -60,6 +61,9 @@ int DescribeSchedule(Context& ctx, const std::string& name) {
             << Pad("Team", 12) << s.value("team", "") << "\n"
             << Pad("Cron", 12) << s.value("cron", "") << " (UTC)\n"
             << Pad("Overlap", 12) << s.value("overlap", "") << "\n"
+            << Pad("Prewarm", 12)
+            << (s.contains("prewarm") ? std::to_string(s["prewarm"].value("seconds", 0)) + " s before each run" : "no")
+            << "\n"
             << Pad("Next", 12) << (s["next_slot"].is_string() ? s["next_slot"].get<std::string>() : "(waiting)")
             << "\nRuns:\n";
   for (const auto& h : s["history"])

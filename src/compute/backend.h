@@ -111,6 +111,12 @@ class ComputeBackend {
   // Deletes the cache directories of a warm pool chain (LaunchRequest::warm_cache)
   // without following any link in them; idempotent, Ok when none exist.
   virtual Status DeleteWarmCache(const std::string& chain) { return Status::Ok(); }
+  // Schedules' pre-warming: where the backend keeps warm sandboxes, has one
+  // ready for a job like `like` (its type, image, team and command) until
+  // `until_ms`, its runtime importing `preload`. Ok when there is nothing to do.
+  virtual Status Prewarm(const LaunchRequest& like, TimeMs until_ms, const std::vector<std::string>& preload) {
+    return Status::Ok();
+  }
 };
 
 // Forwards every call; tests wrap a backend to inject faults around it.
@@ -127,6 +133,9 @@ class BackendWrapper : public ComputeBackend {
   std::string MetricsSocketPath(const std::string& id) const override { return target_.MetricsSocketPath(id); }
   BackendHealth Health() const override { return target_.Health(); }
   Status DeleteWarmCache(const std::string& chain) override { return target_.DeleteWarmCache(chain); }
+  Status Prewarm(const LaunchRequest& like, TimeMs until_ms, const std::vector<std::string>& preload) override {
+    return target_.Prewarm(like, until_ms, preload);
+  }
 
  protected:
   ComputeBackend& target_;

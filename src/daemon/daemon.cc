@@ -691,9 +691,24 @@ smapi::ApiOptions SageMakerOptionsFor(const json& config, const Catalog& catalog
 }
 
 // How the scheduler submits, stops and validates its runs.
-schedules::Options ScheduleOptions(Controller& controller, const Catalog& catalog,
+schedules::Options ScheduleOptions(Controller& controller, const Catalog& catalog, ComputeBackend* backend,
                                    const std::function<NativeApi*()>& api) {
   schedules::Options so;
+  // A slot's sandbox, warmed ahead: for a job like the run's (its name aside).
+  so.prewarm = [&catalog, backend](const json& job, TimeMs until_ms, const std::vector<std::string>& preload) {
+    json probe = job;
+    probe["name"] = "prewarm";
+    auto spec = ParseSpec(probe, catalog);
+    const InstanceType* type = spec.ok() ? catalog.FindType(spec->instance_type) : nullptr;
+    const ImageEnv* image = spec.ok() ? catalog.FindImage(spec->image) : nullptr;
+    if (!type || !image) return;
+    LaunchRequest like;
+    like.spec = *spec;
+    like.type = *type;
+    like.image = *image;
+    if (Status st = backend->Prewarm(like, until_ms, preload); !st.ok())
+      fprintf(stderr, "kilnd: pre-warming for a schedule: %s\n", st.ToString().c_str());
+  };
   so.submit = [api](const std::string& body, const Principal& who) { return api()->Submit(body, who); };
   so.stop = [&controller](const std::string& id) { return controller.StopJob(id); };
   so.validate = [&catalog](const json& job) { return ParseSpec(job, catalog).status(); };
@@ -780,7 +795,7 @@ int RunKilnd(const KilndOptions& o) {
   aopts.tuning = &tuner;
   NativeApi* api_ptr = nullptr;  // each slot's job goes through the API's own submit
   schedules::Scheduler sched(**store, RealClock::Get(), timers,
-                             ScheduleOptions(controller, *catalog, [&api_ptr] { return api_ptr; }));
+                             ScheduleOptions(controller, *catalog, be, [&api_ptr] { return api_ptr; }));
   scheduler.store(&sched);
   aopts.schedules = &sched;
   ApiTokens api_tokens(**store, RealClock::Get());

@@ -1,5 +1,6 @@
 #include "schedules/scheduler.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <ctime>
 
@@ -96,13 +97,58 @@ Status Scheduler::Start() {
 
 void Scheduler::Arm(const std::string& name, TimeMs at) {
   timers_.Schedule(at, StrCat("sched:", name, ":", std::to_string(at)), [this, name] { Fire(name); });
+  if (!opts_.prewarm) return;
+  auto rec = store_.GetSchedule(name);
+  if (!rec.ok()) return;
+  const json spec = json::parse(rec->spec, nullptr, false);
+  const json prewarm = spec.is_object() ? spec.value("prewarm", json()) : json();
+  if (!prewarm.is_object() || !prewarm.value("seconds", json(0)).is_number_integer()) return;
+  const TimeMs lead = prewarm.value("seconds", int64_t{0}) * 1000;
+  if (lead <= 0) return;
+  const TimeMs when = std::max(clock_.NowMs(), at - lead);
+  timers_.Schedule(when, StrCat("sched-prewarm:", name, ":", std::to_string(at)), [this, name, at] {
+    auto now = store_.GetSchedule(name);  // deleted, or its slot moved on: nothing to warm
+    if (!now.ok() || StateFromJson(json::parse(now->state, nullptr, false)).next_slot != at) return;
+    const json s = json::parse(now->spec, nullptr, false);
+    const json job = s.is_object() ? s.value("job", json::object()) : json::object();
+    std::vector<std::string> preload;
+    for (const auto& m : s.value("prewarm", json::object()).value("preload", json::array()))
+      if (m.is_string()) preload.push_back(m.get<std::string>());
+    opts_.prewarm(job, at + kPrewarmHoldMs, preload);
+  });
 }
+
+namespace {
+
+// A schedule's "prewarm": {"seconds": 1..3600, "preload"?: [module names]}.
+Status CheckPrewarm(const json& p) {
+  if (!p.is_object()) return InvalidArgument("prewarm", "an object: seconds, preload");
+  for (auto it = p.begin(); it != p.end(); ++it)
+    if (it.key() != "seconds" && it.key() != "preload")
+      return InvalidArgument("prewarm." + it.key(), "unknown field (seconds, preload)");
+  if (!p.contains("seconds") || !p["seconds"].is_number_integer() || p["seconds"].get<int64_t>() < 1 ||
+      p["seconds"].get<int64_t>() > 3600)
+    return InvalidArgument("prewarm.seconds", "required: how long before each slot to warm a sandbox, 1..3600");
+  const json preload = p.value("preload", json::array());
+  if (!preload.is_array() || preload.size() > 32)
+    return InvalidArgument("prewarm.preload", "a list of up to 32 modules");
+  for (const auto& m : preload) {
+    const std::string name = m.is_string() ? m.get<std::string>() : "";
+    if (name.empty() || name.size() > 128 ||
+        name.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.") != std::string::npos)
+      return InvalidArgument("prewarm.preload", "module names: letters, digits, _ and .");
+  }
+  return Status::Ok();
+}
+
+}  // namespace
 
 Result<ScheduleRecord> Scheduler::Create(const json& body, const Principal& who) {
   if (!body.is_object()) return InvalidArgument("", "a schedule is an object: name, cron, overlap, job");
   for (auto it = body.begin(); it != body.end(); ++it)
-    if (it.key() != "name" && it.key() != "cron" && it.key() != "overlap" && it.key() != "job")
-      return InvalidArgument(it.key(), "unknown field (name, cron, overlap, job)");
+    if (it.key() != "name" && it.key() != "cron" && it.key() != "overlap" && it.key() != "job" && it.key() != "prewarm")
+      return InvalidArgument(it.key(), "unknown field (name, cron, overlap, job, prewarm)");
+  if (body.contains("prewarm")) KILN_RETURN_IF_ERROR(CheckPrewarm(body["prewarm"]));
   if (!body.contains("name") || !body["name"].is_string() || !ValidName(body["name"].get<std::string>()))
     return InvalidArgument("name", "required: 1-40 letters, digits and inner hyphens");
   const std::string name = body["name"];
@@ -137,9 +183,10 @@ Result<ScheduleRecord> Scheduler::Create(const json& body, const Principal& who)
   rec.name = name;
   rec.team = team;
   rec.created = now;
-  rec.spec =
-      json{{"name", name}, {"cron", cron->text()}, {"overlap", ToString(overlap)}, {"job", job}, {"owner", who.name}}
-          .dump();
+  json stored = {
+      {"name", name}, {"cron", cron->text()}, {"overlap", ToString(overlap)}, {"job", job}, {"owner", who.name}};
+  if (body.contains("prewarm")) stored["prewarm"] = body["prewarm"];
+  rec.spec = stored.dump();
   State state;
   state.next_slot = next;
   rec.state = ToJson(state).dump();

@@ -68,7 +68,13 @@ struct Options {
   // Validates a run's job body (its name set) without submitting it: ParseSpec
   // against kilnd's catalog. Ok or kInvalidArgument naming the field.
   std::function<Status(const nlohmann::json& job)> validate;
+  // Pre-warming: asks the backend for a warm sandbox for a job like `job` (the
+  // run's spec), kept until `until_ms`, its runtime importing `preload`.
+  // Unset: schedules' "prewarm" does nothing.
+  std::function<void(const nlohmann::json& job, TimeMs until_ms, const std::vector<std::string>& preload)> prewarm;
 };
+// How long past its slot a pre-warmed sandbox waits for the run.
+inline constexpr TimeMs kPrewarmHoldMs = 60000;
 
 class Scheduler {
  public:
@@ -77,7 +83,9 @@ class Scheduler {
   // Arms every stored schedule's next slot (a slot already due fires at once).
   Status Start();
   // Validates and stores a schedule: {"name", "cron", "overlap"?: skip|queue|replace,
-  // "job": native spec without "name"}. The job's team is the caller's unless
+  // "job": native spec without "name", "prewarm"?: {"seconds": 1..3600,
+  // "preload"?: [module, ...]}}. With prewarm, each slot's sandbox is
+  // asked for `seconds` before the slot (Options::prewarm). The job's team is the caller's unless
   // it names one the caller is a member of. kInvalidArgument naming the field.
   Result<ScheduleRecord> Create(const nlohmann::json& body, const Principal& who);
   Status Delete(const std::string& name);

@@ -96,6 +96,9 @@ class SchedulerTest : public ::testing::Test {
     o.validate = [](const json& job) {
       return job.contains("command") ? Status::Ok() : InvalidArgument("command", "required");
     };
+    o.prewarm = [this](const json& job, TimeMs until_ms, const std::vector<std::string>& preload) {
+      prewarms_.push_back({clock_.NowMs(), until_ms, job, preload});
+    };
     sched_ = std::make_unique<Scheduler>(*store_, clock_, *timers_, o);
     ASSERT_TRUE(sched_->Start().ok());
   }
@@ -132,7 +135,59 @@ class SchedulerTest : public ::testing::Test {
   Principal owner_{"t-1", "ana", "ads", Role::kMember, Credential::kApiToken};
   int submits_ = 0;
   std::vector<std::string> stopped_;
+  struct Prewarm {
+    TimeMs at, until;
+    json job;
+    std::vector<std::string> preload;
+  };
+  std::vector<Prewarm> prewarms_;
 };
+
+TEST_F(SchedulerTest, EachSlotIsPrewarmedItsLeadTimeAhead) {
+  StartScheduler();
+  auto r = sched_->Create({{"name", "retrain"},
+                           {"cron", "@every 60s"},
+                           {"job", {{"command", {"python3", "train.py"}}}},
+                           {"prewarm", {{"seconds", 20}, {"preload", {"sklearn.ensemble"}}}}},
+                          owner_);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  const TimeMs slot = StateNow().next_slot;
+  Pass(slot - clock_.NowMs() - 20001);
+  EXPECT_TRUE(prewarms_.empty());  // not yet
+  Pass(1);
+  ASSERT_EQ(prewarms_.size(), 1u);
+  EXPECT_EQ(prewarms_[0].at, slot - 20000);
+  EXPECT_EQ(prewarms_[0].until, slot + kPrewarmHoldMs);
+  EXPECT_EQ(prewarms_[0].job["command"], json({"python3", "train.py"}));
+  EXPECT_EQ(prewarms_[0].job["team"], "ads");
+  EXPECT_EQ(prewarms_[0].preload, std::vector<std::string>{"sklearn.ensemble"});
+  Pass(20000);  // the slot runs; the next one is warmed 20 s ahead of it
+  EXPECT_EQ(submits_, 1);
+  Finish(StateNow().last_job_id);
+  Pass(kMin - 20000);
+  ASSERT_EQ(prewarms_.size(), 2u);
+  EXPECT_EQ(prewarms_[1].until, slot + kMin + kPrewarmHoldMs);
+  ASSERT_TRUE(sched_->Delete("retrain").ok());
+  Pass(10 * kMin);
+  EXPECT_EQ(prewarms_.size(), 2u);  // a deleted schedule warms nothing
+}
+
+TEST_F(SchedulerTest, BadPrewarmSettingsNameTheField) {
+  StartScheduler();
+  auto with = [&](json prewarm) {
+    return sched_
+        ->Create({{"name", "p"}, {"cron", "@hourly"}, {"job", {{"command", {"x"}}}}, {"prewarm", std::move(prewarm)}},
+                 owner_)
+        .status();
+  };
+  EXPECT_EQ(with(json::object()).field(), "prewarm.seconds");
+  EXPECT_EQ(with({{"seconds", 0}}).field(), "prewarm.seconds");
+  EXPECT_EQ(with({{"seconds", 3601}}).field(), "prewarm.seconds");
+  EXPECT_EQ(with({{"seconds", 10}, {"preload", {"os; import evil"}}}).field(), "prewarm.preload");
+  EXPECT_EQ(with({{"seconds", 10}, {"colour", 1}}).field(), "prewarm.colour");
+  EXPECT_EQ(with("soon").field(), "prewarm");
+  EXPECT_TRUE(store_->ListSchedules("")->empty());
+}
 
 TEST_F(SchedulerTest, EachSlotRunsOnceUnderItsOwnName) {
   StartScheduler();

@@ -226,6 +226,36 @@ class WarmSandboxE2E(KilndHarness):
         st, pools = self.api("GET", "/v1/pools")
         self.assertEqual(st, 200, pools)
 
+    def test_09_a_schedule_prewarms_a_sandbox_for_its_runs(self):
+        # local.medium has no warm sandboxes of its own: the schedule asks for one
+        # 2 s ahead of each slot. Every run after the first starts warm.
+        name = unique("prewarm")[:30]
+        job = self.spec("ignored", ["python3", "train.py"], code_dir=self.code, inputs={"train": self.train},
+                        environment={"WHO": "prewarm"})
+        job["instance"]["type"] = "local.medium"
+        spec = os.path.join(self.tmp, name + ".json")
+        with open(spec, "w") as f:
+            json.dump(job, f)
+        made = self.kiln("schedules", "create", name, spec, "--cron", "@every 3s", "--prewarm", "2",
+                         "--preload", "json", "--json")
+        self.assertEqual(made.returncode, 0, made.stderr)
+        self.assertEqual(json.loads(made.stdout)["prewarm"], {"seconds": 2, "preload": ["json"]})
+        try:
+            deadline = time.monotonic() + DEADLINE_S
+            while True:
+                st, doc = self.api("GET", "/v1/schedules/" + name)
+                started = [h for h in doc["history"] if h["outcome"] == "Started"]
+                if len(started) >= 3:
+                    break
+                self.assertLess(time.monotonic(), deadline, doc)
+                time.sleep(0.2)
+        finally:
+            self.api("DELETE", "/v1/schedules/" + name)
+        for h in started[:3]:
+            self.assertEqual(self.wait_terminal(h["job_id"])["status"], "Completed", self.logs(h["job_id"])[-2000:])
+        for h in started[1:3]:
+            self.assertEqual(self.start_of(h["job_id"])[0], "warm-runtime", h)
+
 
 if __name__ == "__main__":
     unittest.main()

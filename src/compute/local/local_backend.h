@@ -132,6 +132,10 @@ class LocalBackend final : public ComputeBackend {
   // With a scratch pool, the subvolumes warm.<chain>.<index>; else
   // <instances_dir>/.warmcache/<chain>.
   Status DeleteWarmCache(const std::string& chain) override;
+  // A warm sandbox for jobs like `like` until `until_ms` (warm_slots.cc), unless
+  // a sandbox.warm entry keeps them warm already. With a `python… SCRIPT`
+  // command its runtime is that interpreter, importing `preload`.
+  Status Prewarm(const LaunchRequest& like, TimeMs until_ms, const std::vector<std::string>& preload) override;
 
   // Writes the instance's directory and launch.json without starting anything:
   // for a backend whose nodes run kiln-supervisor themselves (Slurm). The
@@ -255,8 +259,20 @@ class LocalBackend final : public ComputeBackend {
   void InitWarmSandboxes();
   void StopWarmSandboxes();
   bool SlotMatches(const WarmSandboxOptions& p, const LaunchRequest& req) const;
-  LaunchRequest SlotRequest(size_t pool, const std::string& id) const;
-  Result<WarmSlot> StartSlot(size_t pool);
+  LaunchRequest SlotRequest(const WarmSandboxOptions& p, const std::string& id) const;
+  Result<WarmSlot> StartSlot(const WarmSandboxOptions& p);
+  // Pre-warmed sandboxes asked for by schedules (Prewarm): one each, started by
+  // the refill thread, retired at `until_ms` if no job took it.
+  struct Prewarmed {
+    uint64_t id = 0;
+    WarmSandboxOptions options;
+    TimeMs until_ms = 0;
+    std::optional<WarmSlot> slot;
+    bool starting = false;
+  };
+  // The refill thread: starts the pre-warmed sandboxes still missing. Returns
+  // false if one failed to start.
+  bool StartPrewarmed();
   std::optional<WarmSlot> TakeSlot(const LaunchRequest& req);
   // Launch on a slot; on failure the slot is gone and nothing of it is left
   // under the instance's name.
@@ -301,6 +317,8 @@ class LocalBackend final : public ComputeBackend {
   mutable std::mutex warm_mu_;
   std::vector<std::deque<WarmSlot>> idle_;  // per pool; guarded by warm_mu_
   std::map<int, std::string> retiring_;     // pidfd -> slot id of an ended or retired slot; guarded by warm_mu_
+  std::vector<Prewarmed> prewarms_;         // guarded by warm_mu_
+  uint64_t prewarm_seq_ = 0;                // guarded by warm_mu_
   bool warm_stop_ = false;                  // guarded by warm_mu_
   uint64_t slot_seq_ = 0;                   // refill thread only
   int warm_epfd_ = -1;

@@ -52,8 +52,7 @@ std::vector<int> LocalBackend::IdleWarmSandboxes() const {
   return out;
 }
 
-LaunchRequest LocalBackend::SlotRequest(size_t pool, const std::string& id) const {
-  const WarmSandboxOptions& p = opts_.warm_sandboxes[pool];
+LaunchRequest LocalBackend::SlotRequest(const WarmSandboxOptions& p, const std::string& id) const {
   LaunchRequest r;
   r.instance_id = id;
   r.job_id = id;
@@ -73,7 +72,6 @@ bool LocalBackend::SlotMatches(const WarmSandboxOptions& p, const LaunchRequest&
 }
 
 void LocalBackend::InitWarmSandboxes() {
-  if (opts_.warm_sandboxes.empty()) return;
   idle_.resize(opts_.warm_sandboxes.size());
   warm_epfd_ = epoll_create1(EPOLL_CLOEXEC);
   warm_wake_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -128,6 +126,12 @@ void LocalBackend::StopWarmSandboxes() {
     }
     q.clear();
   }
+  for (auto& p : prewarms_) {
+    if (!p.slot) continue;
+    if (ProcessStartTime(p.slot->pid) == p.slot->start) kill(p.slot->pid, SIGTERM);
+    close(p.slot->pidfd);
+  }
+  prewarms_.clear();
   for (auto& [fd, id] : retiring_) close(fd);
   retiring_.clear();
   close(warm_epfd_);
@@ -135,11 +139,10 @@ void LocalBackend::StopWarmSandboxes() {
   warm_epfd_ = warm_wake_ = -1;
 }
 
-Result<LocalBackend::WarmSlot> LocalBackend::StartSlot(size_t pool) {
-  const WarmSandboxOptions& p = opts_.warm_sandboxes[pool];
+Result<LocalBackend::WarmSlot> LocalBackend::StartSlot(const WarmSandboxOptions& p) {
   const std::string id = StrCat(kSlotPrefix, std::to_string(getpid()), "-", std::to_string(++slot_seq_));
   const std::string dir = Dir(id);
-  LaunchRequest req = SlotRequest(pool, id);
+  LaunchRequest req = SlotRequest(p, id);
   {
     std::lock_guard<std::mutex> launch_lock(launch_mu_);
     KILN_RETURN_IF_ERROR(Admit(req));
@@ -180,7 +183,7 @@ Result<LocalBackend::WarmSlot> LocalBackend::StartSlot(size_t pool) {
   auto pid = StartSupervisor(dir, id, kSlotStartMs);
   if (!pid.ok()) return fail(pid.status());
   WarmSlot slot{
-      id, pool, *pid, ProcessStartTime(*pid), static_cast<int>(syscall(SYS_pidfd_open, *pid, 0)), clock_.NowMs()};
+      id, 0, *pid, ProcessStartTime(*pid), static_cast<int>(syscall(SYS_pidfd_open, *pid, 0)), clock_.NowMs()};
   if (slot.pidfd < 0) {
     kill(slot.pid, SIGKILL);
     waitpid(slot.pid, nullptr, 0);
@@ -200,7 +203,97 @@ std::optional<LocalBackend::WarmSlot> LocalBackend::TakeSlot(const LaunchRequest
     slot.pidfd = -1;
     return slot;
   }
+  for (auto it = prewarms_.begin(); it != prewarms_.end(); ++it) {
+    if (!it->slot || !SlotMatches(it->options, req)) continue;
+    WarmSlot slot = *it->slot;
+    prewarms_.erase(it);
+    epoll_ctl(warm_epfd_, EPOLL_CTL_DEL, slot.pidfd, nullptr);
+    close(slot.pidfd);
+    slot.pidfd = -1;
+    return slot;
+  }
   return std::nullopt;
+}
+
+Status LocalBackend::Prewarm(const LaunchRequest& like, TimeMs until_ms, const std::vector<std::string>& preload) {
+  if (warm_epfd_ < 0 || like.spec.instance_count != 1 || EgressFor(like)) return Status::Ok();
+  for (const auto& p : opts_.warm_sandboxes)
+    if (p.count > 0 && SlotMatches(p, like)) return Status::Ok();  // kept warm anyway
+  WarmSandboxOptions o;
+  o.type = like.type;
+  o.image = like.image.uri;
+  o.image_env = like.image;
+  o.team = like.spec.team;
+  o.max_idle_seconds = 0;
+  // The runtime: the job's interpreter, found on the sandbox's PATH in the host's root.
+  const auto& cmd = like.spec.command;
+  if (like.image.kind == ImageKind::kHost && like.image.prefix.empty() && cmd.size() >= 2 &&
+      fs::path(cmd[0]).filename().string().rfind("python", 0) == 0) {
+    for (const char* dir : {"/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"}) {
+      const std::string candidate = cmd[0].find('/') != std::string::npos ? cmd[0] : StrCat(dir, "/", cmd[0]);
+      if (access(candidate.c_str(), X_OK) == 0) {
+        o.runtime = candidate;
+        break;
+      }
+    }
+    o.preload = preload;
+  }
+  {
+    std::lock_guard<std::mutex> l(warm_mu_);
+    bool joined = false;  // the same sandbox asked for again: held longer
+    for (auto& p : prewarms_) {
+      if (p.options.type.name == o.type.name && p.options.image == o.image && p.options.team == o.team &&
+          p.options.runtime == o.runtime && p.options.preload == o.preload) {
+        p.until_ms = std::max(p.until_ms, until_ms);
+        joined = true;
+        break;
+      }
+    }
+    if (!joined) prewarms_.push_back(Prewarmed{++prewarm_seq_, std::move(o), until_ms, std::nullopt, false});
+  }
+  WakeRefill();
+  return Status::Ok();
+}
+
+bool LocalBackend::StartPrewarmed() {
+  for (;;) {
+    uint64_t id = 0;
+    WarmSandboxOptions o;
+    {
+      std::lock_guard<std::mutex> l(warm_mu_);
+      if (warm_stop_) return true;
+      const TimeMs now = clock_.NowMs();
+      for (auto& p : prewarms_) {
+        if (p.slot || p.starting || p.until_ms <= now) continue;
+        p.starting = true;
+        id = p.id;
+        o = p.options;
+        break;
+      }
+    }
+    if (id == 0) return true;
+    auto slot = StartSlot(o);
+    std::lock_guard<std::mutex> l(warm_mu_);
+    auto it = std::find_if(prewarms_.begin(), prewarms_.end(), [&](const Prewarmed& p) { return p.id == id; });
+    if (!slot.ok()) {
+      if (it != prewarms_.end()) it->starting = false;
+      if (slot.status().code() == Code::kResourceExhausted) return true;  // no room now: a job's end wakes us
+      fprintf(stderr, "kilnd: local backend: pre-warmed sandbox for %s: %s\n", o.type.name.c_str(),
+              slot.status().ToString().c_str());
+      return false;
+    }
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.fd = slot->pidfd;
+    epoll_ctl(warm_epfd_, EPOLL_CTL_ADD, slot->pidfd, &ev);
+    if (it == prewarms_.end()) {  // cannot happen (only the refill thread erases); keep it findable anyway
+      retiring_[slot->pidfd] = slot->id;
+      kill(slot->pid, SIGTERM);
+      continue;
+    }
+    it->starting = false;
+    it->slot = *slot;
+  }
 }
 
 Result<std::string> LocalBackend::AssignSlot(const LaunchRequest& req, const WarmSlot& slot) {
@@ -302,6 +395,20 @@ int LocalBackend::RetireStaleSlots() {
         it = idle_[i].erase(it);
       }
     }
+    for (auto it = prewarms_.begin(); it != prewarms_.end();) {
+      const int64_t due = it->until_ms - now;
+      if (due > 0 || it->starting) {
+        if (due > 0) next = next < 0 ? due : std::min(next, due);
+        ++it;
+        continue;
+      }
+      if (it->slot) {
+        epoll_ctl(warm_epfd_, EPOLL_CTL_DEL, it->slot->pidfd, nullptr);
+        close(it->slot->pidfd);
+        stale.push_back(*it->slot);
+      }
+      it = prewarms_.erase(it);
+    }
   }
   for (const auto& slot : stale) RetireSlot(slot);  // its share is released when it has ended
   if (!stale.empty()) return 0;
@@ -325,7 +432,7 @@ void LocalBackend::RefillLoop() {
           if (warm_stop_) return;
           if (static_cast<int>(idle_[i].size()) >= opts_.warm_sandboxes[i].count) break;
         }
-        auto slot = StartSlot(i);
+        auto slot = StartSlot(opts_.warm_sandboxes[i]);
         if (!slot.ok()) {
           // No room now (a job's end wakes us), or a real failure (retried later).
           if (slot.status().code() != Code::kResourceExhausted) {
@@ -343,6 +450,7 @@ void LocalBackend::RefillLoop() {
         epoll_ctl(warm_epfd_, EPOLL_CTL_ADD, slot->pidfd, &ev);
       }
     }
+    if (!StartPrewarmed()) failed = true;
     wait_ms = failed ? kRefillBackoffMs : -1;
     if (const int stale = RetireStaleSlots(); stale >= 0) wait_ms = wait_ms < 0 ? stale : std::min(wait_ms, stale);
     if (wait_ms == 0) continue;  // retired some: start their replacements
@@ -365,6 +473,12 @@ void LocalBackend::RefillLoop() {
           id = it->second;
           retiring_.erase(it);
         }
+        for (auto& p : prewarms_)
+          if (id.empty() && p.slot && p.slot->pidfd == fd) {
+            id = p.slot->id;
+            pid = p.slot->pid;
+            p.slot.reset();  // started again if it is still wanted
+          }
         for (auto& q : idle_)
           for (auto it = q.begin(); id.empty() && it != q.end(); ++it)
             if (it->pidfd == fd) {

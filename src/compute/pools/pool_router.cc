@@ -139,6 +139,10 @@ Status PoolRouter::Cleanup(const std::string& id, const std::string& handle) {
   return st;
 }
 
+Status PoolRouter::Prewarm(const LaunchRequest& like, TimeMs until_ms, const std::vector<std::string>& preload) {
+  return pools_[ForType(like.type.name)].backend->Prewarm(like, until_ms, preload);
+}
+
 Status PoolRouter::DeleteWarmCache(const std::string& chain) {
   Status first;
   for (auto& p : pools_) {

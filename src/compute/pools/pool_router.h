@@ -59,6 +59,8 @@ class PoolRouter final : public ComputeBackend {
   BackendHealth Health() const override { return pools_[default_].backend->Health(); }
   // Every pool's: a chain's instances ran in the pool of its instance type.
   Status DeleteWarmCache(const std::string& chain) override;
+  // To the pool of the job's instance type.
+  Status Prewarm(const LaunchRequest& like, TimeMs until_ms, const std::vector<std::string>& preload) override;
 
   std::vector<PoolStatus> Pools() const;
   // The pool named `name`, or null.
