@@ -424,6 +424,10 @@ void LocalBackend::RemoveSlot(const std::string& id) {
 void LocalBackend::RefillLoop() {
   int wait_ms = 0;
   for (;;) {
+    {
+      std::lock_guard<std::mutex> l(warm_mu_);
+      if (warm_stop_) return;
+    }
     bool failed = false;
     for (size_t i = 0; i < opts_.warm_sandboxes.size(); ++i) {
       for (;;) {
