@@ -122,6 +122,10 @@ class Session : public std::enable_shared_from_this<Session> {
     sock_.shutdown(tcp::socket::shutdown_both, ignored);
     sock_.close(ignored);
   }
+  // At Stop, with no thread left to run the connection: its stream goes now,
+  // while what it refers to (the API's stream slots) still exists; the session
+  // itself may live on in the io_context's handlers until the server is gone.
+  void DropStream() { src_.reset(); }
 
   // After the handler ran (on a worker): back to the connection's strand.
   void Respond(std::shared_ptr<httplib::Response> res, std::shared_ptr<StreamSource> src) {
@@ -553,7 +557,10 @@ void AsyncServer::Stop() {
     for (auto& [p, w] : impl_->live)
       if (auto s = w.lock()) open.push_back(s);
   }
-  for (auto& s : open) s->ForceClose();  // no thread runs the io_context now
+  for (auto& s : open) {  // no thread runs the io_context now
+    s->ForceClose();
+    s->DropStream();
+  }
 }
 
 void AsyncServer::Wake(const std::string& key) {
