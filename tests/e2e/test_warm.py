@@ -111,6 +111,20 @@ class WarmSandboxE2E(KilndHarness):
             self.assertLess(time.monotonic(), deadline, doc)
             time.sleep(0.05)
 
+    def started_runs(self, name, n):
+        """The first n runs the schedule started; the schedule is deleted then."""
+        try:
+            deadline = time.monotonic() + DEADLINE_S
+            while True:
+                st, doc = self.api("GET", "/v1/schedules/" + name)
+                started = [h for h in doc["history"] if h["outcome"] == "Started"]
+                if len(started) >= n:
+                    return started
+                self.assertLess(time.monotonic(), deadline, doc)
+                time.sleep(0.2)
+        finally:
+            self.api("DELETE", "/v1/schedules/" + name)
+
     def start_of(self, job_id):
         for _, ev, data in self.events("/v1/jobs/%s/events?follow=false" % job_id):
             p = data.get("payload", {})
@@ -207,17 +221,7 @@ class WarmSandboxE2E(KilndHarness):
         del job["name"]
         st, doc = self.api("POST", "/v1/schedules", {"name": name, "cron": "@every 2s", "job": job})
         self.assertEqual(st, 201, doc)
-        try:
-            deadline = time.monotonic() + DEADLINE_S
-            while True:
-                st, doc = self.api("GET", "/v1/schedules/" + name)
-                started = [h for h in doc["history"] if h["outcome"] == "Started"]
-                if len(started) >= 3:
-                    break
-                self.assertLess(time.monotonic(), deadline, doc)
-                time.sleep(0.2)
-        finally:
-            self.api("DELETE", "/v1/schedules/" + name)
+        started = self.started_runs(name, 3)
         for h in started[:3]:
             ran = self.wait_terminal(h["job_id"])
             self.assertEqual(ran["status"], "Completed", self.logs(h["job_id"])[-2000:])
@@ -252,17 +256,7 @@ class WarmSandboxE2E(KilndHarness):
                          "--preload", "json", "--json")
         self.assertEqual(made.returncode, 0, made.stderr)
         self.assertEqual(json.loads(made.stdout)["prewarm"], {"seconds": 2, "preload": ["json"]})
-        try:
-            deadline = time.monotonic() + DEADLINE_S
-            while True:
-                st, doc = self.api("GET", "/v1/schedules/" + name)
-                started = [h for h in doc["history"] if h["outcome"] == "Started"]
-                if len(started) >= 3:
-                    break
-                self.assertLess(time.monotonic(), deadline, doc)
-                time.sleep(0.2)
-        finally:
-            self.api("DELETE", "/v1/schedules/" + name)
+        started = self.started_runs(name, 3)
         for h in started[:3]:
             self.assertEqual(self.wait_terminal(h["job_id"])["status"], "Completed", self.logs(h["job_id"])[-2000:])
         for h in started[1:3]:

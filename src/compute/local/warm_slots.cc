@@ -32,6 +32,14 @@ constexpr int kSlotStartMs = 125000;
 // After a slot failed to start, the refill waits this long before the next try.
 constexpr int kRefillBackoffMs = 5000;
 
+// Adds `fd` to the refill thread's epoll set (readable: a slot ended, or a wake-up).
+void AddToEpoll(int epfd, int fd) {
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.fd = fd;
+  epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev);
+}
+
 void Wake(int fd) {
   if (fd < 0) return;
   uint64_t one = 1;
@@ -75,10 +83,7 @@ void LocalBackend::InitWarmSandboxes() {
   idle_.resize(opts_.warm_sandboxes.size());
   warm_epfd_ = epoll_create1(EPOLL_CLOEXEC);
   warm_wake_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  epoll_event ev{};
-  ev.events = EPOLLIN;
-  ev.data.fd = warm_wake_;
-  epoll_ctl(warm_epfd_, EPOLL_CTL_ADD, warm_wake_, &ev);
+  AddToEpoll(warm_epfd_, warm_wake_);
   // Slots a previous kilnd left idle are retired (their configuration may have
   // changed); those already gone are removed.
   std::error_code ec;
@@ -100,10 +105,7 @@ void LocalBackend::InitWarmSandboxes() {
       std::lock_guard<std::mutex> l(warm_mu_);
       retiring_[fd] = id;
     }
-    epoll_event pev{};
-    pev.events = EPOLLIN;
-    pev.data.fd = fd;
-    epoll_ctl(warm_epfd_, EPOLL_CTL_ADD, fd, &pev);
+    AddToEpoll(warm_epfd_, fd);
     kill(sup->first, SIGTERM);
   }
   refill_ = std::thread([this] { RefillLoop(); });
@@ -282,10 +284,7 @@ bool LocalBackend::StartPrewarmed() {
               slot.status().ToString().c_str());
       return false;
     }
-    epoll_event ev{};
-    ev.events = EPOLLIN;
-    ev.data.fd = slot->pidfd;
-    epoll_ctl(warm_epfd_, EPOLL_CTL_ADD, slot->pidfd, &ev);
+    AddToEpoll(warm_epfd_, slot->pidfd);
     if (it == prewarms_.end()) {  // cannot happen (only the refill thread erases); keep it findable anyway
       retiring_[slot->pidfd] = slot->id;
       kill(slot->pid, SIGTERM);
@@ -366,10 +365,7 @@ void LocalBackend::RetireSlot(const WarmSlot& slot) {
     std::lock_guard<std::mutex> l(warm_mu_);
     retiring_[fd] = slot.id;
   }
-  epoll_event ev{};
-  ev.events = EPOLLIN;
-  ev.data.fd = fd;
-  epoll_ctl(warm_epfd_, EPOLL_CTL_ADD, fd, &ev);
+  AddToEpoll(warm_epfd_, fd);
   kill(slot.pid, SIGTERM);
 }
 
@@ -446,12 +442,9 @@ void LocalBackend::RefillLoop() {
           }
           break;
         }
-        epoll_event ev{};
-        ev.events = EPOLLIN;
-        ev.data.fd = slot->pidfd;
         std::lock_guard<std::mutex> l(warm_mu_);
         idle_[i].push_back(*slot);
-        epoll_ctl(warm_epfd_, EPOLL_CTL_ADD, slot->pidfd, &ev);
+        AddToEpoll(warm_epfd_, slot->pidfd);
       }
     }
     if (!StartPrewarmed()) failed = true;
