@@ -91,6 +91,7 @@ kiln::hpo::GpOptions ParseGp(const json& j) {
   o.random_candidates = j.value("random_candidates", o.random_candidates);
   o.local_candidates = j.value("local_candidates", o.local_candidates);
   o.fit_iterations = j.value("fit_iterations", o.fit_iterations);
+  o.fit_points = j.value("fit_points", o.fit_points);
   const std::string warp = j.value("warp", "");
   if (warp == "auto") o.warp = kiln::hpo::GpOptions::Warp::kAuto;
   if (warp == "none") o.warp = kiln::hpo::GpOptions::Warp::kNone;
@@ -119,7 +120,7 @@ int Study() {
     sampler = kiln::hpo::MakeTpeSampler(tpe);
   else if (kind == "gp")
     sampler = kiln::hpo::MakeGpSampler(gp);
-  else
+  else  // "bayesian" (the tuning spec's default) and "gp-option" (`algorithm: GP`)
     sampler = kiln::hpo::MakeBayesianSampler(setup.value("gp_until", 200), gp, tpe);
   Direction dir = setup.value("direction", "minimize") == "maximize" ? Direction::kMaximize : Direction::kMinimize;
   std::mt19937_64 rng(setup.value("seed", 1ULL));

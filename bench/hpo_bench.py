@@ -24,7 +24,7 @@ Needs Debian's python3-optuna (3.1) and python3-sklearn, and the driver
 
 Appends a section to bench/RESULTS.md with the machine it ran on.
 """
-import argparse, functools, json, math, multiprocessing, os, statistics, subprocess, sys, time, warnings
+import argparse, json, math, multiprocessing, os, random, statistics, subprocess, sys, time, warnings
 
 from benchlib import ROOT, heading, machine, report
 
@@ -56,34 +56,152 @@ def rosenbrock5(c):
     return sum(100 * (x[i + 1] - x[i] ** 2) ** 2 + (1 - x[i]) ** 2 for i in range(4))
 
 
-_DIABETES = None
-
-
-def gbr_diabetes(c):
-    """3-fold cross-validated MSE of a gradient-boosting regressor on sklearn's diabetes data."""
-    global _DIABETES
-    from sklearn.datasets import load_diabetes
-    from sklearn.ensemble import GradientBoostingRegressor
-    from sklearn.model_selection import KFold, cross_val_score
-    if _DIABETES is None:
-        _DIABETES = load_diabetes(return_X_y=True)
-    X, y = _DIABETES
-    model = GradientBoostingRegressor(
-        n_estimators=int(c["n_estimators"]), learning_rate=c["learning_rate"], max_depth=int(c["max_depth"]),
-        subsample=c["subsample"], min_samples_leaf=int(c["min_samples_leaf"]), max_features=c["max_features"],
-        criterion=c["criterion"], random_state=0)
-    cv = KFold(n_splits=3, shuffle=True, random_state=0)
-    return -cross_val_score(model, X, y, cv=cv, scoring="neg_mean_squared_error").mean()
-
-
 def floats(names, lo, hi):
     return [{"name": n, "type": "float", "min": lo, "max": hi} for n in names]
 
 
+# Multimodal test functions (Surjanovic & Bingham's library of test functions), 6-D.
+
+def ackley(c):
+    x = [c["x%d" % i] for i in range(6)]
+    d = len(x)
+    return (-20 * math.exp(-0.2 * math.sqrt(sum(v * v for v in x) / d)) - math.exp(sum(math.cos(2 * math.pi * v)
+                                                                                      for v in x) / d) + 20 + math.e)
+
+
+def levy(c):
+    w = [1 + (c["x%d" % i] - 1) / 4 for i in range(6)]
+    s = math.sin(math.pi * w[0]) ** 2 + (w[-1] - 1) ** 2 * (1 + math.sin(2 * math.pi * w[-1]) ** 2)
+    return s + sum((v - 1) ** 2 * (1 + 10 * math.sin(math.pi * v + 1) ** 2) for v in w[:-1])
+
+
+def rastrigin(c):
+    x = [c["x%d" % i] for i in range(6)]
+    return 10 * len(x) + sum(v * v - 10 * math.cos(2 * math.pi * v) for v in x)
+
+
+def styblinski_tang(c):
+    return sum(v ** 4 - 16 * v * v + 5 * v for v in (c["x%d" % i] for i in range(6))) / 2
+
+
+def noisy(fn, sd):
+    """fn plus Gaussian noise: returns (observed, true). The n-th evaluation's noise
+    comes from a generator seeded with the study's seed, so every engine sees the
+    same noise sequence."""
+    def f(c, rng):
+        v = fn(c)
+        return v + rng.gauss(0, sd), v
+    f.noisy = True
+    return f
+
+
+# Mixed spaces: log-scaled floats, integers and categoricals with interactions.
+
+MLP_OPT = {"sgd": (-1.0, 0.12, -3.0), "momentum": (-1.7, 0.04, -3.0), "adam": (-3.0, 0.0, -4.0),
+           "rmsprop": (-3.3, 0.02, -4.0)}  # best log10 lr, offset, best log10 weight decay
+MLP_ACT = {"relu": (4, 0.0), "tanh": (2, 0.05), "gelu": (5, -0.01)}  # best depth, offset
+
+
+def mlp_surface(c):
+    """A synthetic validation loss shaped like a network's: the best learning rate
+    depends on the optimiser and falls with depth, the best depth on the
+    activation, the best width on the depth, the best dropout on the width, with
+    ripples along the learning rate (minimum 0.19)."""
+    best_lr, off_opt, best_wd = MLP_OPT[c["optimizer"]]
+    best_depth, off_act = MLP_ACT[c["activation"]]
+    layers, lw = int(c["layers"]), math.log2(c["width"])
+    dlr = math.log10(c["lr"]) - (best_lr - 0.15 * (layers - 1))
+    return (0.2 + off_opt + off_act + 0.08 * dlr * dlr + 0.02 * (1 - math.cos(2 * math.pi * dlr)) +
+            0.02 * (math.log10(c["weight_decay"]) - best_wd) ** 2 + 0.01 * (layers - best_depth) ** 2 +
+            0.015 * (lw - (5 + 0.6 * layers)) ** 2 + 0.5 * (c["dropout"] - (0.1 + 0.06 * (lw - 4))) ** 2)
+
+
+def hartmann6_mixed(c):
+    """Hartmann6 with x3 an integer grid (0..20 / 20), x4 a category of 5 levels and
+    x5 a log-scaled float."""
+    return hartmann6({"x0": c["x0"], "x1": c["x1"], "x2": c["x2"], "x3": c["k3"] / 20.0, "x4": float(c["c4"]),
+                      "x5": c["x5"]})
+
+
+_DATA = {}
+
+
+def dataset(name):
+    if name not in _DATA:
+        from sklearn import datasets
+        if name == "digits":
+            X, y = datasets.load_digits(return_X_y=True)
+            _DATA[name] = (X[:600] / 16.0, y[:600])
+        else:
+            _DATA[name] = datasets.load_diabetes(return_X_y=True)
+    return _DATA[name]
+
+
+def cv3():
+    from sklearn.model_selection import KFold
+    return KFold(n_splits=3, shuffle=True, random_state=0)
+
+
+def gbr_diabetes(c):
+    """3-fold cross-validated MSE of a gradient-boosting regressor on sklearn's diabetes data."""
+    from sklearn.ensemble import GradientBoostingRegressor
+    from sklearn.model_selection import cross_val_score
+    X, y = dataset("diabetes")
+    model = GradientBoostingRegressor(
+        n_estimators=int(c["n_estimators"]), learning_rate=c["learning_rate"], max_depth=int(c["max_depth"]),
+        subsample=c["subsample"], min_samples_leaf=int(c["min_samples_leaf"]), max_features=c["max_features"],
+        criterion=c["criterion"], random_state=0)
+    return -cross_val_score(model, X, y, cv=cv3(), scoring="neg_mean_squared_error").mean()
+
+
+def svc_digits(c):
+    """3-fold cross-validated error rate of a support vector classifier on 600 of sklearn's digits."""
+    from sklearn.model_selection import cross_val_score
+    from sklearn.svm import SVC
+    X, y = dataset("digits")
+    model = SVC(C=c["C"], gamma=c["gamma"], kernel=c["kernel"], degree=int(c["degree"]), coef0=c["coef0"])
+    return 1 - cross_val_score(model, X, y, cv=cv3()).mean()
+
+
+def kernel_ridge_diabetes(c):
+    """3-fold cross-validated MSE of kernel ridge regression on sklearn's diabetes data."""
+    from sklearn.kernel_ridge import KernelRidge
+    from sklearn.model_selection import cross_val_score
+    X, y = dataset("diabetes")
+    model = KernelRidge(alpha=c["alpha"], kernel=c["kernel"], gamma=c["gamma"], degree=int(c["degree"]),
+                        coef0=c["coef0"])
+    return -cross_val_score(model, X, y, cv=cv3(), scoring="neg_mean_squared_error").mean()
+
+
+SIX = ["x%d" % i for i in range(6)]
+# name -> (space, objective, note, family). A noisy objective takes (config, rng) and
+# returns (observed, true); the bench reports the true value of the best observed.
 WORKLOADS = {
-    "Branin": (floats(["x1"], -5.0, 10.0) + floats(["x2"], 0.0, 15.0), branin, "minimum 0.397887"),
-    "Hartmann6": (floats(["x%d" % i for i in range(6)], 0.0, 1.0), hartmann6, "minimum -3.32237"),
-    "Rosenbrock (5-D)": (floats(["x%d" % i for i in range(5)], -5.0, 10.0), rosenbrock5, "minimum 0"),
+    "Branin": (floats(["x1"], -5.0, 10.0) + floats(["x2"], 0.0, 15.0), branin, "minimum 0.397887", "analytic"),
+    "Hartmann6": (floats(SIX, 0.0, 1.0), hartmann6, "minimum -3.32237", "analytic"),
+    "Rosenbrock (5-D)": (floats(SIX[:5], -5.0, 10.0), rosenbrock5, "minimum 0", "analytic"),
+    "Ackley (6-D)": (floats(SIX, -32.768, 32.768), ackley, "minimum 0", "multimodal"),
+    "Levy (6-D)": (floats(SIX, -10.0, 10.0), levy, "minimum 0", "multimodal"),
+    "Rastrigin (6-D)": (floats(SIX, -5.12, 5.12), rastrigin, "minimum 0", "multimodal"),
+    "Styblinski-Tang (6-D)": (floats(SIX, -5.0, 5.0), styblinski_tang, "minimum -234.99", "multimodal"),
+    "Hartmann6, noisy": (floats(SIX, 0.0, 1.0), noisy(hartmann6, 0.1),
+                         "noise sd 0.1; true value of the best observed", "noisy"),
+    "Branin, noisy": (floats(["x1"], -5.0, 10.0) + floats(["x2"], 0.0, 15.0), noisy(branin, 2.0),
+                      "noise sd 2; true value of the best observed", "noisy"),
+    "MLP-shaped surface": ([
+        {"name": "lr", "type": "float", "min": 1e-5, "max": 1.0, "scaling": "log"},
+        {"name": "weight_decay", "type": "float", "min": 1e-7, "max": 1e-1, "scaling": "log"},
+        {"name": "layers", "type": "int", "min": 1, "max": 8},
+        {"name": "width", "type": "int", "min": 16, "max": 1024, "scaling": "log"},
+        {"name": "optimizer", "type": "cat", "values": list(MLP_OPT)},
+        {"name": "activation", "type": "cat", "values": list(MLP_ACT)},
+        {"name": "dropout", "type": "float", "min": 0.0, "max": 0.8},
+    ], mlp_surface, "2 log floats, 2 ints, 2 categoricals, 1 float; minimum 0.19", "mixed"),
+    "Hartmann6, mixed": (floats(["x0", "x1", "x2"], 0.0, 1.0) + [
+        {"name": "k3", "type": "int", "min": 0, "max": 20},
+        {"name": "c4", "type": "cat", "values": ["0.1", "0.3", "0.5", "0.7", "0.9"]},
+        {"name": "x5", "type": "float", "min": 0.01, "max": 1.0, "scaling": "log"},
+    ], hartmann6_mixed, "3 floats, 1 int, 1 categorical, 1 log float", "mixed"),
     "GBR on diabetes (CV MSE)": ([
         {"name": "n_estimators", "type": "int", "min": 10, "max": 60},
         {"name": "learning_rate", "type": "float", "min": 0.01, "max": 0.5, "scaling": "log"},
@@ -92,8 +210,23 @@ WORKLOADS = {
         {"name": "min_samples_leaf", "type": "int", "min": 1, "max": 40, "scaling": "log"},
         {"name": "max_features", "type": "float", "min": 0.2, "max": 1.0},
         {"name": "criterion", "type": "cat", "values": ["friedman_mse", "squared_error"]},
-    ], gbr_diabetes, "6 numeric + 1 categorical, 3-fold CV"),
+    ], gbr_diabetes, "6 numeric + 1 categorical, 3-fold CV", "scikit-learn"),
+    "SVC on digits (CV error)": ([
+        {"name": "C", "type": "float", "min": 1e-2, "max": 1e3, "scaling": "log"},
+        {"name": "gamma", "type": "float", "min": 1e-5, "max": 1.0, "scaling": "log"},
+        {"name": "kernel", "type": "cat", "values": ["rbf", "poly", "sigmoid"]},
+        {"name": "degree", "type": "int", "min": 2, "max": 5},
+        {"name": "coef0", "type": "float", "min": 0.0, "max": 1.0},
+    ], svc_digits, "2 log floats, 1 categorical, 1 int, 1 float; 600 digits, 3-fold CV", "scikit-learn"),
+    "Kernel ridge on diabetes (CV MSE)": ([
+        {"name": "alpha", "type": "float", "min": 1e-4, "max": 10.0, "scaling": "log"},
+        {"name": "gamma", "type": "float", "min": 1e-3, "max": 10.0, "scaling": "log"},
+        {"name": "kernel", "type": "cat", "values": ["rbf", "laplacian", "polynomial"]},
+        {"name": "degree", "type": "int", "min": 1, "max": 4},
+        {"name": "coef0", "type": "float", "min": 0.0, "max": 5.0},
+    ], kernel_ridge_diabetes, "2 log floats, 1 categorical, 1 int, 1 float; 3-fold CV", "scikit-learn"),
 }
+SLOW = ("GBR", "SVC", "Kernel")  # scikit-learn workloads: started first
 
 
 # ---- the two engines: each returns the objective of every trial in order ----
@@ -128,13 +261,19 @@ class KilnStudy:
         self.proc.wait()
 
 
-def run_kiln(build, workload, seed, trials, tpe=None, sampler="tpe"):
-    space, fn, _ = WORKLOADS[workload]
+def evaluate(fn, c, rng):
+    """(observed, true) value of configuration c."""
+    return fn(c, rng) if getattr(fn, "noisy", False) else (fn(c),) * 2
+
+
+def run_kiln(build, workload, seed, trials, sampler, tpe=None):
+    space, fn, _, _ = WORKLOADS[workload]
     study = KilnStudy(build, space, seed, sampler, tpe)
+    rng = random.Random(seed)
     values = []
     for _ in range(trials):
-        v = fn(study.ask())
-        study.tell(v)
+        v = evaluate(fn, study.ask(), rng)
+        study.tell(v[0])
         values.append(v)
     study.close()
     return values
@@ -161,40 +300,47 @@ def quiet_optuna():
 
 def run_optuna(workload, seed, trials):
     optuna = quiet_optuna()
-    space, fn, _ = WORKLOADS[workload]
+    space, fn, _, _ = WORKLOADS[workload]
     study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed))
+    rng = random.Random(seed)
     values = []
     for _ in range(trials):
         t = study.ask()
-        v = fn(optuna_suggest(t, space))
-        study.tell(t, v)
+        v = evaluate(fn, optuna_suggest(t, space), rng)
+        study.tell(t, v[0])
         values.append(v)
     return values
 
 
 def best_after(values):
-    return {n: min(values[:n]) for n in CHECKPOINTS if n <= len(values)}
+    """After n trials: the true value of the best observed one (the same as the best
+    value for an objective without noise)."""
+    out = {}
+    for n in CHECKPOINTS:
+        if n <= len(values):
+            out[n] = min(values[:n], key=lambda v: v[0])[1]
+    return out
 
 
-ENGINES = ("Kiln TPE", "Kiln GP", "Optuna TPE")
+# Engine name -> the driver's sampler (None: Optuna). "Kiln Bayesian" is the
+# tuning spec's default; TPE and GP the `algorithm:` choices.
+ENGINES = {"Kiln Bayesian": "bayesian", "Kiln TPE": "tpe", "Kiln GP": "gp-option", "Optuna TPE": None}
+PEER = "Optuna TPE"
 
 
 def one_run(args):
-    engine, workload, seed, trials, build = args
+    engine, workload, seed, trials, build, tpe = args
     t0 = time.time()
-    if engine == "Kiln TPE":
-        values = run_kiln(build, workload, seed, trials)
-    elif engine == "Kiln GP":  # tuning spec `algorithm: GP`: the GP up to 200 trials with results, TPE after
-        values = run_kiln(build, workload, seed, trials, sampler="bayesian")
-    else:
-        values = run_optuna(workload, seed, trials)
+    sampler = ENGINES[engine]
+    values = run_optuna(workload, seed, trials) if sampler is None else run_kiln(build, workload, seed, trials,
+                                                                                  sampler, tpe)
     return engine, workload, seed, best_after(values), time.time() - t0
 
 
-def sample_efficiency(build, seeds, trials, jobs, workloads):
-    tasks = [(e, w, s, trials, build) for w in workloads for s in range(1, seeds + 1) for e in ENGINES]
+def sample_efficiency(build, seeds, trials, jobs, workloads, engines, tpe=None):
+    tasks = [(e, w, s, trials, build, tpe) for w in workloads for s in seeds for e in engines]
     # The slow (scikit-learn) runs first, so the pool does not end on one long task.
-    tasks.sort(key=lambda t: not t[1].startswith("GBR"))
+    tasks.sort(key=lambda t: not t[1].startswith(SLOW))
     results = {}
     seconds = {}
     with multiprocessing.Pool(jobs) as pool:
@@ -224,12 +370,11 @@ def median_diff_ci(kiln, optuna, reps=10000, level=0.95):
 
 COST_SPACES = {
     "6 continuous": floats(["x%d" % i for i in range(6)], 0.0, 1.0),
-    "GBR space (mixed, 7)": WORKLOADS["GBR on diabetes (CV MSE)"][0],
+    "MLP-shaped space (mixed, 7)": WORKLOADS["MLP-shaped surface"][0],
 }
 
 
 def optuna_cost(space, history, reps):
-    import random
     optuna = quiet_optuna()
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
     dists = {}
@@ -272,6 +417,77 @@ def kiln_cost(build, space, history, reps, sampler="tpe"):
     return out["median_s"]
 
 
+# ---- parallel proposals ----
+
+def unit_coords(space, c):
+    """Each parameter of configuration c in [0, 1] (log-scaled where the space is),
+    a category as its name."""
+    out = []
+    for p in space:
+        v = c[p["name"]]
+        if p["type"] == "cat":
+            out.append(v)
+        elif p.get("scaling") == "log":
+            out.append((math.log(v) - math.log(p["min"])) / (math.log(p["max"]) - math.log(p["min"])))
+        else:
+            out.append((v - p["min"]) / (p["max"] - p["min"]))
+    return out
+
+
+def spread(space, configs):
+    """Over all pairs: the smallest distance (Euclidean over the numeric coordinates
+    in [0, 1] plus 1 for each differing category, over sqrt(dims)), the pairs that
+    are the same configuration, and the near-duplicates (every numeric coordinate
+    within 0.01 and the same categories)."""
+    pts = [unit_coords(space, c) for c in configs]
+    least, same, near = float("inf"), 0, 0
+    for i in range(len(pts)):
+        for j in range(i):
+            d2, close = 0.0, True
+            for a, b in zip(pts[i], pts[j]):
+                if isinstance(a, str):
+                    d2 += a != b
+                    close = close and a == b
+                else:
+                    d2 += (a - b) ** 2
+                    close = close and abs(a - b) <= 0.01
+            least = min(least, math.sqrt(d2 / len(space)))
+            same += configs[i] == configs[j]
+            near += close
+    return least, same, near
+
+
+def parallel_run(args):
+    """One seed: `done` trials one after another, then `parallel` proposals while
+    all of them run (no results yet), as a tuning job with max_parallel asks."""
+    engine, workload, seed, done, parallel, build = args
+    space, fn, _, _ = WORKLOADS[workload]
+    rng = random.Random(seed)
+    if ENGINES[engine] is None:
+        optuna = quiet_optuna()
+        study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed))
+        for _ in range(done):
+            t = study.ask()
+            study.tell(t, evaluate(fn, optuna_suggest(t, space), rng)[0])
+        batch = [optuna_suggest(study.ask(), space) for _ in range(parallel)]
+    else:
+        study = KilnStudy(build, space, seed, ENGINES[engine])
+        for _ in range(done):
+            study.tell(evaluate(fn, study.ask(), rng)[0])
+        batch = [study.ask() for _ in range(parallel)]
+        study.close()
+    return (engine, workload) + spread(space, batch)
+
+
+def parallel_proposals(build, seeds, jobs, workloads, engines, done=50, parallel=16):
+    tasks = [(e, w, s, done, parallel, build) for w in workloads for e in engines for s in seeds]
+    out = {}
+    with multiprocessing.Pool(jobs) as pool:
+        for engine, workload, least, same, near in pool.imap_unordered(parallel_run, tasks):
+            out.setdefault((engine, workload), []).append((least, same, near))
+    return out
+
+
 # ---- early stopping ----
 
 def early_stopping(build, seeds, trials):
@@ -288,122 +504,176 @@ def fmt(v):
     return "%.3g" % v
 
 
+def pick(names, wanted):
+    """The names that contain one of the comma-separated substrings `wanted` (all if empty)."""
+    if not wanted:
+        return list(names)
+    keys = [w.strip().lower() for w in wanted.split(",") if w.strip()]
+    return [n for n in names if any(k in n.lower() for k in keys)]
+
+
+def efficiency_section(results, workloads, engines, checkpoints, seeds):
+    lines = ["| workload | family | engine | " + " | ".join("best after %d" % n for n in checkpoints) + " |",
+             "|---|---|---|" + "---|" * len(checkpoints)]
+    verdicts, tally = [], {}
+    for w in workloads:
+        _, _, note, family = WORKLOADS[w]
+        med = {}
+        for e in engines:
+            runs = results[(e, w)]
+            med[e] = [statistics.median(r[n] for r in runs) for n in checkpoints]
+            lines.append("| %s (%s) | %s | %s | %s |" % (w, note, family, e, " | ".join(fmt(v) for v in med[e])))
+        if PEER not in engines:
+            continue
+        row = []
+        for e in [e for e in engines if e != PEER]:
+            cells = []
+            for i, n in enumerate(checkpoints):
+                k, o = med[e][i], med[PEER][i]
+                lo, hi = median_diff_ci([r[n] for r in results[(e, w)]], [r[n] for r in results[(PEER, w)]])
+                word = "ahead" if k < o else "level" if k == o else "behind"
+                beyond = hi < 0 or lo > 0
+                t = tally.setdefault(e, {"ahead": 0, "level": 0, "behind": 0, "ahead beyond": 0,
+                                         "behind beyond": 0})
+                t[word] += 1
+                if beyond:
+                    t[word + " beyond"] += 1
+                cells.append("%s%s (%s .. %s)" % (word, "*" if beyond else "", fmt(lo), fmt(hi)))
+            row.append(", ".join(cells))
+        verdicts.append((w, row))
+    if verdicts:
+        others = [e for e in engines if e != PEER]
+        lines += ["", "Each engine against Optuna at %s trials: ahead or behind by the medians, and in brackets a 95%% "
+                  "bootstrap interval of the difference of the medians (Kiln minus Optuna; below 0 is Kiln ahead). "
+                  "A star marks an interval that excludes 0 (the seeds tell the two apart)."
+                  % ", ".join(map(str, checkpoints)), "",
+                  "| workload | " + " | ".join("%s vs Optuna" % e for e in others) + " |", "|---|" + "---|" * len(others)]
+        lines += ["| %s | %s |" % (w, " | ".join(v)) for w, v in verdicts]
+        lines += ["", "Tally over workloads and checkpoints (%d seeds):" % len(seeds), ""]
+        for e, t in tally.items():
+            lines.append("- %s: ahead %d (%d beyond the seeds' spread), level %d, behind %d (%d beyond the seeds' "
+                         "spread)." % (e, t["ahead"], t["ahead beyond"], t["level"], t["behind"], t["behind beyond"]))
+    return lines
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
-    ap.add_argument("--seeds", type=int, default=20)
+    ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--seed-start", type=int, default=1, help="first seed (tuning runs use seeds past the reported)")
     ap.add_argument("--trials", type=int, default=200)
-    ap.add_argument("--jobs", type=int, default=2, help="parallel studies in the sample-efficiency part")
+    ap.add_argument("--jobs", type=int, default=2, help="parallel studies")
+    ap.add_argument("--workloads", default="", help="comma-separated substrings of workload names (default: all)")
+    ap.add_argument("--engines", default="Kiln Bayesian,Kiln TPE,Optuna TPE",
+                    help="comma-separated, of: " + ", ".join(ENGINES))
+    ap.add_argument("--parts", default="efficiency,cost,parallel,earlystop")
+    ap.add_argument("--tpe", default="", help="JSON TpeOptions for Kiln TPE (tuning experiments)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 3 seeds, 50 trials, fewer timing reps; no record")
     ap.add_argument("--no-record", action="store_true", help="print the section, do not append it to RESULTS.md")
     a = ap.parse_args()
     if a.quick:
         a.seeds, a.trials = 3, 50
-    record = not (a.quick or a.no_record)
+    parts = set(a.parts.split(","))
+    engines = [e.strip() for e in a.engines.split(",")]
+    for e in engines:
+        if e not in ENGINES:
+            sys.exit("unknown engine %r (known: %s)" % (e, ", ".join(ENGINES)))
+    workloads = pick(WORKLOADS, a.workloads)
+    seeds = list(range(a.seed_start, a.seed_start + a.seeds))
+    record = not (a.quick or a.no_record or a.workloads or a.seed_start != 1 or a.tpe)
     driver = os.path.join(a.build, "bench", "kiln_hpo_bench")
     if not os.path.exists(driver):
         sys.exit("%s missing: cmake --build %s --target kiln_hpo_bench" % (driver, a.build))
     optuna = quiet_optuna()
     import sklearn
     started = time.time()
-
-    print("== sample efficiency: %d seeds x %d trials" % (a.seeds, a.trials), flush=True)
-    results, seconds = sample_efficiency(a.build, a.seeds, a.trials, a.jobs, list(WORKLOADS))
-
-    print("== sampler cost (1000 completed trials)", flush=True)
-    history = 200 if a.quick else 1000
-    cost, gp_cost = {}, {}
-    for name, space in COST_SPACES.items():
-        cost[name] = (kiln_cost(a.build, space, history, 20 if a.quick else 200),
-                      optuna_cost(space, history, 5 if a.quick else 20))
-        # The GP option at its largest model (200 trials with results; TPE takes over after).
-        gp_cost[name] = kiln_cost(a.build, space, 200, 5 if a.quick else 20, sampler="bayesian")
-        print("  %s: Kiln %.1f us, Optuna %.1f ms; Kiln GP at 200 trials %.1f ms" % (
-            name, cost[name][0] * 1e6, cost[name][1] * 1e3, gp_cost[name] * 1e3), flush=True)
-
-    print("== early stopping", flush=True)
-    es_trials = 100
-    es = early_stopping(a.build, a.seeds, es_trials)
-    elapsed = time.time() - started
-
-    # -- the section --
     checkpoints = [n for n in CHECKPOINTS if n <= a.trials]
     lines = [heading("HPO engine vs Optuna"), "",
-             "Machine: %s; Optuna %s, scikit-learn %s, Python %s. %d seeds, %d trials each, run under nice -n 19 "
-             "with %d studies in parallel; whole run %.0f s." % (
-                 machine(), optuna.__version__, sklearn.__version__, sys.version.split()[0], a.seeds, a.trials,
-                 a.jobs, elapsed),
-             "",
-             "Median over seeds of the best value found after n trials (lower is better). Kiln TPE: the "
-             "Bayesian strategy's default, with the defaults of `TpeOptions` (a joint density over the continuous "
-             "parameters, one per integer or categorical parameter, 48 candidates, gamma 0.2); Kiln GP: the tuning "
-             "spec's `algorithm: GP` (`MakeBayesianSampler`: a Gaussian process with expected improvement while at "
-             "most 200 trials have results, so all of these); both propose from Kiln's C++ engine. Optuna: "
-             "`TPESampler(seed=s)` with default settings. Same objective code and seeds 1..%d for all. Kiln's "
-             "defaults were chosen on other seeds (21..140 for the analytic functions, 21..60 for scikit-learn), "
-             "so these seeds did not tune them." % a.seeds, "",
-             "| workload | engine | " + " | ".join("best after %d" % n for n in checkpoints) + " |",
-             "|---|---|" + "---|" * len(checkpoints)]
-    verdicts = []
-    for w, (_, _, note) in WORKLOADS.items():
-        med = {}
-        for e in ENGINES:
-            runs = results[(e, w)]
-            med[e] = [statistics.median(r[n] for r in runs) for n in checkpoints]
-            lines.append("| %s (%s) | %s | %s |" % (w, note, e, " | ".join(fmt(v) for v in med[e])))
-        row = []
-        for e in ENGINES[:-1]:
-            cells = []
-            for i, n in enumerate(checkpoints):
-                k, o = med[e][i], med["Optuna TPE"][i]
-                lo, hi = median_diff_ci([r[n] for r in results[(e, w)]], [r[n] for r in results[("Optuna TPE", w)]])
-                word = "ahead" if k < o else "tie" if k == o else "behind"
-                cells.append("%s (%s .. %s)" % (word, fmt(lo), fmt(hi)))
-            row.append(", ".join(cells))
-        verdicts.append((w, row))
-    lines += ["", "Each engine against Optuna at %s trials: ahead or behind by the medians, and in brackets a 95%% "
-              "bootstrap interval of the difference of the medians (Kiln minus Optuna; below 0 is Kiln ahead; an "
-              "interval that contains 0 means the seeds cannot tell the two apart)." % ", ".join(map(str, checkpoints)),
-              "", "| workload | " + " | ".join("%s vs Optuna" % e for e in ENGINES[:-1]) + " |",
-              "|---|" + "---|" * (len(ENGINES) - 1)]
-    lines += ["| %s | %s |" % (w, " | ".join(v)) for w, v in verdicts]
-    lines += ["", "Sampler cost: median seconds per proposal (Optuna: `ask` plus the `suggest_*` calls) with %d "
-              "completed trials of random configurations and values in the study." % history, "",
-              "| space | Kiln | Optuna TPE | ratio | target |", "|---|---|---|---|---|"]
-    for name, (k, o) in cost.items():
-        lines.append("| %s | %.1f us | %.1f ms | %.0fx | >= 100x |" % (name, k * 1e6, o * 1e3, o / k))
-    lines += ["", "The GP option's proposal at its largest model (200 completed trials; beyond 200 it proposes "
-              "with TPE, at TPE's cost above): " + ", ".join("%s %.0f ms" % (n, c * 1e3) for n, c in gp_cost.items())
-              + "."]
-    none_epochs = es_trials * 81
-    lines += ["", "Early stopping (Kiln): synthetic learning curves (loss = floor(theta) + scale(theta) * epoch^-rate"
-              "(theta) + N(0, 0.005), 81 epochs; a high learning rate converges fast to a worse loss), random "
-              "configurations, trials run one after another. No stopping runs %d trials to the end; the median rule "
-              "and Hyperband (eta 3, min 1 epoch, 4 brackets) run the same configuration stream until one finished "
-              "trial's final value is at least as good as no stopping's best (capped at no stopping's budget). "
-              "Medians over %d seeds." % (es_trials, a.seeds), "",
-              "| stopping | trial-epochs to reach no stopping's best | share of no stopping's | seeds that reached it "
-              "| trials started | best final value with 1/3 of the epochs | best final value overall |",
-              "|---|---|---|---|---|---|---|",
-              "| none | %d | 1 | %d/%d | %d | %s | %s |" % (
-                  none_epochs, a.seeds, a.seeds, es_trials,
-                  "-", fmt(statistics.median(r["none"]["best"] for r in es)))]
-    for k, label in (("median", "median rule"), ("hyperband", "Hyperband")):
-        ep = statistics.median(r[k]["epochs"] for r in es)
-        lines.append("| %s | %d | %.2f | %d/%d | %d | %s | %s |" % (
-            label, ep, ep / none_epochs, sum(r[k]["reached"] for r in es), a.seeds,
-            statistics.median(r[k]["trials"] for r in es),
-            fmt(statistics.median(r[k]["best_at_third"] for r in es)),
-            fmt(statistics.median(r[k]["best"] for r in es))))
-    lines.append("")
+             "Machine: %s; Optuna %s, scikit-learn %s, Python %s. Seeds %d..%d, %d trials each, run under nice -n 19 "
+             "with %d studies in parallel." % (
+                 machine(), optuna.__version__, sklearn.__version__, sys.version.split()[0], seeds[0], seeds[-1],
+                 a.trials, a.jobs), ""]
+
+    if "efficiency" in parts:
+        print("== sample efficiency: %d seeds x %d trials, %d workloads" % (len(seeds), a.trials, len(workloads)),
+              flush=True)
+        results, _ = sample_efficiency(a.build, seeds, a.trials, a.jobs, workloads, engines,
+                                       json.loads(a.tpe) if a.tpe else None)
+        lines += ["Median over seeds of the best value found after n trials (lower is better; for a noisy objective, "
+                  "the noise-free value of the trial with the best observed value). Kiln Bayesian: the tuning spec's "
+                  "default strategy; Kiln TPE: `algorithm: TPE`; both propose from Kiln's C++ engine. Optuna: "
+                  "`TPESampler(seed=s)` with default settings. Same objective code, seeds and noise for all.", ""]
+        lines += efficiency_section(results, workloads, engines, checkpoints, seeds)
+        if record:
+            # The per-seed values behind the medians, for reanalysis without a rerun.
+            raw = {"%s | %s" % (e, w): sorted(({"seed": r["seed"], **{str(n): r[n] for n in checkpoints}}
+                                               for r in runs), key=lambda r: r["seed"])
+                   for (e, w), runs in results.items()}
+            with open(os.path.join(ROOT, "bench", "hpo_raw.json"), "w") as f:
+                json.dump(raw, f, indent=0, sort_keys=True)
+
+    if "parallel" in parts:
+        print("== parallel proposals", flush=True)
+        pw = [w for w in pick(WORKLOADS, "Hartmann6,MLP") if "noisy" not in w]
+        pe = [e for e in engines if e in ("Kiln Bayesian", "Kiln TPE", PEER)]
+        par = parallel_proposals(a.build, seeds, a.jobs, pw, pe)
+        lines += ["", "Parallel proposals: after 50 trials one after another, 16 proposals while all 16 run (a tuning "
+                  "job with max_parallel 16). Per seed, over the 120 pairs: the smallest distance (numeric "
+                  "coordinates scaled to [0, 1], log where the space is, plus 1 per differing category, over "
+                  "sqrt(dims)), identical configurations, and near-duplicates (every numeric coordinate within 0.01 "
+                  "and the same categories); medians and totals over %d seeds." % len(seeds), "",
+                  "| workload | engine | median smallest distance | identical pairs | near-duplicate pairs |",
+                  "|---|---|---|---|---|"]
+        for w in pw:
+            for e in pe:
+                rows = par[(e, w)]
+                lines.append("| %s | %s | %.3f | %d | %d |" % (w, e, statistics.median(r[0] for r in rows),
+                                                                sum(r[1] for r in rows), sum(r[2] for r in rows)))
+
+    if "cost" in parts:
+        print("== sampler cost", flush=True)
+        reps = 5 if a.quick else 20
+        lines += ["", "Sampler cost: median seconds per proposal (Optuna: `ask` plus the `suggest_*` calls) with n "
+                  "completed trials of random configurations and values in the study. Targets for the default "
+                  "strategy: <= 50 ms at 200 trials, <= 5 ms at 1,000.", "",
+                  "| space | trials | Kiln Bayesian | Kiln TPE | Optuna TPE | Optuna / Kiln Bayesian |",
+                  "|---|---|---|---|---|---|"]
+        for name, space in COST_SPACES.items():
+            for history in ((200,) if a.quick else (200, 1000)):
+                kb = kiln_cost(a.build, space, history, reps, "bayesian")
+                kt = kiln_cost(a.build, space, history, 10 * reps, "tpe")
+                op = optuna_cost(space, history, reps)
+                print("  %s, %d: Kiln Bayesian %.2f ms, Kiln TPE %.3f ms, Optuna %.1f ms" % (
+                    name, history, kb * 1e3, kt * 1e3, op * 1e3), flush=True)
+                lines.append("| %s | %d | %.2f ms | %.3f ms | %.1f ms | %.0fx |" % (
+                    name, history, kb * 1e3, kt * 1e3, op * 1e3, op / kb))
+
+    if "earlystop" in parts:
+        print("== early stopping", flush=True)
+        es_trials = 100
+        es = early_stopping(a.build, len(seeds), es_trials)
+        none_epochs = es_trials * 81
+        lines += ["", "Early stopping (Kiln): synthetic learning curves (loss = floor(theta) + scale(theta) * "
+                  "epoch^-rate(theta) + N(0, 0.005), 81 epochs; a high learning rate converges fast to a worse loss), "
+                  "random configurations, trials run one after another. No stopping runs %d trials to the end; the "
+                  "median rule and Hyperband (eta 3, min 1 epoch, 4 brackets) run the same configuration stream until "
+                  "one finished trial's final value is at least as good as no stopping's best (capped at no "
+                  "stopping's budget). Medians over %d seeds." % (es_trials, len(seeds)), "",
+                  "| stopping | trial-epochs to reach no stopping's best | share of no stopping's | seeds that reached "
+                  "it | trials started | best final value with 1/3 of the epochs | best final value overall |",
+                  "|---|---|---|---|---|---|---|",
+                  "| none | %d | 1 | %d/%d | %d | %s | %s |" % (
+                      none_epochs, len(seeds), len(seeds), es_trials, "-",
+                      fmt(statistics.median(r["none"]["best"] for r in es)))]
+        for k, label in (("median", "median rule"), ("hyperband", "Hyperband")):
+            ep = statistics.median(r[k]["epochs"] for r in es)
+            lines.append("| %s | %d | %.2f | %d/%d | %d | %s | %s |" % (
+                label, ep, ep / none_epochs, sum(r[k]["reached"] for r in es), len(seeds),
+                statistics.median(r[k]["trials"] for r in es),
+                fmt(statistics.median(r[k]["best_at_third"] for r in es)),
+                fmt(statistics.median(r[k]["best"] for r in es))))
+    lines += ["", "Whole run %.0f s." % (time.time() - started), ""]
     report("\n".join(lines) + "\n", record)
-    if record:
-        # The per-seed values behind the medians, for reanalysis without a rerun.
-        raw = {"%s | %s" % (e, w): sorted(({"seed": r["seed"], **{str(n): r[n] for n in checkpoints}} for r in runs),
-                                          key=lambda r: r["seed"])
-               for (e, w), runs in results.items()}
-        with open(os.path.join(ROOT, "bench", "hpo_raw.json"), "w") as f:
-            json.dump(raw, f, indent=0, sort_keys=True)
 
 
 if __name__ == "__main__":

@@ -426,26 +426,41 @@ class GpSampler final : public Sampler {
   // Transforms and standardises the objective `raw` at `x` and fits the kernel.
   // Auto: the untransformed or the log objective, whichever the model explains
   // better (marginal likelihood with the transform's Jacobian, so the two compare).
+  // The kernel's hyperparameters are fitted on at most fit_points of the points
+  // (FitSubset): a fit costs O(n^3) per step, the posterior after it O(n^3) once.
   FittedObjective FitObjective(const std::vector<std::vector<double>>& x, const std::vector<size_t>& cats,
                                const VectorXd& raw) const {
     const Eigen::Index n = raw.size();
     std::vector<GpOptions::Warp> warps = {o_.warp};
     if (o_.warp == GpOptions::Warp::kAuto) warps = {GpOptions::Warp::kNone, GpOptions::Warp::kLog};
-    const Model model(x, cats);
+    const std::vector<size_t> sub = FitSubset(raw);
+    std::vector<std::vector<double>> xs;
+    xs.reserve(sub.size());
+    for (size_t i : sub) xs.push_back(x[i]);
+    const Model model(xs, cats);
     FittedObjective fit{{}, raw};
     double best_score = -INFINITY;
     for (GpOptions::Warp w : warps) {
       VectorXd yw = raw;
-      double jacobian = Warp(yw, w);
+      Warp(yw, w);
       const double mean = yw.mean();
       const double sd =
           std::sqrt((yw.array() - mean).square().sum() / static_cast<double>(std::max<Eigen::Index>(n - 1, 1)));
       // A constant objective gives no direction.
-      if (!(sd > 0) || !std::isfinite(sd) || !std::isfinite(jacobian)) continue;
+      if (!(sd > 0) || !std::isfinite(sd)) continue;
       yw = (yw.array() - mean) / sd;
-      jacobian -= static_cast<double>(n) * std::log(sd);
+      // The fitted points' values and the log of the transform's Jacobian at them
+      // (the log transform's derivative is 1 / (y - lo + delta) = exp(-warped)).
+      VectorXd ys(static_cast<Eigen::Index>(sub.size()));
+      double jacobian = -static_cast<double>(sub.size()) * std::log(sd);
+      for (size_t i = 0; i < sub.size(); ++i) {
+        const auto k = static_cast<Eigen::Index>(sub[i]);
+        ys(static_cast<Eigen::Index>(i)) = yw(k);
+        if (w == GpOptions::Warp::kLog) jacobian -= yw(k) * sd + mean;
+      }
+      if (!std::isfinite(jacobian)) continue;
       double lp = -INFINITY;
-      Hyper fitted = model.Fit(yw, o_.fit_iterations, &lp);
+      Hyper fitted = model.Fit(ys, o_.fit_iterations, &lp);
       if (lp + jacobian > best_score || warps.size() == 1) {
         best_score = lp + jacobian;
         fit.h = fitted;
@@ -455,9 +470,33 @@ class GpSampler final : public Sampler {
     return fit;
   }
 
-  // Transforms y in place; returns the log of the transform's Jacobian (0 where
-  // it has none: the rank transform).
-  static double Warp(VectorXd& y, GpOptions::Warp warp) {
+  // The points the hyperparameters are fitted on: all, or at most fit_points of
+  // them: the best half (where the next proposal will look) and the rest spread
+  // evenly over the others in trial order (the function's shape elsewhere).
+  std::vector<size_t> FitSubset(const VectorXd& y) const {
+    const auto n = static_cast<size_t>(y.size());
+    const auto cap = static_cast<size_t>(std::max(o_.fit_points, 8));
+    std::vector<size_t> all(n);
+    std::iota(all.begin(), all.end(), 0);
+    if (n <= cap) return all;
+    std::vector<size_t> order = all;
+    std::stable_sort(order.begin(), order.end(),
+                     [&](size_t a, size_t b) { return y(static_cast<Eigen::Index>(a)) < y(static_cast<Eigen::Index>(b)); });
+    std::vector<bool> keep(n, false);
+    for (size_t i = 0; i < cap / 2; ++i) keep[order[i]] = true;
+    std::vector<size_t> rest;
+    for (size_t i = 0; i < n; ++i)
+      if (!keep[i]) rest.push_back(i);
+    const size_t more = cap - cap / 2;
+    for (size_t j = 0; j < more; ++j) keep[rest[j * rest.size() / more]] = true;
+    std::vector<size_t> out;
+    for (size_t i = 0; i < n; ++i)
+      if (keep[i]) out.push_back(i);
+    return out;
+  }
+
+  // Transforms y in place.
+  static void Warp(VectorXd& y, GpOptions::Warp warp) {
     const auto n = y.size();
     if (warp == GpOptions::Warp::kLog) {
       std::vector<double> v(y.data(), y.data() + n);
@@ -465,7 +504,7 @@ class GpSampler final : public Sampler {
       const double lo = y.minCoeff(), med = v[static_cast<size_t>(n / 2)];
       const double delta = std::max(0.1 * (med - lo), 1e-12 * (1 + std::fabs(lo)));
       y = (y.array() - lo + delta).log();
-      return -y.sum();
+      return;
     }
     if (warp == GpOptions::Warp::kRank) {
       std::vector<Eigen::Index> order(static_cast<size_t>(n));
@@ -481,7 +520,6 @@ class GpSampler final : public Sampler {
       }
       y = out;
     }
-    return 0;
   }
 
   // At most max_points trials: the best half, then the latest.

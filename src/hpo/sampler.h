@@ -62,6 +62,9 @@ struct GpOptions {
   int random_candidates = 1000;  // acquisition: uniform candidates ...
   int local_candidates = 500;    // ... and perturbations of the best trials, then a local search
   int fit_iterations = 60;       // Adam steps on the kernel's hyperparameters
+  // The hyperparameters are fitted on at most this many of the modelled trials
+  // (the best half and an even spread of the rest); the posterior uses them all.
+  int fit_points = 64;
   // How objective values are transformed before they are standardised: kNone;
   // kLog: log(y - best + delta), which tames heavy tails; kRank: the normal
   // quantiles of the values' ranks, which keeps only their order; kAuto: kNone or
