@@ -6,7 +6,7 @@
 // study: the first input line is JSON
 //   {"space": [{"name": "x", "type": "float"|"int"|"cat", "min": 0, "max": 1,
 //               "scaling": "linear"|"log"|"reverselog", "values": ["a", "b"]}, ...],
-//    "sampler": "tpe"|"gp"|"bayesian"|"random", "seed": 1, "direction": "minimize"|"maximize",
+//    "sampler": "tpe"|"gp"|"gp-option"|"bayesian"|"random", "seed": 1, "direction": "minimize"|"maximize",
 //    "tpe": {"candidates": 24, "startup_trials": 10, "multivariate": true, ...}}
 // then one command a line:
 //   ask          -> {"config": {"x": 0.25, ...}}   (the trial is pending until told)
@@ -118,9 +118,9 @@ int Study() {
     sampler = kiln::hpo::MakeRandomSampler();
   else if (kind == "tpe")
     sampler = kiln::hpo::MakeTpeSampler(tpe);
-  else if (kind == "gp")
+  else if (kind == "gp" || kind == "gp-option")  // `algorithm: GP`
     sampler = kiln::hpo::MakeGpSampler(gp);
-  else  // "bayesian" (the tuning spec's default) and "gp-option" (`algorithm: GP`)
+  else  // "bayesian": the tuning spec's default (`algorithm: Auto`)
     sampler = kiln::hpo::MakeBayesianSampler(setup.value("gp_until", 200), gp, tpe);
   Direction dir = setup.value("direction", "minimize") == "maximize" ? Direction::kMaximize : Direction::kMinimize;
   std::mt19937_64 rng(setup.value("seed", 1ULL));

@@ -234,10 +234,12 @@ SLOW = ("GBR", "SVC", "Kernel")  # scikit-learn workloads: started first
 class KilnStudy:
     """One study in Kiln's C++ engine (the driver process)."""
 
-    def __init__(self, build, space, seed, sampler="tpe", tpe=None):
+    def __init__(self, build, space, seed, sampler="tpe", options=None):
         self.proc = subprocess.Popen([os.path.join(build, "bench", "kiln_hpo_bench"), "study"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True, bufsize=1)
-        self.send(json.dumps({"space": space, "sampler": sampler, "seed": seed, "tpe": tpe or {}}))
+        options = options or {}
+        self.send(json.dumps({"space": space, "sampler": sampler, "seed": seed, "tpe": options.get("tpe", {}),
+                              "gp": options.get("gp", {})}))
 
     def send(self, line):
         self.proc.stdin.write(line + "\n")
@@ -266,9 +268,9 @@ def evaluate(fn, c, rng):
     return fn(c, rng) if getattr(fn, "noisy", False) else (fn(c),) * 2
 
 
-def run_kiln(build, workload, seed, trials, sampler, tpe=None):
+def run_kiln(build, workload, seed, trials, sampler, options=None):
     space, fn, _, _ = WORKLOADS[workload]
-    study = KilnStudy(build, space, seed, sampler, tpe)
+    study = KilnStudy(build, space, seed, sampler, options)
     rng = random.Random(seed)
     values = []
     for _ in range(trials):
@@ -329,16 +331,16 @@ PEER = "Optuna TPE"
 
 
 def one_run(args):
-    engine, workload, seed, trials, build, tpe = args
+    engine, workload, seed, trials, build, options = args
     t0 = time.time()
     sampler = ENGINES[engine]
     values = run_optuna(workload, seed, trials) if sampler is None else run_kiln(build, workload, seed, trials,
-                                                                                  sampler, tpe)
+                                                                                  sampler, options)
     return engine, workload, seed, best_after(values), time.time() - t0
 
 
-def sample_efficiency(build, seeds, trials, jobs, workloads, engines, tpe=None):
-    tasks = [(e, w, s, trials, build, tpe) for w in workloads for s in seeds for e in engines]
+def sample_efficiency(build, seeds, trials, jobs, workloads, engines, options=None):
+    tasks = [(e, w, s, trials, build, options) for w in workloads for s in seeds for e in engines]
     # The slow (scikit-learn) runs first, so the pool does not end on one long task.
     tasks.sort(key=lambda t: not t[1].startswith(SLOW))
     results = {}
@@ -567,7 +569,8 @@ def main():
     ap.add_argument("--engines", default="Kiln Bayesian,Kiln TPE,Optuna TPE",
                     help="comma-separated, of: " + ", ".join(ENGINES))
     ap.add_argument("--parts", default="efficiency,cost,parallel,earlystop")
-    ap.add_argument("--tpe", default="", help="JSON TpeOptions for Kiln TPE (tuning experiments)")
+    ap.add_argument("--tpe", default="", help="JSON TpeOptions for Kiln's engines (tuning experiments)")
+    ap.add_argument("--gp", default="", help="JSON GpOptions for Kiln's engines (tuning experiments)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 3 seeds, 50 trials, fewer timing reps; no record")
     ap.add_argument("--no-record", action="store_true", help="print the section, do not append it to RESULTS.md")
     a = ap.parse_args()
@@ -580,7 +583,8 @@ def main():
             sys.exit("unknown engine %r (known: %s)" % (e, ", ".join(ENGINES)))
     workloads = pick(WORKLOADS, a.workloads)
     seeds = list(range(a.seed_start, a.seed_start + a.seeds))
-    record = not (a.quick or a.no_record or a.workloads or a.seed_start != 1 or a.tpe)
+    record = not (a.quick or a.no_record or a.workloads or a.seed_start != 1 or a.tpe or a.gp)
+    options = {"tpe": json.loads(a.tpe or "{}"), "gp": json.loads(a.gp or "{}")}
     driver = os.path.join(a.build, "bench", "kiln_hpo_bench")
     if not os.path.exists(driver):
         sys.exit("%s missing: cmake --build %s --target kiln_hpo_bench" % (driver, a.build))
@@ -597,8 +601,7 @@ def main():
     if "efficiency" in parts:
         print("== sample efficiency: %d seeds x %d trials, %d workloads" % (len(seeds), a.trials, len(workloads)),
               flush=True)
-        results, _ = sample_efficiency(a.build, seeds, a.trials, a.jobs, workloads, engines,
-                                       json.loads(a.tpe) if a.tpe else None)
+        results, _ = sample_efficiency(a.build, seeds, a.trials, a.jobs, workloads, engines, options)
         lines += ["Median over seeds of the best value found after n trials (lower is better; for a noisy objective, "
                   "the noise-free value of the trial with the best observed value). Kiln Bayesian: the tuning spec's "
                   "default strategy; Kiln TPE: `algorithm: TPE`; both propose from Kiln's C++ engine. Optuna: "

@@ -174,16 +174,24 @@ class Posterior {
 
   // Mean and variance at each of `pts`.
   void Predict(const std::vector<std::vector<double>>& pts, VectorXd& mean, VectorXd& var) const {
-    const auto n = static_cast<Eigen::Index>(x_.size()), c = static_cast<Eigen::Index>(pts.size());
-    MatrixXd ks(n, c);
-    for (Eigen::Index j = 0; j < c; ++j)
-      for (Eigen::Index i = 0; i < n; ++i) ks(i, j) = Kernel(x_[static_cast<size_t>(i)], pts[static_cast<size_t>(j)]);
+    MatrixXd ks = Cross(pts);
     mean = ks.transpose() * alpha_;
     llt_.matrixL().solveInPlace(ks);
     var = (signal_ - ks.colwise().squaredNorm().array()).max(1e-12).matrix().transpose();
   }
+  // The mean alone (no O(n^2) solve per point).
+  VectorXd PredictMean(const std::vector<std::vector<double>>& pts) const { return Cross(pts).transpose() * alpha_; }
 
  private:
+  // The kernel between every training point (rows) and every point of `pts` (columns).
+  MatrixXd Cross(const std::vector<std::vector<double>>& pts) const {
+    const auto n = static_cast<Eigen::Index>(x_.size()), c = static_cast<Eigen::Index>(pts.size());
+    MatrixXd ks(n, c);
+    for (Eigen::Index j = 0; j < c; ++j)
+      for (Eigen::Index i = 0; i < n; ++i) ks(i, j) = Kernel(x_[static_cast<size_t>(i)], pts[static_cast<size_t>(j)]);
+    return ks;
+  }
+
   std::vector<std::vector<double>> x_;
   std::vector<size_t> cats_;
   double signal_;
@@ -253,8 +261,7 @@ class Acquisition {
   Acquisition(const std::vector<std::vector<double>>& x, const VectorXd& y, const std::vector<size_t>& cats,
               const Hyper& h, const std::vector<std::vector<double>>& pending, GpOptions::Improvement improvement)
       : post_(x, y, cats, h) {
-    VectorXd var_obs;
-    post_.Predict(x, mu_obs_, var_obs);
+    mu_obs_ = post_.PredictMean(x);
     const bool observed = improvement == GpOptions::Improvement::kObserved;
     best_ = observed ? y.minCoeff() : mu_obs_.minCoeff();
     extra_var_ = observed ? std::exp(h.log_noise) : 0.0;

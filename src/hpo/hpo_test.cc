@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <set>
 
@@ -249,6 +250,63 @@ TEST(Tpe, MaximizeFlipsTheObjective) {
   int near = 0;
   for (int i = 40; i < 60; ++i) near += std::fabs(std::get<double>(sp.Decode(0, hist[i].u[0])) - 0.8) < 0.15;
   EXPECT_GE(near, 12);
+}
+
+// Proposals for `parallel` trials that all run at once after `hist`: the smallest
+// distance between two of them in the unit cube, and the pairs within 0.01 of
+// each other in every coordinate.
+std::pair<double, int> ParallelSpread(Sampler& s, const SearchSpace& sp, std::vector<Trial> hist, int parallel,
+                                      uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<std::vector<double>> batch;
+  for (int i = 0; i < parallel; ++i) {
+    Trial t;
+    t.u = s.Suggest(sp, hist, Direction::kMinimize, rng);
+    batch.push_back(t.u);
+    hist.push_back(std::move(t));  // kRunning
+  }
+  double least = INFINITY;
+  int near = 0;
+  for (size_t i = 0; i < batch.size(); ++i)
+    for (size_t j = 0; j < i; ++j) {
+      double d2 = 0, most = 0;
+      for (size_t k = 0; k < batch[i].size(); ++k) {
+        d2 += (batch[i][k] - batch[j][k]) * (batch[i][k] - batch[j][k]);
+        most = std::max(most, std::fabs(batch[i][k] - batch[j][k]));
+      }
+      least = std::min(least, std::sqrt(d2));
+      near += most <= 0.01;
+    }
+  return {least, near};
+}
+
+TEST(Tpe, RunningTrialsSpreadParallelProposals) {
+  // 16 proposals while all 16 run: with running trials counted as bad results no
+  // two are near-duplicates, and they lie farther apart than when ignored.
+  TpeOptions ignore;
+  ignore.running = TpeOptions::Running::kIgnore;
+  double liar_least = 0, ignore_least = 0;
+  int liar_near = 0;
+  for (uint64_t seed = 1; seed <= 5; ++seed) {
+    auto liar = MakeTpeSampler();
+    auto blind = MakeTpeSampler(ignore);
+    const auto a = ParallelSpread(*liar, Branin(), RandomBraninHistory(40, seed), 16, seed);
+    const auto b = ParallelSpread(*blind, Branin(), RandomBraninHistory(40, seed), 16, seed);
+    liar_least += a.first;
+    liar_near += a.second;
+    ignore_least += b.first;
+  }
+  EXPECT_EQ(liar_near, 0);
+  EXPECT_GT(liar_least, 1.5 * ignore_least);
+}
+
+TEST(Bayesian, ParallelProposalsHaveNoNearDuplicates) {
+  for (uint64_t seed = 1; seed <= 3; ++seed) {
+    auto bayes = MakeBayesianSampler();
+    const auto r = ParallelSpread(*bayes, Branin(), RandomBraninHistory(40, seed), 16, seed);
+    EXPECT_EQ(r.second, 0) << "seed " << seed;
+    EXPECT_GT(r.first, 0.01) << "seed " << seed;
+  }
 }
 
 TEST(Gp, FindsBraninsMinimumFasterThanRandom) {

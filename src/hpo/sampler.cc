@@ -390,6 +390,16 @@ class TpeSampler final : public Sampler {
     std::vector<const std::vector<double>*> good, bad;
     for (size_t i = 0; i < done.size(); ++i)
       (is_good[i] ? good : bad).push_back(snap.empty() ? &done[i]->u : &snapped[i]);
+    // A constant liar (Optuna's constant_liar): running trials count as bad results,
+    // so parallel proposals do not pile onto a configuration already being tried.
+    std::vector<std::vector<double>> running;
+    if (o_.running == TpeOptions::Running::kAsBad)
+      for (const auto& t : history)
+        if (t.state == TrialState::kRunning && t.u.size() == space.size()) {
+          running.push_back(t.u);
+          snap(running.back());
+        }
+    for (const auto& u : running) bad.push_back(&u);
 
     const std::vector<size_t> categories = CategoryCounts(space);
     // Dimensions sampled together. Multivariate: one joint density over the

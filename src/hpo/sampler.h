@@ -45,6 +45,10 @@ struct TpeOptions {
   // The "good" trials: the best ceil(gamma * n), at most max_good.
   double gamma = 0.2;
   int max_good = 40;
+  // Running trials: kAsBad counts each as a bad result (a constant liar), so the
+  // proposals for parallel trials spread out; kIgnore leaves them out.
+  enum class Running { kAsBad, kIgnore };
+  Running running = Running::kAsBad;
 };
 // Tree-structured Parzen Estimator in the unit cube (Bergstra et al. 2011): ranks
 // the trials with results into good and bad, fits a Parzen density to each and

@@ -111,6 +111,17 @@ const char* ToString(WarmStartType w) {
   }
 }
 
+const char* ToString(BayesianAlgorithm a) {
+  switch (a) {
+    case BayesianAlgorithm::kTpe:
+      return "TPE";
+    case BayesianAlgorithm::kGp:
+      return "GP";
+    default:
+      return "Auto";
+  }
+}
+
 std::optional<TuningStatus> ParseTuningStatus(const std::string& s) {
   for (auto t : {TuningStatus::kInProgress, TuningStatus::kCompleted, TuningStatus::kFailed, TuningStatus::kStopping,
                  TuningStatus::kStopped})
@@ -135,7 +146,7 @@ json TuningSpec::ToJson() const {
   t.erase("name");
   json j = {{"name", name},
             {"strategy", tuning::ToString(strategy)},
-            {"algorithm", algorithm == BayesianAlgorithm::kGp ? "GP" : "TPE"},
+            {"algorithm", ToString(algorithm)},
             {"objective",
              {{"metric", objective_metric},
               {"type", direction == hpo::Direction::kMaximize ? "Maximize" : "Minimize"},
@@ -194,11 +205,13 @@ Status ParseStrategy(const json& j, TuningSpec* s) {
   if (!found) return InvalidArgument("strategy", "strategy: must be Random, Grid, Bayesian or Hyperband");
   if (j.contains("algorithm")) {
     const json& a = j["algorithm"];
-    if (!a.is_string() || (a != "TPE" && a != "GP"))
-      return InvalidArgument("algorithm", "algorithm: must be TPE or GP");
-    if (a == "GP" && s->strategy != Strategy::kBayesian)
+    std::optional<BayesianAlgorithm> algorithm;
+    for (auto al : {BayesianAlgorithm::kAuto, BayesianAlgorithm::kTpe, BayesianAlgorithm::kGp})
+      if (a.is_string() && a == ToString(al)) algorithm = al;
+    if (!algorithm) return InvalidArgument("algorithm", "algorithm: must be Auto, TPE or GP");
+    if (*algorithm == BayesianAlgorithm::kGp && s->strategy != Strategy::kBayesian)
       return InvalidArgument("algorithm", "algorithm: GP applies to the Bayesian strategy only");
-    s->algorithm = a == "GP" ? BayesianAlgorithm::kGp : BayesianAlgorithm::kTpe;
+    s->algorithm = *algorithm;
   }
   return Status::Ok();
 }
@@ -597,7 +610,15 @@ std::unique_ptr<hpo::Sampler> MakeSampler(const TuningSpec& s) {
     case Strategy::kGrid:
       return hpo::MakeGridSampler();
     case Strategy::kBayesian:
-      return s.algorithm == BayesianAlgorithm::kGp ? hpo::MakeBayesianSampler() : hpo::MakeTpeSampler();
+      switch (s.algorithm) {
+        case BayesianAlgorithm::kAuto:
+          return hpo::MakeBayesianSampler();
+        case BayesianAlgorithm::kTpe:
+          return hpo::MakeTpeSampler();
+        case BayesianAlgorithm::kGp:
+          return hpo::MakeGpSampler();
+      }
+      return nullptr;
     case Strategy::kHyperband:
       return hpo::MakeTpeSampler();  // its brackets' new trials come from TPE
   }

@@ -22,8 +22,11 @@ namespace kiln::tuning {
 
 enum class Strategy { kRandom, kGrid, kBayesian, kHyperband };
 enum class EarlyStopping { kOff, kAuto };
-// How the Bayesian strategy models the objective (hpo::MakeTpeSampler, hpo::MakeGpSampler).
-enum class BayesianAlgorithm { kTpe, kGp };
+// How the Bayesian strategy models the objective: kAuto, the default
+// (hpo::MakeBayesianSampler: a Gaussian process, TPE past 200 trials with
+// results); kTpe (hpo::MakeTpeSampler); kGp, a Gaussian process throughout
+// (hpo::MakeGpSampler).
+enum class BayesianAlgorithm { kAuto, kTpe, kGp };
 enum class TuningStatus { kInProgress, kCompleted, kFailed, kStopping, kStopped };
 enum class WarmStartType { kNone, kIdenticalDataAndAlgorithm, kTransferLearning };
 // Where a trial's objective values come from: kLog, the trial's log lines through
@@ -35,6 +38,7 @@ enum class ObjectiveSource { kLog, kStatsd };
 const char* ToString(Strategy s);
 const char* ToString(TuningStatus s);
 const char* ToString(WarmStartType w);
+const char* ToString(BayesianAlgorithm a);
 std::optional<TuningStatus> ParseTuningStatus(const std::string& s);
 inline bool IsTerminal(TuningStatus s) {
   return s == TuningStatus::kCompleted || s == TuningStatus::kFailed || s == TuningStatus::kStopped;
@@ -47,7 +51,7 @@ inline constexpr int kMaxParallel = 100;
 struct TuningSpec {
   std::string name;
   Strategy strategy = Strategy::kBayesian;
-  BayesianAlgorithm algorithm = BayesianAlgorithm::kTpe;
+  BayesianAlgorithm algorithm = BayesianAlgorithm::kAuto;
   std::string objective_metric;
   ObjectiveSource objective_source = ObjectiveSource::kLog;
   hpo::Direction direction = hpo::Direction::kMinimize;

@@ -101,6 +101,8 @@ TEST(TuningSpec, RefusesBadInputNamingTheField) {
   s = NativeSpec();
   s["algorithm"] = "gp";
   refuse(s, "algorithm");
+  s["algorithm"] = 3;
+  refuse(s, "algorithm");
   s = NativeSpec();
   s["strategy"] = "Random";
   s["algorithm"] = "GP";
@@ -157,8 +159,9 @@ TEST(TuningSpec, RefusesBadTagsNamingTheField) {
   EXPECT_EQ(r->tags.size(), kMaxTags);
 }
 
-TEST(TuningSpec, AlgorithmDefaultsToTpeAndRoundTrips) {
-  EXPECT_EQ(Job().spec.algorithm, BayesianAlgorithm::kTpe);
+TEST(TuningSpec, AlgorithmDefaultsToAutoAndRoundTrips) {
+  EXPECT_EQ(Job().spec.algorithm, BayesianAlgorithm::kAuto);
+  EXPECT_EQ(Job().spec.ToJson()["algorithm"], "Auto");
   json s = NativeSpec();
   s["algorithm"] = "GP";
   TuningJob j = Job(s);
@@ -167,10 +170,15 @@ TEST(TuningSpec, AlgorithmDefaultsToTpeAndRoundTrips) {
   auto again = ParseTuningSpec(j.spec.ToJson(), nullptr);
   ASSERT_TRUE(again.ok());
   EXPECT_EQ(again->algorithm, BayesianAlgorithm::kGp);
-  // Specs stored before the field existed read as TPE.
+  for (const char* name : {"TPE", "Auto"}) {
+    s["algorithm"] = name;
+    EXPECT_EQ(Job(s).spec.ToJson()["algorithm"], name);
+  }
+  // Specs stored before the field existed read as the default; those stored
+  // since keep the algorithm they named ("TPE" when TPE was the default).
   json old = Job().spec.ToJson();
   old.erase("algorithm");
-  EXPECT_EQ(ParseTuningSpec(old, nullptr)->algorithm, BayesianAlgorithm::kTpe);
+  EXPECT_EQ(ParseTuningSpec(old, nullptr)->algorithm, BayesianAlgorithm::kAuto);
 }
 
 TEST(Decide, GpAlgorithmProposesFromTheModelDeterministically) {
