@@ -408,7 +408,9 @@ class GpSampler final : public Sampler {
       else if (t.state == TrialState::kRunning)
         pending.push_back(&t);
     }
-    if (static_cast<int>(done.size()) < std::max(o_.startup_trials, 2) || space.size() == 0)
+    const int startup = o_.startup_trials > 0 ? o_.startup_trials
+                                              : std::clamp(2 * static_cast<int>(space.size()), 10, 20);
+    if (static_cast<int>(done.size()) < std::max(startup, 2) || space.size() == 0)
       return RandomPoint(space.size(), rng);
     const double sign = dir == Direction::kMinimize ? 1 : -1;
     done = Subset(done, sign);

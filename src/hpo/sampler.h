@@ -59,7 +59,9 @@ struct TpeOptions {
 std::unique_ptr<Sampler> MakeTpeSampler(TpeOptions opts = {});
 
 struct GpOptions {
-  int startup_trials = 10;  // random until this many trials have results
+  // Random until this many trials have results; 0: twice the dimensions, at
+  // least 10 and at most 20 (a model of a wider space needs more to start from).
+  int startup_trials = 0;
   // At most this many trials model the objective: the best half and the latest
   // half of them (fitting costs O(n^3)).
   int max_points = 300;
