@@ -1,28 +1,33 @@
 #!/usr/bin/python3
-"""Kiln's HPO engine against Optuna 3.1 (issue 5, "ahead of Optuna").
+"""Kiln's HPO engine against Optuna 3.1 (issues 5 and 18, "the best tuner by default").
 
-  nice -n 19 /usr/bin/python3 bench/hpo_bench.py [--build build] [--seeds 20] [--jobs 2] [--quick] [--no-record]
+  nice -n 19 /usr/bin/python3 bench/hpo_bench.py [--build build] [--seeds 10] [--jobs 2] [--quick] [--no-record]
+      [--seed-start N] [--workloads SUBSTR,...] [--engines ...] [--parts efficiency,cost,parallel,earlystop]
+      [--gp JSON] [--tpe JSON]
 
 Needs Debian's python3-optuna (3.1) and python3-sklearn, and the driver
 (cmake --build build --target kiln_hpo_bench). Measures, in one run:
 
   * sample efficiency: median over seeds of the best value after 50, 100 and 200
-    trials on Branin, Hartmann6, Rosenbrock (5-D) and the 3-fold cross-validated
-    mean squared error of scikit-learn's GradientBoostingRegressor on the diabetes
-    data set that ships with scikit-learn. Kiln's proposals come from its C++
-    engine (build/bench/kiln_hpo_bench, a line protocol over stdin/stdout: it
-    prints a configuration, this script evaluates it and writes the value back);
-    Optuna's from TPESampler with default settings. Both are evaluated by the same
-    Python functions, with the same seeds (each engine seeds its own generator);
-  * sampler cost: seconds per proposal with 1,000 completed trials in the study
-    (random configurations and values) in a 6-D continuous space and in the mixed
-    scikit-learn space;
+    trials on 14 workloads (WORKLOADS): analytic (Branin, Hartmann6, Rosenbrock),
+    multimodal (Ackley, Levy, Rastrigin, Styblinski-Tang), noisy (the true value of
+    the best observed trial), mixed spaces (log floats, integers and categoricals
+    with interactions) and three scikit-learn models cross-validated on data sets
+    scikit-learn ships. Kiln's proposals come from its C++ engine
+    (build/bench/kiln_hpo_bench, a line protocol over stdin/stdout: it prints a
+    configuration, this script evaluates it and writes the value back); Optuna's
+    from TPESampler with default settings. All engines are evaluated by the same
+    Python functions, with the same seeds and noise;
+  * parallel proposals: the spread of 16 proposals made while all 16 run;
+  * sampler cost: seconds per proposal with 200 and 1,000 completed trials in the
+    study (random configurations and values) in a 6-D continuous and a mixed space;
   * early stopping (Kiln only): trial-epochs until the best final value of 100
     trials run without stopping is reached with the median rule and with
     Hyperband, over the same stream of random configurations on synthetic
     learning curves (computed in the driver).
 
-Appends a section to bench/RESULTS.md with the machine it ran on.
+Appends a section to bench/RESULTS.md with the machine it ran on (a run with the
+default seeds and every workload; tuning runs record nothing).
 """
 import argparse, json, math, multiprocessing, os, random, statistics, subprocess, sys, time, warnings
 

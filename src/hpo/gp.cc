@@ -408,8 +408,8 @@ class GpSampler final : public Sampler {
       else if (t.state == TrialState::kRunning)
         pending.push_back(&t);
     }
-    const int startup = o_.startup_trials > 0 ? o_.startup_trials
-                                              : std::clamp(2 * static_cast<int>(space.size()), 10, 20);
+    const int startup =
+        o_.startup_trials > 0 ? o_.startup_trials : std::clamp(2 * static_cast<int>(space.size()), 10, 20);
     if (static_cast<int>(done.size()) < std::max(startup, 2) || space.size() == 0)
       return RandomPoint(space.size(), rng);
     const double sign = dir == Direction::kMinimize ? 1 : -1;
@@ -489,8 +489,9 @@ class GpSampler final : public Sampler {
     std::iota(all.begin(), all.end(), 0);
     if (n <= cap) return all;
     std::vector<size_t> order = all;
-    std::stable_sort(order.begin(), order.end(),
-                     [&](size_t a, size_t b) { return y(static_cast<Eigen::Index>(a)) < y(static_cast<Eigen::Index>(b)); });
+    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+      return y(static_cast<Eigen::Index>(a)) < y(static_cast<Eigen::Index>(b));
+    });
     std::vector<bool> keep(n, false);
     for (size_t i = 0; i < cap / 2; ++i) keep[order[i]] = true;
     std::vector<size_t> rest;
