@@ -17,12 +17,18 @@ if [ "${KILN_TEST_QUICK:-0}" = 1 ]; then
   exit 0
 fi
 echo "== build: clang, ASan + UBSan at -O1, libFuzzer coverage"
+start=$SECONDS
 scripts/build-ci.sh
+echo "== build took $((SECONDS - start)) s"
 echo "== unit, simulation and end-to-end tests under ASan + UBSan"
+start=$SECONDS
 # Each e2e file is its own ctest entry and starts its own kilnd; -j2 runs them
 # beside the CPU-bound unit tests.
 (cd build-ci && ASAN_OPTIONS=detect_leaks=1 KILN_SIM_HISTORIES=1500 KILN_SIM_SQLITE_HISTORIES=100 \
   ctest --output-on-failure -j2 --schedule-random)
+echo "== tests took $((SECONDS - start)) s"
 echo "== fuzzing the parsers (libFuzzer)"
+start=$SECONDS
 scripts/fuzz.sh 20
+echo "== fuzzing took $((SECONDS - start)) s"
 echo "== all tests passed"
