@@ -52,6 +52,13 @@ void PrintJob(const json& j) {
   line("Image", spec.value("image", ""));
   line("Model artifact", j["model_artifact"].is_string() ? j["model_artifact"].get<std::string>() : "-");
   if (j.contains("warm_pool")) line("Warm pool", WarmPoolLine(j["warm_pool"]));
+  if (j.contains("start") && j["start"].is_string()) {
+    std::string start = j["start"].get<std::string>();
+    if (j["timings_ms"].contains("acquire")) start += ", acquired in " + j["timings_ms"]["acquire"].dump() + " ms";
+    if (j.contains("start_note") && j["start_note"].is_string())
+      start += " (" + j["start_note"].get<std::string>() + ")";
+    line("Start", start);
+  }
   std::string timings;
   for (auto& [k, v] : j["timings_ms"].items()) timings += k + "=" + v.dump() + "ms ";
   line("Timings", timings);

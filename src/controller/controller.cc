@@ -694,7 +694,9 @@ Controller::LaunchOutcome Controller::RunLaunch(const PendingLaunch& launch) {
   Result<std::string> h = precondition.ok() ? Result<std::string>(Status(Code::kUnavailable, "not tried"))
                                             : Result<std::string>(precondition);
   // Launch is idempotent, so an ambiguous failure is retried as is.
+  TimeMs launch_started = 0;
   for (int tries = 0; precondition.ok() && tries < 3; ++tries) {
+    launch_started = clock_.NowMs();
     h = backend_->Launch(req);
     if (h.ok() || h.status().code() != Code::kUnavailable) break;
   }
@@ -729,7 +731,7 @@ Controller::LaunchOutcome Controller::RunLaunch(const PendingLaunch& launch) {
     TakeCancelled(req.instance_id);  // launched after all: the state machine stops it (launched while stopping)
     e.type = EventType::kInstanceLaunched;
     e.dedup_key = "launched:" + req.instance_id;
-    e.payload = ToJson(LaunchedReport{req.instance_id, *h});
+    e.payload = ToJson(LaunchedReport{req.instance_id, *h, e.time - launch_started});
   } else {
     e.type = EventType::kInstanceLaunchFailed;
     e.dedup_key = "launchfailed:" + req.instance_id;

@@ -43,7 +43,9 @@ Result<ExitReport> ExitReportFromJson(const json& j) {
 }
 
 json ToJson(const LaunchedReport& r) {
-  return {{"instance_id", r.instance_id}, {"handle", r.handle}};
+  json j = {{"instance_id", r.instance_id}, {"handle", r.handle}};
+  if (r.acquire_ms) j["acquire_ms"] = *r.acquire_ms;
+  return j;
 }
 
 Result<LaunchedReport> LaunchedReportFromJson(const json& j) {
@@ -51,6 +53,11 @@ Result<LaunchedReport> LaunchedReportFromJson(const json& j) {
   LaunchedReport r;
   KILN_RETURN_IF_ERROR(ReadField(j, "instance_id", r.instance_id));
   KILN_RETURN_IF_ERROR(ReadField(j, "handle", r.handle));
+  if (j.contains("acquire_ms")) {
+    int64_t ms = 0;
+    KILN_RETURN_IF_ERROR(ReadField(j, "acquire_ms", ms));
+    if (ms >= 0) r.acquire_ms = ms;
+  }
   return r;
 }
 

@@ -41,6 +41,9 @@ Result<ExitReport> ExitReportFromJson(const nlohmann::json& j);
 struct LaunchedReport {
   std::string instance_id;
   std::string handle;
+  // How long the backend's Launch took to hand the instance over (a sandbox made,
+  // or a warm one taken; for Slurm, the submit), if measured.
+  std::optional<int64_t> acquire_ms;
 };
 nlohmann::json ToJson(const LaunchedReport& r);
 Result<LaunchedReport> LaunchedReportFromJson(const nlohmann::json& j);

@@ -152,6 +152,10 @@ json Job::Timings() const {
     if (tr.status == SecondaryStatus::kPending && tr.message.rfind("Queued in ", 0) == 0)
       backend_queue += (tr.end ? tr.end : (end ? end : tr.start)) - tr.start;
   if (backend_queue) t["backend_queue"] = backend_queue;
+  // Acquiring the first instance: how long the backend's Launch took to hand it
+  // over (a sandbox made cold, or a warm one taken), as the backend measured it.
+  for (const auto& in : instances)
+    if (in.attempt == attempt && in.index == 0 && in.acquire_ms >= 0) t["acquire"] = in.acquire_ms;
   if (const TimeMs downloading = get("Downloading"); ready && downloading >= ready) t["start"] = downloading - ready;
   if (first && training) t["first_user_line"] = first - training;
   if (training) t["training"] = (uploading ? uploading : (end ? end : training)) - training;
@@ -174,6 +178,7 @@ json ToJson(const Instance& i) {
             {"launched_at", i.launched_at},
             {"exited_at", i.exited_at},
             {"stop_sent", i.stop_sent}};
+  if (i.acquire_ms >= 0) j["acquire_ms"] = i.acquire_ms;
   return j;
 }
 
@@ -195,6 +200,7 @@ Instance InstanceFromJson(const json& j) {
   i.launched_at = j.value("launched_at", TimeMs{0});
   i.exited_at = j.value("exited_at", TimeMs{0});
   i.stop_sent = j.value("stop_sent", false);
+  i.acquire_ms = j.value("acquire_ms", int64_t{-1});
   return i;
 }
 
@@ -235,6 +241,8 @@ json ToJson(const Job& job) {
   j["ended_ms"] = job.ended_at;
   j["model_artifact"] = job.model_artifact.empty() ? json(nullptr) : json(job.model_artifact);
   if (!job.exit_message.empty()) j["exit_message"] = job.exit_message;
+  if (!job.start.empty()) j["start"] = job.start;
+  if (!job.start_note.empty()) j["start_note"] = job.start_note;
   if (job.warm_pool.status != WarmPoolStatus::kNone || job.warm_pool.keep_alive_seconds != 0 ||
       !job.warm_pool.chain.empty()) {
     const WarmPool& w = job.warm_pool;
@@ -326,6 +334,8 @@ Result<Job> JobFromJson(const json& j) {
       job.transitions.push_back(st);
     }
     job.phase_times = j.value("phase_times", std::map<std::string, TimeMs>{});
+    job.start = j.value("start", "");
+    job.start_note = j.value("start_note", "");
     for (const auto& i : j.at("instances")) job.instances.push_back(InstanceFromJson(i));
     if (j.contains("model_artifact") && j["model_artifact"].is_string()) job.model_artifact = j["model_artifact"];
     job.output_dir = j.value("output_dir", "");

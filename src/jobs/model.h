@@ -52,6 +52,7 @@ struct Instance {
   TimeMs launched_at = 0;
   TimeMs exited_at = 0;
   bool stop_sent = false;
+  int64_t acquire_ms = -1;  // how long the backend's Launch took (LaunchedReport), -1: not said
 };
 
 struct StatusTransition {
@@ -106,10 +107,14 @@ struct Job {
   StopCause stop_cause = StopCause::kNone;
   std::vector<StatusTransition> transitions;
   std::map<std::string, TimeMs> phase_times;  // phase -> first time reached this attempt
-  std::vector<Instance> instances;            // all attempts, in launch order
-  std::string model_artifact;                 // path of model.tar.gz once uploaded
-  std::string output_dir;                     // resolved output location
-  std::string exit_message;                   // /opt/ml/output/message of the first instance (ExitMessage)
+  // How this attempt's first instance started (its Training phase report): "cold",
+  // "warm" or "warm-runtime", "" until said; and why a warm runtime was not used.
+  std::string start;
+  std::string start_note;
+  std::vector<Instance> instances;  // all attempts, in launch order
+  std::string model_artifact;       // path of model.tar.gz once uploaded
+  std::string output_dir;           // resolved output location
+  std::string exit_message;         // /opt/ml/output/message of the first instance (ExitMessage)
   WarmPool warm_pool;
   int64_t last_job_seq = 0;  // highest event job_seq folded in
 

@@ -160,6 +160,8 @@ void SettleAttempt(Job& job, TimeMs now, TransitionResult& r) {
   if (job.attempt <= job.spec.retry_attempts) {
     job.attempt++;
     job.phase_times.clear();
+    job.start.clear();
+    job.start_note.clear();
     SetSecondary(job, SecondaryStatus::kRestarting, now,
                  "Retrying (attempt " + std::to_string(job.attempt) + " of " +
                      std::to_string(job.spec.retry_attempts + 1) + ") after: " + job.failure_reason);
@@ -227,6 +229,11 @@ TransitionResult ApplyPhase(Job& job, const json& payload, TimeMs now) {
   if (!report.ok()) return Ignore("malformed phase report: " + report.status().message());
   TimeMs at = report->time_ms.value_or(now);
   job.phase_times.emplace(ToString(report->phase), at);  // the first time it was reached
+  if (report->phase == Phase::kTraining && !report->start.empty() && job.start.empty() &&
+      report->instance_id == InstanceId(job.id, job.attempt, 0)) {
+    job.start = report->start;
+    job.start_note = report->start_note;
+  }
   SecondaryStatus target;
   switch (report->phase) {
     case Phase::kDownloading:
@@ -372,6 +379,7 @@ TransitionResult Transition(Job& job, const Event& e) {
       if (!launched.ok()) return Ignore("malformed launch report: " + launched.status().message());
       in->state = InstanceState::kRunning;
       in->handle = launched->handle;
+      if (launched->acquire_ms) in->acquire_ms = *launched->acquire_ms;
       if (job.secondary == SecondaryStatus::kPending && job.status == JobStatus::kInProgress && !QueuedInBackend(job))
         SetSecondary(job, SecondaryStatus::kStarting, now, "Launching requested instances");
       if (in->attempt == job.attempt && !job.phase_times.count("InstanceReady")) job.phase_times["InstanceReady"] = now;

@@ -86,6 +86,36 @@ TEST(StateMachine, WaitingInTheBackendsQueue) {
   EXPECT_EQ(j.secondary, SecondaryStatus::kCompleted);
 }
 
+// The first instance's Training report says how it started, and its launch report
+// how long acquiring it took; the describe keeps both (a retry forgets them).
+TEST(StateMachine, HowTheInstanceStartedAndHowLongAcquiringItTook) {
+  Job j = NewJob(1, 1);
+  Transition(j, Ev(EventType::kJobCreated));
+  Transition(j,
+             Ev(EventType::kInstanceLaunched, {{"instance_id", Iid(1, 0)}, {"handle", "h"}, {"acquire_ms", 3}}, 1400));
+  Transition(j,
+             Ev(EventType::kPhaseReported,
+                {{"instance_id", Iid(1, 0)}, {"phase", "Training"}, {"start", "warm"}, {"start_note", "why"}}, 1410));
+  EXPECT_EQ(j.start, "warm");
+  EXPECT_EQ(j.start_note, "why");
+  EXPECT_EQ(j.Timings()["acquire"], 3);
+  const json doc = ToJson(j);
+  EXPECT_EQ(doc["start"], "warm");
+  auto back = JobFromJson(doc);
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(back->start_note, "why");
+  EXPECT_EQ(back->Timings()["acquire"], 3);
+  Transition(j, Ev(EventType::kInstanceExited, {{"instance_id", Iid(1, 0)}, {"exit_code", 1}}, 1500));
+  EXPECT_EQ(j.attempt, 2);
+  EXPECT_EQ(j.start, "");
+  EXPECT_FALSE(ToJson(j).contains("start"));
+  EXPECT_FALSE(j.Timings().contains("acquire"));
+  // A report without the field (an older kilnd's event) and a negative one say nothing.
+  Transition(
+      j, Ev(EventType::kInstanceLaunched, {{"instance_id", Iid(2, 0)}, {"handle", "h2"}, {"acquire_ms", -5}}, 1530));
+  EXPECT_FALSE(j.Timings().contains("acquire"));
+}
+
 struct ExitCase {
   json payload;
   JobStatus status;

@@ -150,6 +150,12 @@ class WarmSandboxE2E(KilndHarness):
         self.assertEqual(warm["status"], "Completed", warm_log[-2000:])
         self.assertEqual(self.start_of(cold["id"])[0], "cold")
         self.assertEqual(self.start_of(warm["id"])[0], "warm-runtime", warm_log[-2000:])
+        # The job itself says how it started and how long acquiring its instance took.
+        self.assertEqual(cold.get("start"), "cold", cold)
+        self.assertEqual(warm.get("start"), "warm-runtime", warm)
+        for job in (cold, warm):
+            self.assertIsInstance(job["timings_ms"].get("acquire"), int, job["timings_ms"])
+            self.assertGreaterEqual(job["timings_ms"]["acquire"], 0)
         for obs in (cold_obs, warm_obs):
             self.assertEqual(obs["argv"], ["train.py", "--epochs", "3"])
             self.assertEqual(obs["train"], "a,b\n1,2\n")
@@ -192,6 +198,8 @@ class WarmSandboxE2E(KilndHarness):
         start, note = self.start_of(job["id"])
         self.assertEqual(start, "warm")
         self.assertIn("not the warm runtime", note)
+        self.assertEqual(job.get("start"), "warm", job)
+        self.assertEqual(job.get("start_note"), note, job)
         self.assertEqual(obs["train"], "a,b\n1,2\n")
 
     def test_05_a_warm_job_stops_with_its_grace_period(self):
