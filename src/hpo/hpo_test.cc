@@ -324,6 +324,20 @@ TEST(Gp, FindsBraninsMinimumFasterThanRandom) {
   EXPECT_LT(gp[2], rnd[2]);
 }
 
+TEST(Gp, FittedOnASubsetItStillFindsBraninsMinimum) {
+  // The kernel fitted on 12 of the trials (the best 6 and an even spread of the
+  // rest), the posterior over all of them.
+  GpOptions o;
+  o.fit_points = 12;
+  std::vector<double> best;
+  for (uint64_t seed = 1; seed <= 3; ++seed) {
+    auto g = MakeGpSampler(o);
+    best.push_back(RunBranin(*g, 40, seed));
+  }
+  std::sort(best.begin(), best.end());
+  EXPECT_LT(best[1], 0.45);
+}
+
 TEST(Gp, MixedSpaceConvergesOnTheBestCategoryAndInteger) {
   auto gp = MakeGpSampler();
   const MixedRun r = RunMixed(*gp, 50, 20);
@@ -349,12 +363,15 @@ TEST(Gp, RunningTrialsPushTheNextProposalElsewhere) {
 
 TEST(Gp, ProposalsStayInTheUnitCubeWhateverTheHistory) {
   // The awkward history with results or all equal, and more trials than the model keeps (max_points).
-  for (bool constant : {false, true}) {
-    GpOptions o;
-    o.max_points = 40;
-    auto gp = MakeGpSampler(o);
-    ExpectProposalsInTheUnitCube(*gp, AwkwardSpace(), AwkwardHistory(160, constant), 3);
-  }
+  // fit_points 16: the kernel is fitted on a subset of the modelled trials.
+  for (bool constant : {false, true})
+    for (int fit_points : {64, 16}) {
+      GpOptions o;
+      o.max_points = 40;
+      o.fit_points = fit_points;
+      auto gp = MakeGpSampler(o);
+      ExpectProposalsInTheUnitCube(*gp, AwkwardSpace(), AwkwardHistory(160, constant), 3);
+    }
 }
 
 TEST(Bayesian, UsesTheGpUntilItsLimitThenTpe) {
