@@ -622,6 +622,8 @@ json DescribeTrainingJob(const Job& job, const Context& c, const std::vector<Met
     d["ModelArtifacts"]["S3ModelArtifacts"] = base + "/" + job.spec.name + "/output/model.tar.gz";
   }
   if (!job.failure_reason.empty()) d["FailureReason"] = job.failure_reason.substr(0, 1024);
+  // A tuning job's trial names its tuning job, as SageMaker's do.
+  if (!job.spec.tuning_job.empty()) d["TuningJobArn"] = Arn(c, "hyper-parameter-tuning-job", job.spec.tuning_job);
   TimeMs start = Phase(job, "InstanceReady");
   if (start) d["TrainingStartTime"] = Seconds(start);
   if (job.ended_at) d["TrainingEndTime"] = Seconds(job.ended_at);

@@ -443,6 +443,7 @@ class TuningE2E(KilndHarness):
             self.assertIn(int(s["TunedHyperParameters"]["n-estimators"]), range(2, 21))
             dt = sm.describe_training_job(TrainingJobName=s["TrainingJobName"])
             self.assertEqual(dt["HyperParameters"]["n-estimators"], s["TunedHyperParameters"]["n-estimators"])
+            self.assertEqual(dt["TuningJobArn"], arn)  # a trial names its tuning job
             # Trials carry the request's Tags; later changes to the tuning job's tags stay on the tuning job.
             trial_tags = sm.list_tags(ResourceArn=s["TrainingJobArn"])["Tags"]
             self.assertEqual(sorted((t["Key"], t["Value"]) for t in trial_tags), [("project", "iris"), ("stage", "dev")])
